@@ -1,0 +1,58 @@
+"""Framework-neutral architectures: layers, ``Arch`` and its shape/param/FLOP inference.
+
+Pure Python on purpose: ``import protolab`` must not load torch, TensorFlow or NumPy, and the
+numbers a trial reports for its model come from here, identical for both backends.
+
+FLOP rule: ``flops_per_sample`` counts one forward pass of one sample, 2 FLOPs per
+multiply-add of every matmul/convolution (Dense, Conv1D/2D, LSTM/GRU input and recurrent
+matmuls, attention projections, scores and weighted sums, Residual projections). Element-wise
+work (biases, activations, normalisation, pooling, dropout, additions, gates) and embedding
+lookups count 0: they are a small share of real models' compute and differ between kernels.
+"""
+
+from protolab.arch._activations import ACTIVATIONS, ALIASES, LEAKY_RELU_SLOPE
+from protolab.arch._arch import Arch, ArchInfo
+from protolab.arch._base import Layer, LayerRow, same_padding
+from protolab.arch._layers import (
+    Activation,
+    AvgPool,
+    BatchNorm,
+    Conv1D,
+    Conv2D,
+    Dense,
+    Dropout,
+    Flatten,
+    GlobalAvgPool,
+    LayerNorm,
+    MaxPool,
+)
+from protolab.arch._residual import Projection, Residual
+from protolab.arch._sequence import GRU, LSTM, Embedding, SelfAttention
+
+__all__ = [
+    "ACTIVATIONS",
+    "ALIASES",
+    "GRU",
+    "LEAKY_RELU_SLOPE",
+    "LSTM",
+    "Activation",
+    "Arch",
+    "ArchInfo",
+    "AvgPool",
+    "BatchNorm",
+    "Conv1D",
+    "Conv2D",
+    "Dense",
+    "Dropout",
+    "Embedding",
+    "Flatten",
+    "GlobalAvgPool",
+    "Layer",
+    "LayerNorm",
+    "LayerRow",
+    "MaxPool",
+    "Projection",
+    "Residual",
+    "SelfAttention",
+    "same_padding",
+]

@@ -1,0 +1,188 @@
+"""The ``protolab`` command line: type hints are the CLI (Typer).
+
+Heavy modules (frameworks, MLflow, Optuna) are imported inside the commands that need them,
+so ``protolab --help`` stays fast. Every :class:`UserInputError` becomes one line on stderr
+and exit code 2; no traceback reaches the user for bad input.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Annotated, Any, NoReturn, TypeVar
+
+import typer
+
+from protolab._version import __version__
+from protolab.errors import ProtolabError, UserInputError
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    name="protolab",
+    help="PyTorch or TensorFlow? Sweep an experiment's architectures on both and measure.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+T = TypeVar("T")
+
+ConfigArg = Annotated[Path, typer.Argument(help="YAML config (e.g. configs/digits_mlp.yaml).")]
+OverridesArg = Annotated[
+    list[str] | None,
+    typer.Argument(help="Dotted overrides with YAML values: study.n_trials=5 backends=[keras]."),
+]
+
+
+def _fail(message: str, code: int) -> NoReturn:
+    from rich.console import Console
+
+    Console(stderr=True, highlight=False).print(f"[bold red]error:[/] {message}", soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _guard(fn: Callable[[], T]) -> T:
+    """Run a command body; protolab errors become one message and their exit code."""
+    _quiet_frameworks()
+    try:
+        return fn()
+    except UserInputError as e:
+        _fail(str(e), e.exit_code)
+    except ProtolabError as e:
+        _fail(str(e), e.exit_code)
+
+
+def _quiet_frameworks() -> None:
+    """Silence TensorFlow's C++ logs unless the user asked for them; pick Keras' backend."""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"protolab {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Show the version.")
+    ] = False,
+) -> None:
+    """PyTorch or TensorFlow? Sweep an experiment's architectures on both and measure."""
+
+
+@app.command()
+def sweep(config: ConfigArg, overrides: OverridesArg = None) -> None:
+    """Run or resume the Optuna study of CONFIG until it holds study.n_trials finished trials."""
+
+    def body() -> None:
+        from rich.console import Console
+
+        from protolab._display import SweepDisplay, summary_table
+        from protolab.config import load_config
+        from protolab.sweep import prepare
+        from protolab.sweep import sweep as run_sweep
+
+        cfg, script = load_config(config, overrides or [])
+        ctx = prepare(cfg, config, script)
+        summary = run_sweep(ctx, SweepDisplay())
+        out = Console()
+        out.print(summary_table(summary, cfg.backends))
+        if summary.best_value is not None:
+            out.print(
+                f"best: t{summary.best_number} {ctx.metric}={summary.best_value:.4g} "
+                f"in {summary.wall_s:.1f} s; see it with `protolab ui`"
+            )
+
+    _guard(body)
+
+
+@app.command()
+def run(
+    config: ConfigArg,
+    overrides: OverridesArg = None,
+    params: Annotated[
+        str | None, typer.Option(help='Fixed values as JSON: \'{"width": 128, "act": "relu"}\'.')
+    ] = None,
+    best: Annotated[bool, typer.Option("--best", help="Use the best trial's values.")] = False,
+) -> None:
+    """Train once with fixed values (defaults, --params or --best), logged like a trial."""
+
+    def body() -> None:
+        from rich.console import Console
+
+        from protolab.config import load_config
+        from protolab.sweep import prepare, run_once
+        from protolab.sweep._worker import best_params
+        from protolab.tracking import open_tracker
+
+        if params is not None and best:
+            raise UserInputError("--params and --best are exclusive; give one of them")
+        values: dict[str, Any] = {}
+        if params is not None:
+            try:
+                values = json.loads(params)
+            except json.JSONDecodeError as e:
+                raise UserInputError(f"--params: not valid JSON ({e.msg}), got {params!r}") from None
+            if not isinstance(values, dict):
+                raise UserInputError(f"--params must be a JSON object, but got {params!r}")
+        cfg, script = load_config(config, overrides or [])
+        ctx = prepare(cfg, config, script)
+        if best:
+            values = best_params(ctx)
+        tracker = open_tracker(ctx)
+        label = "best" if best else "run"
+        try:
+            out = run_once(ctx, tracker, None, label, values=values, extra_tags={"protolab.mode": "run"})
+        finally:
+            tracker.end()
+        console = Console()
+        for name, result in out.results.items():
+            m = result.metrics
+            console.print(
+                f"{label}-{name}: {ctx.metric}={m.get(ctx.metric, float('nan')):.4g}  "
+                f"step {m['time/step_ms']:.3f} ms  first step {m['time/first_step_s']:.2f} s  "
+                f"params {int(m['model/params'])}"
+            )
+
+    _guard(body)
+
+
+@app.command()
+def ui(
+    port: Annotated[int, typer.Option(help="Port to serve on.")] = 5000,
+    host: Annotated[str, typer.Option(help="Interface to bind; 127.0.0.1 keeps it local.")] = "127.0.0.1",
+    uri: Annotated[str | None, typer.Option(help="Tracking URI (default: ./mlruns).")] = None,
+) -> None:
+    """Open the MLflow UI over this project's store (runs table: #/experiments/<id>/runs)."""
+
+    def body() -> None:
+        from protolab.tracking import default_tracking_uri
+
+        store = uri or default_tracking_uri()
+        cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", store]
+        cmd += ["--host", host, "--port", str(port)]
+        if store.startswith("sqlite:///"):
+            root = Path(store.removeprefix("sqlite:///")).parent / "artifacts"
+            cmd += ["--default-artifact-root", root.resolve().as_uri()]
+        typer.echo(
+            f"MLflow UI on http://{host}:{port} over {store}\n"
+            "protolab runs are on each experiment's 'Runs' tab (#/experiments/<id>/runs)."
+        )
+        os.execv(sys.executable, cmd)
+
+    _guard(body)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

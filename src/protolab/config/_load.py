@@ -1,0 +1,170 @@
+"""Read a YAML config, apply ``dotted.key=value`` overrides, validate, explain errors.
+
+Every failure is a :class:`ConfigError` naming the file, the dotted field, the value received
+and what is allowed, so the CLI can print one line and exit 2 before anything runs.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from protolab.config import _model
+from protolab.config._model import Config
+from protolab.errors import ConfigError
+
+__all__ = ["apply_overrides", "config_hash", "load_config"]
+
+
+def _parse_value(text: str) -> Any:
+    """Override values are YAML (``[keras]``, ``5``, ``{low: 1, high: 2}``, ``null``)."""
+    try:
+        return yaml.safe_load(text) if text.strip() else ""
+    except yaml.YAMLError:
+        return text  # not YAML: keep the raw text, validation says what was expected
+
+
+def apply_overrides(raw: dict[str, Any], overrides: Sequence[str], source: str) -> dict[str, Any]:
+    """Return a copy of ``raw`` with each ``a.b.c=value`` applied (values parsed as YAML)."""
+    data = json.loads(json.dumps(raw))  # deep copy of plain YAML data
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        key = key.strip()
+        if not sep or not key or any(not part for part in key.split(".")):
+            raise ConfigError(
+                f"{source}: override {item!r} must look like dotted.key=value "
+                "(e.g. study.n_trials=5 or backends=[keras])"
+            )
+        node = data
+        parts = key.split(".")
+        for i, part in enumerate(parts[:-1]):
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                where = ".".join(parts[: i + 1])
+                raise ConfigError(
+                    f"{source}: override {item!r}: '{where}' is {child!r}, not a section"
+                )
+            node = child
+        node[parts[-1]] = _parse_value(text)
+    return data
+
+
+def _allowed_keys(model: type[BaseModel], loc: Sequence[int | str]) -> list[str]:
+    """The keys a (nested) section accepts, for 'unknown key' messages."""
+    current: Any = model
+    for part in loc[:-1]:
+        field = getattr(current, "model_fields", {}).get(part)
+        if field is None:
+            return []
+        current = field.annotation
+        if not (isinstance(current, type) and issubclass(current, BaseModel)):
+            return []
+    return sorted(getattr(current, "model_fields", {}))
+
+
+def _is_member_tag(part: int | str) -> bool:
+    """Union members add their type to an error's loc ("train.lr.Range"); users never wrote it."""
+    return isinstance(part, str) and (
+        part[:1].isupper() or "[" in part or part in ("float", "int", "str", "bool")
+    )
+
+
+def _member_model(loc: Sequence[int | str]) -> type[BaseModel] | None:
+    """The config model of the union member an error comes from (Range, Choice), if any."""
+    for part in loc:
+        if _is_member_tag(part):
+            name = re.sub(r"\W+$", "", str(part)).rsplit(" ", 1)[-1].rsplit("[", 1)[-1]
+            model = getattr(_model, name, None)
+            if isinstance(model, type) and issubclass(model, BaseModel):
+                return model
+    return None
+
+
+def _explain(err: ValidationError, source: str) -> str:
+    errors = err.errors()
+    per_member: dict[tuple[str, str], int] = {}
+    for e in errors:  # how badly each union member missed: the closest one is what was meant
+        key = _field_key(e["loc"])
+        member = _member_model(e["loc"])
+        tag = (key, member.__name__ if member else "")
+        per_member[tag] = per_member.get(tag, 0) + 1
+    found: dict[str, tuple[tuple[int, int], str]] = {}
+    for e in errors:
+        loc = [p for p in e["loc"] if not _is_member_tag(p)]
+        dotted = ".".join(str(p) for p in loc) or "(top level)"
+        key = _field_key(e["loc"])
+        got = e.get("input")
+        member = _member_model(e["loc"])
+        if e["type"] == "extra_forbidden":
+            keys = sorted(member.model_fields) if member else _allowed_keys(Config, loc)
+            line = f"{dotted}: unknown key (got {got!r}); allowed keys here: {', '.join(keys)}"
+        else:
+            msg = e["msg"].removeprefix("Value error, ")
+            line = f"{dotted}: {msg if 'but got' in msg else f'{msg} (got {got!r})'}"
+        # Our own rule checks first; then the union member shaped like the input (a mapping
+        # for Range/Choice) that has the fewest errors.
+        rank = 0 if e["type"] == "value_error" else 1
+        if (member is not None) != isinstance(got, dict) and not (member and dotted != key):
+            rank = 2
+        score = (rank, per_member[(key, member.__name__ if member else "")])
+        if key not in found or score < found[key][0]:
+            found[key] = (score, line)
+    lines = [line for _, line in found.values()]
+    more = f" (and {len(lines) - 1} more: {', '.join(list(found)[1:])})" if len(lines) > 1 else ""
+    return f"{source}: {lines[0]}{more}"
+
+
+def _field_key(loc: Sequence[int | str]) -> str:
+    """The dotted field the user wrote: the loc up to the first union-member tag."""
+    cut = next((i for i, p in enumerate(loc) if _is_member_tag(p)), len(loc))
+    return ".".join(str(p) for p in loc[:cut]) or "(top level)"
+
+
+def load_config(path: str | Path, overrides: Sequence[str] = ()) -> tuple[Config, Path]:
+    """Load and validate ``path`` with overrides; returns the config and the script path.
+
+    The experiment path is resolved relative to the config file and must exist.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        raise ConfigError(f"{path}{line}: not valid YAML: {getattr(e, 'problem', e)}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file (expected YAML)") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping, but got {type(raw).__name__}")
+    data = apply_overrides(raw, overrides, str(path))
+    try:
+        cfg = Config.model_validate(data)
+    except ValidationError as e:
+        raise ConfigError(_explain(e, str(path))) from None
+    script = cfg.experiment if cfg.experiment.is_absolute() else path.parent / cfg.experiment
+    script = script.resolve()
+    if not script.is_file():
+        raise ConfigError(
+            f"{path}: experiment: script {script} does not exist (got {str(cfg.experiment)!r}; "
+            "paths are relative to the config file)"
+        )
+    if cfg.study.name is None:
+        cfg = cfg.model_copy(
+            update={"study": cfg.study.model_copy(update={"name": path.stem.replace("_", "-")})}
+        )
+    return cfg, script
+
+
+def config_hash(cfg: Config) -> str:
+    """12 hex chars over the resolved config (overrides included): which config ran."""
+    text = json.dumps(cfg.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()[:12]

@@ -1,0 +1,182 @@
+"""Typed config: every key, its type, its default (with a comment saying why).
+
+Models forbid unknown keys, so a typo (``study.n_trails``) fails before anything runs.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+__all__ = [
+    "BACKENDS",
+    "PRUNERS",
+    "SAMPLERS",
+    "Choice",
+    "Config",
+    "HardwareConfig",
+    "Range",
+    "StudyConfig",
+    "TrackingConfig",
+    "TrainConfig",
+]
+
+# Kept as Literals so pydantic lists the allowed values in its error for free.
+Sampler = Literal["tpe", "random", "gp", "cmaes", "nsga2", "qmc"]
+Pruner = Literal["none", "median", "percentile", "hyperband", "successive_halving"]
+BackendName = Literal["lightning", "keras"]
+SAMPLERS: tuple[str, ...] = Sampler.__args__  # type: ignore[attr-defined]
+PRUNERS: tuple[str, ...] = Pruner.__args__  # type: ignore[attr-defined]
+BACKENDS: tuple[str, ...] = BackendName.__args__  # type: ignore[attr-defined]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Range(_Strict):
+    """A numeric search range: ``{low: 1e-4, high: 1e-2, log: true}``."""
+
+    low: float
+    high: float
+    log: bool = False  # sample on a log scale (learning rates, widths)
+    step: float | None = None  # quantise (e.g. batch sizes in steps of 32)
+
+    @model_validator(mode="after")
+    def _check(self) -> Range:
+        if self.low > self.high:
+            raise ValueError(f"`low <= high` must hold, but got low={self.low}, high={self.high}")
+        if self.log and self.low <= 0:
+            raise ValueError(f"`low > 0` must hold when log=true, but got low={self.low}")
+        if self.step is not None and (self.step <= 0 or self.log):
+            raise ValueError(f"`step > 0` without log must hold, but got step={self.step}")
+        return self
+
+
+class Choice(_Strict):
+    """A categorical search choice: ``{choices: [32, 64, 128]}``."""
+
+    choices: list[float | int | str | bool] = Field(min_length=1)
+
+
+# URL schemes accepted for stores; reachability is checked when they are opened.
+STORAGE_SCHEMES = ("sqlite", "postgresql", "mysql", "oracle", "mssql", "redis")
+TRACKING_SCHEMES = ("sqlite", "http", "https", "file", "postgresql", "mysql", "mssql", "databricks")
+
+
+def _scheme(url: str) -> str:
+    return url.split("://", 1)[0].split("+", 1)[0] if "://" in url else ""
+
+
+def _redacted(url: str) -> str:
+    return re.sub(r"(://[^:/@\s]+):[^@\s]*@", r"\1:***@", url)
+
+
+class StudyConfig(_Strict):
+    name: str | None = Field(None, min_length=1)  # Optuna study = MLflow experiment; default: file stem
+    storage: str | None = None  # None: a local journal under mlruns/; or any Optuna URL
+    n_trials: int = Field(20, ge=1)  # finished trials in the study in total (reruns top up)
+    timeout_s: float | None = Field(None, gt=0)  # stop starting new trials after this long
+    sampler: Sampler = "tpe"  # TPE adapts to conditional, define-by-run spaces
+    pruner: Pruner = "median"  # stops trials whose per-epoch curve is worse than the median
+    seed: int = 0  # seeds the sampler and every trial's training
+    max_failures: int | None = Field(None, ge=1)  # stop after this many failures; None: n_trials
+
+    @field_validator("storage")
+    @classmethod
+    def _storage_url(cls, v: str | None) -> str | None:
+        if v is None or v.endswith((".journal", ".log")) or _scheme(v) in STORAGE_SCHEMES:
+            return v
+        raise ValueError(
+            f"unsupported URL {_redacted(v)!r}; allowed: null (a local journal under mlruns/), "
+            "a path ending in .journal, sqlite:///FILE, postgresql://..., mysql://..., redis://..."
+        )
+
+
+class TrainConfig(_Strict):
+    epochs: int = Field(10, ge=1)  # full passes over the training split
+    batch_size: int | Range | Choice = 64  # a value, or a range/choice to search
+    optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] | Choice = "adam"
+    lr: float | Range | Choice = 1e-3  # learning rate
+    weight_decay: float | Range | Choice = 0.0  # L2 (decoupled for adamw)
+
+    @field_validator("batch_size")
+    @classmethod
+    def _positive_batch(cls, v: Any) -> Any:
+        if isinstance(v, int) and v < 1:
+            raise ValueError(f"`batch_size >= 1` must hold, but got {v}")
+        if isinstance(v, Range) and v.low < 1:
+            raise ValueError(f"`low >= 1` must hold for batch_size, but got low={v.low}")
+        return v
+
+    @field_validator("lr")
+    @classmethod
+    def _positive_lr(cls, v: Any) -> Any:
+        if isinstance(v, float) and v <= 0:
+            raise ValueError(f"`lr > 0` must hold, but got {v}")
+        return v
+
+    @field_validator("optimizer")
+    @classmethod
+    def _known_optimizers(cls, v: Any) -> Any:
+        if isinstance(v, Choice):
+            bad = [c for c in v.choices if c not in ("adam", "adamw", "sgd", "rmsprop")]
+            if bad:
+                raise ValueError(f"unknown optimizer {bad}; allowed: adam, adamw, sgd, rmsprop")
+        return v
+
+
+class HardwareConfig(_Strict):
+    accelerator: Literal["auto", "cpu", "gpu", "tpu"] = "auto"  # auto: GPU/TPU when present
+    devices: int = Field(1, ge=1)  # devices per trial
+    precision: Literal["32", "bf16", "16"] = "32"  # 16 = float16 mixed (GPU only)
+
+    @field_validator("precision", mode="before")
+    @classmethod
+    def _precision_as_text(cls, v: Any) -> Any:
+        return str(v) if isinstance(v, int) else v  # YAML reads `precision: 32` as an int
+
+    @model_validator(mode="after")
+    def _check(self) -> HardwareConfig:
+        if self.accelerator == "cpu" and self.precision == "16":
+            raise ValueError("precision '16' needs a GPU; on accelerator 'cpu' use '32' or 'bf16'")
+        return self
+
+
+class TrackingConfig(_Strict):
+    uri: str | None = None  # None: sqlite:///mlruns/mlflow.db (or $MLFLOW_TRACKING_URI)
+    experiment: str | None = None  # MLflow experiment name; default: the study name
+
+    @field_validator("uri")
+    @classmethod
+    def _tracking_url(cls, v: str | None) -> str | None:
+        if v is None or _scheme(v) in TRACKING_SCHEMES:
+            return v
+        raise ValueError(
+            f"unsupported URI {_redacted(v)!r}; allowed: null (sqlite:///mlruns/mlflow.db), "
+            "sqlite:///FILE, http(s)://HOST:PORT, postgresql://..."
+        )
+
+
+class Config(_Strict):
+    experiment: Path  # the experiment script, relative to the config file
+    backends: list[BackendName] = Field(default_factory=lambda: ["lightning"], min_length=1)
+    study: StudyConfig = StudyConfig()
+    train: TrainConfig = TrainConfig()
+    hardware: HardwareConfig = HardwareConfig()
+    tracking: TrackingConfig = TrackingConfig()
+
+    @field_validator("backends", mode="before")
+    @classmethod
+    def _one_backend_as_list(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
+
+    @field_validator("backends")
+    @classmethod
+    def _unique(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError(f"each backend may appear once, but got {v}")
+        return v

@@ -1,0 +1,60 @@
+"""Datasets for protolab experiments: built-ins made in code, or the user's ``.npz``/``.csv``.
+
+``load_dataset(spec)`` is the single entry point: a built-in name (see
+:func:`dataset_names`) or a file path, relative to the experiment script's folder. Every
+result honours one dtype contract so both backends see identical inputs: x is float32
+(int64 for token sequences), classification y is int64 in ``[0, n_classes)``, regression y
+is float32. Loading is seeded and deterministic: the same seed gives identical arrays.
+
+This package never imports a training framework; numpy is imported here, scikit-learn only
+when a built-in that needs it is loaded.
+"""
+
+from __future__ import annotations
+
+import numbers
+from pathlib import Path
+
+from protolab.data._builtin import BUILTINS
+from protolab.data._dataset import Dataset, from_arrays
+from protolab.data._files import SUFFIXES, load_file
+from protolab.errors import DataError
+
+__all__ = ["Dataset", "dataset_names", "load_dataset"]
+
+
+def dataset_names() -> list[str]:
+    """Names of the built-in datasets, sorted."""
+    return sorted(BUILTINS)
+
+
+def load_dataset(
+    spec: str, base_dir: Path | None = None, *, seed: int = 0, val_fraction: float = 0.2
+) -> Dataset:
+    """Load a built-in by name, or a ``.npz``/``.csv`` file by path, with a seeded val split.
+
+    Relative paths resolve against ``base_dir`` (the experiment script's folder; the working
+    directory when None). ``val_fraction`` applies whenever we make the split (built-ins and
+    ``x``/``y`` files); a file with ``x_train``/``x_val`` keeps the split it brings.
+    Raises :class:`~protolab.errors.DataError` with a one-line message for any bad input.
+    """
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
+        raise DataError(f"dataset '{spec}': seed is {seed!r}; allowed: an integer >= 0")
+    seed = int(seed)
+    if spec in BUILTINS:
+        x, y = BUILTINS[spec](seed)
+        return from_arrays(
+            spec, x, y, where=f"dataset '{spec}'", seed=seed, val_fraction=val_fraction
+        )
+    if not _looks_like_path(spec):
+        raise DataError(
+            f"unknown dataset '{spec}'; built-ins: {', '.join(dataset_names())}; "
+            f"a data file path must end in {' or '.join(SUFFIXES)}"
+        )
+    return load_file(spec, base_dir, seed=seed, val_fraction=val_fraction)
+
+
+def _looks_like_path(spec: str) -> bool:
+    """A spec with an extension or a folder part is a path (so a typo'd built-in is not)."""
+    p = Path(spec)
+    return bool(p.suffix) or len(p.parts) > 1 or spec.startswith(("~", "."))

@@ -1,0 +1,88 @@
+"""``@protolab.experiment``: marks the function that turns a Space into an Arch."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from protolab.arch import Arch
+from protolab.errors import ScriptError
+from protolab.space import Space
+
+__all__ = ["Experiment", "experiment"]
+
+Direction = Literal["maximize", "minimize"]
+
+# Metrics where larger is better; everything else (loss, rmse, time ...) is minimised.
+_MAXIMIZED = ("acc", "accuracy", "auc", "f1", "r2", "throughput", "mfu", "tflops")
+
+
+def infer_direction(metric: str) -> Direction:
+    """``val/acc`` is maximised, ``val/loss`` minimised: infer from the metric's last word."""
+    leaf = metric.rsplit("/", 1)[-1].lower()
+    return "maximize" if any(leaf.startswith(m) for m in _MAXIMIZED) else "minimize"
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """An experiment function plus what it trains on and what it optimises."""
+
+    fn: Callable[[Space], Arch] = field(repr=False)
+    data: str
+    metric: str | None
+    direction: Direction | None
+    name: str
+    source: str = ""  # the script path once loaded (for error messages)
+
+    def build(self, space: Space) -> Arch:
+        """Call the user's function and check it returned an Arch (a common slip)."""
+        arch = self.fn(space)
+        if not isinstance(arch, Arch):
+            where = f" in {self.source}" if self.source else ""
+            raise ScriptError(
+                f"experiment '{self.name}'{where} must return a protolab.Arch, "
+                f"but returned {type(arch).__name__}: {arch!r:.80}"
+            )
+        return arch
+
+    def resolve_metric(self, default: str) -> tuple[str, Direction]:
+        """The metric to optimise and its direction (default: the dataset's own metric)."""
+        metric = self.metric or default
+        return metric, self.direction or infer_direction(metric)
+
+
+# Set by the loader while it executes a script, so decorators can register themselves.
+_registry: list[Experiment] | None = None
+
+
+def experiment(
+    fn: Callable[[Space], Arch] | None = None,
+    *,
+    data: str = "digits",
+    metric: str | None = None,
+    direction: Direction | None = None,
+    name: str | None = None,
+) -> Any:
+    """Declare the experiment of a script: ``@pl.experiment(data="digits", metric="val/acc")``.
+
+    ``data`` is a built-in dataset name or a ``.npz``/``.csv`` path relative to the script.
+    ``metric`` defaults to the dataset's (``val/acc`` or ``val/rmse``); ``direction`` is
+    inferred from the metric name when not given. Works bare (``@pl.experiment``) too.
+    """
+    if direction not in (None, "maximize", "minimize"):
+        raise ScriptError(
+            f"@experiment: direction must be 'maximize' or 'minimize', but got {direction!r}"
+        )
+    if not isinstance(data, str) or not data:
+        raise ScriptError(f"@experiment: data must be a dataset name or a path, but got {data!r}")
+
+    def wrap(f: Callable[[Space], Arch]) -> Experiment:
+        if not callable(f):
+            raise ScriptError(f"@experiment must decorate a function, but got {f!r}")
+        exp = Experiment(f, data, metric, direction, name or f.__name__)
+        if _registry is not None:
+            _registry.append(exp)
+        return exp
+
+    return wrap(fn) if fn is not None else wrap

@@ -1,0 +1,41 @@
+"""The layer catalogue for experiment scripts: ``from protolab import layers as L``."""
+
+from protolab.arch import (
+    GRU,
+    LSTM,
+    Activation,
+    AvgPool,
+    BatchNorm,
+    Conv1D,
+    Conv2D,
+    Dense,
+    Dropout,
+    Embedding,
+    Flatten,
+    GlobalAvgPool,
+    Layer,
+    LayerNorm,
+    MaxPool,
+    Residual,
+    SelfAttention,
+)
+
+__all__ = [
+    "GRU",
+    "LSTM",
+    "Activation",
+    "AvgPool",
+    "BatchNorm",
+    "Conv1D",
+    "Conv2D",
+    "Dense",
+    "Dropout",
+    "Embedding",
+    "Flatten",
+    "GlobalAvgPool",
+    "Layer",
+    "LayerNorm",
+    "MaxPool",
+    "Residual",
+    "SelfAttention",
+]

@@ -1,0 +1,98 @@
+"""Everything a sweep or a single run needs, checked before any store is touched."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from protolab.config import Config, TrainConfig
+from protolab.config._load import config_hash
+from protolab.errors import ArchError, ScriptError, SpaceError
+from protolab.experiment import Experiment, load_experiment
+from protolab.experiment._loader import script_hash
+from protolab.space import Space
+
+__all__ = ["SweepContext", "prepare", "sample_train"]
+
+
+@dataclass(frozen=True)
+class SweepContext:
+    cfg: Config
+    config_path: Path
+    script_path: Path
+    experiment: Experiment
+    dataset: Any  # protolab.data.Dataset (imported lazily: numpy)
+    metric: str
+    direction: str
+    script_hash: str
+    config_hash: str
+
+    @property
+    def study_name(self) -> str:
+        assert self.cfg.study.name is not None
+        return self.cfg.study.name
+
+    @property
+    def tracking_uri(self) -> str:
+        from protolab.tracking import default_tracking_uri
+
+        return self.cfg.tracking.uri or default_tracking_uri()
+
+
+def sample_train(train: TrainConfig, space: Space) -> dict[str, Any]:
+    """Resolve train settings: plain values pass through, ranges/choices are sampled."""
+    from protolab.config import Choice, Range
+
+    out: dict[str, Any] = {}
+    for name, value in train:
+        if isinstance(value, Range):
+            whole = name == "batch_size"
+            if whole:
+                step = int(value.step or 1)
+                out[name] = space.int(name, int(value.low), int(value.high), step=step, log=value.log)
+            else:
+                out[name] = space.float(name, value.low, value.high, step=value.step, log=value.log)
+        elif isinstance(value, Choice):
+            out[name] = space.choice(name, value.choices)
+        else:
+            out[name] = value
+    return out
+
+
+def prepare(cfg: Config, config_path: Path, script_path: Path) -> SweepContext:
+    """Load the script and data and dry-run the experiment: bad input fails here, exit 2.
+
+    The dry run calls the experiment with default values, which catches errors in the
+    user's function (with file:line) before a study or an MLflow run exists. An Arch that
+    cannot be built is only a failed trial later, so it is not fatal here.
+    """
+    from protolab.data import load_dataset
+
+    exp = load_experiment(script_path)
+    dataset = load_dataset(exp.data, base_dir=script_path.parent, seed=cfg.study.seed)
+    try:
+        exp.build(Space())
+    except (ScriptError, SpaceError) as e:
+        raise type(e)(f"{script_path}: {e}") from None
+    except ArchError:
+        pass
+    except Exception as e:
+        from protolab.experiment._loader import _user_frame
+
+        raise ScriptError(
+            f"{_user_frame(e, script_path)}: experiment '{exp.name}' raised "
+            f"{type(e).__name__}: {e}"
+        ) from None
+    metric, direction = exp.resolve_metric(dataset.metric)
+    return SweepContext(
+        cfg=cfg,
+        config_path=config_path.resolve(),
+        script_path=script_path,
+        experiment=exp,
+        dataset=dataset,
+        metric=metric,
+        direction=direction,
+        script_hash=script_hash(script_path),
+        config_hash=config_hash(cfg),
+    )

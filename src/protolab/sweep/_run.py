@@ -1,0 +1,170 @@
+"""One configuration trained on every configured backend, each as its own MLflow child run.
+
+Shared by sweep trials and ``protolab run``: the same function, so a rerun of the best
+trial is logged exactly like the trial it reproduces.
+"""
+
+from __future__ import annotations
+
+import json
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from protolab.backends import Job, JobResult, TrainSettings, get_backend
+from protolab.space import Space
+from protolab.sweep._context import SweepContext, sample_train
+
+__all__ = ["Outcome", "run_once"]
+
+# (backend, epoch, metrics) -> None: live progress.
+ProgressFn = Callable[[str, int, dict[str, float]], None]
+# (value, epoch) -> None: intermediate value of the lead backend; raises to prune.
+ReportFn = Callable[[float, int], None]
+
+
+@dataclass
+class Outcome:
+    """What one configuration produced: per-backend results and the value to optimise."""
+
+    params: dict[str, Any]
+    arch_hash: str = ""
+    results: dict[str, JobResult] = field(default_factory=dict)
+    value: float | None = None
+
+
+def fail_reason(e: BaseException) -> str:
+    """One line for the ``protolab.fail_reason`` tag; the traceback goes to an artifact."""
+    text = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+
+
+def run_once(
+    ctx: SweepContext,
+    tracker: Any,
+    trial: Any | None,
+    label: str,
+    *,
+    values: dict[str, Any] | None = None,
+    report: ReportFn | None = None,
+    progress: ProgressFn | None = None,
+    extra_tags: dict[str, str] | None = None,
+) -> Outcome:
+    """Build the sampled Arch and train it on each backend; ``label`` names runs ``{label}-{backend}``.
+
+    ``trial`` is an Optuna trial (sweeps) or None with ``values`` (fixed runs). Any exception
+    (bad Arch, user code, NaN, pruning, interrupt) ends every open child run in the right
+    state and propagates, so callers decide the trial's fate.
+    """
+    arch_space = Space(trial, values)
+    train_space = Space(trial, values, prefix="train.")
+    cfg = ctx.cfg
+    out = Outcome(params={})
+    base_tags = {
+        "protolab.study": ctx.study_name,
+        "protolab.trial": label.removeprefix("t"),
+        "protolab.script_hash": ctx.script_hash,
+        "protolab.config_hash": ctx.config_hash,
+        "protolab.metric": ctx.metric,
+        "protolab.data": str(ctx.dataset.name),
+        **(extra_tags or {}),
+    }
+    if len(cfg.backends) > 1:
+        base_tags["protolab.pair"] = f"{ctx.study_name}/{label}"
+    try:
+        arch = ctx.experiment.build(arch_space)
+        train = sample_train(cfg.train, train_space)
+        out.arch_hash = arch.hash
+    except Exception as e:  # nothing trained: record the failure once per backend
+        out.params = _params(arch_space, train_space, cfg)
+        for b in cfg.backends:
+            run = tracker.child(f"{label}-{b}", {**base_tags, "protolab.backend": b}, out.params)
+            run.log_text(traceback.format_exc(), "traceback.txt")
+            run.end("FAIL", fail_reason(e))
+        raise
+    out.params = _params(arch_space, train_space, cfg)
+    settings = TrainSettings(
+        epochs=cfg.train.epochs,
+        batch_size=int(train["batch_size"]),
+        optimizer=str(train["optimizer"]),
+        lr=float(train["lr"]),
+        weight_decay=float(train["weight_decay"]),
+        seed=cfg.study.seed,
+    )
+    job = Job(arch, ctx.dataset, settings, cfg.hardware)
+    artifacts = {
+        "arch.json": json.dumps(arch.to_dict(), indent=2),
+        "arch.txt": _summary(arch, ctx.dataset),
+        f"config/{ctx.config_path.name}": ctx.config_path.read_text(),
+        "config/resolved.json": ctx.cfg.model_dump_json(indent=2),
+        f"script/{ctx.script_path.name}": ctx.script_path.read_text(),
+    }
+    for i, name in enumerate(cfg.backends):
+        backend = get_backend(name)
+        tags = {
+            **base_tags,
+            "protolab.backend": name,
+            "protolab.family": backend.family,
+            "protolab.arch_hash": arch.hash,
+        }
+        run = tracker.child(f"{label}-{name}", tags, out.params)
+        for path, text in artifacts.items():
+            run.log_text(text, path)
+
+        def on_epoch(
+            epoch: int, metrics: dict[str, float], run: Any = run, name: str = name, lead: bool = i == 0
+        ) -> None:
+            run.log_metrics(metrics, step=epoch)
+            if progress is not None:
+                progress(name, epoch, metrics)
+            if lead and report is not None and ctx.metric in metrics:
+                report(metrics[ctx.metric], epoch)
+
+        try:
+            result = backend.run(job, on_epoch)
+        except BaseException as e:
+            _end_failed(run, e)
+            raise
+        finally:
+            backend.release()
+        curves = result.history[-1] if result.history else {}  # already logged per epoch
+        run.log_metrics(
+            {k: v for k, v in result.metrics.items() if k not in curves}, step=cfg.train.epochs
+        )
+        run.set_tags({f"protolab.{k}": v for k, v in result.tags.items()})
+        run.end("COMPLETE")
+        out.results[name] = result
+    lead = out.results[cfg.backends[0]]
+    if ctx.metric not in lead.metrics:
+        raise KeyError(
+            f"metric {ctx.metric!r} was not measured; available: {', '.join(sorted(lead.metrics))}"
+        )
+    out.value = lead.metrics[ctx.metric]
+    return out
+
+
+def _end_failed(run: Any, e: BaseException) -> None:
+    import optuna
+
+    if isinstance(e, optuna.TrialPruned):
+        run.end("PRUNED")
+    elif isinstance(e, (KeyboardInterrupt, SystemExit)):
+        run.end("INTERRUPTED", "interrupted")
+    else:
+        run.log_text("".join(traceback.format_exception(e)), "traceback.txt")
+        run.end("FAIL", fail_reason(e))
+
+
+def _params(arch_space: Space, train_space: Space, cfg: Any) -> dict[str, Any]:
+    """Every sampled value plus the train settings, as MLflow params."""
+    train = {f"train.{k}": v for k, v in cfg.train.model_dump(mode="json").items()}
+    train.update({f"train.{k}": v for k, v in train_space.values.items()})
+    return {**arch_space.values, **train, "study.seed": cfg.study.seed}
+
+
+def _summary(arch: Any, dataset: Any) -> str:
+    try:
+        return str(arch.summary(dataset.input_shape))
+    except Exception as e:  # an unbuildable Arch still gets its description logged
+        return f"{arch!r}\n\ncannot infer shapes: {e}"

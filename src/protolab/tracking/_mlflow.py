@@ -1,0 +1,201 @@
+"""MLflow layout of DESIGN.md section 6, written through ``MlflowClient`` (no fluent state).
+
+Every write is batched: per-call ``log_metric`` costs ~10 ms on SQLite, so epoch metrics are
+buffered and flushed with ``log_batch`` at most every few seconds and at the end of a run.
+The client is used directly (not ``mlflow.start_run``) so several runs can be open in one
+process and nothing depends on global "active run" state.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import time
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+__all__ = ["ChildRun", "Tracker", "default_tracking_uri", "open_tracker", "redact"]
+
+_FLUSH_EVERY_S = 3.0
+_PARENT_TAG = "protolab.role"
+_MAX_BATCH = 1000  # MLflow's limit on metrics per log_batch call
+
+
+def default_tracking_uri(cwd: Path | None = None) -> str:
+    """``$MLFLOW_TRACKING_URI``, else a SQLite store under ``./mlruns`` of the working dir."""
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env:
+        return env
+    root = (cwd or Path.cwd()) / "mlruns"
+    return f"sqlite:///{root / 'mlflow.db'}"
+
+
+def redact(text: str) -> str:
+    """Hide passwords in URLs (``postgresql://user:secret@host``) before anything logs them."""
+    return re.sub(r"(://[^:/@\s]+):[^@\s]*@", r"\1:***@", text)
+
+
+def open_tracker(ctx: Any) -> Tracker:
+    """The study's :class:`Tracker`; a bad or unreachable tracking URI is a StorageError."""
+    from protolab.errors import StorageError
+
+    uri = ctx.tracking_uri  # its scheme was validated with the config
+    if uri.startswith(("http://", "https://")):  # fail in seconds, not after minutes of retries
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    experiment = ctx.cfg.tracking.experiment or ctx.study_name
+    try:
+        return Tracker(uri, experiment, ctx.study_name)
+    except Exception as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        raise StorageError(
+            f"tracking.uri: cannot open {redact(uri)!r}: {type(e).__name__}: {redact(first)[:300]}"
+        ) from None
+
+
+def _artifact_root(uri: str) -> str | None:
+    """Artifacts live beside a local SQLite store (``mlruns/artifacts``); servers choose."""
+    if uri.startswith("sqlite:///"):
+        db = Path(uri.removeprefix("sqlite:///"))
+        return (db.parent / "artifacts").resolve().as_uri()
+    return None
+
+
+class Tracker:
+    """The MLflow experiment of one study and its single parent run."""
+
+    def __init__(self, uri: str, experiment: str, study: str) -> None:
+        import logging
+
+        from mlflow.tracking import MlflowClient
+
+        for name in ("mlflow", "alembic"):  # table creation logs at INFO on a fresh store
+            logging.getLogger(name).setLevel(logging.WARNING)
+
+        if uri.startswith("sqlite:///"):
+            Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+        self.uri = uri
+        self.study = study
+        self.client = MlflowClient(tracking_uri=uri)
+        found = self.client.get_experiment_by_name(experiment)
+        if found is None:
+            root = _artifact_root(uri)
+            location = f"{root}/{experiment}" if root else None
+            try:
+                self.experiment_id = self.client.create_experiment(
+                    experiment, artifact_location=location, tags={"protolab.study": study}
+                )
+            except Exception:  # another worker created it first
+                found = self.client.get_experiment_by_name(experiment)
+                if found is None:
+                    raise
+                self.experiment_id = found.experiment_id
+        else:
+            self.experiment_id = found.experiment_id
+        self.parent_id = self._parent_run()
+
+    def _parent_run(self) -> str:
+        """The study's parent run; a rerun or another worker attaches to the existing one."""
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`{_PARENT_TAG}` = 'parent' and tags.`protolab.study` = '{self.study}'",
+            order_by=["attributes.start_time ASC"],
+            max_results=1,
+        )
+        if runs:
+            run_id: str = runs[0].info.run_id
+            if runs[0].info.status != "RUNNING":
+                self.client.update_run(run_id, status="RUNNING")
+            return run_id
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=self.study,
+            tags={_PARENT_TAG: "parent", "protolab.study": self.study},
+        )
+        return str(run.info.run_id)
+
+    def child(self, name: str, tags: Mapping[str, str], params: Mapping[str, Any]) -> ChildRun:
+        from mlflow.entities import Param
+
+        run = self.client.create_run(
+            self.experiment_id,
+            run_name=name,
+            tags={"mlflow.parentRunId": self.parent_id, **tags},
+        )
+        run_id = str(run.info.run_id)
+        items = [Param(k, redact(str(v))[:6000]) for k, v in params.items()]
+        for i in range(0, len(items), 100):  # MLflow accepts at most 100 params per batch
+            self.client.log_batch(run_id, params=items[i : i + 100])
+        return ChildRun(self.client, run_id)
+
+    def log_parent(self, metrics: Mapping[str, float], tags: Mapping[str, str] = {}) -> None:
+        from mlflow.entities import Metric, RunTag
+
+        now = int(time.time() * 1000)
+        self.client.log_batch(
+            self.parent_id,
+            metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
+            tags=[RunTag(k, str(v)) for k, v in tags.items()],
+        )
+
+    def log_parent_artifact(self, text: str, name: str) -> None:
+        self.client.log_text(self.parent_id, text, name)
+
+    def end(self, status: str = "FINISHED") -> None:
+        self.client.set_terminated(self.parent_id, status=status)
+
+    def fail_running_children(self, trial: int, reason: str) -> None:
+        """End trial ``trial``'s runs still RUNNING (their worker died) as FAILED."""
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=f"tags.`protolab.trial` = '{trial}' and attributes.status = 'RUNNING'",
+        )
+        for r in runs:
+            ChildRun(self.client, r.info.run_id).end("FAIL", reason)
+
+
+class ChildRun:
+    """One trial on one backend: buffered metrics, tags, artifacts, a terminal status."""
+
+    def __init__(self, client: Any, run_id: str) -> None:
+        self.client = client
+        self.run_id = run_id
+        self._pending: list[Any] = []
+        self._last_flush = time.monotonic()
+        self.ended = False
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        self._pending += [Metric(k, float(v), now, step) for k, v in metrics.items()]
+        if time.monotonic() - self._last_flush > _FLUSH_EVERY_S:
+            self.flush()
+
+    def flush(self) -> None:
+        while self._pending:
+            batch, self._pending = self._pending[:_MAX_BATCH], self._pending[_MAX_BATCH:]
+            self.client.log_batch(self.run_id, metrics=batch)
+        self._last_flush = time.monotonic()
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        from mlflow.entities import RunTag
+
+        self.client.log_batch(self.run_id, tags=[RunTag(k, redact(str(v))) for k, v in tags.items()])
+
+    def log_text(self, text: str, name: str) -> None:
+        self.client.log_text(self.run_id, redact(text), name)
+
+    def end(self, state: str, reason: str = "") -> None:
+        """Close the run: COMPLETE/PRUNED -> FINISHED, FAIL -> FAILED, INTERRUPTED -> KILLED."""
+        if self.ended:
+            return
+        self.flush()
+        tags = {"protolab.state": state}
+        if reason:
+            tags["protolab.fail_reason"] = reason[:500]
+        self.set_tags(tags)
+        status = {"FAIL": "FAILED", "INTERRUPTED": "KILLED"}.get(state, "FINISHED")
+        self.client.set_terminated(self.run_id, status=status)
+        self.ended = True
