@@ -14,7 +14,7 @@ ROOT = Path(__file__).resolve().parents[1]
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-TINY_MLP = '''
+TINY_MLP = """
 import protolab as pl
 from protolab import layers as L
 
@@ -24,7 +24,7 @@ def model(space: pl.Space) -> pl.Arch:
     width = space.int("width", 8, 32, log=True)
     act = space.choice("act", ["relu", "tanh"])
     return pl.Arch(L.Flatten(), L.Dense(width, activation=act), L.Dense(10))
-'''
+"""
 
 
 @pytest.fixture

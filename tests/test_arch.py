@@ -70,7 +70,10 @@ def test_values_are_immutable_and_hashable() -> None:
     [
         (lambda: L.Dense(0), "Dense: `units >= 1` must hold, but got units=0"),
         (lambda: L.Dense(64, "relux"), "Dense: unknown activation 'relux'; allowed: elu, gelu,"),
-        (lambda: L.Dense(64.0), "Dense: `units` must be an int, but got units=64.0 (float)"),
+        (
+            lambda: L.Dense(64.0),  # type: ignore[arg-type]
+            "Dense: `units` must be an int, but got units=64.0 (float)",
+        ),
         (lambda: L.Dense(True), "Dense: `units` must be an int"),
         (lambda: L.Conv2D(8, 0), "Conv2D: `kernel_size >= 1` must hold, but got kernel_size=0"),
         (lambda: L.Conv2D(8, (3, 3, 3)), "Conv2D: `kernel_size` must be an int or a tuple of 2"),
@@ -85,7 +88,10 @@ def test_values_are_immutable_and_hashable() -> None:
         (lambda: L.SelfAttention(0, 4), "SelfAttention: `heads >= 1` must hold"),
         (lambda: L.Residual(), "Residual: needs at least one layer"),
         (lambda: Arch(), "Arch: needs at least one layer"),
-        (lambda: Arch(L.Dense(3), "relu"), "Arch: every argument must be a layer, but got 'relu'"),
+        (
+            lambda: Arch(L.Dense(3), "relu"),  # type: ignore[arg-type]
+            "Arch: every argument must be a layer, but got 'relu'",
+        ),
     ],
 )
 def test_constructor_validation(make: Callable[[], object], message: str) -> None:

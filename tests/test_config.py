@@ -37,7 +37,10 @@ BAD_OVERRIDES: list[tuple[list[str], list[str]]] = [
     (["backends=[pytorch]"], ["backends.0", "'lightning' or 'keras'", "'pytorch'"]),
     (["backends=[lightning,lightning]"], ["backends", "once", "['lightning', 'lightning']"]),
     (["backends=[]"], ["backends", "at least 1", "[]"]),
-    (["train.lr={low: 1, high: 0.1}"], ["train.lr", "`low <= high` must hold", "low=1.0, high=0.1"]),
+    (
+        ["train.lr={low: 1, high: 0.1}"],
+        ["train.lr", "`low <= high` must hold", "low=1.0, high=0.1"],
+    ),
     (["train.lr={low: 0, high: 1, log: true}"], ["train.lr", "`low > 0` must hold", "low=0.0"]),
     (["train.lr=-0.1"], ["train.lr", "`lr > 0` must hold", "-0.1"]),
     (["train.batch_size=0"], ["train.batch_size", "`batch_size >= 1` must hold", "0"]),
@@ -85,9 +88,7 @@ BAD_FILES: list[tuple[str, list[str]]] = [
 
 
 @pytest.mark.parametrize(("text", "expected"), BAD_FILES)
-def test_bad_config_file(
-    make_project: Callable[..., Path], text: str, expected: list[str]
-) -> None:
+def test_bad_config_file(make_project: Callable[..., Path], text: str, expected: list[str]) -> None:
     cfg = make_project(config=text)
     result = runner.invoke(app, ["sweep", str(cfg)])
     assert result.exit_code == 2

@@ -146,9 +146,8 @@ def _perturb(model: Any) -> None:
 
 
 def copy_keras_to_torch(arch: Arch, kmodel: Any, tmodel: torch.nn.Module) -> None:
-    modules = [m for m in tmodel if not isinstance(m, tb._ToFloat)]  # type: ignore[attr-defined]
     with torch.no_grad():
-        _copy_sequence(arch.layers, kmodel, modules, "l")
+        _copy_sequence(arch.layers, kmodel, list(tmodel.children()), "l")
 
 
 def _copy_sequence(

@@ -29,10 +29,7 @@ def test_import_protolab_loads_no_framework() -> None:
 
 
 def test_cli_help_loads_no_framework() -> None:
-    code = (
-        "from protolab.cli import app\n"
-        "try:\n    app(['--help'])\nexcept SystemExit:\n    pass"
-    )
+    code = "from protolab.cli import app\ntry:\n    app(['--help'])\nexcept SystemExit:\n    pass"
     assert _loaded_after(code) == ""
 
 

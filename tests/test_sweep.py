@@ -174,8 +174,8 @@ def test_readme_quickstart_command_in_a_real_process(workdir: Path) -> None:
     checker = Path(__file__).resolve().parents[2] / "shared/contract/check_layout.py"
     if checker.is_file():  # the shared layout contract, read the way a user's client does
         out = subprocess.run(
-            [sys.executable, str(checker), f"sqlite:///{workdir}/mlruns/mlflow.db",
-             "digits-mlp", "--children", "2", "--metrics", "train/loss,val/loss,val/acc,model/params"],
+            [sys.executable, str(checker), f"sqlite:///{workdir}/mlruns/mlflow.db", "digits-mlp",
+             "--children", "2", "--metrics", "train/loss,val/loss,val/acc,model/params"],
             capture_output=True, text=True,
         )  # fmt: skip
         assert out.returncode == 0, out.stdout + out.stderr

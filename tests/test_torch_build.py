@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+from typing import Any
 
 import pytest
 import torch
@@ -50,8 +51,11 @@ def test_build_matches_inference_and_trains(example: Example) -> None:
 def test_default_input_dtype_follows_the_first_layer() -> None:
     tokens = build_torch(Arch(L.Embedding(10, 4), L.GRU(3)), (6,))
     assert tuple(tokens(torch.randint(0, 10, (2, 6))).shape) == (2, 3)
+    assert tuple(tokens(torch.randint(0, 10, (2, 6), dtype=torch.uint8)).shape) == (2, 3)
     pixels = build_torch(Arch(L.Flatten(), L.Dense(2)), (4, 4, 1))
     assert tuple(pixels(torch.rand(2, 4, 4, 1)).shape) == (2, 2)
+    # the dtype is not declared, yet integer pixels are cast as in the Keras model
+    assert tuple(pixels(torch.ones(2, 4, 4, 1, dtype=torch.uint8)).shape) == (2, 2)
 
 
 def test_impossible_arch_raises_before_building() -> None:
@@ -70,7 +74,7 @@ def test_same_padding_matches_tensorflow_rule(n: int, k: int, s: int) -> None:
 
 def test_strided_same_conv_pads_the_odd_pixel_right() -> None:
     model = build_torch(Arch(L.Conv1D(1, 2, strides=2)), (5, 1))
-    conv = model[0].conv
+    conv: Any = model[0].conv
     with torch.no_grad():
         conv.weight.copy_(torch.tensor([[[1.0, 10.0]]]))
         conv.bias.zero_()
@@ -96,10 +100,10 @@ def test_batchnorm_normalises_the_last_axis_of_any_rank() -> None:
 
 def test_keras_initialisation_family() -> None:
     model = build_torch(Arch(L.Dense(8), L.LSTM(4), L.Dense(2)), (3, 5))
-    dense = model[0].linear
+    dense: Any = model[0].linear
     assert torch.count_nonzero(dense.bias) == 0
     assert dense.weight.abs().max() <= (6 / (5 + 8)) ** 0.5
-    rnn = model[1].rnn
+    rnn: Any = model[1].rnn
     assert torch.equal(rnn.bias_ih_l0[4:8], torch.ones(4))  # forget-gate bias 1
     assert not rnn.bias_hh_l0.requires_grad and torch.count_nonzero(rnn.bias_hh_l0) == 0
     w = rnn.weight_hh_l0  # (4u, u) with orthonormal columns, as Keras' (u, 4u) orthogonal

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from rich.console import Console
@@ -72,12 +73,15 @@ class SweepDisplay:
         if self._progress is None or self._task is None:
             return
         best = f" best {_fmt(self._best[0])}" if self._best else ""
-        status = f"{backend} epoch {epoch}/{self._epochs} {self._metric} {_fmt(metrics.get(self._metric))}{best}"
+        value = _fmt(metrics.get(self._metric))
+        status = f"{backend} epoch {epoch}/{self._epochs} {self._metric} {value}{best}"
         self._progress.update(self._task, completed=epoch, status=status)
 
     def trial_finished(self, number: int, state: str, value: float | None, reason: str) -> None:
         if value is not None and (
-            self._best is None or (value > self._best[0]) == self._maximize and value != self._best[0]
+            self._best is None
+            or ((value > self._best[0]) == self._maximize
+            and value != self._best[0])
         ):
             self._best = (value, number)
         style = {"COMPLETE": "green", "PRUNED": "yellow", "FAIL": "red"}[state]
@@ -97,7 +101,7 @@ class SweepDisplay:
             self._progress = None
 
 
-def summary_table(summary: Any, backends: list[str], limit: int = 20) -> Table:
+def summary_table(summary: Any, backends: Sequence[str], limit: int = 20) -> Table:
     """Finished trials, best first: value, state, per-backend step time, the sampled params."""
     reverse = summary.direction == "maximize"
     trials = [t for t in summary.trials if t.state.name != "RUNNING"]
@@ -118,7 +122,9 @@ def summary_table(summary: Any, backends: list[str], limit: int = 20) -> Table:
     table.add_column("params")
     for t in (done + rest)[:limit]:
         metrics = t.user_attrs.get("protolab.metrics", {})
-        params = ", ".join(f"{k}={_fmt(v) if isinstance(v, float) else v}" for k, v in t.params.items())
+        params = ", ".join(
+            f"{k}={_fmt(v) if isinstance(v, float) else v}" for k, v in t.params.items()
+        )
         reason = t.user_attrs.get("protolab.fail_reason", "")
         table.add_row(
             f"t{t.number}",

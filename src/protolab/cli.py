@@ -129,7 +129,9 @@ def run(
             try:
                 values = json.loads(params)
             except json.JSONDecodeError as e:
-                raise UserInputError(f"--params: not valid JSON ({e.msg}), got {params!r}") from None
+                raise UserInputError(
+                    f"--params: not valid JSON ({e.msg}), got {params!r}"
+                ) from None
             if not isinstance(values, dict):
                 raise UserInputError(f"--params must be a JSON object, but got {params!r}")
         cfg, script = load_config(config, overrides or [])
@@ -139,7 +141,9 @@ def run(
         tracker = open_tracker(ctx)
         label = "best" if best else "run"
         try:
-            out = run_once(ctx, tracker, None, label, values=values, extra_tags={"protolab.mode": "run"})
+            out = run_once(
+                ctx, tracker, None, label, values=values, extra_tags={"protolab.mode": "run"}
+            )
         finally:
             tracker.end()
         console = Console()
@@ -157,7 +161,9 @@ def run(
 @app.command()
 def ui(
     port: Annotated[int, typer.Option(help="Port to serve on.")] = 5000,
-    host: Annotated[str, typer.Option(help="Interface to bind; 127.0.0.1 keeps it local.")] = "127.0.0.1",
+    host: Annotated[
+        str, typer.Option(help="Interface to bind; 127.0.0.1 keeps it local.")
+    ] = "127.0.0.1",
     uri: Annotated[str | None, typer.Option(help="Tracking URI (default: ./mlruns).")] = None,
 ) -> None:
     """Open the MLflow UI over this project's store (runs table: #/experiments/<id>/runs)."""

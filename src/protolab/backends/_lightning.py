@@ -56,9 +56,8 @@ class LightningBackend(Backend):
         check_output(info.output_shape, ds.output_shape, ds.name)
 
         accelerator = "cuda" if hw.accelerator == "gpu" else hw.accelerator
-        fabric = Fabric(
-            accelerator=accelerator, devices=hw.devices, precision=_PRECISION[hw.precision]
-        )  # type: ignore[arg-type]
+        precision: Any = _PRECISION[hw.precision]
+        fabric = Fabric(accelerator=accelerator, devices=hw.devices, precision=precision)
         fabric.seed_everything(tr.seed, verbose=False)
         device = fabric.device
 
@@ -70,8 +69,7 @@ class LightningBackend(Backend):
 
         classify = ds.task == "classification"
         x_tr, y_tr, x_va, y_va = (
-            torch.as_tensor(a, device=device)
-            for a in (ds.x_train, ds.y_train, ds.x_val, ds.y_val)
+            torch.as_tensor(a, device=device) for a in (ds.x_train, ds.y_train, ds.x_val, ds.y_val)
         )
         if not classify:  # regression targets as (N, k) to match the (k,) model output
             y_tr, y_va = y_tr.reshape(len(y_tr), -1), y_va.reshape(len(y_va), -1)
@@ -192,4 +190,3 @@ def _evaluate(model: Any, x: Any, y: Any, loss_fn: Any, classify: bool) -> dict[
     else:
         metrics["val/rmse"] = math.sqrt(sq_err.item() / y.numel())
     return metrics
-

@@ -42,5 +42,5 @@ def step_stats(step_s: Sequence[float]) -> tuple[float, float]:
     if not step_s:
         return float("nan"), float("nan")
     ms = sorted(s * 1000 for s in step_s)
-    p90 = ms[min(len(ms) - 1, int(round(0.9 * (len(ms) - 1))))]
+    p90 = ms[min(len(ms) - 1, round(0.9 * (len(ms) - 1)))]
     return statistics.median(ms), p90

@@ -43,7 +43,7 @@ from protolab.arch import (
 from protolab.arch._arch import effective_dtype
 from protolab.arch._base import Shape, as_tuple
 
-__all__ = ["build_torch", "count_params"]
+__all__ = ["TorchNet", "build_torch", "count_params"]
 
 
 def _identity(x: Tensor) -> Tensor:
@@ -65,20 +65,17 @@ _ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
 
 def build_torch(
     arch: Arch, input_shape: Sequence[int], input_dtype: str | None = None
-) -> nn.Module:
+) -> TorchNet:
     """Build ``arch`` for per-sample ``input_shape``; raises ArchError for impossible archs.
 
-    ``input_dtype`` defaults to int64 when the first layer is an Embedding, else float32.
-    Integer inputs to any other first layer are cast to float32 inside the module.
+    ``input_dtype`` (default: int64 when the first layer is an Embedding, else float32) only
+    feeds the shape check: the module casts integer inputs itself (see :class:`TorchNet`).
     """
     if input_dtype is None:
         input_dtype = "int64" if isinstance(arch.layers[0], Embedding) else "float32"
     info = arch.infer(input_shape, input_dtype)  # the readable error, before building anything
     dtype = effective_dtype(arch.layers, input_dtype)
-    modules = _build_sequence(arch.layers, info.input_shape, dtype)
-    if dtype != input_dtype:
-        modules.insert(0, _ToFloat())
-    return modules
+    return TorchNet(_build_sequence(arch.layers, info.input_shape, dtype), arch.layers[0])
 
 
 def count_params(module: nn.Module) -> int:
@@ -140,9 +137,21 @@ def _linear(fan_in: int, fan_out: int, bias: bool = True) -> nn.Linear:
     return lin
 
 
-class _ToFloat(nn.Module):
+class TorchNet(nn.Sequential):
+    """The built model: a Sequential (index it like the Arch) that first casts its input the
+    way the Keras model does: integer ids for a leading Embedding, float32 for anything
+    else (e.g. uint8 pixels)."""
+
+    def __init__(self, layers: nn.Sequential, first: Layer) -> None:
+        super().__init__(*layers)
+        self.tokens = isinstance(first, Embedding)
+
     def forward(self, x: Tensor) -> Tensor:
-        return x.float()
+        if self.tokens and x.dtype not in (torch.int32, torch.int64):
+            x = x.long()
+        elif not self.tokens and not x.is_floating_point():
+            x = x.float()
+        return super().forward(x)
 
 
 class _Activation(nn.Module):

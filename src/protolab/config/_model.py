@@ -76,7 +76,9 @@ def _redacted(url: str) -> str:
 
 
 class StudyConfig(_Strict):
-    name: str | None = Field(None, min_length=1)  # Optuna study = MLflow experiment; default: file stem
+    name: str | None = Field(
+        None, min_length=1
+    )  # Optuna study = MLflow experiment; default: file stem
     storage: str | None = None  # None: a local journal under mlruns/; or any Optuna URL
     n_trials: int = Field(20, ge=1)  # finished trials in the study in total (reruns top up)
     timeout_s: float | None = Field(None, gt=0)  # stop starting new trials after this long
@@ -163,11 +165,11 @@ class TrackingConfig(_Strict):
 
 class Config(_Strict):
     experiment: Path  # the experiment script, relative to the config file
-    backends: list[BackendName] = Field(default_factory=lambda: ["lightning"], min_length=1)
-    study: StudyConfig = StudyConfig()
-    train: TrainConfig = TrainConfig()
-    hardware: HardwareConfig = HardwareConfig()
-    tracking: TrackingConfig = TrackingConfig()
+    backends: list[BackendName] = Field(["lightning"], min_length=1)  # run each trial on these
+    study: StudyConfig = Field(default_factory=StudyConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    hardware: HardwareConfig = Field(default_factory=HardwareConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
 
     @field_validator("backends", mode="before")
     @classmethod

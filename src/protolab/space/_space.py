@@ -8,6 +8,7 @@ Optuna is never imported here: the trial is only duck-typed, so loading a script
 
 from __future__ import annotations
 
+import builtins
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -129,8 +130,14 @@ class Space:
         return int(self._ask(name, dist))
 
     def float(
-        self, name: str, low: float, high: float, *, step: float | None = None, log: bool = False
-    ) -> float:
+        self,
+        name: str,
+        low: builtins.float,
+        high: builtins.float,
+        *,
+        step: builtins.float | None = None,
+        log: bool = False,
+    ) -> builtins.float:
         """A float in ``[low, high]`` (``optuna.Trial.suggest_float``)."""
         for arg, v in (("low", low), ("high", high)):
             if isinstance(v, bool) or not isinstance(v, (int, float)):
@@ -157,7 +164,9 @@ class Space:
                 )
         return self._ask(name, Distribution("choice", choices=tuple(choices)))
 
-    def _check_range(self, name: str, low: float, high: float, log: bool) -> None:
+    def _check_range(
+        self, name: str, low: builtins.float, high: builtins.float, log: bool
+    ) -> None:
         if low > high:
             raise SpaceError(
                 f"space({name!r}): `low <= high` must hold, but got low={low}, high={high}"

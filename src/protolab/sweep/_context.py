@@ -50,7 +50,9 @@ def sample_train(train: TrainConfig, space: Space) -> dict[str, Any]:
             whole = name == "batch_size"
             if whole:
                 step = int(value.step or 1)
-                out[name] = space.int(name, int(value.low), int(value.high), step=step, log=value.log)
+                out[name] = space.int(
+                    name, int(value.low), int(value.high), step=step, log=value.log
+                )
             else:
                 out[name] = space.float(name, value.low, value.high, step=value.step, log=value.log)
         elif isinstance(value, Choice):
@@ -81,8 +83,7 @@ def prepare(cfg: Config, config_path: Path, script_path: Path) -> SweepContext:
         from protolab.experiment._loader import _user_frame
 
         raise ScriptError(
-            f"{_user_frame(e, script_path)}: experiment '{exp.name}' raised "
-            f"{type(e).__name__}: {e}"
+            f"{_user_frame(e, script_path)}: experiment '{exp.name}' raised {type(e).__name__}: {e}"
         ) from None
     metric, direction = exp.resolve_metric(dataset.metric)
     return SweepContext(

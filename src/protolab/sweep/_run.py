@@ -51,7 +51,7 @@ def run_once(
     progress: ProgressFn | None = None,
     extra_tags: dict[str, str] | None = None,
 ) -> Outcome:
-    """Build the sampled Arch and train it on each backend; ``label`` names runs ``{label}-{backend}``.
+    """Build the sampled Arch and train it on each backend, as runs ``{label}-{backend}``.
 
     ``trial`` is an Optuna trial (sweeps) or None with ``values`` (fixed runs). Any exception
     (bad Arch, user code, NaN, pruning, interrupt) ends every open child run in the right
@@ -113,7 +113,11 @@ def run_once(
             run.log_text(text, path)
 
         def on_epoch(
-            epoch: int, metrics: dict[str, float], run: Any = run, name: str = name, lead: bool = i == 0
+            epoch: int,
+            metrics: dict[str, float],
+            run: Any = run,
+            name: str = name,
+            lead: bool = i == 0,
         ) -> None:
             run.log_metrics(metrics, step=epoch)
             if progress is not None:

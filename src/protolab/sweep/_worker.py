@@ -131,14 +131,18 @@ def sweep(ctx: SweepContext, display: Any) -> SweepSummary:
     display.start(ctx, study)
     try:
         while True:
-            trials = study.get_trials(deepcopy=False, states=(State.COMPLETE, State.PRUNED, State.RUNNING))
+            trials = study.get_trials(
+                deepcopy=False, states=(State.COMPLETE, State.PRUNED, State.RUNNING)
+            )
             if len(trials) >= cfg.n_trials:
                 break
             if cfg.timeout_s is not None and time.perf_counter() - t_start > cfg.timeout_s:
                 display.note(f"timeout of {cfg.timeout_s:g} s reached; not starting more trials")
                 break
             if failures_here >= max_failures:
-                display.note(f"stopping: {failures_here} trials failed in this run (study.max_failures)")
+                display.note(
+                    f"stopping: {failures_here} trials failed in this run (study.max_failures)"
+                )
                 break
             trial = study.ask()
             trial.set_user_attr("protolab.worker", _worker_id())
@@ -190,7 +194,11 @@ def sweep(ctx: SweepContext, display: Any) -> SweepSummary:
                 "sweep/trials_failed": summary.failed,
                 "sweep/wall_s": summary.wall_s,
                 "sweep/trials_per_min": 60 * summary.started_here / max(summary.wall_s, 1e-9),
-                **({"sweep/best_value": summary.best_value} if summary.best_value is not None else {}),
+                **(
+                    {"sweep/best_value": summary.best_value}
+                    if summary.best_value is not None
+                    else {}
+                ),
             },
             {"protolab.metric": ctx.metric, "protolab.direction": ctx.direction},
         )
@@ -220,7 +228,9 @@ def best_params(ctx: SweepContext) -> dict[str, Any]:
     from protolab.sweep._study import open_storage
 
     try:
-        study = optuna.load_study(study_name=ctx.study_name, storage=open_storage(ctx.cfg.study.storage))
+        study = optuna.load_study(
+            study_name=ctx.study_name, storage=open_storage(ctx.cfg.study.storage)
+        )
     except KeyError:
         raise ConfigError(
             f"--best: study '{ctx.study_name}' does not exist yet; run `protolab sweep` first"

@@ -99,7 +99,9 @@ class Tracker:
         """The study's parent run; a rerun or another worker attaches to the existing one."""
         runs = self.client.search_runs(
             [self.experiment_id],
-            filter_string=f"tags.`{_PARENT_TAG}` = 'parent' and tags.`protolab.study` = '{self.study}'",
+            filter_string=(
+                f"tags.`{_PARENT_TAG}` = 'parent' and tags.`protolab.study` = '{self.study}'"
+            ),
             order_by=["attributes.start_time ASC"],
             max_results=1,
         )
@@ -182,7 +184,9 @@ class ChildRun:
     def set_tags(self, tags: Mapping[str, str]) -> None:
         from mlflow.entities import RunTag
 
-        self.client.log_batch(self.run_id, tags=[RunTag(k, redact(str(v))) for k, v in tags.items()])
+        self.client.log_batch(
+            self.run_id, tags=[RunTag(k, redact(str(v))) for k, v in tags.items()]
+        )
 
     def log_text(self, text: str, name: str) -> None:
         self.client.log_text(self.run_id, redact(text), name)
