@@ -80,8 +80,7 @@ class SweepDisplay:
     def trial_finished(self, number: int, state: str, value: float | None, reason: str) -> None:
         if value is not None and (
             self._best is None
-            or ((value > self._best[0]) == self._maximize
-            and value != self._best[0])
+            or ((value > self._best[0]) == self._maximize and value != self._best[0])
         ):
             self._best = (value, number)
         style = {"COMPLETE": "green", "PRUNED": "yellow", "FAIL": "red"}[state]

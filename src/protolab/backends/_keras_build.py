@@ -105,7 +105,7 @@ def _apply_layer(layer: Layer, x: Any, shape: Shape, dtype: str, path: str) -> A
         case Flatten():
             return _L.Flatten(name=name)(x)
         case Dropout(rate=rate):
-            return _L.Dropout(rate, name=name)(x)
+            return _PhiloxDropout(rate, name=name)(x)
         case BatchNorm():
             return _L.BatchNormalization(axis=-1, momentum=0.9, epsilon=1e-5, name=name)(x)
         case LayerNorm():
@@ -123,6 +123,42 @@ def _apply_layer(layer: Layer, x: Any, shape: Shape, dtype: str, path: str) -> A
         case SelfAttention(heads=heads, key_dim=key_dim):
             return _L.MultiHeadAttention(heads, key_dim, name=name)(x, x)
     raise TypeError(f"no keras builder for {layer!r}")  # a new layer type without a builder
+
+
+class _PhiloxDropout(keras.layers.Layer):
+    """Inverted dropout drawing its mask with TensorFlow's Philox stateless RNG.
+
+    ``keras.layers.Dropout`` seeds each call through a ``SeedGenerator`` whose XLA lowering
+    on CPU measured ~8 ms for a 64x256 mask (vs ~0.05 ms here), turning a 1.5 ms step of the
+    digits MLP into 15 ms: it would measure Keras' RNG, not the model. Same semantics:
+    active only when ``training``, kept units scaled by ``1 / (1 - rate)``.
+    """
+
+    def __init__(self, rate: float, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.rate = float(rate)
+
+    def build(self, input_shape: Any) -> None:
+        import tensorflow as tf
+
+        base = int(keras.random.randint((), 0, 2**31 - 1, dtype="int32"))
+        self._seed = tf.Variable([base, 0], dtype=tf.int64, trainable=False, name="seed")
+
+    def call(self, x: Any, training: bool | None = None) -> Any:
+        import tensorflow as tf
+
+        if not training or self.rate == 0.0:
+            return x
+        self._seed.assign_add(tf.constant([0, 1], dtype=tf.int64))
+        u = tf.random.stateless_uniform(tf.shape(x), seed=self._seed, alg="philox")
+        keep = u >= self.rate
+        return tf.where(keep, x / (1.0 - self.rate), tf.zeros_like(x))
+
+    def compute_output_shape(self, input_shape: Any) -> Any:
+        return input_shape
+
+    def get_config(self) -> dict[str, Any]:
+        return {**super().get_config(), "rate": self.rate}
 
 
 def _residual(layer: Residual, x: Any, shape: Shape, dtype: str, path: str) -> Any:

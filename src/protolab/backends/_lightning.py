@@ -62,7 +62,7 @@ class LightningBackend(Backend):
         device = fabric.device
 
         t_build = time.perf_counter()
-        model = build_torch(job.arch, ds.input_shape)
+        model = build_torch(job.arch, ds.input_shape, ds.input_dtype)
         opt = _optimizer(model.parameters(), tr.optimizer, tr.lr, tr.weight_decay)
         model, opt = fabric.setup(model, opt)
         build_s = time.perf_counter() - t_build

@@ -63,9 +63,7 @@ _ACTIVATIONS: dict[str, Callable[[Tensor], Tensor]] = {
 }
 
 
-def build_torch(
-    arch: Arch, input_shape: Sequence[int], input_dtype: str | None = None
-) -> TorchNet:
+def build_torch(arch: Arch, input_shape: Sequence[int], input_dtype: str | None = None) -> TorchNet:
     """Build ``arch`` for per-sample ``input_shape``; raises ArchError for impossible archs.
 
     ``input_dtype`` (default: int64 when the first layer is an Embedding, else float32) only

@@ -164,9 +164,7 @@ class Space:
                 )
         return self._ask(name, Distribution("choice", choices=tuple(choices)))
 
-    def _check_range(
-        self, name: str, low: builtins.float, high: builtins.float, log: bool
-    ) -> None:
+    def _check_range(self, name: str, low: builtins.float, high: builtins.float, log: bool) -> None:
         if low > high:
             raise SpaceError(
                 f"space({name!r}): `low <= high` must hold, but got low={low}, high={high}"

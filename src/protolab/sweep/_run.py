@@ -169,6 +169,6 @@ def _params(arch_space: Space, train_space: Space, cfg: Any) -> dict[str, Any]:
 
 def _summary(arch: Any, dataset: Any) -> str:
     try:
-        return str(arch.summary(dataset.input_shape))
+        return str(arch.summary(dataset.input_shape, dataset.input_dtype))
     except Exception as e:  # an unbuildable Arch still gets its description logged
         return f"{arch!r}\n\ncannot infer shapes: {e}"
