@@ -101,7 +101,7 @@ class SweepDisplay:
 
 
 def summary_table(summary: Any, backends: Sequence[str], limit: int = 20) -> Table:
-    """Finished trials, best first: value, state, per-backend step time, the sampled params."""
+    """Finished trials, best first: each backend's metric and step time, the sampled params."""
     reverse = summary.direction == "maximize"
     trials = [t for t in summary.trials if t.state.name != "RUNNING"]
     done = sorted(
@@ -110,26 +110,31 @@ def summary_table(summary: Any, backends: Sequence[str], limit: int = 20) -> Tab
     rest = [t for t in trials if t.value is None]
     table = Table(
         title=f"{summary.study}: {summary.complete} complete, {summary.pruned} pruned, "
-        f"{summary.failed} failed",
+        f"{summary.failed} failed ({summary.metric}, {summary.direction})",
         title_justify="left",
     )
-    table.add_column("trial", justify="right")
-    table.add_column("state")
-    table.add_column(summary.metric, justify="right")
+    table.add_column("trial", justify="right", no_wrap=True)
+    table.add_column("state", no_wrap=True)
+    short = summary.metric.rsplit("/", 1)[-1]
     for b in backends:
-        table.add_column(f"{b} ms/step", justify="right")
-    table.add_column("params")
+        table.add_column(f"{b}\n{short}", justify="right", no_wrap=True)
+        table.add_column(f"{b}\nms/step", justify="right", no_wrap=True)
+    table.add_column("params", overflow="fold")
     for t in (done + rest)[:limit]:
         metrics = t.user_attrs.get("protolab.metrics", {})
-        params = ", ".join(
-            f"{k}={_fmt(v) if isinstance(v, float) else v}" for k, v in t.params.items()
+        params = " ".join(
+            f"{k.removeprefix('train.')}={_fmt(v) if isinstance(v, float) else v}"
+            for k, v in t.params.items()
         )
         reason = t.user_attrs.get("protolab.fail_reason", "")
+        cells = []
+        for b in backends:
+            m = metrics.get(b, {})
+            cells += [_fmt(m.get(summary.metric)), _fmt(m.get("time/step_ms"))]
         table.add_row(
             f"t{t.number}",
             t.state.name,
-            _fmt(t.value),
-            *(_fmt(metrics.get(b, {}).get("time/step_ms")) for b in backends),
+            *cells,
             params + (f" [red]{reason}[/]" if reason else ""),
             style="bold" if t.number == summary.best_number else None,
         )

@@ -159,6 +159,27 @@ def run(
 
 
 @app.command()
+def report(
+    target: Annotated[str, typer.Argument(help="A study name or a YAML config.")],
+    out: Annotated[
+        Path | None, typer.Option(help="Folder for the report files (default: reports/STUDY).")
+    ] = None,
+    uri: Annotated[str | None, typer.Option(help="Tracking URI (default: ./mlruns).")] = None,
+    storage: Annotated[
+        str | None, typer.Option(help="Optuna storage (default: the config's, or ./mlruns).")
+    ] = None,
+) -> None:
+    """Which backend is faster for this model: comparison, break-even, Pareto front, plots."""
+
+    def body() -> None:
+        from protolab.report import run_report
+
+        run_report(target, out_dir=out, tracking_uri=uri, storage=storage)
+
+    _guard(body)
+
+
+@app.command()
 def ui(
     port: Annotated[int, typer.Option(help="Port to serve on.")] = 5000,
     host: Annotated[

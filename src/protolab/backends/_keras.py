@@ -19,6 +19,7 @@ the tag ``protolab.loop`` records which loop ran.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
@@ -92,10 +93,8 @@ class KerasBackend(Backend):
         if self._configured:
             return
         for gpu in tf.config.list_physical_devices("GPU"):
-            try:
+            with contextlib.suppress(RuntimeError):  # already initialised: too late, harmless
                 tf.config.experimental.set_memory_growth(gpu, True)
-            except RuntimeError:  # already initialised: too late, harmless
-                pass
         self._configured = True
 
     def release(self) -> None:
