@@ -31,6 +31,7 @@ __all__ = [
     "backend_names",
     "check_output",
     "get_backend",
+    "perf_metrics",
     "register_backend",
 ]
 
@@ -82,6 +83,32 @@ class Backend(abc.ABC):
 
     def release(self) -> None:  # noqa: B027 - a hook that does nothing by default
         """Free framework state between trials (caches, graphs); no-op by default."""
+
+
+_DTYPES = {"32": "float32", "bf16": "bfloat16", "16": "float16"}
+
+
+def perf_metrics(
+    flops_per_sample: float,
+    samples_per_s: float,
+    kind: str,
+    name: str,
+    precision: str,
+    threads: int,
+) -> dict[str, float]:
+    """Achieved training TFLOP/s and MFU against the device's measured peak.
+
+    Training FLOPs are taken as 3x the forward FLOPs (forward + ~2x for the backward pass).
+    """
+    from protolab.backends._peak import peak_tflops
+
+    peak = peak_tflops(kind, name, _DTYPES[precision], threads)
+    tflops = 3.0 * flops_per_sample * samples_per_s / 1e12
+    return {
+        "device/peak_tflops": peak,
+        "perf/tflops": tflops,
+        "perf/mfu": tflops / peak if peak > 0 else float("nan"),
+    }
 
 
 def check_output(got: tuple[int, ...], want: tuple[int, ...], data: str) -> None:

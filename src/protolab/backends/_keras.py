@@ -25,7 +25,15 @@ import os
 import time
 from typing import Any
 
-from protolab.backends._base import Backend, EpochHook, Job, JobResult, check_output
+from protolab.backends._base import (
+    Backend,
+    EpochHook,
+    Job,
+    JobResult,
+    check_output,
+    perf_metrics,
+)
+from protolab.backends._peak import cpu_name
 from protolab.backends._timing import import_timed, peak_rss_mb, step_stats
 from protolab.errors import NonFiniteLossError
 
@@ -275,6 +283,19 @@ class KerasBackend(Backend):
             "model/params": float(count_params(model)),
             "model/flops_per_sample": float(info.flops_per_sample),
         }
+        if kind in ("CPU", "GPU"):
+            threads = tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count() or 1
+            name = cpu_name() if kind == "CPU" else _gpu_name(tf)
+            result.metrics.update(
+                perf_metrics(
+                    info.flops_per_sample,
+                    result.metrics["throughput/samples_per_s"],
+                    "cpu" if kind == "CPU" else "cuda",
+                    name,
+                    hw.precision,
+                    threads if kind == "CPU" else 0,
+                )
+            )
         result.tags = {
             "cold_start": str(cold).lower(),
             "device": device,
@@ -282,6 +303,12 @@ class KerasBackend(Backend):
             "tf_intra_threads": str(tf.config.threading.get_intra_op_parallelism_threads()),
         }
         return result
+
+
+def _gpu_name(tf: Any) -> str:
+    gpus = tf.config.list_physical_devices("GPU")
+    details = tf.config.experimental.get_device_details(gpus[0]) if gpus else {}
+    return str(details.get("device_name", "GPU"))
 
 
 def _peak_device_mb(tf: Any, kind: str) -> float:

@@ -15,7 +15,15 @@ import math
 import time
 from typing import Any
 
-from protolab.backends._base import Backend, EpochHook, Job, JobResult, check_output
+from protolab.backends._base import (
+    Backend,
+    EpochHook,
+    Job,
+    JobResult,
+    check_output,
+    perf_metrics,
+)
+from protolab.backends._peak import cpu_name
 from protolab.backends._timing import import_timed, peak_rss_mb, step_stats
 from protolab.errors import NonFiniteLossError
 
@@ -158,6 +166,15 @@ class LightningBackend(Backend):
             "model/params": float(count_params(model)),
             "model/flops_per_sample": float(info.flops_per_sample),
         }
+        samples_per_s = result.metrics["throughput/samples_per_s"]
+        if device.type in ("cpu", "cuda"):
+            name = torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_name()
+            threads = torch.get_num_threads() if device.type == "cpu" else 0
+            result.metrics.update(
+                perf_metrics(
+                    info.flops_per_sample, samples_per_s, device.type, name, hw.precision, threads
+                )
+            )
         result.tags = {
             "cold_start": str(cold).lower(),
             "device": str(device),

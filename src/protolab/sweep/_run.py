@@ -7,12 +7,14 @@ trial is logged exactly like the trial it reproduces.
 from __future__ import annotations
 
 import json
+import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 from protolab.backends import Job, JobResult, TrainSettings, get_backend
+from protolab.backends._env import environment_tags
 from protolab.space import Space
 from protolab.sweep._context import SweepContext, sample_train
 
@@ -50,12 +52,15 @@ def run_once(
     report: ReportFn | None = None,
     progress: ProgressFn | None = None,
     extra_tags: dict[str, str] | None = None,
+    job_seconds: list[float] | None = None,
 ) -> Outcome:
     """Build the sampled Arch and train it on each backend, as runs ``{label}-{backend}``.
 
     ``trial`` is an Optuna trial (sweeps) or None with ``values`` (fixed runs). Any exception
     (bad Arch, user code, NaN, pruning, interrupt) ends every open child run in the right
-    state and propagates, so callers decide the trial's fate.
+    state and propagates, so callers decide the trial's fate. The wall time of each
+    backend job is appended to ``job_seconds`` (pruned and failed jobs included), which is
+    how a sweep knows how much of its time went to training rather than overhead.
     """
     arch_space = Space(trial, values)
     train_space = Space(trial, values, prefix="train.")
@@ -68,6 +73,7 @@ def run_once(
         "protolab.config_hash": ctx.config_hash,
         "protolab.metric": ctx.metric,
         "protolab.data": str(ctx.dataset.name),
+        **{f"protolab.{k}": v for k, v in environment_tags(ctx.script_path).items()},
         **(extra_tags or {}),
     }
     if len(cfg.backends) > 1:
@@ -125,12 +131,15 @@ def run_once(
             if lead and report is not None and ctx.metric in metrics:
                 report(metrics[ctx.metric], epoch)
 
+        t_job = time.perf_counter()
         try:
             result = backend.run(job, on_epoch)
         except BaseException as e:
             _end_failed(run, e)
             raise
         finally:
+            if job_seconds is not None:
+                job_seconds.append(time.perf_counter() - t_job)
             backend.release()
         curves = result.history[-1] if result.history else {}  # already logged per epoch
         run.log_metrics(

@@ -35,7 +35,7 @@ class SweepSummary:
     best_value: float | None = None
     best_params: dict[str, Any] = field(default_factory=dict)
     wall_s: float = 0.0
-    train_s: float = 0.0
+    train_s: float = 0.0  # inside backend jobs (import, build, compile, train, eval)
     trials: list[Any] = field(default_factory=list)  # optuna FrozenTrials, for the table
 
 
@@ -128,6 +128,7 @@ def sweep(ctx: SweepContext, display: Any) -> SweepSummary:
     summary = SweepSummary(ctx.study_name, ctx.metric, ctx.direction)
     max_failures = cfg.max_failures if cfg.max_failures is not None else cfg.n_trials
     failures_here = 0
+    job_seconds: list[float] = []
     display.start(ctx, study)
     try:
         while True:
@@ -155,9 +156,16 @@ def sweep(ctx: SweepContext, display: Any) -> SweepSummary:
                 if trial.should_prune():
                     raise optuna.TrialPruned(f"pruned after epoch {epoch}")
 
-            t_trial = time.perf_counter()
             try:
-                out = run_once(ctx, tracker, trial, label, report=report, progress=display.epoch)
+                out = run_once(
+                    ctx,
+                    tracker,
+                    trial,
+                    label,
+                    report=report,
+                    progress=display.epoch,
+                    job_seconds=job_seconds,
+                )
             except optuna.TrialPruned as e:
                 study.tell(trial, state=State.PRUNED)
                 display.trial_finished(trial.number, "PRUNED", None, str(e))
@@ -182,10 +190,10 @@ def sweep(ctx: SweepContext, display: Any) -> SweepSummary:
                 )
                 study.tell(trial, out.value)
                 display.trial_finished(trial.number, "COMPLETE", out.value, "")
-            summary.train_s += time.perf_counter() - t_trial
     finally:
         display.stop()
         summary.wall_s = time.perf_counter() - t_start
+        summary.train_s = sum(job_seconds)
         _summarise(study, summary)
         tracker.log_parent(
             {
@@ -194,6 +202,7 @@ def sweep(ctx: SweepContext, display: Any) -> SweepSummary:
                 "sweep/trials_failed": summary.failed,
                 "sweep/wall_s": summary.wall_s,
                 "sweep/trials_per_min": 60 * summary.started_here / max(summary.wall_s, 1e-9),
+                "sweep/overhead_frac": 1.0 - summary.train_s / max(summary.wall_s, 1e-9),
                 **(
                     {"sweep/best_value": summary.best_value}
                     if summary.best_value is not None
