@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import statistics
 import time
@@ -168,7 +169,7 @@ def test_static_epoch_timer_excludes_an_injected_sleep_per_epoch() -> None:
     wall = time.perf_counter() - t0
     m = result.metrics
     assert m["time/trial_s"] == pytest.approx(wall, rel=0.10)
-    gaps = [b - a for a, b in zip(stamps, stamps[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(stamps)]
     epochs = [h["time/epoch_s"] for h in result.history[1:]]
     # Independent wall clock between callbacks = the sleep + the backend's epoch time.
     for gap, epoch_s in zip(gaps, epochs, strict=True):
