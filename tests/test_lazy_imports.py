@@ -10,7 +10,7 @@ HEAVY = ("torch", "tensorflow", "keras", "lightning", "mlflow", "optuna")
 PROBE = """
 import sys
 {code}
-print(" ".join(m for m in {heavy!r} if m in sys.modules))
+print("LOADED:" + " ".join(m for m in {heavy!r} if m in sys.modules))
 """
 
 
@@ -21,7 +21,8 @@ def _loaded_after(code: str) -> str:
         text=True,
         check=True,
     )
-    return out.stdout.strip().splitlines()[-1] if out.stdout.strip() else ""
+    (line,) = [x for x in out.stdout.splitlines() if x.startswith("LOADED:")]
+    return line.removeprefix("LOADED:").strip()
 
 
 def test_import_protolab_loads_no_framework() -> None:

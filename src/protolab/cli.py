@@ -7,10 +7,11 @@ and exit code 2; no traceback reaches the user for bad input.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
@@ -38,10 +39,17 @@ OverridesArg = Annotated[
 ]
 
 
+class RunFailed(ProtolabError):
+    """``protolab run`` trained nothing useful: the job raised (exit 1)."""
+
+
 def _fail(message: str, code: int) -> NoReturn:
     from rich.console import Console
+    from rich.markup import escape
 
-    Console(stderr=True, highlight=False).print(f"[bold red]error:[/] {message}", soft_wrap=True)
+    Console(stderr=True, highlight=False).print(
+        f"[bold red]error:[/] {escape(message)}", soft_wrap=True
+    )
     raise typer.Exit(code)
 
 
@@ -62,6 +70,42 @@ def _quiet_frameworks() -> None:
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
 
+@contextlib.contextmanager
+def _interruptible() -> Iterator[None]:
+    """SIGINT/SIGTERM stop the sweep after cleaning up the current trial; exit 130/143.
+
+    The first signal raises inside the sweep, which fails the running trial (reason
+    ``interrupted``), ends its MLflow runs KILLED and re-enqueues it. A second signal exits
+    at once; the next worker to open the study reaps whatever was left RUNNING.
+    """
+    import signal
+
+    from protolab.sweep._worker import Interrupted, SweepFailed
+
+    def hard_exit(signum: int, frame: Any) -> None:
+        os._exit(128 + signum)
+
+    def interrupt(signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGINT, hard_exit)
+        signal.signal(signal.SIGTERM, hard_exit)
+        raise Interrupted(signum)
+
+    previous = {s: signal.signal(s, interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    except Interrupted as e:
+        resume = " ".join(["protolab", *sys.argv[1:]])
+        _fail(f"interrupted; finished trials are saved. Resume with: {resume}", 128 + e.signum)
+    except KeyboardInterrupt:
+        resume = " ".join(["protolab", *sys.argv[1:]])
+        _fail(f"interrupted; finished trials are saved. Resume with: {resume}", 130)
+    except SweepFailed as e:
+        _fail(str(e), 1)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
 def _version(value: bool) -> None:
     if value:
         typer.echo(f"protolab {__version__}")
@@ -78,7 +122,13 @@ def _root(
 
 
 @app.command()
-def sweep(config: ConfigArg, overrides: OverridesArg = None) -> None:
+def sweep(
+    config: ConfigArg,
+    overrides: OverridesArg = None,
+    fail_fast: Annotated[
+        bool, typer.Option("--fail-fast", help="Stop at the first failed trial.")
+    ] = False,
+) -> None:
     """Run or resume the Optuna study of CONFIG until it holds study.n_trials finished trials."""
 
     def body() -> None:
@@ -89,9 +139,11 @@ def sweep(config: ConfigArg, overrides: OverridesArg = None) -> None:
         from protolab.sweep import prepare
         from protolab.sweep import sweep as run_sweep
 
-        cfg, script = load_config(config, overrides or [])
+        extra = ["study.max_failures=1"] if fail_fast else []
+        cfg, script = load_config(config, [*(overrides or []), *extra])
         ctx = prepare(cfg, config, script)
-        summary = run_sweep(ctx, SweepDisplay())
+        with _interruptible():
+            summary = run_sweep(ctx, SweepDisplay())
         out = Console()
         out.print(summary_table(summary, cfg.backends))
         if summary.best_value is not None:
@@ -144,6 +196,14 @@ def run(
             out = run_once(
                 ctx, tracker, None, label, values=values, extra_tags={"protolab.mode": "run"}
             )
+        except ProtolabError:
+            raise
+        except Exception as e:  # the run is logged FAILED with its traceback; say why, briefly
+            from protolab.sweep._run import fail_reason
+
+            raise RunFailed(
+                f"{label} failed: {fail_reason(e)} (traceback in its MLflow run)"
+            ) from e
         finally:
             tracker.end()
         console = Console()

@@ -85,7 +85,8 @@ class StudyConfig(_Strict):
     sampler: Sampler = "tpe"  # TPE adapts to conditional, define-by-run spaces
     pruner: Pruner = "median"  # stops trials whose per-epoch curve is worse than the median
     seed: int = 0  # seeds the sampler and every trial's training
-    max_failures: int | None = Field(None, ge=1)  # stop after this many failures; None: n_trials
+    max_failures: int = Field(10, ge=1)  # stop after this many failed trials in a row
+    max_retries: int = Field(2, ge=0)  # re-run a trial lost to a killed worker or an interrupt
 
     @field_validator("storage")
     @classmethod

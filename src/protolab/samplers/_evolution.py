@@ -13,6 +13,7 @@ nothing but its random number generator.
 
 from __future__ import annotations
 
+import heapq
 import math
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -140,7 +141,8 @@ class EvolutionSampler(BaseSampler):
         complete = study._get_trials(deepcopy=False, states=(TrialState.COMPLETE,), use_cache=True)
         if not complete or len(complete) < self._n_startup_trials:
             return
-        population = sorted(complete, key=_completion_order)[-self._population_size :]
+        # Aging: the newest complete trials, whatever their values (heapq: O(n), not a sort).
+        population = heapq.nlargest(self._population_size, complete, key=_completion_order)
         size = min(self._tournament_size, len(population))
         picked = [population[i] for i in self._rng.choice(len(population), size, replace=False)]
         parent = self._winner(study, picked)
@@ -215,8 +217,11 @@ class EvolutionSampler(BaseSampler):
             new = _snap(backward(float(self._rng.uniform(a, b))), dist)
             if new != value:
                 return new
-        step = dist.step if dist.step is not None else (b - a) / 2
-        neighbours = [v for v in (value - step, value + step) if dist.low <= v <= dist.high]
+        if dist.step is None:  # continuous: the far end of the window is surely different
+            return _snap(backward(a if forward(value) - a > b - forward(value) else b), dist)
+        neighbours = [
+            v for v in (value - dist.step, value + dist.step) if dist.low <= v <= dist.high
+        ]
         return _snap(neighbours[self._rng.randint(len(neighbours))], dist)
 
 
@@ -320,33 +325,42 @@ def _describe_value(t: FrozenTrial) -> str:
     if t.state != TrialState.COMPLETE or t.values is None:
         return t.state.name.lower()
     if len(t.values) == 1:
-        return f"value={_fmt(float(t.values[0]))}"
-    return "values=[" + ", ".join(_fmt(float(v)) for v in t.values) + "]"
+        return _fmt(float(t.values[0]))
+    return "[" + ", ".join(_fmt(float(v)) for v in t.values) + "]"
 
 
 def family_tree(study: Study, trial_number: int | None = None) -> str:
-    """The ancestry of a trial (default: the best) as text, root first.
+    """The ancestry of a trial (default: the best), root first, one generation a line.
 
-    Each generation shows its value and what changed from its parent, e.g.::
+    The root shows all its params; each later generation its value and what changed from
+    its parent, so the path to a good architecture reads top to bottom::
 
-        #3 value=0.81 (root) act=relu, depth=2, width=64
-        └─ #25 value=0.85 depth: 2 → 3, +width_2=128
-           └─ #41 value=0.87 act: relu → gelu
+        gen  trial  value  change
+          0  #3     0.81   (root) act=relu, depth=2, width=64
+          1  #25    0.85   depth: 2 → 3, +width_2=128
+          2  #41    0.87   act: relu → gelu
+
+    An ancestry is a chain, not a branching tree, so generations share one indent:
+    lineages dozens of generations deep stay readable.
     """
     if trial_number is None:
         trial_number = study.best_trial.number
     trials = study._get_trials(deepcopy=False)
     chain = [_by_number(trials, n) for n in reversed(lineage(study, trial_number))]
-    lines = []
+    rows: list[tuple[str, str, str, str]] = []
     previous: FrozenTrial | None = None
-    for depth, t in enumerate(chain):
+    for gen, t in enumerate(chain):
         assert t is not None
-        head = f"#{t.number} {_describe_value(t)}"
         if previous is None:
             params = ", ".join(f"{k}={_fmt(v)}" for k, v in sorted(t.params.items()))
-            lines.append(f"{head} (root) {params}".rstrip())
+            change = f"(root) {params}".rstrip()
         else:
-            indent = "   " * (depth - 1) + "└─ "
-            lines.append(f"{indent}{head} {format_diff(previous.params, t.params)}")
+            change = format_diff(previous.params, t.params)
+        rows.append((str(gen), f"#{t.number}", _describe_value(t), change))
         previous = t
-    return "\n".join(lines)
+    header = ("gen", "trial", "value", "change")
+    widths = [max(len(r[i]) for r in [header, *rows]) for i in range(3)]
+    return "\n".join(
+        f"{g:>{widths[0]}}  {n:<{widths[1]}}  {v:<{widths[2]}}  {c}".rstrip()
+        for g, n, v, c in [header, *rows]
+    )

@@ -36,10 +36,22 @@ class Outcome:
     value: float | None = None
 
 
+_OOM_MARKS = ("out of memory", "can't allocate memory", "failed to allocate", "oom when allocating")
+
+
 def fail_reason(e: BaseException) -> str:
-    """One line for the ``protolab.fail_reason`` tag; the traceback goes to an artifact."""
+    """One line for the ``protolab.fail_reason`` tag; the traceback goes to an artifact.
+
+    Out-of-memory errors come as several types (MemoryError, torch's RuntimeError and
+    OutOfMemoryError, TensorFlow's ResourceExhaustedError): they all start with
+    ``out of memory:`` so a sweep's failures can be grouped by cause.
+    """
     text = str(e).strip().splitlines()[0] if str(e).strip() else ""
-    return f"{type(e).__name__}: {text}" if text else type(e).__name__
+    name = type(e).__name__
+    oom = isinstance(e, MemoryError) or name in ("OutOfMemoryError", "ResourceExhaustedError")
+    if oom or any(mark in text.lower() for mark in _OOM_MARKS):
+        return f"out of memory: {name}: {text}"[:500]
+    return f"{name}: {text}" if text else name
 
 
 def run_once(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,8 +27,6 @@ def _samplers() -> dict[str, Callable[[int], Any]]:
 
 
 def make_sampler(name: str, seed: int) -> Any:
-    import warnings
-
     import optuna
 
     with warnings.catch_warnings():  # multivariate/group TPE are "experimental" but stable
@@ -82,8 +81,15 @@ def open_storage(url: str | None) -> Any:
     if scheme == "sqlite":
         Path(url.split(":///", 1)[1]).parent.mkdir(parents=True, exist_ok=True)
     try:
-        return optuna.storages.RDBStorage(url, heartbeat_interval=30, grace_period=120)
-    except Exception as e:  # unreachable server, missing driver, bad credentials
+        with warnings.catch_warnings():  # heartbeats are "experimental" but long stable
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(url, heartbeat_interval=30, grace_period=120)
+    except ImportError:
+        raise StorageError(
+            f"study.storage: no database driver for {describe_storage(url)!r}; for PostgreSQL "
+            "install it with: pip install 'protolab[postgres]'"
+        ) from None
+    except Exception as e:  # unreachable server, bad credentials
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         raise StorageError(
             f"study.storage: cannot open {describe_storage(url)!r}: {type(e).__name__}: "

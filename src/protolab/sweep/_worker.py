@@ -8,16 +8,30 @@ several workers on one study stop together at exactly ``n_trials``.
 from __future__ import annotations
 
 import os
-import socket
 import time
+import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
-from protolab.errors import ConfigError, StorageError
+from protolab.errors import ConfigError, ProtolabError, StorageError
+from protolab.sweep import _lease
 from protolab.sweep._context import SweepContext
 from protolab.sweep._run import fail_reason, run_once
 
-__all__ = ["SweepSummary", "sweep"]
+__all__ = ["Interrupted", "SweepFailed", "SweepSummary", "sweep"]
+
+# Trial user attrs that become MLflow tags (lineage, retries, warm starts).
+_LINEAGE_ATTRS = (
+    "protolab.retry_of",
+    "protolab.attempt",
+    "protolab.parent_trial",
+    "protolab.enqueued",
+)
+
+
+class SweepFailed(ProtolabError):
+    """Too many trials failed in a row: the experiment, not the search, needs fixing."""
+
 
 _KEY_METRICS = ("time/step_ms", "time/compile_s", "time/first_step_s", "time/trial_s")
 
@@ -37,43 +51,6 @@ class SweepSummary:
     wall_s: float = 0.0
     train_s: float = 0.0  # inside backend jobs (import, build, compile, train, eval)
     trials: list[Any] = field(default_factory=list)  # optuna FrozenTrials, for the table
-
-
-def _worker_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def _reap_dead_local_workers(study: Any, tracker: Any) -> int:
-    """Fail RUNNING trials whose worker process on this host no longer exists.
-
-    A local lease: journal storages have no heartbeat, so a SIGKILLed worker would leave its
-    trial RUNNING forever and the study could never be topped up. The trial's MLflow runs
-    are ended FAILED too, so nothing is left RUNNING.
-    """
-    import optuna
-
-    host = socket.gethostname()
-    reaped = 0
-    for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)):
-        owner = str(t.user_attrs.get("protolab.worker", ""))
-        h, _, pid = owner.rpartition(":")
-        if h != host or not pid.isdigit() or _alive(int(pid)):
-            continue
-        study.tell(t.number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
-        study._storage.set_trial_user_attr(t._trial_id, "protolab.fail_reason", "worker died")
-        tracker.fail_running_children(t.number, "worker died")
-        reaped += 1
-    return reaped
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def open_study(ctx: SweepContext, storage: Any) -> Any:
@@ -107,112 +84,156 @@ def open_study(ctx: SweepContext, storage: Any) -> Any:
     return study
 
 
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM arrived; ``signum`` picks the exit code (130 or 143)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
 def sweep(ctx: SweepContext, display: Any) -> SweepSummary:
     """Run (or resume) the study of ``ctx`` until it holds ``n_trials`` finished trials."""
     import optuna
 
-    from protolab.sweep._study import open_storage
+    from protolab.sweep._study import default_storage_path, open_storage
     from protolab.tracking import open_tracker
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    State = optuna.trial.TrialState
     cfg = ctx.cfg.study
     t_start = time.perf_counter()
-    try:  # both stores are opened (and checked) before either is written
+    lock = _lease.lock_path(cfg.storage, default_storage_path())
+    tracking_lock = _lease.lock_path(ctx.tracking_uri, default_storage_path())
+    try:
+        # Remote stores are checked first: an unreachable server must not leave a freshly
+        # created local store behind. Local files are created only once both are known good.
+        if tracking_lock is None:
+            tracker = open_tracker(ctx)
         storage = open_storage(cfg.storage)
-        tracker = open_tracker(ctx)
+        if tracking_lock is not None:
+            with _lease.file_lock(tracking_lock):  # a fresh local store: one process creates it
+                tracker = open_tracker(ctx)
     except StorageError as e:
         raise StorageError(f"{ctx.config_path}: {e}") from None
-    study = open_study(ctx, storage)
-    _reap_dead_local_workers(study, tracker)
+    with _lease.file_lock(lock):
+        study = open_study(ctx, storage)
+        _lease.reap(study, tracker, cfg.max_retries)
     summary = SweepSummary(ctx.study_name, ctx.metric, ctx.direction)
-    max_failures = cfg.max_failures if cfg.max_failures is not None else cfg.n_trials
-    failures_here = 0
     job_seconds: list[float] = []
+    status = "FINISHED"
     display.start(ctx, study)
     try:
-        while True:
-            trials = study.get_trials(
-                deepcopy=False, states=(State.COMPLETE, State.PRUNED, State.RUNNING)
-            )
-            if len(trials) >= cfg.n_trials:
-                break
-            if cfg.timeout_s is not None and time.perf_counter() - t_start > cfg.timeout_s:
-                display.note(f"timeout of {cfg.timeout_s:g} s reached; not starting more trials")
-                break
-            if failures_here >= max_failures:
-                display.note(
-                    f"stopping: {failures_here} trials failed in this run (study.max_failures)"
-                )
-                break
-            trial = study.ask()
-            trial.set_user_attr("protolab.worker", _worker_id())
-            label = f"t{trial.number}"
-            summary.started_here += 1
-            display.trial_started(trial.number)
-
-            def report(value: float, epoch: int, trial: Any = trial) -> None:
-                trial.report(value, epoch)
-                if trial.should_prune():
-                    raise optuna.TrialPruned(f"pruned after epoch {epoch}")
-
-            try:
-                out = run_once(
-                    ctx,
-                    tracker,
-                    trial,
-                    label,
-                    report=report,
-                    progress=display.epoch,
-                    job_seconds=job_seconds,
-                )
-            except optuna.TrialPruned as e:
-                study.tell(trial, state=State.PRUNED)
-                display.trial_finished(trial.number, "PRUNED", None, str(e))
-            except (KeyboardInterrupt, SystemExit):
-                trial.set_user_attr("protolab.fail_reason", "interrupted")
-                study.tell(trial, state=State.FAIL)
-                raise
-            except Exception as e:
-                failures_here += 1
-                reason = fail_reason(e)
-                trial.set_user_attr("protolab.fail_reason", reason)
-                study.tell(trial, state=State.FAIL)
-                display.trial_finished(trial.number, "FAIL", None, reason)
-            else:
-                trial.set_user_attr("protolab.arch_hash", out.arch_hash)
-                trial.set_user_attr(
-                    "protolab.metrics",
-                    {
-                        b: {k: r.metrics[k] for k in (*_KEY_METRICS, ctx.metric) if k in r.metrics}
-                        for b, r in out.results.items()
-                    },
-                )
-                study.tell(trial, out.value)
-                display.trial_finished(trial.number, "COMPLETE", out.value, "")
+        _loop(ctx, study, tracker, display, summary, job_seconds, lock, t_start)
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
     finally:
         display.stop()
         summary.wall_s = time.perf_counter() - t_start
         summary.train_s = sum(job_seconds)
         _summarise(study, summary)
-        tracker.log_parent(
-            {
-                "sweep/trials_complete": summary.complete,
-                "sweep/trials_pruned": summary.pruned,
-                "sweep/trials_failed": summary.failed,
-                "sweep/wall_s": summary.wall_s,
-                "sweep/trials_per_min": 60 * summary.started_here / max(summary.wall_s, 1e-9),
-                "sweep/overhead_frac": 1.0 - summary.train_s / max(summary.wall_s, 1e-9),
-                **(
-                    {"sweep/best_value": summary.best_value}
-                    if summary.best_value is not None
-                    else {}
-                ),
-            },
-            {"protolab.metric": ctx.metric, "protolab.direction": ctx.direction},
-        )
-        tracker.end()
+        tracker.log_parent(_sweep_metrics(summary), {"protolab.direction": ctx.direction})
+        tracker.end(status)
     return summary
+
+
+def _loop(
+    ctx: SweepContext,
+    study: Any,
+    tracker: Any,
+    display: Any,
+    summary: SweepSummary,
+    job_seconds: list[float],
+    lock: Any,
+    t_start: float,
+) -> None:
+    import optuna
+
+    State = optuna.trial.TrialState
+    cfg = ctx.cfg.study
+    failed_in_a_row = 0
+    last_reason = ""
+    while True:
+        if cfg.timeout_s is not None and time.perf_counter() - t_start > cfg.timeout_s:
+            display.note(f"timeout of {cfg.timeout_s:g} s reached; not starting more trials")
+            return
+        if failed_in_a_row >= cfg.max_failures:
+            raise SweepFailed(
+                f"stopping: the last {failed_in_a_row} trials failed (study.max_failures="
+                f"{cfg.max_failures}); last reason: {last_reason}"
+            )
+        with _lease.file_lock(lock):  # count + ask atomically: never more than n_trials
+            active = study.get_trials(
+                deepcopy=False, states=(State.COMPLETE, State.PRUNED, State.RUNNING)
+            )
+            if len(active) >= cfg.n_trials:
+                return
+            with warnings.catch_warnings():  # we run Optuna's heartbeat thread ourselves
+                warnings.filterwarnings("ignore", message="Heartbeat of storage")
+                trial = study.ask()
+            trial.set_user_attr("protolab.worker", _lease.worker_id())
+        summary.started_here += 1
+        display.trial_started(trial.number)
+
+        def report(value: float, epoch: int, trial: Any = trial) -> None:
+            trial.report(value, epoch)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned after epoch {epoch}")
+
+        tags = {k: str(v) for k, v in trial.user_attrs.items() if k in _LINEAGE_ATTRS}
+        try:
+            with _lease.heartbeat(study, trial):
+                out = run_once(
+                    ctx,
+                    tracker,
+                    trial,
+                    f"t{trial.number}",
+                    report=report,
+                    progress=display.epoch,
+                    extra_tags=tags,
+                    job_seconds=job_seconds,
+                )
+        except optuna.TrialPruned as e:
+            study.tell(trial, state=State.PRUNED)
+            display.trial_finished(trial.number, "PRUNED", None, str(e))
+            failed_in_a_row = 0
+        except KeyboardInterrupt:
+            trial.set_user_attr("protolab.fail_reason", "interrupted")
+            frozen = study.tell(trial, state=State.FAIL)
+            _lease.retry(study, frozen, cfg.max_retries)
+            raise
+        except Exception as e:
+            failed_in_a_row += 1
+            last_reason = fail_reason(e)
+            trial.set_user_attr("protolab.fail_reason", last_reason)
+            study.tell(trial, state=State.FAIL)
+            display.trial_finished(trial.number, "FAIL", None, last_reason)
+        else:
+            failed_in_a_row = 0
+            trial.set_user_attr("protolab.arch_hash", out.arch_hash)
+            trial.set_user_attr(
+                "protolab.metrics",
+                {
+                    b: {k: r.metrics[k] for k in (*_KEY_METRICS, ctx.metric) if k in r.metrics}
+                    for b, r in out.results.items()
+                },
+            )
+            study.tell(trial, out.value)
+            display.trial_finished(trial.number, "COMPLETE", out.value, "")
+
+
+def _sweep_metrics(summary: SweepSummary) -> dict[str, float]:
+    metrics = {
+        "sweep/trials_complete": float(summary.complete),
+        "sweep/trials_pruned": float(summary.pruned),
+        "sweep/trials_failed": float(summary.failed),
+        "sweep/wall_s": summary.wall_s,
+        "sweep/trials_per_min": 60 * summary.started_here / max(summary.wall_s, 1e-9),
+        "sweep/overhead_frac": 1.0 - summary.train_s / max(summary.wall_s, 1e-9),
+    }
+    if summary.best_value is not None:
+        metrics["sweep/best_value"] = summary.best_value
+    return metrics
 
 
 def _summarise(study: Any, summary: SweepSummary) -> None:

@@ -1,0 +1,299 @@
+"""Read a study back from its two stores: Optuna (trials, values) and MLflow (per-backend runs).
+
+The report only reads. A target that names no existing study is a :class:`ConfigError`
+(exit 2) listing the studies that do exist, and looking for it never creates a store file:
+a mistyped name must not leave an empty ``mlruns/`` behind.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from protolab.errors import ConfigError, StorageError
+from protolab.report._compare import RunRecord
+
+__all__ = [
+    "ReportData",
+    "Source",
+    "TrialRecord",
+    "load_report_data",
+    "param_importances",
+    "resolve_source",
+]
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a study lives: its name, MLflow experiment and the two store URLs."""
+
+    study: str
+    tracking_uri: str
+    storage: str | None  # None: the default journal under ./mlruns
+    experiment: str | None = None  # MLflow experiment name; None: the study name
+    config: Path | None = None
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """One Optuna trial with the per-backend numbers the tables show."""
+
+    number: int
+    state: str  # COMPLETE | PRUNED | FAIL | RUNNING | WAITING
+    value: float | None
+    params: Mapping[str, Any]
+    backends: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+
+
+@dataclass
+class ReportData:
+    """Everything the report shows, read once from the stores."""
+
+    source: Source
+    metric: str
+    direction: str  # maximize | minimize
+    trials: list[TrialRecord]
+    runs: list[RunRecord]
+    backends: list[str]  # dynamic family first
+    experiment_id: str | None = None
+    parent_run_id: str | None = None
+    client: Any = None  # mlflow MlflowClient, None when the study has no MLflow experiment
+    study: Any = None  # the optuna Study (for importances)
+
+    @property
+    def maximize(self) -> bool:
+        return self.direction == "maximize"
+
+    def complete_trials(self) -> list[TrialRecord]:
+        return [t for t in self.trials if t.state == "COMPLETE" and t.value is not None]
+
+
+def _looks_like_config(target: str) -> bool:
+    return target.endswith((".yaml", ".yml")) or Path(target).is_file()
+
+
+def resolve_source(
+    target: str, tracking_uri: str | None = None, storage: str | None = None
+) -> Source:
+    """A study name or a YAML config -> :class:`Source`; explicit URLs win over the config's."""
+    from protolab.tracking import default_tracking_uri
+
+    if _looks_like_config(target):
+        from protolab.config import load_config
+
+        path = Path(target)
+        cfg, _ = load_config(path)
+        assert cfg.study.name is not None  # load_config defaults it to the file stem
+        return Source(
+            study=cfg.study.name,
+            tracking_uri=tracking_uri or cfg.tracking.uri or default_tracking_uri(),
+            storage=storage if storage is not None else cfg.study.storage,
+            experiment=cfg.tracking.experiment,
+            config=path,
+        )
+    return Source(
+        study=target, tracking_uri=tracking_uri or default_tracking_uri(), storage=storage
+    )
+
+
+def _local_file(url: str | None) -> Path | None:
+    """The file behind a local store URL (journal or sqlite), to check it exists first."""
+    from protolab.sweep._study import default_storage_path
+
+    if url is None:
+        return default_storage_path()
+    if url.endswith((".journal", ".log")):
+        return Path(url.removeprefix("journal://"))
+    if url.startswith("sqlite:///"):
+        return Path(url.removeprefix("sqlite:///"))
+    return None
+
+
+def _open_study(source: Source) -> Any:
+    """The Optuna study, or a ConfigError listing the studies the storage holds."""
+    import optuna
+
+    from protolab.sweep._study import describe_storage, open_storage
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    where = describe_storage(source.storage)
+    local = _local_file(source.storage)
+    names: list[str] = []
+    storage: Any = None
+    if local is None or local.is_file():
+        storage = open_storage(source.storage)
+        names = sorted(optuna.get_all_study_names(storage))
+    if source.study not in names:
+        if names:
+            have = f"studies there: {', '.join(names)}"
+        elif storage is None:
+            have = "no study store exists there yet; run `protolab sweep CONFIG` first"
+        else:
+            have = "it holds no study yet; run `protolab sweep CONFIG` first"
+        hint = "" if source.config else " (or pass the config file / --storage the sweep used)"
+        raise ConfigError(f"unknown study {source.study!r} in {where}; {have}{hint}")
+    return optuna.load_study(study_name=source.study, storage=storage)  # found: it is open
+
+
+def _client(uri: str) -> Any | None:
+    """An MlflowClient for ``uri``; None for a local SQLite file that does not exist."""
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        return None
+    if uri.startswith(("http://", "https://")):  # fail in seconds, not minutes of retries
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+    import logging
+
+    from mlflow.tracking import MlflowClient
+
+    for name in ("mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    return MlflowClient(tracking_uri=uri)
+
+
+def _quote(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("'", "\\'")
+
+
+def _experiment_id(client: Any, source: Source) -> str | None:
+    """The study's experiment: by name, else the one tagged with the study (custom names)."""
+    found = client.get_experiment_by_name(source.experiment or source.study)
+    if found is not None:
+        return str(found.experiment_id)
+    tagged = client.search_experiments(
+        filter_string=f"tags.`protolab.study` = '{_quote(source.study)}'", max_results=1
+    )
+    return str(tagged[0].experiment_id) if tagged else None
+
+
+def _search_all(client: Any, experiment_id: str, filter_string: str) -> list[Any]:
+    """Every matching run, page by page (a large study has more than one page)."""
+    runs: list[Any] = []
+    token = None
+    while True:
+        page = client.search_runs(
+            [experiment_id], filter_string=filter_string, max_results=1000, page_token=token
+        )
+        runs.extend(page)
+        token = getattr(page, "token", None)
+        if not token:
+            return runs
+
+
+def _run_record(run: Any) -> RunRecord | None:
+    """A sweep trial's child run; None for parents and ``protolab run`` runs (no trial number)."""
+    tags = run.data.tags
+    trial = tags.get("protolab.trial", "")
+    if not trial.isdigit() or "protolab.backend" not in tags:
+        return None
+    return RunRecord(
+        run_id=run.info.run_id,
+        name=run.info.run_name or "",
+        trial=int(trial),
+        backend=tags["protolab.backend"],
+        family=tags.get("protolab.family", ""),
+        state=tags.get("protolab.state", "FAIL" if run.info.status == "FAILED" else ""),
+        pair=tags.get("protolab.pair", ""),
+        arch_hash=tags.get("protolab.arch_hash", ""),
+        cold_start=tags.get("protolab.cold_start", "") == "true",
+        params=dict(run.data.params),
+        metrics={k: float(v) for k, v in run.data.metrics.items()},
+    )
+
+
+def _family_order(runs: list[RunRecord]) -> list[str]:
+    """Backends seen in the runs, dynamic before static, then by name."""
+    family = {r.backend: r.family for r in runs}
+    rank = {"dynamic": 0, "static": 1}
+    return sorted(family, key=lambda b: (rank.get(family[b], 2), b))
+
+
+def load_report_data(source: Source) -> ReportData:
+    """Read the study from Optuna and its runs from MLflow (runs are optional)."""
+    study = _open_study(source)
+    client = experiment_id = parent_id = None
+    runs: list[RunRecord] = []
+    try:
+        client = _client(source.tracking_uri)
+        if client is not None:
+            experiment_id = _experiment_id(client, source)
+        if experiment_id is not None:
+            study_filter = f"tags.`protolab.study` = '{_quote(source.study)}'"
+            found = _search_all(client, experiment_id, study_filter)
+            runs = [r for r in map(_run_record, found) if r is not None]
+            parents = [r for r in found if r.data.tags.get("protolab.role") == "parent"]
+            if parents:
+                parent_id = min(parents, key=lambda r: r.info.start_time).info.run_id
+    except Exception as e:
+        from protolab.tracking import redact
+
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise StorageError(
+            f"tracking uri: cannot read {redact(source.tracking_uri)!r}: "
+            f"{type(e).__name__}: {redact(first)[:300]}"
+        ) from None
+
+    metric = str(study.user_attrs.get("protolab.metric", "")) or "value"
+    direction = study.direction.name.lower()
+    by_trial: dict[int, dict[str, Mapping[str, float]]] = {}
+    for r in runs:
+        by_trial.setdefault(r.trial, {})[r.backend] = r.metrics
+    trials = []
+    for t in study.get_trials(deepcopy=False):
+        per_backend = {b: dict(m) for b, m in t.user_attrs.get("protolab.metrics", {}).items()}
+        for b, m in by_trial.get(t.number, {}).items():  # the full run metrics, when logged
+            per_backend[b] = {**per_backend.get(b, {}), **m}
+        trials.append(
+            TrialRecord(
+                number=t.number,
+                state=t.state.name,
+                value=t.value,
+                params=dict(t.params),
+                backends=per_backend,
+            )
+        )
+    backends = _family_order(runs) or sorted({b for t in trials for b in t.backends})
+    return ReportData(
+        source=source,
+        metric=metric,
+        direction=direction,
+        trials=trials,
+        runs=runs,
+        backends=backends,
+        experiment_id=experiment_id,
+        parent_run_id=parent_id,
+        client=client,
+        study=study,
+    )
+
+
+def param_importances(data: ReportData) -> tuple[dict[str, float], str | None]:
+    """Optuna's parameter importances (PED-ANOVA by default) and why they may be missing.
+
+    Returns ``(importances, note)``: importances sum to 1, largest first; the note explains
+    an empty or trivial result (too few trials, one parameter) instead of failing the report.
+    """
+    complete = data.complete_trials()
+    names = sorted({k for t in complete for k in t.params})
+    if len(complete) < 2:
+        return {}, f"needs at least 2 complete trials (have {len(complete)})"
+    if not names:
+        return {}, "the study samples no parameters"
+    if len(names) == 1:
+        return {names[0]: 1.0}, f"only one parameter is searched ({names[0]})"
+    import optuna
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            raw = optuna.importance.get_param_importances(data.study)
+    except Exception as e:  # e.g. no parameter common to all complete trials
+        return {}, f"Optuna could not compute importances: {type(e).__name__}: {e}"
+    values = {str(k): float(v) for k, v in raw.items()}
+    if not values:
+        return {}, "no parameter is shared by all complete trials"
+    return dict(sorted(values.items(), key=lambda kv: -kv[1])), None

@@ -1,0 +1,381 @@
+"""``protolab report``: read a study, print the verdict, write files, attach them to MLflow.
+
+Output goes to three places so it is found wherever the user looks: the terminal (rich
+tables), ``out_dir`` (``report.md``, ``report.json`` and PNGs, default ``reports/<study>/``)
+and the study's MLflow parent run (artifacts under ``report/``, next to the sweep totals).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Sequence
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from protolab.report._compare import (
+    ArchComparison,
+    PairComparison,
+    Summary,
+    by_architecture,
+    pair_runs,
+    pareto_front,
+    summarise,
+)
+from protolab.report._data import ReportData, load_report_data, param_importances, resolve_source
+from protolab.report._plots import (
+    Point,
+    history_png,
+    importance_png,
+    pareto_png,
+    step_scatter_png,
+)
+from protolab.report._tables import (
+    TextTable,
+    best_trials_table,
+    comparison_table,
+    importance_table,
+    to_markdown,
+    to_rich,
+)
+
+__all__ = ["PLOTS", "Report", "build_report", "run_report"]
+
+# Every file name a report may write; stale ones from an earlier report are removed.
+PLOTS = ("pareto.png", "importance.png", "history.png", "step_scatter.png")
+ARTIFACT_DIR = "report"
+
+
+def _safe_name(study: str) -> str:
+    return re.sub(r"[^\w.\-]+", "_", study).strip("._") or "study"
+
+
+def _finite(obj: Any) -> Any:
+    """JSON has no NaN/Infinity: non-finite numbers become null."""
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, dict):
+        return {str(k): _finite(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_finite(v) for v in obj]
+    return obj
+
+
+def _pair_json(p: PairComparison | ArchComparison) -> dict[str, Any]:
+    fields = {
+        "step_ms_dynamic": p.step_ms_dynamic,
+        "step_ms_static": p.step_ms_static,
+        "step_ratio": p.step_ratio,
+        "compile_s_dynamic": p.compile_s_dynamic,
+        "compile_s_static": p.compile_s_static,
+        "first_step_s_dynamic": p.first_step_s_dynamic,
+        "first_step_s_static": p.first_step_s_static,
+        "metric_dynamic": p.metric_dynamic,
+        "metric_static": p.metric_static,
+        "metric_delta": p.metric_delta,
+        "break_even_steps": p.break_even,  # null: never
+        "cold_start": p.cold_start,
+    }
+    if isinstance(p, PairComparison):
+        head: dict[str, Any] = {
+            "trial": p.trial,
+            "pair": p.pair,
+            "arch_hash": p.arch_hash,
+            "dynamic": p.dynamic,
+            "static": p.static,
+        }
+    else:
+        head = {"arch_hash": p.arch_hash, "trials": list(p.trials), "n_pairs": len(p.trials)}
+    return {**head, **fields}
+
+
+def _family_names(pairs: Sequence[PairComparison]) -> tuple[str, str]:
+    dyn = {p.dynamic for p in pairs}
+    sta = {p.static for p in pairs}
+    return (
+        dyn.pop() if len(dyn) == 1 else "dynamic",
+        sta.pop() if len(sta) == 1 else "static",
+    )
+
+
+def _pareto_series(data: ReportData) -> dict[str, list[Point]]:
+    series: dict[str, list[Point]] = {}
+    for b in data.backends:
+        points = [
+            Point(r.trial, r.metrics["time/step_ms"], r.metrics[data.metric])
+            for r in data.runs
+            if r.backend == b
+            and r.state == "COMPLETE"
+            and "time/step_ms" in r.metrics
+            and data.metric in r.metrics
+            and all(math.isfinite(v) for v in (r.metrics["time/step_ms"], r.metrics[data.metric]))
+        ]
+        if points:
+            series[b] = sorted(points, key=lambda p: p.trial)
+    return series
+
+
+class Report:
+    """The report's numbers and tables, computed once from :class:`ReportData`."""
+
+    def __init__(self, data: ReportData) -> None:
+        self.data = data
+        self.pairs = pair_runs(data.runs, data.metric)
+        self.archs = by_architecture(self.pairs)
+        self.summary: Summary | None = summarise(self.pairs)
+        self.dynamic, self.static = _family_names(self.pairs)
+        self.series = _pareto_series(data)
+        self.fronts = {
+            b: pareto_front([p.step_ms for p in ps], [p.value for p in ps], data.maximize)
+            for b, ps in self.series.items()
+        }
+        self.importances, self.importance_note = param_importances(data)
+        complete = data.complete_trials()
+        self.history = sorted((t.number, float(t.value)) for t in complete if t.value is not None)
+        states = [t.state for t in data.trials]
+        self.counts = {
+            "complete": states.count("COMPLETE"),
+            "pruned": states.count("PRUNED"),
+            "failed": states.count("FAIL"),
+            "total": len(states),
+        }
+
+    # -- tables ---------------------------------------------------------------------------
+    def tables(self) -> dict[str, TextTable]:
+        out = {"best": best_trials_table(self.data)}
+        if self.archs:
+            out["comparison"] = comparison_table(
+                self.archs, self.data.metric, self.dynamic, self.static
+            )
+        out["importance"] = importance_table(self.importances, self.importance_note)
+        return out
+
+    @property
+    def verdict(self) -> str:
+        if self.summary is not None:
+            return self.summary.text
+        return (
+            "no paired trials: sweep with `backends: [lightning, keras]` to compare dynamic "
+            "and static on the same architectures"
+        )
+
+    # -- files ----------------------------------------------------------------------------
+    def write_plots(self, out: Path) -> list[str]:
+        """Write every plot the data supports; returns the file names written."""
+        data, study = self.data, self.data.source.study
+        written = []
+        if self.series:
+            pareto_png(
+                out / "pareto.png", self.series, self.fronts, data.metric, data.maximize, study
+            )
+            written.append("pareto.png")
+        if self.importances:
+            importance_png(out / "importance.png", self.importances, study)
+            written.append("importance.png")
+        if self.history:
+            history_png(out / "history.png", self.history, data.metric, data.maximize, study)
+            written.append("history.png")
+        if self.pairs:
+            points = [(p.trial, p.step_ms_dynamic, p.step_ms_static) for p in self.pairs]
+            step_scatter_png(out / "step_scatter.png", points, self.dynamic, self.static, study)
+            written.append("step_scatter.png")
+        for stale in set(PLOTS) - set(written):
+            (out / stale).unlink(missing_ok=True)
+        return written
+
+    def to_json(self, plots: Sequence[str]) -> dict[str, Any]:
+        from protolab.sweep._study import describe_storage
+        from protolab.tracking import redact
+
+        data = self.data
+        best = []
+        for t in sorted(
+            data.complete_trials(),
+            key=lambda t: float(t.value if t.value is not None else math.nan),
+            reverse=data.maximize,
+        )[:10]:
+            best.append(
+                {
+                    "trial": t.number,
+                    "value": t.value,
+                    "params": dict(t.params),
+                    "backends": {
+                        b: {
+                            "metric": m.get(data.metric),
+                            "step_ms": m.get("time/step_ms"),
+                        }
+                        for b, m in t.backends.items()
+                    },
+                }
+            )
+        history = []
+        best_so_far: float | None = None
+        for n, v in self.history:
+            better = best_so_far is None or (v > best_so_far if data.maximize else v < best_so_far)
+            best_so_far = v if better else best_so_far
+            history.append({"trial": n, "value": v, "best_so_far": best_so_far})
+        summary = self.summary
+        return _finite(
+            {
+                "study": data.source.study,
+                "metric": data.metric,
+                "direction": data.direction,
+                "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                "tracking_uri": redact(data.source.tracking_uri),
+                "storage": describe_storage(data.source.storage),
+                "experiment_id": data.experiment_id,
+                "parent_run_id": data.parent_run_id,
+                "trials": self.counts,
+                "backends": data.backends,
+                "best_trials": best,
+                "comparison": {
+                    "dynamic": self.dynamic,
+                    "static": self.static,
+                    "summary": None
+                    if summary is None
+                    else {
+                        "n_pairs": summary.n_pairs,
+                        "static_speedup": summary.speedup,
+                        "break_even_steps": summary.break_even,
+                        "text": summary.text,
+                    },
+                    "pairs": [_pair_json(p) for p in self.pairs],
+                    "architectures": [_pair_json(a) for a in self.archs],
+                },
+                "pareto": {
+                    b: [
+                        {"trial": p.trial, "step_ms": p.step_ms, "value": p.value, "on_front": f}
+                        for p, f in zip(ps, self.fronts[b], strict=True)
+                    ]
+                    for b, ps in self.series.items()
+                },
+                "importance": {"values": self.importances, "note": self.importance_note},
+                "history": history,
+                "files": ["report.md", "report.json", *plots],
+            }
+        )
+
+    def to_markdown(self, plots: Sequence[str]) -> str:
+        data = self.data
+        c = self.counts
+        tables = self.tables()
+        parts = [
+            f"# protolab report: {data.source.study}",
+            "",
+            f"Metric `{data.metric}` ({data.direction}); {c['complete']} complete, "
+            f"{c['pruned']} pruned, {c['failed']} failed trials; backends "
+            f"{', '.join(data.backends) or '-'}.",
+            "",
+            f"**{self.verdict}**",
+            "",
+            "## Best trials",
+            "",
+            to_markdown(tables["best"]),
+            "## Dynamic vs static",
+            "",
+        ]
+        if "comparison" in tables:
+            parts += [
+                to_markdown(tables["comparison"]),
+                "Break-even steps: training steps after which the static job's extra time to "
+                "first step is paid back by its faster steps, "
+                "`(static.first_step_s - dynamic.first_step_s) / "
+                "((dynamic.step_ms - static.step_ms) / 1000)`; `never` when static is not "
+                "faster per step, `0` when it also starts no later.",
+                "",
+            ]
+        else:
+            parts += [self.verdict, ""]
+        images = {
+            "step_scatter.png": "Step time per paired trial",
+            "pareto.png": "Metric vs step time (Pareto front per backend)",
+            "importance.png": "Parameter importance",
+            "history.png": "Optimisation history",
+        }
+        if "step_scatter.png" in plots:
+            parts += [f"![{images['step_scatter.png']}](step_scatter.png)", ""]
+        parts += ["## Accuracy vs step time", ""]
+        parts += (
+            [f"![{images['pareto.png']}](pareto.png)", ""]
+            if "pareto.png" in plots
+            else ["_(no complete run with both the metric and a step time)_", ""]
+        )
+        parts += ["## Parameter importance", "", to_markdown(tables["importance"])]
+        if "importance.png" in plots:
+            parts += [f"![{images['importance.png']}](importance.png)", ""]
+        parts += ["## Optimisation history", ""]
+        parts += (
+            [f"![{images['history.png']}](history.png)", ""]
+            if "history.png" in plots
+            else ["_(no complete trial yet)_", ""]
+        )
+        return re.sub(r"\n{3,}", "\n\n", "\n".join(parts)).rstrip() + "\n"
+
+
+def build_report(data: ReportData) -> Report:
+    """All numbers and tables of the report, without writing anything."""
+    return Report(data)
+
+
+def _log_artifacts(data: ReportData, files: Sequence[Path]) -> str | None:
+    """Attach the files to the parent run under ``report/``; returns why not, if not."""
+    if data.client is None or data.parent_run_id is None:
+        return "no MLflow parent run for this study; files were not logged to MLflow"
+    try:
+        for f in files:
+            data.client.log_artifact(data.parent_run_id, str(f), ARTIFACT_DIR)
+    except Exception as e:  # the files exist locally; a read-only store is not fatal
+        return f"could not log to MLflow: {type(e).__name__}: {str(e)[:200]}"
+    return None
+
+
+def run_report(
+    target: str,
+    out_dir: Path | str | None = None,
+    tracking_uri: str | None = None,
+    storage: str | None = None,
+    console: Any = None,
+) -> Path:
+    """Report on study ``target`` (a study name or a YAML config); returns the output folder.
+
+    Prints the tables and the verdict, writes ``report.md``, ``report.json`` and the PNGs to
+    ``out_dir`` (default ``reports/<study>/``) and logs them to the study's MLflow parent run
+    under ``report/``. An unknown study is a ConfigError naming the studies that exist.
+    """
+    from rich.console import Console
+    from rich.markup import escape
+
+    source = resolve_source(target, tracking_uri, storage)
+    data = load_report_data(source)
+    out = Path(out_dir) if out_dir is not None else Path("reports") / _safe_name(source.study)
+    out.mkdir(parents=True, exist_ok=True)
+    report = build_report(data)
+    plots = report.write_plots(out)
+    (out / "report.json").write_text(json.dumps(report.to_json(plots), indent=2) + "\n")
+    (out / "report.md").write_text(report.to_markdown(plots))
+    files = [out / "report.md", out / "report.json", *(out / p for p in plots)]
+    problem = _log_artifacts(data, files)
+
+    if console is None:
+        console = Console(highlight=False)
+        if not console.is_terminal:  # piped or captured: wide enough for the comparison
+            console = Console(highlight=False, width=160)
+    c = report.counts
+    console.print(
+        f"[bold]report[/] {escape(source.study)}  [dim]{escape(data.metric)} ({data.direction}), "
+        f"{c['complete']} complete, {c['pruned']} pruned, {c['failed']} failed[/]"
+    )
+    for table in report.tables().values():
+        console.print(to_rich(table))
+    console.print(f"[bold]{escape(report.verdict)}[/]")
+    console.print(escape(f"wrote {out}/: {', '.join(f.name for f in files)}"))
+    if problem:
+        console.print(f"[yellow]{escape(problem)}[/]")
+    else:
+        console.print(
+            f"logged to MLflow run {data.parent_run_id} (experiment {data.experiment_id}) "
+            f"under {ARTIFACT_DIR}/"
+        )
+    return out

@@ -1,0 +1,186 @@
+"""The report's tables, built once as plain text cells and rendered twice: rich and markdown.
+
+Building cells once keeps the terminal and ``report.md`` showing the same rounded numbers.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from protolab.report._compare import ArchComparison, format_break_even
+from protolab.report._data import ReportData
+
+__all__ = [
+    "TextTable",
+    "best_trials_table",
+    "comparison_table",
+    "importance_table",
+    "to_markdown",
+    "to_rich",
+]
+
+
+@dataclass
+class TextTable:
+    """A titled grid of strings; a header's ``\\n`` splits it over two terminal lines."""
+
+    title: str
+    headers: list[str]
+    rows: list[list[str]]
+    right: set[int] = field(default_factory=set)  # right-aligned (numeric) columns
+    notes: list[str] = field(default_factory=list)
+
+
+def fmt(v: float | None, spec: str = ".4g") -> str:
+    """A number for a table cell; ``-`` when it was not measured."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return "-"
+    return format(v, spec)
+
+
+def _param(v: Any) -> str:
+    return fmt(v) if isinstance(v, float) else str(v)
+
+
+def params_text(params: Mapping[str, Any]) -> str:
+    return " ".join(f"{k.removeprefix('train.')}={_param(v)}" for k, v in params.items())
+
+
+def short_metric(metric: str) -> str:
+    return metric.rsplit("/", 1)[-1]
+
+
+def best_trials_table(data: ReportData, limit: int = 10) -> TextTable:
+    """Top trials by the study's value, each backend's metric and step time, the params."""
+    done = sorted(
+        data.complete_trials(),
+        key=lambda t: t.value if t.value is not None else math.nan,
+        reverse=data.maximize,
+    )[:limit]
+    short = short_metric(data.metric)
+    headers = ["trial", f"value\n{short}"]
+    for b in data.backends:
+        headers += [f"{b}\n{short}", f"{b}\nms/step"]
+    headers.append("params")
+    rows = []
+    for t in done:
+        cells = [f"t{t.number}", fmt(t.value)]
+        for b in data.backends:
+            m = t.backends.get(b, {})
+            cells += [fmt(m.get(data.metric)), fmt(m.get("time/step_ms"))]
+        rows.append([*cells, params_text(t.params)])
+    n = len(data.complete_trials())
+    return TextTable(
+        title=f"Best trials ({len(done)} of {n} complete, {data.metric} {data.direction})",
+        headers=headers,
+        rows=rows,
+        right=set(range(1, len(headers) - 1)),
+    )
+
+
+def comparison_table(
+    archs: Sequence[ArchComparison], metric: str, dynamic: str, static: str
+) -> TextTable:
+    """Per architecture: step time, compile, first step, metric delta, break-even."""
+    d, s = dynamic, static
+    headers = [
+        "arch",
+        "trials",
+        f"{d}\nms/step",
+        f"{s}\nms/step",
+        f"{s}/{d}\nstep ratio",
+        f"{d}\ncompile s",
+        f"{s}\ncompile s",
+        f"{d}\nfirst step s",
+        f"{s}\nfirst step s",
+        f"Δ {short_metric(metric)}\n{s} - {d}",
+        "break-even\nsteps",
+    ]
+    rows = []
+    for a in archs:
+        rows.append(
+            [
+                a.arch_hash[:8] + ("*" if a.cold_start else ""),
+                ",".join(f"t{n}" for n in a.trials),
+                fmt(a.step_ms_dynamic, ".3g"),
+                fmt(a.step_ms_static, ".3g"),
+                fmt(a.step_ratio, ".3g"),
+                fmt(a.compile_s_dynamic, ".3g"),
+                fmt(a.compile_s_static, ".3g"),
+                fmt(a.first_step_s_dynamic, ".3g"),
+                fmt(a.first_step_s_static, ".3g"),
+                fmt(a.metric_delta, "+.4f"),
+                format_break_even(a.break_even),
+            ]
+        )
+    notes = []
+    if any(a.cold_start for a in archs):
+        notes.append(
+            "* includes a worker's first trial: its time to first step counts the framework import"
+        )
+    return TextTable(
+        title=f"{d} (dynamic) vs {s} (static), per architecture (medians over its pairs)",
+        headers=headers,
+        rows=rows,
+        right=set(range(2, len(headers))),
+        notes=notes,
+    )
+
+
+def importance_table(importances: Mapping[str, float], note: str | None) -> TextTable:
+    rows = [[k, fmt(v, ".3f")] for k, v in importances.items()]
+    return TextTable(
+        title="Parameter importance",
+        headers=["param", "importance"],
+        rows=rows,
+        right={1},
+        notes=[note] if note else ["Optuna PED-ANOVA; importances sum to 1"],
+    )
+
+
+def to_rich(table: TextTable) -> Any:
+    """A rich renderable: the table, then its notes (cells are escaped: params hold ``[``)."""
+    from rich.console import Group
+    from rich.markup import escape
+    from rich.table import Table
+    from rich.text import Text
+
+    out = Table(title=table.title, title_justify="left")
+    for i, h in enumerate(table.headers):
+        last = i == len(table.headers) - 1 and i not in table.right
+        out.add_column(
+            escape(h),
+            justify="right" if i in table.right else "left",
+            no_wrap=not last,
+            overflow="fold",
+        )
+    for row in table.rows:
+        out.add_row(*(escape(c) for c in row))
+    return Group(out, *(Text(n, style="dim") for n in table.notes))
+
+
+def to_markdown(table: TextTable) -> str:
+    """A GitHub-flavoured markdown table, its title in italics above and its notes below."""
+
+    def cell(text: str) -> str:
+        return text.replace("\n", " ").replace("|", "\\|")
+
+    def note(text: str) -> str:
+        return "\\" + text if text.startswith(("*", "-", "+", "#")) else text
+
+    lines = [f"_{table.title}_", ""]
+    if not table.rows:
+        lines.append("(nothing to show)")
+    else:
+        lines.append("| " + " | ".join(cell(h) for h in table.headers) + " |")
+        lines.append(
+            "|"
+            + "|".join("---:" if i in table.right else "---" for i in range(len(table.headers)))
+            + "|"
+        )
+        lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in table.rows]
+    lines += ["", *(note(n) for n in table.notes)]
+    return "\n".join(lines).rstrip() + "\n\n"

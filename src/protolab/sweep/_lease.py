@@ -1,0 +1,125 @@
+"""Keeping a study consistent when workers die, get interrupted or race each other.
+
+- **Leases.** Each running trial records its owner (``host:pid``). A worker that opens the
+  study fails any RUNNING trial whose owner process on this host is gone (journal and
+  SQLite stores have no heartbeat), and RDB storages add Optuna's heartbeat for workers on
+  other machines. A reaped trial's MLflow runs are ended FAILED, so nothing stays RUNNING.
+- **Retries.** A trial lost to a dead worker or an interrupt is re-enqueued with the same
+  params, up to ``study.max_retries`` times; its failure was the machine's, not the model's.
+- **Local locks.** Several processes on one fresh local store must not race on table
+  creation, parent-run creation or on asking for the trial that would exceed ``n_trials``:
+  those steps run under an advisory file lock beside the store.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import os
+import socket
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+__all__ = ["RETRYABLE", "file_lock", "lock_path", "reap", "retry", "worker_id"]
+
+# Failure reasons that say nothing about the configuration: retry it.
+RETRYABLE = ("worker died", "interrupted")
+
+
+def worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def lock_path(url: str | None, default: Path) -> Path | None:
+    """The lock file for a local store (``None`` = default journal, SQLite, journal file).
+
+    Servers (PostgreSQL, MLflow over HTTP) get None: they serialise writes themselves.
+    """
+    storage_url = url
+    if storage_url is None:
+        return default.with_suffix(".lock")
+    if storage_url.startswith("sqlite:///"):
+        return Path(storage_url.removeprefix("sqlite:///") + ".lock")
+    if storage_url.endswith((".journal", ".log")):
+        return Path(storage_url + ".lock")
+    return None
+
+
+@contextlib.contextmanager
+def file_lock(path: Path | None) -> Iterator[None]:
+    """An exclusive advisory lock on ``path`` (no-op when None)."""
+    if path is None:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def reap(study: Any, tracker: Any, max_retries: int) -> list[int]:
+    """Fail the trials of dead workers (this host's by pid, any host's by heartbeat)."""
+    import optuna
+
+    running = optuna.trial.TrialState.RUNNING
+    host = socket.gethostname()
+    before = {t.number for t in study.get_trials(deepcopy=False, states=(running,))}
+    reaped: list[int] = []
+    for t in study.get_trials(deepcopy=False, states=(running,)):
+        h, _, pid = str(t.user_attrs.get("protolab.worker", "")).rpartition(":")
+        if h == host and pid.isdigit() and not _alive(int(pid)):
+            study._storage.set_trial_user_attr(t._trial_id, "protolab.fail_reason", "worker died")
+            study.tell(t.number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
+            reaped.append(t.number)
+    if optuna.storages._heartbeat.is_heartbeat_enabled(study._storage):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            optuna.storages.fail_stale_trials(study)
+        still = {t.number for t in study.get_trials(deepcopy=False, states=(running,))}
+        for n in sorted(before - still - set(reaped)):
+            trial = study.trials[n]
+            if trial.state == optuna.trial.TrialState.FAIL:
+                study._storage.set_trial_user_attr(
+                    trial._trial_id, "protolab.fail_reason", "worker died"
+                )
+                reaped.append(n)
+    for n in reaped:
+        tracker.fail_running_children(n, "worker died")
+        retry(study, study.trials[n], max_retries)
+    return reaped
+
+
+def retry(study: Any, trial: Any, max_retries: int) -> bool:
+    """Enqueue ``trial``'s params again unless it was already retried ``max_retries`` times."""
+    attempt = int(trial.user_attrs.get("protolab.attempt", 0))
+    if attempt >= max_retries or not trial.params:
+        return False
+    origin = int(trial.user_attrs.get("protolab.retry_of", trial.number))
+    study.enqueue_trial(
+        dict(trial.params),
+        user_attrs={"protolab.retry_of": origin, "protolab.attempt": attempt + 1},
+        skip_if_exists=False,
+    )
+    return True
+
+
+def heartbeat(study: Any, trial: Any) -> Any:
+    """Optuna's heartbeat thread for RDB storages (a no-op context otherwise)."""
+    from optuna.storages._heartbeat import get_heartbeat_thread
+
+    return get_heartbeat_thread(trial._trial_id, study._storage)

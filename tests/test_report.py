@@ -1,0 +1,316 @@
+"""`protolab report` on a real paired sweep (Lightning + Keras), and its arithmetic by hand.
+
+One sweep for the whole module (it trains real models on both backends); every check reads
+the same stores the way a user's client would, and recomputes the comparison independently
+from the MLflow runs rather than trusting the report's own code.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import struct
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from mlflow.tracking import MlflowClient
+from typer.testing import CliRunner
+
+from protolab.cli import app
+from protolab.report import (
+    PLOTS,
+    SIZE_PX,
+    PairComparison,
+    break_even_steps,
+    format_break_even,
+    pareto_front,
+    run_report,
+    summarise,
+)
+
+pytestmark = pytest.mark.slow
+runner = CliRunner()
+
+SCRIPT = """
+import protolab as pl
+from protolab import layers as L
+
+
+@pl.experiment(data="digits", metric="val/acc")
+def model(space: pl.Space) -> pl.Arch:
+    width = space.int("width", 8, 32, log=True)
+    act = space.choice("act", ["relu", "tanh"])
+    return pl.Arch(L.Flatten(), L.Dense(width, activation=act), L.Dense(10))
+"""
+
+PAIRED_CONFIG = """\
+experiment: exp.py
+backends: [lightning, keras]
+study: {name: tiny, n_trials: 3, sampler: random, pruner: none}
+train: {epochs: 2, batch_size: 128, lr: 0.005}
+hardware: {accelerator: cpu}
+"""
+
+
+# -- the arithmetic, on hand numbers ---------------------------------------------------------
+
+
+def test_break_even_when_static_steps_faster() -> None:
+    # static starts 4 s later and saves 2 ms per step: 4 / 0.002 = 2000 steps
+    assert break_even_steps(1.0, 5.0, 3.0, 1.0) == pytest.approx(2000.0)
+    assert format_break_even(2000.0) == "2,000"
+    assert format_break_even(1999.2) == "2,000"  # the step at which it has paid back
+
+
+def test_break_even_never_when_static_steps_slower() -> None:
+    assert break_even_steps(1.0, 5.0, 1.0, 2.0) is None
+    assert break_even_steps(1.0, 5.0, 2.0, 2.0) is None  # same speed: never recovered
+    assert break_even_steps(5.0, 1.0, 1.0, 2.0) is None  # starts sooner, but slower per step
+    assert format_break_even(None) == "never"
+
+
+def test_break_even_zero_when_static_also_starts_sooner() -> None:
+    assert break_even_steps(5.0, 1.0, 3.0, 1.0) == 0.0
+    assert break_even_steps(2.0, 2.0, 3.0, 1.0) == 0.0
+    assert format_break_even(0.0) == "0"
+
+
+def _pair(trial: int, d_ms: float, s_ms: float, d_first: float, s_first: float) -> PairComparison:
+    return PairComparison(
+        trial=trial,
+        pair=f"s/t{trial}",
+        arch_hash="a",
+        dynamic="lightning",
+        static="keras",
+        step_ms_dynamic=d_ms,
+        step_ms_static=s_ms,
+        first_step_s_dynamic=d_first,
+        first_step_s_static=s_first,
+        compile_s_dynamic=None,
+        compile_s_static=None,
+        metric_dynamic=None,
+        metric_static=None,
+        cold_start=False,
+    )
+
+
+def test_summary_line_takes_medians_over_pairs() -> None:
+    pairs = [_pair(0, 2.0, 1.0, 0.0, 1.0), _pair(1, 3.0, 1.0, 0.0, 4.0), _pair(2, 1.0, 2.0, 0, 1)]
+    summary = summarise(pairs)
+    assert summary is not None
+    # speed-ups 2, 3, 0.5 -> 2; break-evens 1000, 2000, never -> 2000
+    assert summary.speedup == pytest.approx(2.0)
+    assert summary.break_even == pytest.approx(2000.0)
+    assert summary.text == (
+        "static is 2.0x faster per step (median over 3 pairs); "
+        "compile pays back after ~2,000 steps (median)"
+    )
+    slow = summarise([_pair(0, 1.0, 2.5, 0.0, 1.0)])
+    assert slow is not None
+    assert slow.text.startswith("static is 2.5x slower per step (median over 1 pair);")
+    assert "never pays back" in slow.text
+    assert summarise([]) is None
+
+
+def test_pareto_front_both_directions() -> None:
+    steps = [1.0, 2.0, 3.0, 2.5]
+    acc = [0.5, 0.8, 0.9, 0.7]  # (2.5, 0.7) is beaten by (2.0, 0.8)
+    assert pareto_front(steps, acc, maximize=True) == [True, True, True, False]
+    rmse = [0.5, 0.4, 0.6, 0.3]  # lower is better: (3.0, 0.6) is beaten by all
+    assert pareto_front(steps, rmse, maximize=False) == [True, True, False, True]
+
+
+# -- a real paired sweep ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Project:
+    root: Path
+    output: str  # what `protolab report tiny` printed
+    out_dir: Path
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Project]:
+    """Sweep 3 paired trials once, then `protolab report tiny`; cwd and env are restored."""
+    root = tmp_path_factory.mktemp("report")
+    (root / "exp.py").write_text(SCRIPT)
+    (root / "cfg.yaml").write_text(PAIRED_CONFIG)
+    with pytest.MonkeyPatch.context() as mp:  # undone on exit, even when the sweep fails
+        mp.chdir(root)
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        swept = runner.invoke(app, ["sweep", "cfg.yaml", "study.n_trials=3"])
+        assert swept.exit_code == 0, swept.output + repr(swept.exception)
+        reported = runner.invoke(app, ["report", "tiny"])
+        assert reported.exit_code == 0, reported.output + repr(reported.exception)
+    yield Project(root, reported.stdout, root / "reports" / "tiny")
+
+
+def _client(root: Path) -> MlflowClient:
+    return MlflowClient(tracking_uri=f"sqlite:///{root / 'mlruns' / 'mlflow.db'}")
+
+
+def _report_json(project: Project) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads((project.out_dir / "report.json").read_text())
+    return data
+
+
+def _expected_pairs(root: Path) -> dict[int, dict[str, float | None]]:
+    """The comparison recomputed straight from the MLflow child runs, formula written out."""
+    client = _client(root)
+    exp = client.get_experiment_by_name("tiny")
+    assert exp is not None
+    runs = client.search_runs([exp.experiment_id], max_results=100)
+    by_pair: dict[str, dict[str, Any]] = {}
+    for r in runs:
+        if "protolab.pair" in r.data.tags:
+            by_pair.setdefault(r.data.tags["protolab.pair"], {})[r.data.tags["protolab.family"]] = r
+    out: dict[int, dict[str, float | None]] = {}
+    for members in by_pair.values():
+        d, s = members["dynamic"].data, members["static"].data
+        d_ms, s_ms = d.metrics["time/step_ms"], s.metrics["time/step_ms"]
+        extra = s.metrics["time/first_step_s"] - d.metrics["time/first_step_s"]
+        saved = (d_ms - s_ms) / 1000
+        if extra <= 0 and saved >= 0:
+            steps: float | None = 0.0
+        elif saved > 0:
+            steps = extra / saved
+        else:
+            steps = None
+        out[int(d.tags["protolab.trial"])] = {
+            "step_ratio": s_ms / d_ms,
+            "break_even_steps": steps,
+            "metric_delta": s.metrics["val/acc"] - d.metrics["val/acc"],
+            "compile_s_static": s.metrics["time/compile_s"],
+            "first_step_s_dynamic": d.metrics["time/first_step_s"],
+        }
+    return out
+
+
+def test_report_numbers_equal_those_recomputed_from_mlflow(project: Project) -> None:
+    report = _report_json(project)
+    assert report["study"] == "tiny" and report["metric"] == "val/acc"
+    assert report["direction"] == "maximize"
+    assert report["trials"] == {"complete": 3, "pruned": 0, "failed": 0, "total": 3}
+    comparison = report["comparison"]
+    assert (comparison["dynamic"], comparison["static"]) == ("lightning", "keras")
+    expected = _expected_pairs(project.root)
+    got = {p["trial"]: p for p in comparison["pairs"]}
+    assert sorted(got) == sorted(expected) == [0, 1, 2]
+    for trial, want in expected.items():
+        for key, value in want.items():
+            if value is None:
+                assert got[trial][key] is None, (trial, key)
+            else:
+                assert got[trial][key] == pytest.approx(value), (trial, key)
+
+    # The verdict: medians over the pairs ("never" counts as infinitely many steps).
+    speedups = [1 / float(w["step_ratio"] or 0) for w in expected.values()]
+    steps = [w["break_even_steps"] for w in expected.values()]
+    summary = comparison["summary"]
+    assert summary["n_pairs"] == 3
+    assert summary["static_speedup"] == pytest.approx(statistics.median(speedups))
+    median_steps = statistics.median(float("inf") if v is None else v for v in steps)
+    if median_steps == float("inf"):
+        assert summary["break_even_steps"] is None
+    else:
+        assert summary["break_even_steps"] == pytest.approx(median_steps)
+    assert summary["text"] in project.output
+
+    # One row per architecture; each trial's pair lands in its arch's row.
+    archs = comparison["architectures"]
+    assert sorted(t for a in archs for t in a["trials"]) == [0, 1, 2]
+    for a in archs:
+        if a["n_pairs"] == 1:
+            (t,) = a["trials"]
+            assert a["step_ratio"] == pytest.approx(expected[t]["step_ratio"])
+
+
+def test_best_trials_history_and_pareto_follow_the_study(project: Project) -> None:
+    import optuna
+
+    from protolab.sweep._study import open_storage
+
+    study = optuna.load_study(
+        study_name="tiny", storage=open_storage(str(project.root / "mlruns/optuna.journal"))
+    )
+    report = _report_json(project)
+    best = report["best_trials"]
+    assert best[0]["trial"] == study.best_trial.number
+    assert [b["value"] for b in best] == sorted((t.value for t in study.trials), reverse=True)
+    for row in best:
+        assert row["params"] == study.trials[row["trial"]].params
+        assert set(row["backends"]) == {"lightning", "keras"}
+    assert [h["trial"] for h in report["history"]] == [0, 1, 2]
+    assert report["history"][-1]["best_so_far"] == pytest.approx(study.best_value)
+    for backend in ("lightning", "keras"):
+        points = report["pareto"][backend]
+        assert len(points) == 3 and any(p["on_front"] for p in points)
+    assert set(report["importance"]["values"]) == {"width", "act"}
+    assert sum(report["importance"]["values"].values()) == pytest.approx(1.0)
+    assert "Best trials" in project.output and "Parameter importance" in project.output
+
+
+def _png_size(path: Path) -> tuple[int, int]:
+    head = path.read_bytes()[:24]
+    assert head[:8] == b"\x89PNG\r\n\x1a\n", f"{path.name} is not a PNG"
+    assert head[12:16] == b"IHDR"
+    width, height = struct.unpack(">II", head[16:24])
+    return width, height
+
+
+def test_every_plot_is_a_png_of_the_promised_size(project: Project) -> None:
+    import matplotlib.image
+
+    assert SIZE_PX == (1000, 600)
+    for name in PLOTS:
+        path = project.out_dir / name
+        assert path.is_file(), name
+        assert _png_size(path) == SIZE_PX, name
+    pixels = matplotlib.image.imread(project.out_dir / "pareto.png")
+    assert pixels.shape[:2] == (600, 1000)
+    md = (project.out_dir / "report.md").read_text()
+    for name in PLOTS:
+        assert f"]({name})" in md
+    assert _report_json(project)["files"] == ["report.md", "report.json", *PLOTS]
+
+
+def test_files_are_logged_to_the_parent_run(project: Project) -> None:
+    client = _client(project.root)
+    report = _report_json(project)
+    parent = client.get_run(report["parent_run_id"])
+    assert parent.data.tags["protolab.role"] == "parent"
+    logged = {Path(f.path).name for f in client.list_artifacts(parent.info.run_id, "report")}
+    assert logged == set(report["files"])
+    copy = client.download_artifacts(parent.info.run_id, "report/report.json")
+    assert json.loads(Path(copy).read_text())["comparison"] == report["comparison"]
+
+
+def test_a_config_target_and_out_dir(project: Project, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(project.root)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    out = project.root / "elsewhere"
+    assert run_report(str(project.root / "cfg.yaml"), out_dir=out) == out
+    again = json.loads((out / "report.json").read_text())
+    assert again["comparison"]["pairs"] == _report_json(project)["comparison"]["pairs"]
+
+
+def test_an_unknown_study_exits_2_naming_the_studies(
+    project: Project, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(project.root)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    result = runner.invoke(app, ["report", "nope"])
+    assert result.exit_code == 2
+    assert "unknown study 'nope'" in result.stderr and "studies there: tiny" in result.stderr
+    assert "Traceback" not in result.output
+    assert not (project.root / "reports" / "nope").exists()
+
+
+def test_an_empty_directory_creates_no_store(workdir: Path) -> None:
+    result = runner.invoke(app, ["report", "tiny"])
+    assert result.exit_code == 2 and "no study store exists there yet" in result.stderr
+    assert list(workdir.iterdir()) == []
