@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from collections.abc import Sequence
@@ -42,8 +43,11 @@ class SweepDisplay:
             deepcopy=False,
             states=(optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED),
         )
-        if any(t.state == optuna.trial.TrialState.COMPLETE for t in done):
-            self._best = (study.best_value, study.best_trial.number)
+        if len(study.directions) == 1 and any(
+            t.state == optuna.trial.TrialState.COMPLETE for t in done
+        ):
+            with contextlib.suppress(ValueError):  # constraints: nothing feasible yet
+                self._best = (study.best_value, study.best_trial.number)
         todo = max(ctx.cfg.study.n_trials - len(done), 0)
         self.console.print(
             f"[bold]study[/] {ctx.study_name}  [dim]{ctx.metric} ({ctx.direction}), "
@@ -104,10 +108,8 @@ def summary_table(summary: Any, backends: Sequence[str], limit: int = 20) -> Tab
     """Finished trials, best first: each backend's metric and step time, the sampled params."""
     reverse = summary.direction == "maximize"
     trials = [t for t in summary.trials if t.state.name != "RUNNING"]
-    done = sorted(
-        (t for t in trials if t.value is not None), key=lambda t: t.value, reverse=reverse
-    )
-    rest = [t for t in trials if t.value is None]
+    done = sorted((t for t in trials if t.values), key=lambda t: t.values[0], reverse=reverse)
+    rest = [t for t in trials if not t.values]
     table = Table(
         title=f"{summary.study}: {summary.complete} complete, {summary.pruned} pruned, "
         f"{summary.failed} failed ({summary.metric}, {summary.direction})",
@@ -132,10 +134,10 @@ def summary_table(summary: Any, backends: Sequence[str], limit: int = 20) -> Tab
             m = metrics.get(b, {})
             cells += [_fmt(m.get(summary.metric)), _fmt(m.get("time/step_ms"))]
         table.add_row(
-            f"t{t.number}",
+            f"t{t.number}" + (" *" if t.number in summary.pareto else ""),
             t.state.name,
             *cells,
             params + (f" [red]{reason}[/]" if reason else ""),
-            style="bold" if t.number == summary.best_number else None,
+            style="bold" if t.number in summary.pareto else None,
         )
     return table

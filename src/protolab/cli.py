@@ -128,6 +128,12 @@ def sweep(
     fail_fast: Annotated[
         bool, typer.Option("--fail-fast", help="Stop at the first failed trial.")
     ] = False,
+    warm_from: Annotated[
+        str | None,
+        typer.Option(
+            "--from", help="Enqueue the best trials of this study (or this MLflow run id) first."
+        ),
+    ] = None,
 ) -> None:
     """Run or resume the Optuna study of CONFIG until it holds study.n_trials finished trials."""
 
@@ -143,10 +149,14 @@ def sweep(
         cfg, script = load_config(config, [*(overrides or []), *extra])
         ctx = prepare(cfg, config, script)
         with _interruptible():
-            summary = run_sweep(ctx, SweepDisplay())
+            summary = run_sweep(ctx, SweepDisplay(), warm_from)
         out = Console()
         out.print(summary_table(summary, cfg.backends))
-        if summary.best_value is not None:
+        if len(summary.pareto) > 1 or ctx.multi_objective:
+            front = ", ".join(f"t{n}" for n in summary.pareto) or "none yet"
+            objectives = ", ".join(f"{m} ({d})" for m, d in ctx.objectives)
+            out.print(f"Pareto front (* in the table) over {objectives}: {front}")
+        elif summary.best_value is not None:
             out.print(
                 f"best: t{summary.best_number} {ctx.metric}={summary.best_value:.4g} "
                 f"in {summary.wall_s:.1f} s; see it with `protolab ui`"
@@ -235,6 +245,31 @@ def report(
         from protolab.report import run_report
 
         run_report(target, out_dir=out, tracking_uri=uri, storage=storage)
+
+    _guard(body)
+
+
+@app.command()
+def lineage(
+    target: Annotated[str, typer.Argument(help="A study name or a YAML config.")],
+    trial: Annotated[
+        int | None, typer.Option(help="Trial number (default: the best trial).")
+    ] = None,
+    storage: Annotated[str | None, typer.Option(help="Optuna storage (default: ./mlruns).")] = None,
+) -> None:
+    """The family tree of a trial in an evolution study: each ancestor and what it changed."""
+
+    def body() -> None:
+        from rich.console import Console
+
+        from protolab.report._data import _open_study, resolve_source
+        from protolab.samplers import family_tree
+
+        study = _open_study(resolve_source(target, storage=storage))
+        try:
+            Console().print(family_tree(study, trial), highlight=False, soft_wrap=True)
+        except ValueError as e:
+            raise UserInputError(f"lineage: {e}") from None
 
     _guard(body)
 

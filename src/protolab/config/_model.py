@@ -18,6 +18,7 @@ __all__ = [
     "Choice",
     "Config",
     "HardwareConfig",
+    "Objective",
     "Range",
     "StudyConfig",
     "TrackingConfig",
@@ -25,8 +26,8 @@ __all__ = [
 ]
 
 # Kept as Literals so pydantic lists the allowed values in its error for free.
-Sampler = Literal["tpe", "random", "gp", "cmaes", "nsga2", "qmc"]
-Pruner = Literal["none", "median", "percentile", "hyperband", "successive_halving"]
+Sampler = Literal["tpe", "random", "gp", "cmaes", "nsga2", "qmc", "grid", "evolution"]
+Pruner = Literal["none", "median", "percentile", "hyperband", "successive_halving", "threshold"]
 BackendName = Literal["lightning", "keras"]
 SAMPLERS: tuple[str, ...] = Sampler.__args__  # type: ignore[attr-defined]
 PRUNERS: tuple[str, ...] = Pruner.__args__  # type: ignore[attr-defined]
@@ -75,6 +76,42 @@ def _redacted(url: str) -> str:
     return re.sub(r"(://[^:/@\s]+):[^@\s]*@", r"\1:***@", url)
 
 
+# Metric families an objective or constraint may name (DESIGN §7).
+METRIC_PREFIXES = ("val/", "train/", "time/", "throughput/", "memory/", "model/", "perf/")
+_CONSTRAINT = re.compile(r"^\s*([\w./]+)\s*(<=|>=)\s*([-+]?[\d.]+(?:[eE][-+]?\d+)?)\s*$")
+
+
+def _check_metric(metric: str) -> str:
+    if not metric.startswith(METRIC_PREFIXES) or metric.endswith("/"):
+        raise ValueError(
+            f"unknown metric {metric!r}; allowed: a contract metric such as val/acc, val/loss, "
+            f"time/step_ms, model/params (prefixes: {', '.join(METRIC_PREFIXES)})"
+        )
+    return metric
+
+
+class Objective(_Strict):
+    """One thing to optimise: ``{metric: time/step_ms, direction: minimize}``."""
+
+    metric: str  # any contract metric, measured on the first backend listed
+    direction: Literal["maximize", "minimize"] | None = None  # default: inferred from the name
+
+    @field_validator("metric")
+    @classmethod
+    def _known(cls, v: str) -> str:
+        return _check_metric(v)
+
+
+def parse_constraint(text: str) -> tuple[str, str, float]:
+    """``"model/params <= 1e6"`` -> ("model/params", "<=", 1e6)."""
+    m = _CONSTRAINT.match(text)
+    if m is None:
+        raise ValueError(
+            f"a constraint must look like 'METRIC <= NUMBER' or '>=', but got {text!r}"
+        )
+    return _check_metric(m.group(1)), m.group(2), float(m.group(3))
+
+
 class StudyConfig(_Strict):
     name: str | None = Field(
         None, min_length=1
@@ -83,10 +120,39 @@ class StudyConfig(_Strict):
     n_trials: int = Field(20, ge=1)  # finished trials in the study in total (reruns top up)
     timeout_s: float | None = Field(None, gt=0)  # stop starting new trials after this long
     sampler: Sampler = "tpe"  # TPE adapts to conditional, define-by-run spaces
+    # Passed to the sampler: e.g. {population_size: 20, tournament_size: 5, n_mutations: 1}
+    # for evolution, {n_startup_trials: 10} for tpe/evolution/gp.
+    sampler_options: dict[str, int | float | bool | str] = Field(default_factory=dict)
     pruner: Pruner = "median"  # stops trials whose per-epoch curve is worse than the median
+    # Passed to the pruner: e.g. {percentile: 25} or {lower: 0.5} (threshold).
+    pruner_options: dict[str, int | float | bool | str] = Field(default_factory=dict)
+    # Several objectives make a multi-objective study (Pareto front); default: the script's.
+    objectives: list[Objective] | None = Field(None, min_length=1)
+    constraints: list[str] = Field(default_factory=list)  # e.g. ["model/params <= 1e6"]
     seed: int = 0  # seeds the sampler and every trial's training
     max_failures: int = Field(10, ge=1)  # stop after this many failed trials in a row
     max_retries: int = Field(2, ge=0)  # re-run a trial lost to a killed worker or an interrupt
+
+    @field_validator("constraints")
+    @classmethod
+    def _parse_constraints(cls, v: list[str]) -> list[str]:
+        for text in v:
+            parse_constraint(text)
+        return v
+
+    @model_validator(mode="after")
+    def _pruning_needs_one_objective(self) -> StudyConfig:
+        if self.objectives and len(self.objectives) > 1 and self.pruner != "none":
+            raise ValueError(
+                f"pruning needs a single objective, but got {len(self.objectives)} objectives "
+                f"with pruner {self.pruner!r}; set study.pruner: none"
+            )
+        if self.pruner == "threshold" and not {"lower", "upper"} & set(self.pruner_options):
+            raise ValueError(
+                "pruner 'threshold' needs pruner_options {lower: X} and/or {upper: Y}, "
+                f"but got {self.pruner_options}"
+            )
+        return self
 
     @field_validator("storage")
     @classmethod

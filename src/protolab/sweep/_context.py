@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +23,23 @@ class SweepContext:
     script_path: Path
     experiment: Experiment
     dataset: Any  # protolab.data.Dataset (imported lazily: numpy)
-    metric: str
+    metric: str  # the first objective: reported per epoch, shown in tables
     direction: str
     script_hash: str
     config_hash: str
+    objectives: tuple[tuple[str, str], ...] = ()  # (metric, direction) for each objective
+    constraints: tuple[tuple[str, str, float], ...] = ()  # (metric, "<=" | ">=", bound)
+    distributions: dict[str, Any] = field(default_factory=dict)  # the dry run's choices
+
+    @property
+    def multi_objective(self) -> bool:
+        return len(self.objectives) > 1
+
+    @property
+    def grid(self) -> dict[str, list[Any]] | None:
+        from protolab.sweep._study import grid_space
+
+        return grid_space(self.distributions) if self.cfg.study.sampler == "grid" else None
 
     @property
     def study_name(self) -> str:
@@ -69,12 +82,17 @@ def prepare(cfg: Config, config_path: Path, script_path: Path) -> SweepContext:
     user's function (with file:line) before a study or an MLflow run exists. An Arch that
     cannot be built is only a failed trial later, so it is not fatal here.
     """
+    from protolab.config._model import parse_constraint
     from protolab.data import load_dataset
+    from protolab.experiment._experiment import infer_direction
+    from protolab.sweep._study import make_pruner, make_sampler
 
     exp = load_experiment(script_path)
     dataset = load_dataset(exp.data, base_dir=script_path.parent, seed=cfg.study.seed)
+    dry, dry_train = Space(), Space(prefix="train.")
     try:
-        exp.build(Space())
+        sample_train(cfg.train, dry_train)
+        exp.build(dry)
     except (ScriptError, SpaceError) as e:
         raise type(e)(f"{script_path}: {e}") from None
     except ArchError:
@@ -86,6 +104,26 @@ def prepare(cfg: Config, config_path: Path, script_path: Path) -> SweepContext:
             f"{_user_frame(e, script_path)}: experiment '{exp.name}' raised {type(e).__name__}: {e}"
         ) from None
     metric, direction = exp.resolve_metric(dataset.metric)
+    if cfg.study.objectives:
+        objectives = tuple(
+            (o.metric, o.direction or infer_direction(o.metric)) for o in cfg.study.objectives
+        )
+        metric, direction = objectives[0]
+    else:
+        objectives = ((metric, direction),)
+    distributions = {
+        **dry.distributions,
+        **{f"train.{k}": d for k, d in dry_train.distributions.items()},
+    }
+    # Build the sampler and pruner once now: bad options fail here, before any store.
+    study = cfg.study
+    grid = None
+    if study.sampler == "grid":
+        from protolab.sweep._study import grid_space
+
+        grid = grid_space(distributions)
+    make_sampler(study.sampler, study.seed, study.sampler_options, grid)
+    make_pruner(study.pruner, study.pruner_options)
     return SweepContext(
         cfg=cfg,
         config_path=config_path.resolve(),
@@ -96,4 +134,7 @@ def prepare(cfg: Config, config_path: Path, script_path: Path) -> SweepContext:
         direction=direction,
         script_hash=script_hash(script_path),
         config_hash=config_hash(cfg),
+        objectives=objectives,
+        constraints=tuple(parse_constraint(c) for c in cfg.study.constraints),
+        distributions=distributions,
     )

@@ -33,7 +33,12 @@ class Outcome:
     params: dict[str, Any]
     arch_hash: str = ""
     results: dict[str, JobResult] = field(default_factory=dict)
-    value: float | None = None
+    values: list[float] = field(default_factory=list)  # one per objective, lead backend
+    constraints: dict[str, float] = field(default_factory=dict)  # <= 0 means feasible
+
+    @property
+    def value(self) -> float:
+        return self.values[0]
 
 
 _OOM_MARKS = ("out of memory", "can't allocate memory", "failed to allocate", "oom when allocating")
@@ -102,6 +107,9 @@ def run_once(
             run.end("FAIL", fail_reason(e))
         raise
     out.params = _params(arch_space, train_space, cfg)
+    lineage = _lineage(trial)
+    if lineage:
+        base_tags["protolab.mutation"] = lineage["change"]
     settings = TrainSettings(
         epochs=cfg.train.epochs,
         batch_size=int(train["batch_size"]),
@@ -118,6 +126,8 @@ def run_once(
         "config/resolved.json": ctx.cfg.model_dump_json(indent=2),
         f"script/{ctx.script_path.name}": ctx.script_path.read_text(),
     }
+    if lineage:
+        artifacts["lineage.json"] = json.dumps(lineage, indent=2, default=str)
     for i, name in enumerate(cfg.backends):
         backend = get_backend(name)
         tags = {
@@ -160,13 +170,37 @@ def run_once(
         run.set_tags({f"protolab.{k}": v for k, v in result.tags.items()})
         run.end("COMPLETE")
         out.results[name] = result
-    lead = out.results[cfg.backends[0]]
-    if ctx.metric not in lead.metrics:
+    lead = out.results[cfg.backends[0]].metrics
+    wanted = [m for m, _ in ctx.objectives] + [m for m, _, _ in ctx.constraints]
+    missing = [m for m in wanted if m not in lead]
+    if missing:
         raise KeyError(
-            f"metric {ctx.metric!r} was not measured; available: {', '.join(sorted(lead.metrics))}"
+            f"metric {missing[0]!r} was not measured; available: {', '.join(sorted(lead))}"
         )
-    out.value = lead.metrics[ctx.metric]
+    out.values = [lead[m] for m, _ in ctx.objectives]
+    # Optuna's convention: a constraint value <= 0 is feasible.
+    out.constraints = {
+        f"{m} {op} {bound:g}": (lead[m] - bound if op == "<=" else bound - lead[m])
+        for m, op, bound in ctx.constraints
+    }
     return out
+
+
+def _lineage(trial: Any) -> dict[str, Any]:
+    """Parent and changed choices of a mutated trial (evolution), for a tag and an artifact."""
+    if trial is None or "protolab.parent_trial" not in trial.user_attrs:
+        return {}
+    from protolab.samplers import format_diff, mutation_diff
+
+    parent_number = int(trial.user_attrs["protolab.parent_trial"])
+    parent = trial.study.trials[parent_number]
+    diff = mutation_diff(parent.params, trial.params)
+    return {
+        "parent_trial": parent_number,
+        "change": format_diff(parent.params, trial.params),
+        "diff": {k: {"parent": old, "child": new} for k, (old, new) in diff.items()},
+        "parent_value": parent.values,
+    }
 
 
 def _end_failed(run: Any, e: BaseException) -> None:

@@ -3,49 +3,105 @@
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from protolab.errors import StorageError
+from protolab.errors import ConfigError, StorageError
 
-__all__ = ["describe_storage", "make_pruner", "make_sampler", "open_storage"]
+__all__ = ["describe_storage", "grid_space", "make_pruner", "make_sampler", "open_storage"]
 
 
-def _samplers() -> dict[str, Callable[[int], Any]]:
+# name -> (import path of the class, defaults). Options from the config override defaults.
+_SAMPLERS: dict[str, tuple[str, dict[str, Any]]] = {
+    "tpe": ("optuna.samplers:TPESampler", {"multivariate": True, "group": True}),
+    "random": ("optuna.samplers:RandomSampler", {}),
+    "gp": ("optuna.samplers:GPSampler", {}),
+    "cmaes": ("optuna.samplers:CmaEsSampler", {"warn_independent_sampling": False}),
+    "nsga2": ("optuna.samplers:NSGAIISampler", {}),
+    "qmc": ("optuna.samplers:QMCSampler", {"warn_independent_sampling": False}),
+    "grid": ("optuna.samplers:GridSampler", {}),
+    "evolution": ("protolab.samplers:EvolutionSampler", {}),
+}
+_PRUNERS: dict[str, tuple[str, dict[str, Any]]] = {
+    "none": ("optuna.pruners:NopPruner", {}),
+    # Epoch 1 is never judged: a static job's first epoch is not slower in *value*, but a
+    # curve needs two points before "worse than the median" means anything.
+    "median": ("optuna.pruners:MedianPruner", {"n_startup_trials": 3, "n_warmup_steps": 1}),
+    "percentile": (
+        "optuna.pruners:PercentilePruner",
+        {"percentile": 25.0, "n_startup_trials": 3, "n_warmup_steps": 1},
+    ),
+    "hyperband": ("optuna.pruners:HyperbandPruner", {"min_resource": 1}),
+    "successive_halving": ("optuna.pruners:SuccessiveHalvingPruner", {"min_resource": 1}),
+    "threshold": ("optuna.pruners:ThresholdPruner", {"n_warmup_steps": 1}),
+}
+
+
+def _build(kind: str, table: dict[str, tuple[str, dict[str, Any]]], name: str, **kw: Any) -> Any:
+    """Instantiate ``name`` from ``table``; bad options are a ConfigError naming the field."""
+    import importlib
+    import inspect
+
     import optuna
 
-    s = optuna.samplers
-    return {
-        "tpe": lambda seed: s.TPESampler(seed=seed, multivariate=True, group=True),
-        "random": lambda seed: s.RandomSampler(seed=seed),
-        "gp": lambda seed: s.GPSampler(seed=seed),
-        "cmaes": lambda seed: s.CmaEsSampler(seed=seed, warn_independent_sampling=False),
-        "nsga2": lambda seed: s.NSGAIISampler(seed=seed),
-        "qmc": lambda seed: s.QMCSampler(seed=seed, warn_independent_sampling=False),
-    }
+    target, defaults = table[name]
+    module, _, cls_name = target.partition(":")
+    cls = getattr(importlib.import_module(module), cls_name)
+    options = {**defaults, **kw}
+    allowed = [p for p in inspect.signature(cls).parameters if p not in ("self", "args", "kwargs")]
+    unknown = [k for k in kw if k not in allowed]
+    if unknown:
+        raise ConfigError(
+            f"study.{kind}_options: unknown option {unknown[0]!r} for {kind} {name!r}; "
+            f"allowed: {', '.join(a for a in allowed if a != 'seed')}"
+        )
+    try:
+        with warnings.catch_warnings():  # "experimental" flags of long-stable features
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return cls(**{k: v for k, v in options.items() if k in allowed})
+    except (TypeError, ValueError) as e:
+        raise ConfigError(f"study.{kind}_options for {kind} {name!r}: {e}") from None
 
 
-def make_sampler(name: str, seed: int) -> Any:
-    import optuna
+def make_sampler(
+    name: str,
+    seed: int,
+    options: dict[str, Any] | None = None,
+    grid: dict[str, list[Any]] | None = None,
+) -> Any:
+    """The sampler ``name`` seeded with ``seed``; ``grid`` is the search space for ``grid``."""
+    extra: dict[str, Any] = {"seed": seed}
+    if name == "grid":
+        extra["search_space"] = grid or {}
+    return _build("sampler", _SAMPLERS, name, **(options or {}), **extra)
 
-    with warnings.catch_warnings():  # multivariate/group TPE are "experimental" but stable
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        return _samplers()[name](seed)
+
+def make_pruner(name: str, options: dict[str, Any] | None = None) -> Any:
+    return _build("pruner", _PRUNERS, name, **(options or {}))
 
 
-def make_pruner(name: str) -> Any:
-    import optuna
-
-    p = optuna.pruners
-    factories: dict[str, Callable[[], Any]] = {
-        "none": p.NopPruner,
-        "median": lambda: p.MedianPruner(n_startup_trials=3, n_warmup_steps=1),
-        "percentile": lambda: p.PercentilePruner(25.0, n_startup_trials=3, n_warmup_steps=1),
-        "hyperband": lambda: p.HyperbandPruner(min_resource=1),
-        "successive_halving": lambda: p.SuccessiveHalvingPruner(min_resource=1),
-    }
-    return factories[name]()
+def grid_space(distributions: dict[str, Any], max_values: int = 256) -> dict[str, list[Any]]:
+    """Every value of every declared choice, for the grid sampler (discrete spaces only)."""
+    space: dict[str, list[Any]] = {}
+    for name, d in distributions.items():
+        if d.kind == "choice":
+            space[name] = list(d.choices)
+            continue
+        if d.kind == "float" and not d.step:
+            raise ConfigError(
+                f"study.sampler: grid needs discrete values, but '{name}' is {d.describe()}; "
+                "give it a step (space.float(..., step=0.1)) or use another sampler"
+            )
+        step = d.step or 1
+        count = round((d.high - d.low) / step) + 1
+        if count > max_values:
+            raise ConfigError(
+                f"study.sampler: grid would need {count} values for '{name}' ({d.describe()}); "
+                f"at most {max_values} allowed: add a step or use another sampler"
+            )
+        values = [d.low + i * step for i in range(count)]
+        space[name] = [int(v) for v in values] if d.kind == "int" else values
+    return space
 
 
 def default_storage_path(cwd: Path | None = None) -> Path:

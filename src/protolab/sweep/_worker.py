@@ -17,6 +17,7 @@ from protolab.errors import ConfigError, ProtolabError, StorageError
 from protolab.sweep import _lease
 from protolab.sweep._context import SweepContext
 from protolab.sweep._run import fail_reason, run_once
+from protolab.sweep._warm import warm_start_params
 
 __all__ = ["Interrupted", "SweepFailed", "SweepSummary", "sweep"]
 
@@ -48,40 +49,65 @@ class SweepSummary:
     best_number: int | None = None
     best_value: float | None = None
     best_params: dict[str, Any] = field(default_factory=dict)
+    pareto: list[int] = field(default_factory=list)  # best trials (the front, if several)
     wall_s: float = 0.0
     train_s: float = 0.0  # inside backend jobs (import, build, compile, train, eval)
     trials: list[Any] = field(default_factory=list)  # optuna FrozenTrials, for the table
 
 
-def open_study(ctx: SweepContext, storage: Any) -> Any:
-    """Create or load the study; a rerun with another direction is a config error."""
+def open_study(ctx: SweepContext, storage: Any, display: Any = None) -> Any:
+    """Create or load the study; a rerun that changes what is optimised is a config error."""
     import optuna
 
     from protolab.sweep._study import make_pruner, make_sampler
 
+    cfg = ctx.cfg.study
+    directions = [d for _, d in ctx.objectives]
     study = optuna.create_study(
         storage=storage,
         study_name=ctx.study_name,
-        pruner=make_pruner(ctx.cfg.study.pruner),
-        direction=ctx.direction,  # type: ignore[arg-type]
+        pruner=make_pruner(cfg.pruner, cfg.pruner_options),
+        directions=directions,  # type: ignore[arg-type]
         load_if_exists=True,
     )
+    have = [d.name.lower() for d in study.directions]
+    metrics = [m for m, _ in ctx.objectives]
+    recorded = study.user_attrs.get("protolab.objectives", metrics)
+    if have != directions or recorded != metrics:
+        raise ConfigError(
+            f"study '{ctx.study_name}' already exists and optimises {recorded} ({have}), but the "
+            f"config asks for {metrics} ({directions}); use another study.name"
+        )
     # A resumed study must not replay the draws of its first run: the sampler's seed moves
     # on with the trials already there (still reproducible for one worker). A worker that
     # joins while others run adds its pid so concurrent workers explore different points.
     trials = study.get_trials(deepcopy=False)
     running = any(t.state == optuna.trial.TrialState.RUNNING for t in trials)
-    seed = ctx.cfg.study.seed + 1_000_003 * len(trials) + (os.getpid() if running else 0)
-    study.sampler = make_sampler(ctx.cfg.study.sampler, seed % 2**32)
-    have = study.direction.name.lower()
-    if have != ctx.direction:
-        raise ConfigError(
-            f"study '{ctx.study_name}' already exists and {have}s, but metric "
-            f"{ctx.metric!r} asks to {ctx.direction}; use another study.name"
-        )
-    if "protolab.metric" not in study.user_attrs:
-        study.set_user_attr("protolab.metric", ctx.metric)
+    seed = cfg.seed + 1_000_003 * len(trials) + (os.getpid() if running else 0)
+    study.sampler = make_sampler(cfg.sampler, seed % 2**32, cfg.sampler_options, ctx.grid)
+    _note_script_change(study, ctx, display)
+    study.set_user_attr("protolab.objectives", metrics)
+    study.set_user_attr("protolab.metric", ctx.metric)
     return study
+
+
+def _note_script_change(study: Any, ctx: SweepContext, display: Any) -> None:
+    """Say so when the script or config changed since the study's earlier trials.
+
+    Every trial records the hashes it ran with (user attrs and MLflow tags), so the report
+    can split trials by script version and before/after an edit is one comparison away.
+    """
+    for kind, now in (("script", ctx.script_hash), ("config", ctx.config_hash)):
+        key = f"protolab.{kind}_hashes"
+        seen = list(study.user_attrs.get(key, []))
+        if seen and seen[-1] != now and display is not None:
+            display.note(
+                f"the experiment {kind} changed since this study's earlier trials "
+                f"({seen[-1]} -> {now}); both versions are recorded and "
+                "`protolab report` compares them"
+            )
+        if not seen or seen[-1] != now:
+            study.set_user_attr(key, [*seen, now])
 
 
 class Interrupted(KeyboardInterrupt):
@@ -92,8 +118,11 @@ class Interrupted(KeyboardInterrupt):
         self.signum = signum
 
 
-def sweep(ctx: SweepContext, display: Any) -> SweepSummary:
-    """Run (or resume) the study of ``ctx`` until it holds ``n_trials`` finished trials."""
+def sweep(ctx: SweepContext, display: Any, warm_from: str | None = None) -> SweepSummary:
+    """Run (or resume) the study of ``ctx`` until it holds ``n_trials`` finished trials.
+
+    ``warm_from`` (a study name or an MLflow run id) enqueues its best configurations first.
+    """
     import optuna
 
     from protolab.sweep._study import default_storage_path, open_storage
@@ -102,6 +131,7 @@ def sweep(ctx: SweepContext, display: Any) -> SweepSummary:
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     cfg = ctx.cfg.study
     t_start = time.perf_counter()
+    warm = warm_start_params(ctx, warm_from) if warm_from else []
     lock = _lease.lock_path(cfg.storage, default_storage_path())
     tracking_lock = _lease.lock_path(ctx.tracking_uri, default_storage_path())
     try:
@@ -116,8 +146,12 @@ def sweep(ctx: SweepContext, display: Any) -> SweepSummary:
     except StorageError as e:
         raise StorageError(f"{ctx.config_path}: {e}") from None
     with _lease.file_lock(lock):
-        study = open_study(ctx, storage)
+        study = open_study(ctx, storage, display)
         _lease.reap(study, tracker, cfg.max_retries)
+        for params, label in warm:  # skip_if_exists: rerunning the command adds nothing
+            study.enqueue_trial(
+                params, user_attrs={"protolab.enqueued": label}, skip_if_exists=True
+            )
     summary = SweepSummary(ctx.study_name, ctx.metric, ctx.direction)
     job_seconds: list[float] = []
     status = "FINISHED"
@@ -172,6 +206,7 @@ def _loop(
                 warnings.filterwarnings("ignore", message="Heartbeat of storage")
                 trial = study.ask()
             trial.set_user_attr("protolab.worker", _lease.worker_id())
+            trial.set_user_attr("protolab.script_hash", ctx.script_hash)
         summary.started_here += 1
         display.trial_started(trial.number)
 
@@ -188,7 +223,7 @@ def _loop(
                     tracker,
                     trial,
                     f"t{trial.number}",
-                    report=report,
+                    report=None if ctx.multi_objective else report,  # Optuna: no pruning
                     progress=display.epoch,
                     extra_tags=tags,
                     job_seconds=job_seconds,
@@ -218,7 +253,9 @@ def _loop(
                     for b, r in out.results.items()
                 },
             )
-            study.tell(trial, out.value)
+            for key, value in out.constraints.items():
+                trial.set_constraint(key, value)
+            study.tell(trial, out.values if ctx.multi_objective else out.value)
             display.trial_finished(trial.number, "COMPLETE", out.value, "")
 
 
@@ -245,10 +282,18 @@ def _summarise(study: Any, summary: SweepSummary) -> None:
     summary.complete = sum(t.state == State.COMPLETE for t in trials)
     summary.pruned = sum(t.state == State.PRUNED for t in trials)
     summary.failed = sum(t.state == State.FAIL for t in trials)
-    if summary.complete:
+    if not summary.complete:
+        return
+    if len(study.directions) > 1:
+        summary.pareto = sorted(t.number for t in study.best_trials)
+        return
+    try:
         best = study.best_trial
-        summary.best_number, summary.best_value = best.number, best.value
-        summary.best_params = dict(best.params)
+    except ValueError:  # constraints: no feasible trial yet
+        return
+    summary.best_number, summary.best_value = best.number, best.value
+    summary.best_params = dict(best.params)
+    summary.pareto = [best.number]
 
 
 def best_params(ctx: SweepContext) -> dict[str, Any]:
