@@ -27,6 +27,7 @@ from protolab.report._data import (
 )
 from protolab.report._plots import SIZE_PX
 from protolab.report._report import PLOTS, Report, build_report, run_report
+from protolab.report._versions import Version, VersionChange, VersionSplit, split_by_version
 
 __all__ = [
     "PLOTS",
@@ -39,6 +40,9 @@ __all__ = [
     "Source",
     "Summary",
     "TrialRecord",
+    "Version",
+    "VersionChange",
+    "VersionSplit",
     "break_even_steps",
     "build_report",
     "by_architecture",
@@ -49,5 +53,6 @@ __all__ = [
     "pareto_front",
     "resolve_source",
     "run_report",
+    "split_by_version",
     "summarise",
 ]

@@ -66,6 +66,8 @@ class RunRecord:
     cold_start: bool = False
     params: Mapping[str, str] = field(default_factory=dict)
     metrics: Mapping[str, float] = field(default_factory=dict)
+    script_hash: str = ""  # tag protolab.script_hash: which script version ran ("" unknown)
+    config_hash: str = ""  # tag protolab.config_hash: which resolved config ran
 
 
 def break_even_steps(

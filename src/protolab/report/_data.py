@@ -7,7 +7,9 @@ a mistyped name must not leave an empty ``mlruns/`` behind.
 
 from __future__ import annotations
 
+import json
 import os
+import tempfile
 import warnings
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -47,6 +49,8 @@ class TrialRecord:
     value: float | None
     params: Mapping[str, Any]
     backends: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    script_hash: str = ""  # which script version ran it; "" when not recorded
+    config_hash: str = ""  # which resolved config ran it; "" when not recorded
 
 
 @dataclass
@@ -63,6 +67,12 @@ class ReportData:
     parent_run_id: str | None = None
     client: Any = None  # mlflow MlflowClient, None when the study has no MLflow experiment
     study: Any = None  # the optuna Study (for importances)
+    # The versions the study's sweeps ran with, oldest first (study user attrs).
+    script_hashes: list[str] = field(default_factory=list)
+    config_hashes: list[str] = field(default_factory=list)
+    # config hash -> the resolved config a run logged (``config/resolved.json``); read only
+    # when the runs carry more than one config hash; None where it could not be read.
+    configs: dict[str, dict[str, Any] | None] = field(default_factory=dict)
 
     @property
     def maximize(self) -> bool:
@@ -202,6 +212,8 @@ def _run_record(run: Any) -> RunRecord | None:
         cold_start=tags.get("protolab.cold_start", "") == "true",
         params=dict(run.data.params),
         metrics={k: float(v) for k, v in run.data.metrics.items()},
+        script_hash=tags.get("protolab.script_hash", ""),
+        config_hash=tags.get("protolab.config_hash", ""),
     )
 
 
@@ -212,11 +224,43 @@ def _family_order(runs: list[RunRecord]) -> list[str]:
     return sorted(family, key=lambda b: (rank.get(family[b], 2), b))
 
 
+def _resolved_configs(client: Any, runs: list[RunRecord]) -> dict[str, dict[str, Any] | None]:
+    """Each config hash's resolved config, from one of its runs; {} with a single hash.
+
+    One small artifact per config version, so the report can tell an edit of the experiment
+    settings from a change of the sweep's budget (``study.n_trials``) and name what changed.
+    """
+    hashes = sorted({r.config_hash for r in runs if r.config_hash})
+    if client is None or len(hashes) < 2:
+        return {}
+    out: dict[str, dict[str, Any] | None] = {}
+    with tempfile.TemporaryDirectory(prefix="protolab-report-") as tmp:
+        for h in hashes:
+            out[h] = None
+            mine = sorted(
+                (r for r in runs if r.config_hash == h),
+                key=lambda r: (r.state != "COMPLETE", r.trial),  # failed builds log no config
+            )
+            for r in mine[:3]:
+                dst = Path(tmp) / r.run_id
+                dst.mkdir()
+                try:
+                    got = client.download_artifacts(r.run_id, "config/resolved.json", str(dst))
+                    doc = json.loads(Path(got).read_text())
+                except Exception:  # missing or unreadable: this hash stays a version of its own
+                    continue
+                if isinstance(doc, dict):
+                    out[h] = doc
+                    break
+    return out
+
+
 def load_report_data(source: Source) -> ReportData:
     """Read the study from Optuna and its runs from MLflow (runs are optional)."""
     study = _open_study(source)
     client = experiment_id = parent_id = None
     runs: list[RunRecord] = []
+    configs: dict[str, dict[str, Any] | None] = {}
     try:
         client = _client(source.tracking_uri)
         if client is not None:
@@ -228,6 +272,7 @@ def load_report_data(source: Source) -> ReportData:
             parents = [r for r in found if r.data.tags.get("protolab.role") == "parent"]
             if parents:
                 parent_id = min(parents, key=lambda r: r.info.start_time).info.run_id
+        configs = _resolved_configs(client, runs)
     except Exception as e:
         from protolab.tracking import redact
 
@@ -240,13 +285,19 @@ def load_report_data(source: Source) -> ReportData:
     metric = str(study.user_attrs.get("protolab.metric", "")) or "value"
     direction = study.direction.name.lower()
     by_trial: dict[int, dict[str, Mapping[str, float]]] = {}
+    hashes: dict[int, tuple[str, str]] = {}  # trial -> (script, config) from its runs' tags
     for r in runs:
         by_trial.setdefault(r.trial, {})[r.backend] = r.metrics
+        script, config = hashes.get(r.trial, ("", ""))
+        hashes[r.trial] = (script or r.script_hash, config or r.config_hash)
     trials = []
     for t in study.get_trials(deepcopy=False):
         per_backend = {b: dict(m) for b, m in t.user_attrs.get("protolab.metrics", {}).items()}
         for b, m in by_trial.get(t.number, {}).items():  # the full run metrics, when logged
             per_backend[b] = {**per_backend.get(b, {}), **m}
+        # MLflow tags first (every run has them); the trial's user attr when no run was logged.
+        script, config = hashes.get(t.number, ("", ""))
+        script = script or str(t.user_attrs.get("protolab.script_hash", ""))
         trials.append(
             TrialRecord(
                 number=t.number,
@@ -254,6 +305,8 @@ def load_report_data(source: Source) -> ReportData:
                 value=t.value,
                 params=dict(t.params),
                 backends=per_backend,
+                script_hash=script,
+                config_hash=config,
             )
         )
     backends = _family_order(runs) or sorted({b for t in trials for b in t.backends})
@@ -268,7 +321,17 @@ def load_report_data(source: Source) -> ReportData:
         parent_run_id=parent_id,
         client=client,
         study=study,
+        script_hashes=_str_list(study.user_attrs.get("protolab.script_hashes")),
+        config_hashes=_str_list(study.user_attrs.get("protolab.config_hashes")),
+        configs=configs,
     )
+
+
+def _str_list(value: Any) -> list[str]:
+    """A study user attr that should hold a list of hashes; anything else reads as empty."""
+    if not isinstance(value, (list, tuple)):
+        return []
+    return [str(v) for v in value]
 
 
 def param_importances(data: ReportData) -> tuple[dict[str, float], str | None]:

@@ -150,8 +150,13 @@ def history_png(
     metric: str,
     maximize: bool,
     study: str,
+    changes: Sequence[tuple[int, str]] = (),
 ) -> Path:
-    """Each complete trial's value by trial number, and the best value so far."""
+    """Each complete trial's value by trial number, and the best value so far.
+
+    ``changes`` marks where the script version changed: ``(first trial of the new version,
+    short label)``, drawn as a dashed vertical line just before that trial, labelled at the top.
+    """
     fig, ax = _figure()
     ordered = sorted(trials)
     xs = [n for n, _ in ordered]
@@ -161,6 +166,26 @@ def history_png(
         best.append(v if not best else (max if maximize else min)(best[-1], v))
     ax.scatter(xs, ys, s=36, color="#1f77b4", alpha=0.7, label="complete trial")
     ax.step(xs, best, where="post", color="#d62728", linewidth=2, label="best so far")
+    for i, (trial, label) in enumerate(changes):
+        x = trial - 0.5
+        ax.axvline(
+            x,
+            color="#555555",
+            linestyle="--",
+            linewidth=1.2,
+            label="script version changed" if i == 0 else None,
+        )
+        ax.text(
+            x,
+            0.98,
+            f" {label}",
+            transform=ax.get_xaxis_transform(),  # x in trials, y in axes fraction
+            rotation=90,
+            ha="right",
+            va="top",
+            fontsize=9,
+            color="#333333",
+        )
     ax.set_xlabel("trial number")
     ax.set_ylabel(f"{metric} ({_better(maximize)})")
     ax.set_title(f"{study}: optimisation history")

@@ -39,7 +39,9 @@ from protolab.report._tables import (
     importance_table,
     to_markdown,
     to_rich,
+    versions_table,
 )
+from protolab.report._versions import Version, VersionChange, VersionSplit, split_by_version
 
 __all__ = ["PLOTS", "Report", "build_report", "run_report"]
 
@@ -91,6 +93,44 @@ def _pair_json(p: PairComparison | ArchComparison) -> dict[str, Any]:
     return {**head, **fields}
 
 
+def _version_json(v: Version) -> dict[str, Any]:
+    return {
+        "version": v.name,
+        "label": v.label,
+        "script_hash": v.script_hash or None,
+        "config_hash": v.config_hash or None,
+        "config_hashes": list(v.config_hashes),
+        "config_changes": list(v.config_changes),
+        "trials": {
+            "complete": v.complete,
+            "pruned": v.pruned,
+            "failed": v.failed,
+            "running": v.running,
+            "total": len(v.trials),
+        },
+        "trial_numbers": list(v.trials),
+        "best_value": v.best_value,
+        "best_trial": v.best_trial,
+        "median_value": v.median_value,
+        "step_ms": dict(v.step_ms),
+        "delta_best": v.delta_best,
+    }
+
+
+def _versions_json(split: VersionSplit) -> dict[str, Any]:
+    return {
+        "shown": split.shown,
+        "split_by": split.split_by,
+        "versions": [_version_json(v) for v in split.versions],
+        "changes": [
+            {"trial": c.trial, "version": c.version.name, "label": c.version.label}
+            for c in split.changes
+        ],
+        "pending_script_hash": split.pending_script,
+        "notes": list(split.notes),
+    }
+
+
 def _family_names(pairs: Sequence[PairComparison]) -> tuple[str, str]:
     dyn = {p.dynamic for p in pairs}
     sta = {p.static for p in pairs}
@@ -132,6 +172,14 @@ class Report:
             for b, ps in self.series.items()
         }
         self.importances, self.importance_note = param_importances(data)
+        self.versions = split_by_version(
+            data.trials,
+            data.runs,
+            data.backends,
+            data.maximize,
+            script_hashes=data.script_hashes,
+            configs=data.configs,
+        )
         complete = data.complete_trials()
         self.history = sorted((t.number, float(t.value)) for t in complete if t.value is not None)
         states = [t.state for t in data.trials]
@@ -144,7 +192,10 @@ class Report:
 
     # -- tables ---------------------------------------------------------------------------
     def tables(self) -> dict[str, TextTable]:
-        out = {"best": best_trials_table(self.data)}
+        split = self.versions if self.versions.shown else None
+        out = {"best": best_trials_table(self.data, versions=split)}
+        if split is not None:
+            out["versions"] = versions_table(split, self.data)
         if self.archs:
             out["comparison"] = comparison_table(
                 self.archs, self.data.metric, self.dynamic, self.static
@@ -175,7 +226,10 @@ class Report:
             importance_png(out / "importance.png", self.importances, study)
             written.append("importance.png")
         if self.history:
-            history_png(out / "history.png", self.history, data.metric, data.maximize, study)
+            changes = [(c.trial, f"{c.version.name} {c.version.label}") for c in self.changes]
+            history_png(
+                out / "history.png", self.history, data.metric, data.maximize, study, changes
+            )
             written.append("history.png")
         if self.pairs:
             points = [(p.trial, p.step_ms_dynamic, p.step_ms_static) for p in self.pairs]
@@ -184,6 +238,15 @@ class Report:
         for stale in set(PLOTS) - set(written):
             (out / stale).unlink(missing_ok=True)
         return written
+
+    @property
+    def changes(self) -> list[VersionChange]:
+        """The version changes the history plot marks (none unless the section is shown)."""
+        return list(self.versions.changes) if self.versions.shown else []
+
+    def _version_name(self, trial: int) -> str | None:
+        v = self.versions.version_of(trial)
+        return None if v is None else v.name
 
     def to_json(self, plots: Sequence[str]) -> dict[str, Any]:
         from protolab.sweep._study import describe_storage
@@ -200,6 +263,7 @@ class Report:
                 {
                     "trial": t.number,
                     "value": t.value,
+                    "version": self._version_name(t.number),
                     "params": dict(t.params),
                     "backends": {
                         b: {
@@ -215,7 +279,14 @@ class Report:
         for n, v in self.history:
             better = best_so_far is None or (v > best_so_far if data.maximize else v < best_so_far)
             best_so_far = v if better else best_so_far
-            history.append({"trial": n, "value": v, "best_so_far": best_so_far})
+            history.append(
+                {
+                    "trial": n,
+                    "value": v,
+                    "best_so_far": best_so_far,
+                    "version": self._version_name(n),
+                }
+            )
         summary = self.summary
         return _finite(
             {
@@ -251,6 +322,7 @@ class Report:
                     ]
                     for b, ps in self.series.items()
                 },
+                "by_script_version": _versions_json(self.versions),
                 "importance": {"values": self.importances, "note": self.importance_note},
                 "history": history,
                 "files": ["report.md", "report.json", *plots],
@@ -273,9 +345,18 @@ class Report:
             "## Best trials",
             "",
             to_markdown(tables["best"]),
-            "## Dynamic vs static",
-            "",
         ]
+        if "versions" in tables:
+            parts += [
+                "## By script version",
+                "",
+                "The trials split by the version of the experiment script (and config) that "
+                "ran them: before/after an edit side by side. The history plot below marks "
+                "where the version changed.",
+                "",
+                to_markdown(tables["versions"]),
+            ]
+        parts += ["## Dynamic vs static", ""]
         if "comparison" in tables:
             parts += [
                 to_markdown(tables["comparison"]),
@@ -369,6 +450,9 @@ def run_report(
     )
     for table in report.tables().values():
         console.print(to_rich(table))
+    if report.changes and "history.png" in plots:
+        marks = ", ".join(f"{c.version.name} from t{c.trial}" for c in report.changes)
+        console.print(f"[dim]history.png marks the script version changes: {escape(marks)}[/]")
     console.print(f"[bold]{escape(report.verdict)}[/]")
     console.print(escape(f"wrote {out}/: {', '.join(f.name for f in files)}"))
     if problem:

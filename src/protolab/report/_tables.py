@@ -12,6 +12,7 @@ from typing import Any
 
 from protolab.report._compare import ArchComparison, format_break_even
 from protolab.report._data import ReportData
+from protolab.report._versions import VersionSplit
 
 __all__ = [
     "TextTable",
@@ -20,6 +21,8 @@ __all__ = [
     "importance_table",
     "to_markdown",
     "to_rich",
+    "trial_ranges",
+    "versions_table",
 ]
 
 
@@ -53,8 +56,28 @@ def short_metric(metric: str) -> str:
     return metric.rsplit("/", 1)[-1]
 
 
-def best_trials_table(data: ReportData, limit: int = 10) -> TextTable:
-    """Top trials by the study's value, each backend's metric and step time, the params."""
+def trial_ranges(numbers: Sequence[int]) -> str:
+    """``t0-3,t7,t9-10``: trial numbers with consecutive runs collapsed."""
+    parts: list[str] = []
+    ordered = sorted(numbers)
+    i = 0
+    while i < len(ordered):
+        j = i
+        while j + 1 < len(ordered) and ordered[j + 1] == ordered[j] + 1:
+            j += 1
+        parts.append(f"t{ordered[i]}" if i == j else f"t{ordered[i]}-{ordered[j]}")
+        i = j + 1
+    return ",".join(parts)
+
+
+def best_trials_table(
+    data: ReportData, limit: int = 10, versions: VersionSplit | None = None
+) -> TextTable:
+    """Top trials by the study's value, each backend's metric and step time, the params.
+
+    With ``versions`` (a study that ran several script versions) a column names each
+    trial's version (``v1``, ``v2``, as in the "By script version" table).
+    """
     done = sorted(
         data.complete_trials(),
         key=lambda t: t.value if t.value is not None else math.nan,
@@ -62,12 +85,17 @@ def best_trials_table(data: ReportData, limit: int = 10) -> TextTable:
     )[:limit]
     short = short_metric(data.metric)
     headers = ["trial", f"value\n{short}"]
+    if versions is not None:
+        headers.insert(1, "version")
     for b in data.backends:
         headers += [f"{b}\n{short}", f"{b}\nms/step"]
     headers.append("params")
     rows = []
     for t in done:
         cells = [f"t{t.number}", fmt(t.value)]
+        if versions is not None:
+            v = versions.version_of(t.number)
+            cells.insert(1, "-" if v is None else v.name)
         for b in data.backends:
             m = t.backends.get(b, {})
             cells += [fmt(m.get(data.metric)), fmt(m.get("time/step_ms"))]
@@ -77,7 +105,44 @@ def best_trials_table(data: ReportData, limit: int = 10) -> TextTable:
         title=f"Best trials ({len(done)} of {n} complete, {data.metric} {data.direction})",
         headers=headers,
         rows=rows,
-        right=set(range(1, len(headers) - 1)),
+        right=set(range(2 if versions is not None else 1, len(headers) - 1)),
+    )
+
+
+def versions_table(split: VersionSplit, data: ReportData) -> TextTable:
+    """Per version, in the study's order: trial counts, best and median value, step times."""
+    short = short_metric(data.metric)
+    what = "script/config" if split.split_by == "script+config" else "script"
+    headers = ["version", what, "trials", "complete", "pruned", "failed"]
+    headers += [f"best\n{short}", "best\ntrial", f"median\n{short}"]
+    headers += [f"{b}\nms/step" for b in data.backends]
+    headers.append(f"Δ best {short}\nvs previous")
+    rows = []
+    for v in split.versions:
+        cells = [v.name, v.label, trial_ranges(v.trials)]
+        cells += [str(v.complete), str(v.pruned), str(v.failed)]
+        cells += [
+            fmt(v.best_value),
+            "-" if v.best_trial is None else f"t{v.best_trial}",
+            fmt(v.median_value),
+        ]
+        cells += [fmt(v.step_ms.get(b), ".3g") for b in data.backends]
+        cells.append(fmt(v.delta_best, "+.4g"))
+        rows.append(cells)
+    better = "higher" if data.maximize else "lower"
+    notes = [
+        f"Δ best: this version's best {data.metric} minus the previous version's "
+        f"({better} is better); ms/step: median time/step_ms of its complete runs",
+        *split.notes,
+    ]
+    n = len(split.versions)
+    return TextTable(
+        title=f"By script version ({n} version{'s' if n != 1 else ''}, in the order the "
+        f"study ran them; {data.metric} {data.direction})",
+        headers=headers,
+        rows=rows,
+        right=set(range(3, len(headers))),
+        notes=notes,
     )
 
 

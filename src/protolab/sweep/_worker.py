@@ -70,14 +70,7 @@ def open_study(ctx: SweepContext, storage: Any, display: Any = None) -> Any:
         directions=directions,  # type: ignore[arg-type]
         load_if_exists=True,
     )
-    have = [d.name.lower() for d in study.directions]
     metrics = [m for m, _ in ctx.objectives]
-    recorded = study.user_attrs.get("protolab.objectives", metrics)
-    if have != directions or recorded != metrics:
-        raise ConfigError(
-            f"study '{ctx.study_name}' already exists and optimises {recorded} ({have}), but the "
-            f"config asks for {metrics} ({directions}); use another study.name"
-        )
     # A resumed study must not replay the draws of its first run: the sampler's seed moves
     # on with the trials already there (still reproducible for one worker). A worker that
     # joins while others run adds its pid so concurrent workers explore different points.
@@ -89,6 +82,46 @@ def open_study(ctx: SweepContext, storage: Any, display: Any = None) -> Any:
     study.set_user_attr("protolab.objectives", metrics)
     study.set_user_attr("protolab.metric", ctx.metric)
     return study
+
+
+def _check_existing(ctx: SweepContext, storage: Any) -> None:
+    """Refuse to resume a study the current config or script cannot continue (read-only).
+
+    Optuna cannot change what a study optimises, nor the list of a categorical choice
+    (``space.choice``) once trials used it; numeric ranges may change freely.
+    """
+    import optuna
+
+    if ctx.study_name not in optuna.get_all_study_names(storage):
+        return
+    study = optuna.load_study(study_name=ctx.study_name, storage=storage)
+    have = [d.name.lower() for d in study.directions]
+    directions = [d for _, d in ctx.objectives]
+    metrics = [m for m, _ in ctx.objectives]
+    recorded = study.user_attrs.get("protolab.objectives", metrics)
+    if have != directions or recorded != metrics:
+        raise ConfigError(
+            f"{ctx.config_path}: study '{ctx.study_name}' already exists and optimises "
+            f"{recorded} ({', '.join(have)}), but the config asks for {metrics} "
+            f"({', '.join(directions)}); use another study.name"
+        )
+    seen: dict[str, Any] = {}
+    for t in study.get_trials(deepcopy=False):
+        seen.update(t.distributions)
+    categorical = optuna.distributions.CategoricalDistribution
+    for name, d in ctx.distributions.items():
+        old = seen.get(name)
+        if (
+            d.kind == "choice"
+            and isinstance(old, categorical)
+            and tuple(old.choices) != tuple(d.choices)
+        ):
+            raise ConfigError(
+                f"{ctx.script_path}: choice '{name}' changed from {list(old.choices)} to "
+                f"{list(d.choices)}, but study '{ctx.study_name}' already sampled it and "
+                "Optuna cannot change a choice list within a study; use a new study.name "
+                "(or a new name for the choice)"
+            )
 
 
 def _note_script_change(study: Any, ctx: SweepContext, display: Any) -> None:
@@ -140,6 +173,7 @@ def sweep(ctx: SweepContext, display: Any, warm_from: str | None = None) -> Swee
         if tracking_lock is None:
             tracker = open_tracker(ctx)
         storage = open_storage(cfg.storage)
+        _check_existing(ctx, storage)  # a study that cannot be resumed as configured: exit 2
         if tracking_lock is not None:
             with _lease.file_lock(tracking_lock):  # a fresh local store: one process creates it
                 tracker = open_tracker(ctx)
@@ -212,7 +246,8 @@ def _loop(
 
         def report(value: float, epoch: int, trial: Any = trial) -> None:
             trial.report(value, epoch)
-            if trial.should_prune():
+            # After the last epoch the work is done: keep the result rather than prune it.
+            if epoch < ctx.cfg.train.epochs and trial.should_prune():
                 raise optuna.TrialPruned(f"pruned after epoch {epoch}")
 
         tags = {k: str(v) for k, v in trial.user_attrs.items() if k in _LINEAGE_ATTRS}
