@@ -7,11 +7,12 @@ from the MLflow runs rather than trusting the report's own code.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import statistics
 import struct
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -24,10 +25,13 @@ from protolab.report import (
     PLOTS,
     SIZE_PX,
     PairComparison,
+    RunRecord,
+    TrialRecord,
     break_even_steps,
     format_break_even,
     pareto_front,
     run_report,
+    split_by_version,
     summarise,
 )
 
@@ -153,7 +157,7 @@ def _client(root: Path) -> MlflowClient:
     return MlflowClient(tracking_uri=f"sqlite:///{root / 'mlruns' / 'mlflow.db'}")
 
 
-def _report_json(project: Project) -> dict[str, Any]:
+def _report_json(project: Project | Edited) -> dict[str, Any]:
     data: dict[str, Any] = json.loads((project.out_dir / "report.json").read_text())
     return data
 
@@ -240,7 +244,9 @@ def test_best_trials_history_and_pareto_follow_the_study(project: Project) -> No
     report = _report_json(project)
     best = report["best_trials"]
     assert best[0]["trial"] == study.best_trial.number
-    assert [b["value"] for b in best] == sorted((t.value for t in study.trials), reverse=True)
+    assert [b["value"] for b in best] == sorted(
+        (t.value for t in study.trials if t.value is not None), reverse=True
+    )
     for row in best:
         assert row["params"] == study.trials[row["trial"]].params
         assert set(row["backends"]) == {"lightning", "keras"}
@@ -314,3 +320,200 @@ def test_an_empty_directory_creates_no_store(workdir: Path) -> None:
     result = runner.invoke(app, ["report", "tiny"])
     assert result.exit_code == 2 and "no study store exists there yet" in result.stderr
     assert list(workdir.iterdir()) == []
+
+
+def test_a_single_script_version_shows_no_version_section(project: Project) -> None:
+    split = _report_json(project)["by_script_version"]
+    assert split["shown"] is False and split["changes"] == []
+    assert [v["trials"]["complete"] for v in split["versions"]] == [3]
+    assert "By script version" not in project.output
+    assert "By script version" not in (project.out_dir / "report.md").read_text()
+
+
+# -- the script edited between two sweeps ----------------------------------------------------
+
+LIGHTNING_CONFIG = """\
+experiment: exp.py
+backends: [lightning]
+study: {name: edited, n_trials: 2, sampler: random, pruner: none}
+train: {epochs: 2, batch_size: 128, lr: 0.005}
+hardware: {accelerator: cpu}
+"""
+
+
+@dataclass(frozen=True)
+class Edited:
+    root: Path
+    scripts: tuple[str, str]  # sha256[:12] of the script before and after the edit
+    second_sweep_stderr: str
+    output: str  # what `protolab report edited` printed
+    out_dir: Path
+
+
+@pytest.fixture(scope="module")
+def edited(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Edited]:
+    """Sweep 2 trials, widen the script's width range, top the study up to 4, report."""
+    root = tmp_path_factory.mktemp("edited")
+    script = root / "exp.py"
+    script.write_text(SCRIPT)
+    (root / "cfg.yaml").write_text(LIGHTNING_CONFIG)
+    before = hashlib.sha256(script.read_bytes()).hexdigest()[:12]
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        first = runner.invoke(app, ["sweep", "cfg.yaml"])
+        assert first.exit_code == 0, first.output + repr(first.exception)
+        assert "changed since" not in first.stderr
+        script.write_text(SCRIPT.replace('"width", 8, 32', '"width", 48, 96'))
+        second = runner.invoke(app, ["sweep", "cfg.yaml", "study.n_trials=4"])
+        assert second.exit_code == 0, second.output + repr(second.exception)
+        reported = runner.invoke(app, ["report", "edited"])
+        assert reported.exit_code == 0, reported.output + repr(reported.exception)
+    after = hashlib.sha256(script.read_bytes()).hexdigest()[:12]
+    yield Edited(root, (before, after), second.stderr, reported.stdout, root / "reports/edited")
+
+
+def _runs_by_script(root: Path) -> dict[str, list[Any]]:
+    """The study's child runs from MLflow, grouped by their ``protolab.script_hash`` tag."""
+    client = _client(root)
+    exp = client.get_experiment_by_name("edited")
+    assert exp is not None
+    groups: dict[str, list[Any]] = {}
+    for r in client.search_runs([exp.experiment_id], max_results=100):
+        if r.data.tags.get("protolab.trial", "").isdigit():
+            groups.setdefault(r.data.tags["protolab.script_hash"], []).append(r)
+    return groups
+
+
+def test_the_second_sweep_says_the_script_changed(edited: Edited) -> None:
+    text = " ".join(edited.second_sweep_stderr.split())  # rich may wrap the note
+    before, after = edited.scripts
+    assert "the experiment script changed since this study's earlier trials" in text
+    assert f"{before} -> {after}" in text
+
+
+def test_report_splits_trials_by_script_version(edited: Edited) -> None:
+    split = _report_json(edited)["by_script_version"]
+    groups = _runs_by_script(edited.root)
+    before, after = edited.scripts
+    assert set(groups) == {before, after}
+    # `study.n_trials=4` only tops the study up: not a config version of its own
+    assert split["split_by"] == "script" and split["shown"] is True
+    assert split["notes"] == [] and split["pending_script_hash"] is None
+
+    v1, v2 = split["versions"]
+    assert (v1["version"], v2["version"]) == ("v1", "v2")
+    assert (v1["script_hash"], v2["script_hash"]) == (before, after)
+    for v in (v1, v2):
+        runs = groups[v["script_hash"]]
+        assert v["label"] == v["script_hash"][:8]
+        assert v["config_hashes"] == [runs[0].data.tags["protolab.config_hash"]]
+        assert v["config_changes"] == []
+        assert v["trials"] == {"complete": 2, "pruned": 0, "failed": 0, "running": 0, "total": 2}
+        assert v["trial_numbers"] == sorted(int(r.data.tags["protolab.trial"]) for r in runs)
+        accs = [r.data.metrics["val/acc"] for r in runs]
+        assert v["best_value"] == pytest.approx(max(accs))
+        assert v["median_value"] == pytest.approx(statistics.median(accs))
+        steps = [r.data.metrics["time/step_ms"] for r in runs]
+        assert v["step_ms"] == {"lightning": pytest.approx(statistics.median(steps))}
+    assert v1["trial_numbers"] == [0, 1] and v2["trial_numbers"] == [2, 3]
+    assert v1["delta_best"] is None
+    assert v2["delta_best"] == pytest.approx(v2["best_value"] - v1["best_value"])
+    # the edit widened the layer: version 2's trials sampled widths in its new range
+    for r in groups[after]:
+        assert 48 <= int(r.data.params["width"]) <= 96
+
+    assert split["changes"] == [{"trial": 2, "version": "v2", "label": v2["label"]}]
+    history = _report_json(edited)["history"]
+    assert [(h["trial"], h["version"]) for h in history] == [
+        (0, "v1"),
+        (1, "v1"),
+        (2, "v2"),
+        (3, "v2"),
+    ]
+
+
+def test_version_section_in_terminal_markdown_and_plot(edited: Edited) -> None:
+    split = _report_json(edited)["by_script_version"]
+    labels = [v["label"] for v in split["versions"]]
+    assert "By script version (2 versions" in edited.output
+    assert "history.png marks the script version changes: v2 from t2" in edited.output
+    md = (edited.out_dir / "report.md").read_text()
+    assert "## By script version" in md
+    rows = [line for line in md.splitlines() if line.startswith(("| v1 ", "| v2 "))]
+    assert len(rows) == 2
+    for row, label in zip(rows, labels, strict=True):
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        assert cells[1] == label and cells[3:6] == ["2", "0", "0"]
+    assert _png_size(edited.out_dir / "history.png") == SIZE_PX
+
+
+def _trial(n: int, script: str, value: float | None, state: str = "COMPLETE") -> TrialRecord:
+    return TrialRecord(n, state, value, {}, script_hash=script, config_hash="c" * 12)
+
+
+def test_versions_by_hand_undo_unrecorded_and_pending() -> None:
+    a, b = "a" * 12, "b" * 12
+    trials = [
+        _trial(0, "", 0.9),  # before script hashes were recorded
+        _trial(1, a, 0.5),
+        _trial(2, a, 0.3),
+        _trial(3, b, 0.4),
+        _trial(4, b, None, "FAIL"),
+        _trial(5, a, 0.2),  # the edit undone: version a again
+        _trial(6, b, None, "PRUNED"),
+    ]
+    runs = [
+        RunRecord(f"r{n}", f"t{n}-lightning", n, "lightning", "dynamic", "COMPLETE", "", "x",
+                  metrics={"time/step_ms": ms})
+        for n, ms in ((1, 1.0), (2, 3.0), (3, 2.0), (5, 5.0))
+    ]  # fmt: skip
+    split = split_by_version(trials, runs, ["lightning"], maximize=False, script_hashes=[a, b])
+    assert split.split_by == "script" and split.shown and split.pending_script is None
+    unrecorded, va, vb = split.versions
+    assert (unrecorded.label, va.label, vb.label) == ("unrecorded", "aaaaaaaa", "bbbbbbbb")
+    assert va.trials == (1, 2, 5) and (va.complete, va.best_value, va.best_trial) == (3, 0.2, 5)
+    assert va.median_value == pytest.approx(0.3) and va.step_ms == {"lightning": 3.0}
+    assert va.delta_best is None  # nothing recorded before it
+    assert (vb.complete, vb.pruned, vb.failed, vb.best_value) == (1, 1, 1, 0.4)
+    assert vb.delta_best == pytest.approx(0.4 - 0.2)  # minimize: positive is worse
+    assert [(c.trial, c.version.name) for c in split.changes] == [
+        (1, "v2"),
+        (3, "v3"),
+        (5, "v2"),
+        (6, "v3"),
+    ]
+
+    # the latest edit has not run yet: shown, with a note naming it
+    c = "c" * 12
+    pending = split_by_version(trials[1:3], [], ["lightning"], False, script_hashes=[a, c])
+    assert pending.shown and pending.pending_script == c
+    assert any("cccccccc" in note and "no trial yet" in note for note in pending.notes)
+
+    # a config change alone is a version too, labelled script/config; the sweep's budget
+    # (study.n_trials) is not, and an unreadable config counts as a version of its own
+    c1, c2, c3, c4 = "1" * 12, "2" * 12, "3" * 12, "4" * 12
+    trials = [
+        replace(_trial(n, a, 0.5 + n / 10), config_hash=h)
+        for n, h in enumerate((c1, c1, c2, c3, c4))
+    ]
+    docs: dict[str, dict[str, Any] | None] = {
+        c1: {"study": {"n_trials": 2, "seed": 0}, "train": {"epochs": 2}},
+        c2: {"study": {"n_trials": 4, "seed": 0}, "train": {"epochs": 2}},
+        c3: {"study": {"n_trials": 5, "seed": 0}, "train": {"epochs": 5}},
+        c4: None,
+    }
+    by_config = split_by_version(trials, [], [], maximize=True, configs=docs)
+    assert by_config.split_by == "script+config" and by_config.shown
+    v1, v2, v3 = by_config.versions
+    assert (v1.label, v2.label, v3.label) == (
+        "aaaaaaaa/11111111",
+        "aaaaaaaa/33333333",
+        "aaaaaaaa/44444444",
+    )
+    assert v1.trials == (0, 1, 2) and v1.config_hashes == (c1, c2)
+    assert v2.config_changes == ("train.epochs 2 -> 5",) and v3.config_changes == ()
+    assert v2.delta_best == pytest.approx(0.8 - 0.7)
+    assert "v2 config: train.epochs 2 -> 5" in by_config.notes
+    only_budget = split_by_version(trials[:3], [], [], maximize=True, configs=docs)
+    assert only_budget.split_by == "script" and not only_budget.shown

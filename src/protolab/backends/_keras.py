@@ -97,18 +97,31 @@ class KerasBackend(Backend):
         self._configured = False
 
     def _configure(self, tf: Any) -> None:
-        """Once per process: GPU memory growth, so TF does not grab memory torch needs."""
+        """Once per process: GPU memory growth (so TF leaves memory to torch), quiet logs.
+
+        Every trial builds new programs on purpose (a new architecture each time), so TF's
+        "retracing" warnings are noise here.
+        """
         if self._configured:
             return
+        if os.environ.get("TF_CPP_MIN_LOG_LEVEL", "3") != "0":
+            tf.get_logger().setLevel("ERROR")
         for gpu in tf.config.list_physical_devices("GPU"):
             with contextlib.suppress(RuntimeError):  # already initialised: too late, harmless
                 tf.config.experimental.set_memory_growth(gpu, True)
         self._configured = True
 
     def release(self) -> None:
-        """Drop Keras' global graph state so 100 trials do not grow memory."""
+        """Drop Keras' global graph state so 100 trials do not grow memory.
+
+        A trial's compiled programs are closures over its model; they form reference
+        cycles, so the collector runs before the session is cleared.
+        """
+        import gc
+
         import keras
 
+        gc.collect()
         keras.backend.clear_session(free_memory=True)
         keras.mixed_precision.set_global_policy("float32")
 

@@ -164,7 +164,24 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> tuple[Config
     return cfg, script
 
 
+# Keys that steer a sweep (how long, where it is stored) without changing what a trial does.
+_NOT_HASHED = {
+    "study": {"n_trials", "timeout_s", "max_failures", "max_retries", "storage"},
+    "tracking": {"uri", "experiment"},
+}
+
+
 def config_hash(cfg: Config) -> str:
-    """12 hex chars over the resolved config (overrides included): which config ran."""
-    text = json.dumps(cfg.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+    """12 hex chars over what a trial depends on in the resolved config (overrides included).
+
+    Budget and storage keys are left out, so topping a study up (``study.n_trials=50``) is
+    not reported as a config change; the script path is left out too (its content is
+    hashed separately).
+    """
+    data = cfg.model_dump(mode="json")
+    data.pop("experiment", None)
+    for section, keys in _NOT_HASHED.items():
+        for key in keys:
+            data.get(section, {}).pop(key, None)
+    text = json.dumps(data, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:12]

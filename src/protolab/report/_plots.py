@@ -151,6 +151,7 @@ def history_png(
     maximize: bool,
     study: str,
     changes: Sequence[tuple[int, str]] = (),
+    change_label: str = "script version changed",
 ) -> Path:
     """Each complete trial's value by trial number, and the best value so far.
 
@@ -173,24 +174,29 @@ def history_png(
             color="#555555",
             linestyle="--",
             linewidth=1.2,
-            label="script version changed" if i == 0 else None,
+            label=change_label if i == 0 else None,
         )
         ax.text(
             x,
-            0.98,
-            f" {label}",
+            0.02,
+            label,
             transform=ax.get_xaxis_transform(),  # x in trials, y in axes fraction
             rotation=90,
-            ha="right",
-            va="top",
+            ha="left",
+            va="bottom",
             fontsize=9,
             color="#333333",
+            bbox={"boxstyle": "round,pad=0.2", "facecolor": "white", "alpha": 0.8, "lw": 0},
+            zorder=4,
         )
     ax.set_xlabel("trial number")
     ax.set_ylabel(f"{metric} ({_better(maximize)})")
     ax.set_title(f"{study}: optimisation history")
     ax.xaxis.get_major_locator().set_params(integer=True)
-    ax.legend(loc="best")
+    if changes:  # below the axes: the lines reach the top, where "best so far" runs too
+        fig.legend(loc="outside lower center", ncols=3)
+    else:
+        ax.legend(loc="best")
     return _save(fig, path)
 
 

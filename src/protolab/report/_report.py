@@ -227,8 +227,15 @@ class Report:
             written.append("importance.png")
         if self.history:
             changes = [(c.trial, f"{c.version.name} {c.version.label}") for c in self.changes]
+            what = "script/config" if self.versions.split_by == "script+config" else "script"
             history_png(
-                out / "history.png", self.history, data.metric, data.maximize, study, changes
+                out / "history.png",
+                self.history,
+                data.metric,
+                data.maximize,
+                study,
+                changes,
+                change_label=f"{what} version changed (label: the version from there on)",
             )
             written.append("history.png")
         if self.pairs:

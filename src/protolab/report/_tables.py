@@ -247,5 +247,6 @@ def to_markdown(table: TextTable) -> str:
             + "|"
         )
         lines += ["| " + " | ".join(cell(c) for c in row) + " |" for row in table.rows]
-    lines += ["", *(note(n) for n in table.notes)]
+    for n in table.notes:  # one paragraph each
+        lines += ["", note(n)]
     return "\n".join(lines).rstrip() + "\n\n"
