@@ -136,6 +136,26 @@ def test_nan_loss_stops_the_job(backend: str) -> None:
         get_backend(backend).run(Job(Arch(L.Dense(4), L.Dense(2)), bad, settings, CPU))
 
 
+def _gpus() -> int:
+    import tensorflow as tf
+
+    return len(tf.config.list_physical_devices("GPU"))
+
+
+@pytest.mark.skipif("_gpus() < 2", reason="needs 2 GPUs (MirroredStrategy)")
+def test_keras_mirrored_strategy_on_two_gpus() -> None:
+    from protolab import Arch
+    from protolab import layers as L
+
+    ds = load_dataset("digits")
+    hw = HardwareConfig(accelerator="gpu", devices=2)
+    arch = Arch(L.Flatten(), L.Dense(64, "relu"), L.Dense(10))
+    settings = TrainSettings(epochs=3, batch_size=64, optimizer="adam", lr=3e-3)
+    result = get_backend("keras").run(Job(arch, ds, settings, hw))
+    assert result.tags["loop"] == "step-xla"
+    assert result.metrics["val/acc"] > 0.8
+
+
 @pytest.mark.skipif(
     "not __import__('torch').cuda.is_available()", reason="needs a CUDA GPU (none here)"
 )

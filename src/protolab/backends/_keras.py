@@ -147,7 +147,9 @@ class KerasBackend(Backend):
         y_train = ds.y_train if classify else ds.y_train.reshape(len(ds.y_train), -1)
         y_val = ds.y_val if classify else ds.y_val.reshape(len(ds.y_val), -1)
         n = len(ds.x_train)
+        replicas = strategy.num_replicas_in_sync
         batch = min(tr.batch_size, n)
+        batch = max(batch // replicas, 1) * replicas  # an equal slice for every replica
         steps = n // batch  # drop the ragged last batch: one static shape per step
         whole_epoch = strategy.num_replicas_in_sync == 1 and _fits_on_device(
             tf, kind, ds.x_train.nbytes + y_train.nbytes
@@ -174,10 +176,12 @@ class KerasBackend(Backend):
             x_va, y_va = tf.constant(ds.x_val), tf.constant(y_val)
         variables = model.trainable_variables
 
-        def train_step(xb: Any, yb: Any) -> Any:
+        def train_step(xb: Any, yb: Any, share: float = 1.0) -> Any:
+            # ``share`` = 1 / replicas: gradients are summed across replicas, so each
+            # replica's loss is weighted to make the sum the global-batch mean.
             with tf.GradientTape() as tape:
                 out = tf.cast(model(xb, training=True), tf.float32)
-                loss = loss_obj(yb, out)
+                loss = loss_obj(yb, out) * share
                 scaled = opt.scale_loss(loss) if hw.precision == "16" else loss
             grads = tape.gradient(scaled, variables)
             opt.apply(grads, variables)
@@ -199,8 +203,23 @@ class KerasBackend(Backend):
             return total / tf.cast(tf.maximum(n_steps, 1), tf.float32)
 
         @tf.function(jit_compile=True)
-        def step_program(xb: Any, yb: Any) -> Any:
+        def one_device_step(xb: Any, yb: Any) -> Any:
             return train_step(xb, yb)
+
+        @tf.function  # XLA compiles each replica's step; the strategy adds the all-reduce
+        def replicated_step(xs: Any, ys: Any) -> Any:
+            per_replica = strategy.run(train_step, args=(xs, ys, 1.0 / replicas))
+            return strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+
+        def split(t: Any) -> Any:
+            return strategy.experimental_distribute_values_from_function(
+                lambda ctx: tf.split(t, replicas)[ctx.replica_id_in_sync_group]
+            )
+
+        def step_program(xb: Any, yb: Any) -> Any:
+            if replicas == 1:
+                return one_device_step(xb, yb)
+            return replicated_step(split(xb), split(yb))
 
         @tf.function(jit_compile=True)
         def evaluate(x: Any, y: Any) -> Any:

@@ -8,7 +8,7 @@ from typing import Any
 
 from protolab.config import Config, TrainConfig
 from protolab.config._load import config_hash
-from protolab.errors import ArchError, ScriptError, SpaceError
+from protolab.errors import ArchError, ConfigError, ScriptError, SpaceError
 from protolab.experiment import Experiment, load_experiment
 from protolab.experiment._loader import script_hash
 from protolab.space import Space
@@ -87,6 +87,12 @@ def prepare(cfg: Config, config_path: Path, script_path: Path) -> SweepContext:
     from protolab.experiment._experiment import infer_direction
     from protolab.sweep._study import make_pruner, make_sampler
 
+    if cfg.hardware.devices > 1 and "lightning" in cfg.backends:
+        raise ConfigError(
+            f"{config_path}: hardware.devices: the lightning backend trains one device per "
+            f"trial for now (multi-device DDP is planned), but got devices={cfg.hardware.devices};"
+            " use devices: 1, or backends: [keras] (MirroredStrategy / TPUStrategy)"
+        )
     exp = load_experiment(script_path)
     dataset = load_dataset(exp.data, base_dir=script_path.parent, seed=cfg.study.seed)
     dry, dry_train = Space(), Space(prefix="train.")
@@ -117,13 +123,16 @@ def prepare(cfg: Config, config_path: Path, script_path: Path) -> SweepContext:
     }
     # Build the sampler and pruner once now: bad options fail here, before any store.
     study = cfg.study
-    grid = None
-    if study.sampler == "grid":
-        from protolab.sweep._study import grid_space
+    try:
+        grid = None
+        if study.sampler == "grid":
+            from protolab.sweep._study import grid_space
 
-        grid = grid_space(distributions)
-    make_sampler(study.sampler, study.seed, study.sampler_options, grid)
-    make_pruner(study.pruner, study.pruner_options)
+            grid = grid_space(distributions)
+        make_sampler(study.sampler, study.seed, study.sampler_options, grid)
+        make_pruner(study.pruner, study.pruner_options)
+    except ConfigError as e:
+        raise ConfigError(f"{config_path}: {e}") from None
     return SweepContext(
         cfg=cfg,
         config_path=config_path.resolve(),
