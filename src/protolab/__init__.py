@@ -4,14 +4,43 @@ An experiment script declares an architecture with mutable choices; ``protolab s
 runs an Optuna study over it, training each sampled architecture as a dynamic (Lightning)
 and/or static (Keras 3 + XLA) job, and logs what it learned and what it cost to MLflow.
 
-Importing this package loads no ML framework: only the pure-Python experiment API.
+Importing this package loads no ML framework, and the experiment API itself loads on first
+use (PEP 562), so ``protolab --help`` does not pay for it.
 """
 
-from protolab import layers
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
 from protolab._version import __version__
-from protolab.arch import Arch
 from protolab.errors import ProtolabError
-from protolab.experiment import experiment
-from protolab.space import Space
+
+if TYPE_CHECKING:
+    from protolab import layers
+    from protolab.arch import Arch
+    from protolab.script import experiment
+    from protolab.space import Space
 
 __all__ = ["Arch", "ProtolabError", "Space", "__version__", "experiment", "layers"]
+
+_LAZY = {
+    "Arch": ("protolab.arch", "Arch"),
+    "Space": ("protolab.space", "Space"),
+    "experiment": ("protolab.script", "experiment"),
+    "layers": ("protolab.layers", None),
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module 'protolab' has no attribute {name!r}")
+    module_name, attr = _LAZY[name]
+    module = importlib.import_module(module_name)
+    value = module if attr is None else getattr(module, attr)
+    globals()[name] = value  # resolve once
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -9,8 +9,8 @@ from typing import Any
 from protolab.config import Config, TrainConfig
 from protolab.config._load import config_hash
 from protolab.errors import ArchError, ConfigError, ScriptError, SpaceError
-from protolab.experiment import Experiment, load_experiment
-from protolab.experiment._loader import script_hash
+from protolab.script import Experiment, load_experiment
+from protolab.script._loader import script_hash
 from protolab.space import Space
 
 __all__ = ["SweepContext", "prepare", "sample_train"]
@@ -84,7 +84,7 @@ def prepare(cfg: Config, config_path: Path, script_path: Path) -> SweepContext:
     """
     from protolab.config._model import parse_constraint
     from protolab.data import load_dataset
-    from protolab.experiment._experiment import infer_direction
+    from protolab.script._experiment import infer_direction
     from protolab.sweep._study import make_pruner, make_sampler
 
     if cfg.hardware.devices > 1 and "lightning" in cfg.backends:
@@ -104,7 +104,7 @@ def prepare(cfg: Config, config_path: Path, script_path: Path) -> SweepContext:
     except ArchError:
         pass
     except Exception as e:
-        from protolab.experiment._loader import _user_frame
+        from protolab.script._loader import _user_frame
 
         raise ScriptError(
             f"{_user_frame(e, script_path)}: experiment '{exp.name}' raised {type(e).__name__}: {e}"

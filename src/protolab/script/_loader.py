@@ -10,8 +10,8 @@ from dataclasses import replace
 from pathlib import Path
 
 from protolab.errors import ScriptError
-from protolab.experiment import _experiment
-from protolab.experiment._experiment import Experiment
+from protolab.script import _experiment
+from protolab.script._experiment import Experiment
 
 __all__ = ["load_experiment", "script_hash"]
 
