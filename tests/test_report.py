@@ -22,6 +22,7 @@ from typer.testing import CliRunner
 
 from protolab.cli import app
 from protolab.report import (
+    FRONT_PLOT,
     PLOTS,
     SIZE_PX,
     PairComparison,
@@ -517,3 +518,154 @@ def test_versions_by_hand_undo_unrecorded_and_pending() -> None:
     assert "v2 config: train.epochs 2 -> 5" in by_config.notes
     only_budget = split_by_version(trials[:3], [], [], maximize=True, configs=docs)
     assert only_budget.split_by == "script" and not only_budget.shown
+
+
+# -- a multi-objective study with a constraint ----------------------------------------------
+
+MULTI_SCRIPT = """
+import protolab as pl
+from protolab import layers as L
+
+
+@pl.experiment(data="digits", metric="val/acc")
+def model(space: pl.Space) -> pl.Arch:
+    width = space.choice("width", [8, 64])  # 64*w + w + 10*w + 10 params: 610 or 4810
+    act = space.choice("act", ["relu", "tanh"])
+    return pl.Arch(L.Flatten(), L.Dense(width, activation=act), L.Dense(10))
+"""
+
+MULTI_CONFIG = """\
+experiment: exp.py
+backends: [lightning]
+study:
+  name: multi
+  n_trials: 4
+  sampler: random
+  pruner: none
+  objectives: [{metric: val/acc}, {metric: time/step_ms, direction: minimize}]
+  constraints: ["model/params <= 2000"]
+train: {epochs: 1, batch_size: 128, lr: 0.005}
+hardware: {accelerator: cpu}
+"""
+
+
+@dataclass(frozen=True)
+class Multi:
+    root: Path
+    output: str  # what `protolab report multi` printed (stdout and stderr)
+    out_dir: Path
+
+
+@pytest.fixture(scope="module")
+def multi(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Multi]:
+    """Sweep 4 trials over two objectives and a params constraint, then report."""
+    root = tmp_path_factory.mktemp("multi")
+    (root / "exp.py").write_text(MULTI_SCRIPT)
+    (root / "cfg.yaml").write_text(MULTI_CONFIG)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(root)
+        mp.delenv("MLFLOW_TRACKING_URI", raising=False)
+        swept = runner.invoke(app, ["sweep", "cfg.yaml"])
+        assert swept.exit_code == 0, swept.output + repr(swept.exception)
+        reported = runner.invoke(app, ["report", "multi"])
+        assert reported.exit_code == 0, reported.output + repr(reported.exception)
+    yield Multi(root, reported.output, root / "reports" / "multi")
+
+
+def _multi_study(root: Path) -> Any:
+    import optuna
+
+    from protolab.sweep._study import open_storage
+
+    return optuna.load_study(
+        study_name="multi", storage=open_storage(str(root / "mlruns/optuna.journal"))
+    )
+
+
+def test_multi_objective_report_follows_optuna(multi: Multi) -> None:
+    assert "Traceback" not in multi.output and "RuntimeError" not in multi.output
+    study = _multi_study(multi.root)
+    report = json.loads((multi.out_dir / "report.json").read_text())
+    assert report["objectives"] == [
+        {"metric": "val/acc", "direction": "maximize"},
+        {"metric": "time/step_ms", "direction": "minimize"},
+    ]
+    assert (report["metric"], report["direction"]) == ("val/acc", "maximize")
+    assert report["trials"] == {"complete": 4, "pruned": 0, "failed": 0, "total": 4}
+
+    # The sampler's seed is fixed: its 4 draws include both widths, so the constraint
+    # excludes some trials but not all (otherwise this study would test nothing).
+    infeasible = sorted(
+        t.number for t in study.trials if any(v > 0 for v in t.constraints.values())
+    )
+    assert 0 < len(infeasible) < 4, [t.params for t in study.trials]
+    for t in study.trials:
+        assert (t.number in infeasible) == (t.params["width"] == 64)
+    assert report["constraints"] == {
+        "names": ["model/params <= 2000"],
+        "infeasible_trials": infeasible,
+    }
+
+    front = study.best_trials  # the feasible Pareto front, read with Optuna directly
+    assert [p["trial"] for p in report["pareto_front"]] == [t.number for t in front]
+    assert front and not set(infeasible) & {t.number for t in front}
+    by_number = {t.number: t for t in front}
+    for p in report["pareto_front"]:
+        assert p["feasible"] is True
+        assert p["values"] == pytest.approx(by_number[p["trial"]].values)
+
+    # "Best trials" is the front, best first by the first objective (val/acc, maximised).
+    best = report["best_trials"]
+    assert sorted(b["trial"] for b in best) == sorted(by_number)
+    assert [b["value"] for b in best] == sorted((t.values[0] for t in front), reverse=True)
+    for b in best:
+        assert b["values"] == pytest.approx(by_number[b["trial"]].values)
+        assert b["params"] == by_number[b["trial"]].params
+        assert b["backends"]["lightning"]["step_ms"] == pytest.approx(b["values"][1])
+
+    # Infeasible trials stay visible elsewhere, marked, and never count as the best.
+    history = {h["trial"]: h for h in report["history"]}
+    assert sorted(history) == [0, 1, 2, 3]
+    assert [n for n, h in history.items() if not h["feasible"]] == infeasible
+    feasible_accs = [t.values[0] for t in study.trials if t.number not in infeasible]
+    assert report["history"][-1]["best_so_far"] == pytest.approx(max(feasible_accs))
+    assert [p["trial"] for p in report["pareto"]["lightning"] if not p["feasible"]] == infeasible
+    assert not any(p["on_front"] for p in report["pareto"]["lightning"] if not p["feasible"])
+
+    by_objective = report["importance"]["by_objective"]
+    assert [(i["metric"], i["direction"]) for i in by_objective] == [
+        ("val/acc", "maximize"),
+        ("time/step_ms", "minimize"),
+    ]
+    for i in by_objective:
+        if i["values"]:
+            assert set(i["values"]) <= {"width", "act"}
+            assert sum(i["values"].values()) == pytest.approx(1.0)
+        else:
+            assert i["note"]
+
+    text = " ".join(multi.output.split())  # rich may wrap
+    assert "val/acc (maximize), time/step_ms (minimize) subject to model/params <= 2000" in text
+    assert f"({len(infeasible)} infeasible)" in text
+    assert "Pareto front (" in text and "Parameter importance, per objective" in text
+
+
+def test_multi_objective_front_png_and_markdown(multi: Multi) -> None:
+    import matplotlib.image
+
+    report = json.loads((multi.out_dir / "report.json").read_text())
+    assert report["files"][:3] == ["report.md", "report.json", FRONT_PLOT]
+    for name in report["files"][2:]:
+        assert _png_size(multi.out_dir / name) == SIZE_PX, name
+    pixels = matplotlib.image.imread(multi.out_dir / FRONT_PLOT)
+    assert pixels.shape[:2] == (600, 1000)
+    assert {"history.png", "pareto.png"} <= set(report["files"])
+    assert "step_scatter.png" not in report["files"]  # one backend: no pairs
+    md = (multi.out_dir / "report.md").read_text()
+    assert "## Pareto front" in md and f"]({FRONT_PLOT})" in md
+    assert "## Best trials" not in md
+    section = md.split("## Pareto front", 1)[1].split("\n## ", 1)[0]
+    rows = [line.split("|")[1].strip() for line in section.splitlines() if line.startswith("| t")]
+    assert rows[0] == "trial" and rows[1:] == [f"t{b['trial']}" for b in report["best_trials"]]
+    n_bad = len(report["constraints"]["infeasible_trials"])
+    assert f"{n_bad} of 4 complete trials infeasible" in section

@@ -235,3 +235,13 @@ def test_script_change_is_noted_and_recorded(workdir: Path) -> None:
     assert result.exit_code == 2
     assert "choice 'width' changed from [1, 16, 32] to [8, 16, 32]" in result.stderr
     assert len(_study(workdir).trials) == 3
+
+
+def test_grid_stops_when_every_combination_ran(workdir: Path) -> None:
+    cfg = _config(workdir, backends="[lightning]")
+    result = runner.invoke(app, ["sweep", str(cfg), "study.sampler=grid", "study.n_trials=50"])
+    assert result.exit_code == 0, result.output + result.stderr
+    assert "the grid is exhausted" in result.stderr
+    trials = _study(workdir).trials
+    assert len(trials) == 3 * 2 * 2  # width x act x depth
+    assert len({tuple(sorted(t.params.items())) for t in trials}) == 12

@@ -81,10 +81,16 @@ class SweepDisplay:
         status = f"{backend} epoch {epoch}/{self._epochs} {self._metric} {value}{best}"
         self._progress.update(self._task, completed=epoch, status=status)
 
-    def trial_finished(self, number: int, state: str, value: float | None, reason: str) -> None:
-        if value is not None and (
-            self._best is None
-            or ((value > self._best[0]) == self._maximize and value != self._best[0])
+    def trial_finished(
+        self, number: int, state: str, value: float | None, reason: str, feasible: bool = True
+    ) -> None:
+        if (
+            feasible
+            and value is not None
+            and (
+                self._best is None
+                or ((value > self._best[0]) == self._maximize and value != self._best[0])
+            )
         ):
             self._best = (value, number)
         style = {"COMPLETE": "green", "PRUNED": "yellow", "FAIL": "red"}[state]

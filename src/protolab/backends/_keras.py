@@ -34,7 +34,7 @@ from protolab.backends._base import (
     perf_metrics,
 )
 from protolab.backends._peak import cpu_name
-from protolab.backends._timing import import_timed, peak_rss_mb, step_stats
+from protolab.backends._timing import TrialClock, import_timed
 from protolab.errors import NonFiniteLossError
 
 __all__ = ["KerasBackend"]
@@ -126,10 +126,10 @@ class KerasBackend(Backend):
         keras.mixed_precision.set_global_policy("float32")
 
     def run(self, job: Job, on_epoch: EpochHook | None = None) -> JobResult:
-        t_start = time.perf_counter()
+        clock = TrialClock()
         os.environ.setdefault("KERAS_BACKEND", "tensorflow")
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-        import_s, cold = import_timed("tensorflow", "keras")
+        clock.import_s, cold = import_timed("tensorflow", "keras")
         import keras
         import tensorflow as tf
 
@@ -168,7 +168,7 @@ class KerasBackend(Backend):
             loss_obj = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
         else:
             loss_obj = keras.losses.MeanSquaredError()
-        build_s = time.perf_counter() - t_build
+        clock.build_s = time.perf_counter() - t_build
 
         device = "/cpu:0" if kind == "CPU" else f"/{kind.lower()}:0"
         with tf.device(device):
@@ -257,12 +257,9 @@ class KerasBackend(Backend):
             for v, saved in compile_probe:  # undo the probe step: training starts from init
                 v.assign(saved)
         evaluate(x_va[:_EVAL_BATCH], y_va[:_EVAL_BATCH])[0].numpy()
-        compile_s = time.perf_counter() - t_compile
+        clock.compile_s = time.perf_counter() - t_compile
 
         result = JobResult()
-        epoch_step_s: list[float] = []
-        first_step_s = first_epoch_s = float("nan")
-        train_s = eval_s = 0.0
         gen = tf.random.Generator.from_seed(tr.seed)
         for epoch in range(1, tr.epochs + 1):
             t_epoch = time.perf_counter()
@@ -277,40 +274,19 @@ class KerasBackend(Backend):
                     total += step_program(tf.gather(x_tr, take), tf.gather(y_tr, take))
                 train_loss = float(total) / steps
             t_trained = time.perf_counter()
-            epoch_train_s = t_trained - t_epoch
-            train_s += epoch_train_s
-            epoch_step_s.append(epoch_train_s / steps)
+            # Every epoch runs the already-compiled program: all count as steady state.
+            clock.step_s.append((t_trained - t_epoch) / steps)
             if epoch == 1:  # the compiled loop hides single steps: one epoch-average step
-                first_step_s = t_epoch - t_start + epoch_train_s / steps
+                clock.first_step_s = t_epoch - clock.start + clock.step_s[0]
             if not math.isfinite(train_loss):
                 raise NonFiniteLossError(f"training loss is {train_loss} at epoch {epoch}")
             metrics = {"train/loss": train_loss, **run_eval()}
-            t_done = time.perf_counter()
-            eval_s += t_done - t_trained
-            metrics["time/epoch_s"] = t_done - t_epoch
-            if epoch == 1:
-                first_epoch_s = t_done - t_start
-            result.history.append(metrics)
-            if on_epoch is not None:
-                on_epoch(epoch, metrics)
+            clock.end_epoch(epoch, metrics, t_epoch, t_trained, result.history, on_epoch)
 
-        # Every epoch ran the already-compiled program, so all count as steady state.
-        step_ms, step_p90 = step_stats(epoch_step_s)
         final = result.history[-1]
         result.metrics = {
             **{k: v for k, v in final.items() if not k.startswith("time/")},
-            "time/import_s": import_s,
-            "time/build_s": build_s,
-            "time/compile_s": compile_s,
-            "time/first_step_s": first_step_s,
-            "time/first_epoch_s": first_epoch_s,
-            "time/step_ms": step_ms,
-            "time/step_ms_p90": step_p90,
-            "time/train_s": train_s,
-            "time/eval_s": eval_s,
-            "time/trial_s": time.perf_counter() - t_start,
-            "throughput/samples_per_s": batch / (step_ms / 1000) if step_ms > 0 else 0.0,
-            "memory/peak_rss_mb": peak_rss_mb(),
+            **clock.metrics(batch),
             "memory/peak_device_mb": _peak_device_mb(tf, kind),
             "model/params": float(count_params(model)),
             "model/flops_per_sample": float(info.flops_per_sample),

@@ -24,7 +24,7 @@ from protolab.backends._base import (
     perf_metrics,
 )
 from protolab.backends._peak import cpu_name
-from protolab.backends._timing import import_timed, peak_rss_mb, step_stats
+from protolab.backends._timing import TrialClock, import_timed, step_stats
 from protolab.errors import NonFiniteLossError
 
 __all__ = ["LightningBackend"]
@@ -51,8 +51,8 @@ class LightningBackend(Backend):
     family = "dynamic"
 
     def run(self, job: Job, on_epoch: EpochHook | None = None) -> JobResult:
-        t_start = time.perf_counter()
-        import_s, cold = import_timed("torch", "lightning.fabric")
+        clock = TrialClock()
+        clock.import_s, cold = import_timed("torch", "lightning.fabric")
         import torch
         import torch.nn.functional as F
         from lightning.fabric import Fabric
@@ -73,7 +73,7 @@ class LightningBackend(Backend):
         model = build_torch(job.arch, ds.input_shape, ds.input_dtype)
         opt = _optimizer(model.parameters(), tr.optimizer, tr.lr, tr.weight_decay)
         model, opt = fabric.setup(model, opt)
-        build_s = time.perf_counter() - t_build
+        clock.build_s = time.perf_counter() - t_build
 
         classify = ds.task == "classification"
         x_tr, y_tr, x_va, y_va = (
@@ -93,9 +93,7 @@ class LightningBackend(Backend):
         sync = device.type != "cpu"
 
         result = JobResult()
-        step_times: list[float] = []
-        first_step_s = first_epoch_s = float("nan")
-        train_s = eval_s = 0.0
+        first_step_only = 0.0
         for epoch in range(1, tr.epochs + 1):
             t_epoch = time.perf_counter()
             model.train()
@@ -113,53 +111,34 @@ class LightningBackend(Backend):
                     if sync:
                         torch.cuda.synchronize()
                     t_now = time.perf_counter()
-                    first_step_s = t_now - t_start
+                    clock.first_step_s = t_now - clock.start
                     first_step_only = t_now - t_prev
                     if not math.isfinite(loss.item()):
                         raise NonFiniteLossError(f"loss is {loss.item()} at epoch 1, step 1")
                 elif not sync:
                     t_now = time.perf_counter()
-                    step_times.append(t_now - t_prev)
+                    clock.step_s.append(t_now - t_prev)
                 else:
                     t_now = t_prev
                 t_prev = t_now
             if sync:
                 torch.cuda.synchronize()
             t_trained = time.perf_counter()
-            epoch_train_s = t_trained - t_epoch
-            train_s += epoch_train_s
-            if sync and epoch > 1:
-                step_times.extend([epoch_train_s / steps] * steps)
+            if sync and epoch > 1:  # no per-step sync on GPUs: epoch averages instead
+                clock.step_s.extend([(t_trained - t_epoch) / steps] * steps)
             train_loss = loss_sum.item() / steps
             if not math.isfinite(train_loss):
                 raise NonFiniteLossError(f"training loss is {train_loss} at epoch {epoch}")
 
             metrics = {"train/loss": train_loss, **_evaluate(model, x_va, y_va, loss_fn, classify)}
-            t_done = time.perf_counter()
-            eval_s += t_done - t_trained
-            metrics["time/epoch_s"] = t_done - t_epoch
-            if epoch == 1:
-                first_epoch_s = t_done - t_start
-            result.history.append(metrics)
-            if on_epoch is not None:
-                on_epoch(epoch, metrics)
+            clock.end_epoch(epoch, metrics, t_epoch, t_trained, result.history, on_epoch)
 
-        step_ms, step_p90 = step_stats(step_times)
+        # Eager has no compile step: its "compile" is the first step's extra cost.
+        clock.compile_s = max(first_step_only - step_stats(clock.step_s)[0] / 1000, 0.0)
         final = result.history[-1]
         result.metrics = {
             **{k: v for k, v in final.items() if not k.startswith("time/")},
-            "time/import_s": import_s,
-            "time/build_s": build_s,
-            "time/compile_s": max(first_step_only - step_ms / 1000, 0.0),
-            "time/first_step_s": first_step_s,
-            "time/first_epoch_s": first_epoch_s,
-            "time/step_ms": step_ms,
-            "time/step_ms_p90": step_p90,
-            "time/train_s": train_s,
-            "time/eval_s": eval_s,
-            "time/trial_s": time.perf_counter() - t_start,
-            "throughput/samples_per_s": batch / (step_ms / 1000) if step_ms > 0 else 0.0,
-            "memory/peak_rss_mb": peak_rss_mb(),
+            **clock.metrics(batch),
             "memory/peak_device_mb": (
                 torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else 0.0
             ),

@@ -7,9 +7,10 @@ import resource
 import statistics
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 
-__all__ = ["import_timed", "peak_rss_mb", "step_stats"]
+__all__ = ["TrialClock", "import_timed", "peak_rss_mb", "step_stats"]
 
 _IMPORTED: dict[str, float] = {}
 
@@ -44,3 +45,60 @@ def step_stats(step_s: Sequence[float]) -> tuple[float, float]:
     ms = sorted(s * 1000 for s in step_s)
     p90 = ms[min(len(ms) - 1, round(0.9 * (len(ms) - 1)))]
     return statistics.median(ms), p90
+
+
+@dataclass
+class TrialClock:
+    """The wall-clock bookkeeping of one job, shared so both backends report alike.
+
+    Backends fill in what only they can measure (import, build, compile, first step, the
+    steady step samples); the epoch boundaries and the contract's derived figures live here.
+    """
+
+    start: float = field(default_factory=time.perf_counter)
+    import_s: float = 0.0
+    build_s: float = 0.0
+    compile_s: float = 0.0
+    first_step_s: float = float("nan")
+    first_epoch_s: float = float("nan")
+    train_s: float = 0.0
+    eval_s: float = 0.0
+    step_s: list[float] = field(default_factory=list)  # steady-state seconds per step
+
+    def end_epoch(
+        self,
+        epoch: int,
+        metrics: dict[str, float],
+        t_epoch: float,
+        t_trained: float,
+        history: list[dict[str, float]],
+        on_epoch: Callable[[int, dict[str, float]], None] | None,
+    ) -> None:
+        """Close an epoch (training ended at ``t_trained``, evaluation just now)."""
+        t_done = time.perf_counter()
+        self.train_s += t_trained - t_epoch
+        self.eval_s += t_done - t_trained
+        metrics["time/epoch_s"] = t_done - t_epoch
+        if epoch == 1:
+            self.first_epoch_s = t_done - self.start
+        history.append(metrics)
+        if on_epoch is not None:
+            on_epoch(epoch, metrics)
+
+    def metrics(self, batch: int) -> dict[str, float]:
+        """The contract's time/* and throughput figures."""
+        step_ms, step_p90 = step_stats(self.step_s)
+        return {
+            "time/import_s": self.import_s,
+            "time/build_s": self.build_s,
+            "time/compile_s": self.compile_s,
+            "time/first_step_s": self.first_step_s,
+            "time/first_epoch_s": self.first_epoch_s,
+            "time/step_ms": step_ms,
+            "time/step_ms_p90": step_p90,
+            "time/train_s": self.train_s,
+            "time/eval_s": self.eval_s,
+            "time/trial_s": time.perf_counter() - self.start,
+            "throughput/samples_per_s": batch / (step_ms / 1000) if step_ms > 0 else 0.0,
+            "memory/peak_rss_mb": peak_rss_mb(),
+        }

@@ -18,21 +18,25 @@ from protolab.report._compare import (
     summarise,
 )
 from protolab.report._data import (
+    Objective,
     ReportData,
     Source,
     TrialRecord,
     load_report_data,
+    objective_importances,
     param_importances,
     resolve_source,
 )
 from protolab.report._plots import SIZE_PX
-from protolab.report._report import PLOTS, Report, build_report, run_report
+from protolab.report._report import FRONT_PLOT, PLOTS, Report, build_report, run_report
 from protolab.report._versions import Version, VersionChange, VersionSplit, split_by_version
 
 __all__ = [
+    "FRONT_PLOT",
     "PLOTS",
     "SIZE_PX",
     "ArchComparison",
+    "Objective",
     "PairComparison",
     "Report",
     "ReportData",
@@ -48,6 +52,7 @@ __all__ = [
     "by_architecture",
     "format_break_even",
     "load_report_data",
+    "objective_importances",
     "pair_runs",
     "param_importances",
     "pareto_front",

@@ -11,7 +11,7 @@ import json
 import os
 import tempfile
 import warnings
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,10 +20,12 @@ from protolab.errors import ConfigError, StorageError
 from protolab.report._compare import RunRecord
 
 __all__ = [
+    "Objective",
     "ReportData",
     "Source",
     "TrialRecord",
     "load_report_data",
+    "objective_importances",
     "param_importances",
     "resolve_source",
 ]
@@ -41,8 +43,25 @@ class Source:
 
 
 @dataclass(frozen=True)
+class Objective:
+    """One thing the study optimises: a metric and its direction."""
+
+    metric: str
+    direction: str  # maximize | minimize
+
+    @property
+    def maximize(self) -> bool:
+        return self.direction == "maximize"
+
+
+@dataclass(frozen=True)
 class TrialRecord:
-    """One Optuna trial with the per-backend numbers the tables show."""
+    """One Optuna trial with the per-backend numbers the tables show.
+
+    ``value`` is the (first) objective's value; ``values`` holds one per objective.
+    ``constraints`` are Optuna's constraint values (``trial.constraints``): the trial is
+    feasible when every one is <= 0, and a trial without constraints is feasible.
+    """
 
     number: int
     state: str  # COMPLETE | PRUNED | FAIL | RUNNING | WAITING
@@ -51,6 +70,12 @@ class TrialRecord:
     backends: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
     script_hash: str = ""  # which script version ran it; "" when not recorded
     config_hash: str = ""  # which resolved config ran it; "" when not recorded
+    values: tuple[float, ...] | None = None  # one per objective; None until complete
+    constraints: Mapping[str, float] = field(default_factory=dict)
+
+    @property
+    def feasible(self) -> bool:
+        return all(v <= 0 for v in self.constraints.values())
 
 
 @dataclass
@@ -73,13 +98,44 @@ class ReportData:
     # config hash -> the resolved config a run logged (``config/resolved.json``); read only
     # when the runs carry more than one config hash; None where it could not be read.
     configs: dict[str, dict[str, Any] | None] = field(default_factory=dict)
+    # Every objective, in the study's order (the first is ``metric``/``direction``); empty
+    # reads as the single objective ``metric``/``direction``.
+    objectives: list[Objective] = field(default_factory=list)
+    # Optuna's ``study.best_trials``, in trial order: the feasible Pareto front (the best
+    # trial(s) of a single-objective study).
+    front: list[int] = field(default_factory=list)
 
     @property
     def maximize(self) -> bool:
         return self.direction == "maximize"
 
+    @property
+    def all_objectives(self) -> list[Objective]:
+        return self.objectives or [Objective(self.metric, self.direction)]
+
+    @property
+    def multi_objective(self) -> bool:
+        return len(self.all_objectives) > 1
+
+    @property
+    def constraint_names(self) -> list[str]:
+        """The constraints the trials recorded (``model/params <= 2000``), first seen first."""
+        return list(dict.fromkeys(k for t in self.trials for k in t.constraints))
+
+    @property
+    def infeasible(self) -> list[int]:
+        """Complete trials that violate a constraint (never on the front)."""
+        return [t.number for t in self.complete_trials() if not t.feasible]
+
     def complete_trials(self) -> list[TrialRecord]:
         return [t for t in self.trials if t.state == "COMPLETE" and t.value is not None]
+
+    def front_trials(self) -> list[TrialRecord]:
+        """The front's trials, best first by the first objective (ties by trial number)."""
+        on = set(self.front)
+        members = [t for t in self.complete_trials() if t.number in on]
+        sign = -1.0 if self.maximize else 1.0
+        return sorted(members, key=lambda t: (sign * float(t.value or 0.0), t.number))
 
 
 def _looks_like_config(target: str) -> bool:
@@ -282,8 +338,8 @@ def load_report_data(source: Source) -> ReportData:
             f"{type(e).__name__}: {redact(first)[:300]}"
         ) from None
 
-    metric = str(study.user_attrs.get("protolab.metric", "")) or "value"
-    direction = study.direction.name.lower()
+    objectives = _objectives(study)
+    metric, direction = objectives[0].metric, objectives[0].direction
     by_trial: dict[int, dict[str, Mapping[str, float]]] = {}
     hashes: dict[int, tuple[str, str]] = {}  # trial -> (script, config) from its runs' tags
     for r in runs:
@@ -298,15 +354,18 @@ def load_report_data(source: Source) -> ReportData:
         # MLflow tags first (every run has them); the trial's user attr when no run was logged.
         script, config = hashes.get(t.number, ("", ""))
         script = script or str(t.user_attrs.get("protolab.script_hash", ""))
+        values = None if t.values is None else tuple(float(v) for v in t.values)
         trials.append(
             TrialRecord(
                 number=t.number,
                 state=t.state.name,
-                value=t.value,
+                value=values[0] if values else None,  # t.value raises on several objectives
                 params=dict(t.params),
                 backends=per_backend,
                 script_hash=script,
                 config_hash=config,
+                values=values,
+                constraints={str(k): float(v) for k, v in _constraints(t).items()},
             )
         )
     backends = _family_order(runs) or sorted({b for t in trials for b in t.backends})
@@ -324,7 +383,42 @@ def load_report_data(source: Source) -> ReportData:
         script_hashes=_str_list(study.user_attrs.get("protolab.script_hashes")),
         config_hashes=_str_list(study.user_attrs.get("protolab.config_hashes")),
         configs=configs,
+        objectives=objectives,
+        front=_front(study),
     )
+
+
+def _objectives(study: Any) -> list[Objective]:
+    """Each objective's metric (user attrs ``protolab.objectives`` / ``protolab.metric``).
+
+    ``study.direction`` raises on a multi-objective study: ``study.directions`` always works.
+    Names that cannot be matched with the directions read ``objective N``.
+    """
+    directions = [d.name.lower() for d in study.directions]
+    first = str(study.user_attrs.get("protolab.metric", ""))
+    names = _str_list(study.user_attrs.get("protolab.objectives"))
+    if len(directions) == 1:
+        names = [first or (names[0] if names else "") or "value"]
+    elif len(names) != len(directions):
+        names = [first if i == 0 and first else f"objective {i}" for i in range(len(directions))]
+    return [Objective(m, d) for m, d in zip(names, directions, strict=True)]
+
+
+def _constraints(trial: Any) -> Mapping[str, float]:
+    """``trial.constraints`` (Optuna >= 4.x); {} where the trial or Optuna has none."""
+    try:
+        found = getattr(trial, "constraints", None)
+    except Exception:
+        return {}
+    return found if isinstance(found, Mapping) else {}
+
+
+def _front(study: Any) -> list[int]:
+    """``study.best_trials``: the Pareto front, feasible trials only when constrained."""
+    try:
+        return sorted(t.number for t in study.best_trials)
+    except Exception:  # no complete trial, or values that do not match the directions
+        return []
 
 
 def _str_list(value: Any) -> list[str]:
@@ -334,11 +428,14 @@ def _str_list(value: Any) -> list[str]:
     return [str(v) for v in value]
 
 
-def param_importances(data: ReportData) -> tuple[dict[str, float], str | None]:
+def param_importances(data: ReportData, objective: int = 0) -> tuple[dict[str, float], str | None]:
     """Optuna's parameter importances (PED-ANOVA by default) and why they may be missing.
 
     Returns ``(importances, note)``: importances sum to 1, largest first; the note explains
     an empty or trivial result (too few trials, one parameter) instead of failing the report.
+    On a multi-objective study ``objective`` picks the objective: Optuna is given
+    ``target=lambda t: t.values[i]``, negated for a maximised one (PED-ANOVA takes lower as
+    better when given a target).
     """
     complete = data.complete_trials()
     names = sorted({k for t in complete for k in t.params})
@@ -350,13 +447,33 @@ def param_importances(data: ReportData) -> tuple[dict[str, float], str | None]:
         return {names[0]: 1.0}, f"only one parameter is searched ({names[0]})"
     import optuna
 
+    target = None
+    if data.multi_objective:
+        target = _target(objective, maximize=data.all_objectives[objective].maximize)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            raw = optuna.importance.get_param_importances(data.study)
+            raw = optuna.importance.get_param_importances(data.study, target=target)
     except Exception as e:  # e.g. no parameter common to all complete trials
         return {}, f"Optuna could not compute importances: {type(e).__name__}: {e}"
     values = {str(k): float(v) for k, v in raw.items()}
     if not values:
         return {}, "no parameter is shared by all complete trials"
     return dict(sorted(values.items(), key=lambda kv: -kv[1])), None
+
+
+def _target(objective: int, maximize: bool) -> Callable[[Any], float]:
+    """Objective ``objective`` of a trial, lower is better (as PED-ANOVA reads a target)."""
+    sign = -1.0 if maximize else 1.0
+
+    def target(trial: Any) -> float:
+        return sign * float(trial.values[objective])
+
+    return target
+
+
+def objective_importances(
+    data: ReportData,
+) -> list[tuple[Objective, dict[str, float], str | None]]:
+    """:func:`param_importances` for each objective, in the study's order."""
+    return [(o, *param_importances(data, i)) for i, o in enumerate(data.all_objectives)]

@@ -9,7 +9,7 @@ layout keeps labels inside it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,11 +18,16 @@ __all__ = [
     "DPI",
     "FIGSIZE_IN",
     "SIZE_PX",
+    "ObjectivePoint",
     "Point",
+    "axis_label",
+    "front_png",
     "history_png",
     "importance_png",
+    "objective_importance_png",
     "pareto_png",
     "step_scatter_png",
+    "unit_of",
 ]
 
 FIGSIZE_IN = (10.0, 6.0)
@@ -31,6 +36,21 @@ SIZE_PX = (int(FIGSIZE_IN[0] * DPI), int(FIGSIZE_IN[1] * DPI))  # (width, height
 
 _COLOURS = {"lightning": "#6f42c1", "keras": "#d62728"}
 _FALLBACK = ("#1f77b4", "#2ca02c", "#ff7f0e", "#8c564b")
+_INFEASIBLE = "#9e9e9e"  # grey: a trial that violates a constraint
+_INFEASIBLE_LABEL = "infeasible (violates a constraint)"
+
+# Units by the metric's last word (docs/metrics.md); checked in order, first match wins.
+_UNITS: tuple[tuple[str, str], ...] = (
+    ("samples_per_s", "samples/s"),
+    ("tflops", "TFLOP/s"),
+    ("flops_per_sample", "FLOPs"),
+    ("mfu", "fraction of peak"),
+    ("acc", "fraction"),
+    ("params", "count"),
+    ("_mb", "MB"),
+    ("_ms", "ms"),
+    ("_s", "s"),
+)
 
 
 @dataclass(frozen=True)
@@ -73,6 +93,23 @@ def _better(maximize: bool) -> str:
     return "higher is better" if maximize else "lower is better"
 
 
+def unit_of(metric: str) -> str | None:
+    """``time/step_ms`` -> ``ms``, ``val/acc`` -> ``fraction``; None when unitless (a loss)."""
+    leaf = metric.rsplit("/", 1)[-1].lower()
+    for key, unit in _UNITS:
+        if (leaf.endswith(key) if key.startswith("_") else key in leaf) and not (
+            key == "_s" and leaf.endswith("_per_s")
+        ):
+            return unit
+    return None
+
+
+def axis_label(metric: str, maximize: bool) -> str:
+    """``time/step_ms (ms) — lower is better``: the metric, its unit and its direction."""
+    unit = unit_of(metric)
+    return f"{metric}{f' ({unit})' if unit else ''} — {_better(maximize)}"
+
+
 def pareto_png(
     path: Path,
     series: Mapping[str, Sequence[Point]],
@@ -80,16 +117,37 @@ def pareto_png(
     metric: str,
     maximize: bool,
     study: str,
+    infeasible: Collection[int] = (),
 ) -> Path:
-    """Metric vs step time per backend, each backend's Pareto front drawn as a staircase."""
+    """Metric vs step time per backend, each backend's Pareto front drawn as a staircase.
+
+    Trials in ``infeasible`` (they violate a constraint) are drawn as crosses.
+    """
     fig, ax = _figure()
     steps: list[float] = []
     for i, (backend, points) in enumerate(series.items()):
         colour = _colour(backend, i)
-        xs = [p.step_ms for p in points]
-        ys = [p.value for p in points]
-        steps += xs
-        ax.scatter(xs, ys, s=36, color=colour, alpha=0.35, label=f"{backend}: trials")
+        ok = [p for p in points if p.trial not in infeasible]
+        bad = [p for p in points if p.trial in infeasible]
+        steps += [p.step_ms for p in points]
+        ax.scatter(
+            [p.step_ms for p in ok],
+            [p.value for p in ok],
+            s=36,
+            color=colour,
+            alpha=0.35,
+            label=f"{backend}: trials",
+        )
+        if bad:
+            ax.scatter(
+                [p.step_ms for p in bad],
+                [p.value for p in bad],
+                s=40,
+                marker="x",
+                color=colour,
+                alpha=0.6,
+                label=f"{backend}: {_INFEASIBLE_LABEL}",
+            )
         front = sorted(
             (p for p, on in zip(points, fronts[backend], strict=True) if on),
             key=lambda p: p.step_ms,
@@ -144,6 +202,127 @@ def importance_png(path: Path, importances: Mapping[str, float], study: str) -> 
     return _save(fig, path)
 
 
+def objective_importance_png(
+    path: Path, by_objective: Sequence[tuple[str, Mapping[str, float]]], study: str
+) -> Path:
+    """Grouped horizontal bars: one bar per objective for each parameter.
+
+    Parameters are ordered by their importance for the first objective (most important on
+    top); each objective's importances sum to 1 on their own.
+    """
+    fig, ax = _figure()
+    order: dict[str, float] = {}
+    for _, imp in by_objective:
+        for name in imp:
+            order.setdefault(name, 0.0)
+    first = by_objective[0][1] if by_objective else {}
+    names = sorted(order, key=lambda n: (first.get(n, 0.0), n))  # bottom to top
+    n = max(len(by_objective), 1)
+    height = 0.8 / n
+    top = 0.0
+    for i, (metric, imp) in enumerate(by_objective):
+        ys = [k + 0.4 - (i + 0.5) * height for k in range(len(names))]
+        values = [imp.get(name, 0.0) for name in names]
+        top = max(top, *values, 0.0)
+        bars = ax.barh(ys, values, height=height * 0.9, color=_FALLBACK[i % len(_FALLBACK)])
+        bars.set_label(metric)
+        labels = [f"{v:.3f}" if name in imp else "-" for name, v in zip(names, values, strict=True)]
+        ax.bar_label(bars, labels=labels, padding=4, fontsize=9)
+    ax.set_yticks(range(len(names)), names)
+    ax.set_xlim(0, top * 1.15 or 1.0)
+    ax.set_xlabel("relative importance (Optuna PED-ANOVA, sums to 1 per objective)")
+    ax.set_ylabel("parameter")
+    ax.set_title(f"{study}: which choices moved each objective")
+    ax.grid(True, axis="x", alpha=0.3)
+    ax.grid(False, axis="y")
+    ax.legend(loc="lower right", title="objective")
+    return _save(fig, path)
+
+
+@dataclass(frozen=True)
+class ObjectivePoint:
+    """One complete trial in objective space (its first two objectives)."""
+
+    trial: int
+    x: float  # the second objective
+    y: float  # the first objective
+    feasible: bool
+    on_front: bool
+
+
+def front_png(
+    path: Path,
+    points: Sequence[ObjectivePoint],
+    x: tuple[str, bool],
+    y: tuple[str, bool],
+    study: str,
+    n_objectives: int = 2,
+) -> Path:
+    """The study's Pareto front over its first two objectives: y = first, x = second.
+
+    ``x`` and ``y`` are ``(metric, maximize)``. Front members are highlighted, labelled and
+    joined by the staircase that bounds what they dominate; other feasible trials are faint
+    dots and infeasible ones grey crosses. With more than two objectives the front is still
+    the one over all of them, so a front member may look dominated in this projection (and
+    no staircase is drawn).
+    """
+    fig, ax = _figure()
+    (x_metric, x_max), (y_metric, y_max) = x, y
+    rest = [p for p in points if p.feasible and not p.on_front]
+    bad = [p for p in points if not p.feasible]
+    front = sorted((p for p in points if p.on_front), key=lambda p: (p.x, p.y))
+    if rest:
+        ax.scatter(
+            [p.x for p in rest],
+            [p.y for p in rest],
+            s=40,
+            color="#1f77b4",
+            alpha=0.45,
+            label="feasible trial (dominated)",
+        )
+    if bad:
+        ax.scatter(
+            [p.x for p in bad],
+            [p.y for p in bad],
+            s=44,
+            marker="x",
+            color=_INFEASIBLE,
+            label=_INFEASIBLE_LABEL,
+        )
+    if front and n_objectives <= 2:  # a projection of more objectives has no staircase
+        ax.step(
+            [p.x for p in front],
+            [p.y for p in front],
+            where="pre" if x_max else "post",  # the edge of the region the front dominates
+            color="#d62728",
+            linewidth=2,
+        )
+    if front:
+        ax.scatter(
+            [p.x for p in front],
+            [p.y for p in front],
+            s=90,
+            color="#d62728",
+            edgecolor="black",
+            linewidth=0.8,
+            zorder=3,
+            label="Pareto front (feasible)",
+        )
+        for p in front:
+            ax.annotate(
+                f"t{p.trial}", (p.x, p.y), textcoords="offset points", xytext=(6, 6), fontsize=9
+            )
+    _log_if_wide(ax, [p.x for p in points], "x")
+    _log_if_wide(ax, [p.y for p in points], "y")
+    ax.set_xlabel(axis_label(x_metric, x_max))
+    ax.set_ylabel(axis_label(y_metric, y_max))
+    what = "" if n_objectives <= 2 else f" (first two of {n_objectives} objectives)"
+    ax.set_title(f"{study}: Pareto front, {y_metric} vs {x_metric}{what}")
+    if points:
+        ax.legend(loc="best")
+    return _save(fig, path)
+
+
 def history_png(
     path: Path,
     trials: Sequence[tuple[int, float]],
@@ -152,21 +331,44 @@ def history_png(
     study: str,
     changes: Sequence[tuple[int, str]] = (),
     change_label: str = "script version changed",
+    infeasible: Collection[int] = (),
+    title_note: str = "",
 ) -> Path:
     """Each complete trial's value by trial number, and the best value so far.
 
     ``changes`` marks where the script version changed: ``(first trial of the new version,
     short label)``, drawn as a dashed vertical line just before that trial, labelled at the top.
+    Trials in ``infeasible`` (they violate a constraint) are grey crosses and never count as
+    the best so far. ``title_note`` is appended to the title (``first of 2 objectives``).
     """
     fig, ax = _figure()
     ordered = sorted(trials)
-    xs = [n for n, _ in ordered]
-    ys = [v for _, v in ordered]
+    ok = [(n, v) for n, v in ordered if n not in infeasible]
+    bad = [(n, v) for n, v in ordered if n in infeasible]
+    xs: list[int] = []
     best: list[float] = []
-    for v in ys:
+    for n, v in ok:
+        xs.append(n)
         best.append(v if not best else (max if maximize else min)(best[-1], v))
-    ax.scatter(xs, ys, s=36, color="#1f77b4", alpha=0.7, label="complete trial")
-    ax.step(xs, best, where="post", color="#d62728", linewidth=2, label="best so far")
+    ax.scatter(
+        [n for n, _ in ok],
+        [v for _, v in ok],
+        s=36,
+        color="#1f77b4",
+        alpha=0.7,
+        label="complete trial",
+    )
+    if bad:
+        ax.scatter(
+            [n for n, _ in bad],
+            [v for _, v in bad],
+            s=40,
+            marker="x",
+            color=_INFEASIBLE,
+            label=_INFEASIBLE_LABEL,
+        )
+    if xs:
+        ax.step(xs, best, where="post", color="#d62728", linewidth=2, label="best so far")
     for i, (trial, label) in enumerate(changes):
         x = trial - 0.5
         ax.axvline(
@@ -191,7 +393,7 @@ def history_png(
         )
     ax.set_xlabel("trial number")
     ax.set_ylabel(f"{metric} ({_better(maximize)})")
-    ax.set_title(f"{study}: optimisation history")
+    ax.set_title(f"{study}: optimisation history{f' ({title_note})' if title_note else ''}")
     ax.xaxis.get_major_locator().set_params(integer=True)
     if changes:  # below the axes: the lines reach the top, where "best so far" runs too
         fig.legend(loc="outside lower center", ncols=3)

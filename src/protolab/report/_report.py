@@ -24,11 +24,22 @@ from protolab.report._compare import (
     pareto_front,
     summarise,
 )
-from protolab.report._data import ReportData, load_report_data, param_importances, resolve_source
+from protolab.report._data import (
+    Objective,
+    ReportData,
+    TrialRecord,
+    load_report_data,
+    objective_importances,
+    param_importances,
+    resolve_source,
+)
 from protolab.report._plots import (
+    ObjectivePoint,
     Point,
+    front_png,
     history_png,
     importance_png,
+    objective_importance_png,
     pareto_png,
     step_scatter_png,
 )
@@ -36,17 +47,23 @@ from protolab.report._tables import (
     TextTable,
     best_trials_table,
     comparison_table,
+    front_table,
     importance_table,
+    objective_importance_table,
     to_markdown,
     to_rich,
     versions_table,
 )
 from protolab.report._versions import Version, VersionChange, VersionSplit, split_by_version
 
-__all__ = ["PLOTS", "Report", "build_report", "run_report"]
+__all__ = ["FRONT_PLOT", "PLOTS", "Report", "build_report", "run_report"]
 
-# Every file name a report may write; stale ones from an earlier report are removed.
+# The plots a report may write for any study, in the order it writes them.
 PLOTS = ("pareto.png", "importance.png", "history.png", "step_scatter.png")
+# The Pareto front over the first two objectives: multi-objective studies only, written first.
+FRONT_PLOT = "pareto_front.png"
+# Stale files from an earlier report that this one did not write are removed.
+_ALL_PLOTS = (FRONT_PLOT, *PLOTS)
 ARTIFACT_DIR = "report"
 
 
@@ -140,6 +157,34 @@ def _family_names(pairs: Sequence[PairComparison]) -> tuple[str, str]:
     )
 
 
+def _objectives_text(data: ReportData) -> str:
+    """``val/acc (maximize), time/step_ms (minimize)``."""
+    return ", ".join(f"{o.metric} ({o.direction})" for o in data.all_objectives)
+
+
+def _feasible_front(points: Sequence[Point], infeasible: set[int], maximize: bool) -> list[bool]:
+    """Each backend's metric/step-time front among the feasible points only."""
+    ok = [i for i, p in enumerate(points) if p.trial not in infeasible]
+    on = pareto_front([points[i].step_ms for i in ok], [points[i].value for i in ok], maximize)
+    front = [False] * len(points)
+    for i, flag in zip(ok, on, strict=True):
+        front[i] = flag
+    return front
+
+
+def _front_points(data: ReportData) -> list[ObjectivePoint]:
+    """Complete trials in the plane of the first two objectives (y first, x second)."""
+    on = set(data.front)
+    out = []
+    for t in data.complete_trials():
+        if t.values is None or len(t.values) < 2:
+            continue
+        y, x = t.values[0], t.values[1]
+        if math.isfinite(x) and math.isfinite(y):
+            out.append(ObjectivePoint(t.number, x, y, t.feasible, t.number in on))
+    return out
+
+
 def _pareto_series(data: ReportData) -> dict[str, list[Point]]:
     series: dict[str, list[Point]] = {}
     for b in data.backends:
@@ -166,12 +211,19 @@ class Report:
         self.archs = by_architecture(self.pairs)
         self.summary: Summary | None = summarise(self.pairs)
         self.dynamic, self.static = _family_names(self.pairs)
+        self.infeasible = set(data.infeasible)
         self.series = _pareto_series(data)
         self.fronts = {
-            b: pareto_front([p.step_ms for p in ps], [p.value for p in ps], data.maximize)
-            for b, ps in self.series.items()
+            b: _feasible_front(ps, self.infeasible, data.maximize) for b, ps in self.series.items()
         }
-        self.importances, self.importance_note = param_importances(data)
+        self.by_objective: list[tuple[Objective, dict[str, float], str | None]]
+        if data.multi_objective:
+            self.by_objective = objective_importances(data)
+            _, self.importances, self.importance_note = self.by_objective[0]
+        else:
+            self.importances, self.importance_note = param_importances(data)
+            self.by_objective = [(data.all_objectives[0], self.importances, self.importance_note)]
+        self.front_points = _front_points(data) if data.multi_objective else []
         self.versions = split_by_version(
             data.trials,
             data.runs,
@@ -193,14 +245,20 @@ class Report:
     # -- tables ---------------------------------------------------------------------------
     def tables(self) -> dict[str, TextTable]:
         split = self.versions if self.versions.shown else None
-        out = {"best": best_trials_table(self.data, versions=split)}
+        if self.data.multi_objective:
+            out = {"best": front_table(self.data, versions=split)}
+        else:
+            out = {"best": best_trials_table(self.data, versions=split)}
         if split is not None:
             out["versions"] = versions_table(split, self.data)
         if self.archs:
             out["comparison"] = comparison_table(
                 self.archs, self.data.metric, self.dynamic, self.static
             )
-        out["importance"] = importance_table(self.importances, self.importance_note)
+        if self.data.multi_objective:
+            out["importance"] = objective_importance_table(self.by_objective)
+        else:
+            out["importance"] = importance_table(self.importances, self.importance_note)
         return out
 
     @property
@@ -217,12 +275,37 @@ class Report:
         """Write every plot the data supports; returns the file names written."""
         data, study = self.data, self.data.source.study
         written = []
+        objectives = data.all_objectives
+        if self.front_points:
+            first, second = objectives[0], objectives[1]
+            front_png(
+                out / FRONT_PLOT,
+                self.front_points,
+                (second.metric, second.maximize),
+                (first.metric, first.maximize),
+                study,
+                n_objectives=len(objectives),
+            )
+            written.append(FRONT_PLOT)
         if self.series:
             pareto_png(
-                out / "pareto.png", self.series, self.fronts, data.metric, data.maximize, study
+                out / "pareto.png",
+                self.series,
+                self.fronts,
+                data.metric,
+                data.maximize,
+                study,
+                infeasible=self.infeasible,
             )
             written.append("pareto.png")
-        if self.importances:
+        if data.multi_objective and any(imp for _, imp, _ in self.by_objective):
+            objective_importance_png(
+                out / "importance.png",
+                [(o.metric, imp) for o, imp, _ in self.by_objective],
+                study,
+            )
+            written.append("importance.png")
+        elif not data.multi_objective and self.importances:
             importance_png(out / "importance.png", self.importances, study)
             written.append("importance.png")
         if self.history:
@@ -236,13 +319,19 @@ class Report:
                 study,
                 changes,
                 change_label=f"{what} version changed (label: the version from there on)",
+                infeasible=self.infeasible,
+                title_note=(
+                    f"{data.metric}, the first of {len(objectives)} objectives"
+                    if data.multi_objective
+                    else ""
+                ),
             )
             written.append("history.png")
         if self.pairs:
             points = [(p.trial, p.step_ms_dynamic, p.step_ms_static) for p in self.pairs]
             step_scatter_png(out / "step_scatter.png", points, self.dynamic, self.static, study)
             written.append("step_scatter.png")
-        for stale in set(PLOTS) - set(written):
+        for stale in set(_ALL_PLOTS) - set(written):
             (out / stale).unlink(missing_ok=True)
         return written
 
@@ -260,38 +349,30 @@ class Report:
         from protolab.tracking import redact
 
         data = self.data
-        best = []
-        for t in sorted(
-            data.complete_trials(),
-            key=lambda t: float(t.value if t.value is not None else math.nan),
-            reverse=data.maximize,
-        )[:10]:
-            best.append(
-                {
-                    "trial": t.number,
-                    "value": t.value,
-                    "version": self._version_name(t.number),
-                    "params": dict(t.params),
-                    "backends": {
-                        b: {
-                            "metric": m.get(data.metric),
-                            "step_ms": m.get("time/step_ms"),
-                        }
-                        for b, m in t.backends.items()
-                    },
-                }
-            )
+        if data.multi_objective:
+            shown = data.front_trials()
+        else:
+            shown = sorted(
+                data.complete_trials(),
+                key=lambda t: float(t.value if t.value is not None else math.nan),
+                reverse=data.maximize,
+            )[:10]
+        best = [self._trial_json(t) for t in shown]
+        by_number = {t.number: t for t in data.trials}
+        front = [by_number[n] for n in data.front if n in by_number]
         history = []
         best_so_far: float | None = None
         for n, v in self.history:
+            feasible = n not in self.infeasible
             better = best_so_far is None or (v > best_so_far if data.maximize else v < best_so_far)
-            best_so_far = v if better else best_so_far
+            best_so_far = v if better and feasible else best_so_far
             history.append(
                 {
                     "trial": n,
                     "value": v,
                     "best_so_far": best_so_far,
                     "version": self._version_name(n),
+                    "feasible": feasible,
                 }
             )
         summary = self.summary
@@ -300,6 +381,9 @@ class Report:
                 "study": data.source.study,
                 "metric": data.metric,
                 "direction": data.direction,
+                "objectives": [
+                    {"metric": o.metric, "direction": o.direction} for o in data.all_objectives
+                ],
                 "generated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
                 "tracking_uri": redact(data.source.tracking_uri),
                 "storage": describe_storage(data.source.storage),
@@ -308,6 +392,14 @@ class Report:
                 "trials": self.counts,
                 "backends": data.backends,
                 "best_trials": best,
+                "pareto_front": [
+                    {"trial": t.number, "values": list(t.values or ()), "feasible": t.feasible}
+                    for t in front
+                ],
+                "constraints": {
+                    "names": data.constraint_names,
+                    "infeasible_trials": data.infeasible,
+                },
                 "comparison": {
                     "dynamic": self.dynamic,
                     "static": self.static,
@@ -324,35 +416,85 @@ class Report:
                 },
                 "pareto": {
                     b: [
-                        {"trial": p.trial, "step_ms": p.step_ms, "value": p.value, "on_front": f}
+                        {
+                            "trial": p.trial,
+                            "step_ms": p.step_ms,
+                            "value": p.value,
+                            "on_front": f,
+                            "feasible": p.trial not in self.infeasible,
+                        }
                         for p, f in zip(ps, self.fronts[b], strict=True)
                     ]
                     for b, ps in self.series.items()
                 },
                 "by_script_version": _versions_json(self.versions),
-                "importance": {"values": self.importances, "note": self.importance_note},
+                "importance": {
+                    "values": self.importances,
+                    "note": self.importance_note,
+                    "by_objective": [
+                        {"metric": o.metric, "direction": o.direction, "values": v, "note": n}
+                        for o, v, n in self.by_objective
+                    ],
+                },
                 "history": history,
                 "files": ["report.md", "report.json", *plots],
             }
         )
 
+    def _trial_json(self, t: TrialRecord) -> dict[str, Any]:
+        data = self.data
+        row: dict[str, Any] = {"trial": t.number, "value": t.value}
+        if data.multi_objective:
+            row["values"] = list(t.values or ())
+        if data.constraint_names:
+            row["feasible"] = t.feasible
+        return {
+            **row,
+            "version": self._version_name(t.number),
+            "params": dict(t.params),
+            "backends": {
+                b: {"metric": m.get(data.metric), "step_ms": m.get("time/step_ms")}
+                for b, m in t.backends.items()
+            },
+        }
+
+    @property
+    def headline(self) -> str:
+        """What the study optimises, for the top of the terminal output and report.md."""
+        data = self.data
+        if not data.multi_objective:
+            text = f"Metric `{data.metric}` ({data.direction})"
+        else:
+            text = "Objectives " + ", ".join(
+                f"`{o.metric}` ({o.direction})" for o in data.all_objectives
+            )
+        if data.constraint_names:
+            text += " subject to " + ", ".join(f"`{n}`" for n in data.constraint_names)
+        return text
+
+    def counts_text(self) -> str:
+        c = self.counts
+        bad = len(self.infeasible)
+        infeasible = f" ({bad} infeasible)" if self.data.constraint_names else ""
+        return f"{c['complete']} complete{infeasible}, {c['pruned']} pruned, {c['failed']} failed"
+
     def to_markdown(self, plots: Sequence[str]) -> str:
         data = self.data
-        c = self.counts
         tables = self.tables()
         parts = [
             f"# protolab report: {data.source.study}",
             "",
-            f"Metric `{data.metric}` ({data.direction}); {c['complete']} complete, "
-            f"{c['pruned']} pruned, {c['failed']} failed trials; backends "
+            f"{self.headline}; {self.counts_text()} trials; backends "
             f"{', '.join(data.backends) or '-'}.",
             "",
             f"**{self.verdict}**",
             "",
-            "## Best trials",
+            "## Pareto front" if data.multi_objective else "## Best trials",
             "",
             to_markdown(tables["best"]),
         ]
+        if FRONT_PLOT in plots:
+            parts += [f"![Pareto front over the first two objectives]({FRONT_PLOT})", ""]
         if "versions" in tables:
             parts += [
                 "## By script version",
@@ -450,10 +592,11 @@ def run_report(
         console = Console(highlight=False)
         if not console.is_terminal:  # piped or captured: wide enough for the comparison
             console = Console(highlight=False, width=160)
-    c = report.counts
+    constraints = ", ".join(data.constraint_names)
     console.print(
-        f"[bold]report[/] {escape(source.study)}  [dim]{escape(data.metric)} ({data.direction}), "
-        f"{c['complete']} complete, {c['pruned']} pruned, {c['failed']} failed[/]"
+        f"[bold]report[/] {escape(source.study)}  [dim]{escape(_objectives_text(data))}"
+        f"{escape(f' subject to {constraints}') if constraints else ''}, "
+        f"{escape(report.counts_text())}[/]"
     )
     for table in report.tables().values():
         console.print(to_rich(table))

@@ -11,14 +11,16 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from protolab.report._compare import ArchComparison, format_break_even
-from protolab.report._data import ReportData
+from protolab.report._data import Objective, ReportData, TrialRecord
 from protolab.report._versions import VersionSplit
 
 __all__ = [
     "TextTable",
     "best_trials_table",
     "comparison_table",
+    "front_table",
     "importance_table",
+    "objective_importance_table",
     "to_markdown",
     "to_rich",
     "trial_ranges",
@@ -70,6 +72,77 @@ def trial_ranges(numbers: Sequence[int]) -> str:
     return ",".join(parts)
 
 
+INFEASIBLE_MARK = "†"
+
+
+def _infeasible_note(data: ReportData) -> str:
+    return (
+        f"{INFEASIBLE_MARK} infeasible: violates a constraint "
+        f"({', '.join(data.constraint_names)}); Optuna never counts it as best"
+    )
+
+
+def trial_cell(t: TrialRecord) -> str:
+    """``t7``, or ``t7†`` when the trial violates a constraint."""
+    return f"t{t.number}" + ("" if t.feasible else INFEASIBLE_MARK)
+
+
+def _objective_header(o: Objective) -> str:
+    return f"{o.metric}\n{'max' if o.maximize else 'min'}"
+
+
+def front_table(data: ReportData, versions: VersionSplit | None = None) -> TextTable:
+    """A multi-objective study's "best trials": its feasible Pareto front.
+
+    One row per front member (Optuna's ``study.best_trials``), best first by the first
+    objective: each objective's value, each backend's first-objective metric and step time,
+    the params (and the trial's version with ``versions``).
+    """
+    objectives = data.all_objectives
+    front = data.front_trials()
+    short = short_metric(data.metric)
+    headers = ["trial", *(_objective_header(o) for o in objectives)]
+    if versions is not None:
+        headers.insert(1, "version")
+    for b in data.backends:
+        headers += [f"{b}\n{short}", f"{b}\nms/step"]
+    headers.append("params")
+    rows = []
+    for t in front:
+        values = list(t.values or ())
+        cells = [trial_cell(t), *(fmt(v) for v in values)]
+        cells += ["-"] * (len(objectives) - len(values))
+        if versions is not None:
+            v = versions.version_of(t.number)
+            cells.insert(1, "-" if v is None else v.name)
+        for b in data.backends:
+            m = t.backends.get(b, {})
+            cells += [fmt(m.get(data.metric)), fmt(m.get("time/step_ms"))]
+        rows.append([*cells, params_text(t.params)])
+    complete = data.complete_trials()
+    notes = [
+        "on the front: no other feasible trial is at least as good on every objective and "
+        f"better on one (Optuna study.best_trials); best first by {data.metric}"
+    ]
+    if data.constraint_names:
+        bad = data.infeasible
+        notes.append(
+            f"constraints: {', '.join(data.constraint_names)}; {len(bad)} of {len(complete)} "
+            f"complete trials infeasible{f' ({trial_ranges(bad)})' if bad else ''}, "
+            "never on the front"
+        )
+    if not front and complete:
+        notes.append("no feasible complete trial yet: the front is empty")
+    over = ", ".join(f"{o.metric} {o.direction}" for o in objectives)
+    return TextTable(
+        title=f"Pareto front ({len(front)} of {len(complete)} complete trials; {over})",
+        headers=headers,
+        rows=rows,
+        right=set(range(2 if versions is not None else 1, len(headers) - 1)),
+        notes=notes,
+    )
+
+
 def best_trials_table(
     data: ReportData, limit: int = 10, versions: VersionSplit | None = None
 ) -> TextTable:
@@ -92,7 +165,7 @@ def best_trials_table(
     headers.append("params")
     rows = []
     for t in done:
-        cells = [f"t{t.number}", fmt(t.value)]
+        cells = [trial_cell(t), fmt(t.value)]
         if versions is not None:
             v = versions.version_of(t.number)
             cells.insert(1, "-" if v is None else v.name)
@@ -106,6 +179,7 @@ def best_trials_table(
         headers=headers,
         rows=rows,
         right=set(range(2 if versions is not None else 1, len(headers) - 1)),
+        notes=[_infeasible_note(data)] if any(not t.feasible for t in done) else [],
     )
 
 
@@ -118,14 +192,14 @@ def versions_table(split: VersionSplit, data: ReportData) -> TextTable:
     headers += [f"{b}\nms/step" for b in data.backends]
     headers.append(f"Δ best {short}\nvs previous")
     rows = []
+    bad = set(data.infeasible)
     for v in split.versions:
         cells = [v.name, v.label, trial_ranges(v.trials)]
         cells += [str(v.complete), str(v.pruned), str(v.failed)]
-        cells += [
-            fmt(v.best_value),
-            "-" if v.best_trial is None else f"t{v.best_trial}",
-            fmt(v.median_value),
-        ]
+        best = "-" if v.best_trial is None else f"t{v.best_trial}"
+        if v.best_trial in bad:
+            best += INFEASIBLE_MARK
+        cells += [fmt(v.best_value), best, fmt(v.median_value)]
         cells += [fmt(v.step_ms.get(b), ".3g") for b in data.backends]
         cells.append(fmt(v.delta_best, "+.4g"))
         rows.append(cells)
@@ -135,6 +209,8 @@ def versions_table(split: VersionSplit, data: ReportData) -> TextTable:
         f"({better} is better); ms/step: median time/step_ms of its complete runs",
         *split.notes,
     ]
+    if any(v.best_trial in bad for v in split.versions):
+        notes.append(_infeasible_note(data))
     n = len(split.versions)
     return TextTable(
         title=f"By script version ({n} version{'s' if n != 1 else ''}, in the order the "
@@ -203,6 +279,30 @@ def importance_table(importances: Mapping[str, float], note: str | None) -> Text
         rows=rows,
         right={1},
         notes=[note] if note else ["Optuna PED-ANOVA; importances sum to 1"],
+    )
+
+
+def objective_importance_table(
+    by_objective: Sequence[tuple[Objective, Mapping[str, float], str | None]],
+) -> TextTable:
+    """Importances per objective: one column each, params ordered by the first objective."""
+    names: dict[str, None] = {}
+    for _, imp, _ in by_objective:
+        names.update(dict.fromkeys(imp))
+    first = by_objective[0][1] if by_objective else {}
+    ordered = sorted(names, key=lambda n: (-first.get(n, -1.0), n))
+    rows = [
+        [n, *(fmt(imp[n], ".3f") if n in imp else "-" for _, imp, _ in by_objective)]
+        for n in ordered
+    ]
+    notes = ["Optuna PED-ANOVA per objective (target = that objective); each column sums to 1"]
+    notes += [f"{o.metric}: {note}" for o, _, note in by_objective if note]
+    return TextTable(
+        title="Parameter importance, per objective",
+        headers=["param", *(_objective_header(o) for o, _, _ in by_objective)],
+        rows=rows,
+        right=set(range(1, len(by_objective) + 1)),
+        notes=notes,
     )
 
 

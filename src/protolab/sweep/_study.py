@@ -19,7 +19,7 @@ _SAMPLERS: dict[str, tuple[str, dict[str, Any]]] = {
     "cmaes": ("optuna.samplers:CmaEsSampler", {"warn_independent_sampling": False}),
     "nsga2": ("optuna.samplers:NSGAIISampler", {}),
     "qmc": ("optuna.samplers:QMCSampler", {"warn_independent_sampling": False}),
-    "grid": ("optuna.samplers:GridSampler", {}),
+    "grid": ("protolab.sweep._study:GridSampler", {}),
     "evolution": ("protolab.samplers:EvolutionSampler", {}),
 }
 _PRUNERS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -35,6 +35,32 @@ _PRUNERS: dict[str, tuple[str, dict[str, Any]]] = {
     "successive_halving": ("optuna.pruners:SuccessiveHalvingPruner", {"min_resource": 1}),
     "threshold": ("optuna.pruners:ThresholdPruner", {"n_warmup_steps": 1}),
 }
+
+
+def _grid_sampler_class() -> type:
+    import optuna
+
+    class GridSampler(optuna.samplers.GridSampler):
+        """Optuna's grid sampler, minus its ``study.stop()`` call once the grid is done.
+
+        ``stop()`` only works inside ``study.optimize``; protolab's ask/tell loop asks
+        :meth:`is_exhausted` before each trial instead.
+        """
+
+        def after_trial(self, study: Any, trial: Any, state: Any, values: Any) -> None:
+            try:
+                super().after_trial(study, trial, state, values)
+            except RuntimeError as e:
+                if "Study.stop" not in str(e):
+                    raise
+
+    return GridSampler
+
+
+def __getattr__(name: str) -> Any:  # GridSampler is built lazily: it subclasses Optuna's
+    if name == "GridSampler":
+        return _grid_sampler_class()
+    raise AttributeError(name)
 
 
 def _build(kind: str, table: dict[str, tuple[str, dict[str, Any]]], name: str, **kw: Any) -> Any:

@@ -230,6 +230,9 @@ def _loop(
                 f"stopping: the last {failed_in_a_row} trials failed (study.max_failures="
                 f"{cfg.max_failures}); last reason: {last_reason}"
             )
+        if hasattr(study.sampler, "is_exhausted") and study.sampler.is_exhausted(study):
+            display.note("the grid is exhausted: every combination has run")
+            return
         with _lease.file_lock(lock):  # count + ask atomically: never more than n_trials
             active = study.get_trials(
                 deepcopy=False, states=(State.COMPLETE, State.PRUNED, State.RUNNING)
@@ -291,7 +294,10 @@ def _loop(
             for key, value in out.constraints.items():
                 trial.set_constraint(key, value)
             study.tell(trial, out.values if ctx.multi_objective else out.value)
-            display.trial_finished(trial.number, "COMPLETE", out.value, "")
+            feasible = all(v <= 0 for v in out.constraints.values())
+            display.trial_finished(
+                trial.number, "COMPLETE", out.value, "" if feasible else "infeasible", feasible
+            )
 
 
 def _sweep_metrics(summary: SweepSummary) -> dict[str, float]:
