@@ -12,6 +12,7 @@ seeded generator, so no DataLoader or host copies sit inside the timed steps.
 from __future__ import annotations
 
 import math
+import os
 import time
 from typing import Any
 
@@ -52,6 +53,9 @@ class LightningBackend(Backend):
 
     def run(self, job: Job, on_epoch: EpochHook | None = None) -> JobResult:
         clock = TrialClock()
+        # Takes effect only if torch is not loaded yet (the CLI sets it at start-up): OpenMP
+        # threads that spin-wait collapse under any CPU contention (see protolab.cli).
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
         clock.import_s, cold = import_timed("torch", "lightning.fabric")
         import torch
         import torch.nn.functional as F
