@@ -1,0 +1,96 @@
+"""The models every step-time contender trains: protolab Archs, so all build identical nets.
+
+Baselines build these with ``build_torch`` / ``build_keras``, exactly as the backends do, so
+parameter counts (and initialisation) match and a ratio measures the training loop only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from protolab import layers as L
+from protolab.arch import Arch
+
+__all__ = ["CASES", "ModelCase", "load_case_data"]
+
+
+@dataclass(frozen=True)
+class ModelCase:
+    key: str  # row name, e.g. "mlp-small"
+    title: str
+    arch: Arch
+    data: str  # a protolab built-in dataset
+    batch: int
+    epochs: int  # epochs per contender per round (full mode)
+    epochs_quick: int
+    quick: bool = False  # also measured in --quick mode (the models issue 7 sets targets on)
+
+    def epochs_for(self, quick: bool) -> int:
+        return self.epochs_quick if quick else self.epochs
+
+
+CASES: tuple[ModelCase, ...] = (
+    ModelCase(
+        "mlp-small",
+        "MLP 64-256-256-10, batch 64, digits",
+        Arch(L.Flatten(), L.Dense(256, "relu"), L.Dense(256, "relu"), L.Dense(10)),
+        "digits",
+        64,
+        epochs=5,
+        epochs_quick=2,
+        quick=True,
+    ),
+    ModelCase(
+        "mlp-wide",
+        "MLP 64-2048-2048-10, batch 256, digits",
+        Arch(L.Flatten(), L.Dense(2048, "relu"), L.Dense(2048, "relu"), L.Dense(10)),
+        "digits",
+        256,
+        epochs=2,
+        epochs_quick=1,
+        quick=True,
+    ),
+    ModelCase(
+        "cnn",
+        "CNN conv16-pool-conv32-pool-dense64, batch 64, digits",
+        Arch(
+            L.Conv2D(16, 3, activation="relu"),
+            L.MaxPool(2),
+            L.Conv2D(32, 3, activation="relu"),
+            L.MaxPool(2),
+            L.Flatten(),
+            L.Dense(64, "relu"),
+            L.Dense(10),
+        ),
+        "digits",
+        64,
+        epochs=2,
+        epochs_quick=1,
+    ),
+    ModelCase(
+        "lstm",
+        "Embedding 32 + LSTM 64, batch 64, sequence",
+        Arch(L.Embedding(10, 32), L.LSTM(64), L.Dense(4)),
+        "sequence",
+        64,
+        epochs=1,
+        epochs_quick=1,
+    ),
+    ModelCase(
+        "attention",
+        "Embedding 32 + SelfAttention 4x16 + pool, batch 64, sequence",
+        Arch(L.Embedding(10, 32), L.SelfAttention(4, 16), L.GlobalAvgPool(), L.Dense(4)),
+        "sequence",
+        64,
+        epochs=1,
+        epochs_quick=1,
+    ),
+)
+
+
+def load_case_data(case: ModelCase) -> Any:
+    """The protolab Dataset of ``case`` (seed 0: every contender sees identical arrays)."""
+    from protolab.data import load_dataset
+
+    return load_dataset(case.data, seed=0)

@@ -1,0 +1,285 @@
+"""Whole sweeps through the ``protolab sweep`` command: local scaling, overhead, Hyperband.
+
+- Scaling: a study of tiny trials run by 1 worker, then by 2 workers started together on the
+  same study (same config, same stores), each worker capped at 1 thread. protolab has no
+  thread knob, so the cap is the environment: ``OMP_NUM_THREADS=1`` (torch's intra-op pool
+  reads it at start-up), ``MKL_NUM_THREADS``/``OPENBLAS_NUM_THREADS``, and
+  ``TF_NUM_INTRAOP_THREADS``/``TF_NUM_INTEROP_THREADS`` for TensorFlow. The workers' own
+  ``protolab.torch_threads`` tag confirms what torch used.
+- Overhead: the 1-worker sweep's share of wall time spent outside training
+  (``sweep/overhead_frac`` when the sweep logs it, else 1 - sum(time/trial_s) / sweep/wall_s).
+- Hyperband: the digits-MLP experiment swept without pruning and with ``pruner: hyperband``,
+  same sampler, seed and trial count; the two sweeps run side by side (1 thread each), since
+  only their epoch counts and best values are compared, not their timings.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from _common import ROOT, Row, Target, median, protolab_exe, quiet_env, write_project
+
+__all__ = ["measure_hyperband", "measure_scaling"]
+
+SPEEDUP_TARGET = Target(">=", 1.6, "≥ 1.6x")
+OVERHEAD_TARGET = Target("<=", 0.05, "≤ 5 %")
+EPOCHS_TARGET = Target("<=", 0.5, "≤ 0.5x")
+ACC_TARGET = Target("<=", 1.0, "≤ 1 point")
+
+
+def _start(cfg: Path, where: Path, *overrides: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [protolab_exe(), "sweep", str(cfg), *overrides],
+        cwd=where,
+        env=quiet_env(threads=1),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def _wait(procs: list[subprocess.Popen[str]], what: str, timeout: float = 600) -> None:
+    errors = []
+    for p in procs:
+        try:
+            _, err = p.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            p.kill()
+            _, err = p.communicate()
+        if p.returncode != 0:
+            errors.append(f"exit {p.returncode}: {err.strip()[-400:]}")
+    if errors:
+        raise RuntimeError(f"{what}: " + " | ".join(errors))
+
+
+def _study(where: Path, name: str) -> Any:
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = JournalStorage(JournalFileBackend(str(where / "mlruns" / "optuna.journal")))
+    return optuna.load_study(study_name=name, storage=storage)
+
+
+def _parent_metrics(where: Path, experiment: str) -> tuple[dict[str, float], set[str]]:
+    """The study's parent-run metrics, and the torch thread counts its child runs report."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{where / 'mlruns' / 'mlflow.db'}")
+    exp = client.get_experiment_by_name(experiment)
+    if exp is None:
+        return {}, set()
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    metrics: dict[str, float] = {}
+    threads: set[str] = set()
+    for r in runs:
+        if r.data.tags.get("protolab.role") == "parent":
+            metrics = dict(r.data.metrics)
+        elif "protolab.torch_threads" in r.data.tags:
+            threads.add(r.data.tags["protolab.torch_threads"])
+    return metrics, threads
+
+
+def _trial_s(trials: list[Any]) -> float:
+    total = 0.0
+    for t in trials:
+        per_backend = t.user_attrs.get("protolab.metrics", {})
+        total += sum(m.get("time/trial_s", 0.0) for m in per_backend.values())
+    return total
+
+
+def _first_and_warm(trials: list[Any]) -> tuple[list[float], list[float]]:
+    """Durations of each worker's first trial (it imports the frameworks) and of the rest."""
+    seen: set[str] = set()
+    first, warm = [], []
+    for t in sorted(trials, key=lambda t: t.datetime_start):
+        owner = str(t.user_attrs.get("protolab.worker", ""))
+        seconds = (t.datetime_complete - t.datetime_start).total_seconds()
+        (warm if owner in seen else first).append(seconds)
+        seen.add(owner)
+    return first, warm
+
+
+def _per_worker(trials: list[Any]) -> list[int]:
+    counts: dict[str, int] = {}
+    for t in trials:
+        owner = str(t.user_attrs.get("protolab.worker", ""))
+        counts[owner] = counts.get(owner, 0) + 1
+    return sorted(counts.values(), reverse=True)
+
+
+def measure_scaling(quick: bool, log: Callable[[str], None] = print) -> list[Row]:
+    import optuna
+
+    n = 8 if quick else 30
+    walls: dict[int, float] = {}
+    phase: dict[int, float] = {}
+    warm_s: dict[int, float] = {}
+    rows: list[Row] = []
+    with tempfile.TemporaryDirectory(prefix="protolab-bench-") as tmp:
+        for workers in (1, 2):
+            where = Path(tmp) / f"w{workers}"
+            cfg = write_project(
+                where,
+                study={"name": "scale", "n_trials": n, "sampler": "random", "pruner": "none"},
+                train={"epochs": 5},
+            )
+            t0 = time.perf_counter()
+            _wait([_start(cfg, where) for _ in range(workers)], f"{workers}-worker sweep")
+            walls[workers] = time.perf_counter() - t0
+            study = _study(where, "scale")
+            done = [t for t in study.get_trials() if t.state == optuna.trial.TrialState.COMPLETE]
+            if len(done) < n:
+                raise RuntimeError(f"{workers}-worker sweep finished {len(done)} of {n} trials")
+            start = min(t.datetime_start.timestamp() for t in done)
+            end = max(t.datetime_complete.timestamp() for t in done)
+            phase[workers] = end - start
+            first, warm = _first_and_warm(done)
+            warm_s[workers] = median(warm)
+            metrics, threads = _parent_metrics(where, "scale")
+            log(
+                f"  {workers} worker(s): {walls[workers]:.1f} s wall, trials phase "
+                f"{phase[workers]:.1f} s, torch threads {sorted(threads)}"
+            )
+            rows.append(
+                Row(
+                    "scaling",
+                    f"{n} tiny trials, protolab sweep",
+                    f"{workers} worker{'s' if workers > 1 else ''}",
+                    "wall",
+                    "s",
+                    walls[workers],
+                    None,
+                    1,
+                    note="processes start -> all exit (imports and store set-up included)",
+                    extra={
+                        "trials_phase_s": phase[workers],
+                        "torch_threads": sorted(threads),
+                        "first_trial_s": median(first),
+                        "warm_trial_s": warm_s[workers],
+                        "trials_per_worker": _per_worker(done),
+                    },
+                )
+            )
+            if workers == 1:
+                wall = metrics.get("sweep/wall_s", float("nan"))
+                inside = _trial_s(done)
+                logged = metrics.get("sweep/overhead_frac")
+                frac = logged if logged is not None else 1 - inside / wall
+                rows.append(
+                    Row(
+                        "scaling",
+                        f"{n}-trial tiny sweep, 1 worker",
+                        "protolab sweep",
+                        "sweep/overhead_frac",
+                        "frac",
+                        frac,
+                        None,
+                        1,
+                        note=("logged by the sweep" if logged is not None else "computed")
+                        + ": wall time outside Backend.run / sweep wall",
+                        extra={
+                            "sweep_wall_s": wall,
+                            "sum_trial_s": inside,
+                            "steady_overhead_frac": 1 - inside / phase[1],
+                            "mean_trial_s": inside / len(done),
+                        },
+                    ).check(OVERHEAD_TARGET, on="median")
+                )
+    steady = 2 * warm_s[1] / warm_s[2]  # two workers busy, each at its warm trial rate
+    rows.append(
+        Row(
+            "scaling",
+            f"{n} tiny trials, protolab sweep",
+            "speed-up 2 vs 1 worker",
+            "wall ratio",
+            "x",
+            walls[1] / walls[2],
+            None,
+            1,
+            ratio=walls[1] / walls[2],
+            ratio_to="1 worker",
+            note=f"end-to-end wall; first trial -> last: {phase[1] / phase[2]:.2f}x; "
+            f"warm trials only: {steady:.2f}x",
+            extra={"trials_phase_speedup": phase[1] / phase[2], "warm_trial_speedup": steady},
+        ).check(SPEEDUP_TARGET)
+    )
+    return rows
+
+
+def measure_hyperband(quick: bool, log: Callable[[str], None] = print) -> list[Row]:
+    import optuna
+
+    n, epochs = (6, 3) if quick else (20, 10)
+    State = optuna.trial.TrialState
+    got: dict[str, dict[str, float]] = {}
+    with tempfile.TemporaryDirectory(prefix="protolab-bench-") as tmp:
+        procs, wheres = [], {}
+        t0 = time.perf_counter()
+        for pruner in ("none", "hyperband"):
+            where = wheres[pruner] = Path(tmp) / pruner
+            cfg = write_project(
+                where,
+                experiment=ROOT / "experiments" / "digits_mlp.py",
+                study={"name": "hb", "n_trials": n, "sampler": "tpe", "pruner": pruner, "seed": 0},
+                train={"epochs": epochs, "lr": {"low": 1e-4, "high": 1e-2, "log": True}},
+            )
+            procs.append(_start(cfg, where))
+        _wait(procs, "hyperband sweeps")
+        wall = time.perf_counter() - t0
+        for pruner, where in wheres.items():
+            trials = _study(where, "hb").get_trials()
+            finished = [t for t in trials if t.state in (State.COMPLETE, State.PRUNED)]
+            complete = [t for t in finished if t.state == State.COMPLETE]
+            got[pruner] = {
+                "epochs": float(sum(len(t.intermediate_values) for t in finished)),
+                "best": max((t.value for t in complete), default=float("nan")),
+                "pruned": float(sum(t.state == State.PRUNED for t in finished)),
+                "trials": float(len(finished)),
+            }
+            log(f"  pruner {pruner}: {json.dumps(got[pruner])}")
+    none, hb = got["none"], got["hyperband"]
+    title = f"digits MLP space, {n} trials x {epochs} epochs, TPE seed 0"
+    diff = 100 * (none["best"] - hb["best"])
+    return [
+        Row(
+            "hyperband",
+            title,
+            "pruner none",
+            "epochs trained",
+            "epochs",
+            none["epochs"],
+            n=1,
+            extra={"best_val_acc": none["best"]},
+        ),
+        Row(
+            "hyperband",
+            title,
+            "pruner hyperband",
+            "epochs trained",
+            "epochs",
+            hb["epochs"],
+            n=1,
+            ratio=hb["epochs"] / none["epochs"],
+            ratio_to="pruner none",
+            note=f"{int(hb['pruned'])} of {int(hb['trials'])} trials pruned",
+            extra={"best_val_acc": hb["best"], "pair_wall_s": wall},
+        ).check(EPOCHS_TARGET),
+        Row(
+            "hyperband",
+            title,
+            "best val/acc: none - hyperband",
+            "val/acc",
+            "points",
+            diff,
+            n=1,
+            note=f"none {none['best']:.4f}, hyperband {hb['best']:.4f}",
+        ).check(ACC_TARGET, on="median"),
+    ]

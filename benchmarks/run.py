@@ -1,0 +1,430 @@
+"""protolab's benchmark harness: one command, every number of issue 7, side by side.
+
+    .venv/bin/python benchmarks/run.py [--quick] [--out benchmarks/results/NAME.json]
+
+Sections (all in this one run; see benchmarks/README.md for what each row means):
+  startup   protolab --help vs mlflow --help; time to first step in a fresh process
+  steps     step time of 5 models x 7 contenders, interleaved rounds, ratios vs raw PyTorch
+  sweep     per-trial cost of sampler + storage + tracking at 10/100/1000 trials
+  logging   tiny trials with MLflow tracking on vs off
+  scaling   1 vs 2 local workers on one study; the sweep's overhead fraction
+  hyperband unpruned vs Hyperband sweep: epochs trained and best val/acc
+
+Prints the machine, versions and one table per section with the issue-7 targets (✓/✗),
+and writes every row as JSON (compare two runs with ``benchmarks/compare.py A B``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import math
+import os
+import sys
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import _scaling
+import _startup
+import _sweep_overhead
+from _common import (
+    BENCH_DIR,
+    Row,
+    Target,
+    contention,
+    cpu_sample,
+    gemm_peak_gflops,
+    machine_info,
+    versions,
+)
+from _models import CASES
+from rich.console import Console
+from rich.table import Table
+
+SECTIONS = ("startup", "steps", "sweep", "logging", "scaling", "hyperband")
+BASELINE = "torch:prebatched"
+
+# Issue 7 targets on the step-time rows: (model, contender) -> target on the ratio vs raw.
+STEP_TARGETS: dict[tuple[str, str], Target] = {
+    ("mlp-small", "protolab:keras"): Target("<=", 0.5, "≤ 0.5x"),
+    ("mlp-wide", "protolab:keras"): Target("<=", 1.0, "≤ 1.0x"),
+    ("mlp-small", "protolab:lightning"): Target("<=", 1.15, "≤ 1.15x"),
+    ("mlp-wide", "protolab:lightning"): Target("<=", 1.15, "≤ 1.15x"),
+}
+MFU_TARGETS = {"mlp-small": Target(">=", 0.40, "≥ 40 %"), "mlp-wide": Target(">=", 0.70, "≥ 70 %")}
+FIT_SPEEDUP_TARGET = Target(">=", 5.0, "≥ 5x")
+PEAKS: list[float] = []  # GEMM peak samples taken between models (the best one is the peak)
+
+err = Console(stderr=True, highlight=False)
+out = Console(highlight=False, width=160)
+
+
+def log(msg: str) -> None:
+    err.print(f"[dim]{time.strftime('%H:%M:%S')}[/] {msg}")
+
+
+# --- measuring -----------------------------------------------------------------------------
+
+
+def configure_threads(threads: int) -> dict[str, Any]:
+    """Same intra-op threads for torch and TensorFlow in this process; report what took."""
+    import tensorflow as tf
+    import torch
+
+    torch.set_num_threads(threads)
+    with contextlib.suppress(RuntimeError):  # already started: keep the default
+        torch.set_num_interop_threads(threads)
+    tf.config.threading.set_intra_op_parallelism_threads(threads)
+    tf.config.threading.set_inter_op_parallelism_threads(threads)
+    return {
+        "torch_threads": torch.get_num_threads(),
+        "torch_interop_threads": torch.get_num_interop_threads(),
+        "tf_intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
+        "tf_inter_op_threads": tf.config.threading.get_inter_op_parallelism_threads(),
+        "torch_mkldnn": bool(torch.backends.mkldnn.is_available()),
+        "torch_cpu_capability": str(torch.backends.cpu.get_cpu_capability()),
+    }
+
+
+def step_rows(quick: bool, rounds: int, models: list[str], compile_: bool) -> list[Row]:
+    from _baselines import run_case
+
+    rows: list[Row] = []
+    for case in CASES:
+        if case.key not in models:
+            continue
+        skip = {}
+        if not compile_:
+            skip["torch:compile"] = (
+                "skipped (--quick / --no-compile): inductor compiles take ~15-60 s per model here"
+            )
+        log(f"[bold]steps[/] {case.key}: {case.title}, {rounds} rounds")
+        c0 = cpu_sample()
+        res = run_case(case, rounds, case.epochs_for(quick), skip=skip, log=log)
+        busy = contention(c0, cpu_sample())
+        PEAKS.append(gemm_peak_gflops(repeats=4)["gflops"])
+        base = res.contenders[BASELINE].median_ms
+        flops_per_step = 3 * res.flops_per_sample * case.batch
+        for name, c in res.contenders.items():
+            if not c.ok:
+                rows.append(
+                    Row("steps", case.key, name, "time/step_ms", "ms", None, status="n/a",
+                        note=c.error or "no rounds")
+                )  # fmt: skip
+                continue
+            extra: dict[str, Any] = {
+                "round_medians_ms": [r.median_ms for r in c.rounds],
+                "setup_s": c.setup_s,
+                "flops_per_step": flops_per_step,
+                "samples_per_s": case.batch / (c.median_ms / 1000),
+                "params": res.params,
+                "steps_per_epoch": res.steps_per_epoch,
+                "epochs_per_round": case.epochs_for(quick),
+                "foreign_cpu_frac": busy["foreign_cpu_frac"],
+            }
+            if name.startswith("protolab:"):
+                extra["compile_s"] = c.extra_median("compile_s")
+                extra["backend_params"] = c.extra_median("params")
+            elif name == "keras:fit-xla":
+                extra["compile_s"] = max(c.setup_s - c.median_ms / 1000 * res.steps_per_epoch, 0)
+            elif name == "torch:compile":
+                extra["compile_s"] = c.setup_s
+            row = Row(
+                "steps",
+                case.key,
+                name,
+                "time/step_ms",
+                "ms",
+                c.median_ms,
+                c.p90_ms,
+                c.samples,
+                ratio=c.median_ms / base,
+                ratio_to=BASELINE,
+                note=case.title,
+                extra=extra,
+            )
+            if (case.key, name) in STEP_TARGETS:
+                row.check(STEP_TARGETS[(case.key, name)])
+            rows.append(row)
+        fit, static = res.contenders["keras:fit-xla"], res.contenders["protolab:keras"]
+        if case.key == "mlp-small" and fit.ok and static.ok:
+            speedup = fit.median_ms / static.median_ms
+            rows.append(
+                Row("steps", case.key, "protolab:keras", "speed-up vs keras:fit-xla", "x",
+                    speedup, None, static.samples, ratio=speedup, ratio_to="keras:fit-xla",
+                    note="keras fit step time / static backend step time"
+                    ).check(FIT_SPEEDUP_TARGET)
+            )  # fmt: skip
+    return rows
+
+
+def add_mfu(rows: list[Row], peak_gflops: float) -> None:
+    """MFU = 3 x forward FLOPs x samples/s / measured GEMM peak, on every step row."""
+    extra_rows = []
+    for r in rows:
+        if r.section != "steps" or r.metric != "time/step_ms" or r.median is None:
+            continue
+        gflops = r.extra["flops_per_step"] / (r.median / 1000) / 1e9
+        r.extra["gflops"] = gflops
+        r.extra["mfu"] = gflops / peak_gflops
+        if r.contender == "protolab:keras" and r.name in MFU_TARGETS:
+            extra_rows.append(
+                Row("steps", r.name, r.contender, "perf/mfu", "frac", r.extra["mfu"], None, r.n,
+                    note=f"{gflops:.1f} GFLOP/s of a {peak_gflops:.1f} GFLOP/s GEMM peak"
+                    ).check(MFU_TARGETS[r.name], on="median")
+            )  # fmt: skip
+    rows.extend(extra_rows)
+
+
+# --- printing ------------------------------------------------------------------------------
+
+
+def _num(v: float | None, unit: str = "") -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return "-"
+    if unit == "frac":
+        return f"{100 * v:.1f} %"
+    a = abs(v)
+    s = f"{v:.3g}" if a < 100 else f"{v:.0f}"
+    return s
+
+
+def _mark(r: Row) -> str:
+    if not r.target:
+        return ""
+    sym = {True: "[green]✓[/]", False: "[red]✗[/]", None: "[yellow]?[/]"}[r.passed]
+    return f"{r.target} {sym}"
+
+
+def _load(avg: list[float]) -> str:
+    return "/".join(f"{v:.2f}" for v in avg)
+
+
+def print_machine(meta: dict[str, Any]) -> None:
+    m, v = meta["machine"], meta["versions"]
+    out.print(
+        f"[bold]machine[/] {m['cpu']}, {m['logical_cpus']} logical CPUs "
+        f"({m['usable_cpus']} usable), threads: torch {m['torch_threads']} "
+        f"(interop {m['torch_interop_threads']}), TF intra {m['tf_intra_op_threads']} / "
+        f"inter {m['tf_inter_op_threads']}, torch CPU capability {m['torch_cpu_capability']}"
+    )
+    out.print(
+        f"[bold]float32 GEMM peak[/] {m['gemm_peak_gflops']:.1f} GFLOP/s "
+        f"(best torch.mm 2048² of {2 + len(m['gemm_between_models'])} samples, start "
+        f"{m['gemm_start']['gflops']:.1f} / end {m['gemm_end']['gflops']:.1f}); other "
+        f"processes used {100 * m['foreign_cpu_frac']:.0f} % of the CPU during the run, steal "
+        f"{100 * m['steal_frac']:.0f} %, load avg {_load(m['loadavg_start'])} -> "
+        f"{_load(m['loadavg_end'])}"
+    )
+    out.print("[bold]versions[/] " + ", ".join(f"{k} {val}" for k, val in v.items()))
+    out.print(f"[bold]mode[/] {meta['mode']}, {meta['duration_s']:.0f} s, results {meta['out']}")
+
+
+def print_steps(rows: list[Row]) -> None:
+    table = Table(
+        title="Step time (median of interleaved rounds; ratio vs raw PyTorch, pre-batched)",
+        title_justify="left",
+    )
+    for col, just in [
+        ("model", "left"), ("contender", "left"), ("ms/step", "right"), ("p90", "right"),
+        ("ratio", "right"), ("GFLOP/s", "right"), ("MFU", "right"), ("compile s", "right"),
+        ("targets (issue 7)", "left"),
+    ]:  # fmt: skip
+        table.add_column(col, justify=just)  # type: ignore[arg-type]
+    checks: dict[tuple[str, str], list[Row]] = {}
+    for r in rows:
+        if r.section == "steps" and r.metric != "time/step_ms":
+            checks.setdefault((r.name, r.contender), []).append(r)
+    last = ""
+    for r in rows:
+        if r.section != "steps" or r.metric != "time/step_ms":
+            continue
+        if last and r.name != last:
+            table.add_section()
+        marks = [_mark(r)] if r.target else []
+        for c in checks.get((r.name, r.contender), []):
+            label = "MFU" if c.metric == "perf/mfu" else "vs fit"
+            marks.append(f"{label} {_num(c.median, c.unit)} {_mark(c)}")
+        if r.status != "ok":
+            table.add_row(r.name, r.contender, "n/a", "", "", "", "", "", r.note[:60])
+        else:
+            table.add_row(
+                r.name if r.name != last else "",
+                r.contender,
+                _num(r.median),
+                _num(r.p90),
+                f"{r.ratio:.2f}x" if r.ratio else "-",
+                _num(r.extra.get("gflops")),
+                _num(r.extra.get("mfu"), "frac"),
+                _num(r.extra.get("compile_s")),
+                " · ".join(marks),
+            )
+        last = r.name
+    out.print(table)
+
+
+def print_other(rows: list[Row], section: str, title: str) -> None:
+    sel = [r for r in rows if r.section == section]
+    if not sel:
+        return
+    table = Table(title=title, title_justify="left")
+    for col, just in [
+        ("benchmark", "left"), ("contender", "left"), ("median", "right"), ("p90", "right"),
+        ("unit", "left"), ("n", "right"), ("ratio", "right"), ("target", "left"),
+        ("note", "left"),
+    ]:  # fmt: skip
+        table.add_column(col, justify=just)  # type: ignore[arg-type]
+    for r in sel:
+        ratio = f"{r.ratio:.2f}x vs {r.ratio_to}" if r.ratio is not None else ""
+        unit = "%" if r.unit == "frac" else r.unit
+        table.add_row(
+            r.name,
+            r.contender,
+            "n/a" if r.status != "ok" else _num(r.median, r.unit),
+            _num(r.p90, r.unit),
+            unit,
+            str(r.n),
+            ratio,
+            _mark(r),
+            r.note,
+        )
+    out.print(table)
+
+
+def print_targets(rows: list[Row]) -> None:
+    table = Table(title="Issue 7 targets", title_justify="left")
+    for col in ("benchmark", "contender", "metric", "value", "target", ""):
+        table.add_column(col)
+    for r in rows:
+        if not r.target:
+            continue
+        value = r.ratio if r.target_on == "ratio" else r.median
+        shown = f"{value:.2f}x" if r.target_on == "ratio" and value is not None else ""
+        shown = shown or _num(value, r.unit) + ("" if r.unit == "frac" else f" {r.unit}")
+        sym = {True: "[green]✓[/]", False: "[red]✗[/]", None: "[yellow]?[/]"}[r.passed]
+        table.add_row(r.name, r.contender, r.metric, shown, r.target, sym)
+    out.print(table)
+
+
+# --- main ----------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--quick", action="store_true", help="fewer rounds and trials (< 2 min)")
+    ap.add_argument("--out", type=Path, help="results JSON (default: benchmarks/results/)")
+    ap.add_argument("--threads", type=int, default=2, help="intra-op threads, torch and TF")
+    ap.add_argument("--rounds", type=int, help="interleaved rounds per model (default 3; quick 2)")
+    ap.add_argument("--only", default=",".join(SECTIONS), help="comma list of sections")
+    ap.add_argument("--models", help="comma list of step-time models (default: all)")
+    ap.add_argument("--no-compile", action="store_true", help="skip torch.compile")
+    args = ap.parse_args(argv)
+    only = [s.strip() for s in args.only.split(",") if s.strip()]
+    unknown = sorted(set(only) - set(SECTIONS))
+    if unknown:
+        ap.error(f"--only: unknown section(s) {unknown}; allowed: {', '.join(SECTIONS)}")
+    default_models = [c.key for c in CASES if c.quick or not args.quick]
+    models = args.models.split(",") if args.models else default_models
+    rounds = args.rounds or (2 if args.quick else 3)
+    stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
+    out_path = args.out or BENCH_DIR / "results" / f"{stamp}{'-quick' if args.quick else ''}.json"
+
+    warnings.filterwarnings("ignore")
+    t0 = time.perf_counter()
+    c0 = cpu_sample()
+    machine = machine_info(args.threads)
+    log("importing torch and TensorFlow; measuring the GEMM peak")
+    machine |= configure_threads(args.threads)
+    import logging
+
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "mlflow", "alembic"):
+        logging.getLogger(name).setLevel(logging.ERROR)
+    import optuna
+    import tensorflow as tf
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    tf.get_logger().setLevel("ERROR")  # retracing notes: every trial builds a new model
+    gemm_start = gemm_peak_gflops()
+
+    rows: list[Row] = []
+    quick = args.quick
+    compile_ = not (quick or args.no_compile)
+    plan: list[tuple[str, str, Callable[[], list[Row]]]] = [
+        ("startup", "protolab --help, mlflow --help, first step in fresh processes",
+         lambda: _startup.measure_startup(quick, log=log)),
+        ("steps", f"{len(models)} models x 7 contenders, {rounds} interleaved rounds",
+         lambda: step_rows(quick, rounds, models, compile_)),
+        ("sweep", "sampler, storage and tracking per trial at 10/100/1000 trials",
+         lambda: _sweep_overhead.measure_components(quick, log=log)),
+        ("sweep", "protolab's sweep loop with a backend that trains nothing",
+         lambda: _sweep_overhead.measure_null_sweep(quick)),
+        ("logging", "tiny trials, MLflow tracking on vs off",
+         lambda: _sweep_overhead.measure_logging(quick, log=log)),
+        ("scaling", "1 vs 2 local workers (1 thread each)",
+         lambda: _scaling.measure_scaling(quick, log=log)),
+        ("hyperband", "unpruned vs Hyperband sweeps, side by side",
+         lambda: _scaling.measure_hyperband(quick, log=log)),
+    ]  # fmt: skip
+    for section, what, measure in plan:
+        if section not in only:
+            continue
+        log(f"[bold]{section}[/]: {what}")
+        try:
+            rows += measure()
+        except Exception as e:  # one broken section must not lose the others' rows
+            log(f"[red]{section} failed[/]: {type(e).__name__}: {e}")
+            rows.append(
+                Row({"sweep": "sweep-overhead"}.get(section, section), what, "harness", "error",
+                    "", None, status="n/a",
+                    note=f"{type(e).__name__}: {str(e)[:300]}")
+            )  # fmt: skip
+    gemm_end = gemm_peak_gflops()
+    peak = max(gemm_start["gflops"], gemm_end["gflops"], *PEAKS)
+    add_mfu(rows, peak)
+    busy = contention(c0, cpu_sample())
+    machine |= {
+        "gemm_peak_gflops": peak,
+        "gemm_start": gemm_start,
+        "gemm_end": gemm_end,
+        "gemm_between_models": PEAKS,
+        "loadavg_end": list(os.getloadavg()),
+        **busy,
+    }
+    meta: dict[str, Any] = {
+        "schema": 1,
+        "created": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "mode": "quick" if args.quick else "full",
+        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "sections": only,
+        "rounds": rounds,
+        "duration_s": time.perf_counter() - t0,
+        "out": str(out_path),
+        "machine": machine,
+        "versions": versions(),
+    }
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(json.dumps({**meta, "rows": [r.to_json() for r in rows]}, indent=1) + "\n")
+
+    print_machine(meta)
+    if any(r.section == "steps" for r in rows):
+        print_steps(rows)
+    print_other(rows, "startup", "Startup")
+    print_other(rows, "sweep-overhead", "Sweep overhead per trial (no training)")
+    print_other(rows, "logging", "Logging overhead (tiny trials)")
+    print_other(rows, "scaling", "Local scaling and sweep overhead (protolab sweep CLI)")
+    print_other(rows, "hyperband", "Hyperband vs no pruning")
+    print_targets(rows)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,88 @@
+"""The benchmark harness runs end to end in its quickest mode and writes every row.
+
+Performance itself is never asserted here (no wall-clock bounds): only that each section
+produced its rows with finite numbers, so a broken harness or backend is caught in CI.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+QUICK_MODELS = ("mlp-small", "mlp-wide")
+CONTENDERS = (
+    "protolab:lightning",
+    "protolab:keras",
+    "torch:prebatched",
+    "torch:dataloader",
+    "keras:fit-xla",
+    "torch:compile",
+    "lightning:Trainer",
+)
+# Units whose numbers must be > 0 (a difference in points may be 0 or negative).
+POSITIVE_UNITS = {"s", "ms", "ms/trial", "x", "epochs", "frac"}
+
+
+@pytest.mark.timeout(900)
+def test_quick_benchmark_writes_every_row(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [sys.executable, str(ROOT / "benchmarks" / "run.py"), "--quick", "--out", str(out)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=900,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    data = json.loads(out.read_text())
+    assert data["mode"] == "quick"
+    assert data["machine"]["gemm_peak_gflops"] > 0
+    assert data["versions"]["torch"] and data["versions"]["keras"]
+    rows = data["rows"]
+    keys = {(r["section"], r["name"], r["contender"], r["metric"]) for r in rows}
+
+    for model in QUICK_MODELS:
+        for contender in CONTENDERS:
+            assert ("steps", model, contender, "time/step_ms") in keys, (model, contender)
+        assert ("steps", model, "protolab:keras", "perf/mfu") in keys
+    assert ("steps", "mlp-small", "protolab:keras", "speed-up vs keras:fit-xla") in keys
+    sections = {r["section"] for r in rows}
+    assert sections == {"startup", "steps", "sweep-overhead", "logging", "scaling", "hyperband"}
+    names = {(r["section"], r["name"]) for r in rows}
+    assert ("startup", "protolab --help") in names
+    assert ("startup", "first step, fresh process") in names
+    for size in (10, 100, 1000):
+        for what in ("in-memory (sampler only)", "journal file", "SQLite"):
+            name = f"optuna tpe+median, {what}"
+            assert ("sweep-overhead", name, f"@{size} trials", "ask..tell") in keys
+        assert ("sweep-overhead", "mlflow child run (Tracker, SQLite)", f"@{size} trials") in {
+            k[:3] for k in keys
+        }
+    assert sum(r["section"] == "logging" for r in rows) == 2
+    assert any(r["contender"] == "speed-up 2 vs 1 worker" for r in rows)
+    assert any(r["metric"] == "sweep/overhead_frac" for r in rows)
+    assert sum(r["section"] == "hyperband" for r in rows) == 3
+
+    for r in rows:
+        label = f"{r['section']} / {r['name']} / {r['contender']} / {r['metric']}"
+        if r["status"] != "ok":
+            # Only torch.compile may be missing (skipped in --quick, or unsupported here).
+            assert r["contender"] == "torch:compile" and r["note"], label
+            continue
+        value = r["median"]
+        assert value is not None and math.isfinite(value), label
+        if r["unit"] in POSITIVE_UNITS:
+            assert value > 0, label
+        for k in ("p90", "ratio"):
+            if r[k] is not None:
+                assert math.isfinite(r[k]) and r[k] > 0, f"{label}: {k}={r[k]}"
+        if r["target"]:
+            assert r["passed"] in (True, False), label
