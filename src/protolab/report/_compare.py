@@ -96,15 +96,10 @@ def format_break_even(steps: float | None) -> str:
     return f"{math.ceil(steps):,}"
 
 
-@dataclass(frozen=True)
-class PairComparison:
-    """The two runs of one paired trial side by side (dynamic first, then static)."""
+@dataclass(frozen=True, kw_only=True)
+class _Sides:
+    """Dynamic vs static figures and what follows from them (pairs and architectures)."""
 
-    trial: int
-    pair: str
-    arch_hash: str
-    dynamic: str  # backend names, e.g. lightning / keras
-    static: str
     step_ms_dynamic: float
     step_ms_static: float
     first_step_s_dynamic: float
@@ -135,6 +130,17 @@ class PairComparison:
             self.step_ms_dynamic,
             self.step_ms_static,
         )
+
+
+@dataclass(frozen=True, kw_only=True)
+class PairComparison(_Sides):
+    """The two runs of one paired trial side by side (dynamic first, then static)."""
+
+    trial: int
+    pair: str
+    arch_hash: str
+    dynamic: str  # backend names, e.g. lightning / keras
+    static: str
 
 
 def pair_runs(runs: Iterable[RunRecord], metric: str) -> list[PairComparison]:
@@ -185,40 +191,12 @@ def _median(values: Iterable[float | None]) -> float | None:
     return statistics.median(present) if present else None
 
 
-@dataclass(frozen=True)
-class ArchComparison:
+@dataclass(frozen=True, kw_only=True)
+class ArchComparison(_Sides):
     """All pairs of one architecture, each input the median over them."""
 
     arch_hash: str
     trials: tuple[int, ...]
-    step_ms_dynamic: float
-    step_ms_static: float
-    first_step_s_dynamic: float
-    first_step_s_static: float
-    compile_s_dynamic: float | None
-    compile_s_static: float | None
-    metric_dynamic: float | None
-    metric_static: float | None
-    cold_start: bool
-
-    @property
-    def step_ratio(self) -> float:
-        return self.step_ms_static / self.step_ms_dynamic
-
-    @property
-    def metric_delta(self) -> float | None:
-        if self.metric_dynamic is None or self.metric_static is None:
-            return None
-        return self.metric_static - self.metric_dynamic
-
-    @property
-    def break_even(self) -> float | None:
-        return break_even_steps(
-            self.first_step_s_dynamic,
-            self.first_step_s_static,
-            self.step_ms_dynamic,
-            self.step_ms_static,
-        )
 
 
 def by_architecture(pairs: Sequence[PairComparison]) -> list[ArchComparison]:
