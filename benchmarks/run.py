@@ -31,6 +31,9 @@ from typing import Any
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+# As `protolab` itself does: OpenMP threads sleep between parallel regions. Spin-waiting
+# collapses every torch contender ~50x as soon as anything else uses a core.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import _scaling
