@@ -89,6 +89,7 @@ def configure_threads(threads: int) -> dict[str, Any]:
     tf.config.threading.set_intra_op_parallelism_threads(threads)
     tf.config.threading.set_inter_op_parallelism_threads(threads)
     return {
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", ""),
         "torch_threads": torch.get_num_threads(),
         "torch_interop_threads": torch.get_num_interop_threads(),
         "tf_intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads(),
@@ -218,7 +219,8 @@ def print_machine(meta: dict[str, Any]) -> None:
         f"[bold]machine[/] {m['cpu']}, {m['logical_cpus']} logical CPUs "
         f"({m['usable_cpus']} usable), threads: torch {m['torch_threads']} "
         f"(interop {m['torch_interop_threads']}), TF intra {m['tf_intra_op_threads']} / "
-        f"inter {m['tf_inter_op_threads']}, torch CPU capability {m['torch_cpu_capability']}"
+        f"inter {m['tf_inter_op_threads']}, OMP_WAIT_POLICY={m['omp_wait_policy']}, "
+        f"torch CPU capability {m['torch_cpu_capability']}"
     )
     out.print(
         f"[bold]float32 GEMM peak[/] {m['gemm_peak_gflops']:.1f} GFLOP/s "
