@@ -47,7 +47,7 @@ CASES: tuple[ModelCase, ...] = (
         Arch(L.Flatten(), L.Dense(2048, "relu"), L.Dense(2048, "relu"), L.Dense(10)),
         "digits",
         256,
-        epochs=2,
+        epochs=3,
         epochs_quick=1,
         quick=True,
     ),

@@ -118,7 +118,7 @@ def _per_worker(trials: list[Any]) -> list[int]:
 def measure_scaling(quick: bool, log: Callable[[str], None] = print) -> list[Row]:
     import optuna
 
-    n = 8 if quick else 30
+    n = 6 if quick else 30
     walls: dict[int, float] = {}
     phase: dict[int, float] = {}
     warm_s: dict[int, float] = {}

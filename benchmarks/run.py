@@ -325,7 +325,7 @@ def print_targets(rows: list[Row]) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="fewer rounds and trials (< 2 min)")
+    ap.add_argument("--quick", action="store_true", help="fewer rounds, trials (~2.5 min)")
     ap.add_argument("--out", type=Path, help="results JSON (default: benchmarks/results/)")
     ap.add_argument("--threads", type=int, default=2, help="intra-op threads, torch and TF")
     ap.add_argument("--rounds", type=int, help="interleaved rounds per model (default 3; quick 2)")
