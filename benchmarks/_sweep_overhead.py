@@ -5,15 +5,18 @@ Three kinds of measurement:
 - components, at study sizes 10, 100 and 1000 (``measure_components``): Optuna's TPE sampler
   on the digits-MLP space with the median pruner (what ``configs/digits_mlp.yaml`` uses),
   on in-memory storage (sampler cost alone), on the default journal file and on SQLite; and
-  the MLflow writes protolab's ``Tracker`` makes per trial (child run, params, 5 artifacts,
-  10 epochs of metrics, final metrics, tags, end) on a SQLite store. Each size is measured
+  the MLflow writes protolab's ``Tracker`` makes per trial (child run, params, the artifacts
+  in one upload, 10 epochs of metrics, final metrics and tags in one batch, end) on a SQLite
+  store: the CPU the tracking writer process spends per child run. Each size is measured
   on a window of trials that ends at that size; the trials before the window are filled in
   cheaply (``add_trials``, or row copies in SQLite, see ``_clone_rows``) so 1000 trials do
   not take minutes to reach. Timing the window itself always uses the real code paths.
 - the whole loop (``measure_null_sweep``): protolab's own ``sweep()`` over a tiny experiment,
   in a fresh process, with a backend that trains nothing, on the default stores.
 - logging overhead (``measure_logging``): the same tiny trials run through
-  ``protolab.sweep.run_once`` with MLflow tracking on, and with a tracker that does nothing.
+  ``protolab.sweep.run_once`` with MLflow tracking off (a tracker that does nothing), inline
+  (``Tracker``: the calls made in the trial's process) and as sweeps do it (``AsyncTracker``:
+  the calls made by the tracking writer process).
 
 Run as a script (``python benchmarks/_sweep_overhead.py null-sweep DIR N``) it is the
 fresh process of ``measure_null_sweep``.
@@ -277,8 +280,7 @@ def _track_one(tracker: Any, i: int) -> None:
     params = {"width": 128, "act": "relu", "depth": 2, "dropout": 0.1, "train.lr": 1e-3}
     params |= {f"train.{k}": v for k, v in {"epochs": 10, "batch_size": 64, "seed": 0}.items()}
     run = tracker.child(f"t{i}-lightning", tags, params)
-    for path, text in _ARTIFACTS.items():
-        run.log_text(text, path)
+    run.log_texts(_ARTIFACTS)
     for epoch in range(1, EPOCHS + 1):
         run.log_metrics(
             {"train/loss": 1 / epoch, "val/loss": 1 / epoch, "val/acc": 0.9, "time/epoch_s": 0.1},
@@ -461,6 +463,7 @@ def measure_null_sweep(quick: bool) -> list[Row]:
 class _NullRun:
     def log_metrics(self, metrics: Any, step: int = 0) -> None: ...
     def log_text(self, text: str, name: str) -> None: ...
+    def log_texts(self, texts: Any) -> None: ...
     def set_tags(self, tags: Any) -> None: ...
     def flush(self) -> None: ...
     def end(self, state: str, reason: str = "") -> None: ...
@@ -476,7 +479,7 @@ class NullTracker:
 
 
 def measure_logging(quick: bool, log: Callable[[str], None] = print) -> list[Row]:
-    """Tiny trials through ``run_once`` (Optuna in memory), MLflow tracking on vs off."""
+    """Tiny trials through ``run_once`` (Optuna in memory): tracking off, inline, async."""
     import optuna
     import torch
 
@@ -495,15 +498,21 @@ def _logging_rows(n: int) -> list[Row]:
 
     from protolab.config import load_config
     from protolab.sweep import prepare, run_once
-    from protolab.tracking import Tracker
+    from protolab.tracking import AsyncTracker, Tracker
+    from protolab.tracking._writer import take_writer
 
-    times: dict[str, list[float]] = {"on": [], "off": []}
+    times: dict[str, list[float]] = {"async": [], "inline": [], "off": []}
     with tempfile.TemporaryDirectory(prefix="protolab-bench-") as tmp:
         path = write_project(Path(tmp), train={"epochs": 5})
         cfg, script = load_config(path)
         ctx = prepare(cfg, path, script)
         db = Path(tmp) / "mlruns" / "mlflow.db"  # seeded by write_project
-        trackers = {"on": Tracker(f"sqlite:///{db}", "bench", "bench"), "off": None}
+        trackers = {
+            # the sweep's own: a writer process making the calls, on the same store
+            "async": AsyncTracker(take_writer(), f"sqlite:///{db}", "bench", "bench").wait_open(),
+            "inline": Tracker(f"sqlite:///{db}", "bench-inline", "bench-inline"),
+            "off": NullTracker(),
+        }
         studies = {
             mode: optuna.create_study(
                 direction="maximize", sampler=optuna.samplers.RandomSampler(seed=0)
@@ -512,35 +521,48 @@ def _logging_rows(n: int) -> list[Row]:
         }
         warm = studies["off"].ask()  # first-use costs (imports, thread pools) outside the timing
         run_once(ctx, NullTracker(), warm, "warm", report=None)
+        modes = list(times)
         for i in range(n):
-            for mode in ("on", "off") if i % 2 == 0 else ("off", "on"):
+            for mode in modes[i % 3 :] + modes[: i % 3]:  # rotate the order every trial
                 study = studies[mode]
                 trial = study.ask()
                 t0 = time.perf_counter()
-                out = run_once(ctx, trackers[mode] or NullTracker(), trial, f"t{i}")
+                out = run_once(ctx, trackers[mode], trial, f"t{i}")
                 study.tell(trial, out.value)
                 times[mode].append((time.perf_counter() - t0) * 1000)
-        tracker = trackers["on"]
-        assert tracker is not None
-        tracker.end()
-    on, off = median(times["on"]), median(times["off"])
+        t0 = time.perf_counter()
+        trackers["async"].end()  # waits for the writer to finish every queued write
+        drain_ms = (time.perf_counter() - t0) * 1000
+        trackers["inline"].end()
+    off = median(times["off"])
     common = {"n": n, "unit": "ms/trial", "metric": "run_once"}
     note = "tiny digits MLP, 5 epochs, lightning (1 thread); Optuna in memory"
-    return [
-        Row("logging", "tiny trial", "tracking off", median=off, p90=p90(times["off"]), **common),
-        Row(
-            "logging",
-            "tiny trial",
-            "tracking on (MLflow SQLite)",
-            median=on,
-            p90=p90(times["on"]),
-            ratio=on / off,
-            ratio_to="tracking off",
-            note=note,
-            extra={"added_ms": on - off, "share_of_trial": (on - off) / on},
-            **common,
-        ),
+    rows = [
+        Row("logging", "tiny trial", "tracking off", median=off, p90=p90(times["off"]), **common)
     ]
+    for mode, title in (
+        ("inline", "tracking inline (MLflow SQLite, same process)"),
+        ("async", "tracking on (MLflow SQLite, writer process)"),
+    ):
+        on = median(times[mode])
+        extra = {"added_ms": on - off, "share_of_trial": (on - off) / on}
+        if mode == "async":
+            extra["drain_at_end_ms"] = drain_ms
+        rows.append(
+            Row(
+                "logging",
+                "tiny trial",
+                title,
+                median=on,
+                p90=p90(times[mode]),
+                ratio=on / off,
+                ratio_to="tracking off",
+                note=note,
+                extra=extra,
+                **common,
+            )
+        )
+    return rows
 
 
 if __name__ == "__main__":

@@ -170,3 +170,53 @@ def test_gpu_bf16_training(backend: str) -> None:
     result = get_backend(backend).run(Job(arch, ds, SETTINGS, hw))
     assert result.metrics["memory/peak_device_mb"] > 0
     assert "gpu" in result.tags["device"].lower() or "cuda" in result.tags["device"]
+
+
+def test_lightning_threads_knob_sets_torch_threads() -> None:
+    import torch
+
+    from protolab import Arch
+    from protolab import layers as L
+
+    before = torch.get_num_threads()
+    hw = HardwareConfig(accelerator="cpu", threads=1)
+    try:
+        result = get_backend("lightning").run(
+            Job(Arch(L.Dense(8, "relu"), L.Dense(2)), load_dataset("moons"), SETTINGS, hw)
+        )
+    finally:
+        torch.set_num_threads(before)  # the pool is per process: leave other tests theirs
+    assert result.tags["torch_threads"] == "1"
+
+
+_KERAS_THREADS = """
+import json
+from protolab import Arch
+from protolab import layers as L
+from protolab.backends import Job, TrainSettings, get_backend
+from protolab.config import HardwareConfig
+from protolab.data import load_dataset
+
+ds, arch = load_dataset("moons"), Arch(L.Dense(8, "relu"), L.Dense(2))
+settings = TrainSettings(epochs=1, batch_size=16, optimizer="adam", lr=1e-2, seed=0)
+tags = []
+for threads in (1, 2):  # TF's pools are built once: the second value is too late, not a crash
+    backend = get_backend("keras")
+    hw = HardwareConfig(accelerator="cpu", threads=threads)
+    tags.append(backend.run(Job(arch, ds, settings, hw)).tags["tf_intra_threads"])
+    backend.release()
+print(json.dumps(tags))
+"""
+
+
+def test_keras_threads_knob_sets_tf_intra_threads() -> None:
+    import json
+    import subprocess
+    import sys
+
+    # A fresh process: TF reads its thread counts once, when its runtime starts.
+    out = subprocess.run(
+        [sys.executable, "-c", _KERAS_THREADS], capture_output=True, text=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == ["1", "1"]

@@ -66,7 +66,7 @@ def test_quick_benchmark_writes_every_row(tmp_path: Path) -> None:
         assert ("sweep-overhead", "mlflow child run (Tracker, SQLite)", f"@{size} trials") in {
             k[:3] for k in keys
         }
-    assert sum(r["section"] == "logging" for r in rows) == 2
+    assert sum(r["section"] == "logging" for r in rows) == 3  # off, inline, writer process
     assert any(r["contender"] == "speed-up 2 vs 1 worker" for r in rows)
     assert any(r["metric"] == "sweep/overhead_frac" for r in rows)
     assert sum(r["section"] == "hyperband" for r in rows) == 3

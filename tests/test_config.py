@@ -50,6 +50,8 @@ BAD_OVERRIDES: list[tuple[list[str], list[str]]] = [
     (["hardware.accelerator=npu"], ["hardware.accelerator", "'cpu'", "'gpu'", "'npu'"]),
     (["hardware.precision=16", "hardware.accelerator=cpu"], ["hardware", "needs a GPU"]),
     (["hardware.precision=8"], ["hardware.precision", "'32'", "'bf16'", "'8'"]),
+    (["hardware.threads=0"], ["hardware.threads", "greater than or equal to 1", "got 0"]),
+    (["hardware.threads=abc"], ["hardware.threads", "valid integer", "'abc'"]),
     (["study"], ["override 'study' must look like dotted.key=value"]),
     (["hardware.devices=2"], ["hardware.devices", "one device per trial", "devices=2"]),
     (["study.sampler_options={populaton_size: 3}"], ["unknown option 'populaton_size'"]),

@@ -146,6 +146,9 @@ def sweep(
     """Run or resume the Optuna study of CONFIG until it holds study.n_trials finished trials."""
 
     def body() -> None:
+        from protolab.tracking import start_writer
+
+        start_writer()  # MLflow's ~2 s import, in the writer process, while the config loads
         from rich.console import Console
 
         from protolab._display import SweepDisplay, summary_table
@@ -185,12 +188,14 @@ def run(
     """Train once with fixed values (defaults, --params or --best), logged like a trial."""
 
     def body() -> None:
+        from protolab.tracking import open_tracker, start_writer
+
+        start_writer()
         from rich.console import Console
 
         from protolab.config import load_config
         from protolab.sweep import prepare, run_once
         from protolab.sweep._worker import best_params
-        from protolab.tracking import open_tracker
 
         if params is not None and best:
             raise UserInputError("--params and --best are exclusive; give one of them")

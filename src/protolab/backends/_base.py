@@ -81,6 +81,13 @@ class Backend(abc.ABC):
     def run(self, job: Job, on_epoch: EpochHook | None = None) -> JobResult:
         """Build, train and evaluate ``job``; call ``on_epoch`` after each epoch."""
 
+    def load(self) -> None:  # noqa: B027 - a hook that does nothing by default
+        """Import the framework now, timed once per process; no-op by default.
+
+        ``run`` imports what it needs itself. A sweep calls this early so the import
+        overlaps other start-up work; jobs still report it as ``time/import_s``.
+        """
+
     def release(self) -> None:  # noqa: B027 - a hook that does nothing by default
         """Free framework state between trials (caches, graphs); no-op by default."""
 

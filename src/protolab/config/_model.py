@@ -202,6 +202,8 @@ class HardwareConfig(_Strict):
     accelerator: Literal["auto", "cpu", "gpu", "tpu"] = "auto"  # auto: GPU/TPU when present
     devices: int = Field(1, ge=1)  # devices per trial
     precision: Literal["32", "bf16", "16"] = "32"  # 16 = float16 mixed (GPU only)
+    # intra-op CPU threads per trial (torch and TF); null: the frameworks' default (all cores)
+    threads: int | None = Field(None, ge=1)
 
     @field_validator("precision", mode="before")
     @classmethod

@@ -21,8 +21,8 @@ training steps after which that extra up-front cost has paid for itself::
 
 Steps are steady-state median step times (``time/step_ms``), so the count is an estimate of
 where the two wall-clock curves cross, not an exact replay. ``time/first_step_s`` of a
-worker's first trial includes importing the framework (tag ``protolab.cold_start``); such
-pairs are flagged.
+worker's first trial pays cold caches and lazy framework set-up (tag
+``protolab.cold_start``; the import itself is ``time/import_s``); such pairs are flagged.
 
 Per architecture (``protolab.arch_hash``), several pairs may exist (other train settings);
 each input is the median over them and the ratio, delta and break-even are computed from

@@ -260,7 +260,8 @@ def comparison_table(
     notes = []
     if any(a.cold_start for a in archs):
         notes.append(
-            "* includes a worker's first trial: its time to first step counts the framework import"
+            "* includes a worker's first trial: cold caches and lazy framework set-up in its "
+            "time to first step"
         )
     return TextTable(
         title=f"{d} (dynamic) vs {s} (static), per architecture (medians over its pairs)",

@@ -13,14 +13,13 @@
 
 from __future__ import annotations
 
-import contextlib
-import fcntl
 import os
 import socket
 import warnings
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+from protolab._lock import file_lock
 
 __all__ = ["RETRYABLE", "file_lock", "lock_path", "reap", "retry", "worker_id"]
 
@@ -45,21 +44,6 @@ def lock_path(url: str | None, default: Path) -> Path | None:
     if storage_url.endswith((".journal", ".log")):
         return Path(storage_url + ".lock")
     return None
-
-
-@contextlib.contextmanager
-def file_lock(path: Path | None) -> Iterator[None]:
-    """An exclusive advisory lock on ``path`` (no-op when None)."""
-    if path is None:
-        yield
-        return
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a") as f:
-        fcntl.flock(f, fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 def _alive(pid: int) -> bool:

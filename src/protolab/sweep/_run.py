@@ -137,8 +137,7 @@ def run_once(
             "protolab.arch_hash": arch.hash,
         }
         run = tracker.child(f"{label}-{name}", tags, out.params)
-        for path, text in artifacts.items():
-            run.log_text(text, path)
+        run.log_texts(artifacts)
 
         def on_epoch(
             epoch: int,

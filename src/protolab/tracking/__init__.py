@@ -1,5 +1,23 @@
 """MLflow tracking: one experiment per study, a parent run per study, a child run per job."""
 
-from protolab.tracking._mlflow import ChildRun, Tracker, default_tracking_uri, open_tracker, redact
+from protolab.tracking._mlflow import (
+    ChildRun,
+    Tracker,
+    default_tracking_uri,
+    open_tracker,
+    redact,
+    wait_open,
+)
+from protolab.tracking._writer import AsyncChildRun, AsyncTracker, start_writer
 
-__all__ = ["ChildRun", "Tracker", "default_tracking_uri", "open_tracker", "redact"]
+__all__ = [
+    "AsyncChildRun",
+    "AsyncTracker",
+    "ChildRun",
+    "Tracker",
+    "default_tracking_uri",
+    "open_tracker",
+    "redact",
+    "start_writer",
+    "wait_open",
+]

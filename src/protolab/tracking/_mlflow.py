@@ -15,11 +15,12 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ChildRun", "Tracker", "default_tracking_uri", "open_tracker", "redact"]
+__all__ = ["ChildRun", "Tracker", "default_tracking_uri", "open_tracker", "redact", "wait_open"]
 
 _FLUSH_EVERY_S = 3.0
 _PARENT_TAG = "protolab.role"
-_MAX_BATCH = 1000  # MLflow's limit on metrics per log_batch call
+_MAX_BATCH = 1000  # MLflow's limit on metrics (and on all entities) per log_batch call
+_MAX_TAGS = 100  # ... and on tags per call
 
 
 def default_tracking_uri(cwd: Path | None = None) -> str:
@@ -36,22 +37,66 @@ def redact(text: str) -> str:
     return re.sub(r"(://[^:/@\s]+):[^@\s]*@", r"\1:***@", text)
 
 
-def open_tracker(ctx: Any) -> Tracker:
-    """The study's :class:`Tracker`; a bad or unreachable tracking URI is a StorageError."""
-    from protolab.errors import StorageError
+def open_tracker(ctx: Any, lock: Path | None = None, wait: bool = True) -> Any:
+    """The study's tracker; a bad or unreachable tracking URI is a StorageError.
+
+    By default an :class:`~protolab.tracking._writer.AsyncTracker` (its writes made by a
+    writer process, off the trial's critical path); ``PROTOLAB_TRACKING=inline`` gives a
+    :class:`Tracker` making them in this process. Both have the same interface. ``lock``
+    is held while the store is opened (a fresh local store has one creator). With
+    ``wait=False`` the store opens in the background: call :func:`wait_open` on the result.
+    """
 
     uri = ctx.tracking_uri  # its scheme was validated with the config
     if uri.startswith(("http://", "https://")):  # fail in seconds, not after minutes of retries
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
     experiment = ctx.cfg.tracking.experiment or ctx.study_name
+    writer = None
     try:
-        return Tracker(uri, experiment, ctx.study_name)
+        if os.environ.get("PROTOLAB_TRACKING", "") == "inline":
+            from protolab._lock import file_lock
+
+            with file_lock(lock):
+                return Tracker(uri, experiment, ctx.study_name)
+        from protolab.tracking._writer import AsyncTracker, take_writer
+
+        writer = take_writer()
+        tracker = AsyncTracker(writer, uri, experiment, ctx.study_name, lock)
+        return tracker.wait_open() if wait else _Opening(tracker, writer, uri)
     except Exception as e:
-        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-        raise StorageError(
-            f"tracking.uri: cannot open {redact(uri)!r}: {type(e).__name__}: {redact(first)[:300]}"
-        ) from None
+        if writer is not None:
+            writer.close()
+        raise _open_error(uri, e) from None
+
+
+class _Opening:
+    """A tracker whose store is still opening; :meth:`wait` gives it (or a StorageError)."""
+
+    def __init__(self, tracker: Any, writer: Any, uri: str) -> None:
+        self.tracker, self.writer, self.uri = tracker, writer, uri
+
+    def wait(self) -> Any:
+        try:
+            return self.tracker.wait_open()
+        except Exception as e:
+            self.writer.close()
+            raise _open_error(self.uri, e) from None
+
+
+def wait_open(tracker: Any) -> Any:
+    """The tracker itself, once its store is open (see ``open_tracker(wait=False)``)."""
+    return tracker.wait() if isinstance(tracker, _Opening) else tracker
+
+
+def _open_error(uri: str, e: Exception) -> Exception:
+    from protolab.errors import StorageError
+
+    text = str(e).strip()
+    first = text.splitlines()[0] if text else ""
+    # The writer's errors already read "Type: message"; local ones get their type here.
+    kind = "" if type(e).__name__ == "_WriterError" else f"{type(e).__name__}: "
+    return StorageError(f"tracking.uri: cannot open {redact(uri)!r}: {kind}{redact(first)[:300]}")
 
 
 def _artifact_root(uri: str) -> str | None:
@@ -163,7 +208,8 @@ class ChildRun:
     def __init__(self, client: Any, run_id: str) -> None:
         self.client = client
         self.run_id = run_id
-        self._pending: list[Any] = []
+        self._pending: list[Any] = []  # metrics not yet written
+        self._tags: dict[str, str] = {}  # tags not yet written: they go with the next batch
         self._last_flush = time.monotonic()
         self.ended = False
 
@@ -176,30 +222,48 @@ class ChildRun:
             self.flush()
 
     def flush(self) -> None:
-        while self._pending:
+        """Write buffered metrics and tags: one ``log_batch`` call per 1000 metrics."""
+        from mlflow.entities import RunTag
+
+        tags = [RunTag(k, v) for k, v in self._tags.items()]
+        self._tags = {}
+        while self._pending or tags:
             batch, self._pending = self._pending[:_MAX_BATCH], self._pending[_MAX_BATCH:]
-            self.client.log_batch(self.run_id, metrics=batch)
+            room = min(_MAX_TAGS, _MAX_BATCH - len(batch))
+            now, tags = tags[:room], tags[room:]
+            self.client.log_batch(self.run_id, metrics=batch, tags=now)
         self._last_flush = time.monotonic()
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
-        from mlflow.entities import RunTag
+        """Buffered like metrics: written with the next flush (at the latest, at ``end``)."""
+        self._tags.update({k: redact(str(v)) for k, v in tags.items()})
 
-        self.client.log_batch(
-            self.run_id, tags=[RunTag(k, redact(str(v))) for k, v in tags.items()]
-        )
+    def log_texts(self, texts: Mapping[str, str]) -> None:
+        """Several text artifacts (``{path: text}``) in one upload rather than one each."""
+        import tempfile
+
+        with tempfile.TemporaryDirectory(prefix="protolab-artifacts-") as tmp:
+            for name, text in texts.items():
+                path = Path(tmp, name)
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(redact(text))
+            self.client.log_artifacts(self.run_id, tmp)
 
     def log_text(self, text: str, name: str) -> None:
         self.client.log_text(self.run_id, redact(text), name)
 
     def end(self, state: str, reason: str = "") -> None:
-        """Close the run: COMPLETE/PRUNED -> FINISHED, FAIL -> FAILED, INTERRUPTED -> KILLED."""
+        """Close the run: COMPLETE/PRUNED -> FINISHED, FAIL -> FAILED, INTERRUPTED -> KILLED.
+
+        The state tags, last metrics and tags go in one batch, then the status: two calls.
+        """
         if self.ended:
             return
-        self.flush()
         tags = {"protolab.state": state}
         if reason:
             tags["protolab.fail_reason"] = reason[:500]
         self.set_tags(tags)
+        self.flush()
         status = {"FAIL": "FAILED", "INTERRUPTED": "KILLED"}.get(state, "FINISHED")
         self.client.set_terminated(self.run_id, status=status)
         self.ended = True

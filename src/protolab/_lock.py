@@ -1,0 +1,29 @@
+"""An advisory file lock: the one primitive local processes use to take turns.
+
+Kept apart (stdlib only) because both sweep workers and the tracking writer process use
+it, and the writer should not import the sweep machinery to get it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+from collections.abc import Iterator
+from pathlib import Path
+
+__all__ = ["file_lock"]
+
+
+@contextlib.contextmanager
+def file_lock(path: Path | None) -> Iterator[None]:
+    """An exclusive advisory lock on ``path`` (no-op when None)."""
+    if path is None:
+        yield
+        return
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)

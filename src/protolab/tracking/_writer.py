@@ -1,0 +1,277 @@
+"""MLflow writes in a separate process, so a trial never waits on the tracking store.
+
+Each MLflow call costs ~10 ms of CPU on a SQLite store (SQLAlchemy, one transaction per
+call): ~80-100 ms per child run, a third of a tiny trial's wall time when made inline, and
+``import mlflow`` alone takes ~2 s. So a sweep process only sends small messages down a
+pipe; a writer process makes the calls, on the other core. It is started when the command
+starts (:func:`start_writer`) and imports MLflow while the config and the experiment load.
+
+- Order: one pipe, one writer: calls happen in the order the sweep made them.
+- Errors: opening the store is synchronous, so a bad or unreachable URI still fails before
+  anything runs. A later failed write is printed by the writer and raised (StorageError)
+  from the sweep's next :meth:`AsyncTracker.child`, so the next trial fails with the reason
+  rather than running untracked.
+- Exit: :meth:`AsyncTracker.end` waits until every write is done. If the sweep process dies
+  (kill -9), the writer sees its pipe close, ends the child runs it still has open as
+  FAILED ("worker died") and exits. It ignores SIGINT and SIGTERM: a Ctrl-C reaches the
+  whole process group, and the sweep process decides what to log about it.
+
+``PROTOLAB_TRACKING=inline`` makes the calls in the sweep process instead (debugging).
+"""
+
+from __future__ import annotations
+
+import atexit
+import contextlib
+import os
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+__all__ = ["AsyncChildRun", "AsyncTracker", "start_writer"]
+
+_started: Any = None  # the writer launched by start_writer(), until open_tracker takes it
+
+
+def start_writer() -> None:
+    """Launch the writer process now, so its MLflow import overlaps the caller's set-up."""
+    global _started
+    if _started is None and os.environ.get("PROTOLAB_TRACKING", "") != "inline":
+        _started = _Writer()
+
+
+def take_writer() -> _Writer:
+    """The pre-started writer if there is one (each is used once), else a new one."""
+    global _started
+    writer, _started = _started, None
+    return writer if writer is not None and writer.alive() else _Writer()
+
+
+class _Writer:
+    """The process and the parent's end of its pipe."""
+
+    def __init__(self) -> None:
+        import multiprocessing as mp
+
+        # spawn, not fork: the sweep process may already hold threads and framework state.
+        ctx = mp.get_context("spawn")
+        self.conn, child_conn = ctx.Pipe()
+        self.proc = ctx.Process(target=_serve, args=(child_conn,), name="protolab-tracking")
+        self.proc.daemon = True  # never outlives an interpreter that exits without end()
+        self.proc.start()
+        child_conn.close()
+        # At interpreter exit, close our end first: the writer ignores SIGTERM (so the
+        # multiprocessing atexit hook's terminate() would not stop it) but exits on EOF.
+        atexit.register(self.conn.close)
+
+    def alive(self) -> bool:
+        return self.proc.is_alive()
+
+    def send(self, op: str, ref: int, *args: Any) -> None:
+        self.conn.send((op, ref, args, False))
+
+    def call(self, op: str, ref: int, *args: Any) -> Any:
+        """Send and wait for the reply."""
+        self.request(op, ref, *args)
+        return self.reply()
+
+    def request(self, op: str, ref: int, *args: Any) -> None:
+        """Send a call whose reply :meth:`reply` collects later (calls in between are fine)."""
+        self.conn.send((op, ref, args, True))
+
+    def reply(self) -> Any:
+        """The oldest outstanding call's result; a failed call raises _WriterError."""
+        while True:
+            kind, payload = self.conn.recv()
+            if kind == "async-error":
+                continue  # already printed by the writer; the caller asked for this reply
+            if kind == "error":
+                raise _WriterError(payload)
+            return payload
+
+    def pending_error(self) -> str | None:
+        """The first write error reported since the last check, if any."""
+        first = None
+        while self.conn.poll():
+            kind, payload = self.conn.recv()
+            if kind == "async-error" and first is None:
+                first = payload
+        return first
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError, EOFError, _WriterError):
+            self.call("close", 0)
+        self.conn.close()
+        self.proc.join(timeout=30)
+
+
+class _WriterError(Exception):
+    """A write failed in the writer; the message is its ``Type: first line``."""
+
+
+class AsyncTracker:
+    """:class:`~protolab.tracking.Tracker`'s interface, with its calls made by the writer.
+
+    The store is opened (under ``lock``, for a fresh local store) when the writer gets to
+    it; :meth:`wait_open` returns once it is, or raises why it could not be.
+    """
+
+    def __init__(
+        self, writer: _Writer, uri: str, experiment: str, study: str, lock: Path | None = None
+    ) -> None:
+        self._writer = writer
+        self.uri = uri
+        self.study = study
+        self.experiment_id = self.parent_id = ""
+        env = {k: v for k, v in os.environ.items() if k.startswith("MLFLOW_")}
+        lock_at = str(lock) if lock is not None else None
+        writer.request("open", 0, uri, experiment, study, env, lock_at)
+        self._opening = True
+        self._next_ref = 0
+
+    def wait_open(self) -> AsyncTracker:
+        if self._opening:
+            self._opening = False
+            self.experiment_id, self.parent_id = self._writer.reply()
+        return self
+
+    def _send(self, op: str, ref: int, *args: Any) -> None:
+        try:
+            self._writer.send(op, ref, *args)
+        except OSError as e:  # the writer is gone: say so where the sweep can act on it
+            from protolab.errors import StorageError
+
+            raise StorageError(f"tracking: the MLflow writer process exited ({e})") from None
+
+    def child(self, name: str, tags: Mapping[str, str], params: Mapping[str, Any]) -> AsyncChildRun:
+        from protolab.errors import StorageError
+
+        self.wait_open()
+        error = self._writer.pending_error()
+        if error is not None:
+            raise StorageError(f"tracking.uri {self.uri!r}: a write failed: {error}")
+        self._next_ref += 1
+        self._send("child", self._next_ref, name, dict(tags), dict(params))
+        return AsyncChildRun(self, self._next_ref)
+
+    def log_parent(self, metrics: Mapping[str, float], tags: Mapping[str, str] = {}) -> None:
+        self._send("log_parent", 0, dict(metrics), dict(tags))
+
+    def log_parent_artifact(self, text: str, name: str) -> None:
+        self._send("log_parent_artifact", 0, text, name)
+
+    def fail_running_children(self, trial: int, reason: str) -> None:
+        self._send("fail_running_children", 0, trial, reason)
+
+    def end(self, status: str = "FINISHED") -> None:
+        """End the parent run, then wait for every write to land and stop the writer."""
+        try:
+            if self._opening:  # never waited for: nothing was logged, just close
+                self._opening = False
+                self._writer.reply()
+            self._send("end", 0, status)
+        finally:
+            self._writer.close()
+
+
+class AsyncChildRun:
+    """A child run's handle; :class:`~protolab.tracking.ChildRun`'s interface."""
+
+    def __init__(self, tracker: AsyncTracker, ref: int) -> None:
+        self._tracker = tracker
+        self._ref = ref
+        self.ended = False
+
+    def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
+        self._tracker._send("log_metrics", self._ref, dict(metrics), step)
+
+    def set_tags(self, tags: Mapping[str, str]) -> None:
+        self._tracker._send("set_tags", self._ref, dict(tags))
+
+    def log_texts(self, texts: Mapping[str, str]) -> None:
+        self._tracker._send("log_texts", self._ref, dict(texts))
+
+    def log_text(self, text: str, name: str) -> None:
+        self.log_texts({name: text})
+
+    def flush(self) -> None:
+        self._tracker._send("flush", self._ref)
+
+    def end(self, state: str, reason: str = "") -> None:
+        if self.ended:
+            return
+        self.ended = True
+        self._tracker._send("end_child", self._ref, state, reason)
+
+
+# --- the writer process --------------------------------------------------------------------
+
+
+def _serve(conn: Any) -> None:
+    """The writer's loop: make each call in order until ``close`` or the pipe closes."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    import mlflow.tracking  # noqa: F401 - the ~2 s import, while the sweep process starts
+
+    from protolab._lock import file_lock
+    from protolab.tracking._mlflow import ChildRun, Tracker
+
+    tracker: Tracker | None = None
+    runs: dict[int, ChildRun] = {}
+    reported: set[str] = set()
+    unread = False  # an async error is waiting in the pipe: never queue more than one
+    while True:
+        try:
+            op, ref, args, reply = conn.recv()
+        except (EOFError, OSError):  # the sweep process died: leave nothing RUNNING
+            for run in runs.values():
+                with contextlib.suppress(Exception):
+                    run.end("FAIL", "worker died")
+            return
+        try:
+            result: Any = None
+            if op == "open":
+                uri, experiment, study, env, lock = args
+                os.environ.update(env)
+                with file_lock(Path(lock) if lock else None):  # a fresh store: one creator
+                    tracker = Tracker(uri, experiment, study)
+                result = (tracker.experiment_id, tracker.parent_id)
+            elif op == "close":
+                conn.send(("ok", None))
+                conn.close()
+                return
+            elif tracker is None:
+                raise RuntimeError(f"{op} before open")
+            elif op == "child":
+                unread = False  # AsyncTracker.child() read the pipe before sending this
+                runs[ref] = tracker.child(*args)
+            elif op == "end_child":
+                if ref in runs:
+                    runs.pop(ref).end(*args)
+            elif op in ("log_metrics", "set_tags", "log_texts", "flush"):
+                if ref in runs:  # a run whose creation failed: its error was reported
+                    getattr(runs[ref], op)(*args)
+            elif op == "end":
+                tracker.end(*args)
+            else:  # log_parent, log_parent_artifact, fail_running_children
+                getattr(tracker, op)(*args)
+            if reply:
+                conn.send(("ok", result))
+        except Exception as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+            message = f"{type(e).__name__}: {first}"[:500]
+            if reply:
+                conn.send(("error", message))
+                continue
+            if message not in reported:  # once per distinct error, not once per call
+                reported.add(message)
+                from protolab.tracking._mlflow import redact
+
+                print(f"protolab: tracking write failed: {redact(message)}", file=sys.stderr)
+            if not unread:
+                unread = True
+                with contextlib.suppress(OSError):
+                    conn.send(("async-error", message))
