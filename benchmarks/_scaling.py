@@ -1,13 +1,17 @@
 """Whole sweeps through the ``protolab sweep`` command: local scaling, overhead, Hyperband.
 
-- Scaling: a study of tiny trials run by 1 worker, then by 2 workers started together on the
-  same study (same config, same stores), each worker capped at 1 thread. protolab has no
-  thread knob, so the cap is the environment: ``OMP_NUM_THREADS=1`` (torch's intra-op pool
-  reads it at start-up), ``MKL_NUM_THREADS``/``OPENBLAS_NUM_THREADS``, and
-  ``TF_NUM_INTRAOP_THREADS``/``TF_NUM_INTEROP_THREADS`` for TensorFlow. The workers' own
-  ``protolab.torch_threads`` tag confirms what torch used.
-- Overhead: the 1-worker sweep's share of wall time spent outside training
-  (``sweep/overhead_frac`` when the sweep logs it, else 1 - sum(time/trial_s) / sweep/wall_s).
+- Scaling: a study of realistic trials (the shipped digits-MLP experiment, 10 epochs, as in
+  ``configs/digits_mlp.yaml``; 50 trials, ~1 min for one worker, 12 quick) run by 1 worker,
+  then by 2 workers started together on the same study (same config, same stores), each
+  worker at 1 thread through ``hardware.threads=1`` (the environment caps
+  ``OMP_NUM_THREADS=1``, ``MKL_``/``OPENBLAS_NUM_THREADS``, ``TF_NUM_INTRAOP``/``INTEROP_THREADS``
+  stay too). The workers' own ``protolab.torch_threads`` tag confirms what torch used. The
+  sampler is ``qmc`` (an unscrambled Sobol sequence shared through the study), so both runs
+  train the same architectures. Tiny trials (~0.2 s) would measure per-process start-up
+  (interpreter, ~5 s of framework imports) rather than how trials scale.
+- Overhead: a separate 1-worker study of 30 tiny trials (the issue's "30-trial sweep of a
+  tiny model"), its share of wall time spent outside training (``sweep/overhead_frac`` when
+  the sweep logs it, else 1 - sum(time/trial_s) / sweep/wall_s).
 - Hyperband: the digits-MLP experiment swept without pruning and with ``pruner: hyperband``,
   same sampler, seed and trial count; the two sweeps run side by side (1 thread each), since
   only their epoch counts and best values are compared, not their timings.
@@ -23,7 +27,17 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from _common import ROOT, Row, Target, median, protolab_exe, quiet_env, write_project
+from _common import (
+    ROOT,
+    Row,
+    Target,
+    contention,
+    cpu_sample,
+    median,
+    protolab_exe,
+    quiet_env,
+    write_project,
+)
 
 __all__ = ["measure_hyperband", "measure_scaling"]
 
@@ -35,7 +49,9 @@ ACC_TARGET = Target("<=", 1.0, "≤ 1 point")
 
 def _start(cfg: Path, where: Path, *overrides: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [protolab_exe(), "sweep", str(cfg), *overrides],
+        # hardware.threads=1 is the knob; the environment caps stay (harmless, and they also
+        # cover thread pools protolab does not set, e.g. OpenBLAS in NumPy).
+        [protolab_exe(), "sweep", str(cfg), "hardware.threads=1", *overrides],
         cwd=where,
         env=quiet_env(threads=1),
         stdout=subprocess.DEVNULL,
@@ -115,43 +131,100 @@ def _per_worker(trials: list[Any]) -> list[int]:
     return sorted(counts.values(), reverse=True)
 
 
-def measure_scaling(quick: bool, log: Callable[[str], None] = print) -> list[Row]:
+def _sweep(
+    cfg: Path, where: Path, workers: int, name: str, n: int
+) -> tuple[float, list[Any], dict[str, float]]:
+    """Start ``workers`` sweeps together; (wall s, complete trials, machine contention)."""
     import optuna
 
-    n = 6 if quick else 30
+    before = cpu_sample()
+    t0 = time.perf_counter()
+    _wait([_start(cfg, where) for _ in range(workers)], f"{workers}-worker sweep")
+    wall = time.perf_counter() - t0
+    busy = contention(before, cpu_sample())
+    done = [
+        t for t in _study(where, name).get_trials() if t.state == optuna.trial.TrialState.COMPLETE
+    ]
+    if len(done) < n:
+        raise RuntimeError(f"{workers}-worker sweep finished {len(done)} of {n} trials")
+    return wall, done, busy
+
+
+def _phase(trials: list[Any]) -> float:
+    """First trial start -> last trial end."""
+    start = min(t.datetime_start.timestamp() for t in trials)
+    return max(t.datetime_complete.timestamp() for t in trials) - start
+
+
+def measure_scaling(quick: bool, log: Callable[[str], None] = print) -> list[Row]:
+    n_tiny = 6 if quick else 30
+    n, epochs = (12, 10) if quick else (50, 10)
+    title = f"{n} digits-MLP trials x {epochs} epochs, protolab sweep"
     walls: dict[int, float] = {}
     phase: dict[int, float] = {}
     warm_s: dict[int, float] = {}
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="protolab-bench-") as tmp:
+        # Overhead: the tiny model, where time outside training shows most.
+        where = Path(tmp) / "tiny"
+        cfg = write_project(
+            where,
+            study={"name": "tiny", "n_trials": n_tiny, "sampler": "random", "pruner": "none"},
+            train={"epochs": 5},
+        )
+        _, done, busy = _sweep(cfg, where, 1, "tiny", n_tiny)
+        metrics, threads = _parent_metrics(where, "tiny")
+        wall = metrics.get("sweep/wall_s", float("nan"))
+        inside = _trial_s(done)
+        logged = metrics.get("sweep/overhead_frac")
+        frac = logged if logged is not None else 1 - inside / wall
+        log(f"  tiny sweep: overhead {frac:.3f}, torch threads {sorted(threads)}")
+        rows.append(
+            Row(
+                "scaling",
+                f"{n_tiny}-trial tiny sweep, 1 worker",
+                "protolab sweep",
+                "sweep/overhead_frac",
+                "frac",
+                frac,
+                None,
+                1,
+                note=("logged by the sweep" if logged is not None else "computed")
+                + ": wall time outside Backend.run / sweep wall",
+                extra={
+                    "sweep_wall_s": wall,
+                    "sum_trial_s": inside,
+                    "steady_overhead_frac": 1 - inside / _phase(done),
+                    "mean_trial_s": inside / len(done),
+                    "torch_threads": sorted(threads),
+                    **busy,
+                },
+            ).check(OVERHEAD_TARGET, on="median")
+        )
+        # Scaling: trials long enough that per-process start-up does not decide the ratio.
         for workers in (1, 2):
             where = Path(tmp) / f"w{workers}"
             cfg = write_project(
                 where,
-                study={"name": "scale", "n_trials": n, "sampler": "random", "pruner": "none"},
-                train={"epochs": 5},
+                experiment=ROOT / "experiments" / "digits_mlp.py",
+                # qmc: a shared, unscrambled sequence, so 1 and 2 workers train the same models
+                study={"name": "scale", "n_trials": n, "sampler": "qmc", "pruner": "none"},
+                train={"epochs": epochs},
             )
-            t0 = time.perf_counter()
-            _wait([_start(cfg, where) for _ in range(workers)], f"{workers}-worker sweep")
-            walls[workers] = time.perf_counter() - t0
-            study = _study(where, "scale")
-            done = [t for t in study.get_trials() if t.state == optuna.trial.TrialState.COMPLETE]
-            if len(done) < n:
-                raise RuntimeError(f"{workers}-worker sweep finished {len(done)} of {n} trials")
-            start = min(t.datetime_start.timestamp() for t in done)
-            end = max(t.datetime_complete.timestamp() for t in done)
-            phase[workers] = end - start
+            walls[workers], done, busy = _sweep(cfg, where, workers, "scale", n)
+            phase[workers] = _phase(done)
             first, warm = _first_and_warm(done)
             warm_s[workers] = median(warm)
-            metrics, threads = _parent_metrics(where, "scale")
+            _, threads = _parent_metrics(where, "scale")
             log(
                 f"  {workers} worker(s): {walls[workers]:.1f} s wall, trials phase "
-                f"{phase[workers]:.1f} s, torch threads {sorted(threads)}"
+                f"{phase[workers]:.1f} s, torch threads {sorted(threads)}, "
+                f"foreign CPU {busy['foreign_cpu_frac']:.2f}"
             )
             rows.append(
                 Row(
                     "scaling",
-                    f"{n} tiny trials, protolab sweep",
+                    title,
                     f"{workers} worker{'s' if workers > 1 else ''}",
                     "wall",
                     "s",
@@ -165,39 +238,15 @@ def measure_scaling(quick: bool, log: Callable[[str], None] = print) -> list[Row
                         "first_trial_s": median(first),
                         "warm_trial_s": warm_s[workers],
                         "trials_per_worker": _per_worker(done),
+                        **busy,
                     },
                 )
             )
-            if workers == 1:
-                wall = metrics.get("sweep/wall_s", float("nan"))
-                inside = _trial_s(done)
-                logged = metrics.get("sweep/overhead_frac")
-                frac = logged if logged is not None else 1 - inside / wall
-                rows.append(
-                    Row(
-                        "scaling",
-                        f"{n}-trial tiny sweep, 1 worker",
-                        "protolab sweep",
-                        "sweep/overhead_frac",
-                        "frac",
-                        frac,
-                        None,
-                        1,
-                        note=("logged by the sweep" if logged is not None else "computed")
-                        + ": wall time outside Backend.run / sweep wall",
-                        extra={
-                            "sweep_wall_s": wall,
-                            "sum_trial_s": inside,
-                            "steady_overhead_frac": 1 - inside / phase[1],
-                            "mean_trial_s": inside / len(done),
-                        },
-                    ).check(OVERHEAD_TARGET, on="median")
-                )
     steady = 2 * warm_s[1] / warm_s[2]  # two workers busy, each at its warm trial rate
     rows.append(
         Row(
             "scaling",
-            f"{n} tiny trials, protolab sweep",
+            title,
             "speed-up 2 vs 1 worker",
             "wall ratio",
             "x",
@@ -214,7 +263,8 @@ def measure_scaling(quick: bool, log: Callable[[str], None] = print) -> list[Row
     return rows
 
 
-def measure_hyperband(quick: bool, log: Callable[[str], None] = print) -> list[Row]:
+def measure_hyperband(quick: bool, log: Callable[[str], None] = print, seed: int = 0) -> list[Row]:
+    """``seed`` (sampler and training) is for comparing pruner defaults over several seeds."""
     import optuna
 
     n, epochs = (6, 3) if quick else (20, 10)
@@ -228,7 +278,13 @@ def measure_hyperband(quick: bool, log: Callable[[str], None] = print) -> list[R
             cfg = write_project(
                 where,
                 experiment=ROOT / "experiments" / "digits_mlp.py",
-                study={"name": "hb", "n_trials": n, "sampler": "tpe", "pruner": pruner, "seed": 0},
+                study={
+                    "name": "hb",
+                    "n_trials": n,
+                    "sampler": "tpe",
+                    "pruner": pruner,
+                    "seed": seed,
+                },
                 train={"epochs": epochs, "lr": {"low": 1e-4, "high": 1e-2, "log": True}},
             )
             procs.append(_start(cfg, where))
@@ -246,7 +302,7 @@ def measure_hyperband(quick: bool, log: Callable[[str], None] = print) -> list[R
             }
             log(f"  pruner {pruner}: {json.dumps(got[pruner])}")
     none, hb = got["none"], got["hyperband"]
-    title = f"digits MLP space, {n} trials x {epochs} epochs, TPE seed 0"
+    title = f"digits MLP space, {n} trials x {epochs} epochs, TPE seed {seed}"
     diff = 100 * (none["best"] - hb["best"])
     return [
         Row(

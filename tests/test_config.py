@@ -16,6 +16,8 @@ from protolab.cli import app
 from protolab.config import apply_overrides, load_config
 from protolab.errors import ConfigError
 
+ROOT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "digits_mlp.yaml"
+
 runner = CliRunner()
 
 BASE = """\
@@ -225,3 +227,14 @@ def test_config_error_is_a_user_input_error() -> None:
     with pytest.raises(ConfigError) as info:
         apply_overrides({}, ["nokey"], "f.yaml")
     assert info.value.exit_code == 2
+
+
+def test_config_hash_ignores_budget_storage_and_threads_only() -> None:
+    from protolab.config._load import config_hash
+
+    path = ROOT_CONFIG
+    base = config_hash(load_config(path)[0])
+    for same in (["study.n_trials=50"], ["hardware.threads=1"], ["study.storage=x.journal"]):
+        assert config_hash(load_config(path, same)[0]) == base, same
+    for other in (["train.epochs=3"], ["hardware.precision=bf16"], ["study.sampler=random"]):
+        assert config_hash(load_config(path, other)[0]) != base, other

@@ -168,15 +168,16 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> tuple[Config
 _NOT_HASHED = {
     "study": {"n_trials", "timeout_s", "max_failures", "max_retries", "storage"},
     "tracking": {"uri", "experiment"},
+    "hardware": {"threads"},  # how many cores a worker uses, not what a trial computes
 }
 
 
 def config_hash(cfg: Config) -> str:
     """12 hex chars over what a trial depends on in the resolved config (overrides included).
 
-    Budget and storage keys are left out, so topping a study up (``study.n_trials=50``) is
-    not reported as a config change; the script path is left out too (its content is
-    hashed separately).
+    Budget, storage and thread-count keys are left out, so topping a study up
+    (``study.n_trials=50``) or adding a worker is not reported as a config change; the
+    script path is left out too (its content is hashed separately).
     """
     data = cfg.model_dump(mode="json")
     data.pop("experiment", None)

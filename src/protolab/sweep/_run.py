@@ -76,8 +76,9 @@ def run_once(
     ``trial`` is an Optuna trial (sweeps) or None with ``values`` (fixed runs). Any exception
     (bad Arch, user code, NaN, pruning, interrupt) ends every open child run in the right
     state and propagates, so callers decide the trial's fate. The wall time of each
-    backend job is appended to ``job_seconds`` (pruned and failed jobs included), which is
-    how a sweep knows how much of its time went to training rather than overhead.
+    backend job, less its epoch hooks (logging, progress, Optuna reports), is appended to
+    ``job_seconds`` (pruned and failed jobs included): how a sweep knows how much of its
+    time went to training rather than overhead.
     """
     arch_space = Space(trial, values)
     train_space = Space(trial, values, prefix="train.")
@@ -139,18 +140,25 @@ def run_once(
         run = tracker.child(f"{label}-{name}", tags, out.params)
         run.log_texts(artifacts)
 
+        hook_s = [0.0]  # time inside on_epoch: the sweep's, not the job's
+
         def on_epoch(
             epoch: int,
             metrics: dict[str, float],
             run: Any = run,
             name: str = name,
             lead: bool = i == 0,
+            hook_s: list[float] = hook_s,
         ) -> None:
-            run.log_metrics(metrics, step=epoch)
-            if progress is not None:
-                progress(name, epoch, metrics)
-            if lead and report is not None and ctx.metric in metrics:
-                report(metrics[ctx.metric], epoch)
+            t0 = time.perf_counter()
+            try:
+                run.log_metrics(metrics, step=epoch)
+                if progress is not None:
+                    progress(name, epoch, metrics)
+                if lead and report is not None and ctx.metric in metrics:
+                    report(metrics[ctx.metric], epoch)
+            finally:
+                hook_s[0] += time.perf_counter() - t0
 
         t_job = time.perf_counter()
         try:
@@ -160,7 +168,7 @@ def run_once(
             raise
         finally:
             if job_seconds is not None:
-                job_seconds.append(time.perf_counter() - t_job)
+                job_seconds.append(time.perf_counter() - t_job - hook_s[0])
             backend.release()
         curves = result.history[-1] if result.history else {}  # already logged per epoch
         run.log_metrics(

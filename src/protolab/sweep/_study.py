@@ -31,7 +31,16 @@ _PRUNERS: dict[str, tuple[str, dict[str, Any]]] = {
         "optuna.pruners:PercentilePruner",
         {"percentile": 25.0, "n_startup_trials": 3, "n_warmup_steps": 1},
     ),
-    "hyperband": ("optuna.pruners:HyperbandPruner", {"min_resource": 1}),
+    # Hyperband: brackets = floor(log_rf(max_resource / min_resource)) + 1, max_resource
+    # "auto" = the first finished trial's epochs. For the usual 10-20 epochs, rf 5 makes two
+    # brackets: most trials judged at epochs 1 and 5 (top 1/5 go on), the rest first at epoch
+    # 5 (Hyperband's hedge for slow starters). Optuna's default rf 3 adds a bracket judged
+    # only at epoch 9, which saves almost nothing. Digits MLP, 20 TPE trials x 10 epochs
+    # (benchmarks/ `hyperband`), seeds 0-9: rf 5 trained 0.46x the unpruned epochs on average
+    # (0.32-0.57 per seed), rf 4 0.55x, rf 3 0.68x (seeds 0-5); best val/acc within 1 point
+    # of the unpruned sweep for 9 of 10 seeds (rf 4: 8/10, rf 3: 4/6). Small studies land
+    # above Hyperband's ideal (0.31x): the first trial at each rung is always promoted.
+    "hyperband": ("optuna.pruners:HyperbandPruner", {"min_resource": 1, "reduction_factor": 5}),
     "successive_halving": ("optuna.pruners:SuccessiveHalvingPruner", {"min_resource": 1}),
     "threshold": ("optuna.pruners:ThresholdPruner", {"n_warmup_steps": 1}),
 }
