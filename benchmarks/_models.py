@@ -37,7 +37,7 @@ CASES: tuple[ModelCase, ...] = (
         Arch(L.Flatten(), L.Dense(256, "relu"), L.Dense(256, "relu"), L.Dense(10)),
         "digits",
         64,
-        epochs=10,  # ~25 ms (static) to ~90 ms (eager) each: cheap, and it steadies medians
+        epochs=8,  # ~25 ms (static) to ~100 ms (eager) each: cheap, and it steadies medians
         epochs_quick=4,
         quick=True,
     ),

@@ -373,6 +373,9 @@ class NullBackend:
     name = "lightning"
     family = "dynamic"
 
+    def load(self) -> None:
+        pass
+
     def run(self, job: Any, on_epoch: Any = None) -> Any:
         from protolab.backends import JobResult
 
