@@ -326,3 +326,21 @@ def test_postgres_storage_and_no_password_anywhere(
     child = next(r for r in runs if "mlflow.parentRunId" in r.data.tags)
     resolved = Path(client.download_artifacts(child.info.run_id, "config/resolved.json"))
     assert "protolab:***@127.0.0.1" in resolved.read_text()  # redacted, not dropped
+
+
+def test_an_interrupt_during_a_store_write_is_raised_after_it() -> None:
+    """A signal must not cut an Optuna journal write in half (it then fails with an unrelated
+    FileNotFoundError that hides the interrupt); it is raised once the write is done."""
+    from protolab.sweep._lease import Interrupted, interrupt, shielded
+
+    done: list[str] = []
+    with pytest.raises(Interrupted) as info, shielded():
+        with shielded():  # nested writes: raised after the outermost one
+            interrupt(signal.SIGTERM)
+            done.append("inner")
+        done.append("outer")
+    assert done == ["inner", "outer"] and info.value.signum == signal.SIGTERM
+    with pytest.raises(Interrupted):  # outside a write: at once
+        interrupt(signal.SIGINT)
+    with shielded():  # and nothing is left pending afterwards
+        pass

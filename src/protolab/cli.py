@@ -88,17 +88,18 @@ def _interruptible() -> Iterator[None]:
     """
     import signal
 
-    from protolab.sweep._worker import Interrupted, SweepFailed
+    from protolab.sweep._lease import Interrupted, interrupt
+    from protolab.sweep._worker import SweepFailed
 
     def hard_exit(signum: int, frame: Any) -> None:
         os._exit(128 + signum)
 
-    def interrupt(signum: int, frame: Any) -> None:
+    def on_signal(signum: int, frame: Any) -> None:
         signal.signal(signal.SIGINT, hard_exit)
         signal.signal(signal.SIGTERM, hard_exit)
-        raise Interrupted(signum)
+        interrupt(signum)  # raises now, or as soon as a store write in progress is done
 
-    previous = {s: signal.signal(s, interrupt) for s in (signal.SIGINT, signal.SIGTERM)}
+    previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
     except Interrupted as e:

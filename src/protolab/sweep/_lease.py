@@ -9,22 +9,73 @@
 - **Local locks.** Several processes on one fresh local store must not race on table
   creation, parent-run creation or on asking for the trial that would exceed ``n_trials``:
   those steps run under an advisory file lock beside the store.
+- **Whole writes.** SIGINT/SIGTERM raise :class:`Interrupted` wherever the sweep is, so a
+  long epoch stops at once; but a store write cut in the middle (e.g. inside the journal's
+  lock dance) fails with an unrelated error that hides the interrupt. Writes run
+  :func:`shielded`: a signal arriving inside is raised as soon as the write is done.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import socket
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 from protolab._lock import file_lock
 
-__all__ = ["RETRYABLE", "file_lock", "lock_path", "reap", "retry", "worker_id"]
+__all__ = [
+    "RETRYABLE",
+    "Interrupted",
+    "file_lock",
+    "interrupt",
+    "lock_path",
+    "reap",
+    "retry",
+    "shielded",
+    "worker_id",
+]
 
 # Failure reasons that say nothing about the configuration: retry it.
 RETRYABLE = ("worker died", "interrupted")
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM arrived; ``signum`` picks the exit code (130 or 143)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+_shield_depth = 0
+_deferred: list[int] = []
+
+
+def interrupt(signum: int) -> None:
+    """From a signal handler: raise :class:`Interrupted` now, or after the current write."""
+    if _shield_depth:
+        _deferred.append(signum)
+        return
+    raise Interrupted(signum)
+
+
+@contextlib.contextmanager
+def shielded() -> Iterator[None]:
+    """Run a store write whole; an interrupt that arrives meanwhile is raised right after."""
+    global _shield_depth
+    _shield_depth += 1
+    try:
+        yield
+    finally:
+        _shield_depth -= 1
+    if not _shield_depth and _deferred:
+        signum = _deferred[0]
+        _deferred.clear()
+        raise Interrupted(signum)
 
 
 def worker_id() -> str:

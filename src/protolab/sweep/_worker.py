@@ -17,6 +17,7 @@ from typing import Any
 from protolab.errors import ConfigError, ProtolabError, StorageError
 from protolab.sweep import _lease
 from protolab.sweep._context import SweepContext
+from protolab.sweep._lease import Interrupted, shielded
 from protolab.sweep._run import fail_reason, run_once
 from protolab.sweep._warm import warm_start_params
 
@@ -144,14 +145,6 @@ def _note_script_change(study: Any, ctx: SweepContext, display: Any) -> None:
             study.set_user_attr(key, [*seen, now])
 
 
-class Interrupted(KeyboardInterrupt):
-    """SIGINT or SIGTERM arrived; ``signum`` picks the exit code (130 or 143)."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.signum = signum
-
-
 def sweep(ctx: SweepContext, display: Any, warm_from: str | None = None) -> SweepSummary:
     """Run (or resume) the study of ``ctx`` until it holds ``n_trials`` finished trials.
 
@@ -251,7 +244,8 @@ def _loop(
         if hasattr(study.sampler, "is_exhausted") and study.sampler.is_exhausted(study):
             display.note("the grid is exhausted: every combination has run")
             return
-        with _lease.file_lock(lock):  # count + ask atomically: never more than n_trials
+        # count + ask atomically (never more than n_trials), and whole (see shielded)
+        with _lease.file_lock(lock), shielded():
             active = study.get_trials(
                 deepcopy=False, states=(State.COMPLETE, State.PRUNED, State.RUNNING)
             )
@@ -266,9 +260,11 @@ def _loop(
         display.trial_started(trial.number)
 
         def report(value: float, epoch: int, trial: Any = trial) -> None:
-            trial.report(value, epoch)
-            # After the last epoch the work is done: keep the result rather than prune it.
-            if epoch < ctx.cfg.train.epochs and trial.should_prune():
+            with shielded():
+                trial.report(value, epoch)
+                # After the last epoch the work is done: keep the result, do not prune it.
+                prune = epoch < ctx.cfg.train.epochs and trial.should_prune()
+            if prune:
                 raise optuna.TrialPruned(f"pruned after epoch {epoch}")
 
         tags = {k: str(v) for k, v in trial.user_attrs.items() if k in _LINEAGE_ATTRS}
@@ -285,7 +281,8 @@ def _loop(
                     job_seconds=job_seconds,
                 )
         except optuna.TrialPruned as e:
-            study.tell(trial, state=State.PRUNED)
+            with shielded():
+                study.tell(trial, state=State.PRUNED)
             display.trial_finished(trial.number, "PRUNED", None, str(e))
             failed_in_a_row = 0
         except KeyboardInterrupt:
@@ -296,21 +293,21 @@ def _loop(
         except Exception as e:
             failed_in_a_row += 1
             last_reason = fail_reason(e)
-            trial.set_user_attr("protolab.fail_reason", last_reason)
-            study.tell(trial, state=State.FAIL)
+            with shielded():
+                trial.set_user_attr("protolab.fail_reason", last_reason)
+                study.tell(trial, state=State.FAIL)
             display.trial_finished(trial.number, "FAIL", None, last_reason)
         else:
             failed_in_a_row = 0
-            trial.set_user_attr(
-                "protolab.metrics",
-                {
-                    b: {k: r.metrics[k] for k in (*_KEY_METRICS, ctx.metric) if k in r.metrics}
-                    for b, r in out.results.items()
-                },
-            )
-            for key, value in out.constraints.items():
-                trial.set_constraint(key, value)
-            study.tell(trial, out.values if ctx.multi_objective else out.value)
+            metrics = {
+                b: {k: r.metrics[k] for k in (*_KEY_METRICS, ctx.metric) if k in r.metrics}
+                for b, r in out.results.items()
+            }
+            with shielded():
+                trial.set_user_attr("protolab.metrics", metrics)
+                for key, value in out.constraints.items():
+                    trial.set_constraint(key, value)
+                study.tell(trial, out.values if ctx.multi_objective else out.value)
             feasible = all(v <= 0 for v in out.constraints.values())
             display.trial_finished(
                 trial.number, "COMPLETE", out.value, "" if feasible else "infeasible", feasible

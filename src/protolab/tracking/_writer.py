@@ -31,7 +31,7 @@ from typing import Any
 
 __all__ = ["AsyncChildRun", "AsyncTracker", "start_writer"]
 
-_started: Any = None  # the writer launched by start_writer(), until open_tracker takes it
+_started: _Writer | None = None  # launched by start_writer(), until open_tracker takes it
 
 
 def start_writer() -> None:
@@ -227,9 +227,7 @@ def _serve(conn: Any) -> None:
         try:
             op, ref, args, reply = conn.recv()
         except (EOFError, OSError):  # the sweep process died: leave nothing RUNNING
-            for run in runs.values():
-                with contextlib.suppress(Exception):
-                    run.end("FAIL", "worker died")
+            _end_all(runs, "worker died")
             return
         try:
             result: Any = None
@@ -240,6 +238,7 @@ def _serve(conn: Any) -> None:
                     tracker = Tracker(uri, experiment, study)
                 result = (tracker.experiment_id, tracker.parent_id)
             elif op == "close":
+                _end_all(runs, "worker exited without ending this run")  # none, normally
                 conn.send(("ok", None))
                 conn.close()
                 return
@@ -275,3 +274,10 @@ def _serve(conn: Any) -> None:
                 unread = True
                 with contextlib.suppress(OSError):
                     conn.send(("async-error", message))
+
+
+def _end_all(runs: dict[int, Any], reason: str) -> None:
+    for run in runs.values():
+        with contextlib.suppress(Exception):
+            run.end("FAIL", reason)
+    runs.clear()
