@@ -346,7 +346,7 @@ def _mlflow_window(
                 median(times),
                 p90(times),
                 len(times),
-                note="params + 5 artifacts + 10 epochs of metrics + tags + end",
+                note="params + artifacts (one upload) + 10 epochs of metrics + tags + end",
                 extra={"mean_ms": sum(times) / len(times)},
             )
         )
