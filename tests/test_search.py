@@ -134,6 +134,8 @@ def test_hyperband_prunes_on_each_backend(workdir: Path, backend: str) -> None:
         assert run.data.tags["protolab.state"] == "PRUNED"
         assert run.info.status == "FINISHED"
         assert max(t.intermediate_values) < 9  # stopped before the last epoch
+        w = t.params["width"]  # the model's size is known before training: pruned runs have it
+        assert run.data.metrics["model/params"] == 64 * w + w + w * 10 + 10
 
 
 def test_pruned_pair_leaves_the_twin_untrained(workdir: Path) -> None:

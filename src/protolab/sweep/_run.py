@@ -129,6 +129,7 @@ def run_once(
     }
     if lineage:
         artifacts["lineage.json"] = json.dumps(lineage, indent=2, default=str)
+    model_metrics = _model_metrics(arch, ctx.dataset)
     for i, name in enumerate(cfg.backends):
         backend = get_backend(name)
         tags = {
@@ -139,6 +140,7 @@ def run_once(
         }
         run = tracker.child(f"{label}-{name}", tags, out.params)
         run.log_texts(artifacts)
+        run.log_metrics(model_metrics)  # known before training: pruned runs have them too
 
         hook_s = [0.0]  # time inside on_epoch: the sweep's, not the job's
 
@@ -227,6 +229,18 @@ def _params(arch_space: Space, train_space: Space, cfg: Any) -> dict[str, Any]:
     train = {f"train.{k}": v for k, v in cfg.train.model_dump(mode="json").items()}
     train.update({f"train.{k}": v for k, v in train_space.values.items()})
     return {**arch_space.values, **train, "study.seed": cfg.study.seed}
+
+
+def _model_metrics(arch: Any, dataset: Any) -> dict[str, float]:
+    """``model/params`` and ``model/flops_per_sample`` from the Arch (none if it cannot build)."""
+    try:
+        info = arch.infer(dataset.input_shape, dataset.input_dtype)
+    except Exception:  # the backend's build reports why, as the trial's failure
+        return {}
+    return {
+        "model/params": float(info.params),
+        "model/flops_per_sample": float(info.flops_per_sample),
+    }
 
 
 def _summary(arch: Any, dataset: Any) -> str:
