@@ -12,7 +12,6 @@ import os
 import platform
 import shutil
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Sequence
@@ -201,38 +200,14 @@ def machine_info(threads: int) -> dict[str, Any]:
 
 
 def versions() -> dict[str, str]:
-    from importlib.metadata import PackageNotFoundError, version
+    """protolab's own environment record (what every run's ``env.*`` tags hold) + git."""
+    from protolab.backends._env import git_state, package_versions
 
-    out = {"python": platform.python_version()}
-    for dist in (
-        "protolab",
-        "torch",
-        "lightning",
-        "tensorflow-cpu",
-        "tensorflow",
-        "keras",
-        "optuna",
-        "mlflow",
-        "numpy",
-        "scikit-learn",
-    ):
-        with contextlib.suppress(PackageNotFoundError):
-            out[dist] = version(dist)
-    with contextlib.suppress(OSError, subprocess.SubprocessError):
-        head = subprocess.run(
-            ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout.strip()
-        dirty = subprocess.run(
-            ["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-        ).stdout.strip()
-        if head:
-            out["git"] = head + ("+dirty" if dirty else "")
+    out = dict(package_versions())
+    git = git_state(ROOT)
+    if git:
+        dirty = "+dirty" if git["git_dirty"] == "true" else ""
+        out["git"] = git["git_commit"][:7] + dirty
     return out
 
 

@@ -8,7 +8,7 @@ import subprocess
 from functools import cache
 from pathlib import Path
 
-__all__ = ["environment_tags", "git_state"]
+__all__ = ["environment_tags", "git_state", "package_versions"]
 
 _PACKAGES = (
     "protolab",
@@ -19,11 +19,14 @@ _PACKAGES = (
     "keras",
     "optuna",
     "mlflow",
+    "numpy",
+    "scikit-learn",
 )
 
 
 @cache
-def _versions() -> dict[str, str]:
+def package_versions() -> dict[str, str]:
+    """Python, platform and the installed versions of the packages a measurement depends on."""
     out = {"python": platform.python_version(), "platform": platform.platform(terse=True)}
     for name in _PACKAGES:
         try:
@@ -52,7 +55,7 @@ def git_state(folder: Path) -> dict[str, str]:
 
 def environment_tags(script: Path | None = None) -> dict[str, str]:
     """``env.*`` tags: package versions and (when the script is in a repo) its git state."""
-    tags = {f"env.{k}": v for k, v in _versions().items()}
+    tags = {f"env.{k}": v for k, v in package_versions().items()}
     if script is not None:
         tags.update({f"env.{k}": v for k, v in git_state(script.parent).items()})
     return tags
