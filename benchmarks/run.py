@@ -234,17 +234,20 @@ def print_machine(meta: dict[str, Any]) -> None:
     out.print(f"[bold]mode[/] {meta['mode']}, {meta['duration_s']:.0f} s, results {meta['out']}")
 
 
+def _table(title: str, *columns: str) -> Table:
+    """A left-titled table; a column name starting with ``>`` is right-justified."""
+    table = Table(title=title, title_justify="left")
+    for col in columns:
+        table.add_column(col.lstrip(">"), justify="right" if col.startswith(">") else "left")
+    return table
+
+
 def print_steps(rows: list[Row]) -> None:
-    table = Table(
-        title="Step time (median of interleaved rounds; ratio vs raw PyTorch, pre-batched)",
-        title_justify="left",
-    )
-    for col, just in [
-        ("model", "left"), ("contender", "left"), ("ms/step", "right"), ("p90", "right"),
-        ("ratio", "right"), ("GFLOP/s", "right"), ("MFU", "right"), ("compile s", "right"),
-        ("targets (issue 7)", "left"),
-    ]:  # fmt: skip
-        table.add_column(col, justify=just)  # type: ignore[arg-type]
+    table = _table(
+        "Step time (median of interleaved rounds; ratio vs raw PyTorch, pre-batched)",
+        "model", "contender", ">ms/step", ">p90", ">ratio", ">GFLOP/s", ">MFU", ">compile s",
+        "targets (issue 7)",
+    )  # fmt: skip
     checks: dict[tuple[str, str], list[Row]] = {}
     for r in rows:
         if r.section == "steps" and r.metric != "time/step_ms":
@@ -281,13 +284,9 @@ def print_other(rows: list[Row], section: str, title: str) -> None:
     sel = [r for r in rows if r.section == section]
     if not sel:
         return
-    table = Table(title=title, title_justify="left")
-    for col, just in [
-        ("benchmark", "left"), ("contender", "left"), ("median", "right"), ("p90", "right"),
-        ("unit", "left"), ("n", "right"), ("ratio", "right"), ("target", "left"),
-        ("note", "left"),
-    ]:  # fmt: skip
-        table.add_column(col, justify=just)  # type: ignore[arg-type]
+    table = _table(
+        title, "benchmark", "contender", ">median", ">p90", "unit", ">n", ">ratio", "target", "note"
+    )
     for r in sel:
         ratio = f"{r.ratio:.2f}x vs {r.ratio_to}" if r.ratio is not None else ""
         unit = "%" if r.unit == "frac" else r.unit
