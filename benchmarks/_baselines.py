@@ -165,7 +165,7 @@ class _TorchLoop(Contender):
     def _build(self) -> None:
         import torch
 
-        from protolab.backends._torch_build import build_torch
+        from protolab.backends.torch.nn import build_torch
 
         torch.manual_seed(0)
         self.model = build_torch(self.case.arch, self.ds.input_shape, self.ds.input_dtype)
@@ -379,7 +379,7 @@ class KerasFit(Contender):
     def setup(self) -> None:
         import keras
 
-        from protolab.backends._keras_build import build_keras
+        from protolab.backends.tensorflow.nn import build as build_keras
 
         keras.utils.set_random_seed(0)
         self.model = build_keras(self.case.arch, self.ds.input_shape, self.ds.input_dtype)

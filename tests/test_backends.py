@@ -1,4 +1,4 @@
-"""Both backends train every layer type with the Arch's parameter count (real torch + keras)."""
+"""Every mode trains every layer type with the Arch's parameter count (real frameworks)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from protolab.arch._catalogue import CATALOGUE, Example
-from protolab.backends import Job, TrainSettings, backend_names, get_backend
+from protolab.backends import Job, TrainSettings, backend_info, backend_names, get_backend
 from protolab.config import HardwareConfig
 from protolab.data import Dataset, load_dataset
 from protolab.errors import ArchError
@@ -38,35 +38,63 @@ def _dataset_for(example: Example) -> Dataset:
     return Dataset(example.name, x[:cut], y[:cut], x[cut:], y[cut:], task, classes)
 
 
-def test_registry_lists_both_backends() -> None:
-    assert {"lightning", "keras"} <= set(backend_names())
-    assert get_backend("lightning").family == "dynamic"
-    assert get_backend("keras").family == "static"
+# Every mode behind the registry. torch.compile pays ~10-20 s of inductor compile per model
+# on this CPU, so it trains a representative subset of the catalogue (one model per layer
+# family: dense, conv, recurrent, attention, residual); every other mode trains them all.
+MODES = ["lightning", "torch-compile", "tf-graph", "keras", "jax"]
+COMPILE_SUBSET = {"mlp", "conv_batchnorm", "lstm", "attention", "residual_conv2d_stride2"}
 
 
-@pytest.mark.parametrize("example", CATALOGUE, ids=[e.name for e in CATALOGUE])
-def test_every_layer_trains_on_both_backends_with_the_arch_param_count(example: Example) -> None:
+def test_registry_lists_every_mode_with_its_family() -> None:
+    assert set(MODES) <= set(backend_names())
+    families = {name: get_backend(name).family for name in MODES}
+    assert families == {
+        "lightning": "dynamic",
+        "torch-compile": "dynamic",
+        "tf-graph": "static",
+        "keras": "static",
+        "jax": "static",
+    }
+    assert [n for n in MODES if backend_info(n).eager] == ["lightning"]
+
+
+def _cases() -> list[tuple[str, Example]]:
+    names = {e.name for e in CATALOGUE}
+    assert COMPILE_SUBSET <= names, names  # the subset still names real catalogue entries
+    return [
+        (mode, e)
+        for mode in MODES
+        for e in CATALOGUE
+        if mode != "torch-compile" or e.name in COMPILE_SUBSET
+    ]
+
+
+@pytest.mark.parametrize(("mode", "example"), _cases(), ids=lambda v: getattr(v, "name", v))
+def test_every_layer_trains_on_every_mode_with_the_arch_param_count(
+    mode: str, example: Example
+) -> None:
     info = example.arch.infer(example.input_shape, example.input_dtype)
-    ds = _dataset_for(example)
     if len(info.output_shape) > 1:
         pytest.skip("sequence output: covered by the builder tests")
-    results = {}
-    for name in ("lightning", "keras"):
-        backend = get_backend(name)
-        try:
-            results[name] = backend.run(Job(example.arch, ds, SETTINGS, CPU))
-        finally:
-            backend.release()
-    for name, result in results.items():
-        assert result.metrics["model/params"] == info.params, name
-        assert result.metrics["model/flops_per_sample"] == info.flops_per_sample
-        assert len(result.history) == 2
-        assert all(math.isfinite(h["train/loss"]) for h in result.history), name
-    assert results["keras"].tags["loop"] == "epoch-xla"  # in-memory data: one program/epoch
+    ds = _dataset_for(example)
+    backend = get_backend(mode)
+    try:
+        result = backend.run(Job(example.arch, ds, SETTINGS, CPU))
+        out = result.model.predict(ds.x_val[:3]) if result.model is not None else None
+    finally:
+        backend.release()
+    assert result.metrics["model/params"] == info.params  # the native model's own count
+    assert result.metrics["model/flops_per_sample"] == info.flops_per_sample
+    assert len(result.history) == 2
+    assert all(math.isfinite(h["train/loss"]) for h in result.history)
+    assert out is not None and out.shape == (3, *info.output_shape)  # the trained handle
+    assert np.isfinite(out).all()
+    if mode in ("keras", "tf-graph", "jax"):  # in-memory data: one program per epoch
+        assert result.tags["loop"].startswith("epoch-")
 
 
-@pytest.mark.parametrize("backend", ["lightning", "keras"])
-def test_both_backends_learn_digits(backend: str) -> None:
+@pytest.mark.parametrize("backend", MODES)
+def test_every_mode_learns_digits(backend: str) -> None:
     from protolab import Arch
     from protolab import layers as L
 
@@ -82,7 +110,10 @@ def test_both_backends_learn_digits(backend: str) -> None:
     assert result.history[-1]["train/loss"] < result.history[0]["train/loss"]
     m = result.metrics
     assert 0 < m["time/first_step_s"] <= m["time/first_epoch_s"] <= m["time/trial_s"]
+    assert m["time/step_ms_p10"] <= m["time/step_ms"] <= m["time/step_ms_p90"]
+    assert m["train/steps"] == 3 * m["train/steps_per_epoch"] == 3 * (len(ds.x_train) // 32)
     assert m["time/step_ms"] > 0 and m["throughput/samples_per_s"] > 0
+    assert "time/epoch_step_ms" in result.history[-1]  # per-epoch spread for the report
 
 
 def test_keras_step_loop_fallback_is_tagged(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -93,12 +124,51 @@ def test_keras_step_loop_fallback_is_tagged(monkeypatch: pytest.MonkeyPatch) -> 
     ds = load_dataset("moons")
     arch = Arch(L.Dense(16, "tanh"), L.Dense(2))
     settings = TrainSettings(epochs=2, batch_size=64, optimizer="sgd", lr=0.05)
-    result = get_backend("keras").run(Job(arch, ds, settings, CPU))
-    assert result.tags["loop"] == "step-xla"
-    assert result.metrics["val/acc"] > 0.7
+    for name, loop in (("keras", "step-xla"), ("tf-graph", "step-graph")):
+        result = get_backend(name).run(Job(arch, ds, settings, CPU))
+        assert result.tags["loop"] == loop
+        assert result.metrics["val/acc"] > 0.7
 
 
-@pytest.mark.parametrize("backend", ["lightning", "keras"])
+def test_pruning_hook_stops_a_job_in_its_worker_process() -> None:
+    """The JAX mode runs in its own process: a hook that raises there still stops it."""
+    from protolab import Arch
+    from protolab import layers as L
+
+    class Pruned(Exception):
+        pass
+
+    def prune_after_two(epoch: int, metrics: dict[str, float]) -> None:
+        if epoch == 2:
+            raise Pruned("pruned after epoch 2")
+
+    backend = get_backend("jax")
+    ds = load_dataset("moons")
+    arch = Arch(L.Dense(8, "relu"), L.Dense(2))
+    settings = TrainSettings(epochs=5, batch_size=64, optimizer="adam", lr=1e-2)
+    seen: list[int] = []
+    with pytest.raises(Pruned):
+        backend.run(
+            Job(arch, ds, settings, CPU), lambda e, m: (seen.append(e), prune_after_two(e, m))
+        )
+    assert seen == [1, 2]
+    again = backend.run(Job(arch, ds, settings, CPU))  # the same worker serves the next job
+    assert len(again.history) == 5
+    assert again.tags["cold_start"] == "false"  # JAX was imported once, in the worker
+
+
+def test_max_steps_caps_every_epoch() -> None:
+    from protolab import Arch
+    from protolab import layers as L
+
+    ds = load_dataset("digits")
+    short = TrainSettings(epochs=2, batch_size=16, optimizer="adam", lr=1e-3, max_steps=5)
+    for name in ("lightning", "keras"):
+        result = get_backend(name).run(Job(Arch(L.Flatten(), L.Dense(10)), ds, short, CPU))
+        assert result.metrics["train/steps"] == 10
+
+
+@pytest.mark.parametrize("backend", ["lightning", "tf-graph", "jax"])
 def test_regression_reports_rmse(backend: str) -> None:
     from protolab import Arch
     from protolab import layers as L
@@ -111,7 +181,7 @@ def test_regression_reports_rmse(backend: str) -> None:
     assert 0 < result.metrics["val/rmse"] < float(np.std(ds.y_val))  # beats predicting the mean
 
 
-@pytest.mark.parametrize("backend", ["lightning", "keras"])
+@pytest.mark.parametrize("backend", MODES)
 def test_wrong_output_width_names_the_fix(backend: str) -> None:
     from protolab import Arch
     from protolab import layers as L
@@ -121,7 +191,7 @@ def test_wrong_output_width_names_the_fix(backend: str) -> None:
         get_backend(backend).run(Job(Arch(L.Flatten(), L.Dense(7)), ds, SETTINGS, CPU))
 
 
-@pytest.mark.parametrize("backend", ["lightning", "keras"])
+@pytest.mark.parametrize("backend", ["lightning", "keras", "jax"])
 def test_nan_loss_stops_the_job(backend: str) -> None:
     from protolab import Arch
     from protolab import layers as L

@@ -36,7 +36,7 @@ BAD_OVERRIDES: list[tuple[list[str], list[str]]] = [
     (["study.sampler=tpx"], ["study.sampler", "'tpe'", "'random'", "'tpx'"]),
     (["study.pruner=fast"], ["study.pruner", "'median'", "'hyperband'", "'fast'"]),
     (["study.timeout_s=-5"], ["study.timeout_s", "greater than 0", "-5"]),
-    (["backends=[pytorch]"], ["backends.0", "'lightning' or 'keras'", "'pytorch'"]),
+    (["backends=[pytorch]"], ["backends", "unknown backend 'pytorch'", "lightning", "keras"]),
     (["backends=[lightning,lightning]"], ["backends", "once", "['lightning', 'lightning']"]),
     (["backends=[]"], ["backends", "at least 1", "[]"]),
     (
@@ -55,7 +55,7 @@ BAD_OVERRIDES: list[tuple[list[str], list[str]]] = [
     (["hardware.threads=0"], ["hardware.threads", "greater than or equal to 1", "got 0"]),
     (["hardware.threads=abc"], ["hardware.threads", "valid integer", "'abc'"]),
     (["study"], ["override 'study' must look like dotted.key=value"]),
-    (["hardware.devices=2"], ["hardware.devices", "one device per trial", "devices=2"]),
+    (["hardware.devices=2"], ["hardware.devices", "at most 1 device", "devices=2"]),
     (["study.sampler_options={populaton_size: 3}"], ["unknown option 'populaton_size'"]),
     (["study.pruner=threshold"], ["needs pruner_options {lower: X}"]),
     (["study.constraints=['params < 3']"], ["METRIC <= NUMBER", "'params < 3'"]),

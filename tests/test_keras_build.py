@@ -15,8 +15,8 @@ import torch
 from protolab import layers as L
 from protolab.arch import Arch
 from protolab.arch._catalogue import CATALOGUE, Example
-from protolab.backends import _keras_build as kb
-from protolab.backends import _torch_build as tb
+from protolab.backends.tensorflow import nn as kb
+from protolab.backends.torch import nn as tb
 from protolab.errors import ArchError
 
 keras = kb.keras
@@ -35,7 +35,7 @@ def sample(example: Example, batch: int = 4, seed: int = 0) -> np.ndarray:
 def test_build_matches_inference_and_trains(example: Example) -> None:
     keras.utils.set_random_seed(0)
     info = example.arch.infer(example.input_shape, example.input_dtype)
-    model = kb.build_keras(example.arch, example.input_shape, example.input_dtype)
+    model = kb.build(example.arch, example.input_shape, example.input_dtype)
     assert kb.count_params(model) == info.params
     assert tuple(model.output.shape[1:]) == info.output_shape
 
@@ -58,7 +58,7 @@ def test_build_matches_inference_and_trains(example: Example) -> None:
 @pytest.mark.parametrize("example", CATALOGUE, ids=lambda e: e.name)
 def test_torch_and_keras_compute_the_same_function(example: Example) -> None:
     keras.utils.set_random_seed(1)
-    kmodel = kb.build_keras(example.arch, example.input_shape, example.input_dtype)
+    kmodel = kb.build(example.arch, example.input_shape, example.input_dtype)
     tmodel = tb.build_torch(example.arch, example.input_shape, example.input_dtype)
     assert tb.count_params(tmodel) == kb.count_params(kmodel)
     _perturb(kmodel)
@@ -100,7 +100,7 @@ def test_xla_compiles_and_trains() -> None:
         L.GlobalAvgPool(),
         L.Dense(2),
     )
-    model = kb.build_keras(arch, (12,), "int32")
+    model = kb.build(arch, (12,), "int32")
     model.compile(optimizer="adam", loss="mse", jit_compile=True)
     x = np.random.default_rng(0).integers(0, 20, (8, 12)).astype("int32")
     assert np.isfinite(model.train_on_batch(x, np.zeros((8, 2), dtype="float32")))
@@ -108,13 +108,13 @@ def test_xla_compiles_and_trains() -> None:
 
 def test_impossible_arch_raises_before_building() -> None:
     with pytest.raises(ArchError, match=r"layer 0 GRU\(units=3\): needs a \(length, features\)"):
-        kb.build_keras(Arch(L.GRU(3)), (8, 8, 1))
+        kb.build(Arch(L.GRU(3)), (8, 8, 1))
 
 
 def test_integer_inputs() -> None:
-    tokens = kb.build_keras(Arch(L.Embedding(10, 4), L.GRU(3)), (6,))
+    tokens = kb.build(Arch(L.Embedding(10, 4), L.GRU(3)), (6,))
     assert tokens.inputs[0].dtype == "int64"
-    pixels = kb.build_keras(Arch(L.Flatten(), L.Dense(2)), (4, 4, 1), "uint8")
+    pixels = kb.build(Arch(L.Flatten(), L.Dense(2)), (4, 4, 1), "uint8")
     assert pixels.inputs[0].dtype == "uint8"
     assert pixels(np.ones((2, 4, 4, 1), dtype="uint8")).shape == (2, 2)
 
@@ -124,7 +124,7 @@ def test_integer_inputs() -> None:
 
 def _assert_same_outputs(arch: Arch, shape: tuple[int, ...], training: bool = False) -> None:
     keras.utils.set_random_seed(3)
-    kmodel = kb.build_keras(arch, shape, "float32")
+    kmodel = kb.build(arch, shape, "float32")
     tmodel = tb.build_torch(arch, shape, "float32")
     _perturb(kmodel)
     copy_keras_to_torch(arch, kmodel, tmodel)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import statistics
 import struct
 from collections.abc import Iterator
@@ -25,15 +26,14 @@ from protolab.report import (
     FRONT_PLOT,
     PLOTS,
     SIZE_PX,
-    PairComparison,
     RunRecord,
     TrialRecord,
     break_even_steps,
+    compare_modes,
     format_break_even,
     pareto_front,
     run_report,
     split_by_version,
-    summarise,
 )
 
 pytestmark = pytest.mark.slow
@@ -83,41 +83,42 @@ def test_break_even_zero_when_static_also_starts_sooner() -> None:
     assert format_break_even(0.0) == "0"
 
 
-def _pair(trial: int, d_ms: float, s_ms: float, d_first: float, s_first: float) -> PairComparison:
-    return PairComparison(
-        trial=trial,
-        pair=f"s/t{trial}",
-        arch_hash="a",
-        dynamic="lightning",
-        static="keras",
-        step_ms_dynamic=d_ms,
-        step_ms_static=s_ms,
-        first_step_s_dynamic=d_first,
-        first_step_s_static=s_first,
-        compile_s_dynamic=None,
-        compile_s_static=None,
-        metric_dynamic=None,
-        metric_static=None,
-        cold_start=False,
-    )
+def _record(
+    trial: int, backend: str, family: str, ms: float, first_s: float, **kw: Any
+) -> RunRecord:
+    metrics = {"time/step_ms": ms, "time/first_step_s": first_s, "train/steps": 100.0}
+    return RunRecord(f"r{trial}{backend}", f"t{trial}-{backend}", trial, backend, family,
+                     "COMPLETE", f"s/t{trial}", "a", metrics=metrics, **kw)  # fmt: skip
 
 
-def test_summary_line_takes_medians_over_pairs() -> None:
-    pairs = [_pair(0, 2.0, 1.0, 0.0, 1.0), _pair(1, 3.0, 1.0, 0.0, 4.0), _pair(2, 1.0, 2.0, 0, 1)]
-    summary = summarise(pairs)
-    assert summary is not None
-    # speed-ups 2, 3, 0.5 -> 2; break-evens 1000, 2000, never -> 2000
-    assert summary.speedup == pytest.approx(2.0)
-    assert summary.break_even == pytest.approx(2000.0)
-    assert summary.text == (
-        "static is 2.0x faster per step (median over 3 pairs); "
-        "compile pays back after ~2,000 steps (median)"
-    )
-    slow = summarise([_pair(0, 1.0, 2.5, 0.0, 1.0)])
-    assert slow is not None
-    assert slow.text.startswith("static is 2.5x slower per step (median over 1 pair);")
-    assert "never pays back" in slow.text
-    assert summarise([]) is None
+def test_a_third_mode_keeps_every_comparison() -> None:
+    """Three modes in each pair: all three compare (the old rule kept exactly one per family)."""
+    runs = [
+        r
+        for t, (d, s1, s2) in enumerate([(2.0, 1.0, 4.0), (3.0, 1.0, 6.0), (1.0, 2.0, 2.0)])
+        for r in (
+            _record(t, "d", "dynamic", d, 0.0, eager=True),
+            _record(t, "s1", "static", s1, 1.0 + t),
+            _record(t, "s2", "static", s2, 0.5),
+        )
+    ]
+    c = compare_modes(runs, "val/acc", n_boot=200)
+    assert c.paired == ["d", "s1", "s2"] and len(c.units) == 3
+    assert c.matrix[("s1", "d")].value == pytest.approx((0.5 * (1 / 3) * 2.0) ** (1 / 3))
+    assert c.matrix[("s2", "d")].value == pytest.approx((2.0 * 2.0 * 2.0) ** (1 / 3))
+    assert c.headline is not None
+    # the fastest static mode per pair: s1, s1, then s1 and s2 tie at 2 ms (first by name)
+    assert c.headline.winners == {"dynamic": {"d": 3}, "static": {"s1": 3}}
+    assert c.headline.ratio.value == pytest.approx(c.matrix[("s1", "d")].value)
+    s1, s2 = c.break_even
+    assert (s1.mode, s1.reference, s2.mode) == ("s1", "d", "s2")
+    # s1, medians over the pairs: 2 ms (d) and 1 ms, first steps 0 s and 2 s -> 2,000 steps;
+    # each pair on its own: 1 / 0.001, 2 / 0.002, never (slower in the third)
+    assert s1.steps == pytest.approx(2000.0)
+    assert s1.per_unit == (pytest.approx(1000.0), pytest.approx(1000.0), None)
+    assert (s1.paid, s1.known) == (0, 3)
+    assert s1.text.endswith("against d: compile never paid back in this sweep")
+    assert s2.steps is None and "never pays back against d" in s2.text
 
 
 def test_pareto_front_both_directions() -> None:
@@ -163,7 +164,7 @@ def _report_json(project: Project | Edited) -> dict[str, Any]:
     return data
 
 
-def _expected_pairs(root: Path) -> dict[int, dict[str, float | None]]:
+def _expected_pairs(root: Path) -> dict[int, dict[str, Any]]:
     """The comparison recomputed straight from the MLflow child runs, formula written out."""
     client = _client(root)
     exp = client.get_experiment_by_name("tiny")
@@ -173,11 +174,16 @@ def _expected_pairs(root: Path) -> dict[int, dict[str, float | None]]:
     for r in runs:
         if "protolab.pair" in r.data.tags:
             by_pair.setdefault(r.data.tags["protolab.pair"], {})[r.data.tags["protolab.family"]] = r
-    out: dict[int, dict[str, float | None]] = {}
+
+    def step_ms(run: Any) -> float:  # per-epoch steady medians; the run's median before them
+        history = client.get_metric_history(run.info.run_id, "time/epoch_step_ms")
+        return statistics.median([m.value for m in history] or [run.data.metrics["time/step_ms"]])
+
+    out: dict[int, dict[str, Any]] = {}
     for members in by_pair.values():
-        d, s = members["dynamic"].data, members["static"].data
-        d_ms, s_ms = d.metrics["time/step_ms"], s.metrics["time/step_ms"]
-        extra = s.metrics["time/first_step_s"] - d.metrics["time/first_step_s"]
+        d, s = members["dynamic"], members["static"]
+        d_ms, s_ms = step_ms(d), step_ms(s)
+        extra = s.data.metrics["time/first_step_s"] - d.data.metrics["time/first_step_s"]
         saved = (d_ms - s_ms) / 1000
         if extra <= 0 and saved >= 0:
             steps: float | None = 0.0
@@ -185,12 +191,15 @@ def _expected_pairs(root: Path) -> dict[int, dict[str, float | None]]:
             steps = extra / saved
         else:
             steps = None
-        out[int(d.tags["protolab.trial"])] = {
-            "step_ratio": s_ms / d_ms,
+        out[int(d.data.tags["protolab.trial"])] = {
+            "names": (d.data.tags["protolab.backend"], s.data.tags["protolab.backend"]),
+            "step_ms": (d_ms, s_ms),
+            "first_step_s": (
+                d.data.metrics["time/first_step_s"],
+                s.data.metrics["time/first_step_s"],
+            ),
             "break_even_steps": steps,
-            "metric_delta": s.metrics["val/acc"] - d.metrics["val/acc"],
-            "compile_s_static": s.metrics["time/compile_s"],
-            "first_step_s_dynamic": d.metrics["time/first_step_s"],
+            "metric": (d.data.metrics["val/acc"], s.data.metrics["val/acc"]),
         }
     return out
 
@@ -201,37 +210,52 @@ def test_report_numbers_equal_those_recomputed_from_mlflow(project: Project) -> 
     assert report["direction"] == "maximize"
     assert report["trials"] == {"complete": 3, "pruned": 0, "failed": 0, "total": 3}
     comparison = report["comparison"]
-    assert (comparison["dynamic"], comparison["static"]) == ("lightning", "keras")
     expected = _expected_pairs(project.root)
-    got = {p["trial"]: p for p in comparison["pairs"]}
-    assert sorted(got) == sorted(expected) == [0, 1, 2]
+    assert sorted(expected) == [0, 1, 2]
+    dyn, sta = expected[0]["names"]
+    assert comparison["paired_modes"] == [dyn, sta]
+    got = {m["trial"]: m for m in comparison["measurements"]}
+    assert sorted(got) == [0, 1, 2]
     for trial, want in expected.items():
-        for key, value in want.items():
-            if value is None:
-                assert got[trial][key] is None, (trial, key)
-            else:
-                assert got[trial][key] == pytest.approx(value), (trial, key)
+        runs = got[trial]["runs"]
+        for i, name in enumerate((dyn, sta)):
+            assert runs[name]["step_ms"] == pytest.approx(want["step_ms"][i]), (trial, name)
+            assert runs[name]["first_step_s"] == pytest.approx(want["first_step_s"][i])
+            assert runs[name]["metric"] == pytest.approx(want["metric"][i])
 
-    # The verdict: medians over the pairs ("never" counts as infinitely many steps).
-    speedups = [1 / float(w["step_ratio"] or 0) for w in expected.values()]
-    steps = [w["break_even_steps"] for w in expected.values()]
-    summary = comparison["summary"]
-    assert summary["n_pairs"] == 3
-    assert summary["static_speedup"] == pytest.approx(statistics.median(speedups))
-    median_steps = statistics.median(float("inf") if v is None else v for v in steps)
-    if median_steps == float("inf"):
-        assert summary["break_even_steps"] is None
-    else:
-        assert summary["break_even_steps"] == pytest.approx(median_steps)
-    assert summary["text"] in project.output
+    # static/dynamic step time: the geometric mean over the pairs, with its interval
+    logs = [math.log(w["step_ms"][1] / w["step_ms"][0]) for w in expected.values()]
+    (cell,) = [c for c in comparison["matrix"] if (c["row"], c["col"]) == (sta, dyn)]
+    assert cell["ratio"] == pytest.approx(math.exp(sum(logs) / 3))
+    assert cell["n_pairs"] == 3 and cell["low"] <= cell["ratio"] <= cell["high"]
+    head = comparison["headline"]
+    assert head["best"] == {"dynamic": {dyn: 3}, "static": {sta: 3}}
+    assert head["ratio"] == pytest.approx(cell["ratio"])
+    assert head["text"] in " ".join(project.output.split())
+
+    # break-even of the static mode against the dynamic (eager) one: each pair's own, and
+    # the one of the median inputs, which the sentence and the plot show
+    (b,) = comparison["break_even"]
+    assert (b["mode"], b["reference"]) == (sta, dyn)
+    for mine, want in zip(b["per_measurement_steps"], expected.values(), strict=True):
+        if want["break_even_steps"] is None:
+            assert mine is None
+        else:
+            assert mine == pytest.approx(want["break_even_steps"])
+    inputs = (("first_step_s", 0), ("first_step_s", 1), ("step_ms", 0), ("step_ms", 1))
+    medians = [statistics.median(w[k][i] for w in expected.values()) for k, i in inputs]
+    want_steps = break_even_steps(*medians)
+    assert b["steps"] == (None if want_steps is None else pytest.approx(want_steps))
+    assert b["text"] in " ".join(project.output.split())
 
     # One row per architecture; each trial's pair lands in its arch's row.
     archs = comparison["architectures"]
     assert sorted(t for a in archs for t in a["trials"]) == [0, 1, 2]
     for a in archs:
-        if a["n_pairs"] == 1:
+        if a["n_measurements"] == 1:
             (t,) = a["trials"]
-            assert a["step_ratio"] == pytest.approx(expected[t]["step_ratio"])
+            assert a["step_ms"] == {dyn: pytest.approx(expected[t]["step_ms"][0]),
+                                    sta: pytest.approx(expected[t]["step_ms"][1])}  # fmt: skip
 
 
 def test_best_trials_history_and_pareto_follow_the_study(project: Project) -> None:
@@ -302,7 +326,7 @@ def test_a_config_target_and_out_dir(project: Project, monkeypatch: pytest.Monke
     out = project.root / "elsewhere"
     assert run_report(str(project.root / "cfg.yaml"), out_dir=out) == out
     again = json.loads((out / "report.json").read_text())
-    assert again["comparison"]["pairs"] == _report_json(project)["comparison"]["pairs"]
+    assert again["comparison"] == _report_json(project)["comparison"]
 
 
 def test_an_unknown_study_exits_2_naming_the_studies(

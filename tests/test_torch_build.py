@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from protolab import layers as L
 from protolab.arch import Arch, same_padding
 from protolab.arch._catalogue import CATALOGUE, Example
-from protolab.backends._torch_build import build_torch, count_params
+from protolab.backends.torch.nn import build_torch, count_params
 from protolab.errors import ArchError
 
 

@@ -11,6 +11,7 @@ import contextlib
 import json
 import os
 import sys
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
@@ -36,7 +37,7 @@ T = TypeVar("T")
 ConfigArg = Annotated[Path, typer.Argument(help="YAML config (e.g. configs/digits_mlp.yaml).")]
 OverridesArg = Annotated[
     list[str] | None,
-    typer.Argument(help="Dotted overrides with YAML values: study.n_trials=5 backends=[keras]."),
+    typer.Argument(help="Dotted overrides with YAML values: study.n_trials=5 backends=[static]."),
 ]
 
 
@@ -65,16 +66,21 @@ def _guard(fn: Callable[[], T]) -> T:
         _fail(str(e), e.exit_code)
 
 
+def _modes_run(summary: Any, configured: list[str]) -> list[str]:
+    """The backends trials actually ran (aliases resolve per architecture), in order."""
+    seen = [b for t in summary.trials for b in t.user_attrs.get("protolab.metrics", {})]
+    return list(dict.fromkeys(seen)) or configured
+
+
 def _quiet_frameworks() -> None:
     """Set the frameworks' process environment before any of them is imported.
 
-    TensorFlow's C++ logs are silenced unless asked for, Keras runs on TensorFlow, and
-    OpenMP threads sleep instead of spin-waiting between parallel regions: with spinning,
-    any other busy process (a second worker, TensorFlow's pool) made torch steps of the
+    TensorFlow's C++ logs are silenced unless asked for (each backend sets what its
+    framework needs when it loads), and OpenMP threads sleep instead of spin-waiting
+    between parallel regions: with spinning, any other busy process (a second worker, TensorFlow's pool) made torch steps of the
     digits MLP ~50x slower on 2 cores (152 ms vs 2.9 ms measured).
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
-    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 
@@ -88,9 +94,10 @@ def _interruptible() -> Iterator[None]:
     """
     import signal
 
-    from protolab.sweep._lease import Interrupted, interrupt
+    from protolab.sweep._lease import Interrupted, interrupt, reset_interrupts
     from protolab.sweep._worker import SweepFailed
 
+    reset_interrupts()
     def hard_exit(signum: int, frame: Any) -> None:
         os._exit(128 + signum)
 
@@ -111,6 +118,7 @@ def _interruptible() -> Iterator[None]:
     except SweepFailed as e:
         _fail(str(e), 1)
     finally:
+        reset_interrupts()
         for s, handler in previous.items():
             signal.signal(s, handler)
 
@@ -143,6 +151,9 @@ def sweep(
             "--from", help="Enqueue the best trials of this study (or this MLflow run id) first."
         ),
     ] = None,
+    show_all: Annotated[
+        bool, typer.Option("--all", help="List pruned and failed trials in the summary too.")
+    ] = False,
 ) -> None:
     """Run or resume the Optuna study of CONFIG until it holds study.n_trials finished trials."""
 
@@ -153,6 +164,9 @@ def sweep(
         from rich.console import Console
 
         from protolab._display import SweepDisplay, summary_table
+
+        display = SweepDisplay()  # its phase line covers the imports below
+        display.phase("loading the config and the experiment")
         from protolab.config import load_config
         from protolab.sweep import prepare
         from protolab.sweep import sweep as run_sweep
@@ -160,18 +174,26 @@ def sweep(
         extra = ["study.max_failures=1"] if fail_fast else []
         cfg, script = load_config(config, [*(overrides or []), *extra])
         ctx = prepare(cfg, config, script)
+        display.phase(f"opening the stores, importing {', '.join(cfg.backends)}")
         with _interruptible():
-            summary = run_sweep(ctx, SweepDisplay(), warm_from)
+            try:
+                summary = run_sweep(ctx, display, warm_from)
+            finally:
+                display.stop()
         out = Console()
-        out.print(summary_table(summary, cfg.backends))
+        out.print(summary_table(summary, _modes_run(summary, cfg.backends), show_all=show_all))
         if len(summary.pareto) > 1 or ctx.multi_objective:
             front = ", ".join(f"t{n}" for n in summary.pareto) or "none yet"
             objectives = ", ".join(f"{m} ({d})" for m, d in ctx.objectives)
             out.print(f"Pareto front (* in the table) over {objectives}: {front}")
         elif summary.best_value is not None:
+            from protolab._format import sig3
+
             out.print(
-                f"best: t{summary.best_number} {ctx.metric}={summary.best_value:.4g} "
-                f"in {summary.wall_s:.1f} s; see it with `protolab ui`"
+                f"best: t{summary.best_number} {ctx.metric}={sig3(summary.best_value)}; "
+                f"wall {time.perf_counter() - display.started:.1f} s; "
+                "see it with `protolab ui`",
+                highlight=False,
             )
 
     _guard(body)
@@ -212,8 +234,13 @@ def run(
                 raise UserInputError(f"--params must be a JSON object, but got {params!r}")
         cfg, script = load_config(config, overrides or [])
         ctx = prepare(cfg, config, script)
+        from protolab.config._checks import check_context, check_values
+
+        check_context(ctx)
         if best:
             values = best_params(ctx)
+        where = f"--best (study '{ctx.study_name}', renamed a choice?)" if best else "--params"
+        check_values(ctx, values, where)
         tracker = open_tracker(ctx)
         label = "best" if best else "run"
         try:
@@ -258,6 +285,12 @@ def report(
     def body() -> None:
         from protolab.report import run_report
 
+        blocker = next((p for p in (out, *out.parents) if p.exists()), None) if out else None
+        if blocker is not None and not blocker.is_dir():
+            raise UserInputError(
+                f"--out: {out} {'is' if blocker == out else f'lies below {blocker}, which is'} "
+                "a file; allowed: a folder (new or existing)"
+            )
         run_report(target, out_dir=out, tracking_uri=uri, storage=storage)
 
     _guard(body)
@@ -290,28 +323,79 @@ def lineage(
 
 @app.command()
 def ui(
-    port: Annotated[int, typer.Option(help="Port to serve on.")] = 5000,
+    port: Annotated[int, typer.Option(help="Port to serve on (1-65535).")] = 5000,
     host: Annotated[
         str, typer.Option(help="Interface to bind; 127.0.0.1 keeps it local.")
     ] = "127.0.0.1",
     uri: Annotated[str | None, typer.Option(help="Tracking URI (default: ./mlruns).")] = None,
+    study: Annotated[
+        str | None, typer.Option(help="Open this study (default: the most recently active).")
+    ] = None,
+    open_browser: Annotated[
+        bool, typer.Option("--open", help="Open the printed URL in a web browser.")
+    ] = False,
 ) -> None:
-    """Open the MLflow UI over this project's store (runs table: #/experiments/<id>/runs)."""
+    """MLflow UI over this project's store, opened on the study's runs table."""
 
     def body() -> None:
-        from protolab.tracking import default_tracking_uri
+        from protolab.commands._ui import open_ui
 
-        store = uri or default_tracking_uri()
-        cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", store]
-        cmd += ["--host", host, "--port", str(port)]
-        if store.startswith("sqlite:///"):
-            root = Path(store.removeprefix("sqlite:///")).parent / "artifacts"
-            cmd += ["--default-artifact-root", root.resolve().as_uri()]
-        typer.echo(
-            f"MLflow UI on http://{host}:{port} over {store}\n"
-            "protolab runs are on each experiment's 'Runs' tab (#/experiments/<id>/runs)."
-        )
-        os.execv(sys.executable, cmd)
+        if not 1 <= port <= 65535:
+            raise UserInputError(f"--port: a TCP port is 1..65535, but got {port}")
+        open_ui(port, host, uri, study, open_browser)
+
+    _guard(body)
+
+
+@app.command()
+def doctor(
+    journal: Annotated[Path, typer.Argument(help="An Optuna journal file (e.g. my.journal).")],
+) -> None:
+    """Repair a damaged journal store: keep every intact record, back up the original."""
+
+    def body() -> None:
+        from protolab.sweep._doctor import repair_journal
+
+        typer.echo(repair_journal(journal))
+
+    _guard(body)
+
+
+@app.command()
+def init(
+    name: Annotated[
+        str, typer.Argument(help="Study name: configs/NAME.yaml, experiments/NAME.py.")
+    ],
+    template: Annotated[
+        str, typer.Option(help="mlp | cnn | seq | custom (your own .csv/.npz data).")
+    ] = "mlp",
+    force: Annotated[bool, typer.Option("--force", help="Overwrite existing files.")] = False,
+) -> None:
+    """Write a new experiment script and config (under ./experiments, ./configs) that sweep."""
+
+    def body() -> None:
+        from protolab.commands._init import init_project
+
+        for path in init_project(name, template, Path.cwd(), force):
+            typer.echo(f"wrote {path.relative_to(Path.cwd())}")
+        typer.echo(f"next: protolab sweep configs/{name}.yaml && protolab ui --study {name}")
+
+    _guard(body)
+
+
+@app.command(name="ls")
+def ls_(
+    uri: Annotated[str | None, typer.Option(help="Tracking URI (default: ./mlruns).")] = None,
+    storage: Annotated[
+        str | None, typer.Option(help="Optuna storage (default: ./mlruns/optuna.journal).")
+    ] = None,
+) -> None:
+    """List the studies in the stores: trials complete/pruned/failed, best, last activity."""
+
+    def body() -> None:
+        from protolab.commands._ls import list_studies
+
+        list_studies(uri, storage)
 
     _guard(body)
 

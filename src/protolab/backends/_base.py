@@ -1,21 +1,32 @@
-"""The contract every backend implements, and the name -> backend registry.
+"""The contract every backend implements: build a :class:`Program`, and one loop that runs it.
 
 A backend turns one :class:`Job` (an Arch, a dataset, train settings, hardware) into a
-:class:`JobResult` (final metrics + per-epoch history), calling an epoch hook after every
-epoch. The hook is how sweeps report intermediate values, log curves and prune; the backend
-knows nothing of Optuna or MLflow, so a long-lived process (``protolab watch``) or a
-benchmark can call :meth:`Backend.run` repeatedly with any hook.
+:class:`JobResult` (final metrics, per-epoch history, tags and the trained model), calling
+an epoch hook after every epoch. The hook is how sweeps report intermediate values, log
+curves and prune; the backend knows nothing of Optuna or MLflow, so a long-lived process
+(``protolab watch``), an exporter or a benchmark can call :meth:`Backend.run` repeatedly.
+
+The split follows Keras 3's ``train_step`` / ``make_train_function``: a backend only says
+how to build its model and programs (:meth:`Backend.program`) and how one epoch trains
+(:meth:`Program.fit_epoch`); the loop, the clock and the metric contract live here, once,
+so every mode is measured the same way.
 """
 
 from __future__ import annotations
 
 import abc
-import importlib
+import math
+import os
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, ClassVar, Literal
+from typing import TYPE_CHECKING, ClassVar, Protocol
 
-from protolab.errors import ArchError, ConfigError
+import numpy as np
+
+from protolab.backends._registry import Family
+from protolab.backends._timing import TrialClock, import_timed, preload, step_stats
+from protolab.errors import ArchError, NonFiniteLossError
 
 if TYPE_CHECKING:
     from protolab.arch import Arch
@@ -24,16 +35,19 @@ if TYPE_CHECKING:
 
 __all__ = [
     "Backend",
+    "DeviceInfo",
+    "EpochFit",
     "EpochHook",
     "Job",
     "JobResult",
+    "Program",
     "TrainSettings",
-    "backend_names",
+    "TrainedModel",
     "check_output",
-    "get_backend",
     "perf_metrics",
-    "register_backend",
 ]
+
+WORKER_ENV = "PROTOLAB_BACKEND_WORKER"  # set in a backend's own worker process: its class name
 
 # Called after each epoch with (epoch starting at 1, that epoch's metrics). It may raise
 # (e.g. optuna.TrialPruned) to stop the job; backends must let that propagate.
@@ -50,6 +64,7 @@ class TrainSettings:
     lr: float
     weight_decay: float = 0.0
     seed: int = 0
+    max_steps: int | None = None  # cap on steps per epoch (calibration, quick reruns)
 
 
 @dataclass(frozen=True)
@@ -62,46 +77,193 @@ class Job:
     hardware: HardwareConfig
 
 
+class TrainedModel(Protocol):
+    """A trained model handed back by a job: what export and a warm process build on."""
+
+    backend: str
+
+    @property
+    def native(self) -> object:
+        """The framework's own model object (a ``torch.nn.Module``, a ``keras.Model`` ...)."""
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Outputs (logits or values) for a batch of inputs, as float32 numpy."""
+
+
 @dataclass
 class JobResult:
-    """What a job measured: final scalars (contract names) and the per-epoch curves."""
+    """What a job measured (contract names), its curves, tags and the trained model."""
 
     metrics: dict[str, float] = field(default_factory=dict)
     history: list[dict[str, float]] = field(default_factory=list)
     tags: dict[str, str] = field(default_factory=dict)
+    model: TrainedModel | None = None
+
+
+@dataclass
+class EpochFit:
+    """What one training epoch measured.
+
+    ``step_s`` are the epoch's steady-state step times (seconds; empty when the epoch is a
+    warm-up, e.g. a compiled program's first run). ``first_step_s`` is the time from the
+    epoch's start to its first finished step, when the program can see single steps.
+    """
+
+    loss: float
+    step_s: list[float] = field(default_factory=list)
+    first_step_s: float | None = None
+
+
+@dataclass(frozen=True)
+class DeviceInfo:
+    """Where a program runs, for MFU: kind ``cpu``/``cuda``/``tpu``, a name, CPU threads."""
+
+    kind: str
+    name: str
+    threads: int = 0
+    gemm: Callable[[int, str], Callable[[], None]] | None = None  # peak probe (n, dtype)
+
+
+class Program(abc.ABC):
+    """One model built on one backend, with its training and evaluation programs."""
+
+    steps: int  # optimizer steps per epoch
+    batch: int  # samples per step
+
+    def compile(self) -> None:  # noqa: B027 - a hook that does nothing by default
+        """Trace / compile the programs without training (timed as ``time/compile_s``).
+
+        Modes that compile lazily (eager, ``torch.compile``) leave this empty; their
+        compile cost is the first step's extra time.
+        """
+
+    @abc.abstractmethod
+    def fit_epoch(self, epoch: int) -> EpochFit:
+        """Train one epoch (``steps`` steps) and say what it measured."""
+
+    @abc.abstractmethod
+    def evaluate(self) -> dict[str, float]:
+        """Validation metrics (``val/loss`` and ``val/acc`` or ``val/rmse``)."""
+
+    @abc.abstractmethod
+    def device(self) -> DeviceInfo: ...
+
+    @abc.abstractmethod
+    def trained(self) -> TrainedModel: ...
+
+    def measure(self) -> dict[str, float]:
+        """Backend-specific final metrics (``memory/peak_device_mb``, ``model/params``)."""
+        return {}
+
+    def tags(self) -> dict[str, str]:
+        return {}
 
 
 class Backend(abc.ABC):
     """One way of executing an Arch: dynamic (eager) or static (compiled graph)."""
 
     name: ClassVar[str]
-    family: ClassVar[Literal["dynamic", "static"]]
+    family: ClassVar[Family]
+    modules: ClassVar[tuple[str, ...]] = ()  # what ``load`` imports (timed once per process)
+    env_defaults: ClassVar[dict[str, str]] = {}  # set before the framework imports, unless set
+    environ: ClassVar[dict[str, str]] = {}  # required before the framework imports (forced)
+    process_env: ClassVar[dict[str, str]] = {}  # non-empty: runs in a worker with this env
+    max_devices: ClassVar[int | None] = None  # None: any number
 
-    @abc.abstractmethod
-    def run(self, job: Job, on_epoch: EpochHook | None = None) -> JobResult:
-        """Build, train and evaluate ``job``; call ``on_epoch`` after each epoch."""
+    @classmethod
+    def needs_own_process(cls) -> bool:
+        """True unless this is the backend's own worker process.
 
-    def load(self) -> None:  # noqa: B027 - a hook that does nothing by default
-        """Import the framework now, timed once per process; no-op by default.
+        Keras' backend is fixed when Keras is imported, so a Keras-on-JAX mode never shares
+        a process with the TensorFlow modes: it always runs in a worker of its own.
+        """
+        return bool(cls.process_env) and os.environ.get(WORKER_ENV) != cls.__name__
+
+    def load(self) -> None:
+        """Import the framework now, timed once per process.
 
         ``run`` imports what it needs itself. A sweep calls this early so the import
         overlaps other start-up work; jobs still report it as ``time/import_s``.
         """
+        for key, value in self.env_defaults.items():
+            os.environ.setdefault(key, value)
+        os.environ.update(self.environ)
+        preload(*self.modules)
 
     def release(self) -> None:  # noqa: B027 - a hook that does nothing by default
-        """Free framework state between trials (caches, graphs); no-op by default."""
+        """Free framework state between jobs (caches, graphs); no-op by default."""
+
+    @abc.abstractmethod
+    def program(self, job: Job) -> Program:
+        """Build ``job``'s model, optimizer and programs on this backend (timed as build)."""
+
+    def run(self, job: Job, on_epoch: EpochHook | None = None) -> JobResult:
+        """Build, compile, train and evaluate ``job``; call ``on_epoch`` after each epoch."""
+        clock = TrialClock()
+        self.load()
+        clock.import_s, cold = import_timed(*self.modules)
+        info = job.arch.infer(job.dataset.input_shape, job.dataset.input_dtype)
+        check_output(info.output_shape, job.dataset.output_shape, job.dataset.name)
+        t0 = time.perf_counter()
+        prog = self.program(job)
+        clock.build_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        prog.compile()
+        clock.compile_s = time.perf_counter() - t0
+        result = JobResult()
+        first_extra = _train(prog, job, clock, result, on_epoch)
+        clock.compile_s += max(first_extra - step_stats(clock.step_s)[0] / 1000, 0.0)
+        final = result.history[-1]
+        result.metrics = {
+            **{k: v for k, v in final.items() if not k.startswith("time/")},
+            **clock.metrics(prog.batch),
+            "train/steps": float(prog.steps * len(result.history)),
+            "train/steps_per_epoch": float(prog.steps),
+            "model/params": float(info.params),
+            "model/flops_per_sample": float(info.flops_per_sample),
+            **prog.measure(),
+        }
+        dev = prog.device()
+        result.metrics.update(
+            perf_metrics(info.flops_per_sample, result.metrics, dev, job.hardware.precision)
+        )
+        result.tags = {"cold_start": str(cold).lower(), **prog.tags()}
+        result.model = prog.trained()
+        return result
+
+
+def _train(
+    prog: Program, job: Job, clock: TrialClock, result: JobResult, on_epoch: EpochHook | None
+) -> float:
+    """The epoch loop every backend shares; returns the first step's own time (or 0)."""
+    first_only = 0.0
+    for epoch in range(1, job.train.epochs + 1):
+        t_epoch = time.perf_counter()
+        fit = prog.fit_epoch(epoch)
+        t_trained = time.perf_counter()
+        if epoch == 1:
+            if fit.first_step_s is not None:
+                first_only = fit.first_step_s
+                clock.first_step_s = t_epoch - clock.start + fit.first_step_s
+            else:  # a compiled epoch hides single steps: one epoch-average step
+                clock.first_step_s = t_epoch - clock.start + (t_trained - t_epoch) / prog.steps
+        if not math.isfinite(fit.loss):
+            raise NonFiniteLossError(f"training loss is {fit.loss} at epoch {epoch}")
+        clock.step_s.extend(fit.step_s)
+        metrics = {"train/loss": fit.loss, **prog.evaluate()}
+        if fit.step_s:
+            metrics["time/epoch_step_ms"] = step_stats(fit.step_s)[0]
+        clock.end_epoch(epoch, metrics, t_epoch, t_trained, result.history, on_epoch)
+    if not clock.step_s:  # one epoch only: its (warm-up) average is all there is
+        clock.step_s = [(clock.train_s / max(prog.steps, 1))]
+    return first_only
 
 
 _DTYPES = {"32": "float32", "bf16": "bfloat16", "16": "float16"}
 
 
 def perf_metrics(
-    flops_per_sample: float,
-    samples_per_s: float,
-    kind: str,
-    name: str,
-    precision: str,
-    threads: int,
+    flops_per_sample: float, metrics: dict[str, float], dev: DeviceInfo, precision: str
 ) -> dict[str, float]:
     """Achieved training TFLOP/s and MFU against the device's measured peak.
 
@@ -109,8 +271,10 @@ def perf_metrics(
     """
     from protolab.backends._peak import peak_tflops
 
-    peak = peak_tflops(kind, name, _DTYPES[precision], threads)
-    tflops = 3.0 * flops_per_sample * samples_per_s / 1e12
+    if dev.kind not in ("cpu", "cuda") or dev.gemm is None:
+        return {}
+    peak = peak_tflops(dev.kind, dev.name, _DTYPES[precision], dev.threads, dev.gemm)
+    tflops = 3.0 * flops_per_sample * metrics["throughput/samples_per_s"] / 1e12
     return {
         "device/peak_tflops": peak,
         "perf/tflops": tflops,
@@ -125,33 +289,3 @@ def check_output(got: tuple[int, ...], want: tuple[int, ...], data: str) -> None
             f"the Arch outputs shape {tuple(got)}, but data '{data}' needs {tuple(want)}: "
             f"end the Arch with Dense({want[-1]})"
         )
-
-
-_REGISTRY: dict[str, str] = {
-    "lightning": "protolab.backends._lightning:LightningBackend",
-    "keras": "protolab.backends._keras:KerasBackend",
-}
-_INSTANCES: dict[str, Backend] = {}
-
-
-def register_backend(name: str, target: str) -> None:
-    """Register ``"package.module:Class"`` under ``name`` (imported on first use)."""
-    _REGISTRY[name] = target
-
-
-def backend_names() -> list[str]:
-    return sorted(_REGISTRY)
-
-
-def get_backend(name: str) -> Backend:
-    """The (per-process, reused) backend instance for ``name``; imports it lazily."""
-    if name not in _INSTANCES:
-        target = _REGISTRY.get(name)
-        if target is None:
-            raise ConfigError(
-                f"backends: unknown backend {name!r}; allowed: {', '.join(backend_names())}"
-            )
-        module_name, _, cls_name = target.partition(":")
-        cls = getattr(importlib.import_module(module_name), cls_name)
-        _INSTANCES[name] = cls()
-    return _INSTANCES[name]

@@ -14,10 +14,10 @@ import os
 import platform
 import socket
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
-__all__ = ["cpu_name", "peak_tflops"]
+__all__ = ["GemmFactory", "cpu_name", "peak_tflops"]
 
 _SIZE = {"cpu": 1024, "cuda": 8192}
 _MIN_REPEATS, _MAX_REPEATS, _BUDGET_S = 5, 200, 1.0
@@ -38,10 +38,17 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine()
 
 
-def peak_tflops(kind: str, name: str, dtype: str = "float32", threads: int = 0) -> float:
+# (n, dtype) -> a callable running one synchronous n x n GEMM in the job's own framework.
+GemmFactory = Callable[[int, str], Callable[[], None]]
+
+
+def peak_tflops(
+    kind: str, name: str, dtype: str = "float32", threads: int = 0, gemm: GemmFactory | None = None
+) -> float:
     """Measured peak TFLOP/s of a ``cpu`` or ``cuda`` device for ``dtype``; cached on disk.
 
-    Reading the cache imports nothing heavy; only a missing entry runs the torch probe.
+    Reading the cache imports nothing; a missing entry runs the probe in the framework the
+    job already loaded (``gemm``), so a TensorFlow-only sweep never imports torch.
     """
     key = f"{socket.gethostname()}|{kind}|{name}|{dtype}|{threads}"
     path = _cache_path()
@@ -51,16 +58,11 @@ def peak_tflops(kind: str, name: str, dtype: str = "float32", threads: int = 0) 
         cache = {}
     if key in cache:
         return float(cache[key])
-    import torch
+    if gemm is None:
+        from protolab.backends.torch.core import gemm as torch_gemm
 
-    previous = torch.get_num_threads()
-    if threads:
-        torch.set_num_threads(threads)
-    try:
-        device = torch.device("cuda" if kind == "cuda" else "cpu")
-        value = _probe(torch, device, getattr(torch, dtype), _SIZE.get(kind, 2048))
-    finally:
-        torch.set_num_threads(previous)
+        gemm = torch_gemm
+    value = _probe(gemm(_SIZE.get(kind, 2048), dtype), _SIZE.get(kind, 2048))
     cache[key] = value
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -72,18 +74,13 @@ def peak_tflops(kind: str, name: str, dtype: str = "float32", threads: int = 0) 
     return value
 
 
-def _probe(torch: Any, device: Any, dtype: Any, n: int) -> float:
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
-    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
-    torch.matmul(a, b)  # warm-up: kernels selected, caches and clocks up
-    sync()
+def _probe(matmul: Callable[[], None], n: int) -> float:
+    matmul()  # warm-up: kernels selected, caches and clocks up
     best = float("inf")
     deadline = time.perf_counter() + _BUDGET_S
     for i in range(_MAX_REPEATS):  # best of many: a busy neighbour only slows some runs
         t0 = time.perf_counter()
-        torch.matmul(a, b)
-        sync()
+        matmul()
         best = min(best, time.perf_counter() - t0)
         if i >= _MIN_REPEATS and time.perf_counter() > deadline:
             break

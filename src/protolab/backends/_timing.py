@@ -49,13 +49,16 @@ def peak_rss_mb() -> float:
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
 
 
-def step_stats(step_s: Sequence[float]) -> tuple[float, float]:
-    """(median, p90) in milliseconds of steady-state step times."""
+def step_stats(step_s: Sequence[float]) -> tuple[float, float, float]:
+    """(median, p10, p90) in milliseconds of steady-state step times."""
     if not step_s:
-        return float("nan"), float("nan")
+        return float("nan"), float("nan"), float("nan")
     ms = sorted(s * 1000 for s in step_s)
-    p90 = ms[min(len(ms) - 1, round(0.9 * (len(ms) - 1)))]
-    return statistics.median(ms), p90
+
+    def pct(q: float) -> float:
+        return ms[min(len(ms) - 1, round(q * (len(ms) - 1)))]
+
+    return statistics.median(ms), pct(0.1), pct(0.9)
 
 
 @dataclass
@@ -98,7 +101,7 @@ class TrialClock:
 
     def metrics(self, batch: int) -> dict[str, float]:
         """The contract's time/* and throughput figures."""
-        step_ms, step_p90 = step_stats(self.step_s)
+        step_ms, step_p10, step_p90 = step_stats(self.step_s)
         return {
             "time/import_s": self.import_s,
             "time/build_s": self.build_s,
@@ -106,6 +109,7 @@ class TrialClock:
             "time/first_step_s": self.first_step_s,
             "time/first_epoch_s": self.first_epoch_s,
             "time/step_ms": step_ms,
+            "time/step_ms_p10": step_p10,
             "time/step_ms_p90": step_p90,
             "time/train_s": self.train_s,
             "time/eval_s": self.eval_s,

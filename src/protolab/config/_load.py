@@ -16,19 +16,23 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
-from protolab.config import _model
-from protolab.config._model import Config
+from protolab.config import _model, _yaml
+from protolab.config._domains import short
+from protolab.config._model import Config, safe_study_name
 from protolab.errors import ConfigError
 
 __all__ = ["apply_overrides", "config_hash", "load_config"]
 
 
-def _parse_value(text: str) -> Any:
-    """Override values are YAML (``[keras]``, ``5``, ``{low: 1, high: 2}``, ``null``)."""
+def _parse_value(text: str, source: str) -> Any:
+    """Override values are YAML (``[static]``, ``5``, ``{low: 1, high: 2}``, ``null``)."""
     try:
-        return yaml.safe_load(text) if text.strip() else ""
+        value = _yaml.parse(text, source) if text.strip() else ""
     except yaml.YAMLError:
         return text  # not YAML: keep the raw text, validation says what was expected
+    if isinstance(value, dict) and not text.strip().startswith("{"):
+        return text  # `sqlite:///:memory:` is a URL, not the block mapping YAML reads
+    return value
 
 
 def apply_overrides(raw: dict[str, Any], overrides: Sequence[str], source: str) -> dict[str, Any]:
@@ -39,8 +43,8 @@ def apply_overrides(raw: dict[str, Any], overrides: Sequence[str], source: str) 
         key = key.strip()
         if not sep or not key or any(not part for part in key.split(".")):
             raise ConfigError(
-                f"{source}: override {item!r} must look like dotted.key=value "
-                "(e.g. study.n_trials=5 or backends=[keras])"
+                f"{source}: override {short(item)} must look like dotted.key=value "
+                "(e.g. study.n_trials=5 or backends=[static])"
             )
         node = data
         parts = key.split(".")
@@ -49,10 +53,10 @@ def apply_overrides(raw: dict[str, Any], overrides: Sequence[str], source: str) 
             if not isinstance(child, dict):
                 where = ".".join(parts[: i + 1])
                 raise ConfigError(
-                    f"{source}: override {item!r}: '{where}' is {child!r}, not a section"
+                    f"{source}: override {short(item)}: '{where}' is {short(child)}, not a section"
                 )
             node = child
-        node[parts[-1]] = _parse_value(text)
+        node[parts[-1]] = _parse_value(text, f"{source}: override {key}")
     return data
 
 
@@ -89,13 +93,17 @@ def _member_model(loc: Sequence[int | str]) -> type[BaseModel] | None:
 
 def _explain(err: ValidationError, source: str) -> str:
     errors = err.errors()
-    per_member: dict[tuple[str, str], int] = {}
-    for e in errors:  # how badly each union member missed: the closest one is what was meant
+    # How badly each union member missed (keys it does not have first, then distinct
+    # fields wrong): the closest one is what was meant.
+    misses: dict[tuple[str, str], set[str]] = {}
+    for e in errors:
         key = _field_key(e["loc"])
         member = _member_model(e["loc"])
         tag = (key, member.__name__ if member else "")
-        per_member[tag] = per_member.get(tag, 0) + 1
-    found: dict[str, tuple[tuple[int, int], str]] = {}
+        where = ".".join(str(p) for p in e["loc"] if not _is_member_tag(p))
+        misses.setdefault(tag, set()).add(f"{where}{'!' if e['type'] == 'extra_forbidden' else ''}")
+    per_member = {t: (sum(m.endswith("!") for m in v), len(v)) for t, v in misses.items()}
+    found: dict[str, tuple[tuple[int, ...], str]] = {}
     for e in errors:
         loc = [p for p in e["loc"] if not _is_member_tag(p)]
         dotted = ".".join(str(p) for p in loc) or "(top level)"
@@ -104,16 +112,16 @@ def _explain(err: ValidationError, source: str) -> str:
         member = _member_model(e["loc"])
         if e["type"] == "extra_forbidden":
             keys = sorted(member.model_fields) if member else _allowed_keys(Config, loc)
-            line = f"{dotted}: unknown key (got {got!r}); allowed keys here: {', '.join(keys)}"
+            line = f"{dotted}: unknown key (got {short(got)}); allowed keys here: {', '.join(keys)}"
         else:
             msg = e["msg"].removeprefix("Value error, ")
-            line = f"{dotted}: {msg if 'but got' in msg else f'{msg} (got {got!r})'}"
+            line = f"{dotted}: {msg if 'but got' in msg else f'{msg} (got {short(got)})'}"
         # Our own rule checks first; then the union member shaped like the input (a mapping
         # for Range/Choice) that has the fewest errors.
         rank = 0 if e["type"] == "value_error" else 1
         if (member is not None) != isinstance(got, dict) and not (member and dotted != key):
             rank = 2
-        score = (rank, per_member[(key, member.__name__ if member else "")])
+        score = (rank, *per_member[(key, member.__name__ if member else "")])
         if key not in found or score < found[key][0]:
             found[key] = (score, line)
     lines = [line for _, line in found.values()]
@@ -133,16 +141,7 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> tuple[Config
     The experiment path is resolved relative to the config file and must exist.
     """
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist")
-    try:
-        raw = yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        line = f":{mark.line + 1}" if mark is not None else ""
-        raise ConfigError(f"{path}{line}: not valid YAML: {getattr(e, 'problem', e)}") from None
-    except UnicodeDecodeError:
-        raise ConfigError(f"{path}: not a text file (expected YAML)") from None
+    raw = _read(path)
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: the top level must be a mapping, but got {type(raw).__name__}")
     data = apply_overrides(raw, overrides, str(path))
@@ -150,18 +149,41 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> tuple[Config
         cfg = Config.model_validate(data)
     except ValidationError as e:
         raise ConfigError(_explain(e, str(path))) from None
+    except RecursionError:
+        raise ConfigError(f"{path}: a value is nested too deeply to be a config") from None
     script = cfg.experiment if cfg.experiment.is_absolute() else path.parent / cfg.experiment
     script = script.resolve()
     if not script.is_file():
+        what = "is a directory" if script.is_dir() else "does not exist"
         raise ConfigError(
-            f"{path}: experiment: script {script} does not exist (got {str(cfg.experiment)!r}; "
+            f"{path}: experiment: script {script} {what} (got {short(str(cfg.experiment))}; "
             "paths are relative to the config file)"
         )
     if cfg.study.name is None:
-        cfg = cfg.model_copy(
-            update={"study": cfg.study.model_copy(update={"name": path.stem.replace("_", "-")})}
-        )
+        name = safe_study_name(path.stem)
+        cfg = cfg.model_copy(update={"study": cfg.study.model_copy(update={"name": name})})
     return cfg, script
+
+
+def _read(path: Path) -> Any:
+    """The parsed YAML of a config file; every way it can be unreadable is a ConfigError."""
+    if path.is_dir():
+        raise ConfigError(f"config file {path} is a directory; give the YAML file inside it")
+    if not path.is_file():
+        what = "does not exist" if not path.exists() else "is not a regular file"
+        raise ConfigError(f"config file {path} {what}")
+    try:
+        _yaml.check_size(str(path), path.stat().st_size)
+        return _yaml.parse(path.read_text(encoding="utf-8"), str(path)) or {}
+    except OSError as e:
+        raise ConfigError(f"config file {path} cannot be read: {e.strerror or e}") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f":{mark.line + 1}" if mark is not None else ""
+        problem = str(getattr(e, "problem", None) or e)[:200]
+        raise ConfigError(f"{path}{line}: not valid YAML: {problem}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{path}: not a text file (expected YAML in UTF-8)") from None
 
 
 # Keys that steer a sweep (how long, where it is stored) without changing what a trial does.

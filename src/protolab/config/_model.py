@@ -9,10 +9,20 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from protolab.backends._registry import check_backend_names, default_backends
+from protolab.config._domains import check_train_value, short
+from protolab.config._metrics import check_metric_name
 
 __all__ = [
-    "BACKENDS",
     "PRUNERS",
     "SAMPLERS",
     "Choice",
@@ -28,14 +38,22 @@ __all__ = [
 # Kept as Literals so pydantic lists the allowed values in its error for free.
 Sampler = Literal["tpe", "random", "gp", "cmaes", "nsga2", "qmc", "grid", "evolution"]
 Pruner = Literal["none", "median", "percentile", "hyperband", "successive_halving", "threshold"]
-BackendName = Literal["lightning", "keras"]
 SAMPLERS: tuple[str, ...] = Sampler.__args__  # type: ignore[attr-defined]
 PRUNERS: tuple[str, ...] = Pruner.__args__  # type: ignore[attr-defined]
-BACKENDS: tuple[str, ...] = BackendName.__args__  # type: ignore[attr-defined]
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # NaN and inf are never a setting: `lr: .nan` would train ten failed trials.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_bool_as_number(cls, v: Any, info: ValidationInfo) -> Any:
+        """pydantic reads ``true`` as 1 for a number field; a boolean there is a mistake."""
+        field = cls.model_fields.get(info.field_name or "")
+        if isinstance(v, bool) and field is not None and "bool" not in str(field.annotation):
+            raise ValueError(f"a boolean is not allowed here, but got {v!r}")
+        return v
 
 
 class Range(_Strict):
@@ -62,6 +80,16 @@ class Choice(_Strict):
 
     choices: list[float | int | str | bool] = Field(min_length=1)
 
+    @field_validator("choices")
+    @classmethod
+    def _distinct(cls, v: list[Any]) -> list[Any]:
+        seen: list[Any] = []
+        for c in v:
+            if any(c == s and type(c) is type(s) for s in seen):
+                raise ValueError(f"choices must be distinct, but {short(c)} appears twice")
+            seen.append(c)
+        return v
+
 
 # URL schemes accepted for stores; reachability is checked when they are opened.
 STORAGE_SCHEMES = ("sqlite", "postgresql", "mysql", "oracle", "mssql", "redis")
@@ -82,12 +110,7 @@ _CONSTRAINT = re.compile(r"^\s*([\w./]+)\s*(<=|>=)\s*([-+]?[\d.]+(?:[eE][-+]?\d+
 
 
 def _check_metric(metric: str) -> str:
-    if not metric.startswith(METRIC_PREFIXES) or metric.endswith("/"):
-        raise ValueError(
-            f"unknown metric {metric!r}; allowed: a contract metric such as val/acc, val/loss, "
-            f"time/step_ms, model/params (prefixes: {', '.join(METRIC_PREFIXES)})"
-        )
-    return metric
+    return check_metric_name(metric)  # the one registry (config/_metrics.py)
 
 
 class Objective(_Strict):
@@ -100,6 +123,26 @@ class Objective(_Strict):
     @classmethod
     def _known(cls, v: str) -> str:
         return _check_metric(v)
+
+
+_SAFE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,99}")
+
+
+def check_study_name(name: str) -> str:
+    """A study name becomes folder names (reports/NAME) and MLflow filter values: keep it safe."""
+    if not _SAFE_NAME.fullmatch(name) or ".." in name:
+        raise ValueError(
+            "a study name must be 1-100 letters, digits, '.', '_' or '-', starting with a "
+            f"letter or digit and without '..' (it names folders and MLflow filters), but got "
+            f"{short(name)}"
+        )
+    return name
+
+
+def safe_study_name(stem: str) -> str:
+    """The default study name from a config file's stem, made safe (``my config`` -> my-config)."""
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "-", stem.replace("_", "-")).strip("-._")
+    return re.sub(r"\.{2,}", ".", name)[:100] or "study"
 
 
 def parse_constraint(text: str) -> tuple[str, str, float]:
@@ -129,9 +172,26 @@ class StudyConfig(_Strict):
     # Several objectives make a multi-objective study (Pareto front); default: the script's.
     objectives: list[Objective] | None = Field(None, min_length=1)
     constraints: list[str] = Field(default_factory=list)  # e.g. ["model/params <= 1e6"]
-    seed: int = 0  # seeds the sampler and every trial's training
+    seed: int = Field(0, ge=0, le=2**32 - 1)  # seeds the sampler and every trial's training
     max_failures: int = Field(10, ge=1)  # stop after this many failed trials in a row
     max_retries: int = Field(2, ge=0)  # re-run a trial lost to a killed worker or an interrupt
+    # measure each configuration this many times on every backend, interleaved (tighter
+    # speed-up intervals for one architecture; the objective is the first measurement's)
+    repeat: int = Field(1, ge=1, le=100)
+
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, v: str | None) -> str | None:
+        return v if v is None else check_study_name(v)
+
+    @field_validator("objectives")
+    @classmethod
+    def _distinct_objectives(cls, v: list[Objective] | None) -> list[Objective] | None:
+        metrics = [o.metric for o in v or []]
+        twice = sorted({m for m in metrics if metrics.count(m) > 1})
+        if twice:
+            raise ValueError(f"each metric may be one objective, but {twice[0]} appears twice")
+        return v
 
     @field_validator("constraints")
     @classmethod
@@ -172,21 +232,10 @@ class TrainConfig(_Strict):
     lr: float | Range | Choice = 1e-3  # learning rate
     weight_decay: float | Range | Choice = 0.0  # L2 (decoupled for adamw)
 
-    @field_validator("batch_size")
+    @field_validator("batch_size", "lr", "weight_decay")
     @classmethod
-    def _positive_batch(cls, v: Any) -> Any:
-        if isinstance(v, int) and v < 1:
-            raise ValueError(f"`batch_size >= 1` must hold, but got {v}")
-        if isinstance(v, Range) and v.low < 1:
-            raise ValueError(f"`low >= 1` must hold for batch_size, but got low={v.low}")
-        return v
-
-    @field_validator("lr")
-    @classmethod
-    def _positive_lr(cls, v: Any) -> Any:
-        if isinstance(v, float) and v <= 0:
-            raise ValueError(f"`lr > 0` must hold, but got {v}")
-        return v
+    def _in_domain(cls, v: Any, info: ValidationInfo) -> Any:
+        return check_train_value(str(info.field_name), v)  # values, ranges and choices alike
 
     @field_validator("optimizer")
     @classmethod
@@ -212,14 +261,29 @@ class HardwareConfig(_Strict):
 
     @model_validator(mode="after")
     def _check(self) -> HardwareConfig:
-        if self.accelerator == "cpu" and self.precision == "16":
-            raise ValueError("precision '16' needs a GPU; on accelerator 'cpu' use '32' or 'bf16'")
+        if self.accelerator in ("cpu", "tpu") and self.precision == "16":
+            raise ValueError(
+                f"precision '16' needs a GPU; on accelerator {self.accelerator!r} "
+                "use '32' or 'bf16'"
+            )
         return self
 
 
 class TrackingConfig(_Strict):
     uri: str | None = None  # None: sqlite:///mlruns/mlflow.db (or $MLFLOW_TRACKING_URI)
     experiment: str | None = None  # MLflow experiment name; default: the study name
+
+    @field_validator("experiment")
+    @classmethod
+    def _filter_safe(cls, v: str | None) -> str | None:
+        if v is not None and (
+            not v.strip() or v != v.strip() or len(v) > 200 or re.search(r"[\x00-\x1f'\"\\`]", v)
+        ):
+            raise ValueError(
+                "an MLflow experiment name must be 1-200 characters without quotes, "
+                f"backslashes, control characters or surrounding spaces, but got {short(v)}"
+            )
+        return v
 
     @field_validator("uri")
     @classmethod
@@ -234,7 +298,8 @@ class TrackingConfig(_Strict):
 
 class Config(_Strict):
     experiment: Path  # the experiment script, relative to the config file
-    backends: list[BackendName] = Field(["lightning"], min_length=1)  # run each trial on these
+    # run each trial on these: backend names or family aliases (protolab.backends registry)
+    backends: list[str] = Field(default_factory=default_backends, min_length=1)
     study: StudyConfig = Field(default_factory=StudyConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     hardware: HardwareConfig = Field(default_factory=HardwareConfig)
@@ -247,7 +312,8 @@ class Config(_Strict):
 
     @field_validator("backends")
     @classmethod
-    def _unique(cls, v: list[str]) -> list[str]:
+    def _known_and_unique(cls, v: list[str]) -> list[str]:
+        check_backend_names(v)  # names and aliases come from the registry (plugins too)
         if len(set(v)) != len(v):
             raise ValueError(f"each backend may appear once, but got {v}")
         return v

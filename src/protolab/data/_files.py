@@ -60,10 +60,20 @@ def _load_npz(spec: str, path: Path, where: str, *, seed: int, val_fraction: flo
 
     A file holding both layouts is refused rather than guessed at: the two could disagree.
     """
+    with path.open("rb") as f:
+        magic = f.read(6)
+    if magic != b"\x93NUMPY" and not zipfile.is_zipfile(path):
+        raise DataError(
+            f"{where}: cannot be read as .npz (not a zip archive: starts {magic!r:.20})"
+        )
     try:
-        with np.load(path, allow_pickle=False) as archive:
-            if not isinstance(archive, np.lib.npyio.NpzFile):
-                raise DataError(f"{where}: is a single .npy array, not an .npz archive")
+        loaded = np.load(path, allow_pickle=False)
+        if not isinstance(loaded, np.lib.npyio.NpzFile):  # a .npy array (or pickle) renamed
+            raise DataError(
+                f"{where}: is a single .npy array, not an .npz archive; save one with "
+                "np.savez(path, x=..., y=...)"
+            )
+        with loaded as archive:
             keys = sorted(archive.files)
             has_single = all(k in keys for k in _SINGLE)
             has_split = all(k in keys for k in _SPLIT)

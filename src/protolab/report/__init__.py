@@ -1,22 +1,11 @@
-"""``protolab report``: which family is faster for this model, when compile pays back, Pareto.
+"""``protolab report``: every mode measured side by side, when compile pays back, Pareto.
 
 Reads a finished (or running) study from its Optuna storage and MLflow runs; writes tables,
 PNGs, ``report.md`` and ``report.json``, and logs them to the study's MLflow parent run.
 Importing this package loads neither MLflow, Optuna nor matplotlib: they load on use.
 """
 
-from protolab.report._compare import (
-    ArchComparison,
-    PairComparison,
-    RunRecord,
-    Summary,
-    break_even_steps,
-    by_architecture,
-    format_break_even,
-    pair_runs,
-    pareto_front,
-    summarise,
-)
+from protolab.report._compare import RunRecord, break_even_steps, format_break_even, pareto_front
 from protolab.report._data import (
     Objective,
     ReportData,
@@ -27,37 +16,70 @@ from protolab.report._data import (
     param_importances,
     resolve_source,
 )
-from protolab.report._plots import SIZE_PX
-from protolab.report._report import FRONT_PLOT, PLOTS, Report, build_report, run_report
+from protolab.report._intervals import Interval, Ratio, ratio_interval
+from protolab.report._modes import (
+    ArchRow,
+    BreakEven,
+    Comparison,
+    Headline,
+    Mode,
+    Unit,
+    compare_modes,
+    format_seconds,
+    mode_order,
+    paired_units,
+)
+from protolab.report._plots import SIZE_PX, mode_colours
+from protolab.report._report import (
+    DEFAULT_UI_URL,
+    FRONT_PLOT,
+    PLOTS,
+    Report,
+    artifact_image_url,
+    build_report,
+    run_report,
+    ui_base_url,
+)
 from protolab.report._versions import Version, VersionChange, VersionSplit, split_by_version
 
 __all__ = [
+    "DEFAULT_UI_URL",
     "FRONT_PLOT",
     "PLOTS",
     "SIZE_PX",
-    "ArchComparison",
+    "ArchRow",
+    "BreakEven",
+    "Comparison",
+    "Headline",
+    "Interval",
+    "Mode",
     "Objective",
-    "PairComparison",
+    "Ratio",
     "Report",
     "ReportData",
     "RunRecord",
     "Source",
-    "Summary",
     "TrialRecord",
+    "Unit",
     "Version",
     "VersionChange",
     "VersionSplit",
+    "artifact_image_url",
     "break_even_steps",
     "build_report",
-    "by_architecture",
+    "compare_modes",
     "format_break_even",
+    "format_seconds",
     "load_report_data",
+    "mode_colours",
+    "mode_order",
     "objective_importances",
-    "pair_runs",
+    "paired_units",
     "param_importances",
     "pareto_front",
+    "ratio_interval",
     "resolve_source",
     "run_report",
     "split_by_version",
-    "summarise",
+    "ui_base_url",
 ]

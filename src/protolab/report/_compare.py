@@ -1,54 +1,41 @@
-"""Dynamic vs static, pair by pair: step-time ratio, accuracy delta and the break-even point.
+"""What one run measured, and the break-even arithmetic between two modes of one pair.
 
-A *paired* trial trained one sampled configuration twice, once per family (MLflow runs that
-share the ``protolab.pair`` tag: one ``dynamic``, one ``static``). Pairs are the only fair
-comparison, since both jobs saw the same architecture, data, settings and seed.
+A *paired* trial trained one sampled configuration on several modes (MLflow runs that share
+the ``protolab.pair`` tag); with ``--repeat K`` a pair is measured K times, interleaved
+(tag ``protolab.repeat``). Pairs are the only fair comparison, since every mode saw the same
+architecture, data, settings and seed. :mod:`protolab.report._modes` builds the N-mode
+comparison from these records.
 
 Break-even step count
 ---------------------
-The static job (XLA) usually pays more before its first optimizer step (tracing and
-compilation) and then runs each step faster. The break-even step count is the number of
-training steps after which that extra up-front cost has paid for itself::
+A compiled mode usually pays more before its first optimizer step (tracing and compilation)
+than the eager reference (tag ``protolab.eager``) and then runs each step faster. The
+break-even step count is the number of training steps after which that extra up-front cost
+has paid for itself::
 
-    extra_start = static.time/first_step_s - dynamic.time/first_step_s      (seconds)
-    saved_step  = (dynamic.time/step_ms - static.time/step_ms) / 1000       (seconds per step)
+    extra_start = mode.time/first_step_s - eager.time/first_step_s        (seconds)
+    saved_step  = (eager.step_ms - mode.step_ms) / 1000                    (seconds per step)
 
     break_even  = extra_start / saved_step     if saved_step > 0 and extra_start > 0
                 = 0                            if extra_start <= 0 and saved_step >= 0
-                  (static starts no later and is no slower: ahead from the first step)
+                  (the mode starts no later and is no slower: ahead from the first step)
                 = never (None)                 if saved_step <= 0 otherwise
-                  (static is not faster per step, so its extra start is never recovered)
+                  (not faster per step, so its extra start is never recovered)
 
-Steps are steady-state median step times (``time/step_ms``), so the count is an estimate of
-where the two wall-clock curves cross, not an exact replay. ``time/first_step_s`` of a
-worker's first trial pays cold caches and lazy framework set-up (tag
-``protolab.cold_start``; the import itself is ``time/import_s``); such pairs are flagged.
-
-Per architecture (``protolab.arch_hash``), several pairs may exist (other train settings);
-each input is the median over them and the ratio, delta and break-even are computed from
-those medians. The study-wide summary takes medians over the pairs themselves.
+``step_ms`` is a run's steady-state median step time (:attr:`RunRecord.step_ms`), so the
+count is where the two wall-clock lines ``first_step_s + steps * step_ms / 1000`` cross, an
+estimate rather than an exact replay. ``time/first_step_s`` of a worker's first trial pays
+cold caches and lazy framework set-up (tag ``protolab.cold_start``); such pairs are flagged.
 """
 
 from __future__ import annotations
 
 import math
 import statistics
-from collections import defaultdict
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-__all__ = [
-    "ArchComparison",
-    "PairComparison",
-    "RunRecord",
-    "Summary",
-    "break_even_steps",
-    "by_architecture",
-    "format_break_even",
-    "pair_runs",
-    "pareto_front",
-    "summarise",
-]
+__all__ = ["RunRecord", "break_even_steps", "format_break_even", "pareto_front"]
 
 
 @dataclass(frozen=True)
@@ -68,20 +55,44 @@ class RunRecord:
     metrics: Mapping[str, float] = field(default_factory=dict)
     script_hash: str = ""  # tag protolab.script_hash: which script version ran ("" unknown)
     config_hash: str = ""  # tag protolab.config_hash: which resolved config ran
+    mode: str = ""  # tag protolab.mode: how the backend runs the model, for people
+    eager: bool = False  # tag protolab.eager == "true": the pair's break-even reference
+    repeat: str = ""  # tag protolab.repeat: which of K interleaved re-measurements ("" = one)
+    auto: str = ""  # tag protolab.auto: the alias that picked this mode, "alias->backend"
+    epoch_step_ms: tuple[float, ...] = ()  # history of time/epoch_step_ms, one per epoch
+
+    @property
+    def step_samples(self) -> tuple[float, ...]:
+        """Per-epoch steady-state step times (ms); the run's single median when not logged.
+
+        Older runs (and runs whose epochs were all warm-up) have no per-epoch history: their
+        ``time/step_ms`` stands in as one sample, so they still compare, without spread.
+        """
+        epochs = tuple(v for v in self.epoch_step_ms if math.isfinite(v) and v > 0)
+        if epochs:
+            return epochs
+        ms = self.metrics.get("time/step_ms")
+        return (ms,) if ms is not None and math.isfinite(ms) and ms > 0 else ()
+
+    @property
+    def step_ms(self) -> float | None:
+        """The run's step time: the median of :attr:`step_samples` (None: not measured)."""
+        samples = self.step_samples
+        return statistics.median(samples) if samples else None
 
 
 def break_even_steps(
-    dynamic_first_step_s: float,
-    static_first_step_s: float,
-    dynamic_step_ms: float,
-    static_step_ms: float,
+    eager_first_step_s: float,
+    mode_first_step_s: float,
+    eager_step_ms: float,
+    mode_step_ms: float,
 ) -> float | None:
-    """Training steps after which static's extra up-front cost is paid back; None = never.
+    """Training steps after which a mode's extra up-front cost is paid back; None = never.
 
     See the module docstring for the formula and its edge cases.
     """
-    extra_start = static_first_step_s - dynamic_first_step_s
-    saved_step = (dynamic_step_ms - static_step_ms) / 1000.0
+    extra_start = mode_first_step_s - eager_first_step_s
+    saved_step = (eager_step_ms - mode_step_ms) / 1000.0
     if extra_start <= 0 and saved_step >= 0:
         return 0.0
     if saved_step > 0:
@@ -94,167 +105,6 @@ def format_break_even(steps: float | None) -> str:
     if steps is None or math.isinf(steps):
         return "never"
     return f"{math.ceil(steps):,}"
-
-
-@dataclass(frozen=True, kw_only=True)
-class _Sides:
-    """Dynamic vs static figures and what follows from them (pairs and architectures)."""
-
-    step_ms_dynamic: float
-    step_ms_static: float
-    first_step_s_dynamic: float
-    first_step_s_static: float
-    compile_s_dynamic: float | None
-    compile_s_static: float | None
-    metric_dynamic: float | None
-    metric_static: float | None
-    cold_start: bool
-
-    @property
-    def step_ratio(self) -> float:
-        """static / dynamic step time: below 1 means static is faster per step."""
-        return self.step_ms_static / self.step_ms_dynamic
-
-    @property
-    def metric_delta(self) -> float | None:
-        """static - dynamic value of the study's metric."""
-        if self.metric_dynamic is None or self.metric_static is None:
-            return None
-        return self.metric_static - self.metric_dynamic
-
-    @property
-    def break_even(self) -> float | None:
-        return break_even_steps(
-            self.first_step_s_dynamic,
-            self.first_step_s_static,
-            self.step_ms_dynamic,
-            self.step_ms_static,
-        )
-
-
-@dataclass(frozen=True, kw_only=True)
-class PairComparison(_Sides):
-    """The two runs of one paired trial side by side (dynamic first, then static)."""
-
-    trial: int
-    pair: str
-    arch_hash: str
-    dynamic: str  # backend names, e.g. lightning / keras
-    static: str
-
-
-def pair_runs(runs: Iterable[RunRecord], metric: str) -> list[PairComparison]:
-    """Match the COMPLETE runs sharing a ``protolab.pair`` tag into dynamic/static pairs.
-
-    A pair needs exactly one complete dynamic and one complete static run with step times and
-    times to first step (contract metrics); anything else is not a fair comparison, skipped.
-    """
-    groups: dict[str, list[RunRecord]] = defaultdict(list)
-    for run in runs:
-        if run.pair and run.state == "COMPLETE":
-            groups[run.pair].append(run)
-    out: list[PairComparison] = []
-    for pair, members in groups.items():
-        dyn = [r for r in members if r.family == "dynamic"]
-        sta = [r for r in members if r.family == "static"]
-        if len(dyn) != 1 or len(sta) != 1:
-            continue
-        d, s = dyn[0], sta[0]
-        need = ("time/step_ms", "time/first_step_s")
-        if not all(k in r.metrics for k in need for r in (d, s)):
-            continue
-        if d.metrics["time/step_ms"] <= 0:
-            continue
-        out.append(
-            PairComparison(
-                trial=d.trial,
-                pair=pair,
-                arch_hash=d.arch_hash or s.arch_hash,
-                dynamic=d.backend,
-                static=s.backend,
-                step_ms_dynamic=d.metrics["time/step_ms"],
-                step_ms_static=s.metrics["time/step_ms"],
-                first_step_s_dynamic=d.metrics["time/first_step_s"],
-                first_step_s_static=s.metrics["time/first_step_s"],
-                compile_s_dynamic=d.metrics.get("time/compile_s"),
-                compile_s_static=s.metrics.get("time/compile_s"),
-                metric_dynamic=d.metrics.get(metric),
-                metric_static=s.metrics.get(metric),
-                cold_start=d.cold_start or s.cold_start,
-            )
-        )
-    return sorted(out, key=lambda p: p.trial)
-
-
-def _median(values: Iterable[float | None]) -> float | None:
-    present = [v for v in values if v is not None]
-    return statistics.median(present) if present else None
-
-
-@dataclass(frozen=True, kw_only=True)
-class ArchComparison(_Sides):
-    """All pairs of one architecture, each input the median over them."""
-
-    arch_hash: str
-    trials: tuple[int, ...]
-
-
-def by_architecture(pairs: Sequence[PairComparison]) -> list[ArchComparison]:
-    """One row per ``arch_hash``, in order of its first trial."""
-    groups: dict[str, list[PairComparison]] = defaultdict(list)
-    for p in pairs:
-        groups[p.arch_hash].append(p)
-    rows = []
-    for arch, ps in groups.items():
-        rows.append(
-            ArchComparison(
-                arch_hash=arch,
-                trials=tuple(p.trial for p in ps),
-                step_ms_dynamic=statistics.median(p.step_ms_dynamic for p in ps),
-                step_ms_static=statistics.median(p.step_ms_static for p in ps),
-                first_step_s_dynamic=statistics.median(p.first_step_s_dynamic for p in ps),
-                first_step_s_static=statistics.median(p.first_step_s_static for p in ps),
-                compile_s_dynamic=_median(p.compile_s_dynamic for p in ps),
-                compile_s_static=_median(p.compile_s_static for p in ps),
-                metric_dynamic=_median(p.metric_dynamic for p in ps),
-                metric_static=_median(p.metric_static for p in ps),
-                cold_start=any(p.cold_start for p in ps),
-            )
-        )
-    return sorted(rows, key=lambda r: r.trials[0])
-
-
-@dataclass(frozen=True)
-class Summary:
-    """The study's verdict in one line, from medians over pairs."""
-
-    n_pairs: int
-    speedup: float  # median over pairs of dynamic/static step time (>1: static faster)
-    break_even: float | None  # median over pairs ("never" counts as infinitely many steps)
-
-    @property
-    def text(self) -> str:
-        if self.speedup >= 1:
-            speed = f"static is {self.speedup:.1f}x faster per step"
-        else:
-            speed = f"static is {1 / self.speedup:.1f}x slower per step"
-        speed += f" (median over {self.n_pairs} pair{'s' if self.n_pairs != 1 else ''})"
-        if self.break_even is None:
-            pays = "compile never pays back (median)"
-        elif self.break_even == 0:
-            pays = "static is ahead from the first step (median)"
-        else:
-            pays = f"compile pays back after ~{format_break_even(self.break_even)} steps (median)"
-        return f"{speed}; {pays}"
-
-
-def summarise(pairs: Sequence[PairComparison]) -> Summary | None:
-    """Median speed-up and break-even over all pairs; None without pairs."""
-    if not pairs:
-        return None
-    speedup = statistics.median(p.step_ms_dynamic / p.step_ms_static for p in pairs)
-    steps = statistics.median(math.inf if p.break_even is None else p.break_even for p in pairs)
-    return Summary(len(pairs), speedup, None if math.isinf(steps) else steps)
 
 
 def pareto_front(step_ms: Sequence[float], values: Sequence[float], maximize: bool) -> list[bool]:

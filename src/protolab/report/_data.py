@@ -12,12 +12,13 @@ import os
 import tempfile
 import warnings
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from protolab.errors import ConfigError, StorageError
 from protolab.report._compare import RunRecord
+from protolab.report._modes import mode_order
 
 __all__ = [
     "Objective",
@@ -270,14 +271,27 @@ def _run_record(run: Any) -> RunRecord | None:
         metrics={k: float(v) for k, v in run.data.metrics.items()},
         script_hash=tags.get("protolab.script_hash", ""),
         config_hash=tags.get("protolab.config_hash", ""),
+        mode=tags.get("protolab.mode", ""),
+        eager=tags.get("protolab.eager", "") == "true",
+        repeat=tags.get("protolab.repeat", ""),
+        auto=tags.get("protolab.auto", ""),
     )
 
 
-def _family_order(runs: list[RunRecord]) -> list[str]:
-    """Backends seen in the runs, dynamic before static, then by name."""
-    family = {r.backend: r.family for r in runs}
-    rank = {"dynamic": 0, "static": 1}
-    return sorted(family, key=lambda b: (rank.get(family[b], 2), b))
+EPOCH_STEP_MS = "time/epoch_step_ms"
+
+
+def _with_epochs(client: Any, run: RunRecord) -> RunRecord:
+    """``run`` with its per-epoch step times (``time/epoch_step_ms``, in epoch order).
+
+    One history call per paired COMPLETE run that logged the metric: only those take part in
+    the comparison, and a run without it (an older protolab) costs no call.
+    """
+    if run.state != "COMPLETE" or not run.pair or EPOCH_STEP_MS not in run.metrics:
+        return run
+    history = client.get_metric_history(run.run_id, EPOCH_STEP_MS)
+    ordered = sorted(history, key=lambda m: (m.step, m.timestamp))
+    return replace(run, epoch_step_ms=tuple(float(m.value) for m in ordered))
 
 
 def _resolved_configs(client: Any, runs: list[RunRecord]) -> dict[str, dict[str, Any] | None]:
@@ -324,7 +338,7 @@ def load_report_data(source: Source) -> ReportData:
         if experiment_id is not None:
             study_filter = f"tags.`protolab.study` = '{_quote(source.study)}'"
             found = _search_all(client, experiment_id, study_filter)
-            runs = [r for r in map(_run_record, found) if r is not None]
+            runs = [_with_epochs(client, r) for r in map(_run_record, found) if r is not None]
             parents = [r for r in found if r.data.tags.get("protolab.role") == "parent"]
             if parents:
                 parent_id = min(parents, key=lambda r: r.info.start_time).info.run_id
@@ -368,7 +382,7 @@ def load_report_data(source: Source) -> ReportData:
                 constraints={str(k): float(v) for k, v in _constraints(t).items()},
             )
         )
-    backends = _family_order(runs) or sorted({b for t in trials for b in t.backends})
+    backends = mode_order(runs) or sorted({b for t in trials for b in t.backends})
     return ReportData(
         source=source,
         metric=metric,

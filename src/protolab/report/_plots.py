@@ -24,6 +24,7 @@ __all__ = [
     "front_png",
     "history_png",
     "importance_png",
+    "mode_colours",
     "objective_importance_png",
     "pareto_png",
     "step_scatter_png",
@@ -34,7 +35,13 @@ FIGSIZE_IN = (10.0, 6.0)
 DPI = 100
 SIZE_PX = (int(FIGSIZE_IN[0] * DPI), int(FIGSIZE_IN[1] * DPI))  # (width, height)
 
-_COLOURS = {"lightning": "#6f42c1", "keras": "#d62728"}
+# Modes are coloured by family and by their place in it (never by name): blues and purples
+# for the first family (dynamic), reds and oranges for the second (static), then greens.
+_FAMILY_PALETTES = (
+    ("#1f77b4", "#6f42c1", "#17becf", "#4b0082"),
+    ("#d62728", "#ff7f0e", "#e377c2", "#8c564b"),
+    ("#2ca02c", "#bcbd22", "#7f7f7f", "#393b79"),
+)
 _FALLBACK = ("#1f77b4", "#2ca02c", "#ff7f0e", "#8c564b")
 _INFEASIBLE = "#9e9e9e"  # grey: a trial that violates a constraint
 _INFEASIBLE_LABEL = "infeasible (violates a constraint)"
@@ -62,8 +69,27 @@ class Point:
     value: float
 
 
-def _colour(backend: str, i: int) -> str:
-    return _COLOURS.get(backend, _FALLBACK[i % len(_FALLBACK)])
+def mode_colours(modes: Sequence[tuple[str, str]]) -> dict[str, str]:
+    """``{mode: colour}`` for ``(mode, family)`` in display order: by family, then position.
+
+    The same mode keeps its colour in every plot of a report, and a plugin backend gets one
+    without any edit here.
+    """
+    families: list[str] = []
+    out: dict[str, str] = {}
+    used: dict[str, int] = {}
+    for name, family in modes:
+        if family not in families:
+            families.append(family)
+        palette = _FAMILY_PALETTES[min(families.index(family), len(_FAMILY_PALETTES) - 1)]
+        i = used.get(family, 0)
+        used[family] = i + 1
+        out.setdefault(name, palette[i % len(palette)])
+    return out
+
+
+def _colour(colours: Mapping[str, str], backend: str, i: int) -> str:
+    return colours.get(backend, _FALLBACK[i % len(_FALLBACK)])
 
 
 def _figure() -> tuple[Any, Any]:
@@ -118,15 +144,17 @@ def pareto_png(
     maximize: bool,
     study: str,
     infeasible: Collection[int] = (),
+    colours: Mapping[str, str] | None = None,
 ) -> Path:
     """Metric vs step time per backend, each backend's Pareto front drawn as a staircase.
 
-    Trials in ``infeasible`` (they violate a constraint) are drawn as crosses.
+    Trials in ``infeasible`` (they violate a constraint) are drawn as crosses; ``colours``
+    (:func:`mode_colours`) keeps each mode's colour the same across plots.
     """
     fig, ax = _figure()
     steps: list[float] = []
     for i, (backend, points) in enumerate(series.items()):
-        colour = _colour(backend, i)
+        colour = _colour(colours or {}, backend, i)
         ok = [p for p in points if p.trial not in infeasible]
         bad = [p for p in points if p.trial in infeasible]
         steps += [p.step_ms for p in points]
@@ -405,11 +433,14 @@ def history_png(
 def step_scatter_png(
     path: Path,
     pairs: Sequence[tuple[int, float, float]],
-    dynamic: str,
-    static: str,
+    x_label: str,
+    y_label: str,
     study: str,
 ) -> Path:
-    """One point per pair: dynamic step time (x) vs static (y); below y = x, static wins."""
+    """One point per pair: step time of ``x_label`` (x) vs ``y_label`` (y); below y = x, y wins.
+
+    The report passes the headline's two sides: each pair's fastest mode of each family.
+    """
     fig, ax = _figure()
     xs = [d for _, d, _ in pairs]
     ys = [s for _, _, s in pairs]
@@ -433,12 +464,12 @@ def step_scatter_png(
         [lo, hi],
         color="#2ca02c",
         alpha=0.08,
-        label=f"below the line: {static} (static) is faster per step",
+        label=f"below the line: {y_label} is faster per step",
     )
     ax.set_xlim(lo, hi)
     ax.set_ylim(lo, hi)
-    ax.set_xlabel(f"{dynamic} (dynamic) median step time (ms)")
-    ax.set_ylabel(f"{static} (static) median step time (ms)")
+    ax.set_xlabel(f"{x_label}: median step time (ms)")
+    ax.set_ylabel(f"{y_label}: median step time (ms)")
     n = len(pairs)
     ax.set_title(f"{study}: step time per paired trial ({n} pair{'s' if n != 1 else ''})")
     ax.legend(loc="upper left")

@@ -10,20 +10,13 @@ from __future__ import annotations
 import json
 import math
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from protolab.report._compare import (
-    ArchComparison,
-    PairComparison,
-    Summary,
-    by_architecture,
-    pair_runs,
-    pareto_front,
-    summarise,
-)
+from protolab.report._compare import pareto_front
+from protolab.report._comparison_json import comparison_json
 from protolab.report._data import (
     Objective,
     ReportData,
@@ -33,22 +26,28 @@ from protolab.report._data import (
     param_importances,
     resolve_source,
 )
+from protolab.report._modes import Comparison, compare_modes
 from protolab.report._plots import (
     ObjectivePoint,
     Point,
     front_png,
     history_png,
     importance_png,
+    mode_colours,
     objective_importance_png,
     pareto_png,
     step_scatter_png,
 )
+from protolab.report._plots_modes import break_even_png, step_ratios_png
 from protolab.report._tables import (
     TextTable,
+    architectures_table,
     best_trials_table,
-    comparison_table,
+    break_even_table,
     front_table,
     importance_table,
+    matrix_table,
+    modes_table,
     objective_importance_table,
     to_markdown,
     to_rich,
@@ -56,15 +55,34 @@ from protolab.report._tables import (
 )
 from protolab.report._versions import Version, VersionChange, VersionSplit, split_by_version
 
-__all__ = ["FRONT_PLOT", "PLOTS", "Report", "build_report", "run_report"]
+__all__ = [
+    "DEFAULT_UI_URL",
+    "FRONT_PLOT",
+    "PLOTS",
+    "Report",
+    "artifact_image_url",
+    "build_report",
+    "run_report",
+    "ui_base_url",
+]
 
 # The plots a report may write for any study, in the order it writes them.
-PLOTS = ("pareto.png", "importance.png", "history.png", "step_scatter.png")
+PLOTS = (
+    "pareto.png",
+    "importance.png",
+    "history.png",
+    "step_scatter.png",
+    "step_ratios.png",
+    "break_even.png",
+)
 # The Pareto front over the first two objectives: multi-objective studies only, written first.
 FRONT_PLOT = "pareto_front.png"
 # Stale files from an earlier report that this one did not write are removed.
 _ALL_PLOTS = (FRONT_PLOT, *PLOTS)
 ARTIFACT_DIR = "report"
+# Where `protolab ui` serves a local store's MLflow UI unless told otherwise: the MLflow copy
+# of report.md links its images there (a tracking server links to itself).
+DEFAULT_UI_URL = "http://127.0.0.1:5000"
 
 
 def _safe_name(study: str) -> str:
@@ -80,34 +98,6 @@ def _finite(obj: Any) -> Any:
     if isinstance(obj, (list, tuple)):
         return [_finite(v) for v in obj]
     return obj
-
-
-def _pair_json(p: PairComparison | ArchComparison) -> dict[str, Any]:
-    fields = {
-        "step_ms_dynamic": p.step_ms_dynamic,
-        "step_ms_static": p.step_ms_static,
-        "step_ratio": p.step_ratio,
-        "compile_s_dynamic": p.compile_s_dynamic,
-        "compile_s_static": p.compile_s_static,
-        "first_step_s_dynamic": p.first_step_s_dynamic,
-        "first_step_s_static": p.first_step_s_static,
-        "metric_dynamic": p.metric_dynamic,
-        "metric_static": p.metric_static,
-        "metric_delta": p.metric_delta,
-        "break_even_steps": p.break_even,  # null: never
-        "cold_start": p.cold_start,
-    }
-    if isinstance(p, PairComparison):
-        head: dict[str, Any] = {
-            "trial": p.trial,
-            "pair": p.pair,
-            "arch_hash": p.arch_hash,
-            "dynamic": p.dynamic,
-            "static": p.static,
-        }
-    else:
-        head = {"arch_hash": p.arch_hash, "trials": list(p.trials), "n_pairs": len(p.trials)}
-    return {**head, **fields}
 
 
 def _version_json(v: Version) -> dict[str, Any]:
@@ -146,15 +136,6 @@ def _versions_json(split: VersionSplit) -> dict[str, Any]:
         "pending_script_hash": split.pending_script,
         "notes": list(split.notes),
     }
-
-
-def _family_names(pairs: Sequence[PairComparison]) -> tuple[str, str]:
-    dyn = {p.dynamic for p in pairs}
-    sta = {p.static for p in pairs}
-    return (
-        dyn.pop() if len(dyn) == 1 else "dynamic",
-        sta.pop() if len(sta) == 1 else "static",
-    )
 
 
 def _objectives_text(data: ReportData) -> str:
@@ -207,10 +188,9 @@ class Report:
 
     def __init__(self, data: ReportData) -> None:
         self.data = data
-        self.pairs = pair_runs(data.runs, data.metric)
-        self.archs = by_architecture(self.pairs)
-        self.summary: Summary | None = summarise(self.pairs)
-        self.dynamic, self.static = _family_names(self.pairs)
+        self.comparison: Comparison = compare_modes(data.runs, data.metric)
+        family = {r.backend: r.family for r in data.runs}
+        self.colours = mode_colours([(b, family.get(b, "")) for b in data.backends])
         self.infeasible = set(data.infeasible)
         self.series = _pareto_series(data)
         self.fronts = {
@@ -251,10 +231,14 @@ class Report:
             out = {"best": best_trials_table(self.data, versions=split)}
         if split is not None:
             out["versions"] = versions_table(split, self.data)
-        if self.archs:
-            out["comparison"] = comparison_table(
-                self.archs, self.data.metric, self.dynamic, self.static
-            )
+        c = self.comparison
+        if c.modes:
+            out["modes"] = modes_table(c)
+        if c.units:
+            out["matrix"] = matrix_table(c)
+            out["architectures"] = architectures_table(c)
+        if c.break_even:
+            out["break_even"] = break_even_table(c)
         if self.data.multi_objective:
             out["importance"] = objective_importance_table(self.by_objective)
         else:
@@ -262,13 +246,20 @@ class Report:
         return out
 
     @property
+    def verdict_lines(self) -> list[str]:
+        """The headline comparison and each compiled mode's break-even, one line each."""
+        lines = self.comparison.lines()
+        if lines:
+            return lines
+        return [
+            "no paired trials: list two or more backends under `backends:` to compare their "
+            "modes on the same architectures"
+        ]
+
+    @property
     def verdict(self) -> str:
-        if self.summary is not None:
-            return self.summary.text
-        return (
-            "no paired trials: sweep with `backends: [lightning, keras]` to compare dynamic "
-            "and static on the same architectures"
-        )
+        """The first verdict line: the headline (best of each family), when there is one."""
+        return self.verdict_lines[0]
 
     # -- files ----------------------------------------------------------------------------
     def write_plots(self, out: Path) -> list[str]:
@@ -296,6 +287,7 @@ class Report:
                 data.maximize,
                 study,
                 infeasible=self.infeasible,
+                colours=self.colours,
             )
             written.append("pareto.png")
         if data.multi_objective and any(imp for _, imp, _ in self.by_objective):
@@ -327,12 +319,35 @@ class Report:
                 ),
             )
             written.append("history.png")
-        if self.pairs:
-            points = [(p.trial, p.step_ms_dynamic, p.step_ms_static) for p in self.pairs]
-            step_scatter_png(out / "step_scatter.png", points, self.dynamic, self.static, study)
-            written.append("step_scatter.png")
+        written += self._write_mode_plots(out)
         for stale in set(_ALL_PLOTS) - set(written):
             (out / stale).unlink(missing_ok=True)
+        return written
+
+    def _write_mode_plots(self, out: Path) -> list[str]:
+        """The N-mode plots the comparison supports: scatter, ratios, break-even."""
+        c, study, written = self.comparison, self.data.source.study, []
+        head = c.headline
+        if head is not None and head.points:
+            a, b = head.families
+            step_scatter_png(
+                out / "step_scatter.png", head.points, head.label(a), head.label(b), study
+            )
+            written.append("step_scatter.png")
+        base = c.base
+        rows = [(m, r, self.colours.get(m, "#555555")) for m, r in c.vs(base)] if base else []
+        if base is not None and (rows or head is not None):
+            top = None
+            if head is not None:
+                top = (f"headline: best {head.families[1]} / best {head.families[0]}", head.ratio)
+            colour = self.colours.get(base, "#555555")
+            step_ratios_png(
+                out / "step_ratios.png", rows, base, study, headline=top, base_colour=colour
+            )
+            written.append("step_ratios.png")
+        if c.break_even:
+            break_even_png(out / "break_even.png", c.break_even, self.colours, study)
+            written.append("break_even.png")
         return written
 
     @property
@@ -375,7 +390,6 @@ class Report:
                     "feasible": feasible,
                 }
             )
-        summary = self.summary
         return _finite(
             {
                 "study": data.source.study,
@@ -400,20 +414,7 @@ class Report:
                     "names": data.constraint_names,
                     "infeasible_trials": data.infeasible,
                 },
-                "comparison": {
-                    "dynamic": self.dynamic,
-                    "static": self.static,
-                    "summary": None
-                    if summary is None
-                    else {
-                        "n_pairs": summary.n_pairs,
-                        "static_speedup": summary.speedup,
-                        "break_even_steps": summary.break_even,
-                        "text": summary.text,
-                    },
-                    "pairs": [_pair_json(p) for p in self.pairs],
-                    "architectures": [_pair_json(a) for a in self.archs],
-                },
+                "comparison": comparison_json(self.comparison),
                 "pareto": {
                     b: [
                         {
@@ -478,23 +479,34 @@ class Report:
         infeasible = f" ({bad} infeasible)" if self.data.constraint_names else ""
         return f"{c['complete']} complete{infeasible}, {c['pruned']} pruned, {c['failed']} failed"
 
-    def to_markdown(self, plots: Sequence[str]) -> str:
-        data = self.data
-        tables = self.tables()
+    def to_markdown(
+        self, plots: Sequence[str], image_url: Callable[[str], str] | None = None
+    ) -> str:
+        """``report.md``; images link to ``image_url(name)``, by default the bare file name.
+
+        Bare names resolve next to ``report.md`` (its folder, a git checkout on GitHub);
+        MLflow's artifact preview shows only absolute http(s) images, so the copy logged
+        there gets :func:`artifact_image_url` links instead (see :func:`run_report`).
+        """
+        link = image_url or (lambda name: name)
+
+        def image(name: str, alt: str) -> list[str]:
+            return [f"![{alt}]({link(name)})", ""] if name in plots else []
+
+        data, tables = self.data, self.tables()
         parts = [
             f"# protolab report: {data.source.study}",
             "",
             f"{self.headline}; {self.counts_text()} trials; backends "
             f"{', '.join(data.backends) or '-'}.",
             "",
-            f"**{self.verdict}**",
+            *(f"- **{line}**" for line in self.verdict_lines),
             "",
             "## Pareto front" if data.multi_objective else "## Best trials",
             "",
             to_markdown(tables["best"]),
+            *image(FRONT_PLOT, "Pareto front over the first two objectives"),
         ]
-        if FRONT_PLOT in plots:
-            parts += [f"![Pareto front over the first two objectives]({FRONT_PLOT})", ""]
         if "versions" in tables:
             parts += [
                 "## By script version",
@@ -505,43 +517,36 @@ class Report:
                 "",
                 to_markdown(tables["versions"]),
             ]
-        parts += ["## Dynamic vs static", ""]
-        if "comparison" in tables:
-            parts += [
-                to_markdown(tables["comparison"]),
-                "Break-even steps: training steps after which the static job's extra time to "
-                "first step is paid back by its faster steps, "
-                "`(static.first_step_s - dynamic.first_step_s) / "
-                "((dynamic.step_ms - static.step_ms) / 1000)`; `never` when static is not "
-                "faster per step, `0` when it also starts no later.",
-                "",
-            ]
-        else:
-            parts += [self.verdict, ""]
-        images = {
-            "step_scatter.png": "Step time per paired trial",
-            "pareto.png": "Metric vs step time (Pareto front per backend)",
-            "importance.png": "Parameter importance",
-            "history.png": "Optimisation history",
-        }
-        if "step_scatter.png" in plots:
-            parts += [f"![{images['step_scatter.png']}](step_scatter.png)", ""]
+        parts += self._markdown_modes(tables, image)
         parts += ["## Accuracy vs step time", ""]
-        parts += (
-            [f"![{images['pareto.png']}](pareto.png)", ""]
-            if "pareto.png" in plots
-            else ["_(no complete run with both the metric and a step time)_", ""]
-        )
+        parts += image("pareto.png", "Metric vs step time (Pareto front per backend)") or [
+            "_(no complete run with both the metric and a step time)_",
+            "",
+        ]
         parts += ["## Parameter importance", "", to_markdown(tables["importance"])]
-        if "importance.png" in plots:
-            parts += [f"![{images['importance.png']}](importance.png)", ""]
+        parts += image("importance.png", "Parameter importance")
         parts += ["## Optimisation history", ""]
-        parts += (
-            [f"![{images['history.png']}](history.png)", ""]
-            if "history.png" in plots
-            else ["_(no complete trial yet)_", ""]
-        )
+        parts += image("history.png", "Optimisation history") or ["_(no complete trial yet)_", ""]
         return re.sub(r"\n{3,}", "\n\n", "\n".join(parts)).rstrip() + "\n"
+
+    def _markdown_modes(
+        self, tables: dict[str, TextTable], image: Callable[[str, str], list[str]]
+    ) -> list[str]:
+        """The "Modes compared" section: modes, ratio matrix, break-even, per architecture."""
+        parts = ["## Modes compared", ""]
+        if "modes" in tables:
+            parts.append(to_markdown(tables["modes"]))
+        if "matrix" not in tables:
+            return [*parts, self.verdict, ""]
+        parts.append(to_markdown(tables["matrix"]))
+        parts += image("step_ratios.png", "Step time of every mode with its 95 % interval")
+        parts += image("step_scatter.png", "Best of each family, per paired trial")
+        if "break_even" in tables:
+            parts += ["### Break-even", "", to_markdown(tables["break_even"])]
+            parts += [f"- {b.text}" for b in self.comparison.break_even] + [""]
+            parts += image("break_even.png", "Cumulative wall time vs steps per mode")
+        parts += ["### Per architecture", "", to_markdown(tables["architectures"])]
+        return parts
 
 
 def build_report(data: ReportData) -> Report:
@@ -549,16 +554,88 @@ def build_report(data: ReportData) -> Report:
     return Report(data)
 
 
-def _log_artifacts(data: ReportData, files: Sequence[Path]) -> str | None:
-    """Attach the files to the parent run under ``report/``; returns why not, if not."""
+def ui_base_url(tracking_uri: str, ui_url: str | None = None) -> str:
+    """Where the MLflow UI that shows this store answers: its images must link there.
+
+    ``ui_url`` wins; a tracking server (http/https URI) serves its own UI; a local store is
+    shown by ``protolab ui``, on :data:`DEFAULT_UI_URL` unless told otherwise. Credentials in
+    the URI never reach the links.
+    """
+    from urllib.parse import urlsplit, urlunsplit
+
+    base = ui_url or (tracking_uri if tracking_uri.startswith(("http://", "https://")) else "")
+    if not base:
+        return DEFAULT_UI_URL
+    parts = urlsplit(base)
+    host = parts.hostname or ""
+    netloc = f"[{host}]" if ":" in host else host
+    netloc += f":{parts.port}" if parts.port else ""
+    return urlunsplit((parts.scheme, netloc, parts.path.rstrip("/"), "", ""))
+
+
+def artifact_image_url(base: str, run_id: str, name: str) -> str:
+    """An absolute URL the MLflow server answers with the run's artifact ``report/<name>``.
+
+    MLflow's artifact preview (3.x) renders a markdown image only when its source is an
+    absolute http(s) URL; a relative one is printed as the literal ``[alt](name)`` text.
+    The server's ``/get-artifact`` route is what its own UI uses to show images.
+    """
+    from urllib.parse import quote
+
+    path = quote(f"{ARTIFACT_DIR}/{name}", safe="")
+    return f"{base}/get-artifact?path={path}&run_uuid={quote(run_id, safe='')}"
+
+
+def _log_artifacts(data: ReportData, files: Sequence[Path], markdown: str) -> str | None:
+    """Attach the files to the parent run under ``report/``; returns why not, if not.
+
+    ``report.md`` is logged as ``markdown`` (its MLflow copy, with absolute image links), the
+    other files as written.
+    """
+    import tempfile
+
     if data.client is None or data.parent_run_id is None:
         return "no MLflow parent run for this study; files were not logged to MLflow"
     try:
-        for f in files:
-            data.client.log_artifact(data.parent_run_id, str(f), ARTIFACT_DIR)
+        with tempfile.TemporaryDirectory(prefix="protolab-report-") as tmp:
+            md = Path(tmp) / "report.md"
+            md.write_text(markdown)
+            for f in files:
+                src = md if f.name == "report.md" else f
+                data.client.log_artifact(data.parent_run_id, str(src), ARTIFACT_DIR)
     except Exception as e:  # the files exist locally; a read-only store is not fatal
         return f"could not log to MLflow: {type(e).__name__}: {str(e)[:200]}"
     return None
+
+
+def _print_report(
+    console: Any, report: Report, plots: Sequence[str], files: Sequence[Path], problem: str | None
+) -> None:
+    """The terminal side: title line, every table, the verdict lines, where files went."""
+    from rich.markup import escape
+
+    data, out = report.data, files[0].parent
+    constraints = ", ".join(data.constraint_names)
+    console.print(
+        f"[bold]report[/] {escape(data.source.study)}  [dim]{escape(_objectives_text(data))}"
+        f"{escape(f' subject to {constraints}') if constraints else ''}, "
+        f"{escape(report.counts_text())}[/]"
+    )
+    for table in report.tables().values():
+        console.print(to_rich(table))
+    if report.changes and "history.png" in plots:
+        marks = ", ".join(f"{c.version.name} from t{c.trial}" for c in report.changes)
+        console.print(f"[dim]history.png marks the script version changes: {escape(marks)}[/]")
+    for line in report.verdict_lines:
+        console.print(f"[bold]{escape(line)}[/]")
+    console.print(escape(f"wrote {out}/: {', '.join(f.name for f in files)}"))
+    if problem:
+        console.print(f"[yellow]{escape(problem)}[/]")
+    else:
+        console.print(
+            f"logged to MLflow run {data.parent_run_id} (experiment {data.experiment_id}) "
+            f"under {ARTIFACT_DIR}/"
+        )
 
 
 def run_report(
@@ -567,15 +644,17 @@ def run_report(
     tracking_uri: str | None = None,
     storage: str | None = None,
     console: Any = None,
+    ui_url: str | None = None,
 ) -> Path:
     """Report on study ``target`` (a study name or a YAML config); returns the output folder.
 
     Prints the tables and the verdict, writes ``report.md``, ``report.json`` and the PNGs to
     ``out_dir`` (default ``reports/<study>/``) and logs them to the study's MLflow parent run
-    under ``report/``. An unknown study is a ConfigError naming the studies that exist.
+    under ``report/``. The folder's ``report.md`` links its images by file name (GitHub, any
+    viewer); the logged copy links them through ``ui_url`` (:func:`ui_base_url`) so MLflow's
+    artifact preview shows them. An unknown study is a ConfigError naming the studies.
     """
     from rich.console import Console
-    from rich.markup import escape
 
     source = resolve_source(target, tracking_uri, storage)
     data = load_report_data(source)
@@ -586,30 +665,13 @@ def run_report(
     (out / "report.json").write_text(json.dumps(report.to_json(plots), indent=2) + "\n")
     (out / "report.md").write_text(report.to_markdown(plots))
     files = [out / "report.md", out / "report.json", *(out / p for p in plots)]
-    problem = _log_artifacts(data, files)
-
+    base = ui_base_url(source.tracking_uri, ui_url)
+    run_id = data.parent_run_id or ""
+    logged = report.to_markdown(plots, lambda name: artifact_image_url(base, run_id, name))
+    problem = _log_artifacts(data, files, logged)
     if console is None:
         console = Console(highlight=False)
         if not console.is_terminal:  # piped or captured: wide enough for the comparison
             console = Console(highlight=False, width=160)
-    constraints = ", ".join(data.constraint_names)
-    console.print(
-        f"[bold]report[/] {escape(source.study)}  [dim]{escape(_objectives_text(data))}"
-        f"{escape(f' subject to {constraints}') if constraints else ''}, "
-        f"{escape(report.counts_text())}[/]"
-    )
-    for table in report.tables().values():
-        console.print(to_rich(table))
-    if report.changes and "history.png" in plots:
-        marks = ", ".join(f"{c.version.name} from t{c.trial}" for c in report.changes)
-        console.print(f"[dim]history.png marks the script version changes: {escape(marks)}[/]")
-    console.print(f"[bold]{escape(report.verdict)}[/]")
-    console.print(escape(f"wrote {out}/: {', '.join(f.name for f in files)}"))
-    if problem:
-        console.print(f"[yellow]{escape(problem)}[/]")
-    else:
-        console.print(
-            f"logged to MLflow run {data.parent_run_id} (experiment {data.experiment_id}) "
-            f"under {ARTIFACT_DIR}/"
-        )
+    _print_report(console, report, plots, files, problem)
     return out

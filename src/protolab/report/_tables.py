@@ -10,16 +10,20 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from protolab.report._compare import ArchComparison, format_break_even
+from protolab.report._compare import format_break_even
 from protolab.report._data import Objective, ReportData, TrialRecord
+from protolab.report._modes import Comparison, Mode, format_seconds
 from protolab.report._versions import VersionSplit
 
 __all__ = [
     "TextTable",
+    "architectures_table",
     "best_trials_table",
-    "comparison_table",
+    "break_even_table",
     "front_table",
     "importance_table",
+    "matrix_table",
+    "modes_table",
     "objective_importance_table",
     "to_markdown",
     "to_rich",
@@ -222,52 +226,121 @@ def versions_table(split: VersionSplit, data: ReportData) -> TextTable:
     )
 
 
-def comparison_table(
-    archs: Sequence[ArchComparison], metric: str, dynamic: str, static: str
-) -> TextTable:
-    """Per architecture: step time, compile, first step, metric delta, break-even."""
-    d, s = dynamic, static
-    headers = [
-        "arch",
-        "trials",
-        f"{d}\nms/step",
-        f"{s}\nms/step",
-        f"{s}/{d}\nstep ratio",
-        f"{d}\ncompile s",
-        f"{s}\ncompile s",
-        f"{d}\nfirst step s",
-        f"{s}\nfirst step s",
-        f"Δ {short_metric(metric)}\n{s} - {d}",
-        "break-even\nsteps",
-    ]
+def _mode_note(m: Mode, reference: str | None) -> str:
+    notes = []
+    if m.name == reference:
+        notes.append("eager reference")
+    notes += [f"picked by {a.split('->', 1)[0]}" for a in m.auto]
+    return ", ".join(notes)
+
+
+def modes_table(c: Comparison) -> TextTable:
+    """Every mode with a COMPLETE run: how it runs, its step time and spread, its start-up."""
+    headers = ["mode", "family", "how", "runs", "pairs", "ms/step", "p10-p90\nms"]
+    headers += ["compile\ns", "first step\ns", "steps\ntrained", "note"]
     rows = []
-    for a in archs:
+    for m in c.modes:
+        spread = "-"
+        if m.step_ms_p10 is not None and m.step_ms_p90 is not None:
+            spread = f"{m.step_ms_p10:.3g}-{m.step_ms_p90:.3g}"
+        head = [m.name, m.family or "-", m.description or "-", str(m.n_runs), str(m.n_pairs)]
         rows.append(
             [
-                a.arch_hash[:8] + ("*" if a.cold_start else ""),
-                ",".join(f"t{n}" for n in a.trials),
-                fmt(a.step_ms_dynamic, ".3g"),
-                fmt(a.step_ms_static, ".3g"),
-                fmt(a.step_ratio, ".3g"),
-                fmt(a.compile_s_dynamic, ".3g"),
-                fmt(a.compile_s_static, ".3g"),
-                fmt(a.first_step_s_dynamic, ".3g"),
-                fmt(a.first_step_s_static, ".3g"),
-                fmt(a.metric_delta, "+.4f"),
-                format_break_even(a.break_even),
+                *head,
+                fmt(m.step_ms, ".3g"),
+                spread,
+                fmt(m.compile_s, ".3g"),
+                fmt(m.first_step_s, ".3g"),
+                fmt(m.train_steps, ",.0f"),
+                _mode_note(m, c.reference),
             ]
         )
-    notes = []
-    if any(a.cold_start for a in archs):
+    return TextTable(
+        title=f"Modes measured ({len(c.modes)}; medians over each mode's complete runs)",
+        headers=headers,
+        rows=rows,
+        right=set(range(3, len(headers) - 1)),
+        notes=["ms/step: median of the per-epoch steady-state step times (time/epoch_step_ms)"],
+    )
+
+
+def matrix_table(c: Comparison) -> TextTable:
+    """Row/column step-time ratio of every two modes measured together, with intervals."""
+    modes = c.paired
+    rows = []
+    for a in modes:
+        cells = [a]
+        for b in modes:
+            r = c.matrix.get((a, b))
+            cells.append("1" if a == b else "-" if r is None else r.cell())
+        rows.append(cells)
+    return TextTable(
+        title=(
+            "Step time, row / column (95 % bootstrap interval over epochs, repeats and pairs; "
+            "below 1: the row mode is faster)"
+        ),
+        headers=["mode", *modes],
+        rows=rows,
+        right=set(range(1, len(modes) + 1)),
+        notes=[
+            "~ no clear difference: the interval crosses 1; - never measured in the same pair",
+        ],
+    )
+
+
+def break_even_table(c: Comparison) -> TextTable:
+    """Per compiled mode: break-even against the eager reference, and did this sweep get there."""
+    headers = ["mode", "against", "pairs", "break-even\nsteps", "break-even\nwall time"]
+    headers += ["steps\ntrained", "paid back"]
+    rows = []
+    for b in c.break_even:
+        seconds = b.seconds
+        trained = "-" if b.trained_steps is None else f"~{b.trained_steps:,.0f}"
+        paid = "-" if not b.known else f"{b.paid} of {b.known}"
+        wall = "-" if seconds is None else format_seconds(seconds)
+        rows.append(
+            [b.mode, b.reference, str(b.n_units), format_break_even(b.steps), wall, trained, paid]
+        )
+    return TextTable(
+        title="Break-even against the eager reference (medians over the pairs with both)",
+        headers=headers,
+        rows=rows,
+        right=set(range(2, len(headers))),
+        notes=[
+            "break-even: steps after which the mode's extra time to first step is paid back by "
+            "its faster steps, (mode.first_step_s - eager.first_step_s) / "
+            "((eager.step_ms - mode.step_ms) / 1000); never: not faster per step; "
+            "paid back: measurements whose train/steps reached their own break-even"
+        ],
+    )
+
+
+def architectures_table(c: Comparison) -> TextTable:
+    """Per architecture: each mode's median step time, the fastest, the metric spread."""
+    modes = c.paired
+    short = short_metric(c.metric)
+    headers = ["arch", "trials", *(f"{m}\nms/step" for m in modes), "fastest"]
+    headers.append(f"{short}\nbest - worst")
+    rows = []
+    for a in c.architectures:
+        values = list(a.metric.values())
+        spread = max(values) - min(values) if len(values) > 1 else None
+        rows.append(
+            [a.arch_hash[:8] + ("*" if a.cold_start else ""), trial_ranges(a.trials)]
+            + [fmt(a.step_ms.get(m), ".3g") for m in modes]
+            + [a.fastest, fmt(spread, ".3g")]
+        )
+    notes = [f"{short} best - worst: how far apart the modes' {c.metric} ended (same trial)"]
+    if any(a.cold_start for a in c.architectures):
         notes.append(
             "* includes a worker's first trial: cold caches and lazy framework set-up in its "
             "time to first step"
         )
     return TextTable(
-        title=f"{d} (dynamic) vs {s} (static), per architecture (medians over its pairs)",
+        title="Per architecture (medians over its paired measurements)",
         headers=headers,
         rows=rows,
-        right=set(range(2, len(headers))),
+        right=set(range(2, len(headers))) - {len(headers) - 2},
         notes=notes,
     )
 

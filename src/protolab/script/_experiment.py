@@ -37,7 +37,12 @@ class Experiment:
 
     def build(self, space: Space) -> Arch:
         """Call the user's function and check it returned an Arch (a common slip)."""
-        arch = self.fn(space)
+        try:
+            arch = self.fn(space)
+        except SystemExit as e:
+            from protolab.script._loader import exit_error
+
+            raise exit_error(e, "", f"experiment '{self.name}'") from None
         if not isinstance(arch, Arch):
             where = f" in {self.source}" if self.source else ""
             raise ScriptError(
@@ -76,6 +81,15 @@ def experiment(
         )
     if not isinstance(data, str) or not data:
         raise ScriptError(f"@experiment: data must be a dataset name or a path, but got {data!r}")
+    if metric is not None:
+        from protolab.config._metrics import check_metric_name
+
+        try:
+            check_metric_name(metric)
+        except ValueError as e:
+            raise ScriptError(f"@experiment(metric=...): {e}") from None
+    if name is not None and (not isinstance(name, str) or not name.strip()):
+        raise ScriptError(f"@experiment: name must be a non-empty string, but got {name!r}")
 
     def wrap(f: Callable[[Space], Arch]) -> Experiment:
         if not callable(f):

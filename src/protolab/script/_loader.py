@@ -30,6 +30,30 @@ def _user_frame(exc: BaseException, path: Path) -> str:
     return where
 
 
+def user_lines(exc: BaseException, path: Path, limit: int = 6) -> str:
+    """The script's own frames of ``exc``'s traceback, one indented line each (no internals)."""
+    frames = [f for f in traceback.extract_tb(exc.__traceback__) if Path(f.filename) == path]
+    lines = [
+        f"\n  {path.name}:{f.lineno} in {f.name}: {(f.line or '').strip()[:160]}"
+        for f in frames[-limit:]
+    ]
+    return "".join(lines)
+
+
+def exit_error(exc: SystemExit, where: str, during: str) -> ScriptError:
+    """``sys.exit()`` inside a script: protolab would exit with the script's code, silently."""
+    return ScriptError(
+        f"{where + ': ' if where else ''}{during} called sys.exit({short_code(exc.code)}); "
+        "an experiment script must not exit: raise an exception, or guard script code "
+        "with `if __name__ == '__main__':`"
+    )
+
+
+def short_code(code: object) -> str:
+    text = repr(code) if code is not None else ""
+    return text if len(text) <= 80 else text[:80] + "..."
+
+
 def load_experiment(path: str | Path) -> Experiment:
     """Execute the script at ``path`` and return its single ``@experiment``.
 
@@ -57,9 +81,14 @@ def load_experiment(path: str | Path) -> Experiment:
         raise ScriptError(f"{path}:{e.lineno}: syntax error: {e.msg}") from None
     except ScriptError as e:
         raise ScriptError(f"{path}: {e}") from None
+    except SystemExit as e:
+        raise exit_error(e, _user_frame(e, path), "loading the script") from None
     except Exception as e:
+        text = str(e)
+        text = text if len(text) <= 300 else text[:300] + "..."
         raise ScriptError(
-            f"{_user_frame(e, path)}: loading the script raised {type(e).__name__}: {e}"
+            f"{_user_frame(e, path)}: loading the script raised {type(e).__name__}: {text}"
+            + user_lines(e, path)
         ) from None
     finally:
         _experiment._registry = previous

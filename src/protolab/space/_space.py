@@ -143,6 +143,10 @@ class Space:
             if isinstance(v, bool) or not isinstance(v, (int, float)):
                 raise SpaceError(f"space.float({name!r}): `{arg}` must be a number, but got {v!r}")
         self._check_range(name, low, high, log)
+        if step is not None and (
+            isinstance(step, bool) or not isinstance(step, (int, float)) or not math.isfinite(step)
+        ):
+            raise SpaceError(f"space.float({name!r}): `step` must be a number, but got {step!r}")
         if step is not None and (log or step <= 0):
             raise SpaceError(
                 f"space.float({name!r}): `step > 0` without log=True must hold, "
@@ -156,15 +160,25 @@ class Space:
             raise SpaceError(
                 f"space.choice({name!r}): `choices` must be a non-empty list, but got {choices!r}"
             )
-        for c in choices:
+        for i, c in enumerate(choices):
             if c is not None and not isinstance(c, (bool, int, float, str)):
                 raise SpaceError(
                     f"space.choice({name!r}): choices must be None, bool, int, float or str, "
-                    f"but got {c!r}"
+                    f"but got {c!r:.100}"
+                )
+            if isinstance(c, float) and not math.isfinite(c):
+                raise SpaceError(f"space.choice({name!r}): choices must be finite, but got {c!r}")
+            if any(c == d and type(c) is type(d) for d in choices[:i]):
+                raise SpaceError(
+                    f"space.choice({name!r}): choices must be distinct, but {c!r:.100} "
+                    "appears twice"
                 )
         return self._ask(name, Distribution("choice", choices=tuple(choices)))
 
     def _check_range(self, name: str, low: builtins.float, high: builtins.float, log: bool) -> None:
+        for arg, v in (("low", low), ("high", high)):
+            if not math.isfinite(v):
+                raise SpaceError(f"space({name!r}): `{arg}` must be finite, but got {v!r}")
         if low > high:
             raise SpaceError(
                 f"space({name!r}): `low <= high` must hold, but got low={low}, high={high}"
@@ -174,7 +188,12 @@ class Space:
 
     def _ask(self, name: str, dist: Distribution) -> Any:
         if not isinstance(name, str) or not name:
-            raise SpaceError(f"space: a name must be a non-empty string, but got {name!r}")
+            raise SpaceError(f"space: a name must be a non-empty string, but got {name!r:.100}")
+        if not self._prefix and name.startswith("train."):
+            raise SpaceError(
+                f"space: {name!r}: names starting with 'train.' are the config's train "
+                "settings (train.lr ...); set those in the config, or use another name"
+            )
         known = self._declared.get(name)
         if known is not None:
             if known != dist:

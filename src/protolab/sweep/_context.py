@@ -75,6 +75,25 @@ def sample_train(train: TrainConfig, space: Space) -> dict[str, Any]:
     return out
 
 
+def check_devices(cfg: Config, config_path: Path) -> None:
+    """A backend that trains fewer devices per trial than asked is refused up front.
+
+    Family aliases are not checked here: they pick among the modes that can.
+    """
+    from protolab.backends import ALIASES, backend_names, get_backend
+
+    devices = cfg.hardware.devices
+    for name in cfg.backends:
+        limit = None if name in ALIASES else get_backend(name).max_devices
+        if limit is not None and devices > limit:
+            able = [n for n in backend_names() if get_backend(n).max_devices is None]
+            raise ConfigError(
+                f"{config_path}: hardware.devices: the {name} backend trains at most {limit} "
+                f"device(s) per trial for now, but got devices={devices}; use devices: 1, "
+                f"or backends that can: {', '.join(able) or 'none'}"
+            )
+
+
 def prepare(cfg: Config, config_path: Path, script_path: Path) -> SweepContext:
     """Load the script and data and dry-run the experiment: bad input fails here, exit 2.
 
@@ -87,12 +106,7 @@ def prepare(cfg: Config, config_path: Path, script_path: Path) -> SweepContext:
     from protolab.script._experiment import infer_direction
     from protolab.sweep._study import make_pruner, make_sampler
 
-    if cfg.hardware.devices > 1 and "lightning" in cfg.backends:
-        raise ConfigError(
-            f"{config_path}: hardware.devices: the lightning backend trains one device per "
-            f"trial for now (multi-device DDP is planned), but got devices={cfg.hardware.devices};"
-            " use devices: 1, or backends: [keras] (MirroredStrategy / TPUStrategy)"
-        )
+    check_devices(cfg, config_path)
     exp = load_experiment(script_path)
     dataset = load_dataset(exp.data, base_dir=script_path.parent, seed=cfg.study.seed)
     dry, dry_train = Space(), Space(prefix="train.")

@@ -28,12 +28,15 @@ from typing import Any
 from protolab._lock import file_lock
 
 __all__ = [
+    "LOCK_SUFFIX",
     "RETRYABLE",
     "Interrupted",
     "file_lock",
     "interrupt",
     "lock_path",
+    "raise_if_interrupted",
     "reap",
+    "reset_interrupts",
     "retry",
     "shielded",
     "worker_id",
@@ -52,15 +55,31 @@ class Interrupted(KeyboardInterrupt):
 
 
 _shield_depth = 0
-_deferred: list[int] = []
+# Every signal received in this sweep, kept until the sweep ends (see reset_interrupts).
+# A handler's exception can be swallowed: raised while a ``__del__``, a weakref or GC
+# callback runs, Python prints "Exception ignored" and carries on, and the sweep ran to its
+# end (exit 0). So the signal is also remembered here and raised again at the next
+# shielded() exit (every store write, every epoch report, every trial start).
+_received: list[int] = []
 
 
 def interrupt(signum: int) -> None:
     """From a signal handler: raise :class:`Interrupted` now, or after the current write."""
+    _received.append(signum)
     if _shield_depth:
-        _deferred.append(signum)
         return
     raise Interrupted(signum)
+
+
+def reset_interrupts() -> None:
+    """Forget received signals (a new command in this process starts clean)."""
+    _received.clear()
+
+
+def raise_if_interrupted() -> None:
+    """Raise :class:`Interrupted` if a signal arrived (even one whose raise got swallowed)."""
+    if _received and not _shield_depth:
+        raise Interrupted(_received[0])
 
 
 @contextlib.contextmanager
@@ -72,14 +91,17 @@ def shielded() -> Iterator[None]:
         yield
     finally:
         _shield_depth -= 1
-    if not _shield_depth and _deferred:
-        signum = _deferred[0]
-        _deferred.clear()
-        raise Interrupted(signum)
+    raise_if_interrupted()
 
 
 def worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
+
+
+# Never ``<store>.lock``: Optuna's JournalFileBackend takes ``<journal>.lock`` as its own
+# lock file (created with O_EXCL), so holding a file of that name made every journal write
+# wait out Optuna's 30 s grace period. This suffix is no store's.
+LOCK_SUFFIX = ".protolab-lock"
 
 
 def lock_path(url: str | None, default: Path) -> Path | None:
@@ -87,14 +109,15 @@ def lock_path(url: str | None, default: Path) -> Path | None:
 
     Servers (PostgreSQL, MLflow over HTTP) get None: they serialise writes themselves.
     """
-    storage_url = url
-    if storage_url is None:
-        return default.with_suffix(".lock")
-    if storage_url.startswith("sqlite:///"):
-        return Path(storage_url.removeprefix("sqlite:///") + ".lock")
-    if storage_url.endswith((".journal", ".log")):
-        return Path(storage_url + ".lock")
-    return None
+    if url is None:
+        store = default
+    elif url.startswith("sqlite:///"):
+        store = Path(url.removeprefix("sqlite:///"))
+    elif url.endswith((".journal", ".log")):
+        store = Path(url.removeprefix("journal://"))
+    else:
+        return None
+    return store.with_name(store.name + LOCK_SUFFIX)
 
 
 def _alive(pid: int) -> bool:

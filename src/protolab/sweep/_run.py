@@ -11,12 +11,25 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from protolab.backends import Job, JobResult, TrainSettings, get_backend
+from protolab._tags import TAG
+from protolab.backends import (
+    Job,
+    JobResult,
+    TrainSettings,
+    backend_info,
+    expand_aliases,
+    get_backend,
+)
+from protolab.backends._calibrate import Choice, resolve
 from protolab.backends._env import environment_tags
 from protolab.space import Space
 from protolab.sweep._context import SweepContext, sample_train
+from protolab.tracking._types import RunLog, Tracker
+
+if TYPE_CHECKING:
+    from protolab.arch import Arch
 
 __all__ = ["Outcome", "run_once"]
 
@@ -61,7 +74,7 @@ def fail_reason(e: BaseException) -> str:
 
 def run_once(
     ctx: SweepContext,
-    tracker: Any,
+    tracker: Tracker,
     trial: Any | None,
     label: str,
     *,
@@ -85,17 +98,18 @@ def run_once(
     cfg = ctx.cfg
     out = Outcome(params={})
     base_tags = {
-        "protolab.study": ctx.study_name,
-        "protolab.trial": label.removeprefix("t"),
-        "protolab.script_hash": ctx.script_hash,
-        "protolab.config_hash": ctx.config_hash,
-        "protolab.metric": ctx.metric,
-        "protolab.data": str(ctx.dataset.name),
-        **{f"protolab.{k}": v for k, v in environment_tags(ctx.script_path).items()},
+        TAG.STUDY: ctx.study_name,
+        TAG.TRIAL: label.removeprefix("t"),
+        TAG.SCRIPT_HASH: ctx.script_hash,
+        TAG.CONFIG_HASH: ctx.config_hash,
+        TAG.METRIC: ctx.metric,
+        TAG.DATA: str(ctx.dataset.name),
+        **{f"{TAG.PREFIX}{k}": v for k, v in environment_tags(ctx.script_path).items()},
         **(extra_tags or {}),
     }
-    if len(cfg.backends) > 1:
-        base_tags["protolab.pair"] = f"{ctx.study_name}/{label}"
+    paired = len(expand_aliases(list(cfg.backends))) > 1 or cfg.study.repeat > 1
+    if paired:
+        base_tags[TAG.PAIR] = f"{ctx.study_name}/{label}"
     try:
         arch = ctx.experiment.build(arch_space)
         train = sample_train(cfg.train, train_space)
@@ -103,14 +117,14 @@ def run_once(
     except Exception as e:  # nothing trained: record the failure once per backend
         out.params = _params(arch_space, train_space, cfg)
         for b in cfg.backends:
-            run = tracker.child(f"{label}-{b}", {**base_tags, "protolab.backend": b}, out.params)
+            run = tracker.child(f"{label}-{b}", {**base_tags, TAG.BACKEND: b}, out.params)
             run.log_text(traceback.format_exc(), "traceback.txt")
             run.end("FAIL", fail_reason(e))
         raise
     out.params = _params(arch_space, train_space, cfg)
     lineage = _lineage(trial)
     if lineage:
-        base_tags["protolab.mutation"] = lineage["change"]
+        base_tags[TAG.MUTATION] = lineage["change"]
     settings = TrainSettings(
         epochs=cfg.train.epochs,
         batch_size=int(train["batch_size"]),
@@ -120,66 +134,107 @@ def run_once(
         seed=cfg.study.seed,
     )
     job = Job(arch, ctx.dataset, settings, cfg.hardware)
-    artifacts = {
-        "arch.json": json.dumps(arch.to_dict(), indent=2),
-        "arch.txt": _summary(arch, ctx.dataset),
-        f"config/{ctx.config_path.name}": ctx.config_path.read_text(),
-        "config/resolved.json": ctx.cfg.model_dump_json(indent=2),
-        f"script/{ctx.script_path.name}": ctx.script_path.read_text(),
+    artifacts = _artifacts(ctx, arch, lineage)
+    t0 = time.perf_counter()
+    modes = resolve(list(cfg.backends), job)  # aliases: each family's fastest mode
+    if job_seconds is not None and any(c is not None for _, c in modes):
+        job_seconds.append(time.perf_counter() - t0)  # calibration trains: job time
+    base_tags[TAG.ARCH_HASH] = arch.hash
+    repeats = cfg.study.repeat
+    for r in range(repeats):  # interleaved: every mode once per round
+        for i, (name, choice) in enumerate(modes):
+            suffix = f"-r{r}" if repeats > 1 else ""
+            tags = _mode_tags(name, choice, base_tags)
+            if repeats > 1:
+                tags[TAG.REPEAT] = str(r)
+            lead = i == 0 and r == 0
+            result = _run_mode(
+                ctx,
+                tracker,
+                job,
+                f"{label}-{name}{suffix}",
+                tags,
+                out.params,
+                artifacts,
+                report if lead else None,
+                progress,
+                job_seconds,
+            )
+            if r == 0:
+                out.results[name] = result
+    lead_metrics = out.results[modes[0][0]].metrics
+    _objective(ctx, out, lead_metrics)
+    return out
+
+
+def _mode_tags(name: str, choice: Choice | None, base: dict[str, str]) -> dict[str, str]:
+    """Which mode a run is, as tags (the report and the UI group by these)."""
+    info = backend_info(name)
+    tags = {
+        **base,
+        TAG.BACKEND: name,
+        TAG.FAMILY: info.family,
+        TAG.MODE: info.mode,
+        TAG.EAGER: str(info.eager).lower(),
     }
-    if lineage:
-        artifacts["lineage.json"] = json.dumps(lineage, indent=2, default=str)
-    model_metrics = _model_metrics(arch, ctx.dataset)
-    for i, name in enumerate(cfg.backends):
-        backend = get_backend(name)
-        tags = {
-            **base_tags,
-            "protolab.backend": name,
-            "protolab.family": backend.family,
-            "protolab.arch_hash": arch.hash,
-        }
-        run = tracker.child(f"{label}-{name}", tags, out.params)
-        run.log_texts(artifacts)
-        run.log_metrics(model_metrics)  # known before training: pruned runs have them too
+    if choice is not None:
+        tags[TAG.AUTO] = choice.tag
+        tags[TAG.CALIBRATION] = choice.summary
+    return tags
 
-        hook_s = [0.0]  # time inside on_epoch: the sweep's, not the job's
 
-        def on_epoch(
-            epoch: int,
-            metrics: dict[str, float],
-            run: Any = run,
-            name: str = name,
-            lead: bool = i == 0,
-            hook_s: list[float] = hook_s,
-        ) -> None:
-            t0 = time.perf_counter()
-            try:
-                run.log_metrics(metrics, step=epoch)
-                if progress is not None:
-                    progress(name, epoch, metrics)
-                if lead and report is not None and ctx.metric in metrics:
-                    report(metrics[ctx.metric], epoch)
-            finally:
-                hook_s[0] += time.perf_counter() - t0
+def _run_mode(
+    ctx: SweepContext,
+    tracker: Tracker,
+    job: Job,
+    run_name: str,
+    tags: dict[str, str],
+    params: dict[str, Any],
+    artifacts: dict[str, str],
+    report: ReportFn | None,
+    progress: ProgressFn | None,
+    job_seconds: list[float] | None,
+) -> JobResult:
+    """One job on one mode as one child run, ended in the state the job reached."""
+    name = tags[TAG.BACKEND]
+    backend = get_backend(name)
+    mode_params = {"backend": name, "family": tags[TAG.FAMILY], "mode": tags[TAG.MODE]}
+    run = tracker.child(run_name, tags, {**params, **mode_params})
+    run.log_texts(artifacts)
+    run.log_metrics(_model_metrics(job.arch, ctx.dataset), step=0)  # pruned runs have them
+    hook_s = [0.0]  # time inside on_epoch: the sweep's, not the job's
 
-        t_job = time.perf_counter()
+    def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
+        t0 = time.perf_counter()
         try:
-            result = backend.run(job, on_epoch)
-        except BaseException as e:
-            _end_failed(run, e)
-            raise
+            run.log_metrics(metrics, step=epoch)
+            if progress is not None:
+                progress(name, epoch, metrics)
+            if report is not None and ctx.metric in metrics:
+                report(metrics[ctx.metric], epoch)
         finally:
-            if job_seconds is not None:
-                job_seconds.append(time.perf_counter() - t_job - hook_s[0])
-            backend.release()
-        curves = result.history[-1] if result.history else {}  # already logged per epoch
-        run.log_metrics(
-            {k: v for k, v in result.metrics.items() if k not in curves}, step=cfg.train.epochs
-        )
-        run.set_tags({f"protolab.{k}": v for k, v in result.tags.items()})
-        run.end("COMPLETE")
-        out.results[name] = result
-    lead = out.results[cfg.backends[0]].metrics
+            hook_s[0] += time.perf_counter() - t0
+
+    t_job = time.perf_counter()
+    try:
+        result = backend.run(job, on_epoch)
+    except BaseException as e:
+        _end_failed(run, e)
+        raise
+    finally:
+        if job_seconds is not None:
+            job_seconds.append(time.perf_counter() - t_job - hook_s[0])
+        backend.release()
+    curves = result.history[-1] if result.history else {}  # already logged per epoch
+    # One-off figures (compile, import, medians) at step 0: a point, not a curve's end.
+    run.log_metrics({k: v for k, v in result.metrics.items() if k not in curves}, step=0)
+    run.set_tags({f"{TAG.PREFIX}{k}": v for k, v in result.tags.items()})
+    run.end("COMPLETE")
+    return result
+
+
+def _objective(ctx: SweepContext, out: Outcome, lead: dict[str, float]) -> None:
+    """The values Optuna optimises (lead mode, first round) and the constraint slacks."""
     wanted = [m for m, _ in ctx.objectives] + [m for m, _, _ in ctx.constraints]
     missing = [m for m in wanted if m not in lead]
     if missing:
@@ -192,7 +247,20 @@ def run_once(
         f"{m} {op} {bound:g}": (lead[m] - bound if op == "<=" else bound - lead[m])
         for m, op, bound in ctx.constraints
     }
-    return out
+
+
+def _artifacts(ctx: SweepContext, arch: Arch, lineage: dict[str, Any]) -> dict[str, str]:
+    """What every child run of this configuration uploads (one batch)."""
+    artifacts = {
+        "arch.json": json.dumps(arch.to_dict(), indent=2),
+        "arch.txt": _summary(arch, ctx.dataset),
+        f"config/{ctx.config_path.name}": ctx.config_path.read_text(),
+        "config/resolved.json": ctx.cfg.model_dump_json(indent=2),
+        f"script/{ctx.script_path.name}": ctx.script_path.read_text(),
+    }
+    if lineage:
+        artifacts["lineage.json"] = json.dumps(lineage, indent=2, default=str)
+    return artifacts
 
 
 def _lineage(trial: Any) -> dict[str, Any]:
@@ -212,7 +280,7 @@ def _lineage(trial: Any) -> dict[str, Any]:
     }
 
 
-def _end_failed(run: Any, e: BaseException) -> None:
+def _end_failed(run: RunLog, e: BaseException) -> None:
     import optuna
 
     if isinstance(e, optuna.TrialPruned):

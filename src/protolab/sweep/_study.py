@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import sys
 import warnings
 from pathlib import Path
 from typing import Any
 
 from protolab.errors import ConfigError, StorageError
 
-__all__ = ["describe_storage", "grid_space", "make_pruner", "make_sampler", "open_storage"]
+__all__ = [
+    "check_storage_url",
+    "describe_storage",
+    "grid_space",
+    "make_pruner",
+    "make_sampler",
+    "open_storage",
+]
 
 
 # name -> (import path of the class, defaults). Options from the config override defaults.
@@ -98,16 +106,51 @@ def _build(kind: str, table: dict[str, tuple[str, dict[str, Any]]], name: str, *
         raise ConfigError(f"study.{kind}_options for {kind} {name!r}: {e}") from None
 
 
+def evolution_defaults(options: dict[str, Any], n_trials: int | None) -> dict[str, Any]:
+    """Evolution's population sized to the study, so it mutates within ``n_trials``.
+
+    The sampler's own default (a population of 20, random until 20 trials completed)
+    never mutates in a study of 20 trials or fewer. Half the study, 2 to 20, is random;
+    the rest are children. Options the user gave are kept as given.
+    """
+    if n_trials is None or "population_size" in options:
+        return options
+    population = max(2, min(20, n_trials // 2), int(options.get("tournament_size", 0)))
+    out = {"population_size": population, **options}
+    out.setdefault("tournament_size", min(5, population))
+    return out
+
+
+def evolution_note(options: dict[str, Any], n_trials: int) -> str | None:
+    """A warning when the options leave evolution no trial to mutate in (None: fine)."""
+    opts = evolution_defaults(options, n_trials)
+    startup = int(opts.get("n_startup_trials", opts.get("population_size", 20)))
+    if startup < n_trials:
+        return None
+    return (
+        f"evolution samples its first {startup} trials at random (population_size="
+        f"{opts.get('population_size', 20)}, n_startup_trials={startup}), and study.n_trials is "
+        f"{n_trials}: all {n_trials} trials stay random and none is mutated; lower "
+        "study.sampler_options.population_size (or n_startup_trials), or raise study.n_trials"
+    )
+
+
 def make_sampler(
     name: str,
     seed: int,
     options: dict[str, Any] | None = None,
     grid: dict[str, list[Any]] | None = None,
+    n_trials: int | None = None,
 ) -> Any:
-    """The sampler ``name`` seeded with ``seed``; ``grid`` is the search space for ``grid``."""
+    """The sampler ``name`` seeded with ``seed``; ``grid`` is the search space for ``grid``.
+
+    ``n_trials`` (the study's budget) sizes evolution's default population to the study.
+    """
     extra: dict[str, Any] = {"seed": seed}
     if name == "grid":
         extra["search_space"] = grid or {}
+    if name == "evolution":
+        options = evolution_defaults(dict(options or {}), n_trials)
     return _build("sampler", _SAMPLERS, name, **(options or {}), **extra)
 
 
@@ -149,6 +192,46 @@ def describe_storage(url: str | None) -> str:
     return redact(url) if url else str(default_storage_path())
 
 
+def _journal_path(url: str | None) -> Path | None:
+    if url is None:
+        return default_storage_path()
+    if url.endswith((".journal", ".log")):
+        return Path(url.removeprefix("journal://"))
+    return None
+
+
+def check_storage_url(url: str | None) -> None:
+    """Refuse a study store that cannot work, before anything is written (read-only).
+
+    A local path must be a writable file location; ``sqlite://`` must name a file (alone
+    it is an in-memory store that forgets every trial); ``redis://`` needs its package.
+    """
+    import importlib.util
+
+    from protolab.config._checks import check_sqlite_file, check_store_path
+
+    journal = _journal_path(url)
+    if journal is not None:
+        check_store_path(journal, "study.storage")
+        return
+    assert url is not None
+    scheme = url.split("://", 1)[0].split("+", 1)[0]
+    if scheme == "sqlite":
+        path = url.split(":///", 1)[1] if ":///" in url else ""
+        if not path or path == ":memory:":
+            raise StorageError(
+                f"study.storage: {describe_storage(url)!r} names no file (an in-memory store "
+                "forgets every trial); allowed: sqlite:///PATH/optuna.db"
+            )
+        check_store_path(Path(path), "study.storage")
+        check_sqlite_file(Path(path), "study.storage", "study store")
+    elif scheme == "redis" and importlib.util.find_spec("redis") is None:
+        raise StorageError(
+            f"study.storage: {describe_storage(url)!r} needs the redis package, which is not "
+            "installed; install it with: pip install redis"
+        )
+
+
 def open_storage(url: str | None) -> Any:
     """An Optuna storage for ``study.storage``.
 
@@ -160,15 +243,29 @@ def open_storage(url: str | None) -> Any:
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
+    from protolab.sweep._doctor import check_journal
+
     if url is None or url.endswith((".journal", ".log")):
         path = default_storage_path() if url is None else Path(url.removeprefix("journal://"))
+        note = check_journal(path)  # a torn last line is cut; other damage: exit 2
+        if note:
+            print(f"note: {note}", file=sys.stderr)
         path.parent.mkdir(parents=True, exist_ok=True)
         return JournalStorage(JournalFileBackend(str(path)))
     scheme = url.split("://", 1)[0].split("+", 1)[0]
     if scheme == "redis":
         from optuna.storages.journal import JournalRedisBackend
 
-        return JournalStorage(JournalRedisBackend(url))
+        try:
+            return JournalStorage(JournalRedisBackend(url))
+        except ImportError:
+            check_storage_url(url)
+            raise
+        except Exception as e:  # unreachable server
+            raise StorageError(
+                f"study.storage: cannot open {describe_storage(url)!r}: {type(e).__name__}: "
+                f"{describe_storage(str(e).strip()[:200])}"
+            ) from None
     if scheme == "sqlite":
         Path(url.split(":///", 1)[1]).parent.mkdir(parents=True, exist_ok=True)
     try:

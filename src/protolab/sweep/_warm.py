@@ -17,8 +17,13 @@ _TOP = 3  # best trials taken from a single-objective study
 
 
 def _from_run(ctx: SweepContext, run_id: str) -> list[tuple[dict[str, Any], str]]:
+    from pathlib import Path
+
     from mlflow.tracking import MlflowClient
 
+    uri = ctx.tracking_uri
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        raise ConfigError(f"--from: no MLflow run {run_id}: there is no store at {uri} yet")
     try:
         run = MlflowClient(ctx.tracking_uri).get_run(run_id)
     except Exception:
@@ -41,16 +46,19 @@ def _from_run(ctx: SweepContext, run_id: str) -> list[tuple[dict[str, Any], str]
 def _from_study(ctx: SweepContext, name: str) -> list[tuple[dict[str, Any], str]]:
     import optuna
 
-    from protolab.sweep._study import describe_storage, open_storage
+    from protolab.sweep._study import _journal_path, describe_storage, open_storage
 
-    storage = open_storage(ctx.cfg.study.storage)
-    names = optuna.get_all_study_names(storage)
+    journal = _journal_path(ctx.cfg.study.storage)
+    fresh = journal is not None and not journal.is_file()  # opening would create it
+    storage = None if fresh else open_storage(ctx.cfg.study.storage)
+    names = [] if storage is None else optuna.get_all_study_names(storage)
     if name not in names:
         where = describe_storage(ctx.cfg.study.storage)
         raise ConfigError(
             f"--from: {name!r} is neither a study in {where} (have: {', '.join(names) or 'none'})"
             " nor an MLflow run id (32 hex characters)"
         )
+    assert storage is not None  # the study exists, so its store does
     source = optuna.load_study(study_name=name, storage=storage)
     if len(source.directions) > 1:
         best = list(source.best_trials)

@@ -79,7 +79,15 @@ def open_study(ctx: SweepContext, storage: Any, display: Any = None) -> Any:
     trials = study.get_trials(deepcopy=False)
     running = any(t.state == optuna.trial.TrialState.RUNNING for t in trials)
     seed = cfg.seed + 1_000_003 * len(trials) + (os.getpid() if running else 0)
-    study.sampler = make_sampler(cfg.sampler, seed % 2**32, cfg.sampler_options, ctx.grid)
+    study.sampler = make_sampler(
+        cfg.sampler, seed % 2**32, cfg.sampler_options, ctx.grid, n_trials=cfg.n_trials
+    )
+    if cfg.sampler == "evolution" and display is not None:
+        from protolab.sweep._study import evolution_note
+
+        note = evolution_note(cfg.sampler_options, cfg.n_trials)
+        if note:
+            display.note(note)
     _note_script_change(study, ctx, display)
     study.set_user_attr("protolab.objectives", metrics)
     study.set_user_attr("protolab.metric", ctx.metric)
@@ -152,9 +160,11 @@ def sweep(ctx: SweepContext, display: Any, warm_from: str | None = None) -> Swee
     """
     import optuna
 
+    from protolab.config._checks import check_context
     from protolab.sweep._study import default_storage_path, open_storage
     from protolab.tracking import open_tracker, wait_open
 
+    check_context(ctx)  # hardware, metrics, store paths: exit 2 before any store is written
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     cfg = ctx.cfg.study
     t_start = time.perf_counter()
@@ -208,11 +218,12 @@ def _load_backends(names: Sequence[str]) -> float:
     waits for the other. The jobs report the import as ``time/import_s`` as before, and the
     seconds count as the jobs' own (not sweep overhead), as they did inside the first job.
     """
-    from protolab.backends import get_backend
+    from protolab.backends import FAMILIES, expand_aliases, family_members, get_backend
 
     t0 = time.perf_counter()
-    for name in names:
-        get_backend(name).load()
+    for name in expand_aliases(list(names)):  # an alias loads every mode it may pick
+        for member in family_members(name) if name in FAMILIES else [name]:
+            get_backend(member).load()
     return time.perf_counter() - t0
 
 
@@ -355,8 +366,14 @@ def best_params(ctx: SweepContext) -> dict[str, Any]:
     """The best finished trial's values, for ``protolab run --best``."""
     import optuna
 
-    from protolab.sweep._study import open_storage
+    from protolab.sweep._study import _journal_path, open_storage
 
+    journal = _journal_path(ctx.cfg.study.storage)
+    if journal is not None and not journal.is_file():  # opening would create an empty one
+        raise ConfigError(
+            f"--best: study '{ctx.study_name}' does not exist yet ({journal} is absent); "
+            "run `protolab sweep` first"
+        )
     try:
         study = optuna.load_study(
             study_name=ctx.study_name, storage=open_storage(ctx.cfg.study.storage)

@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from protolab._tags import TAG
+
 __all__ = ["ChildRun", "Tracker", "default_tracking_uri", "open_tracker", "redact", "wait_open"]
 
 _FLUSH_EVERY_S = 3.0
@@ -117,6 +119,7 @@ class Tracker:
 
         for name in ("mlflow", "alembic"):  # table creation logs at INFO on a fresh store
             logging.getLogger(name).setLevel(logging.WARNING)
+        os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
         if uri.startswith("sqlite:///"):
             Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
@@ -165,10 +168,17 @@ class Tracker:
     def child(self, name: str, tags: Mapping[str, str], params: Mapping[str, Any]) -> ChildRun:
         from mlflow.entities import Param
 
+        from protolab.tracking._notes import FAMILY_COLOURS
+
+        colour = FAMILY_COLOURS.get(str(tags.get(TAG.FAMILY, "")))  # charts: one per family
         run = self.client.create_run(
             self.experiment_id,
             run_name=name,
-            tags={"mlflow.parentRunId": self.parent_id, **tags},
+            tags={
+                "mlflow.parentRunId": self.parent_id,
+                **({"mlflow.runColor": colour} if colour else {}),
+                **tags,
+            },
         )
         run_id = str(run.info.run_id)
         items = [Param(k, redact(str(v))[:6000]) for k, v in params.items()]
@@ -190,6 +200,15 @@ class Tracker:
         self.client.log_text(self.parent_id, text, name)
 
     def end(self, status: str = "FINISHED") -> None:
+        """Refresh what the UI says about the study (see ``_notes``), then end the parent."""
+        try:
+            from protolab.tracking._notes import write_study_notes
+
+            write_study_notes(self.client, self.experiment_id, self.parent_id, self.study)
+        except Exception as e:  # the description is a view: never fail the sweep over it
+            import sys
+
+            print(f"protolab: could not write the study's MLflow notes: {e}", file=sys.stderr)
         self.client.set_terminated(self.parent_id, status=status)
 
     def fail_running_children(self, trial: int, reason: str) -> None:

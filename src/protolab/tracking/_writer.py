@@ -24,6 +24,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import os
+import signal
 import sys
 from collections.abc import Mapping
 from pathlib import Path
@@ -59,7 +60,15 @@ class _Writer:
         self.conn, child_conn = ctx.Pipe()
         self.proc = ctx.Process(target=_serve, args=(child_conn,), name="protolab-tracking")
         self.proc.daemon = True  # never outlives an interpreter that exits without end()
-        self.proc.start()
+        # The child starts with SIGINT/SIGTERM blocked (a signal mask survives exec), so a
+        # Ctrl-C during its start-up cannot raise a KeyboardInterrupt traceback there; it
+        # ignores both once running. Here they are only held back for the fork, then run.
+        held = {signal.SIGINT, signal.SIGTERM}
+        before = signal.pthread_sigmask(signal.SIG_BLOCK, held)
+        try:
+            self.proc.start()
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, before)
         child_conn.close()
         # At interpreter exit, close our end first: the writer ignores SIGTERM (so the
         # multiprocessing atexit hook's terminate() would not stop it) but exits on EOF.
@@ -210,10 +219,16 @@ class AsyncChildRun:
 
 def _serve(conn: Any) -> None:
     """The writer's loop: make each call in order until ``close`` or the pipe closes."""
-    import signal
-
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
+    # The sweep process gone mid-reply: nothing left to tell it, and no traceback.
+    with contextlib.suppress(BrokenPipeError, ConnectionResetError, EOFError):
+        _loop(conn)
+
+
+def _loop(conn: Any) -> None:
+    """Serve calls until ``close`` or the pipe closes (every open child run is then ended)."""
     import mlflow.tracking  # noqa: F401 - the ~2 s import, while the sweep process starts
 
     from protolab._lock import file_lock
@@ -226,8 +241,9 @@ def _serve(conn: Any) -> None:
     while True:
         try:
             op, ref, args, reply = conn.recv()
-        except (EOFError, OSError):  # the sweep process died: leave nothing RUNNING
+        except (EOFError, OSError):  # the sweep process died (kill -9): leave nothing RUNNING
             _end_all(runs, "worker died")
+            _end_parent(tracker)
             return
         try:
             result: Any = None
@@ -259,11 +275,20 @@ def _serve(conn: Any) -> None:
                 getattr(tracker, op)(*args)
             if reply:
                 conn.send(("ok", result))
+        except (BrokenPipeError, ConnectionResetError):  # the sweep is gone mid-reply
+            _end_all(runs, "worker died")
+            _end_parent(tracker)
+            return
         except Exception as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else ""
             message = f"{type(e).__name__}: {first}"[:500]
             if reply:
-                conn.send(("error", message))
+                try:
+                    conn.send(("error", message))
+                except OSError:
+                    _end_all(runs, "worker died")
+                    _end_parent(tracker)
+                    return
                 continue
             if message not in reported:  # once per distinct error, not once per call
                 reported.add(message)
@@ -274,6 +299,16 @@ def _serve(conn: Any) -> None:
                 unread = True
                 with contextlib.suppress(OSError):
                     conn.send(("async-error", message))
+
+
+def _end_parent(tracker: Any) -> None:
+    """The sweep process died without ending its parent run: end it KILLED, not RUNNING.
+
+    A worker that joins the study later marks it RUNNING again, as after any sweep's end.
+    """
+    if tracker is not None:
+        with contextlib.suppress(Exception):
+            tracker.client.set_terminated(tracker.parent_id, status="KILLED")
 
 
 def _end_all(runs: dict[int, Any], reason: str) -> None:

@@ -1,0 +1,53 @@
+"""Every ``protolab.*`` MLflow tag and Optuna user-attr name, in one place.
+
+Runs written by one version are read by another (``report``, ``ls``, ``ui``, a teammate's
+worker), so these names are a storage format: change them here or nowhere.
+"""
+
+from __future__ import annotations
+
+__all__ = ["ATTR", "TAG"]
+
+
+class TAG:
+    """MLflow run tags."""
+
+    STUDY = "protolab.study"
+    TRIAL = "protolab.trial"
+    ROLE = "protolab.role"  # parent | child
+    BACKEND = "protolab.backend"  # the mode's registry name
+    FAMILY = "protolab.family"  # dynamic | static
+    MODE = "protolab.mode"  # a few words: eager, compiled, graph, XLA, jit
+    EAGER = "protolab.eager"  # "true" on the reference every break-even is measured against
+    AUTO = "protolab.auto"  # alias -> the mode it picked, e.g. "static-><mode>"
+    CALIBRATION = "protolab.calibration"  # the calibration's step times per candidate
+    PAIR = "protolab.pair"  # shared by every run of one paired configuration
+    REPEAT = "protolab.repeat"  # 0..K-1 when a pair is re-measured (--repeat K)
+    ARCH_HASH = "protolab.arch_hash"
+    SCRIPT_HASH = "protolab.script_hash"
+    CONFIG_HASH = "protolab.config_hash"
+    METRIC = "protolab.metric"
+    DATA = "protolab.data"
+    STATE = "protolab.state"  # COMPLETE | PRUNED | FAIL | INTERRUPTED
+    FAIL_REASON = "protolab.fail_reason"
+    COLD_START = "protolab.cold_start"
+    MUTATION = "protolab.mutation"
+    PARENT_TRIAL = "protolab.parent_trial"
+    DIRECTION = "protolab.direction"
+    PREFIX = "protolab."
+
+
+class ATTR:
+    """Optuna trial and study user attributes."""
+
+    WORKER = "protolab.worker"
+    SCRIPT_HASH = "protolab.script_hash"
+    FAIL_REASON = "protolab.fail_reason"
+    METRICS = "protolab.metrics"
+    OBJECTIVES = "protolab.objectives"
+    METRIC = "protolab.metric"
+    RETRY_OF = "protolab.retry_of"
+    ATTEMPT = "protolab.attempt"
+    PARENT_TRIAL = "protolab.parent_trial"
+    ENQUEUED = "protolab.enqueued"
+    AUTO = "protolab.auto"  # study attr prefix: protolab.auto.<family>.<key> -> chosen mode

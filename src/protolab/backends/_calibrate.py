@@ -1,0 +1,94 @@
+"""Family aliases (``dynamic``, ``static``): pick each family's fastest mode for a model.
+
+Which mode is fastest depends on the model and the machine: whole-epoch XLA wins on MLPs,
+TensorFlow's own kernels win on CPU convolutions, a compiled torch step wins on wide
+layers. So a headline "dynamic vs static" compares the best of each family, not a fixed
+pick: every candidate trains the job briefly (``_EPOCHS`` epochs of at most ``_STEPS``
+steps), and the lowest steady step time wins. The choice is cached per model (arch hash,
+data, batch, hardware) for the life of the process and recorded on the run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Callable
+
+from protolab.backends._base import Job
+from protolab.backends._registry import ALIASES, Family, family_members, get_backend
+
+__all__ = ["Choice", "calibrate", "resolve"]
+
+_EPOCHS, _STEPS = 3, 20
+_CHOICES: dict[tuple[object, ...], Choice] = {}
+_MAX_CACHED = 256
+
+
+@dataclasses.dataclass(frozen=True)
+class Choice:
+    """The mode an alias picked, and what each candidate measured (ms/step; nan: failed)."""
+
+    alias: str
+    name: str
+    step_ms: dict[str, float]
+
+    @property
+    def tag(self) -> str:
+        return f"{self.alias}->{self.name}"
+
+    @property
+    def summary(self) -> str:
+        return ", ".join(f"{n}={v:.3g}ms" for n, v in self.step_ms.items())
+
+
+def _key(family: str, job: Job) -> tuple[object, ...]:
+    ds = job.dataset
+    return (family, job.arch.hash, ds.name, len(ds.x_train), job.train.batch_size, job.hardware)
+
+
+def calibrate(
+    family: Family, job: Job, on_error: Callable[[str, BaseException], None] | None = None
+) -> Choice:
+    """Time every mode of ``family`` on a short version of ``job``; the fastest wins."""
+    key = _key(family, job)
+    if key in _CHOICES:
+        return _CHOICES[key]
+    short = dataclasses.replace(
+        job, train=dataclasses.replace(job.train, epochs=_EPOCHS, max_steps=_STEPS)
+    )
+    timings: dict[str, float] = {}
+    for name in family_members(family):
+        backend = get_backend(name)
+        limit = backend.max_devices
+        if limit is not None and job.hardware.devices > limit:
+            continue
+        try:
+            timings[name] = backend.run(short).metrics["time/step_ms"]
+        except Exception as e:  # a mode that cannot run this model is not a candidate
+            timings[name] = math.nan
+            if on_error is not None:
+                on_error(name, e)
+        finally:
+            backend.release()
+    ok = {n: v for n, v in timings.items() if math.isfinite(v)}
+    if not ok:
+        raise RuntimeError(f"no {family} mode could train this model: {timings}")
+    choice = Choice(family, min(ok, key=ok.__getitem__), timings)
+    if len(_CHOICES) >= _MAX_CACHED:
+        _CHOICES.pop(next(iter(_CHOICES)))
+    _CHOICES[key] = choice
+    return choice
+
+
+def resolve(names: list[str], job: Job) -> list[tuple[str, Choice | None]]:
+    """Config backends -> the modes to run, in order: aliases calibrated, names kept."""
+    out: list[tuple[str, Choice | None]] = []
+    for name in names:
+        if name not in ALIASES:
+            out.append((name, None))
+            continue
+        for family in ALIASES[name]:
+            choice = calibrate(family, job)
+            if all(n != choice.name for n, _ in out):
+                out.append((choice.name, choice))
+    return out

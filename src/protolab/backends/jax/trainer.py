@@ -1,0 +1,174 @@
+"""The JAX programs: Keras' stateless API inside one jitted whole-epoch ``fori_loop``.
+
+``model.stateless_call`` and ``optimizer.stateless_apply`` make a Keras model a pure
+function of its variables, so one epoch (seeded permutation, batching by index, forward,
+loss, gradients, update) is a single XLA program over device-resident arrays, like the
+TensorFlow XLA mode. The programs are compiled ahead of time (``jit(...).lower().compile()``)
+so ``time/compile_s`` is pure compile time. ``PROTOLAB_KERAS_LOOP=step`` runs a jitted
+step per batch instead (the same fallback the TensorFlow modes have).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import keras
+import numpy as np
+
+from protolab.backends._base import DeviceInfo, EpochFit, Job, Program
+from protolab.backends._keras_nn import POLICY, optimizer
+from protolab.backends._peak import cpu_name
+from protolab.backends.jax import core
+from protolab.backends.jax.export import KerasModel
+from protolab.backends.jax.nn import build, count_params
+
+__all__ = ["JaxProgram"]
+
+_EVAL_BATCH = 1024
+State = tuple[Any, Any, Any]  # trainable, non-trainable, optimizer variables
+
+
+class JaxProgram(Program):
+    def __init__(self, backend: str, job: Job) -> None:
+        ds, tr, hw = job.dataset, job.train, job.hardware
+        self.backend, self.seed = backend, tr.seed
+        keras.utils.set_random_seed(tr.seed)
+        keras.mixed_precision.set_global_policy(POLICY[hw.precision])
+        self.classify = ds.task == "classification"
+        y_train = ds.y_train if self.classify else ds.y_train.reshape(len(ds.y_train), -1)
+        y_val = ds.y_val if self.classify else ds.y_val.reshape(len(ds.y_val), -1)
+        self.n = len(ds.x_train)
+        self.batch = min(tr.batch_size, self.n)
+        self.steps = self.n // self.batch
+        if tr.max_steps:
+            self.steps = min(self.steps, tr.max_steps)
+        self.whole_epoch = os.environ.get("PROTOLAB_KERAS_LOOP") != "step"
+        self.model = build(job.arch, ds.input_shape, ds.input_dtype)
+        self.opt = optimizer(tr.optimizer, tr.lr, tr.weight_decay)
+        self.opt.build(self.model.trainable_variables)
+        self.x_tr, self.y_tr = jnp.asarray(ds.x_train), jnp.asarray(y_train)
+        self.x_va, self.y_va = jnp.asarray(ds.x_val), jnp.asarray(y_val)
+        self.state: State = (
+            [v.value for v in self.model.trainable_variables],
+            [v.value for v in self.model.non_trainable_variables],
+            [v.value for v in self.opt.variables],
+        )
+        self._make_programs()
+
+    def loss(self, out: Any, y: Any) -> Any:
+        out = out.astype("float32")
+        if self.classify:
+            logp = jax.nn.log_softmax(out, axis=-1)
+            return -jnp.mean(jnp.take_along_axis(logp, y[:, None].astype("int32"), -1))
+        return jnp.mean(jnp.square(out - y.astype("float32")))
+
+    def train_step(self, state: State, xb: Any, yb: Any) -> tuple[State, Any]:
+        """Forward, loss, gradients, update, as a pure function of the variables."""
+        tv, ntv, ov = state
+
+        def compute(tv: Any, ntv: Any) -> tuple[Any, Any]:
+            out, ntv = self.model.stateless_call(tv, ntv, xb, training=True)
+            return self.loss(out, yb), ntv
+
+        (loss, ntv), grads = jax.value_and_grad(compute, has_aux=True)(tv, ntv)
+        tv, ov = self.opt.stateless_apply(ov, grads, tv)
+        return (tv, ntv, ov), loss
+
+    def _make_programs(self) -> None:
+        steps, batch, n = self.steps, self.batch, self.n
+
+        def train_epoch(state: State, x: Any, y: Any, key: Any) -> tuple[State, Any]:
+            idx = jax.random.permutation(key, n)[: steps * batch].reshape(steps, batch)
+
+            def body(i: Any, carry: tuple[State, Any]) -> tuple[State, Any]:
+                state, total = carry
+                state, loss = self.train_step(state, x[idx[i]], y[idx[i]])
+                return state, total + loss
+
+            state, total = jax.lax.fori_loop(0, steps, body, (state, jnp.float32(0.0)))
+            return state, total / steps
+
+        def evaluate(tv: Any, ntv: Any, x: Any, y: Any) -> tuple[Any, Any]:
+            out, _ = self.model.stateless_call(tv, ntv, x, training=False)
+            out = out.astype("float32")
+            if self.classify:
+                hits = (jnp.argmax(out, -1) == y).astype("float32")
+                return self.loss(out, y), jnp.mean(hits)
+            return self.loss(out, y), jnp.sqrt(jnp.mean(jnp.square(out - y)))
+
+        self._epoch_fn = jax.jit(train_epoch, donate_argnums=0)
+        self._step_fn = jax.jit(self.train_step, donate_argnums=0)
+        self._eval_fn = jax.jit(evaluate)
+
+    def compile(self) -> None:
+        """Ahead-of-time compile of the train and evaluation programs (no training)."""
+        key = jax.random.PRNGKey(0)
+        if self.whole_epoch:
+            self._epoch_fn = self._epoch_fn.lower(self.state, self.x_tr, self.y_tr, key).compile()
+        else:
+            xb, yb = self.x_tr[: self.batch], self.y_tr[: self.batch]
+            self._step_fn = self._step_fn.lower(self.state, xb, yb).compile()
+        tv, ntv, _ = self.state
+        self._eval_fn(tv, ntv, self.x_va[:_EVAL_BATCH], self.y_va[:_EVAL_BATCH])[
+            0
+        ].block_until_ready()
+
+    def fit_epoch(self, epoch: int) -> EpochFit:
+        t0 = time.perf_counter()
+        if self.whole_epoch:
+            key = jax.random.fold_in(jax.random.PRNGKey(self.seed), epoch)
+            self.state, loss = self._epoch_fn(self.state, self.x_tr, self.y_tr, key)
+            value = float(loss)
+        else:
+            perm = np.random.default_rng([self.seed, epoch]).permutation(self.n)
+            total = jnp.float32(0.0)
+            for i in range(self.steps):
+                take = perm[i * self.batch : (i + 1) * self.batch]
+                self.state, loss = self._step_fn(self.state, self.x_tr[take], self.y_tr[take])
+                total = total + loss
+            value = float(total) / self.steps
+        per_step = (time.perf_counter() - t0) / self.steps
+        return EpochFit(loss=value, step_s=[per_step] if epoch > 1 else [])
+
+    def evaluate(self) -> dict[str, float]:
+        tv, ntv, _ = self.state
+        loss_sum = score_sum = 0.0
+        m = int(self.x_va.shape[0])
+        for i in range(0, m, _EVAL_BATCH):
+            xb, yb = self.x_va[i : i + _EVAL_BATCH], self.y_va[i : i + _EVAL_BATCH]
+            loss, score = self._eval_fn(tv, ntv, xb, yb)
+            k = int(xb.shape[0])
+            loss_sum += float(loss) * k
+            score_sum += (float(score) if self.classify else float(score) ** 2) * k
+        if self.classify:
+            return {"val/loss": loss_sum / m, "val/acc": score_sum / m}
+        return {"val/loss": loss_sum / m, "val/rmse": math.sqrt(score_sum / m)}
+
+    def device(self) -> DeviceInfo:
+        kind = core.device_kind()
+        name = cpu_name() if kind == "cpu" else str(jax.devices()[0].device_kind)
+        threads = 1 if "multi_thread_eigen=false" in os.environ.get("XLA_FLAGS", "") else 0
+        return DeviceInfo(kind, name, threads or (os.cpu_count() or 1), core.gemm)
+
+    def measure(self) -> dict[str, float]:
+        return {"model/params": float(count_params(self.model))}
+
+    def tags(self) -> dict[str, str]:
+        return {
+            "device": str(jax.devices()[0]),
+            "loop": "epoch-jax" if self.whole_epoch else "step-jax",
+        }
+
+    def trained(self) -> KerasModel:
+        """Write the trained state back into the Keras variables: a usable model."""
+        tv, ntv, _ = self.state
+        for var, value in zip(self.model.trainable_variables, tv, strict=True):
+            var.assign(value)
+        for var, value in zip(self.model.non_trainable_variables, ntv, strict=True):
+            var.assign(value)
+        return KerasModel(self.backend, self.model)

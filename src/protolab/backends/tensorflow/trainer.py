@@ -1,0 +1,219 @@
+"""The TensorFlow programs: a whole epoch as one ``tf.function``, with or without XLA.
+
+Keras' ``fit()`` returns to Python between steps; on small models that overhead dominates
+(~4 ms/step vs ~0.5 ms for the digits MLP). Here one ``tf.function`` runs a whole epoch:
+seeded shuffling, batching by index, forward, loss, gradients and the optimizer update,
+all inside a ``tf.while_loop`` over device-resident tensors. A second program evaluates.
+Keras layers, optimizers and losses stay the building blocks; only the loop is ours.
+
+Two modes share it: ``jit=True`` compiles the programs with XLA (fastest for MLPs: one
+fused program), ``jit=False`` runs them as TensorFlow graphs (what Keras users get by
+default on CPU, where XLA's convolutions measured 6-10x slower than TF's own kernels).
+
+Compile time is measured on its own: each program first runs with zero steps, which makes
+TF trace (and XLA compile) it without training, so ``time/compile_s`` is pure trace +
+compile and ``time/step_ms`` comes from whole epochs divided by their steps.
+
+When the training data would not fit comfortably in device memory (or with several
+devices, where a strategy distributes batches), a per-step program is used instead; the
+tag ``protolab.loop`` records which loop ran.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from typing import Any
+
+import keras
+import tensorflow as tf
+
+from protolab.backends._base import DeviceInfo, EpochFit, Job, Program
+from protolab.backends._keras_nn import POLICY, count_params, optimizer
+from protolab.backends._peak import cpu_name
+from protolab.backends._threads import set_tf_threads
+from protolab.backends.tensorflow import core
+from protolab.backends.tensorflow.export import KerasModel
+from protolab.backends.tensorflow.nn import build
+
+__all__ = ["TFProgram"]
+
+_EVAL_BATCH = 1024
+
+
+class TFProgram(Program):
+    """A Keras model on TensorFlow with its whole-epoch (or per-step) programs."""
+
+    def __init__(self, backend: str, job: Job, jit: bool) -> None:
+        core.configure()
+        set_tf_threads(tf, job.hardware.threads)  # before the first TF op, or too late
+        ds, tr, hw = job.dataset, job.train, job.hardware
+        self.backend, self.jit, self.precision = backend, jit, hw.precision
+        self.strategy, self.kind = core.strategy(hw.accelerator, hw.devices)
+        keras.utils.set_random_seed(tr.seed)
+        keras.mixed_precision.set_global_policy(POLICY[hw.precision])
+        self.classify = ds.task == "classification"
+        y_train = ds.y_train if self.classify else ds.y_train.reshape(len(ds.y_train), -1)
+        y_val = ds.y_val if self.classify else ds.y_val.reshape(len(ds.y_val), -1)
+        self.n, self.seed = len(ds.x_train), tr.seed
+        self.replicas = self.strategy.num_replicas_in_sync
+        batch = min(tr.batch_size, self.n)
+        self.batch = max(batch // self.replicas, 1) * self.replicas  # equal replica slices
+        self.steps = self.n // self.batch  # drop the ragged last batch: one static shape
+        if tr.max_steps:
+            self.steps = min(self.steps, tr.max_steps)
+        self.whole_epoch = self.replicas == 1 and core.fits_on_device(
+            self.kind, ds.x_train.nbytes + y_train.nbytes
+        )
+        if os.environ.get("PROTOLAB_KERAS_LOOP") in ("step", "epoch"):  # tests, benchmarks
+            self.whole_epoch = os.environ["PROTOLAB_KERAS_LOOP"] == "epoch"
+        with self.strategy.scope():
+            self.model = build(job.arch, ds.input_shape, ds.input_dtype)
+            opt = optimizer(tr.optimizer, tr.lr, tr.weight_decay)
+            if hw.precision == "16":
+                opt = keras.optimizers.LossScaleOptimizer(opt)
+            opt.build(self.model.trainable_variables)
+            self.opt = opt
+        losses = keras.losses
+        self.loss_obj = (
+            losses.SparseCategoricalCrossentropy(from_logits=True)
+            if self.classify
+            else losses.MeanSquaredError()
+        )
+        self.dev = "/cpu:0" if self.kind == "CPU" else f"/{self.kind.lower()}:0"
+        with tf.device(self.dev):
+            self.x_tr, self.y_tr = tf.constant(ds.x_train), tf.constant(y_train)
+            self.x_va, self.y_va = tf.constant(ds.x_val), tf.constant(y_val)
+        self.gen = tf.random.Generator.from_seed(tr.seed)
+        self._make_programs()
+
+    def train_step(self, xb: Any, yb: Any, share: float = 1.0) -> Any:
+        """Forward, loss, gradients, update: the one step every program below repeats.
+
+        ``share`` = 1 / replicas: gradients are summed across replicas, so each replica's
+        loss is weighted to make the sum the global-batch mean.
+        """
+        variables = self.model.trainable_variables
+        with tf.GradientTape() as tape:
+            out = tf.cast(self.model(xb, training=True), tf.float32)
+            loss = self.loss_obj(yb, out) * share
+            scaled = self.opt.scale_loss(loss) if self.precision == "16" else loss
+        grads = tape.gradient(scaled, variables)
+        self.opt.apply(grads, variables)
+        return loss
+
+    def _make_programs(self) -> None:
+        """Wrap ``train_step`` into the epoch, step and evaluation programs (Keras'
+        ``make_train_function``): XLA-compiled when ``jit``, TF graphs otherwise."""
+        jit, steps, batch, n = self.jit, self.steps, self.batch, self.n
+
+        @tf.function(jit_compile=jit)
+        def train_epoch(x: Any, y: Any, seed: Any, n_steps: Any) -> Any:
+            # Seeded shuffle inside the program: argsort of stateless uniforms.
+            perm = tf.argsort(tf.random.stateless_uniform([n], seed=seed))
+            idx = tf.reshape(perm[: steps * batch], [steps, batch])
+
+            def body(i: Any, total: Any) -> Any:
+                take = idx[i]
+                return i + 1, total + self.train_step(tf.gather(x, take), tf.gather(y, take))
+
+            _, total = tf.while_loop(
+                lambda i, _: i < n_steps, body, (tf.constant(0), tf.constant(0.0))
+            )
+            return total / tf.cast(tf.maximum(n_steps, 1), tf.float32)
+
+        @tf.function(jit_compile=jit)
+        def one_device_step(xb: Any, yb: Any) -> Any:
+            return self.train_step(xb, yb)
+
+        @tf.function  # XLA compiles each replica's step; the strategy adds the all-reduce
+        def replicated_step(xs: Any, ys: Any) -> Any:
+            per_replica = self.strategy.run(self.train_step, args=(xs, ys, 1.0 / self.replicas))
+            return self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
+
+        @tf.function(jit_compile=jit)
+        def evaluate(x: Any, y: Any) -> Any:
+            out = tf.cast(self.model(x, training=False), tf.float32)
+            loss = self.loss_obj(y, out)
+            if self.classify:
+                hits = tf.cast(tf.argmax(out, -1, output_type=y.dtype) == y, tf.float32)
+                return loss, tf.reduce_mean(hits)
+            return loss, tf.sqrt(tf.reduce_mean(tf.square(out - tf.cast(y, tf.float32))))
+
+        self.train_epoch, self.eval_program = train_epoch, evaluate
+        self.one_device_step, self.replicated_step = one_device_step, replicated_step
+
+    def step_program(self, xb: Any, yb: Any) -> Any:
+        if self.replicas == 1:
+            return self.one_device_step(xb, yb)
+        r = self.replicas
+        split = self.strategy.experimental_distribute_values_from_function
+        xs = split(lambda ctx: tf.split(xb, r)[ctx.replica_id_in_sync_group])
+        ys = split(lambda ctx: tf.split(yb, r)[ctx.replica_id_in_sync_group])
+        return self.replicated_step(xs, ys)
+
+    def compile(self) -> None:
+        """Trace/compile both programs without training (zero steps / an undone step)."""
+        if self.whole_epoch:
+            self.train_epoch(self.x_tr, self.y_tr, tf.constant([self.seed, 0]), tf.constant(0))
+        else:
+            saved = [(v, tf.identity(v)) for v in self.model.variables + self.opt.variables]
+            self.step_program(self.x_tr[: self.batch], self.y_tr[: self.batch]).numpy()
+            for v, value in saved:  # undo the probe step: training starts from init
+                v.assign(value)
+        self.eval_program(self.x_va[:_EVAL_BATCH], self.y_va[:_EVAL_BATCH])[0].numpy()
+
+    def fit_epoch(self, epoch: int) -> EpochFit:
+        """One epoch. Steady state starts at epoch 2: a compiled program's first run also
+        pays one-off work (runtime set-up, buffer allocation: ~40 ms on the digits MLP,
+        2-3x a whole epoch), as the eager first step does; first_step_s carries it."""
+        t0 = time.perf_counter()
+        if self.whole_epoch:
+            seed = tf.constant([self.seed, epoch])
+            loss = float(self.train_epoch(self.x_tr, self.y_tr, seed, tf.constant(self.steps)))
+        else:
+            perm = tf.argsort(self.gen.uniform([self.n]))
+            total = tf.constant(0.0)
+            for i in range(self.steps):
+                take = perm[i * self.batch : (i + 1) * self.batch]
+                total += self.step_program(tf.gather(self.x_tr, take), tf.gather(self.y_tr, take))
+            loss = float(total) / self.steps
+        per_step = (time.perf_counter() - t0) / self.steps
+        return EpochFit(loss=loss, step_s=[per_step] if epoch > 1 else [])
+
+    def evaluate(self) -> dict[str, float]:
+        loss_sum = score_sum = 0.0
+        m = int(self.x_va.shape[0])
+        for i in range(0, m, _EVAL_BATCH):
+            xb, yb = self.x_va[i : i + _EVAL_BATCH], self.y_va[i : i + _EVAL_BATCH]
+            loss, score = self.eval_program(xb, yb)
+            k = int(xb.shape[0])
+            loss_sum += float(loss) * k
+            score_sum += (float(score) if self.classify else float(score) ** 2) * k
+        if self.classify:
+            return {"val/loss": loss_sum / m, "val/acc": score_sum / m}
+        return {"val/loss": loss_sum / m, "val/rmse": math.sqrt(score_sum / m)}
+
+    def device(self) -> DeviceInfo:
+        if self.kind == "GPU":
+            return DeviceInfo("cuda", core.gpu_name(), 0, core.gemm)
+        threads = tf.config.threading.get_intra_op_parallelism_threads() or os.cpu_count() or 1
+        return DeviceInfo(self.kind.lower(), cpu_name(), threads, core.gemm)
+
+    def measure(self) -> dict[str, float]:
+        return {
+            "memory/peak_device_mb": core.peak_device_mb(self.kind),
+            "model/params": float(count_params(self.model)),
+        }
+
+    def tags(self) -> dict[str, str]:
+        kind = "xla" if self.jit else "graph"
+        return {
+            "device": self.dev,
+            "loop": f"epoch-{kind}" if self.whole_epoch else f"step-{kind}",
+            "tf_intra_threads": str(tf.config.threading.get_intra_op_parallelism_threads()),
+        }
+
+    def trained(self) -> KerasModel:
+        return KerasModel(self.backend, self.model)

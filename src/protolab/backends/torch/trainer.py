@@ -1,0 +1,175 @@
+"""The PyTorch programs: an eager module trained with Lightning Fabric, or ``torch.compile``-d.
+
+Why Fabric, not ``Trainer``: on the digits MLP a minimal-flag Trainer adds ~0.7 ms to a
+~1.1 ms step (hooks, loop bookkeeping, logging connectors), so it would measure Lightning's
+loop rather than PyTorch. Fabric keeps Lightning's device, precision and strategy handling
+and costs 1-9 % over a raw loop (``benchmarks/run.py``).
+
+The loop keeps the whole in-memory dataset device-resident and shuffles by index with a
+seeded generator, so no DataLoader or host copies sit inside the timed steps. The compiled
+mode runs the same loop with the module compiled by ``torch.compile`` (forward and, through
+AOTAutograd, backward) and a compiled optimizer step; its compile cost is the first step's
+extra time, and recompiles are counted (tag ``recompiles``).
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from protolab.backends._base import DeviceInfo, EpochFit, Job, Program
+from protolab.backends._peak import cpu_name
+from protolab.backends._threads import set_torch_threads
+from protolab.backends.torch.core import PRECISION, gemm, optimizer
+from protolab.backends.torch.export import TorchModel
+from protolab.backends.torch.nn import build_torch, count_params
+from protolab.errors import NonFiniteLossError
+
+__all__ = ["EagerProgram", "evaluate"]
+
+_EVAL_BATCH = 1024
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+class EagerProgram(Program):
+    """The Arch as a torch module under Fabric, with its data on the device."""
+
+    def __init__(self, backend: str, job: Job, compiled: bool = False) -> None:
+        from lightning.fabric import Fabric
+
+        set_torch_threads(job.hardware.threads)
+        ds, tr, hw = job.dataset, job.train, job.hardware
+        accelerator = "cuda" if hw.accelerator == "gpu" else hw.accelerator
+        precision: Any = PRECISION[hw.precision]
+        self.fabric = Fabric(accelerator=accelerator, devices=hw.devices, precision=precision)
+        self.fabric.seed_everything(tr.seed, verbose=False)
+        self.dev = self.fabric.device
+        self.backend, self.compiled = backend, compiled
+        self.module = build_torch(job.arch, ds.input_shape, ds.input_dtype)
+        opt = optimizer(self.module.parameters(), tr.optimizer, tr.lr, tr.weight_decay)
+        net: Any = torch.compile(self.module, dynamic=False) if compiled else self.module
+        self.model, self.opt = self.fabric.setup(net, opt)
+        self.opt_step: Callable[[], Any] = (
+            torch.compile(self.opt.step, dynamic=False) if compiled else self.opt.step
+        )
+        self.classify = ds.task == "classification"
+        self.x_tr, self.y_tr, self.x_va, self.y_va = (
+            torch.as_tensor(a, device=self.dev)
+            for a in (ds.x_train, ds.y_train, ds.x_val, ds.y_val)
+        )
+        if not self.classify:  # regression targets as (N, k) to match the (k,) model output
+            self.y_tr = self.y_tr.reshape(len(self.y_tr), -1)
+            self.y_va = self.y_va.reshape(len(self.y_va), -1)
+        n = len(self.x_tr)
+        self.batch = min(tr.batch_size, n)
+        self.steps = n // self.batch  # drop the ragged last batch: every step the same shape
+        if tr.max_steps:
+            self.steps = min(self.steps, tr.max_steps)
+        self.gen = torch.Generator(device=self.dev).manual_seed(tr.seed)
+        self.graphs0 = _graph_count()
+
+    def loss_fn(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        out = out.float()
+        return F.cross_entropy(out, y) if self.classify else F.mse_loss(out, y)
+
+    def fit_epoch(self, epoch: int) -> EpochFit:
+        """One epoch: one gather, then contiguous slices (a per-step gather costs ~5 %)."""
+        sync = self.dev.type != "cpu"
+        t_epoch = time.perf_counter()
+        self.model.train()
+        perm = torch.randperm(len(self.x_tr), generator=self.gen, device=self.dev)
+        x_ep, y_ep = self.x_tr[perm], self.y_tr[perm]
+        loss_sum = torch.zeros((), device=self.dev)
+        fit = EpochFit(loss=float("nan"))
+        t_prev = t_epoch
+        for i in range(self.steps):
+            self.opt.zero_grad(set_to_none=True)
+            lo, hi = i * self.batch, (i + 1) * self.batch
+            loss = self.loss_fn(self.model(x_ep[lo:hi]), y_ep[lo:hi])
+            self.fabric.backward(loss)
+            self.opt_step()
+            loss_sum += loss.detach()
+            if epoch == 1 and i == 0:
+                if sync:
+                    torch.cuda.synchronize()
+                t_now = time.perf_counter()
+                fit.first_step_s = t_now - t_epoch
+                if not math.isfinite(loss.item()):
+                    raise NonFiniteLossError(f"loss is {loss.item()} at epoch 1, step 1")
+                t_prev = t_now
+            elif not sync:  # per-step times on CPU; GPUs get epoch averages (no syncs)
+                t_now = time.perf_counter()
+                fit.step_s.append(t_now - t_prev)
+                t_prev = t_now
+        if sync:
+            torch.cuda.synchronize()
+            if epoch > 1:
+                fit.step_s = [(time.perf_counter() - t_epoch) / self.steps] * self.steps
+        fit.loss = loss_sum.item() / self.steps
+        return fit
+
+    def evaluate(self) -> dict[str, float]:
+        """With the plain module: an eval-mode call must not recompile the trained program."""
+        return evaluate(self.module, self.x_va, self.y_va, self.loss_fn, self.classify)
+
+    def device(self) -> DeviceInfo:
+        if self.dev.type == "cuda":
+            return DeviceInfo("cuda", torch.cuda.get_device_name(self.dev), 0, gemm)
+        return DeviceInfo(self.dev.type, cpu_name(), torch.get_num_threads(), gemm)
+
+    def measure(self) -> dict[str, float]:
+        cuda = self.dev.type == "cuda"
+        return {
+            "memory/peak_device_mb": torch.cuda.max_memory_allocated() / 2**20 if cuda else 0.0,
+            "model/params": float(count_params(self.module)),
+        }
+
+    def tags(self) -> dict[str, str]:
+        tags = {
+            "device": str(self.dev),
+            "torch_threads": str(torch.get_num_threads()),
+            "loop": "torch.compile" if self.compiled else "eager",
+        }
+        if self.compiled:  # graphs beyond the first train graph + optimizer step
+            tags["recompiles"] = str(max(_graph_count() - self.graphs0 - 2, 0))
+        return tags
+
+    def trained(self) -> TorchModel:
+        return TorchModel(self.backend, self.module)
+
+
+def evaluate(
+    model: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, loss_fn: LossFn, classify: bool
+) -> dict[str, float]:
+    model.eval()
+    total_loss = torch.zeros((), device=x.device)
+    correct = torch.zeros((), device=x.device)
+    sq_err = torch.zeros((), device=x.device)
+    with torch.no_grad():
+        for i in range(0, len(x), _EVAL_BATCH):
+            xb, yb = x[i : i + _EVAL_BATCH], y[i : i + _EVAL_BATCH]
+            out = model(xb).float()
+            total_loss += loss_fn(out, yb) * len(xb)
+            if classify:
+                correct += (out.argmax(-1) == yb).sum()
+            else:
+                sq_err += ((out - yb) ** 2).sum()
+    n = len(x)
+    metrics = {"val/loss": total_loss.item() / n}
+    if classify:
+        metrics["val/acc"] = correct.item() / n
+    else:
+        metrics["val/rmse"] = math.sqrt(sq_err.item() / y.numel())
+    return metrics
+
+
+def _graph_count() -> int:
+    """Graphs torch.compile has produced in this process (recompiles show up here)."""
+    from torch._dynamo.utils import counters
+
+    return int(counters["stats"]["unique_graphs"])

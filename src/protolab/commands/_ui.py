@@ -1,0 +1,200 @@
+"""``protolab ui``: MLflow's UI over the study store, started lean, landing on the runs table.
+
+``mlflow ui`` starts 15 processes on this kind of machine (the CLI, a uvicorn supervisor,
+4 workers, a job runner and 7 huey consumers for GenAI jobs: ~2.1 GB, 30-76 s to the first
+answer on 2 busy cores). protolab's runs need none of the job machinery, and one user needs
+one worker, so ``protolab ui`` serves MLflow's own ASGI app (``mlflow.server.fastapi_app``)
+in this process with uvicorn, configured the way ``mlflow server`` configures its workers,
+with job execution off: one process, ~250 MB, a few seconds. If the installed MLflow lays
+its server out differently, it falls back to ``mlflow server --workers 1`` with job
+execution off (two processes).
+
+MLflow 3 opens an experiment on a GenAI "traces" overview; ``?workflowType=machine_learning``
+lands on the training-runs table instead, so that is the URL printed (and opened).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+from protolab.commands._studies import (
+    StudyExperiment,
+    check_store,
+    find_study,
+    mlflow_client,
+    study_experiments,
+)
+from protolab.errors import UserInputError
+
+__all__ = ["ML_MODE", "open_ui", "parent_url", "runs_url"]
+
+ML_MODE = "workflowType=machine_learning"
+
+# What ``mlflow server`` hands its uvicorn workers (mlflow/server/constants.py, 3.x).
+_STORE_VAR = "_MLFLOW_SERVER_FILE_STORE"
+_REGISTRY_VAR = "_MLFLOW_SERVER_REGISTRY_STORE"
+_ARTIFACT_ROOT_VAR = "_MLFLOW_SERVER_ARTIFACT_ROOT"
+_SERVE_ARTIFACTS_VAR = "_MLFLOW_SERVER_SERVE_ARTIFACTS"
+_DESTINATION_VAR = "_MLFLOW_SERVER_ARTIFACT_DESTINATION"
+
+
+def runs_url(base: str, experiment_id: str) -> str:
+    """The experiment's training-runs table (not the GenAI traces overview)."""
+    return f"{base}/#/experiments/{experiment_id}/runs?{ML_MODE}"
+
+
+def parent_url(base: str, experiment_id: str, run_id: str) -> str:
+    """A run's page (the parent's shows the study's headline in its description)."""
+    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}?{ML_MODE}"
+
+
+def _base_url(host: str, port: int) -> str:
+    shown = "127.0.0.1" if host in ("0.0.0.0", "", "::") else host
+    if ":" in shown:
+        shown = f"[{shown}]"
+    return f"http://{shown}:{port}"
+
+
+def check_port(host: str, port: int) -> None:
+    """Exit 2 before anything starts when the port is out of range, taken, or not ours."""
+    if not 1 <= port <= 65535:
+        raise UserInputError(f"--port: {port} is not a port; allowed: 1-65535")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((host, port))
+        except socket.gaierror:
+            raise UserInputError(f"--host: cannot resolve {host!r}") from None
+        except OSError as e:
+            raise UserInputError(
+                f"--port: cannot listen on {host}:{port} ({e.strerror or e}); "
+                "pick a free one with --port"
+            ) from None
+
+
+def _artifact_root(store: str) -> str | None:
+    if store.startswith("sqlite:///"):
+        return (Path(store.removeprefix("sqlite:///")).parent / "artifacts").resolve().as_uri()
+    return None
+
+
+def server_env(store: str) -> dict[str, str]:
+    """The environment ``mlflow server`` gives its workers, minus job execution."""
+    env = {
+        _STORE_VAR: store,
+        _REGISTRY_VAR: store,
+        _SERVE_ARTIFACTS_VAR: "true",
+        "_MLFLOW_SGI_NAME": "uvicorn",
+        "_MLFLOW_IN_JOB_EXECUTOR": "false",
+        "_MLFLOW_SERVER_BOOT_ID": uuid.uuid4().hex,
+        "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+        "MLFLOW_ENABLE_WORKSPACES": "false",
+    }
+    root = _artifact_root(store)
+    if root is not None:
+        env[_ARTIFACT_ROOT_VAR] = root
+        env[_DESTINATION_VAR] = root
+    return env
+
+
+def _announce(base: str, url: str, open_browser: bool, t0: float, stop: threading.Event) -> None:
+    """Once the server answers, say so (and open the browser with ``--open``)."""
+    while not stop.is_set():
+        try:
+            with urllib.request.urlopen(f"{base}/health", timeout=2) as r:
+                r.read()
+            break
+        except OSError:
+            time.sleep(0.1)
+    else:
+        return
+    print(f"ready after {time.perf_counter() - t0:.1f} s; Ctrl-C stops it", flush=True)
+    if open_browser:
+        import webbrowser
+
+        webbrowser.open(url)
+
+
+def _resolve(store: str, study: str | None) -> StudyExperiment:
+    from protolab.tracking import redact
+
+    return find_study(study_experiments(mlflow_client(store)), study, redact(store))
+
+
+def open_ui(port: int, host: str, uri: str | None, study: str | None, open_browser: bool) -> None:
+    """Serve (or, for a tracking server, just point at) the study's runs table."""
+    from protolab.tracking import default_tracking_uri, redact
+
+    t0 = time.perf_counter()
+    store = uri or default_tracking_uri()
+    check_store(store)
+    if store.startswith(("http://", "https://")):  # a tracking server has its own UI
+        target = _resolve(store, study)
+        url = runs_url(store.rstrip("/"), target.experiment_id)
+        print(f"study {target.study} on the tracking server {redact(store)}:\n  {url}")
+        if open_browser:
+            import webbrowser
+
+            webbrowser.open(url)
+        return
+    check_port(host, port)
+    os.environ.update(server_env(store))  # before mlflow.server is imported
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    target = _resolve(store, study)
+    base = _base_url(host, port)
+    url = runs_url(base, target.experiment_id)
+    _print_links(target, base, url, redact(store))
+    stop = threading.Event()
+    threading.Thread(
+        target=_announce, args=(base, url, open_browser, t0, stop), daemon=True
+    ).start()
+    try:
+        _serve(host, port, store)
+    finally:
+        stop.set()
+
+
+def _print_links(target: StudyExperiment, base: str, url: str, store: str) -> None:
+    print(f"MLflow UI for study {target.study} ({store}), starting:\n  {url}", flush=True)
+    if target.parent_run_id:
+        link = parent_url(base, target.experiment_id, target.parent_run_id)
+        print(f"the comparison (the parent run's description):\n  {link}", flush=True)
+
+
+def _serve(host: str, port: int, store: str) -> None:
+    """MLflow's app in this process; ``mlflow server --workers 1`` if it is laid out anew."""
+    try:
+        import uvicorn  # first: MLflow installs its security middleware when it sees uvicorn
+        from mlflow.server import constants
+
+        expected = (constants.BACKEND_STORE_URI_ENV_VAR, constants.ARTIFACT_ROOT_ENV_VAR)
+        if expected != (_STORE_VAR, _ARTIFACT_ROOT_VAR):
+            raise ImportError("mlflow.server.constants changed")
+        from mlflow.server.fastapi_app import app
+    except (ImportError, AttributeError):
+        _serve_with_mlflow_cli(host, port, store)
+        return
+    with contextlib.suppress(KeyboardInterrupt):
+        uvicorn.run(app, host=host, port=port, workers=1, log_level="warning", access_log=False)
+
+
+def _serve_with_mlflow_cli(host: str, port: int, store: str) -> None:
+    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", store]
+    cmd += ["--host", host, "--port", str(port), "--workers", "1"]
+    root = _artifact_root(store)
+    if root is not None:
+        cmd += ["--default-artifact-root", root]
+    proc = subprocess.Popen(cmd)
+    try:
+        proc.wait()
+    except KeyboardInterrupt:
+        proc.wait(timeout=30)

@@ -1,0 +1,54 @@
+"""The metrics a trial can produce (DESIGN §7): the one list objectives, constraints and
+``@experiment(metric=...)`` are checked against, before anything runs.
+
+A metric that a backend starts logging is added here, with the task it needs (or None).
+"""
+
+from __future__ import annotations
+
+__all__ = ["METRICS", "check_metric_name", "metric_task_problem"]
+
+_TIMES = """import_s build_s compile_s first_step_s first_epoch_s step_ms step_ms_p90 epoch_s
+epoch_step_ms train_s eval_s trial_s"""
+
+# name -> the dataset task it needs ("classification" / "regression"), None: any task.
+METRICS: dict[str, str | None] = {
+    "val/acc": "classification",
+    "val/rmse": "regression",
+    "val/loss": None,
+    "train/loss": None,
+    "train/steps": None,
+    "train/steps_per_epoch": None,
+    **{f"time/{n}": None for n in _TIMES.split()},
+    "throughput/samples_per_s": None,
+    "memory/peak_rss_mb": None,
+    "memory/peak_device_mb": None,
+    "model/params": None,
+    "model/flops_per_sample": None,
+    "perf/tflops": None,
+    "perf/mfu": None,
+}
+
+
+def check_metric_name(metric: object) -> str:
+    """Return ``metric`` if a trial can log it; else ValueError listing the names allowed."""
+    if not isinstance(metric, str) or metric not in METRICS:
+        shown = repr(metric)[:200]
+        raise ValueError(
+            f"unknown metric {shown}; allowed: {', '.join(METRICS)}"
+            if not isinstance(metric, str) or "/" in metric
+            else f"unknown metric {shown}; allowed: {', '.join(METRICS)} (e.g. val/{metric})"
+        )
+    return metric
+
+
+def metric_task_problem(metric: str, task: str) -> str | None:
+    """Why a ``task`` dataset cannot produce ``metric`` (None when it can)."""
+    needs = METRICS.get(metric)
+    if needs is None or needs == task:
+        return None
+    instead = [m for m, t in METRICS.items() if t == task]
+    return (
+        f"{metric} needs a {needs} dataset, but this one is {task}; "
+        f"use {' or '.join(instead) or 'val/loss'} (or val/loss)"
+    )

@@ -1,0 +1,593 @@
+"""Every mistake knowable before training is refused up front (issue 13, item 5).
+
+Each case runs the real CLI in-process on a fresh project and must exit 2 with one message
+that names the file or field, what was received and what is allowed, print no traceback,
+and leave the project exactly as it was: no study, no MLflow store, no half-written file.
+"""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from protolab.cli import app
+from tests.conftest import TINY_MLP
+
+runner = CliRunner()
+
+BASE = """\
+experiment: exp.py
+backends: [lightning]
+study: {name: tiny, n_trials: 2}
+train: {epochs: 1}
+"""
+
+
+def _script(body: str, data: str = "digits", metric: str = "") -> str:
+    head = "import protolab as pl\nfrom protolab import layers as L\n\n\n"
+    head += f'@pl.experiment(data="{data}"'
+    head += f", metric={metric})" if metric else ")"
+    return head + "\ndef model(space):\n" + textwrap.indent(textwrap.dedent(body), "    ")
+
+
+ARCH = "return pl.Arch(L.Flatten(), L.Dense(10))\n"
+
+
+@dataclass
+class Bad:
+    id: str
+    args: list[str]
+    expect: list[str]
+    command: str = "sweep"
+    config: str = BASE
+    script: str = TINY_MLP
+    files: dict[str, str | bytes | None] = field(default_factory=dict)  # None: a folder
+    env: dict[str, str] = field(default_factory=dict)
+    setup: Callable[[Path], None] | None = None
+
+
+NO_GPU = {"CUDA_VISIBLE_DEVICES": "-1"}  # deterministic: no GPU visible, on any machine
+
+# --- non-finite and out-of-domain values, in values, ranges and choices (types included) ---
+VALUES = [
+    Bad("lr-inf", ["train.lr=.inf"], ["train.lr", "finite number", "inf"]),
+    Bad("lr-neg-inf", ["train.lr=-.inf"], ["train.lr", "finite number", "-inf"]),
+    Bad("wd-nan", ["train.weight_decay=.nan"], ["train.weight_decay", "finite", "nan"]),
+    Bad("wd-negative", ["train.weight_decay=-0.5"], ["weight_decay >= 0", "-0.5"]),
+    Bad(
+        "wd-range-negative",
+        ["train.weight_decay={low: -1, high: 0.1}"],
+        ["train.weight_decay", "`low >= 0` must hold", "low=-1.0"],
+    ),
+    Bad("lr-range-nan", ["train.lr={low: .nan, high: 1}"], ["train.lr.low", "finite", "nan"]),
+    Bad("lr-range-inf", ["train.lr={low: 0.001, high: .inf}"], ["train.lr.high", "finite"]),
+    Bad("lr-choice-nan", ["train.lr={choices: [0.1, .nan]}"], ["train.lr", "finite", "nan"]),
+    Bad(
+        "lr-choice-negative",
+        ["train.lr={choices: [0.01, -0.01]}"],
+        ["every choice of lr must be a finite number > 0", "-0.01", "[0.01, -0.01]"],
+    ),
+    Bad("lr-choice-bool", ["train.lr={choices: [true]}"], ["every choice of lr", "True"]),
+    Bad(
+        "lr-choice-word",
+        ["train.lr={choices: [0.1, slow]}"],
+        ["every choice of lr must be a finite number", "'slow'", "not a number"],
+    ),
+    Bad(
+        "batch-choice-zero",
+        ["train.batch_size={choices: [32, 0]}"],
+        ["every choice of batch_size must be an integer >= 1", "got 0"],
+    ),
+    Bad(
+        "batch-choice-fraction",
+        ["train.batch_size={choices: [32.5]}"],
+        ["batch_size", "integer", "32.5", "not a whole number"],
+    ),
+    Bad("batch-choice-word", ["train.batch_size={choices: [big]}"], ["batch_size", "'big'"]),
+    Bad(
+        "batch-range-fraction",
+        ["train.batch_size={low: 16, high: 64.5}"],
+        ["train.batch_size", "whole numbers", "high=64.5"],
+    ),
+    Bad(
+        "batch-range-step",
+        ["train.batch_size={low: 16, high: 64, step: 0.5}"],
+        ["train.batch_size", "whole numbers", "step=0.5"],
+    ),
+    Bad(
+        "batch-range-zero",
+        ["train.batch_size={low: 0, high: 64}"],
+        ["`low >= 1` must hold for batch_size", "low=0.0"],
+    ),
+    Bad("batch-bool", ["train.batch_size=true"], ["train.batch_size", "boolean", "True"]),
+    Bad("epochs-bool", ["train.epochs=true"], ["train.epochs", "boolean", "True"]),
+    Bad("n-trials-bool", ["study.n_trials=yes"], ["study.n_trials", "boolean", "True"]),
+    Bad("lr-bool", ["train.lr=false"], ["train.lr", "boolean", "False"]),
+    Bad("lr-word", ["train.lr=fast"], ["train.lr", "'fast'"]),
+    Bad("timeout-inf", ["study.timeout_s=.inf"], ["study.timeout_s", "finite", "inf"]),
+    Bad("seed-negative", ["study.seed=-1"], ["study.seed", "greater than or equal to 0", "-1"]),
+    Bad("seed-huge", ["study.seed=99999999999"], ["study.seed", "less than or equal to"]),
+    Bad("lr-choice-twice", ["train.lr={choices: [0.1, 0.1]}"], ["distinct", "0.1 appears twice"]),
+    Bad(
+        "optimizer-choice-twice",
+        ["train.optimizer={choices: [adam, adam]}"],
+        ["train.optimizer", "distinct", "'adam' appears twice"],
+    ),
+    Bad("wd-choice-word", ["train.weight_decay={choices: [adam]}"], ["weight_decay", "'adam'"]),
+    Bad(
+        "sampler-option-nan",
+        ["study.sampler_options={n_startup_trials: .nan}"],
+        ["study.sampler_options.n_startup_trials", "finite"],
+    ),
+    Bad("devices-bool", ["hardware.devices=true"], ["hardware.devices", "boolean"]),
+    Bad(
+        "precision-16-tpu",
+        ["hardware.accelerator=tpu", "hardware.precision=16"],
+        ["precision '16' needs a GPU", "'tpu'"],
+    ),
+]
+
+# --- objectives, constraints and metrics the dataset or backends cannot produce -------------
+METRICS = [
+    Bad(
+        "objective-unknown",
+        ["study.objectives=[{metric: val/f1}]"],
+        ["study.objectives.0.metric", "unknown metric 'val/f1'", "val/acc", "time/step_ms"],
+    ),
+    Bad(
+        "objective-twice",
+        ["study.objectives=[{metric: val/acc}, {metric: val/acc}, {metric: time/step_ms}]"],
+        ["study.objectives", "val/acc appears twice"],
+    ),
+    Bad(
+        "objective-direction",
+        ["study.objectives=[{metric: val/acc, direction: up}]"],
+        ["study.objectives.0.direction", "'maximize' or 'minimize'", "'up'"],
+    ),
+    Bad(
+        "objective-regression-on-classes",
+        ["study.objectives=[{metric: time/step_ms}, {metric: val/rmse}]", "study.pruner=none"],
+        ["study.objectives.1.metric", "val/rmse needs a regression dataset", "classification"],
+    ),
+    Bad(
+        "objective-acc-on-regression",
+        ["study.objectives=[{metric: val/acc}]"],
+        ["study.objectives.0.metric", "val/acc needs a classification dataset", "regression"],
+        script=_script(ARCH, data="sine"),
+    ),
+    Bad(
+        "constraint-unknown",
+        ["study.constraints=['val/f1 >= 0.5']"],
+        ["study.constraints", "unknown metric 'val/f1'"],
+    ),
+    Bad(
+        "constraint-wrong-task",
+        ["study.constraints=['val/rmse <= 0.5']"],
+        ["study.constraints.0", "val/rmse needs a regression dataset"],
+    ),
+    Bad(
+        "script-metric-unknown",
+        [],
+        ["exp.py", "@experiment(metric=...)", "unknown metric 'accuracy'", "val/acc"],
+        script=_script(ARCH, metric="'accuracy'"),
+    ),
+    Bad(
+        "script-metric-wrong-task",
+        [],
+        ["exp.py", "@experiment(metric='val/rmse')", "needs a regression dataset"],
+        script=_script(ARCH, metric="'val/rmse'"),
+    ),
+    Bad(
+        "script-metric-not-text",
+        [],
+        ["exp.py", "unknown metric 42"],
+        script=_script(ARCH, metric="42"),
+    ),
+]
+
+# --- hardware not present, precision the device cannot do ----------------------------------
+HARDWARE = [
+    Bad(
+        "gpu-absent",
+        ["hardware.accelerator=gpu"],
+        ["hardware.accelerator", "'gpu'", "no GPU", "CUDA_VISIBLE_DEVICES=-1", "auto or cpu"],
+        env=NO_GPU,
+    ),
+    Bad(
+        "fp16-on-cpu-auto",
+        ["hardware.precision=16"],
+        ["hardware.precision", "'16'", "needs a GPU", "'32' or 'bf16'"],
+        env=NO_GPU,
+    ),
+    Bad(
+        "gpu-absent-keras",
+        ["hardware.accelerator=gpu", "backends=[keras]"],
+        ["hardware.accelerator", "no GPU"],
+        env=NO_GPU,
+    ),
+]
+
+# --- YAML: duplicate keys, aliases, size, what the path is ---------------------------------
+YAML = [
+    Bad(
+        "duplicate-section",
+        [],
+        ["cfg.yaml:5", "duplicate key 'train'", "first at line 4"],
+        config=BASE + "train: {epochs: 3}\n",
+    ),
+    Bad(
+        "duplicate-nested",
+        [],
+        ["cfg.yaml:4", "duplicate key 'name'", "first at line 3"],
+        config="experiment: exp.py\nstudy:\n  name: a\n  name: b\n",
+    ),
+    Bad(
+        "duplicate-in-override",
+        ["train={epochs: 1, epochs: 2}"],
+        ["override train", "duplicate key 'epochs'"],
+    ),
+    Bad(
+        "recursive-alias",
+        [],
+        ["cfg.yaml", "alias refers to itself"],
+        config="experiment: exp.py\nstudy: &s\n  name: x\n  self: *s\n",
+    ),
+    Bad(
+        "alias-bomb",
+        [],
+        ["cfg.yaml", "expands to more than 100000 values"],
+        config="experiment: exp.py\na: &a [x, x, x, x, x, x, x, x, x]\n"
+        + "".join(
+            f"{n}: &{n} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n"
+            for p, n in zip("abcdefgh", "bcdefghi", strict=True)
+        ),
+    ),
+    Bad(
+        "oversized",
+        [],
+        ["cfg.yaml", "MiB", "at most 1 MiB"],
+        config=BASE + ("# padding\n" * 120_000),
+    ),
+    Bad("not-utf8", [], ["cfg.yaml", "not a text file"], config="experiment: \udcff\n"),
+    Bad(
+        "tabs", [], ["cfg.yaml", "not valid YAML"], config="experiment: exp.py\nstudy:\n\tname: x\n"
+    ),
+    Bad(
+        "deep-nesting",
+        [],
+        ["cfg.yaml", "nested too deeply"],
+        config="experiment: exp.py\nx: " + "[" * 5000 + "]" * 5000 + "\n",
+    ),
+]
+
+# --- study and experiment names that are not safe path and filter components ---------------
+NAMES = [
+    Bad("name-slash", ["study.name=a/b"], ["study.name", "letters, digits", "'a/b'"]),
+    Bad("name-dotdot", ["study.name=.."], ["study.name", "without '..'", "'..'"]),
+    Bad("name-dot-first", ["study.name=.hidden"], ["study.name", "starting with a letter"]),
+    Bad("name-quote", ["study.name=it's"], ["study.name", '"it\'s"']),
+    Bad("name-space", ["study.name=my study"], ["study.name", "'my study'"]),
+    Bad("name-long", ["study.name=" + "x" * 300], ["study.name", "1-100", "characters)"]),
+    Bad("name-absolute", ["study.name=/etc/passwd"], ["study.name", "'/etc/passwd'"]),
+    Bad(
+        "experiment-quote",
+        ["tracking.experiment=a'b"],
+        ["tracking.experiment", "without quotes", '"a\'b"'],
+    ),
+    Bad("experiment-padded", ["tracking.experiment=' x'"], ["tracking.experiment", "' x'"]),
+]
+
+# --- scripts that exit, raise at import, or declare impossible choices ----------------------
+SCRIPTS = [
+    Bad(
+        "exit-at-import",
+        [],
+        ["exp.py:2", "loading the script called sys.exit(3)", "must not exit"],
+        script="import sys\nsys.exit(3)\n",
+    ),
+    Bad(
+        "exit-in-function",
+        [],
+        ["exp.py", "experiment 'model' called sys.exit()", "must not exit"],
+        script=_script("raise SystemExit\n"),
+    ),
+    Bad(
+        "raise-in-helper",
+        [],
+        ["exp.py:3", "KeyError: 'width'", "exp.py:5 in <module>", "exp.py:3 in helper"],
+        script="import protolab as pl\ndef helper():\n    return {}['width']\n\nhelper()\n",
+    ),
+    Bad(
+        "float-nan-bound",
+        [],
+        ["exp.py", "`low` must be finite", "nan"],
+        script=_script("space.float('p', float('nan'), 1.0)\n" + ARCH),
+    ),
+    Bad(
+        "choice-twice",
+        [],
+        ["exp.py", "space.choice('act')", "distinct", "'relu' appears twice"],
+        script=_script("space.choice('act', ['relu', 'relu'])\n" + ARCH),
+    ),
+    Bad(
+        "train-prefix",
+        [],
+        ["exp.py", "'train.lr'", "config's train settings"],
+        script=_script("space.float('train.lr', 0.1, 1.0)\n" + ARCH),
+    ),
+    Bad(
+        "float-step-word",
+        [],
+        ["exp.py", "`step` must be a number", "'x'"],
+        script=_script("space.float('p', 0.0, 1.0, step='x')\n" + ARCH),
+    ),
+    Bad(
+        "experiment-empty-name",
+        [],
+        ["exp.py", "name must be a non-empty string"],
+        script=_script(ARCH).replace('data="digits"', 'data="digits", name=""'),
+    ),
+    Bad(
+        "script-is-folder",
+        ["experiment=sub"],
+        ["experiment:", "is a directory"],
+        files={"sub": None},
+    ),
+]
+
+# --- data files -----------------------------------------------------------------------------
+_NPY = b"\x93NUMPY\x01\x00v\x00{'descr': '<f8', 'fortran_order': False, 'shape': (2,), }"
+DATA = [
+    Bad(
+        "npy-named-npz",
+        [],
+        ["data.npz", "single .npy array, not an .npz archive", "np.savez"],
+        script=_script(ARCH, data="data.npz"),
+        files={"data.npz": _NPY.ljust(127) + b"\n" + b"\x00" * 16},
+    ),
+    Bad(
+        "npz-is-text",
+        [],
+        ["data.npz", "cannot be read as .npz (not a zip archive"],
+        script=_script(ARCH, data="data.npz"),
+        files={"data.npz": "x,y\n1,2\n"},
+    ),
+    Bad(
+        "csv-is-folder",
+        [],
+        ["data.csv", "is a directory"],
+        script=_script(ARCH, data="data.csv"),
+        files={"data.csv": None},
+    ),
+]
+
+# --- storage and tracking URLs and paths ----------------------------------------------------
+STORES = [
+    Bad("sqlite-no-file", ["study.storage=sqlite://"], ["study.storage", "names no file"]),
+    Bad("sqlite-memory", ["study.storage=sqlite:///:memory:"], ["study.storage", "in-memory"]),
+    Bad(
+        "journal-below-file",
+        ["study.storage=blocker/my.journal"],
+        ["study.storage", "lies below", "blocker", "which is a file"],
+        files={"blocker": "not a folder\n"},
+    ),
+    Bad(
+        "journal-is-folder",
+        ["study.storage=dir.journal"],
+        ["study.storage", "dir.journal is a directory"],
+        files={"dir.journal": None},
+    ),
+    Bad(
+        "sqlite-below-file",
+        ["study.storage=sqlite:///blocker/optuna.db"],
+        ["study.storage", "lies below", "which is a file"],
+        files={"blocker": "x\n"},
+    ),
+    Bad(
+        "sqlite-not-a-database",
+        ["study.storage=sqlite:///notes.db"],
+        ["study.storage", "notes.db is not an SQLite database"],
+        files={"notes.db": "hello\n"},
+    ),
+    Bad(
+        "redis-without-package",
+        ["study.storage=redis://127.0.0.1:6399"],
+        ["study.storage", "needs the redis package", "pip install redis"],
+    ),
+    Bad(
+        "tracking-is-folder",
+        ["tracking.uri=sqlite:///store"],
+        ["tracking.uri", "store is a directory"],
+        files={"store": None},
+    ),
+    Bad("tracking-sqlite-no-file", ["tracking.uri=sqlite://"], ["tracking.uri", "names no file"]),
+    Bad(
+        "tracking-below-file",
+        ["tracking.uri=sqlite:///blocker/mlflow.db"],
+        ["tracking.uri", "lies below", "which is a file"],
+        files={"blocker": "x\n"},
+    ),
+    Bad(
+        "mlflow-db-empty",
+        [],
+        ["tracking.uri", "mlflow.db is empty (0 bytes)", "will not replace it"],
+        files={"mlruns": None, "mlruns/mlflow.db": b""},
+    ),
+    Bad(
+        "mlflow-db-truncated",
+        [],
+        ["tracking.uri", "mlflow.db", "damaged", "restore it from a backup"],
+        setup=lambda root: _truncated_sqlite(root / "mlruns" / "mlflow.db"),
+    ),
+    Bad(
+        "env-uri-bad-scheme",
+        [],
+        ["$MLFLOW_TRACKING_URI", "from the environment", "'ftp://host/x'"],
+        env={"MLFLOW_TRACKING_URI": "ftp://host/x"},
+    ),
+    Bad(
+        "env-uri-folder",
+        [],
+        ["$MLFLOW_TRACKING_URI", "is a directory"],
+        env={"MLFLOW_TRACKING_URI": "sqlite:///envstore"},
+        files={"envstore": None},
+    ),
+]
+
+
+def _truncated_sqlite(path: Path) -> None:
+    import sqlite3
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    con = sqlite3.connect(path)
+    con.execute("create table t (x text)")
+    con.executemany("insert into t values (?)", [("y" * 500,)] * 200)
+    con.commit()
+    con.close()
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+
+
+def _study_with_param(name: str) -> Callable[[Path], None]:
+    """A study whose best trial used ``name`` (e.g. before the script renamed it)."""
+
+    def setup(root: Path) -> None:
+        import optuna
+        from optuna.distributions import IntDistribution
+
+        from protolab.sweep._study import open_storage
+
+        (root / "mlruns").mkdir()
+        storage = open_storage(str(root / "mlruns" / "optuna.journal"))
+        study = optuna.create_study(study_name="tiny", storage=storage, direction="maximize")
+        study.add_trial(
+            optuna.trial.create_trial(
+                params={name: 16}, distributions={name: IntDistribution(8, 32)}, value=0.9
+            )
+        )
+
+    return setup
+
+
+# --- command-line flags ---------------------------------------------------------------------
+FLAGS = [
+    Bad(
+        "params-typo",
+        ["--params", '{"widht": 16}'],
+        ["--params", "'widht' is not a choice of experiment 'model'", "allowed: act, width"],
+        command="run",
+    ),
+    Bad(
+        "params-fixed-train",
+        ["--params", '{"train.lr": 0.1}'],
+        ["--params", "'train.lr'", "fixed value in the config"],
+        command="run",
+    ),
+    Bad(
+        "params-bad-choice",
+        ["--params", '{"act": "swish"}'],
+        ["--params", "'act' must be one of ['relu', 'tanh']", "'swish'"],
+        command="run",
+    ),
+    Bad(
+        "params-wrong-type",
+        ["--params", '{"width": "big"}'],
+        ["--params", "'width' must be a number", "'big'"],
+        command="run",
+    ),
+    Bad("params-list", ["--params", "[1]"], ["--params must be a JSON object"], command="run"),
+    Bad(
+        "params-and-best",
+        ["--params", "{}", "--best"],
+        ["--params and --best are exclusive"],
+        command="run",
+    ),
+    Bad("best-no-study", ["--best"], ["--best", "does not exist yet", "sweep"], command="run"),
+    Bad(
+        "best-renamed",
+        ["--best"],
+        ["--best", "'w' is not a choice", "renamed", "allowed: act, width"],
+        command="run",
+        setup=_study_with_param("w"),
+    ),
+    Bad("from-unknown-study", ["--from", "nope"], ["--from", "'nope'", "neither a study"]),
+    Bad("from-unknown-run", ["--from", "a" * 32], ["--from", "no MLflow run", "no store"]),
+    Bad("ui-port-high", ["--port", "99999"], ["--port", "99999", "65535"], command="ui"),
+    Bad("ui-port-zero", ["--port", "0"], ["--port", "1..65535", "got 0"], command="ui"),
+    Bad(
+        "report-out-file",
+        ["--out", "taken.txt"],
+        ["--out", "taken.txt is a file", "folder"],
+        command="report",
+        files={"taken.txt": "x\n"},
+    ),
+    Bad(
+        "report-out-below-file",
+        ["--out", "taken.txt/sub"],
+        ["--out", "lies below", "taken.txt"],
+        command="report",
+        files={"taken.txt": "x\n"},
+    ),
+    Bad("config-is-folder", [], ["config file", "is a directory"], command="sweep-dir"),
+]
+
+CASES = VALUES + METRICS + HARDWARE + YAML + NAMES + SCRIPTS + DATA + STORES + FLAGS
+
+
+def _snapshot(root: Path) -> dict[str, int]:
+    return {
+        str(p.relative_to(root)): p.stat().st_size if p.is_file() else -1
+        for p in root.rglob("*")
+        if "__pycache__" not in p.parts
+    }
+
+
+def _args(case: Bad, cfg: Path) -> list[str]:
+    if case.command in ("ui",):
+        return [case.command, *case.args]
+    if case.command == "report":
+        return [case.command, str(cfg), *case.args]
+    if case.command == "sweep-dir":
+        return ["sweep", str(cfg.parent)]
+    return [case.command, str(cfg), *case.args]
+
+
+@pytest.mark.parametrize("case", CASES, ids=lambda c: c.id)
+def test_refused_before_anything_runs(
+    case: Bad, workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (workdir / "exp.py").write_text(case.script)
+    cfg = workdir / "cfg.yaml"
+    cfg.write_text(case.config, errors="surrogateescape")
+    for name, content in case.files.items():
+        path = workdir / name
+        if content is None:
+            path.mkdir()
+        elif isinstance(content, bytes):
+            path.write_bytes(content)
+        else:
+            path.write_text(content)
+    if case.setup is not None:
+        case.setup(workdir)
+    for key, value in case.env.items():
+        monkeypatch.setenv(key, value)
+    before = _snapshot(workdir)
+    result = runner.invoke(app, _args(case, cfg))
+    out = result.stderr + result.stdout
+    assert result.exit_code == 2, out
+    assert "Traceback" not in out
+    assert len(out) < 3000, f"{len(out)} characters"
+    assert sum(line.lower().startswith("error:") for line in out.splitlines()) == 1, out
+    for part in case.expect:
+        assert part in out, f"{part!r} not in {out!r}"
+    assert _snapshot(workdir) == before, "the command wrote to the project"
+
+
+def test_at_least_sixty_cases() -> None:
+    assert len(CASES) >= 60
+    assert len({c.id for c in CASES}) == len(CASES)
