@@ -129,7 +129,7 @@ class ProtolabBackend(Contender):
         finally:
             backend.release()
         m = result.metrics
-        n = (epochs * self.steps - 1) if self.backend == "lightning" else epochs
+        n = (epochs * self.steps - 1) if self.fine else max(epochs - 1, 1)
         return RoundResult(
             m["time/step_ms"],
             m["time/step_ms_p90"],
@@ -152,6 +152,40 @@ class ProtolabKeras(ProtolabBackend):
     name = "protolab:keras"
     backend = "keras"
     fine = False  # every run compiles: one run per round
+
+
+class ProtolabTFGraph(ProtolabBackend):
+    name = "protolab:tf-graph"
+    backend = "tf-graph"
+    fine = False
+
+
+class ProtolabJax(ProtolabBackend):
+    """Keras on JAX, in protolab's worker process (Keras' backend is fixed per process)."""
+
+    name = "protolab:jax"
+    backend = "jax"
+    fine = False
+
+
+class ProtolabTorchCompile(ProtolabBackend):
+    name = "protolab:torch-compile"
+    backend = "torch-compile"
+    fine = False  # every run compiles (inductor): one run per round
+
+
+class ProtolabAutoStatic(ProtolabBackend):
+    """What ``backends: [static]`` runs: the calibration's pick for this model."""
+
+    name = "protolab:static"
+    fine = False
+
+    def setup(self) -> None:
+        from protolab.backends._calibrate import calibrate
+
+        self.choice = calibrate("static", self._job(1))
+        self.backend = self.choice.name
+        print(f"  protolab:static picked {self.choice.name} ({self.choice.summary})")
 
 
 # --- raw PyTorch ---------------------------------------------------------------------------
@@ -375,6 +409,7 @@ class KerasFit(Contender):
 
     name = "keras:fit-xla"
     fine = False
+    jit: bool | str = True
 
     def setup(self) -> None:
         import keras
@@ -386,7 +421,7 @@ class KerasFit(Contender):
         self.model.compile(
             optimizer=keras.optimizers.AdamW(learning_rate=LR, epsilon=EPS, weight_decay=0.0),
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-            jit_compile=True,
+            jit_compile=self.jit,
         )
         m = self.steps * self.case.batch
         self.x, self.y = self.ds.x_train[:m], self.ds.y_train[:m]
@@ -420,9 +455,22 @@ class KerasFit(Contender):
         return _stats([t / self.steps * 1000 for t in self._fit(epochs)])
 
 
+class KerasFitDefault(KerasFit):
+    """``model.fit`` with Keras' default ``jit_compile="auto"`` (XLA off on CPU): what a
+    Keras user gets without asking for anything."""
+
+    name = "keras:fit"
+    jit = "auto"
+
+
 CONTENDERS: tuple[type[Contender], ...] = (
     ProtolabLightning,
+    ProtolabTorchCompile,
     ProtolabKeras,
+    ProtolabTFGraph,
+    ProtolabJax,
+    ProtolabAutoStatic,
+    KerasFitDefault,
     TorchPrebatched,
     TorchDataLoader,
     KerasFit,

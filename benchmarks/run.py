@@ -60,9 +60,22 @@ BASELINE = "torch:prebatched"
 STEP_TARGETS: dict[tuple[str, str], Target] = {
     ("mlp-small", "protolab:keras"): Target("<=", 0.5, "≤ 0.5x"),
     ("mlp-wide", "protolab:keras"): Target("<=", 1.0, "≤ 1.0x"),
-    ("mlp-small", "protolab:lightning"): Target("<=", 1.15, "≤ 1.15x"),
-    ("mlp-wide", "protolab:lightning"): Target("<=", 1.15, "≤ 1.15x"),
+    ("mlp-small", "protolab:jax"): Target("<=", 0.6, "≤ 0.6x"),
+    **{
+        (model, "protolab:lightning"): Target("<=", 1.15, "≤ 1.15x")
+        for model in ("mlp-small", "mlp-wide", "cnn", "cnn16", "lstm", "attention")
+    },
 }
+# Issue 11: ratios against another contender than raw PyTorch: (model, contender) -> (to, target)
+VS_TARGETS: dict[tuple[str, str], tuple[str, Target]] = {
+    ("mlp-wide", "protolab:torch-compile"): ("torch:prebatched", Target("<=", 0.9, "≤ 0.9x")),
+    **{
+        (model, contender): ("keras:fit", Target("<=", 1.1, "≤ 1.1x"))
+        for model in ("cnn", "cnn16")
+        for contender in ("best static", "protolab:static")
+    },
+}
+STATIC_MODES = ("protolab:keras", "protolab:tf-graph", "protolab:jax")
 MFU_TARGETS = {"mlp-small": Target(">=", 0.40, "≥ 40 %"), "mlp-wide": Target(">=", 0.70, "≥ 70 %")}
 FIT_SPEEDUP_TARGET = Target(">=", 5.0, "≥ 5x")
 PEAKS: list[float] = []  # GEMM peak samples taken between models (the best one is the peak)
@@ -108,9 +121,10 @@ def step_rows(quick: bool, rounds: int, models: list[str], compile_: bool) -> li
             continue
         skip = {}
         if not compile_:
-            skip["torch:compile"] = (
-                "skipped (--quick / --no-compile): inductor compiles take ~15-60 s per model here"
-            )
+            for name in ("torch:compile", "protolab:torch-compile"):
+                skip[name] = (
+                    "skipped (--quick / --no-compile): inductor compiles take ~15-60 s per model"
+                )
         log(f"[bold]steps[/] {case.key}: {case.title}, {rounds} rounds")
         c0 = cpu_sample()
         res = run_case(case, rounds, case.epochs_for(quick), skip=skip, log=log)
@@ -159,6 +173,7 @@ def step_rows(quick: bool, rounds: int, models: list[str], compile_: bool) -> li
             if (case.key, name) in STEP_TARGETS:
                 row.check(STEP_TARGETS[(case.key, name)])
             rows.append(row)
+        rows += vs_rows(case.key, res.contenders)
         fit, static = res.contenders["keras:fit-xla"], res.contenders["protolab:keras"]
         if case.key == "mlp-small" and fit.ok and static.ok:
             speedup = fit.median_ms / static.median_ms
@@ -168,6 +183,27 @@ def step_rows(quick: bool, rounds: int, models: list[str], compile_: bool) -> li
                     note="keras fit step time / static backend step time"
                     ).check(FIT_SPEEDUP_TARGET)
             )  # fmt: skip
+    return rows
+
+
+def vs_rows(model: str, contenders: dict[str, Any]) -> list[Row]:
+    """Issue 11's ratios: best static mode and the auto pick vs Keras fit(), compile vs raw."""
+    rows: list[Row] = []
+    ok = {n: c for n, c in contenders.items() if c.ok}
+    statics = [n for n in STATIC_MODES if n in ok]
+    picks = {n: n for n in ok}
+    if statics:
+        picks["best static"] = min(statics, key=lambda n: ok[n].median_ms)
+    for (key, name), (to, target) in VS_TARGETS.items():
+        if key != model or name not in picks or to not in ok:
+            continue
+        c = ok[picks[name]]
+        ratio = c.median_ms / ok[to].median_ms
+        note = f"{picks[name]} / {to}" if name == "best static" else f"{name} / {to}"
+        rows.append(
+            Row("steps", model, name, f"step time vs {to}", "x", ratio, None, c.samples,
+                ratio=ratio, ratio_to=to, note=note).check(target)
+        )  # fmt: skip
     return rows
 
 

@@ -17,10 +17,15 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
 
-QUICK_MODELS = ("mlp-small", "mlp-wide")
+QUICK_MODELS = ("mlp-small", "mlp-wide", "cnn16")
 CONTENDERS = (
     "protolab:lightning",
+    "protolab:torch-compile",
     "protolab:keras",
+    "protolab:tf-graph",
+    "protolab:jax",
+    "protolab:static",
+    "keras:fit",
     "torch:prebatched",
     "torch:dataloader",
     "keras:fit-xla",
@@ -54,6 +59,8 @@ def test_quick_benchmark_writes_every_row(tmp_path: Path) -> None:
             assert ("steps", model, contender, "time/step_ms") in keys, (model, contender)
         assert ("steps", model, "protolab:keras", "perf/mfu") in keys
     assert ("steps", "mlp-small", "protolab:keras", "speed-up vs keras:fit-xla") in keys
+    for contender in ("best static", "protolab:static"):  # issue 11: vs Keras' default fit()
+        assert ("steps", "cnn16", contender, "step time vs keras:fit") in keys
     sections = {r["section"] for r in rows}
     assert sections == {"startup", "steps", "sweep-overhead", "logging", "scaling", "hyperband"}
     names = {(r["section"], r["name"]) for r in rows}
@@ -75,7 +82,8 @@ def test_quick_benchmark_writes_every_row(tmp_path: Path) -> None:
         label = f"{r['section']} / {r['name']} / {r['contender']} / {r['metric']}"
         if r["status"] != "ok":
             # Only torch.compile may be missing (skipped in --quick, or unsupported here).
-            assert r["contender"] == "torch:compile" and r["note"], label
+            assert r["contender"] in ("torch:compile", "protolab:torch-compile"), label
+            assert r["note"], label
             continue
         value = r["median"]
         assert value is not None and math.isfinite(value), label

@@ -331,8 +331,9 @@ def test_postgres_storage_and_no_password_anywhere(
 def test_an_interrupt_during_a_store_write_is_raised_after_it() -> None:
     """A signal must not cut an Optuna journal write in half (it then fails with an unrelated
     FileNotFoundError that hides the interrupt); it is raised once the write is done."""
-    from protolab.sweep._lease import Interrupted, interrupt, shielded
+    from protolab.sweep._lease import Interrupted, interrupt, reset_interrupts, shielded
 
+    reset_interrupts()
     done: list[str] = []
     with pytest.raises(Interrupted) as info, shielded():
         with shielded():  # nested writes: raised after the outermost one
@@ -342,5 +343,29 @@ def test_an_interrupt_during_a_store_write_is_raised_after_it() -> None:
     assert done == ["inner", "outer"] and info.value.signum == signal.SIGTERM
     with pytest.raises(Interrupted):  # outside a write: at once
         interrupt(signal.SIGINT)
+    reset_interrupts()  # what the CLI does when the command ends
     with shielded():  # and nothing is left pending afterwards
         pass
+
+
+def test_a_swallowed_interrupt_is_raised_at_the_next_store_write() -> None:
+    """The lost-signal window: a handler's exception raised while a ``__del__`` runs is
+    printed as "Exception ignored" and dropped; the sweep then ran to its end (exit 0)."""
+    import gc
+
+    from protolab.sweep._lease import Interrupted, interrupt, reset_interrupts, shielded
+
+    reset_interrupts()
+
+    class Finalised:
+        def __del__(self) -> None:
+            interrupt(signal.SIGINT)  # as if the signal arrived during this finaliser
+
+    Finalised()
+    gc.collect()  # the Interrupted raised in __del__ was swallowed by the interpreter
+    try:
+        with pytest.raises(Interrupted) as info, shielded():
+            pass
+        assert info.value.signum == signal.SIGINT
+    finally:
+        reset_interrupts()

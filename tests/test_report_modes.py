@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from mlflow.entities import Metric, Param, RunTag
+from mlflow.entities import Metric, Param
 from mlflow.tracking import MlflowClient
 
 from protolab.report import PLOTS, SIZE_PX, run_report
@@ -93,7 +93,7 @@ class Store:
 
     def run(self, trial: int, spec: ModeSpec, pair: str, *, repeat: str = "", epochs: int = 5,
             noise: float = 0.02, steps: int = 500, state: str = "COMPLETE",
-            history: bool = True) -> str:  # fmt: skip
+            history: bool = True, auto: str = "") -> str:  # fmt: skip
         """One child run; its epoch step times scatter around ``spec.step_ms`` by ``noise``."""
         tags = {
             "protolab.study": self.study,
@@ -109,6 +109,8 @@ class Store:
             tags["protolab.eager"] = "true"
         if repeat:
             tags["protolab.repeat"] = repeat
+        if auto:
+            tags["protolab.auto"] = auto
         run = self.client.create_run(
             self.experiment_id, run_name=f"t{trial}-{spec.name}", tags=tags
         )
@@ -182,7 +184,9 @@ def four(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Four]:
         for i in range(3):
             t = store.trial(16 + i, 0.9)
             for spec in FOUR:
-                store.run(t, spec, f"four/t{t}", history=not (i == 0 and spec is BETA_GRAPH))
+                auto = "static->beta-fused" if spec is BETA_FUSED else ""
+                store.run(t, spec, f"four/t{t}", history=not (i == 0 and spec is BETA_GRAPH),
+                          auto=auto)  # fmt: skip
         t = store.trial(40, 0.8)  # alpha-jit failed to build here: the other three still pair
         for spec in (ALPHA, BETA_GRAPH, BETA_FUSED):
             store.run(t, spec, f"four/t{t}")
@@ -300,8 +304,10 @@ def test_terminal_and_markdown_show_every_mode(four: Four) -> None:
     for spec in FOUR:
         assert spec.name in text and f"| {spec.name} |" in md
     assert "| gamma |" not in md  # its only run failed: no row, nothing measured
+    assert "could not" not in text  # logged to MLflow, and the UI notes refreshed
     assert "| alpha | dynamic | eager | 4 | 4 |" in md
     assert "eager reference" in md
+    assert re.search(r"\| beta-fused \| static \| fused epoch \|.*\| picked by static \|", md)
 
 
 def _png_size(path: Path) -> tuple[int, int]:
@@ -328,11 +334,11 @@ def test_break_even_plot_marks_the_crossings_and_the_sweeps_steps() -> None:
     from matplotlib.collections import PathCollection
 
     from protolab.report import BreakEven
-    from protolab.report._plots_modes import _crossing, _sweep_marks
     from protolab.report._plots import _figure
+    from protolab.report._plots_modes import _crossing, _sweep_marks
 
     b = BreakEven("m", "ref", 3, 1.0, 6.0, 10.0, 7.0, 95.0, (90.0, 100.0))
-    fig, ax = _figure()
+    _, ax = _figure()
     _crossing(ax, b, "#000000")
     _sweep_marks(ax, [b])
     (marker,) = [c for c in ax.collections if isinstance(c, PathCollection)]

@@ -16,10 +16,30 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
-import typer
 
-from protolab._version import __version__
-from protolab.errors import ProtolabError, UserInputError
+def _early_exit(signum: int, frame: Any) -> None:
+    """An interrupt outside a sweep's own handling (start-up, other commands): stop now.
+
+    A sweep installs its own handlers before it writes anything (``_interruptible``), so
+    an interrupt here left no study behind; a ``run`` in progress has its run ended by the
+    tracking writer ("worker died").
+    """
+    resume = " ".join(["protolab", *sys.argv[1:]])
+    text = f"error: interrupted; stopped before the command finished. Rerun: {resume}\n"
+    os.write(2, text.encode())
+    os._exit(128 + signum)
+
+
+if __name__ == "__main__" or Path(sys.argv[0]).name == "protolab":  # the CLI, not an import
+    import signal as _signal
+
+    for _s in (_signal.SIGINT, _signal.SIGTERM):  # no KeyboardInterrupt traceback at start-up
+        _signal.signal(_s, _early_exit)
+
+import typer  # noqa: E402 - after the start-up handler: this import is most of the start-up
+
+from protolab._version import __version__  # noqa: E402
+from protolab.errors import ProtolabError, UserInputError  # noqa: E402
 
 __all__ = ["app", "main"]
 
@@ -98,7 +118,13 @@ def _interruptible() -> Iterator[None]:
     from protolab.sweep._worker import SweepFailed
 
     reset_interrupts()
+
     def hard_exit(signum: int, frame: Any) -> None:
+        os.write(
+            2,
+            b"error: interrupted again: stopped at once; the trial in progress is left RUNNING "
+            b"and the next run of this command fails and retries it\n",
+        )
         os._exit(128 + signum)
 
     def on_signal(signum: int, frame: Any) -> None:
@@ -401,6 +427,14 @@ def ls_(
 
 
 def main() -> None:
+    if "_PROTOLAB_COMPLETE" in os.environ:  # shell completion (docs/ui.md); --help stays lean
+        from typer.completion import completion_init
+
+        completion_init()
+    import signal
+
+    for s in (signal.SIGINT, signal.SIGTERM):  # until sweep's own handlers take over
+        signal.signal(s, _early_exit)
     app()
 
 

@@ -15,6 +15,8 @@ from typing import Any
 
 __all__ = ["StudyRow", "list_studies", "study_rows"]
 
+_NUMERIC = ("complete", "pruned", "failed", "best")
+
 
 @dataclass
 class StudyRow:
@@ -83,9 +85,13 @@ def _mlflow_rows(uri: str) -> list[StudyRow]:
         metrics: dict[str, float] = {}
         metric = ""
         if s.parent_run_id:
-            parent = client.get_run(s.parent_run_id)
-            metrics = parent.data.metrics
-            metric = parent.data.tags.get("protolab.metric", "")
+            metrics = client.get_run(s.parent_run_id).data.metrics
+            child = client.search_runs(
+                [s.experiment_id],
+                filter_string=f"tags.`mlflow.parentRunId` = '{s.parent_run_id}'",
+                max_results=1,
+            )
+            metric = child[0].data.tags.get("protolab.metric", "") if child else ""
         rows.append(
             StudyRow(
                 study=s.study,
@@ -124,7 +130,7 @@ def _ago(ts: float, now: float) -> str:
             break
     else:
         when = "just now"
-    return f"{datetime.fromtimestamp(ts):%Y-%m-%d %H:%M} ({when})"
+    return f"{datetime.fromtimestamp(ts):%m-%d %H:%M} ({when})"
 
 
 def list_studies(uri: str | None, storage: str | None) -> None:
@@ -145,13 +151,11 @@ def list_studies(uri: str | None, storage: str | None) -> None:
         console.print(f"no study yet in {redact(store)}: `protolab init NAME` writes one to sweep")
         return
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
-    for col in ("study", "complete", "pruned", "failed", "best", "last activity"):
-        table.add_column(col, justify="left" if col in ("study", "last activity") else "right")
+    for col in ("study", "complete", "pruned", "failed", "best", "metric", "last activity"):
+        table.add_column(col, justify="right" if col in _NUMERIC else "left")
     now = time.time()
     for r in rows:
-        best = f"{sig3(r.best)} {r.metric}".strip() if r.best is not None else "-"
-        table.add_row(
-            r.study, str(r.complete), str(r.pruned), str(r.failed), best, _ago(r.last_activity, now)
-        )
+        counts = (str(r.complete), str(r.pruned), str(r.failed))
+        table.add_row(r.study, *counts, sig3(r.best), r.metric, _ago(r.last_activity, now))
     console.print(table)
     console.print(f"[dim]open one: protolab ui --study {rows[0].study}[/]")

@@ -15,6 +15,8 @@ from protolab.errors import UserInputError
 
 __all__ = ["StudyExperiment", "check_store", "find_study", "mlflow_client", "study_experiments"]
 
+_SHARED = "mlflow.sharedViewState."  # experiment tags holding saved runs-table views
+
 
 @dataclass(frozen=True)
 class StudyExperiment:
@@ -25,6 +27,7 @@ class StudyExperiment:
     experiment_name: str
     parent_run_id: str = ""
     last_activity_ms: int = 0  # the latest start or end of any run in the experiment
+    family_view: str = ""  # the shared-view key of the family-grouped runs table, if stored
 
 
 def check_store(uri: str) -> None:
@@ -84,6 +87,8 @@ def study_experiments(client: Any) -> list[StudyExperiment]:
     """Every protolab study in the store, the most recently active first."""
     from mlflow.entities import ViewType
 
+    from protolab.tracking._notes import FAMILY_VIEW
+
     found = client.search_experiments(
         view_type=ViewType.ACTIVE_ONLY, filter_string=f"tags.`{TAG.STUDY}` LIKE '%'"
     )
@@ -97,6 +102,7 @@ def study_experiments(client: Any) -> list[StudyExperiment]:
                 experiment_name=e.name,
                 parent_run_id=_parent_run(client, e.experiment_id, study),
                 last_activity_ms=_last_activity(client, e.experiment_id),
+                family_view=FAMILY_VIEW if f"{_SHARED}{FAMILY_VIEW}" in e.tags else "",
             )
         )
     return sorted(out, key=lambda s: (-s.last_activity_ms, s.study))

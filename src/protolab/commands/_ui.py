@@ -164,14 +164,20 @@ def open_ui(port: int, host: str, uri: str | None, study: str | None, open_brows
 
 
 def _print_links(target: StudyExperiment, base: str, url: str, store: str) -> None:
-    print(f"MLflow UI for study {target.study} ({store}), starting:\n  {url}", flush=True)
+    lines = [f"MLflow UI for study {target.study} ({store}), starting:", f"  {url}"]
     if target.parent_run_id:
         link = parent_url(base, target.experiment_id, target.parent_run_id)
-        print(f"the comparison (the parent run's description):\n  {link}", flush=True)
+        lines += ["the verdict and the pair table (the parent run):", f"  {link}"]
+    if target.family_view:
+        lines += ["dynamic vs static side by side (runs grouped by family):"]
+        lines += [f"  {url}&viewStateShareKey={target.family_view}"]
+    print("\n".join(lines), flush=True)
 
 
 def _serve(host: str, port: int, store: str) -> None:
     """MLflow's app in this process; ``mlflow server --workers 1`` if it is laid out anew."""
+    import warnings
+
     try:
         import uvicorn  # first: MLflow installs its security middleware when it sees uvicorn
         from mlflow.server import constants
@@ -179,7 +185,9 @@ def _serve(host: str, port: int, store: str) -> None:
         expected = (constants.BACKEND_STORE_URI_ENV_VAR, constants.ARTIFACT_ROOT_ENV_VAR)
         if expected != (_STORE_VAR, _ARTIFACT_ROOT_VAR):
             raise ImportError("mlflow.server.constants changed")
-        from mlflow.server.fastapi_app import app
+        with warnings.catch_warnings():  # starlette's deprecation notes: not the user's concern
+            warnings.simplefilter("ignore")
+            from mlflow.server.fastapi_app import app
     except (ImportError, AttributeError):
         _serve_with_mlflow_cli(host, port, store)
         return

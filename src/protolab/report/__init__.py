@@ -14,6 +14,7 @@ from protolab.report._data import (
     load_report_data,
     objective_importances,
     param_importances,
+    records_from_mlflow,
     resolve_source,
 )
 from protolab.report._intervals import Interval, Ratio, ratio_interval
@@ -78,6 +79,7 @@ __all__ = [
     "param_importances",
     "pareto_front",
     "ratio_interval",
+    "records_from_mlflow",
     "resolve_source",
     "run_report",
     "split_by_version",

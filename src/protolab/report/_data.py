@@ -11,11 +11,12 @@ import json
 import os
 import tempfile
 import warnings
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from protolab._tags import ATTR, TAG
 from protolab.errors import ConfigError, StorageError
 from protolab.report._compare import RunRecord
 from protolab.report._modes import mode_order
@@ -28,6 +29,7 @@ __all__ = [
     "load_report_data",
     "objective_importances",
     "param_importances",
+    "records_from_mlflow",
     "resolve_source",
 ]
 
@@ -232,7 +234,7 @@ def _experiment_id(client: Any, source: Source) -> str | None:
     if found is not None:
         return str(found.experiment_id)
     tagged = client.search_experiments(
-        filter_string=f"tags.`protolab.study` = '{_quote(source.study)}'", max_results=1
+        filter_string=f"tags.`{TAG.STUDY}` = '{_quote(source.study)}'", max_results=1
     )
     return str(tagged[0].experiment_id) if tagged else None
 
@@ -254,27 +256,27 @@ def _search_all(client: Any, experiment_id: str, filter_string: str) -> list[Any
 def _run_record(run: Any) -> RunRecord | None:
     """A sweep trial's child run; None for parents and ``protolab run`` runs (no trial number)."""
     tags = run.data.tags
-    trial = tags.get("protolab.trial", "")
-    if not trial.isdigit() or "protolab.backend" not in tags:
+    trial = tags.get(TAG.TRIAL, "")
+    if not trial.isdigit() or TAG.BACKEND not in tags:
         return None
     return RunRecord(
         run_id=run.info.run_id,
         name=run.info.run_name or "",
         trial=int(trial),
-        backend=tags["protolab.backend"],
-        family=tags.get("protolab.family", ""),
-        state=tags.get("protolab.state", "FAIL" if run.info.status == "FAILED" else ""),
-        pair=tags.get("protolab.pair", ""),
-        arch_hash=tags.get("protolab.arch_hash", ""),
-        cold_start=tags.get("protolab.cold_start", "") == "true",
+        backend=tags[TAG.BACKEND],
+        family=tags.get(TAG.FAMILY, ""),
+        state=tags.get(TAG.STATE, "FAIL" if run.info.status == "FAILED" else ""),
+        pair=tags.get(TAG.PAIR, ""),
+        arch_hash=tags.get(TAG.ARCH_HASH, ""),
+        cold_start=tags.get(TAG.COLD_START, "") == "true",
         params=dict(run.data.params),
         metrics={k: float(v) for k, v in run.data.metrics.items()},
-        script_hash=tags.get("protolab.script_hash", ""),
-        config_hash=tags.get("protolab.config_hash", ""),
-        mode=tags.get("protolab.mode", ""),
-        eager=tags.get("protolab.eager", "") == "true",
-        repeat=tags.get("protolab.repeat", ""),
-        auto=tags.get("protolab.auto", ""),
+        script_hash=tags.get(TAG.SCRIPT_HASH, ""),
+        config_hash=tags.get(TAG.CONFIG_HASH, ""),
+        mode=tags.get(TAG.MODE, ""),
+        eager=tags.get(TAG.EAGER, "") == "true",
+        repeat=tags.get(TAG.REPEAT, ""),
+        auto=tags.get(TAG.AUTO, ""),
     )
 
 
@@ -292,6 +294,16 @@ def _with_epochs(client: Any, run: RunRecord) -> RunRecord:
     history = client.get_metric_history(run.run_id, EPOCH_STEP_MS)
     ordered = sorted(history, key=lambda m: (m.step, m.timestamp))
     return replace(run, epoch_step_ms=tuple(float(m.value) for m in ordered))
+
+
+def records_from_mlflow(client: Any, runs: Iterable[Any]) -> list[RunRecord]:
+    """The sweep child runs among MLflow ``runs``, as :func:`compare_modes` takes them.
+
+    Parents and ``protolab run`` runs are skipped; paired COMPLETE runs get their per-epoch
+    step times (one history call each). Anything showing the comparison (the MLflow notes,
+    a notebook) can start here and say the same numbers as ``protolab report``.
+    """
+    return [_with_epochs(client, r) for r in map(_run_record, runs) if r is not None]
 
 
 def _resolved_configs(client: Any, runs: list[RunRecord]) -> dict[str, dict[str, Any] | None]:
@@ -336,10 +348,10 @@ def load_report_data(source: Source) -> ReportData:
         if client is not None:
             experiment_id = _experiment_id(client, source)
         if experiment_id is not None:
-            study_filter = f"tags.`protolab.study` = '{_quote(source.study)}'"
+            study_filter = f"tags.`{TAG.STUDY}` = '{_quote(source.study)}'"
             found = _search_all(client, experiment_id, study_filter)
-            runs = [_with_epochs(client, r) for r in map(_run_record, found) if r is not None]
-            parents = [r for r in found if r.data.tags.get("protolab.role") == "parent"]
+            runs = records_from_mlflow(client, found)
+            parents = [r for r in found if r.data.tags.get(TAG.ROLE) == "parent"]
             if parents:
                 parent_id = min(parents, key=lambda r: r.info.start_time).info.run_id
         configs = _resolved_configs(client, runs)
@@ -362,12 +374,12 @@ def load_report_data(source: Source) -> ReportData:
         hashes[r.trial] = (script or r.script_hash, config or r.config_hash)
     trials = []
     for t in study.get_trials(deepcopy=False):
-        per_backend = {b: dict(m) for b, m in t.user_attrs.get("protolab.metrics", {}).items()}
+        per_backend = {b: dict(m) for b, m in t.user_attrs.get(ATTR.METRICS, {}).items()}
         for b, m in by_trial.get(t.number, {}).items():  # the full run metrics, when logged
             per_backend[b] = {**per_backend.get(b, {}), **m}
         # MLflow tags first (every run has them); the trial's user attr when no run was logged.
         script, config = hashes.get(t.number, ("", ""))
-        script = script or str(t.user_attrs.get("protolab.script_hash", ""))
+        script = script or str(t.user_attrs.get(ATTR.SCRIPT_HASH, ""))
         values = None if t.values is None else tuple(float(v) for v in t.values)
         trials.append(
             TrialRecord(
@@ -409,8 +421,8 @@ def _objectives(study: Any) -> list[Objective]:
     Names that cannot be matched with the directions read ``objective N``.
     """
     directions = [d.name.lower() for d in study.directions]
-    first = str(study.user_attrs.get("protolab.metric", ""))
-    names = _str_list(study.user_attrs.get("protolab.objectives"))
+    first = str(study.user_attrs.get(ATTR.METRIC, ""))
+    names = _str_list(study.user_attrs.get(ATTR.OBJECTIVES))
     if len(directions) == 1:
         names = [first or (names[0] if names else "") or "value"]
     elif len(names) != len(directions):

@@ -547,7 +547,14 @@ class Comparison:
         return out + [b.text for b in self.break_even]
 
     def metrics(self) -> dict[str, float]:
-        """Comparison numbers for the study's MLflow parent run (finite values only)."""
+        """Comparison numbers for the study's MLflow parent run (finite values only).
+
+        ``compare/speedup`` (with ``_low``/``_high``, the 95 % interval) is how many times
+        faster per step the headline's second family's best mode is than the first's (below
+        1: slower); ``compare/step_ratio/<mode>`` each mode's step time over the reference's;
+        ``compare/break_even_steps/<mode>`` (absent: never) and
+        ``compare/paid_back_frac/<mode>`` the share of measurements that trained past it.
+        """
         out: dict[str, float] = {"compare/n_pairs": float(self.n_pairs)}
         if self.headline is not None:
             fast = self.headline.ratio.inverted()

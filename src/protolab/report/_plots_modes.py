@@ -164,5 +164,5 @@ def break_even_png(
     ax.set_xlabel("training steps")
     ax.set_ylabel("wall time from trial start (s): time to first step + steps x step time")
     ax.set_title(f"{study}: when does compiling pay back? (medians over paired trials)")
-    ax.legend(loc="upper left", fontsize=9)
+    fig.legend(loc="outside lower center", ncols=3, fontsize=9)  # never over the lines
     return _save(fig, path)

@@ -608,6 +608,23 @@ def _log_artifacts(data: ReportData, files: Sequence[Path], markdown: str) -> st
     return None
 
 
+def _refresh_notes(data: ReportData) -> str | None:
+    """Rewrite what the MLflow UI says about the study, now that the plots are logged.
+
+    The parent run's description embeds the report's PNGs it finds under ``report/``, so it
+    is refreshed after they are logged; returns why not, if it could not be.
+    """
+    if data.client is None or data.parent_run_id is None or data.experiment_id is None:
+        return None
+    from protolab.tracking import write_study_notes
+
+    try:
+        write_study_notes(data.client, data.experiment_id, data.parent_run_id, data.source.study)
+    except Exception as e:  # the report itself is written; the notes are a convenience
+        return f"could not refresh the MLflow notes: {type(e).__name__}: {str(e)[:200]}"
+    return None
+
+
 def _print_report(
     console: Any, report: Report, plots: Sequence[str], files: Sequence[Path], problem: str | None
 ) -> None:
@@ -655,6 +672,7 @@ def run_report(
     artifact preview shows them. An unknown study is a ConfigError naming the studies.
     """
     from rich.console import Console
+    from rich.markup import escape
 
     source = resolve_source(target, tracking_uri, storage)
     data = load_report_data(source)
@@ -669,9 +687,12 @@ def run_report(
     run_id = data.parent_run_id or ""
     logged = report.to_markdown(plots, lambda name: artifact_image_url(base, run_id, name))
     problem = _log_artifacts(data, files, logged)
+    notes_problem = None if problem else _refresh_notes(data)
     if console is None:
         console = Console(highlight=False)
         if not console.is_terminal:  # piped or captured: wide enough for the comparison
             console = Console(highlight=False, width=160)
     _print_report(console, report, plots, files, problem)
+    if notes_problem:
+        console.print(f"[yellow]{escape(notes_problem)}[/]")
     return out

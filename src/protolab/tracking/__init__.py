@@ -8,6 +8,7 @@ from protolab.tracking._mlflow import (
     redact,
     wait_open,
 )
+from protolab.tracking._notes import write_study_notes
 from protolab.tracking._writer import AsyncChildRun, AsyncTracker, start_writer
 
 __all__ = [
@@ -20,4 +21,5 @@ __all__ = [
     "redact",
     "start_writer",
     "wait_open",
+    "write_study_notes",
 ]

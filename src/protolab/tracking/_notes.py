@@ -27,12 +27,27 @@ from typing import Any
 
 from protolab._tags import TAG
 
-__all__ = ["NOTE_TAG", "Comparison", "StudyView", "compare", "write_study_notes"]
+__all__ = [
+    "FAMILY_VIEW",
+    "NOTE_TAG",
+    "Comparison",
+    "StudyView",
+    "compare",
+    "family_view",
+    "write_study_notes",
+]
 
 NOTE_TAG = "mlflow.note.content"  # MLflow's run description / experiment note
 ML_MODE = "workflowType=machine_learning"
 FAMILY_COLOURS = {"dynamic": "#1f77b4", "static": "#ff7f0e"}  # tag mlflow.runColor
-_PLOTS_DIR = "report"  # where ``protolab report`` logs its PNGs on the parent run
+_PLOTS_DIR = "report"
+# A view of the runs table stored on the experiment (MLflow's "shared view" tag), opened
+# with ``?viewStateShareKey=protolab-family``: runs grouped by family, the comparison's
+# columns shown. MLflow's UI reads the tag's JSON as it reads a view its Share button saved.
+FAMILY_VIEW = "protolab-family"
+_SHARED_VIEW_TAG = (
+    "mlflow.sharedViewState."  # where ``protolab report`` logs its PNGs on the parent run
+)
 
 
 @dataclass
@@ -451,6 +466,23 @@ def config_params(client: Any, runs: Sequence[Any]) -> dict[str, str]:
     return {}
 
 
+def family_view(metric: str) -> str:
+    """The shared view's JSON: group by the ``family`` param, the comparison's columns."""
+    metrics = [metric, "time/step_ms", "time/compile_s", "time/first_step_s"]
+    columns = [f"params.`{p}`" for p in ("backend", "mode")]
+    columns += [f"metrics.`{m}`" for m in dict.fromkeys(m for m in metrics if m)]
+    state = {
+        "groupBy": {
+            "aggregateFunction": "average",
+            "groupByKeys": [{"mode": "param", "groupByData": "family"}],
+        },
+        "selectedColumns": columns,
+        "orderByKey": "attributes.start_time",
+        "orderByAsc": False,
+    }
+    return json.dumps(state)
+
+
 def write_study_notes(client: Any, experiment_id: str, parent_id: str, study: str) -> None:
     """Compute and write the parent run's params, metrics, description and the experiment note."""
     from mlflow.entities import Metric, Param, RunTag
@@ -469,3 +501,7 @@ def write_study_notes(client: Any, experiment_id: str, parent_id: str, study: st
     client.set_experiment_tag(
         experiment_id, NOTE_TAG, experiment_note(view, experiment_id, parent_id)
     )
+    if len(view.backends) > 1:
+        client.set_experiment_tag(
+            experiment_id, _SHARED_VIEW_TAG + FAMILY_VIEW, family_view(view.metric)
+        )
