@@ -181,8 +181,10 @@ from mlflow.tracking import MlflowClient
 c = MlflowClient("sqlite:///mlruns/mlflow.db")
 exp = c.get_experiment_by_name("plug")
 out = []
-for r in c.search_runs([exp.experiment_id], "tags.`protolab.role` = 'child'"):
+for r in c.search_runs([exp.experiment_id]):
     t, m = r.data.tags, r.data.metrics
+    if "protolab.backend" not in t:
+        continue  # the parent run
     out.append({"backend": t.get("protolab.backend"), "family": t.get("protolab.family"),
                 "pair": t.get("protolab.pair"), "status": r.info.status,
                 "acc": m.get("val/acc", 0), "params": m.get("model/params")})

@@ -34,6 +34,8 @@ class TAG:
     MUTATION = "protolab.mutation"
     PARENT_TRIAL = "protolab.parent_trial"
     DIRECTION = "protolab.direction"
+    CHECKPOINT = "protolab.checkpoint"  # kept | deleted: the trained weights (artifact checkpoint/)
+    CHECKPOINT_RANK = "protolab.checkpoint_rank"  # JSON: the trial's value, direction, feasible
     PREFIX = "protolab."
 
 

@@ -121,16 +121,16 @@ def study_rows(uri: str, storage: str | None) -> list[StudyRow]:
 
 
 def _ago(ts: float, now: float) -> str:
+    """``just now``, ``12 min ago``, ``3 h ago``; a date with the days beyond a day."""
     if ts <= 0:
         return "-"
     s = max(now - ts, 0)
-    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+    if s >= 86400:
+        return f"{datetime.fromtimestamp(ts):%Y-%m-%d} ({s / 86400:.0f} d ago)"
+    for unit, size in (("h", 3600), ("min", 60)):
         if s >= size:
-            when = f"{s / size:.0f} {unit} ago"
-            break
-    else:
-        when = "just now"
-    return f"{datetime.fromtimestamp(ts):%m-%d %H:%M} ({when})"
+            return f"{s / size:.0f} {unit} ago"
+    return "just now"
 
 
 def list_studies(uri: str | None, storage: str | None) -> None:
@@ -152,7 +152,7 @@ def list_studies(uri: str | None, storage: str | None) -> None:
         return
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, show_edge=False)
     for col in ("study", "complete", "pruned", "failed", "best", "metric", "last activity"):
-        table.add_column(col, justify="right" if col in _NUMERIC else "left")
+        table.add_column(col, justify="right" if col in _NUMERIC else "left", no_wrap=True)
     now = time.time()
     for r in rows:
         counts = (str(r.complete), str(r.pruned), str(r.failed))

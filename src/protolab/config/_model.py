@@ -272,6 +272,10 @@ class HardwareConfig(_Strict):
 class TrackingConfig(_Strict):
     uri: str | None = None  # None: sqlite:///mlruns/mlflow.db (or $MLFLOW_TRACKING_URI)
     experiment: str | None = None  # MLflow experiment name; default: the study name
+    # trained weights kept per finished trial (artifact checkpoint/ of each child run), for
+    # `protolab export`: the study's best trial, its best top_k, every trial, or none
+    checkpoints: Literal["best", "top_k", "all", "none"] = "top_k"
+    top_k: int = Field(3, ge=1)  # how many trials `checkpoints: top_k` keeps
 
     @field_validator("experiment")
     @classmethod
