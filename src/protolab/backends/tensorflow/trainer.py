@@ -54,8 +54,6 @@ class TFProgram(Program):
         keras.utils.set_random_seed(tr.seed)
         keras.mixed_precision.set_global_policy(POLICY[hw.precision])
         self.classify = ds.task == "classification"
-        y_train = ds.y_train if self.classify else ds.y_train.reshape(len(ds.y_train), -1)
-        y_val = ds.y_val if self.classify else ds.y_val.reshape(len(ds.y_val), -1)
         self.n, self.seed = len(ds.x_train), tr.seed
         self.replicas = self.strategy.num_replicas_in_sync
         batch = min(tr.batch_size, self.n)
@@ -63,11 +61,7 @@ class TFProgram(Program):
         self.steps = self.n // self.batch  # drop the ragged last batch: one static shape
         if tr.max_steps:
             self.steps = min(self.steps, tr.max_steps)
-        self.whole_epoch = self.replicas == 1 and core.fits_on_device(
-            self.kind, ds.x_train.nbytes + y_train.nbytes
-        )
-        if os.environ.get("PROTOLAB_KERAS_LOOP") in ("step", "epoch"):  # tests, benchmarks
-            self.whole_epoch = os.environ["PROTOLAB_KERAS_LOOP"] == "epoch"
+        self._place_data(job)
         with self.strategy.scope():
             self.model = build(job.arch, ds.input_shape, ds.input_dtype)
             opt = optimizer(tr.optimizer, tr.lr, tr.weight_decay)
@@ -81,12 +75,23 @@ class TFProgram(Program):
             if self.classify
             else losses.MeanSquaredError()
         )
+        self.gen = tf.random.Generator.from_seed(tr.seed)
+        self._make_programs()
+
+    def _place_data(self, job: Job) -> None:
+        """The arrays as device-resident tensors, and which loop they allow."""
+        ds = job.dataset
+        y_train = ds.y_train if self.classify else ds.y_train.reshape(len(ds.y_train), -1)
+        y_val = ds.y_val if self.classify else ds.y_val.reshape(len(ds.y_val), -1)
+        self.whole_epoch = self.replicas == 1 and core.fits_on_device(
+            self.kind, ds.x_train.nbytes + y_train.nbytes
+        )
+        if os.environ.get("PROTOLAB_KERAS_LOOP") in ("step", "epoch"):  # tests, benchmarks
+            self.whole_epoch = os.environ["PROTOLAB_KERAS_LOOP"] == "epoch"
         self.dev = "/cpu:0" if self.kind == "CPU" else f"/{self.kind.lower()}:0"
         with tf.device(self.dev):
             self.x_tr, self.y_tr = tf.constant(ds.x_train), tf.constant(y_train)
             self.x_va, self.y_va = tf.constant(ds.x_val), tf.constant(y_val)
-        self.gen = tf.random.Generator.from_seed(tr.seed)
-        self._make_programs()
 
     def train_step(self, xb: Any, yb: Any, share: float = 1.0) -> Any:
         """Forward, loss, gradients, update: the one step every program below repeats.
