@@ -89,7 +89,7 @@ def _assert_nothing_running(root: Path) -> None:
 
 
 def test_kill_9_mid_trial_then_rerun_finishes_the_study(tmp_path: Path) -> None:
-    cfg = _config(tmp_path, n_trials=3, epochs=60)
+    cfg = _config(tmp_path, n_trials=3, epochs=400)  # long enough to be caught mid-trial
     proc = _start(cfg)
     killed = _wait_for_running_trial(tmp_path, proc)
     proc.send_signal(signal.SIGKILL)

@@ -5,7 +5,7 @@
   finished phase before the first trial leaves one dim line with its duration.
 - One progress bar per trial that follows the backend actually running: it resets (and its
   clock restarts) when the next backend's job begins, so a compiling static job shows
-  "keras: building, compiling  0:00:07" rather than a full bar with a frozen clock.
+  "t3 static: building, compiling  0:00:07" rather than a full bar with a frozen clock.
 - The summary: finished trials best first, 3-significant-digit numbers, a speed-up and a
   compile column for paired sweeps, readable at 80 columns (the sampled values go on a
   line of their own when the table would not fit them); pruned and failed trials are
@@ -85,7 +85,7 @@ class SweepDisplay:
 
     @contextlib.contextmanager
     def phased(self, text: str) -> Iterator[None]:
-        """``with display.phased("importing torch"):`` a phase around a block."""
+        """``with display.phased("importing the frameworks"):`` a phase around a block."""
         self.phase(text)
         try:
             yield

@@ -20,6 +20,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -51,6 +52,17 @@ class RemoteModel:
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         return np.asarray(self.proxy.call("predict", x))
+
+    @property
+    def formats(self) -> tuple[str, ...]:
+        return tuple(self.proxy.call("formats"))
+
+    def save_checkpoint(self, directory: Path) -> None:
+        """The worker writes the weights (a path on this machine: same host)."""
+        self.proxy.call("save", str(directory))
+
+    def export(self, fmt: str, out: Path, checkpoint: Path) -> Path:
+        return Path(self.proxy.call("export", (fmt, str(out), str(checkpoint))))
 
 
 class ProcessBackend(Backend):
@@ -156,6 +168,14 @@ class ProcessBackend(Backend):
         if self._proc is not None and self._proc.poll() is None:
             self.call("release")
 
+    def restore(self, directory: Path) -> RemoteModel:
+        """Load a checkpoint in the worker: the model ``predict`` and ``export`` then use."""
+        if getattr(self, "_pending_load", False):
+            self._pending_load = False
+            self._reply()
+        self.call("restore", (self.name, str(directory)))
+        return RemoteModel(self.name, self)
+
     def close(self) -> None:
         """Stop the worker (it also exits by itself when this process's pipe closes)."""
         for conn in (self._send, self._recv):
@@ -192,8 +212,31 @@ def _serve(backend: Backend, recv: Connection, send: Connection) -> None:
             elif op == "release":
                 backend.release()
                 send.send(("ok", None))
+            elif op == "restore":  # a checkpoint becomes the model predict/save/export use
+                last = JobResult(model=_load_checkpoint(backend, *arg))
+                send.send(("ok", None))
+            elif op in ("save", "export", "formats"):
+                assert last is not None and last.model is not None, "no trained model yet"
+                send.send(("ok", _model_op(last.model, op, arg)))
         except BaseException as e:  # every failure goes back to the caller, as itself
             send.send(("error", _picklable(e)))
+
+
+def _load_checkpoint(backend: Backend, name: str, directory: str) -> Any:
+    """Rebuilt by the ``export`` module beside the backend's class (as the registry finds it)."""
+    module = importlib.import_module(f"{type(backend).__module__}.export")
+    backend.load()
+    return module.load_checkpoint(name, Path(directory))
+
+
+def _model_op(model: Any, op: str, arg: Any) -> Any:
+    """The trained-model handle's checkpoint and export calls, made in the worker."""
+    if op == "save":
+        return model.save_checkpoint(Path(arg))
+    if op == "export":
+        fmt, out, checkpoint = arg
+        return str(model.export(fmt, Path(out), Path(checkpoint)))
+    return tuple(model.formats)
 
 
 def _relay(recv: Connection, send: Connection) -> EpochHook:

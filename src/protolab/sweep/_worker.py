@@ -20,6 +20,7 @@ from protolab.sweep._context import SweepContext
 from protolab.sweep._lease import Interrupted, shielded
 from protolab.sweep._run import fail_reason, run_once
 from protolab.sweep._warm import warm_start_params
+from protolab.tracking._types import Display, Tracker
 
 __all__ = ["Interrupted", "SweepFailed", "SweepSummary", "sweep"]
 
@@ -57,7 +58,7 @@ class SweepSummary:
     trials: list[Any] = field(default_factory=list)  # optuna FrozenTrials, for the table
 
 
-def open_study(ctx: SweepContext, storage: Any, display: Any = None) -> Any:
+def open_study(ctx: SweepContext, storage: Any, display: Display | None = None) -> Any:
     """Create or load the study; a rerun that changes what is optimised is a config error."""
     import optuna
 
@@ -134,7 +135,7 @@ def _check_existing(ctx: SweepContext, storage: Any) -> None:
             )
 
 
-def _note_script_change(study: Any, ctx: SweepContext, display: Any) -> None:
+def _note_script_change(study: Any, ctx: SweepContext, display: Display | None) -> None:
     """Say so when the script or config changed since the study's earlier trials.
 
     Every trial records the hashes it ran with (user attrs and MLflow tags), so the report
@@ -153,7 +154,7 @@ def _note_script_change(study: Any, ctx: SweepContext, display: Any) -> None:
             study.set_user_attr(key, [*seen, now])
 
 
-def sweep(ctx: SweepContext, display: Any, warm_from: str | None = None) -> SweepSummary:
+def sweep(ctx: SweepContext, display: Display, warm_from: str | None = None) -> SweepSummary:
     """Run (or resume) the study of ``ctx`` until it holds ``n_trials`` finished trials.
 
     ``warm_from`` (a study name or an MLflow run id) enqueues its best configurations first.
@@ -230,8 +231,8 @@ def _load_backends(names: Sequence[str]) -> float:
 def _loop(
     ctx: SweepContext,
     study: Any,
-    tracker: Any,
-    display: Any,
+    tracker: Tracker,
+    display: Display,
     summary: SweepSummary,
     job_seconds: list[float],
     lock: Any,

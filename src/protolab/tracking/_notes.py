@@ -73,7 +73,7 @@ class StudyView:
     metric: str
     maximize: bool
     backends: list[str]  # in the order they ran; the reference first
-    describe: dict[str, str]  # backend -> "static, XLA"
+    describe: dict[str, str]  # backend -> "family, mode" (its tags)
     runs: list[Any] = field(default_factory=list)  # complete child runs (MLflow Run)
     counts: dict[str, int] = field(default_factory=dict)  # COMPLETE/PRUNED/FAIL -> n
 
@@ -411,7 +411,7 @@ def _how_to_read(view: StudyView) -> list[str]:
         "",
         f"- Every trial trained one sampled model on each backend; speed-up = {ref} ms/step ÷ "
         "the other's (above 1: the other is faster per step), steady state, median per run.",
-        "- Break-even = training steps after which the slower start (tracing + XLA compile) "
+        "- Break-even = training steps after which the slower start (tracing, compiling) "
         "is paid back by faster steps; a run shorter than that was faster on "
         f"{ref} end to end.",
         "- The child runs (one per trial and backend, `t<N>-<backend>`) are under this run: "

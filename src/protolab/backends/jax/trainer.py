@@ -101,8 +101,9 @@ class JaxProgram(Program):
                 return self.loss(out, y), jnp.mean(hits)
             return self.loss(out, y), jnp.sqrt(jnp.mean(jnp.square(out - y)))
 
-        self._epoch_fn = jax.jit(train_epoch, donate_argnums=0)
-        self._step_fn = jax.jit(self.train_step, donate_argnums=0)
+        # jitted now, compiled ahead of time in compile(): either callable runs the program
+        self._epoch_fn: Any = jax.jit(train_epoch, donate_argnums=0)
+        self._step_fn: Any = jax.jit(self.train_step, donate_argnums=0)
         self._eval_fn = jax.jit(evaluate)
 
     def compile(self) -> None:

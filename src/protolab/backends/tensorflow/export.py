@@ -1,5 +1,6 @@
-"""The trained-model handle of the TensorFlow modes (a Keras model on TensorFlow)."""
+"""The trained-model handle of the TensorFlow modes (a Keras model on TensorFlow), its
+checkpoint and export formats (``savedmodel``, ``mlflow``): see ``_keras_export``."""
 
-from protolab.backends._keras_export import KerasModel
+from protolab.backends._keras_export import FORMATS, KerasModel, load_checkpoint, load_exported
 
-__all__ = ["KerasModel"]
+__all__ = ["FORMATS", "KerasModel", "load_checkpoint", "load_exported"]
