@@ -1,0 +1,220 @@
+"""Checkpoints in the MLflow store: upload, rank, prune (the writer) and find (export).
+
+Each kept checkpoint is the artifact folder ``checkpoint/`` of its child run, tagged
+``protolab.checkpoint = kept`` and ``protolab.checkpoint_rank`` (JSON: the trial's value,
+the study's direction, whether it met the constraints, whether the trial is done).
+
+Pruning is safe with any number of workers on one store, without a lock: each worker tags
+its checkpoint *before* it looks at the others, so the last one to look sees them all; and a
+trial outside the best k of some trials is outside the best k of more, so no worker ever
+drops what the final ranking keeps. A trial still running on other modes is left alone until
+it is done (or its other runs failed: then it goes).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+import sys
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from protolab._tags import TAG
+
+__all__ = [
+    "ARTIFACT",
+    "CheckpointTrial",
+    "Upload",
+    "download",
+    "find_checkpoints",
+    "keep_count",
+    "ranked",
+    "retain",
+    "store",
+]
+
+ARTIFACT = "checkpoint"
+_DEAD = ("FAILED", "KILLED")
+
+
+@dataclass(frozen=True)
+class Upload:
+    """What the writer needs to store one checkpoint and apply the study's policy."""
+
+    study: str
+    experiment_id: str
+    trial: int
+    policy: str  # best | top_k | all
+    top_k: int
+    value: float
+    direction: str  # maximize | minimize
+    feasible: bool
+    done: bool  # the trial's last mode: its checkpoints are complete, rank it
+    save_ms: float  # serialising the weights, in the sweep process
+
+
+@dataclass
+class CheckpointTrial:
+    """One trial's kept checkpoints (one run per mode) and its rank key."""
+
+    trial: int
+    value: float
+    direction: str
+    feasible: bool
+    done: bool = False
+    runs: list[Any] = field(default_factory=list)  # mlflow Run objects
+
+    def run_for(self, backend: str) -> Any | None:
+        return next((r for r in self.runs if r.data.tags.get(TAG.BACKEND) == backend), None)
+
+    @property
+    def backends(self) -> list[str]:
+        return [str(r.data.tags.get(TAG.BACKEND, "")) for r in self.runs]
+
+
+def keep_count(policy: str, top_k: int) -> int | None:
+    """How many trials a policy keeps (None: all of them)."""
+    return {"best": 1, "top_k": top_k, "none": 0}.get(policy)
+
+
+def ranked(trials: Iterable[CheckpointTrial]) -> list[CheckpointTrial]:
+    """Best first, as Optuna's best trial: feasible first, then the value, then the number."""
+
+    def key(t: CheckpointTrial) -> tuple[bool, bool, float, int]:
+        missing = math.isnan(t.value)
+        value = 0.0 if missing else (-t.value if t.direction == "maximize" else t.value)
+        return (not t.feasible, missing, value, t.trial)
+
+    return sorted(trials, key=key)
+
+
+def _size(directory: Path) -> int:
+    return sum(p.stat().st_size for p in directory.rglob("*") if p.is_file())
+
+
+def store(client: Any, run_id: str, directory: str, up: Upload) -> None:
+    """Upload a checkpoint, tag its run, then prune the study (in the writer process).
+
+    Never raises: a checkpoint that cannot be kept is reported, and the sweep goes on.
+    """
+    from mlflow.entities import Metric, RunTag
+
+    path = Path(directory)
+    try:
+        t0 = time.perf_counter()
+        client.log_artifacts(run_id, directory, ARTIFACT)
+        upload_ms = (time.perf_counter() - t0) * 1e3
+        rank = {
+            "trial": up.trial,
+            "value": up.value,
+            "direction": up.direction,
+            "feasible": up.feasible,
+            "done": up.done,
+        }
+        now = int(time.time() * 1000)
+        metrics = {"checkpoint/bytes": _size(path), "checkpoint/save_ms": up.save_ms}
+        metrics["checkpoint/upload_ms"] = upload_ms
+        client.log_batch(
+            run_id,
+            metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
+            tags=[RunTag(TAG.CHECKPOINT, "kept"), RunTag(TAG.CHECKPOINT_RANK, json.dumps(rank))],
+        )
+        experiment_id = up.experiment_id or client.get_run(run_id).info.experiment_id
+        retain(client, experiment_id, up.study, keep_count(up.policy, up.top_k))
+    except Exception as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+        print(
+            f"protolab: trial {up.trial}: checkpoint not kept: {type(e).__name__}: {first}",
+            file=sys.stderr,
+        )
+    finally:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+def retain(client: Any, experiment_id: str, study: str, keep: int | None) -> list[int]:
+    """Drop the checkpoints of every done trial outside the best ``keep`` (None: all), and
+    of trials that will never be done; return the done trials kept."""
+    trials = find_checkpoints(client, experiment_id, study)
+    done = [t for t in trials.values() if t.done]
+    best = ranked(done)[:keep] if keep is not None else done
+    kept = {t.trial for t in best}
+    doomed = [t for t in done if t.trial not in kept]
+    pending = [t for t in trials.values() if not t.done]
+    doomed += [t for t in pending if _has_dead_run(client, experiment_id, study, t.trial)]
+    for t in doomed:
+        for run in t.runs:
+            drop(client, run)
+    return sorted(kept)
+
+
+def _quote(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("'", "\\'")
+
+
+def _search(client: Any, experiment_id: str, filter_string: str) -> list[Any]:
+    runs: list[Any] = []
+    token = None
+    while True:
+        page = client.search_runs(
+            [experiment_id], filter_string=filter_string, max_results=1000, page_token=token
+        )
+        runs += list(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def _has_dead_run(client: Any, experiment_id: str, study: str, trial: int) -> bool:
+    """A trial whose other modes failed or were killed: it is not done, and never will be."""
+    runs = _search(
+        client,
+        experiment_id,
+        f"tags.`{TAG.STUDY}` = '{_quote(study)}' and tags.`{TAG.TRIAL}` = '{trial}'",
+    )
+    return any(r.info.status in _DEAD for r in runs)
+
+
+def drop(client: Any, run: Any) -> None:
+    """Delete a run's checkpoint artifacts and say so on the run."""
+    from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+    repo = get_artifact_repository(run.info.artifact_uri, tracking_uri=client.tracking_uri)
+    try:
+        repo.delete_artifacts(ARTIFACT)
+    except FileNotFoundError:  # another worker dropped it first
+        pass
+    client.set_tag(run.info.run_id, TAG.CHECKPOINT, "deleted")
+
+
+def find_checkpoints(client: Any, experiment_id: str, study: str) -> dict[int, CheckpointTrial]:
+    """The study's kept checkpoints, by trial (runs in the order the modes ran)."""
+    runs = _search(
+        client,
+        experiment_id,
+        f"tags.`{TAG.CHECKPOINT}` = 'kept' and tags.`{TAG.STUDY}` = '{_quote(study)}'",
+    )
+    trials: dict[int, CheckpointTrial] = {}
+    for run in sorted(runs, key=lambda r: r.info.start_time or 0):
+        try:
+            rank = json.loads(run.data.tags[TAG.CHECKPOINT_RANK])
+            number = int(rank["trial"])
+        except (KeyError, ValueError, TypeError):
+            continue  # not a protolab checkpoint tag: leave it alone
+        value = float(rank.get("value", math.nan))
+        t = trials.setdefault(
+            number,
+            CheckpointTrial(number, value, str(rank["direction"]), bool(rank["feasible"])),
+        )
+        t.done = t.done or bool(rank.get("done"))
+        t.runs.append(run)
+    return trials
+
+
+def download(client: Any, run_id: str, destination: Path) -> Path:
+    """A run's checkpoint folder, downloaded under ``destination``."""
+    destination.mkdir(parents=True, exist_ok=True)
+    return Path(client.download_artifacts(run_id, ARTIFACT, str(destination)))
