@@ -189,7 +189,8 @@ def _optuna_window(
 ) -> list[Row]:
     import optuna
 
-    from protolab.sweep import make_pruner, make_sampler, open_storage
+    from protolab._stores import open_storage
+    from protolab.sweep import make_pruner, make_sampler
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     db = where / f"optuna-{kind}.db"

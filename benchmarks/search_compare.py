@@ -20,8 +20,8 @@ def main(n_trials: int = 16, seeds: int = 3, epochs: int = 3) -> None:
     import optuna
     from typer.testing import CliRunner
 
+    from protolab._stores import open_storage
     from protolab.cli import app
-    from protolab.sweep._study import open_storage
 
     samplers = {
         "random": [],

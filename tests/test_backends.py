@@ -60,7 +60,7 @@ def test_registry_lists_every_mode_with_its_family() -> None:
 
 def _cases() -> list[tuple[str, Example]]:
     names = {e.name for e in CATALOGUE}
-    assert COMPILE_SUBSET <= names, names  # the subset still names real catalogue entries
+    assert names >= COMPILE_SUBSET, names  # the subset still names real catalogue entries
     return [
         (mode, e)
         for mode in MODES

@@ -460,7 +460,7 @@ def _study_with_param(name: str) -> Callable[[Path], None]:
         import optuna
         from optuna.distributions import IntDistribution
 
-        from protolab.sweep._study import open_storage
+        from protolab._stores import open_storage
 
         (root / "mlruns").mkdir()
         storage = open_storage(str(root / "mlruns" / "optuna.journal"))

@@ -163,7 +163,7 @@ def test_printed_url_lands_on_the_runs_table_with_the_parent(page: Any, ui_urls:
     assert page.get_by_role("heading", name="Runs").first.is_visible()
     assert page.get_by_text("Start here").first.is_visible()  # the experiment's note
     page.screenshot(path=str(SHOTS / "runs.png"))
-    row = page.locator("[role=row]", has=parent)
+    row = page.locator("[role=row]").filter(has=page.get_by_role("link", name=STUDY, exact=True))
     row.locator("button[data-component-id*='runnamecellrenderer']").first.click()
     for name in ("t0-lightning", "t0-keras", "t1-lightning", "t1-keras"):
         grid.get_by_role("link", name=name, exact=True).wait_for()

@@ -12,7 +12,6 @@ import pytest
 from protolab.commands._templates import TEMPLATES
 from tests.test_ui import make_study
 
-
 PROTOLAB = Path(sys.executable).with_name("protolab")  # the console script (completion's name)
 
 

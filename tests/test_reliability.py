@@ -16,8 +16,8 @@ import pytest
 from mlflow.tracking import MlflowClient
 from typer.testing import CliRunner
 
+from protolab._stores import open_storage
 from protolab.cli import app
-from protolab.sweep._study import open_storage
 from tests import _servers
 from tests.conftest import TINY_MLP
 

@@ -262,7 +262,7 @@ def test_report_numbers_equal_those_recomputed_from_mlflow(project: Project) -> 
 def test_best_trials_history_and_pareto_follow_the_study(project: Project) -> None:
     import optuna
 
-    from protolab.sweep._study import open_storage
+    from protolab._stores import open_storage
 
     study = optuna.load_study(
         study_name="tiny", storage=open_storage(str(project.root / "mlruns/optuna.journal"))
@@ -600,7 +600,7 @@ def multi(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Multi]:
 def _multi_study(root: Path) -> Any:
     import optuna
 
-    from protolab.sweep._study import open_storage
+    from protolab._stores import open_storage
 
     return optuna.load_study(
         study_name="multi", storage=open_storage(str(root / "mlruns/optuna.journal"))

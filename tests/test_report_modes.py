@@ -64,7 +64,7 @@ class Store:
     def __post_init__(self) -> None:
         import optuna
 
-        from protolab.sweep._study import open_storage
+        from protolab._stores import open_storage
 
         self.client = MlflowClient(tracking_uri=self.tracking_uri)
         self.experiment_id = self.client.create_experiment(

@@ -16,11 +16,12 @@ from optuna.distributions import IntDistribution
 from typer.testing import CliRunner
 
 from protolab._lock import file_lock
+from protolab._stores import open_storage
 from protolab.cli import app
 from protolab.errors import StorageError
 from protolab.sweep._doctor import check_journal, repair_journal
 from protolab.sweep._lease import lock_path
-from protolab.sweep._study import evolution_defaults, evolution_note, make_sampler, open_storage
+from protolab.sweep._study import evolution_defaults, evolution_note, make_sampler
 from tests.conftest import TINY_MLP
 
 runner = CliRunner()
@@ -177,7 +178,7 @@ def test_doctor_refuses_a_missing_file(tmp_path: Path) -> None:
 
 
 def test_damaged_sqlite_study_store_is_refused(tmp_path: Path) -> None:
-    from protolab.sweep._study import check_storage_url
+    from protolab._stores import check_storage_url
 
     db = tmp_path / "optuna.db"
     db.write_bytes(b"")

@@ -97,8 +97,9 @@ def _quiet_frameworks() -> None:
 
     TensorFlow's C++ logs are silenced unless asked for (each backend sets what its
     framework needs when it loads), and OpenMP threads sleep instead of spin-waiting
-    between parallel regions: with spinning, any other busy process (a second worker, TensorFlow's pool) made torch steps of the
-    digits MLP ~50x slower on 2 cores (152 ms vs 2.9 ms measured).
+    between parallel regions: with spinning, any other busy process (a second worker,
+    TensorFlow's pool) made torch steps of the digits MLP ~50x slower on 2 cores
+    (152 ms vs 2.9 ms measured).
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")

@@ -33,7 +33,7 @@ class StudyRow:
 def _optuna_rows(storage: str | None) -> list[StudyRow]:
     import optuna
 
-    from protolab.sweep._study import default_storage_path, open_storage
+    from protolab._stores import default_storage_path, open_storage
 
     if storage is None and not default_storage_path().is_file():
         return []

@@ -204,7 +204,7 @@ def check_tracking_uri(cfg_uri: str | None, default: str) -> None:
 
 def check_context(ctx: Any) -> None:
     """Everything knowable before training, given a prepared sweep context (read-only)."""
-    from protolab.sweep._study import check_storage_url
+    from protolab._stores import check_storage_url
     from protolab.tracking import default_tracking_uri
 
     check_hardware(ctx.cfg.hardware, str(ctx.config_path))

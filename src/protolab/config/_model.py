@@ -18,6 +18,7 @@ from pydantic import (
     model_validator,
 )
 
+from protolab._stores import STORAGE_SCHEMES, TRACKING_SCHEMES, redact, scheme
 from protolab.backends._registry import check_backend_names, default_backends
 from protolab.config._domains import check_train_value, short
 from protolab.config._metrics import check_metric_name
@@ -91,17 +92,7 @@ class Choice(_Strict):
         return v
 
 
-# URL schemes accepted for stores; reachability is checked when they are opened.
-STORAGE_SCHEMES = ("sqlite", "postgresql", "mysql", "oracle", "mssql", "redis")
-TRACKING_SCHEMES = ("sqlite", "http", "https", "file", "postgresql", "mysql", "mssql", "databricks")
-
-
-def _scheme(url: str) -> str:
-    return url.split("://", 1)[0].split("+", 1)[0] if "://" in url else ""
-
-
-def _redacted(url: str) -> str:
-    return re.sub(r"(://[^:/@\s]+):[^@\s]*@", r"\1:***@", url)
+_scheme, _redacted = scheme, redact  # store URL rules live in protolab._stores
 
 
 # Metric families an objective or constraint may name (DESIGN §7).

@@ -171,7 +171,7 @@ def resolve_source(
 
 def _local_file(url: str | None) -> Path | None:
     """The file behind a local store URL (journal or sqlite), to check it exists first."""
-    from protolab.sweep._study import default_storage_path
+    from protolab._stores import default_storage_path
 
     if url is None:
         return default_storage_path()
@@ -186,7 +186,7 @@ def _open_study(source: Source) -> Any:
     """The Optuna study, or a ConfigError listing the studies the storage holds."""
     import optuna
 
-    from protolab.sweep._study import describe_storage, open_storage
+    from protolab._stores import describe_storage, open_storage
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     where = describe_storage(source.storage)

@@ -360,7 +360,7 @@ class Report:
         return None if v is None else v.name
 
     def to_json(self, plots: Sequence[str]) -> dict[str, Any]:
-        from protolab.sweep._study import describe_storage
+        from protolab._stores import describe_storage
         from protolab.tracking import redact
 
         data = self.data

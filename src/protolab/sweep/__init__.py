@@ -2,7 +2,7 @@
 
 from protolab.sweep._context import SweepContext, prepare
 from protolab.sweep._run import run_once
-from protolab.sweep._study import make_pruner, make_sampler, open_storage
+from protolab.sweep._study import make_pruner, make_sampler
 from protolab.sweep._worker import SweepSummary, sweep
 
 __all__ = [
@@ -10,7 +10,6 @@ __all__ = [
     "SweepSummary",
     "make_pruner",
     "make_sampler",
-    "open_storage",
     "prepare",
     "run_once",
     "sweep",

@@ -1,9 +1,11 @@
 """Keeping a study consistent when workers die, get interrupted or race each other.
 
-- **Leases.** Each running trial records its owner (``host:pid``). A worker that opens the
-  study fails any RUNNING trial whose owner process on this host is gone (journal and
-  SQLite stores have no heartbeat), and RDB storages add Optuna's heartbeat for workers on
-  other machines. A reaped trial's MLflow runs are ended FAILED, so nothing stays RUNNING.
+- **Leases.** Each running trial records its owner (``host:pid:token``, unique across hosts
+  and containers) and where its pid is visible (``protolab.worker_scope``: boot id + pid
+  namespace). Before each trial a worker fails any RUNNING trial whose owner process it
+  can see is gone (journal and SQLite stores have no heartbeat), and on RDB storages any
+  trial whose Optuna heartbeat went stale (``study.heartbeat_s``), wherever its worker
+  ran. A reaped trial's MLflow runs are ended FAILED, so nothing stays RUNNING.
 - **Retries.** A trial lost to a dead worker or an interrupt is re-enqueued with the same
   params, up to ``study.max_retries`` times; its failure was the machine's, not the model's.
 - **Local locks.** Several processes on one fresh local store must not race on table
@@ -18,9 +20,11 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import socket
-import warnings
+import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -31,6 +35,7 @@ __all__ = [
     "LOCK_SUFFIX",
     "RETRYABLE",
     "Interrupted",
+    "beat",
     "file_lock",
     "interrupt",
     "lock_path",
@@ -39,7 +44,11 @@ __all__ = [
     "reset_interrupts",
     "retry",
     "shielded",
+    "tune_heartbeat",
+    "wait_for_others",
+    "worker_attrs",
     "worker_id",
+    "worker_scope",
 ]
 
 # Failure reasons that say nothing about the configuration: retry it.
@@ -94,8 +103,33 @@ def shielded() -> Iterator[None]:
     raise_if_interrupted()
 
 
+_TOKEN = uuid.uuid4().hex[:8]  # this process's: pids repeat across hosts and containers
+
+
 def worker_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}"
+    """``host:pid:token``, unique across hosts and containers (where every pid may be 1)."""
+    return f"{socket.gethostname()}:{os.getpid()}:{_TOKEN}"
+
+
+def worker_scope() -> str:
+    """Which processes ``os.kill(pid, 0)`` can see: this boot of this host's pid namespace.
+
+    Two containers may share a hostname (host networking) and a pid (1) but never a pid
+    namespace; two hosts share the initial namespace's inode but not their boot id.
+    """
+    parts = [socket.gethostname()]
+    for path in ("/proc/sys/kernel/random/boot_id", "/proc/self/ns/pid"):
+        with contextlib.suppress(OSError):
+            parts.append(Path(path).read_text().strip() if "boot" in path else os.readlink(path))
+    return hashlib.sha1("|".join(parts).encode()).hexdigest()[:12]
+
+
+def worker_attrs() -> dict[str, str]:
+    """The trial user attrs (and MLflow tags) naming the worker that runs it."""
+    attrs = {"protolab.worker": worker_id(), "protolab.worker_scope": worker_scope()}
+    if os.environ.get("CUDA_VISIBLE_DEVICES") is not None:  # set per worker by --workers
+        attrs["protolab.cuda_visible_devices"] = os.environ["CUDA_VISIBLE_DEVICES"]
+    return attrs
 
 
 # Never ``<store>.lock``: Optuna's JournalFileBackend takes ``<journal>.lock`` as its own
@@ -109,15 +143,10 @@ def lock_path(url: str | None, default: Path) -> Path | None:
 
     Servers (PostgreSQL, MLflow over HTTP) get None: they serialise writes themselves.
     """
-    if url is None:
-        store = default
-    elif url.startswith("sqlite:///"):
-        store = Path(url.removeprefix("sqlite:///"))
-    elif url.endswith((".journal", ".log")):
-        store = Path(url.removeprefix("journal://"))
-    else:
-        return None
-    return store.with_name(store.name + LOCK_SUFFIX)
+    from protolab._stores import local_store_file
+
+    store = local_store_file(url, default)
+    return None if store is None else store.with_name(store.name + LOCK_SUFFIX)
 
 
 def _alive(pid: int) -> bool:
@@ -130,36 +159,82 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def reap(study: Any, tracker: Any, max_retries: int) -> list[int]:
-    """Fail the trials of dead workers (this host's by pid, any host's by heartbeat)."""
+def _owner_gone(attrs: dict[str, Any]) -> bool:
+    """The trial's worker ran where this process can see its pid, and that pid is gone."""
+    host, _, rest = str(attrs.get("protolab.worker", "")).partition(":")
+    pid = rest.split(":", 1)[0]
+    scope = attrs.get("protolab.worker_scope")
+    local = scope == worker_scope() if scope else host == socket.gethostname()
+    return local and pid.isdigit() and not _alive(int(pid))
+
+
+def _claim(storage: Any, trial_id: int) -> bool:
+    """Fail a dead worker's trial; True for the one reaper that wins (others race it)."""
+    import optuna
+
+    try:  # the reason first: a finished trial takes no more attrs
+        storage.set_trial_user_attr(trial_id, "protolab.fail_reason", "worker died")
+        return bool(storage.set_trial_state_values(trial_id, optuna.trial.TrialState.FAIL))
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return False  # it finished meanwhile, or another worker reaped it first
+
+
+def _dead_trials(study: Any) -> list[int]:
+    """Trial ids whose worker is gone: by pid where visible, by heartbeat on RDB storages."""
     import optuna
 
     running = optuna.trial.TrialState.RUNNING
-    host = socket.gethostname()
-    before = {t.number for t in study.get_trials(deepcopy=False, states=(running,))}
-    reaped: list[int] = []
-    for t in study.get_trials(deepcopy=False, states=(running,)):
-        h, _, pid = str(t.user_attrs.get("protolab.worker", "")).rpartition(":")
-        if h == host and pid.isdigit() and not _alive(int(pid)):
-            study._storage.set_trial_user_attr(t._trial_id, "protolab.fail_reason", "worker died")
-            study.tell(t.number, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
-            reaped.append(t.number)
+    ids = [
+        t._trial_id
+        for t in study.get_trials(deepcopy=False, states=(running,))
+        if _owner_gone(t.user_attrs)
+    ]
     if optuna.storages._heartbeat.is_heartbeat_enabled(study._storage):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            optuna.storages.fail_stale_trials(study)
-        still = {t.number for t in study.get_trials(deepcopy=False, states=(running,))}
-        for n in sorted(before - still - set(reaped)):
-            trial = study.trials[n]
-            if trial.state == optuna.trial.TrialState.FAIL:
-                study._storage.set_trial_user_attr(
-                    trial._trial_id, "protolab.fail_reason", "worker died"
-                )
-                reaped.append(n)
-    for n in reaped:
-        tracker.fail_running_children(n, "worker died")
-        retry(study, study.trials[n], max_retries)
+        ids += [i for i in study._storage._get_stale_trial_ids(study._study_id) if i not in ids]
+    return ids
+
+
+def reap(study: Any, tracker: Any, max_retries: int) -> list[int]:
+    """Fail the trials of dead workers (by pid where visible, any host's by heartbeat),
+    end their MLflow runs FAILED and retry their configurations; the numbers reaped."""
+    reaped: list[int] = []
+    for trial_id in _dead_trials(study):
+        if _claim(study._storage, trial_id):
+            trial = study._storage.get_trial(trial_id)
+            tracker.fail_running_children(trial.number, "worker died")
+            retry(study, trial, max_retries)
+            reaped.append(trial.number)
     return reaped
+
+
+def tune_heartbeat(storage: Any, seconds: int) -> None:
+    """Beat every ``seconds`` on RDB storages; a trial silent for 4x that is reaped."""
+    if getattr(storage, "heartbeat_interval", None) is not None:
+        storage.heartbeat_interval, storage.grace_period = seconds, 4 * seconds
+
+
+def beat(study: Any, trial: Any) -> None:
+    """Record a heartbeat now (RDB): a worker dying before its thread starts is reaped too."""
+    import optuna
+
+    if optuna.storages._heartbeat.is_heartbeat_enabled(study._storage):
+        study._storage.record_heartbeat(trial._trial_id)
+
+
+def wait_for_others(study: Any, running: int) -> bool:
+    """With the study full but ``running`` trials still RUNNING elsewhere, wait a beat.
+
+    On RDB storages any of them may belong to a worker that died on another host: when its
+    heartbeat goes stale this worker reaps it and runs the retry. Elsewhere (no heartbeat)
+    the other workers' trials are theirs to finish: False, stop now.
+    """
+    import optuna
+
+    storage = study._storage
+    if not running or not optuna.storages._heartbeat.is_heartbeat_enabled(storage):
+        return False
+    time.sleep(min(float(storage.heartbeat_interval), 5.0))
+    return True
 
 
 def retry(study: Any, trial: Any, max_retries: int) -> bool:

@@ -229,6 +229,9 @@ def _run_mode(
     # One-off figures (compile, import, medians) at step 0: a point, not a curve's end.
     run.log_metrics({k: v for k, v in result.metrics.items() if k not in curves}, step=0)
     run.set_tags({f"{TAG.PREFIX}{k}": v for k, v in result.tags.items()})
+    from protolab.checkpoint import keep  # weights saved here, uploaded/pruned by the writer
+
+    keep(ctx, tracker, run, job, result, tags)
     run.end("COMPLETE")
     return result
 

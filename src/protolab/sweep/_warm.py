@@ -46,9 +46,9 @@ def _from_run(ctx: SweepContext, run_id: str) -> list[tuple[dict[str, Any], str]
 def _from_study(ctx: SweepContext, name: str) -> list[tuple[dict[str, Any], str]]:
     import optuna
 
-    from protolab.sweep._study import _journal_path, describe_storage, open_storage
+    from protolab._stores import describe_storage, journal_path, open_storage
 
-    journal = _journal_path(ctx.cfg.study.storage)
+    journal = journal_path(ctx.cfg.study.storage)
     fresh = journal is not None and not journal.is_file()  # opening would create it
     storage = None if fresh else open_storage(ctx.cfg.study.storage)
     names = [] if storage is None else optuna.get_all_study_names(storage)

@@ -161,8 +161,8 @@ def sweep(ctx: SweepContext, display: Display, warm_from: str | None = None) -> 
     """
     import optuna
 
+    from protolab._stores import default_storage_path, open_storage
     from protolab.config._checks import check_context
-    from protolab.sweep._study import default_storage_path, open_storage
     from protolab.tracking import open_tracker, wait_open
 
     check_context(ctx)  # hardware, metrics, store paths: exit 2 before any store is written
@@ -367,9 +367,9 @@ def best_params(ctx: SweepContext) -> dict[str, Any]:
     """The best finished trial's values, for ``protolab run --best``."""
     import optuna
 
-    from protolab.sweep._study import _journal_path, open_storage
+    from protolab._stores import journal_path, open_storage
 
-    journal = _journal_path(ctx.cfg.study.storage)
+    journal = journal_path(ctx.cfg.study.storage)
     if journal is not None and not journal.is_file():  # opening would create an empty one
         raise ConfigError(
             f"--best: study '{ctx.study_name}' does not exist yet ({journal} is absent); "

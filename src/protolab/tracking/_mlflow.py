@@ -9,12 +9,12 @@ process and nothing depends on global "active run" state.
 from __future__ import annotations
 
 import os
-import re
 import time
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from protolab._stores import default_tracking_uri, redact
 from protolab._tags import TAG
 
 __all__ = ["ChildRun", "Tracker", "default_tracking_uri", "open_tracker", "redact", "wait_open"]
@@ -23,20 +23,6 @@ _FLUSH_EVERY_S = 3.0
 _PARENT_TAG = "protolab.role"
 _MAX_BATCH = 1000  # MLflow's limit on metrics (and on all entities) per log_batch call
 _MAX_TAGS = 100  # ... and on tags per call
-
-
-def default_tracking_uri(cwd: Path | None = None) -> str:
-    """``$MLFLOW_TRACKING_URI``, else a SQLite store under ``./mlruns`` of the working dir."""
-    env = os.environ.get("MLFLOW_TRACKING_URI")
-    if env:
-        return env
-    root = (cwd or Path.cwd()) / "mlruns"
-    return f"sqlite:///{root / 'mlflow.db'}"
-
-
-def redact(text: str) -> str:
-    """Hide passwords in URLs (``postgresql://user:secret@host``) before anything logs them."""
-    return re.sub(r"(://[^:/@\s]+):[^@\s]*@", r"\1:***@", text)
 
 
 def open_tracker(ctx: Any, lock: Path | None = None, wait: bool = True) -> Any:

@@ -485,8 +485,11 @@ def family_view(metric: str) -> str:
 
 def write_study_notes(client: Any, experiment_id: str, parent_id: str, study: str) -> None:
     """Compute and write the parent run's params, metrics, description and the experiment note."""
+    import os
+
     from mlflow.entities import Metric, Param, RunTag
 
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     view = load_view(client, experiment_id, parent_id, study)
     comparisons = compare(view)
     parent = client.get_run(parent_id)

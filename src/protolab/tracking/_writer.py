@@ -207,6 +207,11 @@ class AsyncChildRun:
     def flush(self) -> None:
         self._tracker._send("flush", self._ref)
 
+    def call(self, fn: Any, *args: Any) -> None:
+        """Have the writer call ``fn(client, run_id, *args)`` (a module-level function) in
+        order with this run's writes, e.g. to upload a checkpoint."""
+        self._tracker._send("call", self._ref, fn, *args)
+
     def end(self, state: str, reason: str = "") -> None:
         if self.ended:
             return
@@ -269,6 +274,9 @@ def _loop(conn: Any) -> None:
             elif op in ("log_metrics", "set_tags", "log_texts", "flush"):
                 if ref in runs:  # a run whose creation failed: its error was reported
                     getattr(runs[ref], op)(*args)
+            elif op == "call":  # fn(client, run_id, *rest): an extension's writes
+                if ref in runs:
+                    args[0](tracker.client, runs[ref].run_id, *args[1:])
             elif op == "end":
                 tracker.end(*args)
             else:  # log_parent, log_parent_artifact, fail_running_children

@@ -1,0 +1,168 @@
+"""Store URLs in one place: which schemes are allowed, where local stores live, how a URL
+is shown (passwords redacted), checked (read-only, before anything is written) and opened.
+
+Two stores serve a study: Optuna's (``study.storage``: a journal file under ``mlruns/`` by
+default, or an RDB / Redis URL) and MLflow's (``tracking.uri``: SQLite under ``mlruns/`` by
+default, or a tracking server). Config validation, the sweep, locks, the report and ``ls``
+all read the same rules from here.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import sys
+import warnings
+from pathlib import Path
+from typing import Any
+
+from protolab.errors import StorageError
+
+__all__ = [
+    "STORAGE_SCHEMES",
+    "TRACKING_SCHEMES",
+    "check_storage_url",
+    "default_storage_path",
+    "default_tracking_uri",
+    "describe_storage",
+    "journal_path",
+    "local_store_file",
+    "open_storage",
+    "redact",
+    "scheme",
+]
+
+# URL schemes accepted for stores; reachability is checked when they are opened.
+STORAGE_SCHEMES = ("sqlite", "postgresql", "mysql", "oracle", "mssql", "redis")
+TRACKING_SCHEMES = ("sqlite", "http", "https", "file", "postgresql", "mysql", "mssql", "databricks")
+
+
+def scheme(url: str) -> str:
+    """``postgresql+psycopg://...`` -> ``postgresql``; a bare path -> ``""``."""
+    return url.split("://", 1)[0].split("+", 1)[0] if "://" in url else ""
+
+
+def redact(text: str) -> str:
+    """Hide passwords in URLs (``postgresql://user:secret@host``) before anything logs them."""
+    return re.sub(r"(://[^:/@\s]+):[^@\s]*@", r"\1:***@", text)
+
+
+def default_tracking_uri(cwd: Path | None = None) -> str:
+    """``$MLFLOW_TRACKING_URI``, else a SQLite store under ``./mlruns`` of the working dir."""
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env:
+        return env
+    root = (cwd or Path.cwd()) / "mlruns"
+    return f"sqlite:///{root / 'mlflow.db'}"
+
+
+def local_store_file(url: str | None, default: Path) -> Path | None:
+    """The local file behind a store URL (``None``: the default journal); None for servers."""
+    if url is None:
+        return default
+    if url.startswith("sqlite:///"):
+        return Path(url.removeprefix("sqlite:///"))
+    if url.endswith((".journal", ".log")):
+        return Path(url.removeprefix("journal://"))
+    return None
+
+
+def default_storage_path(cwd: Path | None = None) -> Path:
+    return (cwd or Path.cwd()) / "mlruns" / "optuna.journal"
+
+
+def describe_storage(url: str | None) -> str:
+    return redact(url) if url else str(default_storage_path())
+
+
+def journal_path(url: str | None) -> Path | None:
+    if url is None:
+        return default_storage_path()
+    if url.endswith((".journal", ".log")):
+        return Path(url.removeprefix("journal://"))
+    return None
+
+
+def check_storage_url(url: str | None) -> None:
+    """Refuse a study store that cannot work, before anything is written (read-only).
+
+    A local path must be a writable file location; ``sqlite://`` must name a file (alone
+    it is an in-memory store that forgets every trial); ``redis://`` needs its package.
+    """
+    import importlib.util
+
+    from protolab.config._checks import check_sqlite_file, check_store_path
+
+    journal = journal_path(url)
+    if journal is not None:
+        check_store_path(journal, "study.storage")
+        return
+    assert url is not None
+    scheme = url.split("://", 1)[0].split("+", 1)[0]
+    if scheme == "sqlite":
+        path = url.split(":///", 1)[1] if ":///" in url else ""
+        if not path or path == ":memory:":
+            raise StorageError(
+                f"study.storage: {describe_storage(url)!r} names no file (an in-memory store "
+                "forgets every trial); allowed: sqlite:///PATH/optuna.db"
+            )
+        check_store_path(Path(path), "study.storage")
+        check_sqlite_file(Path(path), "study.storage", "study store")
+    elif scheme == "redis" and importlib.util.find_spec("redis") is None:
+        raise StorageError(
+            f"study.storage: {describe_storage(url)!r} needs the redis package, which is not "
+            "installed; install it with: pip install redis"
+        )
+
+
+def open_storage(url: str | None) -> Any:
+    """An Optuna storage for ``study.storage``.
+
+    ``None`` is a journal file under ``mlruns/``: several times cheaper per trial than
+    SQLite and safe for several local worker processes (file locks). RDB URLs
+    (``sqlite:///``, ``postgresql://`` ...) and ``redis://`` journals serve many machines.
+    """
+    import optuna
+    from optuna.storages import JournalStorage
+    from optuna.storages.journal import JournalFileBackend
+
+    from protolab.sweep._doctor import check_journal
+
+    if url is None or url.endswith((".journal", ".log")):
+        path = default_storage_path() if url is None else Path(url.removeprefix("journal://"))
+        note = check_journal(path)  # a torn last line is cut; other damage: exit 2
+        if note:
+            print(f"note: {note}", file=sys.stderr)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        return JournalStorage(JournalFileBackend(str(path)))
+    scheme = url.split("://", 1)[0].split("+", 1)[0]
+    if scheme == "redis":
+        from optuna.storages.journal import JournalRedisBackend
+
+        try:
+            return JournalStorage(JournalRedisBackend(url))
+        except ImportError:
+            check_storage_url(url)
+            raise
+        except Exception as e:  # unreachable server
+            raise StorageError(
+                f"study.storage: cannot open {describe_storage(url)!r}: {type(e).__name__}: "
+                f"{describe_storage(str(e).strip()[:200])}"
+            ) from None
+    if scheme == "sqlite":
+        Path(url.split(":///", 1)[1]).parent.mkdir(parents=True, exist_ok=True)
+    try:
+        with warnings.catch_warnings():  # heartbeats are "experimental" but long stable
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            return optuna.storages.RDBStorage(url, heartbeat_interval=30, grace_period=120)
+    except ImportError:
+        raise StorageError(
+            f"study.storage: no database driver for {describe_storage(url)!r}; for PostgreSQL "
+            "install it with: pip install 'protolab[postgres]'"
+        ) from None
+    except Exception as e:  # unreachable server, bad credentials
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise StorageError(
+            f"study.storage: cannot open {describe_storage(url)!r}: {type(e).__name__}: "
+            f"{describe_storage(first)}"
+        ) from None

@@ -1,0 +1,28 @@
+"""Trained weights kept per trial (``tracking.checkpoints``), for ``protolab export``/``predict``.
+
+:func:`keep` is the sweep's hook (one call per finished job); the writer process uploads the
+checkpoint as the child run's ``checkpoint/`` artifacts and prunes the study to the policy.
+:func:`find_checkpoints` / :func:`download` read them back.
+"""
+
+from protolab.checkpoint._keep import keep
+from protolab.checkpoint._store import (
+    ARTIFACT,
+    CheckpointTrial,
+    download,
+    find_checkpoints,
+    keep_count,
+    ranked,
+    retain,
+)
+
+__all__ = [
+    "ARTIFACT",
+    "CheckpointTrial",
+    "download",
+    "find_checkpoints",
+    "keep",
+    "keep_count",
+    "ranked",
+    "retain",
+]
