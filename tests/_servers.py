@@ -30,8 +30,10 @@ def _pg_tool(name: str) -> str | None:
     return None
 
 
-def postgres(root: Path, password: str) -> Iterator[str]:
+def postgres(root: Path, password: str, databases: tuple[str, ...] = ()) -> Iterator[str]:
     """A throwaway PostgreSQL cluster; yields ``postgresql://protolab:PASSWORD@127.0.0.1:PORT/protolab``.
+
+    ``databases`` are created beside ``protolab`` with the same owner (swap the URL's last part).
 
     PostgreSQL refuses to run as root, so as root the cluster runs as the ``postgres`` user.
     """
@@ -60,6 +62,7 @@ def postgres(root: Path, password: str) -> Iterator[str]:
         sql = (
             f"CREATE USER protolab PASSWORD '{password}'; CREATE DATABASE protolab OWNER protolab;"
         )
+        sql += "".join(f"; CREATE DATABASE {name} OWNER protolab" for name in databases)
         for statement in sql.split("; "):
             subprocess.run([psql, "-h", "127.0.0.1", "-p", str(port), "-U", "postgres", "-c",
                             statement], env=env, **run)  # type: ignore[call-overload]  # fmt: skip
@@ -95,3 +98,26 @@ def mlflow_server(root: Path) -> Iterator[str]:
     finally:
         proc.terminate()
         proc.wait(timeout=30)
+
+
+def protolab_server(root: Path, store: str) -> Iterator[str]:
+    """``protolab server`` for real: MLflow over ``store``, artifacts served from ``root``."""
+    port = free_port()
+    log = open(root / "server.log", "wb")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "protolab.cli", "server", "--port", str(port),
+         "--artifacts", str(root / "artifacts")],
+        env={**os.environ, "MLFLOW_BACKEND_STORE_URI": store}, stdout=log, stderr=log,
+    )  # fmt: skip
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.time() + 300
+        while "ready after" not in (root / "server.log").read_text(errors="ignore"):
+            if proc.poll() is not None or time.time() > deadline:
+                raise RuntimeError((root / "server.log").read_text(errors="ignore")[-2000:])
+            time.sleep(0.3)
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=60)
+        log.close()

@@ -173,10 +173,11 @@ def test_printed_url_lands_on_the_runs_table_with_the_parent(page: Any, ui_urls:
 def test_parent_description_tells_the_verdict(page: Any, ui_urls: list[str]) -> None:
     parent = next(u for u in ui_urls if "/runs/" in u)
     page.goto(parent)
-    page.get_by_text(re.compile("per step than")).first.wait_for()
+    page.get_by_text(re.compile("per step")).first.wait_for()
     _close_assistant(page)
     text = page.inner_text("body")
-    assert re.search(r"keras \(static, XLA\) is [\d.]+x (faster|slower) per step", text), text
+    verdict = r"(keras \(static, XLA\) is [\d.]+x (faster|slower)|No clear difference) per step"
+    assert re.search(verdict, text), text
     assert "break-even steps" in text and "How to read this" in text
     heading = page.get_by_text(f"{STUDY}: lightning (dynamic, eager) vs keras (static, XLA)")
     heading.first.scroll_into_view_if_needed()
@@ -190,10 +191,11 @@ def test_child_run_page_charts_val_acc(page: Any, ui_urls: list[str]) -> None:
     page.goto(next(u for u in ui_urls if "/runs/" in u))
     page.get_by_role("link", name="t0-keras", exact=True).first.click()
     page.get_by_role("tab", name="Model metrics").first.click()
-    page.get_by_text("val/acc", exact=True).first.wait_for()
     _close_assistant(page)
-    page.wait_for_timeout(2000)  # the charts draw after their data arrive
-    assert page.locator(".js-plotly-plot, canvas, svg.main-svg").count() > 0
+    # Charts are grouped by prefix and drawn as they scroll into view; the search shows one.
+    page.get_by_placeholder("Search metric charts").fill("val/acc")
+    page.locator("[title='val/acc']").first.wait_for()
+    page.get_by_text("t0-keras (val/acc)").first.wait_for()  # the chart's legend: it is drawn
     page.screenshot(path=str(SHOTS / "child-charts.png"))
 
 

@@ -369,3 +369,36 @@ def test_a_swallowed_interrupt_is_raised_at_the_next_store_write() -> None:
         assert info.value.signum == signal.SIGINT
     finally:
         reset_interrupts()
+
+
+def test_a_message_to_the_writer_is_never_cut_and_cleanup_is_not_re_interrupted() -> None:
+    """``deferred`` (the tracking pipe's messages, cleanup writes) raises only a signal that
+    arrived inside it; one handled before does not interrupt the cleanup again."""
+    from protolab.sweep._lease import Interrupted, deferred, interrupt, reset_interrupts
+
+    reset_interrupts()
+    try:
+        with pytest.raises(Interrupted), deferred():
+            interrupt(signal.SIGINT)  # mid-message: held until the message is whole
+        with deferred():  # the cleanup after that interrupt: not raised again
+            pass
+    finally:
+        reset_interrupts()
+
+
+def test_a_second_ctrl_c_exits_after_the_write_in_progress() -> None:
+    """A hard exit inside a journal write would leave Optuna's lock file (30 s wait for the
+    next run): it waits for the write; outside one it is immediate."""
+    from protolab.sweep._lease import deferred, interrupt_again, reset_interrupts
+
+    exits: list[str] = []
+    reset_interrupts()
+    try:
+        with deferred():
+            interrupt_again(lambda: exits.append("exit"))
+            assert exits == []  # still inside the write
+        assert exits == ["exit"]
+        interrupt_again(lambda: exits.append("now"))
+        assert exits == ["exit", "now"]
+    finally:
+        reset_interrupts()

@@ -99,7 +99,7 @@ def test_parent_run_carries_config_metrics_and_description(study_dir: Path) -> N
     assert "### How to read this" in note
     # The experiment says what the study is and where to start.
     exp_note = exp.tags["mlflow.note.content"]
-    assert "Start here" in exp_note and parent.info.run_id in exp_note
+    assert exp_note.startswith("**Start here") and parent.info.run_id in exp_note
     view = json.loads(exp.tags["mlflow.sharedViewState.protolab-family"])
     assert view["groupBy"]["groupByKeys"] == [{"mode": "param", "groupByData": "family"}]
     assert "metrics.`val/acc`" in view["selectedColumns"]

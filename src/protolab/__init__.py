@@ -18,14 +18,25 @@ from protolab.errors import ProtolabError
 
 if TYPE_CHECKING:
     from protolab import layers
-    from protolab.arch import Arch
+    from protolab.arch import Arch, CustomLayer, layer
     from protolab.script import experiment
     from protolab.space import Space
 
-__all__ = ["Arch", "ProtolabError", "Space", "__version__", "experiment", "layers"]
+__all__ = [
+    "Arch",
+    "CustomLayer",
+    "ProtolabError",
+    "Space",
+    "__version__",
+    "experiment",
+    "layer",
+    "layers",
+]
 
 _LAZY = {
     "Arch": ("protolab.arch", "Arch"),
+    "CustomLayer": ("protolab.arch", "CustomLayer"),
+    "layer": ("protolab.arch", "layer"),
     "Space": ("protolab.space", "Space"),
     "experiment": ("protolab.script", "experiment"),
     "layers": ("protolab.layers", None),

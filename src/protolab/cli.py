@@ -103,6 +103,7 @@ def _quiet_frameworks() -> None:
     """
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # "View run at"
 
 
 @contextlib.contextmanager
@@ -115,18 +116,24 @@ def _interruptible() -> Iterator[None]:
     """
     import signal
 
-    from protolab.sweep._lease import Interrupted, interrupt, reset_interrupts
+    from protolab.sweep._lease import Interrupted, interrupt, interrupt_again, reset_interrupts
     from protolab.sweep._worker import SweepFailed
 
     reset_interrupts()
 
     def hard_exit(signum: int, frame: Any) -> None:
-        os.write(
-            2,
-            b"error: interrupted again: stopped at once; the trial in progress is left RUNNING "
-            b"and the next run of this command fails and retries it\n",
-        )
-        os._exit(128 + signum)
+        def now() -> None:
+            resume = " ".join(["protolab", *sys.argv[1:]])
+            os.write(
+                2,
+                "error: interrupted again: stopped at once. Left behind: the trial in progress, "
+                "RUNNING in the study until the next run of this command fails and retries it "
+                "(the tracking writer ends its MLflow runs); finished trials are saved. "
+                f"Resume with: {resume}\n".encode(),
+            )
+            os._exit(128 + signum)
+
+        interrupt_again(now)  # after the store write in progress: never half of one
 
     def on_signal(signum: int, frame: Any) -> None:
         signal.signal(signal.SIGINT, hard_exit)
@@ -375,6 +382,40 @@ def ui(
 
 
 @app.command()
+def server(
+    backend_store_uri: Annotated[
+        str | None,
+        typer.Option(
+            envvar="MLFLOW_BACKEND_STORE_URI",
+            help="The database: postgresql://USER:PASSWORD@HOST:5432/DB (or the env var).",
+        ),
+    ] = None,
+    artifacts: Annotated[
+        str, typer.Option(help="Where uploaded artifacts are kept (a folder, or s3://...).")
+    ] = "mlartifacts",
+    host: Annotated[
+        str, typer.Option(help="Interface to bind; 127.0.0.1 keeps it local, 0.0.0.0 for all.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to serve on (1-65535).")] = 5000,
+    workers: Annotated[int, typer.Option(min=1, help="Server worker processes.")] = 1,
+    allowed_hosts: Annotated[
+        str | None,
+        typer.Option(help="Host headers accepted (MLflow's --allowed-hosts): mlflow.lab:5000."),
+    ] = None,
+) -> None:
+    """A team's MLflow tracking server over a database, serving artifacts (docs/deploy.md)."""
+
+    def body() -> None:
+        from protolab.commands._server import serve
+
+        code = serve(backend_store_uri, artifacts, host, port, workers, allowed_hosts)
+        if code:
+            raise typer.Exit(code)
+
+    _guard(body)
+
+
+@app.command()
 def doctor(
     journal: Annotated[Path, typer.Argument(help="An Optuna journal file (e.g. my.journal).")],
 ) -> None:
@@ -423,6 +464,69 @@ def ls_(
         from protolab.commands._ls import list_studies
 
         list_studies(uri, storage)
+
+    _guard(body)
+
+
+@app.command(name="export")
+def export_(
+    study: Annotated[str, typer.Argument(help="A study name or its YAML config.")],
+    fmt: Annotated[
+        str,
+        typer.Option(
+            "--format", help="mlflow | savedmodel | pt2 | onnx | hub (what the mode writes)."
+        ),
+    ],
+    trial: Annotated[
+        int | None, typer.Option(help="Trial number (default: the study's best kept trial).")
+    ] = None,
+    backend: Annotated[
+        str | None, typer.Option(help="Mode of the trial (default: the first that writes it).")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="Folder (default: exports/STUDY/tN-BACKEND-FORMAT).")
+    ] = None,
+    name: Annotated[
+        str | None, typer.Option(help="Registered model name for mlflow (default: STUDY).")
+    ] = None,
+    uri: Annotated[str | None, typer.Option(help="Tracking URI (default: ./mlruns).")] = None,
+) -> None:
+    """Export a trial's kept weights: MLflow registry, SavedModel, torch.export, ONNX, hub."""
+
+    def body() -> None:
+        from protolab.commands._export import export_model
+
+        done = export_model(study, fmt, trial, backend, out, uri, name)
+        where = done.model_uri or str(done.path)
+        alias = " (alias champion)" if done.champion else ""
+        typer.echo(f"t{done.trial}-{done.backend} -> {fmt}: {where}{alias} in {done.seconds:.1f} s")
+        if done.note:
+            typer.echo(done.note)
+
+    _guard(body)
+
+
+@app.command()
+def predict(
+    model: Annotated[
+        str,
+        typer.Argument(
+            metavar="MODEL_OR_RUN",
+            help="An exported folder, models:/NAME@ALIAS, or a run id with a kept checkpoint.",
+        ),
+    ],
+    file: Annotated[Path, typer.Argument(help="An .npz with inputs x (and targets y).")],
+    out: Annotated[
+        Path | None, typer.Option(help="Write the outputs here (.npz: outputs, pred).")
+    ] = None,
+    uri: Annotated[str | None, typer.Option(help="Tracking URI (default: ./mlruns).")] = None,
+) -> None:
+    """Run a kept or exported model on FILE.npz: outputs, and accuracy/RMSE if it has y."""
+
+    def body() -> None:
+        from protolab.commands._predict import predict_file
+
+        typer.echo(predict_file(model, file, out, uri).summary())
 
     _guard(body)
 

@@ -13,6 +13,7 @@ lookups count 0: they are a small share of real models' compute and differ betwe
 from protolab.arch._activations import ACTIVATIONS, ALIASES, LEAKY_RELU_SLOPE
 from protolab.arch._arch import Arch, ArchInfo
 from protolab.arch._base import Layer, LayerRow, same_padding
+from protolab.arch._custom import CustomLayer, layer
 from protolab.arch._layers import (
     Activation,
     AvgPool,
@@ -42,6 +43,7 @@ __all__ = [
     "BatchNorm",
     "Conv1D",
     "Conv2D",
+    "CustomLayer",
     "Dense",
     "Dropout",
     "Embedding",
@@ -54,5 +56,6 @@ __all__ = [
     "Projection",
     "Residual",
     "SelfAttention",
+    "layer",
     "same_padding",
 ]

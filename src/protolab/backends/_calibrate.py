@@ -13,11 +13,23 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 from protolab.backends._base import Job
-from protolab.backends._registry import ALIASES, Family, family_members, get_backend
+from protolab.backends._registry import (
+    ALIASES,
+    Family,
+    backend_info,
+    backend_names,
+    family_members,
+    get_backend,
+)
+from protolab.errors import ArchError
 
-__all__ = ["Choice", "calibrate", "resolve"]
+if TYPE_CHECKING:
+    from protolab.arch import Arch
+
+__all__ = ["Choice", "calibrate", "check_buildable", "frameworks_for", "resolve"]
 
 _EPOCHS, _STEPS = 3, 20
 _CHOICES: dict[tuple[object, ...], Choice] = {}
@@ -57,7 +69,7 @@ def calibrate(
         job, train=dataclasses.replace(job.train, epochs=_EPOCHS, max_steps=_STEPS)
     )
     timings: dict[str, float] = {}
-    for name in family_members(family):
+    for name in family_members(family, frameworks_for(job.arch)):
         backend = get_backend(name)
         limit = backend.max_devices
         if limit is not None and job.hardware.devices > limit:
@@ -78,6 +90,37 @@ def calibrate(
         _CHOICES.pop(next(iter(_CHOICES)))
     _CHOICES[key] = choice
     return choice
+
+
+def frameworks_for(arch: Arch) -> tuple[str, ...]:
+    """The frameworks whose builders can make ``arch`` (custom layers may support one)."""
+    from protolab.arch._custom import FRAMEWORKS, unsupported
+
+    return tuple(f for f in FRAMEWORKS if not unsupported(arch.layers, f))
+
+
+def check_buildable(names: list[str], arch: Arch) -> None:
+    """Refuse, before anything runs, a mode whose framework cannot build one of the layers."""
+    from protolab.arch._custom import unsupported
+
+    can = frameworks_for(arch)
+    for name in names:
+        if name in ALIASES:
+            for family in ALIASES[name]:
+                if not family_members(family, can):
+                    raise ArchError(
+                        f"backends: {name}: no {family} mode can build this model (its custom "
+                        f"layers have builders for {', '.join(can) or 'no framework in common'})"
+                    )
+            continue
+        builds = backend_info(name).builds
+        if builds and builds not in can:
+            missing = unsupported(arch.layers, builds)
+            able = [n for n in backend_names() if backend_info(n).builds in can]
+            raise ArchError(
+                f"backends: {name} builds with {builds}, but {missing[0]!r} has no {builds}() "
+                f"builder; use backends that can: {', '.join(able) or 'none'}"
+            )
 
 
 def resolve(names: list[str], job: Job) -> list[tuple[str, Choice | None]]:

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from types import ModuleType
@@ -181,7 +182,9 @@ def load_trained(directory: Path) -> ExportableModel:
     module = export_module(name)
     if module is None or not hasattr(module, "load_checkpoint"):
         raise ValueError(f"backend {name!r} cannot load checkpoints (no export module)")
-    backend.load()  # the framework's process environment, before it is imported
+    for key, value in backend.env_defaults.items():  # the framework's process environment,
+        os.environ.setdefault(key, value)  # before it is imported (no training imports)
+    os.environ.update(backend.environ)
     loaded: ExportableModel = module.load_checkpoint(name, directory)
     return loaded
 

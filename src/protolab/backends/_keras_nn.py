@@ -39,6 +39,8 @@ from protolab.arch import (
 )
 from protolab.arch._arch import effective_dtype
 from protolab.arch._base import Shape
+from protolab.arch._custom import CustomLayer, counted_by
+from protolab.errors import ArchError
 
 __all__ = ["POLICY", "DropoutFactory", "build_keras", "count_params", "optimizer"]
 
@@ -95,6 +97,26 @@ def optimizer(name: str, lr: float, wd: float) -> keras.optimizers.Optimizer:
 def count_params(model: keras.Model) -> int:
     """Trainable weights: the convention ``Arch.infer`` and the torch build share."""
     return sum(math.prod(w.shape) for w in model.trainable_weights)
+
+
+def _custom(layer: CustomLayer, x: Any, shape: Shape, dtype: str) -> Any:
+    """The user's Keras builder, held to the parameter count the Arch reports."""
+    if "keras" not in layer.frameworks():
+        raise ArchError(
+            f"{layer!r} has no keras builder (it defines {', '.join(layer.frameworks())}): "
+            "run it on a mode of that framework, or add a keras() method"
+        )
+    built = layer.keras(shape)
+    out = built(x)
+    want = layer.trace(shape, dtype).params
+    got = sum(math.prod(w.shape) for w in built.trainable_weights)
+    if got != want:
+        raise ArchError(
+            f"{layer!r}: the keras builder makes {got} trainable parameters, but the "
+            f"{counted_by(layer, shape, dtype)} builder makes {want}; both builders must "
+            "make the same model"
+        )
+    return out
 
 
 class _Builder:
@@ -156,6 +178,8 @@ class _Builder:
                 return _L.GRU(units, return_sequences=seq, name=name)(x)
             case SelfAttention(heads=heads, key_dim=key_dim):
                 return _L.MultiHeadAttention(heads, key_dim, name=name)(x, x)
+            case CustomLayer():
+                return _custom(layer, x, shape, dtype)
         raise TypeError(f"no keras builder for {layer!r}")  # a new layer type without a builder
 
     def residual(self, layer: Residual, x: Any, shape: Shape, dtype: str, path: str) -> Any:

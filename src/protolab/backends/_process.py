@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -28,6 +29,8 @@ import numpy as np
 from protolab.backends._base import WORKER_ENV, Backend, EpochHook, Job, JobResult, Program
 
 __all__ = ["ProcessBackend", "RemoteModel"]
+
+EXPERIMENT_MODULE_PREFIX = "protolab_experiment_"  # how script/_loader names scripts
 
 
 class _Stop(Exception):
@@ -137,7 +140,7 @@ class ProcessBackend(Backend):
             if getattr(self, "_pending_load", False):
                 self._pending_load = False
                 self._reply()
-            send.send(("run", job))
+            send.send(("run", _dumps(job)))
             while True:
                 kind, value = recv.recv()
                 if kind != "epoch":
@@ -202,7 +205,7 @@ def _serve(backend: Backend, recv: Connection, send: Connection) -> None:
                 backend.load()
                 send.send(("ok", None))
             elif op == "run":
-                last = backend.run(arg, _relay(recv, send))
+                last = backend.run(pickle.loads(arg), _relay(recv, send))
                 model, last.model = last.model, None
                 send.send(("result", last))
                 last.model = model
@@ -225,7 +228,6 @@ def _serve(backend: Backend, recv: Connection, send: Connection) -> None:
 def _load_checkpoint(backend: Backend, name: str, directory: str) -> Any:
     """Rebuilt by the ``export`` module beside the backend's class (as the registry finds it)."""
     module = importlib.import_module(f"{type(backend).__module__}.export")
-    backend.load()
     return module.load_checkpoint(name, Path(directory))
 
 
@@ -249,9 +251,22 @@ def _relay(recv: Connection, send: Connection) -> EpochHook:
     return on_epoch
 
 
-def _picklable(e: BaseException) -> BaseException:
-    import pickle
+def _dumps(job: Job) -> bytes:
+    """The job, with classes from experiment scripts (custom layers) pickled by value.
 
+    The worker never executed the user's script, so a class defined there could not be
+    found by name; cloudpickle carries its definition instead.
+    """
+    import cloudpickle
+
+    for name, module in list(sys.modules.items()):
+        if name.startswith(EXPERIMENT_MODULE_PREFIX):
+            cloudpickle.register_pickle_by_value(module)
+    data: bytes = cloudpickle.dumps(job)
+    return data
+
+
+def _picklable(e: BaseException) -> BaseException:
     try:
         pickle.loads(pickle.dumps(e))
         return e

@@ -58,14 +58,22 @@ class BackendInfo:
     mode: str  # a few words for tables and the UI ("eager", "whole-epoch XLA" ...)
     eager: bool = False  # the reference every compiled mode's break-even is measured against
     calibrate: bool = True  # a candidate when an alias picks the family's fastest mode
+    builds: str = ""  # the framework whose builder makes its model (custom layers need it)
 
 
+_T, _K = "torch", "keras"
 _BUILTIN = (
-    BackendInfo("lightning", "protolab.backends.torch:EagerBackend", "dynamic", "eager", True),
-    BackendInfo("torch-compile", "protolab.backends.torch:CompiledBackend", "dynamic", "compiled"),
-    BackendInfo("tf-graph", "protolab.backends.tensorflow:GraphBackend", "static", "graph"),
-    BackendInfo("keras", "protolab.backends.tensorflow:XlaBackend", "static", "XLA"),
-    BackendInfo("jax", "protolab.backends.jax:JaxBackend", "static", "jit"),
+    BackendInfo(
+        "lightning", "protolab.backends.torch:EagerBackend", "dynamic", "eager", True, builds=_T
+    ),
+    BackendInfo(
+        "torch-compile", "protolab.backends.torch:CompiledBackend", "dynamic", "compiled", builds=_T
+    ),
+    BackendInfo(
+        "tf-graph", "protolab.backends.tensorflow:GraphBackend", "static", "graph", builds=_K
+    ),
+    BackendInfo("keras", "protolab.backends.tensorflow:XlaBackend", "static", "XLA", builds=_K),
+    BackendInfo("jax", "protolab.backends.jax:JaxBackend", "static", "jit", builds=_K),
 )
 _REGISTRY: dict[str, BackendInfo] = {b.name: b for b in _BUILTIN}
 _INSTANCES: dict[str, Backend] = {}
@@ -134,9 +142,15 @@ def check_backend_names(names: list[str]) -> None:
             )
 
 
-def family_members(family: Family) -> list[str]:
-    """The backends an alias may pick from for ``family``."""
-    return [n for n in backend_names() if _REGISTRY[n].family == family and _REGISTRY[n].calibrate]
+def family_members(family: Family, frameworks: tuple[str, ...] | None = None) -> list[str]:
+    """The backends an alias may pick from for ``family`` (that build with ``frameworks``)."""
+    return [
+        n
+        for n in backend_names()
+        if _REGISTRY[n].family == family
+        and _REGISTRY[n].calibrate
+        and (frameworks is None or not _REGISTRY[n].builds or _REGISTRY[n].builds in frameworks)
+    ]
 
 
 def expand_aliases(names: list[str]) -> list[str]:

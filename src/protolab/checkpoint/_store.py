@@ -216,5 +216,8 @@ def find_checkpoints(client: Any, experiment_id: str, study: str) -> dict[int, C
 
 def download(client: Any, run_id: str, destination: Path) -> Path:
     """A run's checkpoint folder, downloaded under ``destination``."""
+    import os
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     destination.mkdir(parents=True, exist_ok=True)
     return Path(client.download_artifacts(run_id, ARTIFACT, str(destination)))

@@ -166,6 +166,9 @@ class StudyConfig(_Strict):
     seed: int = Field(0, ge=0, le=2**32 - 1)  # seeds the sampler and every trial's training
     max_failures: int = Field(10, ge=1)  # stop after this many failed trials in a row
     max_retries: int = Field(2, ge=0)  # re-run a trial lost to a killed worker or an interrupt
+    # RDB storages (many hosts): each trial's worker beats this often; a trial silent for
+    # 4x as long is failed by another worker, its MLflow runs ended, its params retried
+    heartbeat_s: int = Field(30, ge=1, le=3600)
     # measure each configuration this many times on every backend, interleaved (tighter
     # speed-up intervals for one architecture; the objective is the first measurement's)
     repeat: int = Field(1, ge=1, le=100)

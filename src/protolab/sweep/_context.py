@@ -75,6 +75,16 @@ def sample_train(train: TrainConfig, space: Space) -> dict[str, Any]:
     return out
 
 
+def _check_buildable(cfg: Config, config_path: Path, script_path: Path, arch: Any) -> None:
+    """A custom layer with one builder runs on its framework's modes only: refuse the rest."""
+    from protolab.backends._calibrate import check_buildable
+
+    try:
+        check_buildable(list(cfg.backends), arch)
+    except ArchError as e:
+        raise ConfigError(f"{config_path}: {e} (in {script_path.name})") from None
+
+
 def check_devices(cfg: Config, config_path: Path) -> None:
     """A backend that trains fewer devices per trial than asked is refused up front.
 
@@ -110,9 +120,10 @@ def prepare(cfg: Config, config_path: Path, script_path: Path) -> SweepContext:
     exp = load_experiment(script_path)
     dataset = load_dataset(exp.data, base_dir=script_path.parent, seed=cfg.study.seed)
     dry, dry_train = Space(), Space(prefix="train.")
+    arch = None
     try:
         sample_train(cfg.train, dry_train)
-        exp.build(dry)
+        arch = exp.build(dry)
     except (ScriptError, SpaceError) as e:
         raise type(e)(f"{script_path}: {e}") from None
     except ArchError:
@@ -123,6 +134,8 @@ def prepare(cfg: Config, config_path: Path, script_path: Path) -> SweepContext:
         raise ScriptError(
             f"{_user_frame(e, script_path)}: experiment '{exp.name}' raised {type(e).__name__}: {e}"
         ) from None
+    if arch is not None:
+        _check_buildable(cfg, config_path, script_path, arch)
     metric, direction = exp.resolve_metric(dataset.metric)
     if cfg.study.objectives:
         objectives = tuple(

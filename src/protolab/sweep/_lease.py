@@ -11,10 +11,8 @@
 - **Local locks.** Several processes on one fresh local store must not race on table
   creation, parent-run creation or on asking for the trial that would exceed ``n_trials``:
   those steps run under an advisory file lock beside the store.
-- **Whole writes.** SIGINT/SIGTERM raise :class:`Interrupted` wherever the sweep is, so a
-  long epoch stops at once; but a store write cut in the middle (e.g. inside the journal's
-  lock dance) fails with an unrelated error that hides the interrupt. Writes run
-  :func:`shielded`: a signal arriving inside is raised as soon as the write is done.
+- **Whole writes.** SIGINT/SIGTERM raise :class:`Interrupted` wherever the sweep is, but
+  never inside a store write: writes run :func:`shielded` (see :mod:`protolab._signals`).
 """
 
 from __future__ import annotations
@@ -30,20 +28,32 @@ from pathlib import Path
 from typing import Any
 
 from protolab._lock import file_lock
+from protolab._signals import (
+    Interrupted,
+    deferred,
+    interrupt,
+    interrupt_again,
+    raise_if_interrupted,
+    reset_interrupts,
+    shielded,
+)
 
 __all__ = [
     "LOCK_SUFFIX",
     "RETRYABLE",
     "Interrupted",
     "beat",
+    "deferred",
     "file_lock",
     "interrupt",
+    "interrupt_again",
     "lock_path",
     "raise_if_interrupted",
     "reap",
     "reset_interrupts",
     "retry",
     "shielded",
+    "study_lock",
     "tune_heartbeat",
     "wait_for_others",
     "worker_attrs",
@@ -52,55 +62,7 @@ __all__ = [
 ]
 
 # Failure reasons that say nothing about the configuration: retry it.
-RETRYABLE = ("worker died", "interrupted")
-
-
-class Interrupted(KeyboardInterrupt):
-    """SIGINT or SIGTERM arrived; ``signum`` picks the exit code (130 or 143)."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signum)
-        self.signum = signum
-
-
-_shield_depth = 0
-# Every signal received in this sweep, kept until the sweep ends (see reset_interrupts).
-# A handler's exception can be swallowed: raised while a ``__del__``, a weakref or GC
-# callback runs, Python prints "Exception ignored" and carries on, and the sweep ran to its
-# end (exit 0). So the signal is also remembered here and raised again at the next
-# shielded() exit (every store write, every epoch report, every trial start).
-_received: list[int] = []
-
-
-def interrupt(signum: int) -> None:
-    """From a signal handler: raise :class:`Interrupted` now, or after the current write."""
-    _received.append(signum)
-    if _shield_depth:
-        return
-    raise Interrupted(signum)
-
-
-def reset_interrupts() -> None:
-    """Forget received signals (a new command in this process starts clean)."""
-    _received.clear()
-
-
-def raise_if_interrupted() -> None:
-    """Raise :class:`Interrupted` if a signal arrived (even one whose raise got swallowed)."""
-    if _received and not _shield_depth:
-        raise Interrupted(_received[0])
-
-
-@contextlib.contextmanager
-def shielded() -> Iterator[None]:
-    """Run a store write whole; an interrupt that arrives meanwhile is raised right after."""
-    global _shield_depth
-    _shield_depth += 1
-    try:
-        yield
-    finally:
-        _shield_depth -= 1
-    raise_if_interrupted()
+RETRYABLE = ("worker died", "interrupted", "store write failed")
 
 
 _TOKEN = uuid.uuid4().hex[:8]  # this process's: pids repeat across hosts and containers
@@ -207,6 +169,32 @@ def reap(study: Any, tracker: Any, max_retries: int) -> list[int]:
     return reaped
 
 
+@contextlib.contextmanager
+def study_lock(study: Any) -> Iterator[None]:
+    """On PostgreSQL, what :func:`file_lock` is on one host: count + ask, reap, enqueue
+    as one step across hosts (a transaction-level advisory lock per study).
+
+    A holder whose host vanished (no FIN ever arrives) is cut off by the server after
+    60 s idle in its transaction, so the lock cannot be lost for good. Elsewhere a no-op.
+    """
+    backend = getattr(study._storage, "_backend", study._storage)
+    engine = getattr(backend, "engine", None)
+    if engine is None or engine.dialect.name != "postgresql":
+        yield
+        return
+    import sqlalchemy
+
+    digest = hashlib.sha1(f"protolab:{study.study_name}".encode()).digest()
+    key = int.from_bytes(digest[:8], "big", signed=True)
+    with engine.connect() as conn:
+        conn.execute(sqlalchemy.text("SET LOCAL idle_in_transaction_session_timeout = '60s'"))
+        conn.execute(sqlalchemy.text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
+        try:
+            yield
+        finally:
+            conn.rollback()  # ends the transaction, which releases the lock
+
+
 def tune_heartbeat(storage: Any, seconds: int) -> None:
     """Beat every ``seconds`` on RDB storages; a trial silent for 4x that is reaped."""
     if getattr(storage, "heartbeat_interval", None) is not None:
@@ -233,7 +221,7 @@ def wait_for_others(study: Any, running: int) -> bool:
     storage = study._storage
     if not running or not optuna.storages._heartbeat.is_heartbeat_enabled(storage):
         return False
-    time.sleep(min(float(storage.heartbeat_interval), 5.0))
+    time.sleep(min(float(storage.get_heartbeat_interval() or 1), 5.0))
     return True
 
 

@@ -7,6 +7,8 @@ several workers on one study stop together at exactly ``n_trials``.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import os
 import time
 import warnings
@@ -17,10 +19,11 @@ from typing import Any
 from protolab.errors import ConfigError, ProtolabError, StorageError
 from protolab.sweep import _lease
 from protolab.sweep._context import SweepContext
-from protolab.sweep._lease import Interrupted, shielded
+from protolab.sweep._lease import Interrupted, deferred, shielded
 from protolab.sweep._run import fail_reason, run_once
 from protolab.sweep._warm import warm_start_params
 from protolab.tracking._types import Display, Tracker
+from protolab.tracking._writer import StoreWriteError
 
 __all__ = ["Interrupted", "SweepFailed", "SweepSummary", "sweep"]
 
@@ -30,11 +33,17 @@ _LINEAGE_ATTRS = (
     "protolab.attempt",
     "protolab.parent_trial",
     "protolab.enqueued",
+    "protolab.worker",
+    "protolab.cuda_visible_devices",
 )
 
 
 class SweepFailed(ProtolabError):
     """Too many trials failed in a row: the experiment, not the search, needs fixing."""
+
+
+# A trial that raised one of these failed on the machine's disk, not on the model.
+_DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}
 
 
 _KEY_METRICS = ("time/step_ms", "time/compile_s", "time/first_step_s", "time/trial_s")
@@ -179,6 +188,7 @@ def sweep(ctx: SweepContext, display: Display, warm_from: str | None = None) -> 
         if tracking_lock is None:
             tracker = open_tracker(ctx)
         storage = open_storage(cfg.storage)
+        _lease.tune_heartbeat(storage, cfg.heartbeat_s)
         _check_existing(ctx, storage)  # a study that cannot be resumed as configured: exit 2
         if tracking_lock is not None:  # a fresh local store: one process creates it
             tracker = open_tracker(ctx, lock=tracking_lock, wait=False)
@@ -189,27 +199,54 @@ def sweep(ctx: SweepContext, display: Display, warm_from: str | None = None) -> 
         raise StorageError(f"{ctx.config_path}: {e}") from None
     with _lease.file_lock(lock):
         study = open_study(ctx, storage, display)
-        _lease.reap(study, tracker, cfg.max_retries)
-        for params, label in warm:  # skip_if_exists: rerunning the command adds nothing
-            study.enqueue_trial(
-                params, user_attrs={"protolab.enqueued": label}, skip_if_exists=True
-            )
+        with _lease.study_lock(study):  # across hosts, on PostgreSQL
+            _lease.reap(study, tracker, cfg.max_retries)
+            for params, label in warm:  # skip_if_exists: rerunning the command adds nothing
+                study.enqueue_trial(
+                    params, user_attrs={"protolab.enqueued": label}, skip_if_exists=True
+                )
     summary = SweepSummary(ctx.study_name, ctx.metric, ctx.direction)
-    status = "FINISHED"
+    status, failing = "FINISHED", True
     display.start(ctx, study)
     try:
         _loop(ctx, study, tracker, display, summary, job_seconds, lock, t_start)
+        failing = False
     except KeyboardInterrupt:
         status = "KILLED"
         raise
+    except StoreWriteError:
+        status = "FAILED"
+        raise
+    except (OSError, optuna.exceptions.StorageInternalError) as e:  # an Optuna write failed
+        status = "FAILED"
+        raise StoreWriteError(f"study.storage: a write failed: {fail_reason(e)}") from None
     finally:
         display.stop()
         summary.wall_s = time.perf_counter() - t_start
         summary.train_s = sum(job_seconds)
-        _summarise(study, summary)
-        tracker.log_parent(_sweep_metrics(summary), {"protolab.direction": ctx.direction})
-        tracker.end(status)
+        _finish(study, tracker, summary, ctx.direction, status, failing)
     return summary
+
+
+def _finish(
+    study: Any, tracker: Tracker, summary: SweepSummary, direction: str, status: str, failing: bool
+) -> None:
+    """Sweep totals to the parent run, then end it (every write landed, or one error).
+
+    While another error propagates (an interrupt, a failed write), this one's own errors
+    are dropped: the user gets the first, once.
+    """
+    try:
+        _summarise(study, summary)
+        tracker.log_parent(_sweep_metrics(summary), {"protolab.direction": direction})
+    except Exception:
+        if not failing:
+            raise
+    try:
+        tracker.end(status)
+    except StoreWriteError:
+        if not failing:
+            raise
 
 
 def _load_backends(names: Sequence[str]) -> float:
@@ -257,19 +294,11 @@ def _loop(
             display.note("the grid is exhausted: every combination has run")
             return
         # count + ask atomically (never more than n_trials), and whole (see shielded)
-        with _lease.file_lock(lock), shielded():
-            active = study.get_trials(
-                deepcopy=False, states=(State.COMPLETE, State.PRUNED, State.RUNNING)
-            )
-            if len(active) >= cfg.n_trials:
-                return
-            with warnings.catch_warnings():  # we run Optuna's heartbeat thread ourselves
-                warnings.filterwarnings("ignore", message="Heartbeat of storage")
-                trial = study.ask()
-            trial.set_user_attr("protolab.worker", _lease.worker_id())
-            trial.set_user_attr("protolab.script_hash", ctx.script_hash)
-        summary.started_here += 1
-        display.trial_started(trial.number)
+        trial, running = _ask_whole(ctx, study, tracker, lock)
+        if trial is None:
+            if _lease.wait_for_others(study, running):  # one may be dead on another host
+                continue
+            return
 
         def report(value: float, epoch: int, trial: Any = trial) -> None:
             with shielded():
@@ -280,7 +309,9 @@ def _loop(
                 raise optuna.TrialPruned(f"pruned after epoch {epoch}")
 
         tags = {k: str(v) for k, v in trial.user_attrs.items() if k in _LINEAGE_ATTRS}
-        try:
+        try:  # from here on, an interrupt fails this trial (retried), never leaves it RUNNING
+            summary.started_here += 1
+            display.trial_started(trial.number)
             with _lease.heartbeat(study, trial):
                 out = run_once(
                     ctx,
@@ -298,11 +329,12 @@ def _loop(
             display.trial_finished(trial.number, "PRUNED", None, str(e))
             failed_in_a_row = 0
         except KeyboardInterrupt:
-            trial.set_user_attr("protolab.fail_reason", "interrupted")
-            frozen = study.tell(trial, state=State.FAIL)
-            _lease.retry(study, frozen, cfg.max_retries)
+            with deferred():  # a second Ctrl-C exits after this write, not inside it
+                _tell_failed(study, trial, "interrupted", cfg.max_retries)
             raise
         except Exception as e:
+            if _store_failed(e):  # the disk or a store, not the model: stop, retry it later
+                _stop_on_store_failure(study, trial, tracker, e, cfg.max_retries)
             failed_in_a_row += 1
             last_reason = fail_reason(e)
             with shielded():
@@ -311,19 +343,98 @@ def _loop(
             display.trial_finished(trial.number, "FAIL", None, last_reason)
         else:
             failed_in_a_row = 0
-            metrics = {
-                b: {k: r.metrics[k] for k in (*_KEY_METRICS, ctx.metric) if k in r.metrics}
-                for b, r in out.results.items()
-            }
-            with shielded():
-                trial.set_user_attr("protolab.metrics", metrics)
-                for key, value in out.constraints.items():
-                    trial.set_constraint(key, value)
-                study.tell(trial, out.values if ctx.multi_objective else out.value)
+            with shielded():  # done work is kept: an interrupt waits for the tell
+                _tell_complete(ctx, study, trial, tracker, out)
             feasible = all(v <= 0 for v in out.constraints.values())
             display.trial_finished(
                 trial.number, "COMPLETE", out.value, "" if feasible else "infeasible", feasible
             )
+
+
+def _ask_whole(ctx: SweepContext, study: Any, tracker: Tracker, lock: Any) -> tuple[Any, int]:
+    """:func:`_ask` under the store lock, never cut; an interrupt meanwhile is raised after
+    it, and fails the new trial (retried) rather than leaving it RUNNING."""
+    trial = None
+    try:
+        with _lease.file_lock(lock), _lease.study_lock(study), shielded():
+            trial, running = _ask(ctx, study, tracker)
+    except KeyboardInterrupt:
+        if trial is not None:
+            with deferred():
+                _tell_failed(study, trial, "interrupted", ctx.cfg.study.max_retries)
+        raise
+    return trial, running
+
+
+def _tell_complete(ctx: SweepContext, study: Any, trial: Any, tracker: Tracker, out: Any) -> None:
+    """COMPLETE only once the trial's MLflow runs are written (ended, flushed); a write that
+    failed fails the trial instead (retried by the next run) and stops the sweep."""
+    sync = getattr(tracker, "sync", None)  # the writer process's tracker; inline: no-op
+    if sync is not None:
+        try:
+            sync()
+        except StoreWriteError as e:
+            _stop_on_store_failure(study, trial, tracker, e, ctx.cfg.study.max_retries)
+    metrics = {
+        b: {k: r.metrics[k] for k in (*_KEY_METRICS, ctx.metric) if k in r.metrics}
+        for b, r in out.results.items()
+    }
+    trial.set_user_attr("protolab.metrics", metrics)
+    for key, value in out.constraints.items():
+        trial.set_constraint(key, value)
+    study.tell(trial, out.values if ctx.multi_objective else out.value)
+
+
+def _store_failed(e: BaseException) -> bool:
+    """A trial's error that is the store's or the disk's (full, gone, read-only)."""
+    if isinstance(e, StoreWriteError):
+        return True
+    return isinstance(e, OSError) and e.errno in _DISK_ERRNOS
+
+
+def _tell_failed(study: Any, trial: Any, reason: str, max_retries: int) -> None:
+    """Fail ``trial`` for a reason that is not the model's, and enqueue it again."""
+    import optuna
+
+    trial.set_user_attr("protolab.fail_reason", reason)
+    frozen = study.tell(trial, state=optuna.trial.TrialState.FAIL)
+    _lease.retry(study, frozen, max_retries)
+
+
+def _stop_on_store_failure(
+    study: Any, trial: Any, tracker: Tracker, e: BaseException, max_retries: int
+) -> None:
+    """Fail the trial (best effort: that store may be the one that failed) and raise the
+    one error that stops the sweep (exit 1)."""
+    cause = str(e) if isinstance(e, StoreWriteError) else fail_reason(e)
+    with contextlib.suppress(Exception):
+        _tell_failed(study, trial, f"store write failed: {cause}"[:500], max_retries)
+    with contextlib.suppress(Exception):
+        tracker.fail_running_children(trial.number, "store write failed")
+    raise StoreWriteError(
+        f"{cause}; stopped after trial {trial.number}: every trial finished before it is "
+        "kept, and this one is retried when the command is rerun"
+    ) from None
+
+
+def _ask(ctx: SweepContext, study: Any, tracker: Tracker) -> tuple[Any, int]:
+    """Reap dead workers' trials, then a new trial, or (None, trials still RUNNING) when
+    the study is full. Call under the store lock: count and ask are one step."""
+    import optuna
+
+    State = optuna.trial.TrialState
+    _lease.reap(study, tracker, ctx.cfg.study.max_retries)  # a worker gone mid-study
+    active = study.get_trials(deepcopy=False, states=(State.COMPLETE, State.PRUNED, State.RUNNING))
+    if len(active) >= ctx.cfg.study.n_trials:
+        return None, sum(t.state == State.RUNNING for t in active)
+    with warnings.catch_warnings():  # we run Optuna's heartbeat thread ourselves
+        warnings.filterwarnings("ignore", message="Heartbeat of storage")
+        trial = study.ask()
+    _lease.beat(study, trial)
+    for key, value in _lease.worker_attrs().items():
+        trial.set_user_attr(key, value)
+    trial.set_user_attr("protolab.script_hash", ctx.script_hash)
+    return trial, 0
 
 
 def _sweep_metrics(summary: SweepSummary) -> dict[str, float]:

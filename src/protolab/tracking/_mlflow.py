@@ -40,6 +40,8 @@ def open_tracker(ctx: Any, lock: Path | None = None, wait: bool = True) -> Any:
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
     experiment = ctx.cfg.tracking.experiment or ctx.study_name
+    # where the URI came from: what the message names (the user fixes that one)
+    where = "tracking.uri" if ctx.cfg.tracking.uri else _env_or_field()
     writer = None
     try:
         if os.environ.get("PROTOLAB_TRACKING", "") == "inline":
@@ -51,25 +53,31 @@ def open_tracker(ctx: Any, lock: Path | None = None, wait: bool = True) -> Any:
 
         writer = take_writer()
         tracker = AsyncTracker(writer, uri, experiment, ctx.study_name, lock)
-        return tracker.wait_open() if wait else _Opening(tracker, writer, uri)
+        return tracker.wait_open() if wait else _Opening(tracker, writer, uri, where)
     except Exception as e:
         if writer is not None:
             writer.close()
-        raise _open_error(uri, e) from None
+        raise _open_error(uri, e, where) from None
+
+
+def _env_or_field() -> str:
+    if os.environ.get("MLFLOW_TRACKING_URI"):
+        return "$MLFLOW_TRACKING_URI (from the environment; tracking.uri is not set)"
+    return "tracking.uri"
 
 
 class _Opening:
     """A tracker whose store is still opening; :meth:`wait` gives it (or a StorageError)."""
 
-    def __init__(self, tracker: Any, writer: Any, uri: str) -> None:
-        self.tracker, self.writer, self.uri = tracker, writer, uri
+    def __init__(self, tracker: Any, writer: Any, uri: str, where: str) -> None:
+        self.tracker, self.writer, self.uri, self.where = tracker, writer, uri, where
 
     def wait(self) -> Any:
         try:
             return self.tracker.wait_open()
         except Exception as e:
             self.writer.close()
-            raise _open_error(self.uri, e) from None
+            raise _open_error(self.uri, e, self.where) from None
 
 
 def wait_open(tracker: Any) -> Any:
@@ -77,14 +85,14 @@ def wait_open(tracker: Any) -> Any:
     return tracker.wait() if isinstance(tracker, _Opening) else tracker
 
 
-def _open_error(uri: str, e: Exception) -> Exception:
+def _open_error(uri: str, e: Exception, where: str = "tracking.uri") -> Exception:
     from protolab.errors import StorageError
 
     text = str(e).strip()
     first = text.splitlines()[0] if text else ""
     # The writer's errors already read "Type: message"; local ones get their type here.
     kind = "" if type(e).__name__ == "_WriterError" else f"{type(e).__name__}: "
-    return StorageError(f"tracking.uri: cannot open {redact(uri)!r}: {kind}{redact(first)[:300]}")
+    return StorageError(f"{where}: cannot open {redact(uri)!r}: {kind}{redact(first)[:300]}")
 
 
 def _artifact_root(uri: str) -> str | None:

@@ -45,6 +45,7 @@ _PLOTS_DIR = "report"
 # with ``?viewStateShareKey=protolab-family``: runs grouped by family, the comparison's
 # columns shown. MLflow's UI reads the tag's JSON as it reads a view its Share button saved.
 FAMILY_VIEW = "protolab-family"
+_KEY_PLOTS = ("break_even", "step_ratios", "pareto")  # the report's plots the description shows
 _SHARED_VIEW_TAG = (
     "mlflow.sharedViewState."  # where ``protolab report`` logs its PNGs on the parent run
 )
@@ -61,6 +62,7 @@ class Comparison:
     high: float | None
     n_pairs: int
     break_even: float | None  # median steps; None = never pays back
+    n_never: int  # pairs in which it never pays back (not faster per step)
     steps_trained: float | None  # median train/steps of this backend's runs
     compile_s: float | None  # median time/compile_s of this backend's runs
 
@@ -110,50 +112,41 @@ def _speedup(ratios: Sequence[tuple[float, float]]) -> tuple[float, float | None
 
 def compare(view: StudyView) -> list[Comparison]:
     """Each non-reference backend against the reference, over their common pairs."""
-    from protolab.report._compare import break_even_steps
-
     if len(view.backends) < 2:
         return []
-    ref = view.backends[0]
-    out = []
-    for other in view.backends[1:]:
-        both = [p for p in _pairs(view).values() if ref in p and other in p]
-        rows = []
-        for p in both:
-            a, b = p[ref], p[other]
-            need = [_metric(r, k) for r in (a, b) for k in ("time/step_ms", "time/first_step_s")]
-            if all(v is not None and v > 0 for v in need):
-                rows.append((a, b))
-        if not rows:
-            continue
-        ratios = [
-            (_metric(a, "time/step_ms") or 0, _metric(b, "time/step_ms") or 0) for a, b in rows
-        ]
-        speedup, low, high = _speedup(ratios)
-        evens = [
-            break_even_steps(
-                _metric(a, "time/first_step_s") or 0.0,
-                _metric(b, "time/first_step_s") or 0.0,
-                _metric(a, "time/step_ms") or 0.0,
-                _metric(b, "time/step_ms") or 0.0,
-            )
-            for a, b in rows
-        ]
-        median_even = statistics.median(math.inf if e is None else e for e in evens)
-        out.append(
-            Comparison(
-                backend=other,
-                reference=ref,
-                speedup=speedup,
-                low=low,
-                high=high,
-                n_pairs=len(rows),
-                break_even=None if math.isinf(median_even) else median_even,
-                steps_trained=_median([_metric(b, "train/steps") for _, b in rows]),
-                compile_s=_median([_metric(b, "time/compile_s") for _, b in rows]),
-            )
-        )
-    return out
+    found = (_compare_one(view, view.backends[0], other) for other in view.backends[1:])
+    return [c for c in found if c is not None]
+
+
+def _compare_one(view: StudyView, ref: str, other: str) -> Comparison | None:
+    from protolab.report._compare import break_even_steps
+
+    keys = ("time/first_step_s", "time/step_ms")
+    rows: list[tuple[tuple[float, float], tuple[float, float]]] = []
+    for p in _pairs(view).values():
+        if ref in p and other in p:
+            a = tuple(_metric(p[ref], k) for k in keys)
+            b = tuple(_metric(p[other], k) for k in keys)
+            if all(v is not None and v > 0 for v in (*a, *b)):
+                rows.append((a, b))  # type: ignore[arg-type]  # checked: no None left
+    if not rows:
+        return None
+    speedup, low, high = _speedup([(a[1], b[1]) for a, b in rows])
+    evens = [break_even_steps(a[0], b[0], a[1], b[1]) for a, b in rows]
+    median_even = statistics.median(math.inf if e is None else e for e in evens)
+    runs = [p[other] for p in _pairs(view).values() if ref in p and other in p]
+    return Comparison(
+        backend=other,
+        reference=ref,
+        speedup=speedup,
+        low=low,
+        high=high,
+        n_pairs=len(rows),
+        break_even=None if math.isinf(median_even) else median_even,
+        n_never=sum(e is None for e in evens),
+        steps_trained=_median([_metric(r, "train/steps") for r in runs]),
+        compile_s=_median([_metric(r, "time/compile_s") for r in runs]),
+    )
 
 
 def _order(runs: Sequence[Any]) -> list[str]:
@@ -284,7 +277,12 @@ def headline(view: StudyView, c: Comparison) -> str:
         speed = f"**{a} is {_x(c.speedup)} faster per step than {b}** ({ci}{pairs})."
     else:
         speed = f"**{a} is {_x(1 / c.speedup)} slower per step than {b}** ({ci}{pairs})."
-    if c.break_even is None:
+    if c.break_even is None and c.n_never < c.n_pairs:
+        pays = (
+            f"In {c.n_never} of {c.n_pairs} pairs it is not faster per step, so at the median "
+            "its extra time to first step never pays back."
+        )
+    elif c.break_even is None:
         pays = (
             "Its extra time to first step never pays back: "
             f"per step it is not faster than {c.reference}."
@@ -357,11 +355,15 @@ def _plots(client: Any, parent_id: str) -> list[str]:
         files = client.list_artifacts(parent_id, _PLOTS_DIR)
     except Exception:  # no report yet, or a store that cannot list
         return []
+    pngs = {Path(f.path).stem: f.path for f in files if f.path.endswith(".png")}
+    shown = [n for n in _KEY_PLOTS if n in pngs] or sorted(pngs)[:2]
     out = []
-    for f in sorted(files, key=lambda f: f.path):
-        if f.path.endswith(".png"):
-            src = f"get-artifact?path={quote(f.path, safe='')}&run_uuid={parent_id}"
-            out.append(f"![{Path(f.path).stem}]({src})")
+    for name in shown:
+        src = f"get-artifact?path={quote(pngs[name], safe='')}&run_uuid={parent_id}"
+        out.append(f"![{name}]({src})")
+    rest = sorted(set(pngs) - set(shown))
+    if rest:
+        out.append(f"More in this run's artifacts, `{_PLOTS_DIR}/`: " + ", ".join(rest) + ".")
     return out
 
 
@@ -424,18 +426,17 @@ def _how_to_read(view: StudyView) -> list[str]:
 
 
 def experiment_note(view: StudyView, experiment_id: str, parent_id: str) -> str:
-    """The experiment's note: what the study is, where to start."""
+    """The experiment's note: where to start (its first line shows above the runs table)."""
     backends = ", ".join(_label(view, b) for b in view.backends) or "none yet"
     goal = "maximise" if view.maximize else "minimise"
+    link = f"#/experiments/{experiment_id}/runs/{parent_id}?{ML_MODE}"
     return (
-        f"**protolab study `{view.study}`**: an Optuna search over an experiment's "
-        f"architecture, each trial trained on {backends} to {goal} `{view.metric}`.\n\n"
-        f"**Start here:** the parent run `{view.study}` "
-        f"([open it](#/experiments/{experiment_id}/runs/{parent_id}?{ML_MODE})): its "
-        "description says which backend is faster for this model and when the compile "
-        "pays back, with the pair table.\n\n"
-        "Expand it for one child run per trial and backend; *Group by* → `family` puts "
-        "dynamic and static side by side. Metrics: `time/*` (cost), `val/*` (quality), "
+        f"**Start here: the parent run [`{view.study}`]({link})** says which backend is "
+        "faster for this model and when the compile pays back, with the pair table.\n\n"
+        f"protolab study `{view.study}`: an Optuna search over an experiment's architecture, "
+        f"each trial trained on {backends} to {goal} `{view.metric}`. Expand the parent run "
+        "for one child run per trial and backend; *Group by* → `family` puts dynamic and "
+        "static side by side. Metrics: `time/*` (cost), `val/*` (quality), "
         "`throughput/*`, `memory/*`, `perf/*`.\n"
     )
 

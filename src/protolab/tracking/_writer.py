@@ -8,9 +8,13 @@ starts (:func:`start_writer`) and imports MLflow while the config and the experi
 
 - Order: one pipe, one writer: calls happen in the order the sweep made them.
 - Errors: opening the store is synchronous, so a bad or unreachable URI still fails before
-  anything runs. A later failed write is printed by the writer and raised (StorageError)
-  from the sweep's next :meth:`AsyncTracker.child`, so the next trial fails with the reason
-  rather than running untracked.
+  anything runs. A later failed write (disk full, store gone, permissions) is kept by the
+  writer, not printed, and raised as :class:`StoreWriteError` (exit 1) by the sweep's next
+  :meth:`AsyncTracker.sync` (before a trial is told COMPLETE: no COMPLETE trial lacks its
+  runs), :meth:`AsyncTracker.child` or :meth:`AsyncTracker.end`: the sweep stops with one
+  message.
+- Signals: each message goes down the pipe whole (:func:`~protolab._signals.deferred`),
+  and a reply is awaited interruptibly, so a Ctrl-C never leaves half a message behind.
 - Exit: :meth:`AsyncTracker.end` waits until every write is done. If the sweep process dies
   (kill -9), the writer sees its pipe close, ends the child runs it still has open as
   FAILED ("worker died") and exits. It ignores SIGINT and SIGTERM: a Ctrl-C reaches the
@@ -25,12 +29,19 @@ import atexit
 import contextlib
 import os
 import signal
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["AsyncChildRun", "AsyncTracker", "start_writer"]
+from protolab._signals import deferred
+from protolab.errors import ProtolabError
+
+__all__ = ["AsyncChildRun", "AsyncTracker", "StoreWriteError", "start_writer"]
+
+
+class StoreWriteError(ProtolabError):
+    """A write to a store failed mid-sweep (disk full, store gone, permissions): exit 1."""
+
 
 _started: _Writer | None = None  # launched by start_writer(), until open_tracker takes it
 
@@ -70,15 +81,19 @@ class _Writer:
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, before)
         child_conn.close()
-        # At interpreter exit, close our end first: the writer ignores SIGTERM (so the
-        # multiprocessing atexit hook's terminate() would not stop it) but exits on EOF.
+        # The interpreter's exit does not wait for it (multiprocessing's exit hook joins its
+        # children): an interrupted command would wait seconds for a writer still importing
+        # MLflow or creating a fresh store. It exits by itself on EOF (our end closes, here
+        # or by the OS), ending what it opened; close() joins it when the command ends well.
+        mp.process._children.discard(self.proc)  # type: ignore[attr-defined]
         atexit.register(self.conn.close)
 
     def alive(self) -> bool:
         return self.proc.is_alive()
 
     def send(self, op: str, ref: int, *args: Any) -> None:
-        self.conn.send((op, ref, args, False))
+        with deferred():  # whole messages only: half of one would garble every later one
+            self.conn.send((op, ref, args, False))
 
     def call(self, op: str, ref: int, *args: Any) -> Any:
         """Send and wait for the reply."""
@@ -87,12 +102,19 @@ class _Writer:
 
     def request(self, op: str, ref: int, *args: Any) -> None:
         """Send a call whose reply :meth:`reply` collects later (calls in between are fine)."""
-        self.conn.send((op, ref, args, True))
+        with deferred():
+            self.conn.send((op, ref, args, True))
+
+    def _recv(self) -> Any:
+        """The next message: waited for interruptibly (nothing read yet), read whole."""
+        self.conn.poll(None)
+        with deferred():
+            return self.conn.recv()
 
     def reply(self) -> Any:
         """The oldest outstanding call's result; a failed call raises _WriterError."""
         while True:
-            kind, payload = self.conn.recv()
+            kind, payload = self._recv()
             if kind == "async-error":
                 continue  # already printed by the writer; the caller asked for this reply
             if kind == "error":
@@ -103,7 +125,7 @@ class _Writer:
         """The first write error reported since the last check, if any."""
         first = None
         while self.conn.poll():
-            kind, payload = self.conn.recv()
+            kind, payload = self._recv()
             if kind == "async-error" and first is None:
                 first = payload
         return first
@@ -149,17 +171,13 @@ class AsyncTracker:
         try:
             self._writer.send(op, ref, *args)
         except OSError as e:  # the writer is gone: say so where the sweep can act on it
-            from protolab.errors import StorageError
-
-            raise StorageError(f"tracking: the MLflow writer process exited ({e})") from None
+            raise self._failed(f"the MLflow writer process exited ({e})") from None
 
     def child(self, name: str, tags: Mapping[str, str], params: Mapping[str, Any]) -> AsyncChildRun:
-        from protolab.errors import StorageError
-
         self.wait_open()
         error = self._writer.pending_error()
         if error is not None:
-            raise StorageError(f"tracking.uri {self.uri!r}: a write failed: {error}")
+            raise self._failed(error)
         self._next_ref += 1
         self._send("child", self._next_ref, name, dict(tags), dict(params))
         return AsyncChildRun(self, self._next_ref)
@@ -173,15 +191,37 @@ class AsyncTracker:
     def fail_running_children(self, trial: int, reason: str) -> None:
         self._send("fail_running_children", 0, trial, reason)
 
+    def _failed(self, error: str) -> StoreWriteError:
+        from protolab.tracking._mlflow import redact
+
+        return StoreWriteError(f"tracking.uri {redact(self.uri)!r}: a write failed: {error}")
+
+    def sync(self) -> None:
+        """Wait until every write sent so far has landed; raise the first that failed."""
+        try:
+            error = self._writer.call("sync", 0)
+        except OSError as e:
+            raise self._failed(f"the MLflow writer process exited ({e})") from None
+        if error is not None:
+            raise self._failed(error)
+
     def end(self, status: str = "FINISHED") -> None:
-        """End the parent run, then wait for every write to land and stop the writer."""
+        """End the parent run, wait for every write to land and stop the writer; raise
+        :class:`StoreWriteError` if a write failed on the way (the writer is stopped)."""
+        error = None
         try:
             if self._opening:  # never waited for: nothing was logged, just close
                 self._opening = False
                 self._writer.reply()
-            self._send("end", 0, status)
+            error = self._writer.call("end", 0, status)
+        except _WriterError as e:
+            error = str(e)
+        except OSError as e:
+            error = f"the MLflow writer process exited ({e})"
         finally:
             self._writer.close()
+        if error is not None:
+            raise self._failed(error)
 
 
 class AsyncChildRun:
@@ -234,79 +274,137 @@ def _serve(conn: Any) -> None:
 
 def _loop(conn: Any) -> None:
     """Serve calls until ``close`` or the pipe closes (every open child run is then ended)."""
+    import logging
+
     import mlflow.tracking  # noqa: F401 - the ~2 s import, while the sweep process starts
 
-    from protolab._lock import file_lock
-    from protolab.tracking._mlflow import ChildRun, Tracker
+    # MLflow logs a failed SQL write with its traceback before raising it; the error goes
+    # back to the sweep (one message), not to the terminal (issue 13: 1,046 lines).
+    logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
+    _Server(conn).serve()
 
-    tracker: Tracker | None = None
-    runs: dict[int, ChildRun] = {}
-    reported: set[str] = set()
-    unread = False  # an async error is waiting in the pipe: never queue more than one
-    while True:
-        try:
-            op, ref, args, reply = conn.recv()
-        except (EOFError, OSError):  # the sweep process died (kill -9): leave nothing RUNNING
-            _end_all(runs, "worker died")
-            _end_parent(tracker)
-            return
-        try:
-            result: Any = None
-            if op == "open":
-                uri, experiment, study, env, lock = args
-                os.environ.update(env)
-                with file_lock(Path(lock) if lock else None):  # a fresh store: one creator
-                    tracker = Tracker(uri, experiment, study)
-                result = (tracker.experiment_id, tracker.parent_id)
-            elif op == "close":
-                _end_all(runs, "worker exited without ending this run")  # none, normally
-                conn.send(("ok", None))
-                conn.close()
-                return
-            elif tracker is None:
-                raise RuntimeError(f"{op} before open")
-            elif op == "child":
-                unread = False  # AsyncTracker.child() read the pipe before sending this
-                runs[ref] = tracker.child(*args)
-            elif op == "end_child":
-                if ref in runs:
-                    runs.pop(ref).end(*args)
-            elif op in ("log_metrics", "set_tags", "log_texts", "flush"):
-                if ref in runs:  # a run whose creation failed: its error was reported
-                    getattr(runs[ref], op)(*args)
-            elif op == "call":  # fn(client, run_id, *rest): an extension's writes
-                if ref in runs:
-                    args[0](tracker.client, runs[ref].run_id, *args[1:])
-            elif op == "end":
-                tracker.end(*args)
-            else:  # log_parent, log_parent_artifact, fail_running_children
-                getattr(tracker, op)(*args)
-            if reply:
-                conn.send(("ok", result))
-        except (BrokenPipeError, ConnectionResetError):  # the sweep is gone mid-reply
-            _end_all(runs, "worker died")
-            _end_parent(tracker)
-            return
-        except Exception as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else ""
-            message = f"{type(e).__name__}: {first}"[:500]
-            if reply:
-                try:
-                    conn.send(("error", message))
-                except OSError:
-                    _end_all(runs, "worker died")
-                    _end_parent(tracker)
-                    return
-                continue
-            if message not in reported:  # once per distinct error, not once per call
-                reported.add(message)
-                from protolab.tracking._mlflow import redact
 
-                print(f"protolab: tracking write failed: {redact(message)}", file=sys.stderr)
-            if not unread:
-                unread = True
-                with contextlib.suppress(OSError):
-                    conn.send(("async-error", message))
+class _Close(Exception):
+    """``close`` was served: the loop ends."""
+
+
+class _Server:
+    """The writer's state: the tracker, its open child runs and the first failed write.
+
+    A failed write is not printed: it is kept, sent once unasked (``async-error``, read by
+    :meth:`AsyncTracker.child`) and returned by every later ``sync`` and ``end``, so the
+    sweep stops and says so once.
+    """
+
+    def __init__(self, conn: Any) -> None:
+        self.conn = conn
+        self.tracker: Any = None
+        self.runs: dict[int, Any] = {}
+        self.failed: str | None = None
+        self.unread = False  # an async error is waiting in the pipe: never queue more than one
+
+    def serve(self) -> None:
+        while True:
+            try:
+                op, ref, args, reply = self.conn.recv()
+            except (EOFError, OSError):  # the sweep process died (kill -9): nothing RUNNING
+                return self.abandon()
+            try:
+                result = self.handle(op, ref, args)
+                if reply:
+                    self.conn.send(("ok", result))
+            except _Close:
+                return None
+            except (BrokenPipeError, ConnectionResetError):  # the sweep is gone mid-reply
+                return self.abandon()
+            except Exception as e:
+                if not self.report(_one_line(e), reply):
+                    return self.abandon()
+
+    def handle(self, op: str, ref: int, args: tuple[Any, ...]) -> Any:
+        """Make one call; its result is the reply (if one was asked for)."""
+        from protolab.tracking._mlflow import Tracker
+
+        if op == "open":
+            uri, experiment, study, env, lock = args
+            os.environ.update(env)
+            from protolab._lock import file_lock
+
+            with file_lock(Path(lock) if lock else None):  # a fresh store: one creator
+                self.tracker = Tracker(uri, experiment, study)
+            return (self.tracker.experiment_id, self.tracker.parent_id)
+        if op == "close":
+            _end_all(self.runs, "worker exited without ending this run")  # none, normally
+            self.conn.send(("ok", None))
+            self.conn.close()
+            raise _Close
+        if op == "sync":  # every earlier call is made: the first that failed, if any
+            return self.failed
+        if self.tracker is None:
+            raise RuntimeError(f"{op} before open")
+        if op == "child":
+            self.unread = False  # AsyncTracker.child() read the pipe before sending this
+            self.runs[ref] = self.tracker.child(*args)
+        elif op == "end_child":
+            if ref in self.runs:
+                self.runs.pop(ref).end(*args)
+        elif op in ("log_metrics", "set_tags", "log_texts", "flush", "call"):
+            if ref in self.runs:  # a run whose creation failed: its error was reported
+                run = self.runs[ref]
+                if op == "call":  # fn(client, run_id, *rest): an extension's writes
+                    args[0](self.tracker.client, run.run_id, *args[1:])
+                else:
+                    getattr(run, op)(*args)
+        elif op == "end":
+            self.end(*args)
+            return self.failed
+        else:  # log_parent, log_parent_artifact, fail_running_children
+            getattr(self.tracker, op)(*args)
+        return None
+
+    def end(self, status: str) -> None:
+        """End the parent run. After an interrupt or a failed write only its status is set:
+        the study's notes (a view, refreshed by the next sweep) would delay the exit."""
+        if status == "KILLED" or self.failed is not None:
+            self.tracker.client.set_terminated(self.tracker.parent_id, status=status)
+        else:
+            self.tracker.end(status)
+
+    def report(self, message: str, reply: bool) -> bool:
+        """Keep a failed call's error and tell the sweep; False if the sweep is gone."""
+        if self.failed is None:
+            self.failed = message
+        try:
+            if reply:
+                self.conn.send(("error", message))
+            elif not self.unread:
+                self.unread = True
+                self.conn.send(("async-error", message))
+        except OSError:
+            return False
+        return True
+
+    def abandon(self) -> None:
+        """The sweep process is gone: end what it left open, so nothing stays RUNNING."""
+        _end_all(self.runs, "worker died")
+        _end_parent(self.tracker)
+
+
+def _one_line(e: BaseException) -> str:
+    """``Type: first line`` of the root cause (``OperationalError: database or disk is
+    full``, not MLflow's wrapper around SQLAlchemy's wrapper around it)."""
+    from protolab.tracking._mlflow import redact
+
+    seen = {id(e)}
+    while (cause := _cause(e)) is not None and id(cause) not in seen:
+        seen.add(id(cause))
+        e = cause
+    first = str(e).strip().splitlines()[0] if str(e).strip() else ""
+    return redact(f"{type(e).__name__}: {first}")[:500]
+
+
+def _cause(e: BaseException) -> BaseException | None:
+    return e.__cause__ or (None if e.__suppress_context__ else e.__context__)
 
 
 def _end_parent(tracker: Any) -> None:

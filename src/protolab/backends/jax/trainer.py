@@ -6,6 +6,10 @@ loss, gradients, update) is a single XLA program over device-resident arrays, li
 TensorFlow XLA mode. The programs are compiled ahead of time (``jit(...).lower().compile()``)
 so ``time/compile_s`` is pure compile time. ``PROTOLAB_KERAS_LOOP=step`` runs a jitted
 step per batch instead (the same fallback the TensorFlow modes have).
+
+With the program cache on (``protolab.backends._cache``) the model and its compiled
+programs are kept per model and shapes; the learning rate is one of the optimizer's state
+arrays, so a rerun with another learning rate, seed or epoch count compiles nothing.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import keras
 import numpy as np
 
 from protolab.backends._base import DeviceInfo, EpochFit, Job, Program
+from protolab.backends._cache import ProgramCache, job_key
 from protolab.backends._keras_nn import POLICY, optimizer
 from protolab.backends._peak import cpu_name
 from protolab.backends.jax import core
@@ -30,35 +35,50 @@ from protolab.backends.jax.nn import build, count_params
 __all__ = ["JaxProgram"]
 
 _EVAL_BATCH = 1024
+_SEEDS_KEPT = 4  # initial states kept per cached model (one per seed seen)
 State = tuple[Any, Any, Any]  # trainable, non-trainable, optimizer variables
 
 
-class JaxProgram(Program):
-    def __init__(self, backend: str, job: Job) -> None:
-        ds, tr, hw = job.dataset, job.train, job.hardware
-        self.backend, self.seed = backend, tr.seed
-        keras.utils.set_random_seed(tr.seed)
-        keras.mixed_precision.set_global_policy(POLICY[hw.precision])
+def _numpy(variables: list[Any]) -> list[np.ndarray]:
+    return [np.array(v.value, copy=True) for v in variables]
+
+
+class _Programs:
+    """A Keras model on JAX, its optimizer and its compiled programs: a cache entry."""
+
+    def __init__(self, job: Job, steps: int, batch: int) -> None:
+        ds, tr = job.dataset, job.train
+        self.arch, self.shape, self.dtype = job.arch, ds.input_shape, ds.input_dtype
         self.classify = ds.task == "classification"
-        y_train = ds.y_train if self.classify else ds.y_train.reshape(len(ds.y_train), -1)
-        y_val = ds.y_val if self.classify else ds.y_val.reshape(len(ds.y_val), -1)
-        self.n = len(ds.x_train)
-        self.batch = min(tr.batch_size, self.n)
-        self.steps = self.n // self.batch
-        if tr.max_steps:
-            self.steps = min(self.steps, tr.max_steps)
-        self.whole_epoch = os.environ.get("PROTOLAB_KERAS_LOOP") != "step"
+        self.n, self.steps, self.batch = len(ds.x_train), steps, batch
         self.model = build(job.arch, ds.input_shape, ds.input_dtype)
         self.opt = optimizer(tr.optimizer, tr.lr, tr.weight_decay)
         self.opt.build(self.model.trainable_variables)
-        self.x_tr, self.y_tr = jnp.asarray(ds.x_train), jnp.asarray(y_train)
-        self.x_va, self.y_va = jnp.asarray(ds.x_val), jnp.asarray(y_val)
-        self.state: State = (
-            [v.value for v in self.model.trainable_variables],
-            [v.value for v in self.model.non_trainable_variables],
-            [v.value for v in self.opt.variables],
-        )
+        self.aot_compiles = 0
+        self._inits = {tr.seed: self._initial(self.model)}
         self._make_programs()
+
+    @staticmethod
+    def _initial(model: keras.Model) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        return _numpy(model.trainable_variables), _numpy(model.non_trainable_variables)
+
+    def state(self, seed: int, lr: float) -> State:
+        """Fresh arrays of the state a build with ``seed`` starts from, at learning rate ``lr``.
+
+        Always copies: the programs donate their state, and the Keras variables keep theirs.
+        """
+        if seed not in self._inits:  # another seed: a throwaway build draws its values
+            kept = list(self._inits.items())[1 - _SEEDS_KEPT :]
+            self._inits = {**dict(kept), seed: self._initial(build(self.arch, self.shape))}
+        tv, ntv = self._inits[seed]
+        self.opt.learning_rate = lr  # the optimizer's own variables never train (stateless)
+        ov = _numpy(self.opt.variables)
+        return ([jnp.asarray(a) for a in tv], [jnp.asarray(a) for a in ntv], ov)
+
+    def compiles(self) -> int:
+        """Programs compiled so far (ahead of time, plus the jitted evaluation's cache)."""
+        size = getattr(self._eval_fn, "_cache_size", None)
+        return self.aot_compiles + (int(size()) if callable(size) else 0)
 
     def loss(self, out: Any, y: Any) -> Any:
         out = out.astype("float32")
@@ -101,36 +121,71 @@ class JaxProgram(Program):
                 return self.loss(out, y), jnp.mean(hits)
             return self.loss(out, y), jnp.sqrt(jnp.mean(jnp.square(out - y)))
 
-        # jitted now, compiled ahead of time in compile(): either callable runs the program
+        # jitted, then replaced by their ahead-of-time compiled executables
         self._epoch_fn: Any = jax.jit(train_epoch, donate_argnums=0)
         self._step_fn: Any = jax.jit(self.train_step, donate_argnums=0)
-        self._eval_fn = jax.jit(evaluate)
+        self._eval_fn: Any = jax.jit(evaluate)
+
+
+_CACHE: ProgramCache[_Programs] = ProgramCache()
+
+
+class JaxProgram(Program):
+    def __init__(self, backend: str, job: Job) -> None:
+        ds, tr, hw = job.dataset, job.train, job.hardware
+        self.backend, self.seed = backend, tr.seed
+        keras.utils.set_random_seed(tr.seed)
+        keras.mixed_precision.set_global_policy(POLICY[hw.precision])
+        self.classify = ds.task == "classification"
+        y_train = ds.y_train if self.classify else ds.y_train.reshape(len(ds.y_train), -1)
+        y_val = ds.y_val if self.classify else ds.y_val.reshape(len(ds.y_val), -1)
+        self.n = len(ds.x_train)
+        self.batch = min(tr.batch_size, self.n)
+        self.steps = self.n // self.batch
+        if tr.max_steps:
+            self.steps = min(self.steps, tr.max_steps)
+        self.whole_epoch = os.environ.get("PROTOLAB_KERAS_LOOP") != "step"
+        key = job_key(backend, job, self.whole_epoch)
+        cached = _CACHE.get(key)
+        self.hit = cached is not None
+        if cached is None:
+            cached = _Programs(job, self.steps, self.batch)
+            _CACHE.put(key, cached)
+        self.p, self.model, self.opt = cached, cached.model, cached.opt
+        self.compiles0 = cached.compiles() if self.hit else 0
+        self.x_tr, self.y_tr = jnp.asarray(ds.x_train), jnp.asarray(y_train)
+        self.x_va, self.y_va = jnp.asarray(ds.x_val), jnp.asarray(y_val)
+        self.state: State = cached.state(tr.seed, tr.lr)
 
     def compile(self) -> None:
-        """Ahead-of-time compile of the train and evaluation programs (no training)."""
-        key = jax.random.PRNGKey(0)
+        """Ahead-of-time compile of the train and evaluation programs (no training).
+
+        A cached entry's programs are compiled for these shapes already: nothing to do.
+        """
+        if self.hit:
+            return
+        p, key = self.p, jax.random.PRNGKey(0)
         if self.whole_epoch:
-            self._epoch_fn = self._epoch_fn.lower(self.state, self.x_tr, self.y_tr, key).compile()
+            p._epoch_fn = p._epoch_fn.lower(self.state, self.x_tr, self.y_tr, key).compile()
         else:
             xb, yb = self.x_tr[: self.batch], self.y_tr[: self.batch]
-            self._step_fn = self._step_fn.lower(self.state, xb, yb).compile()
+            p._step_fn = p._step_fn.lower(self.state, xb, yb).compile()
+        p.aot_compiles += 1
         tv, ntv, _ = self.state
-        self._eval_fn(tv, ntv, self.x_va[:_EVAL_BATCH], self.y_va[:_EVAL_BATCH])[
-            0
-        ].block_until_ready()
+        p._eval_fn(tv, ntv, self.x_va[:_EVAL_BATCH], self.y_va[:_EVAL_BATCH])[0].block_until_ready()
 
     def fit_epoch(self, epoch: int) -> EpochFit:
         t0 = time.perf_counter()
         if self.whole_epoch:
             key = jax.random.fold_in(jax.random.PRNGKey(self.seed), epoch)
-            self.state, loss = self._epoch_fn(self.state, self.x_tr, self.y_tr, key)
+            self.state, loss = self.p._epoch_fn(self.state, self.x_tr, self.y_tr, key)
             value = float(loss)
         else:
             perm = np.random.default_rng([self.seed, epoch]).permutation(self.n)
             total = jnp.float32(0.0)
             for i in range(self.steps):
                 take = perm[i * self.batch : (i + 1) * self.batch]
-                self.state, loss = self._step_fn(self.state, self.x_tr[take], self.y_tr[take])
+                self.state, loss = self.p._step_fn(self.state, self.x_tr[take], self.y_tr[take])
                 total = total + loss
             value = float(total) / self.steps
         per_step = (time.perf_counter() - t0) / self.steps
@@ -142,7 +197,7 @@ class JaxProgram(Program):
         m = int(self.x_va.shape[0])
         for i in range(0, m, _EVAL_BATCH):
             xb, yb = self.x_va[i : i + _EVAL_BATCH], self.y_va[i : i + _EVAL_BATCH]
-            loss, score = self._eval_fn(tv, ntv, xb, yb)
+            loss, score = self.p._eval_fn(tv, ntv, xb, yb)
             k = int(xb.shape[0])
             loss_sum += float(loss) * k
             score_sum += (float(score) if self.classify else float(score) ** 2) * k
@@ -163,6 +218,8 @@ class JaxProgram(Program):
         return {
             "device": str(jax.devices()[0]),
             "loop": "epoch-jax" if self.whole_epoch else "step-jax",
+            "compiles": str(self.p.compiles() - self.compiles0),
+            "program_cache": ProgramCache.status(self.hit),
         }
 
     def trained(self) -> KerasModel:

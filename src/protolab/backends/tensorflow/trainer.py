@@ -17,6 +17,11 @@ compile and ``time/step_ms`` comes from whole epochs divided by their steps.
 When the training data would not fit comfortably in device memory (or with several
 devices, where a strategy distributes batches), a per-step program is used instead; the
 tag ``protolab.loop`` records which loop ran.
+
+With the program cache on (a warm process: ``protolab.backends._cache``) the model, its
+optimizer and the traced programs are kept per model and shapes: a rerun with another
+learning rate (an optimizer variable), seed or epoch count resets the variables and trains
+without tracing or compiling anything (tags ``protolab.compiles``, ``protolab.program_cache``).
 """
 
 from __future__ import annotations
@@ -27,9 +32,11 @@ import time
 from typing import Any
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from protolab.backends._base import DeviceInfo, EpochFit, Job, Program
+from protolab.backends._cache import ProgramCache, job_key
 from protolab.backends._keras_nn import POLICY, count_params, optimizer
 from protolab.backends._peak import cpu_name
 from protolab.backends._threads import set_tf_threads
@@ -40,29 +47,47 @@ from protolab.backends.tensorflow.nn import build
 __all__ = ["TFProgram"]
 
 _EVAL_BATCH = 1024
+_SEEDS_KEPT = 4  # initial states kept per cached model (one per seed seen)
 
 
-class TFProgram(Program):
-    """A Keras model on TensorFlow with its whole-epoch (or per-step) programs."""
+def _model_state(model: keras.Model) -> list[Any]:
+    """Every variable a job changes: Keras' own, plus raw ``tf.Variable`` s that layers keep
+    outside Keras' tracking (the Philox dropout seed), found by walking the layers."""
+    state: list[Any] = list(model.variables)
+    seen: set[int] = set()
+    todo = list(model.layers)
+    while todo:
+        layer = todo.pop(0)
+        if id(layer) in seen:
+            continue
+        seen.add(id(layer))
+        for value in vars(layer).values():
+            if isinstance(value, tf.Variable):
+                state.append(value)
+            elif isinstance(value, keras.layers.Layer):
+                todo.append(value)
+    return state
 
-    def __init__(self, backend: str, job: Job, jit: bool) -> None:
-        core.configure()
-        set_tf_threads(tf, job.hardware.threads)  # before the first TF op, or too late
+
+def _values(variables: list[Any]) -> list[np.ndarray]:
+    return [np.array(v.numpy(), copy=True) for v in variables]
+
+
+class _Programs:
+    """A Keras model, its optimizer and its traced programs: what the program cache keeps.
+
+    ``train_step`` and the programs close over this object, so a cached entry serves any
+    later job with the same key once :meth:`reset` has put its variables back.
+    """
+
+    def __init__(self, job: Job, jit: bool, strategy: Any, steps: int, batch: int) -> None:
         ds, tr, hw = job.dataset, job.train, job.hardware
-        self.backend, self.jit, self.precision = backend, jit, hw.precision
-        self.strategy, self.kind = core.strategy(hw.accelerator, hw.devices)
-        keras.utils.set_random_seed(tr.seed)
-        keras.mixed_precision.set_global_policy(POLICY[hw.precision])
+        self.jit, self.precision, self.strategy = jit, hw.precision, strategy
+        self.replicas = strategy.num_replicas_in_sync
         self.classify = ds.task == "classification"
-        self.n, self.seed = len(ds.x_train), tr.seed
-        self.replicas = self.strategy.num_replicas_in_sync
-        batch = min(tr.batch_size, self.n)
-        self.batch = max(batch // self.replicas, 1) * self.replicas  # equal replica slices
-        self.steps = self.n // self.batch  # drop the ragged last batch: one static shape
-        if tr.max_steps:
-            self.steps = min(self.steps, tr.max_steps)
-        self._place_data(job)
-        with self.strategy.scope():
+        self.n, self.steps, self.batch = len(ds.x_train), steps, batch
+        self.arch, self.shape, self.dtype = job.arch, ds.input_shape, ds.input_dtype
+        with strategy.scope():
             self.model = build(job.arch, ds.input_shape, ds.input_dtype)
             opt = optimizer(tr.optimizer, tr.lr, tr.weight_decay)
             if hw.precision == "16":
@@ -75,23 +100,31 @@ class TFProgram(Program):
             if self.classify
             else losses.MeanSquaredError()
         )
-        self.gen = tf.random.Generator.from_seed(tr.seed)
         self._make_programs()
+        self._inits = {tr.seed: _values(_model_state(self.model))}
+        self._opt_init = _values(self.opt.variables)
 
-    def _place_data(self, job: Job) -> None:
-        """The arrays as device-resident tensors, and which loop they allow."""
-        ds = job.dataset
-        y_train = ds.y_train if self.classify else ds.y_train.reshape(len(ds.y_train), -1)
-        y_val = ds.y_val if self.classify else ds.y_val.reshape(len(ds.y_val), -1)
-        self.whole_epoch = self.replicas == 1 and core.fits_on_device(
-            self.kind, ds.x_train.nbytes + y_train.nbytes
-        )
-        if os.environ.get("PROTOLAB_KERAS_LOOP") in ("step", "epoch"):  # tests, benchmarks
-            self.whole_epoch = os.environ["PROTOLAB_KERAS_LOOP"] == "epoch"
-        self.dev = "/cpu:0" if self.kind == "CPU" else f"/{self.kind.lower()}:0"
-        with tf.device(self.dev):
-            self.x_tr, self.y_tr = tf.constant(ds.x_train), tf.constant(y_train)
-            self.x_va, self.y_va = tf.constant(ds.x_val), tf.constant(y_val)
+    def reset(self, seed: int, lr: float) -> None:
+        """The state a fresh build with ``seed`` starts from, and learning rate ``lr``.
+
+        Another seed draws its initial values from a throwaway build of the same model
+        (the caller has seeded Keras): new values in the same variables, no retrace.
+        """
+        if seed not in self._inits:
+            with self.strategy.scope():
+                fresh = build(self.arch, self.shape, self.dtype)
+            kept = list(self._inits.items())[1 - _SEEDS_KEPT :]
+            self._inits = {**dict(kept), seed: _values(_model_state(fresh))}
+        for v, value in zip(_model_state(self.model), self._inits[seed], strict=True):
+            v.assign(value)
+        for v, value in zip(self.opt.variables, self._opt_init, strict=True):
+            v.assign(value)
+        self.opt.learning_rate = lr
+
+    def traces(self) -> int:
+        """Programs traced (and, with XLA, compiled) so far: the compile counter."""
+        fns = (self.train_epoch, self.one_device_step, self.replicated_step, self.eval_program)
+        return sum(int(f.experimental_get_tracing_count()) for f in fns)
 
     def train_step(self, xb: Any, yb: Any, share: float = 1.0) -> Any:
         """Forward, loss, gradients, update: the one step every program below repeats.
@@ -158,16 +191,73 @@ class TFProgram(Program):
         ys = split(lambda ctx: tf.split(yb, r)[ctx.replica_id_in_sync_group])
         return self.replicated_step(xs, ys)
 
-    def compile(self) -> None:
-        """Trace/compile both programs without training (zero steps / an undone step)."""
-        if self.whole_epoch:
-            self.train_epoch(self.x_tr, self.y_tr, tf.constant([self.seed, 0]), tf.constant(0))
+
+_CACHE: ProgramCache[_Programs] = ProgramCache()
+
+
+class TFProgram(Program):
+    """A Keras model on TensorFlow with its whole-epoch (or per-step) programs."""
+
+    def __init__(self, backend: str, job: Job, jit: bool) -> None:
+        core.configure()
+        set_tf_threads(tf, job.hardware.threads)  # before the first TF op, or too late
+        ds, tr, hw = job.dataset, job.train, job.hardware
+        self.backend, self.jit, self.precision = backend, jit, hw.precision
+        strategy, self.kind = core.strategy(hw.accelerator, hw.devices)
+        keras.utils.set_random_seed(tr.seed)
+        keras.mixed_precision.set_global_policy(POLICY[hw.precision])
+        self.classify = ds.task == "classification"
+        self.n, self.seed = len(ds.x_train), tr.seed
+        self.replicas = strategy.num_replicas_in_sync
+        batch = min(tr.batch_size, self.n)
+        self.batch = max(batch // self.replicas, 1) * self.replicas  # equal replica slices
+        self.steps = self.n // self.batch  # drop the ragged last batch: one static shape
+        if tr.max_steps:
+            self.steps = min(self.steps, tr.max_steps)
+        self._place_data(job)
+        key = job_key(backend, job, jit, self.whole_epoch, self.replicas, self.kind)
+        cached = _CACHE.get(key)
+        self.hit = cached is not None
+        if cached is None:
+            cached = _Programs(job, jit, strategy, self.steps, self.batch)
+            _CACHE.put(key, cached)
         else:
-            saved = [(v, tf.identity(v)) for v in self.model.variables + self.opt.variables]
-            self.step_program(self.x_tr[: self.batch], self.y_tr[: self.batch]).numpy()
+            cached.reset(tr.seed, tr.lr)
+        self.p, self.model = cached, cached.model
+        self.traces0 = cached.traces() if self.hit else 0
+        self.gen = tf.random.Generator.from_seed(tr.seed)
+
+    def _place_data(self, job: Job) -> None:
+        """The arrays as device-resident tensors, and which loop they allow."""
+        ds = job.dataset
+        y_train = ds.y_train if self.classify else ds.y_train.reshape(len(ds.y_train), -1)
+        y_val = ds.y_val if self.classify else ds.y_val.reshape(len(ds.y_val), -1)
+        self.whole_epoch = self.replicas == 1 and core.fits_on_device(
+            self.kind, ds.x_train.nbytes + y_train.nbytes
+        )
+        if os.environ.get("PROTOLAB_KERAS_LOOP") in ("step", "epoch"):  # tests, benchmarks
+            self.whole_epoch = os.environ["PROTOLAB_KERAS_LOOP"] == "epoch"
+        self.dev = "/cpu:0" if self.kind == "CPU" else f"/{self.kind.lower()}:0"
+        with tf.device(self.dev):
+            self.x_tr, self.y_tr = tf.constant(ds.x_train), tf.constant(y_train)
+            self.x_va, self.y_va = tf.constant(ds.x_val), tf.constant(y_val)
+
+    def compile(self) -> None:
+        """Trace/compile both programs without training (zero steps / an undone step).
+
+        A cached entry's programs are traced for these shapes already: nothing to do.
+        """
+        if self.hit:
+            return
+        p = self.p
+        if self.whole_epoch:
+            p.train_epoch(self.x_tr, self.y_tr, tf.constant([self.seed, 0]), tf.constant(0))
+        else:
+            saved = [(v, tf.identity(v)) for v in p.model.variables + p.opt.variables]
+            p.step_program(self.x_tr[: self.batch], self.y_tr[: self.batch]).numpy()
             for v, value in saved:  # undo the probe step: training starts from init
                 v.assign(value)
-        self.eval_program(self.x_va[:_EVAL_BATCH], self.y_va[:_EVAL_BATCH])[0].numpy()
+        p.eval_program(self.x_va[:_EVAL_BATCH], self.y_va[:_EVAL_BATCH])[0].numpy()
 
     def fit_epoch(self, epoch: int) -> EpochFit:
         """One epoch. Steady state starts at epoch 2: a compiled program's first run also
@@ -176,13 +266,15 @@ class TFProgram(Program):
         t0 = time.perf_counter()
         if self.whole_epoch:
             seed = tf.constant([self.seed, epoch])
-            loss = float(self.train_epoch(self.x_tr, self.y_tr, seed, tf.constant(self.steps)))
+            steps = tf.constant(self.steps)
+            loss = float(self.p.train_epoch(self.x_tr, self.y_tr, seed, steps))
         else:
             perm = tf.argsort(self.gen.uniform([self.n]))
             total = tf.constant(0.0)
             for i in range(self.steps):
                 take = perm[i * self.batch : (i + 1) * self.batch]
-                total += self.step_program(tf.gather(self.x_tr, take), tf.gather(self.y_tr, take))
+                xb, yb = tf.gather(self.x_tr, take), tf.gather(self.y_tr, take)
+                total += self.p.step_program(xb, yb)
             loss = float(total) / self.steps
         per_step = (time.perf_counter() - t0) / self.steps
         return EpochFit(loss=loss, step_s=[per_step] if epoch > 1 else [])
@@ -192,7 +284,7 @@ class TFProgram(Program):
         m = int(self.x_va.shape[0])
         for i in range(0, m, _EVAL_BATCH):
             xb, yb = self.x_va[i : i + _EVAL_BATCH], self.y_va[i : i + _EVAL_BATCH]
-            loss, score = self.eval_program(xb, yb)
+            loss, score = self.p.eval_program(xb, yb)
             k = int(xb.shape[0])
             loss_sum += float(loss) * k
             score_sum += (float(score) if self.classify else float(score) ** 2) * k
@@ -218,6 +310,8 @@ class TFProgram(Program):
             "device": self.dev,
             "loop": f"epoch-{kind}" if self.whole_epoch else f"step-{kind}",
             "tf_intra_threads": str(tf.config.threading.get_intra_op_parallelism_threads()),
+            "compiles": str(self.p.traces() - self.traces0),
+            "program_cache": ProgramCache.status(self.hit),
         }
 
     def trained(self) -> KerasModel:

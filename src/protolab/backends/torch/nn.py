@@ -42,6 +42,8 @@ from protolab.arch import (
 )
 from protolab.arch._arch import effective_dtype
 from protolab.arch._base import Shape, as_tuple
+from protolab.arch._custom import CustomLayer, counted_by
+from protolab.errors import ArchError
 
 __all__ = ["TorchNet", "build_torch", "count_params"]
 
@@ -119,7 +121,28 @@ def _build_layer(layer: Layer, shape: Shape, dtype: str) -> nn.Module:
             return _Recurrent(layer, shape[-1])
         case SelfAttention(heads=heads, key_dim=key_dim):
             return _SelfAttention(shape[-1], heads, key_dim)
+        case CustomLayer():
+            return _custom(layer, shape, dtype)
     raise TypeError(f"no torch builder for {layer!r}")  # a new layer type without a builder
+
+
+def _custom(layer: CustomLayer, shape: Shape, dtype: str) -> nn.Module:
+    """The user's torch builder, held to the parameter count the Arch reports."""
+    if "torch" not in layer.frameworks():
+        raise ArchError(
+            f"{layer!r} has no torch builder (it defines {', '.join(layer.frameworks())}): "
+            "run it on a mode of that framework, or add a torch() method"
+        )
+    module = layer.torch(shape)
+    want = layer.trace(shape, dtype).params
+    got = count_params(module)
+    if got != want:
+        raise ArchError(
+            f"{layer!r}: the torch builder makes {got} trainable parameters, but the "
+            f"{counted_by(layer, shape, dtype)} builder makes {want}; both builders must "
+            "make the same model"
+        )
+    return module
 
 
 def _glorot(weight: Tensor, fan_in: int, fan_out: int) -> None:

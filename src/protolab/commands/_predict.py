@@ -1,0 +1,168 @@
+"""``protolab predict MODEL_OR_RUN FILE.npz``: a quick check of a kept or exported model.
+
+MODEL_OR_RUN is an exported folder (``protolab export``; it holds ``protolab.json``), a
+checkpoint folder, an MLflow model URI (``models:/NAME@champion``, ``runs:/ID/model``) or
+the id of a child run whose checkpoint is kept. FILE.npz holds the inputs as ``x`` (or
+``x_val`` / ``x_test``) and, optionally, the targets as ``y`` (``y_val`` / ``y_test``).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from protolab.errors import UserInputError
+
+__all__ = ["Prediction", "predict_file"]
+
+_X_KEYS = ("x", "x_val", "x_test")
+_BATCH = 1024
+
+
+@dataclass
+class Prediction:
+    source: str
+    outputs: np.ndarray
+    seconds: float
+    task: str = ""
+    score: dict[str, float] = field(default_factory=dict)
+
+    def summary(self) -> str:
+        lines = [
+            f"{self.source}: {len(self.outputs)} samples -> outputs {self.outputs.shape} "
+            f"in {self.seconds:.3f} s"
+        ]
+        lines += [f"{k}: {v:.4g}" for k, v in self.score.items()]
+        return "\n".join(lines)
+
+
+def _read_inputs(file: Path) -> tuple[np.ndarray, np.ndarray | None]:
+    if not file.is_file() or file.suffix != ".npz":
+        raise UserInputError(f"FILE: {file} is not an .npz file; allowed: an .npz with x (and y)")
+    try:
+        data = np.load(file, allow_pickle=False)
+        keys = list(data.keys())
+    except Exception as e:
+        raise UserInputError(f"FILE: {file}: cannot read it as .npz ({e})") from None
+    xk = next((k for k in _X_KEYS if k in keys), None)
+    if xk is None:
+        raise UserInputError(
+            f"FILE: {file} has arrays {', '.join(keys) or 'none'}; allowed: inputs as "
+            f"{' or '.join(_X_KEYS)} (targets, optional, as y)"
+        )
+    yk = xk.replace("x", "y", 1)
+    return np.asarray(data[xk]), (np.asarray(data[yk]) if yk in keys else None)
+
+
+def _from_checkpoint(directory: Path, source: str) -> tuple[Any, dict[str, Any], str]:
+    from dataclasses import asdict
+
+    from protolab.backends._exportable import load_trained, read_meta
+
+    return load_trained(directory), asdict(read_meta(directory)), source
+
+
+def _from_run(run_id: str, uri: str | None, tmp: Path) -> tuple[Any, dict[str, Any], str]:
+    from protolab._tags import TAG
+    from protolab.checkpoint import download
+    from protolab.commands._studies import check_store, mlflow_client
+    from protolab.tracking import default_tracking_uri
+
+    tracking = uri or default_tracking_uri()
+    check_store(tracking)
+    client = mlflow_client(tracking)
+    try:
+        run = client.get_run(run_id)
+    except Exception:
+        raise UserInputError(f"MODEL_OR_RUN: no run {run_id} in the tracking store") from None
+    if run.data.tags.get(TAG.CHECKPOINT) != "kept":
+        raise UserInputError(
+            f"MODEL_OR_RUN: run {run_id} ({run.info.run_name}) has no kept checkpoint "
+            f"(state: {run.data.tags.get(TAG.CHECKPOINT, 'none')}); `protolab export STUDY` "
+            "lists the trials that have one"
+        )
+    return _from_checkpoint(download(client, run_id, tmp), str(run.info.run_name))
+
+
+def _from_mlflow(model_uri: str, uri: str | None) -> tuple[Any, dict[str, Any], str]:
+    import mlflow.pyfunc
+
+    from protolab.tracking import default_tracking_uri
+
+    mlflow.set_tracking_uri(uri or default_tracking_uri())
+    try:
+        model = mlflow.pyfunc.load_model(model_uri)
+    except Exception as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise UserInputError(f"MODEL_OR_RUN: cannot load {model_uri}: {first}") from None
+    return model, {}, model_uri
+
+
+def _open(target: str, uri: str | None, tmp: Path) -> tuple[Any, dict[str, Any], str]:
+    from protolab.backends._exportable import EXPORT_META, META, load_exported
+
+    path = Path(target)
+    if re.match(r"^[a-z][a-z0-9+.-]*:/", target) and not path.exists():
+        return _from_mlflow(target, uri)
+    if path.is_dir() and (path / EXPORT_META).is_file():
+        predictor, meta = load_exported(path)
+        return predictor, meta, f"{path} ({meta['format']})"
+    if path.is_dir() and (path / META).is_file():
+        return _from_checkpoint(path, f"{path} (checkpoint)")
+    if re.fullmatch(r"[0-9a-f]{32}", target):
+        return _from_run(target, uri, tmp)
+    raise UserInputError(
+        f"MODEL_OR_RUN: got {target!r}; allowed: a folder from `protolab export` (with "
+        f"{EXPORT_META}), a checkpoint folder, models:/NAME@ALIAS or runs:/ID/PATH, or the id "
+        "of a run with a kept checkpoint"
+    )
+
+
+def _check_shape(x: np.ndarray, meta: dict[str, Any], file: Path) -> np.ndarray:
+    if not meta:
+        return x
+    want = tuple(meta["input_shape"])
+    if tuple(x.shape[1:]) != want:
+        raise UserInputError(
+            f"FILE: {file}: samples of shape {tuple(x.shape[1:])}, but the model takes {want}"
+        )
+    return x.astype(meta["input_dtype"], copy=False)
+
+
+def _score(outputs: np.ndarray, y: np.ndarray | None, task: str) -> dict[str, float]:
+    if y is None or len(y) != len(outputs):
+        return {}
+    if task == "classification" or (not task and np.issubdtype(y.dtype, np.integer)):
+        return {"accuracy": float(np.mean(outputs.argmax(-1) == y))}
+    err = outputs.reshape(len(y), -1) - y.reshape(len(y), -1)
+    return {"rmse": math.sqrt(float(np.mean(err**2)))}
+
+
+def predict_file(
+    target: str, file: Path, out: Path | None = None, uri: str | None = None
+) -> Prediction:
+    """Outputs of MODEL_OR_RUN on FILE's inputs (and accuracy / RMSE if it has targets)."""
+    x, y = _read_inputs(file)
+    if out is not None and out.suffix != ".npz":
+        raise UserInputError(f"--out: {out} must end in .npz")
+    with tempfile.TemporaryDirectory(prefix="protolab-predict-") as tmp:
+        model, meta, source = _open(target, uri, Path(tmp))
+        x = _check_shape(x, meta, file)
+        t0 = time.perf_counter()
+        parts = [np.asarray(model.predict(x[i : i + _BATCH])) for i in range(0, len(x), _BATCH)]
+        seconds = time.perf_counter() - t0
+    outputs = np.concatenate(parts).astype(np.float32) if parts else np.zeros((0,), np.float32)
+    task = str(meta.get("task", ""))
+    result = Prediction(source, outputs, seconds, task, _score(outputs, y, task))
+    if out is not None:
+        extra = {"pred": outputs.argmax(-1)} if task == "classification" else {}
+        out.parent.mkdir(parents=True, exist_ok=True)
+        np.savez(out, outputs=outputs, **extra)
+    return result
