@@ -86,7 +86,6 @@ _RELOAD = textwrap.dedent(
     """
     import sys
     import numpy as np
-import pytest
 
     x = np.load(sys.argv[1])
     for item in sys.argv[2:]:

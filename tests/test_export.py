@@ -141,7 +141,7 @@ def test_torch_formats_reload_and_predict_the_same(tmp_path: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", ["keras", "jax"])
 def test_savedmodel_answers_through_serving_default(tmp_path: Path, backend: str) -> None:
-    model, ds, ckpt, want = _train(backend, CNN, tmp_path)
+    model, ds, ckpt, want = _train(backend, CNN if backend == "keras" else MLP, tmp_path)
     base = tmp_path / "serving"
     first = load_trained(ckpt).export("savedmodel", base, ckpt)
     assert first == base / "1"  # TF Serving's layout: BASE/<version>/

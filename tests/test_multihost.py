@@ -145,7 +145,10 @@ def test_three_workers_one_killed_by_9_finish_on_the_team_stores(
     assert exp is not None
     runs = client.search_runs([exp.experiment_id], max_results=1000)
     children = [r for r in runs if "mlflow.parentRunId" in r.data.tags]
-    assert len(children) == N_TRIALS + 1 and not [r for r in runs if r.info.status == "RUNNING"]
+    (parent,) = [r for r in runs if r.data.tags.get("protolab.role") == "parent"]
+    assert {r.data.tags["mlflow.parentRunId"] for r in children} == {parent.info.run_id}
+    assert len(children) == N_TRIALS + 1
+    assert not [r.info.run_name for r in runs if r.info.status == "RUNNING"]
     (dead,) = [r for r in children if r.info.run_name == f"t{killed}-lightning"]
     assert dead.info.status == "FAILED"
     assert dead.data.tags["protolab.fail_reason"] == "worker died"
@@ -153,4 +156,5 @@ def test_three_workers_one_killed_by_9_finish_on_the_team_stores(
     for run in children:  # artifacts went through the server into its folder
         assert run.info.artifact_uri.startswith("mlflow-artifacts:")
         assert "arch.json" in {a.path for a in client.list_artifacts(run.info.run_id)}
-    assert len(list(artifacts.rglob("arch.json"))) == N_TRIALS + 1
+        stored = artifacts / exp.experiment_id / run.info.run_id / "artifacts" / "arch.json"
+        assert stored.is_file()

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import optuna
@@ -233,3 +234,19 @@ def test_evolution_sweep_warns_at_start(tmp_path: Path) -> None:
 
     open_study(ctx, open_storage(str(tmp_path / "s.journal")), Display())
     assert any("all 6 trials stay random" in n for n in notes)
+
+
+def test_an_unreachable_env_tracking_uri_is_blamed_on_the_env_var(
+    make_project: Callable[..., Path], workdir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The URI came from ``$MLFLOW_TRACKING_URI``: the message says so, not ``tracking.uri``
+    (which the user never set and would look for in the config in vain)."""
+    from tests import _servers
+
+    port = _servers.free_port()  # nothing listens there
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{port}")
+    result = runner.invoke(app, ["sweep", str(make_project())])
+    assert result.exit_code == 2, result.output
+    assert "$MLFLOW_TRACKING_URI (from the environment" in result.stderr, result.stderr
+    assert "tracking.uri: cannot open" not in result.stderr and str(port) in result.stderr
+    assert not (workdir / "mlruns").exists()

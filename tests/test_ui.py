@@ -174,7 +174,9 @@ def test_ui_serves_the_runs_table_in_one_local_process(
         names = [e["name"] for e in json.load(r)["experiments"]]
     assert "demo" in names
     with urllib.request.urlopen(base + "/", timeout=10) as r:
-        assert b"<html" in r.read().lower()  # the UI's page itself
+        page = r.read().decode()
+    assert "<html" in page.lower() and "static-files/static/js/main" in page  # MLflow's UI
+    assert '"mlflow.workflowType_v1"' in page  # "Model training" as the default mode
     assert _children(proc.pid) == [], "one process: no workers, no job runner"
     # Bound to loopback only: another local address does not answer.
     probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)

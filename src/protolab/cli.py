@@ -143,18 +143,32 @@ def _interruptible() -> Iterator[None]:
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         yield
-    except Interrupted as e:
+    except KeyboardInterrupt as e:
         resume = " ".join(["protolab", *sys.argv[1:]])
-        _fail(f"interrupted; finished trials are saved. Resume with: {resume}", 128 + e.signum)
-    except KeyboardInterrupt:
-        resume = " ".join(["protolab", *sys.argv[1:]])
-        _fail(f"interrupted; finished trials are saved. Resume with: {resume}", 130)
+        code = 128 + e.signum if isinstance(e, Interrupted) else 130
+        _stop(f"interrupted; finished trials are saved. Resume with: {resume}", code)
     except SweepFailed as e:
         _fail(str(e), 1)
     finally:
         reset_interrupts()
         for s, handler in previous.items():
             signal.signal(s, handler)
+
+
+_EXIT_AT_ONCE = False  # set by main(): the process is the command, not a test's caller
+
+
+def _stop(message: str, code: int) -> NoReturn:
+    """Say why, then (as the command) exit at once: the interpreter's teardown with torch
+    or TensorFlow loaded took 10+ s on a busy machine, after an interrupt that should stop
+    within a second. Every write is done by then, or left to the tracking writer."""
+    if not _EXIT_AT_ONCE:
+        _fail(message, code)
+    with contextlib.suppress(typer.Exit):
+        _fail(message, code)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def _version(value: bool) -> None:
@@ -188,8 +202,19 @@ def sweep(
     show_all: Annotated[
         bool, typer.Option("--all", help="List pruned and failed trials in the summary too.")
     ] = False,
+    workers: Annotated[
+        str | None,
+        typer.Option(
+            "--workers", help="Start N workers on this host (auto: one per GPU, else per core)."
+        ),
+    ] = None,
 ) -> None:
     """Run or resume the Optuna study of CONFIG until it holds study.n_trials finished trials."""
+    if workers is not None:  # a launcher: N ordinary workers (commands/_workers.py)
+        flags = [*(["--fail-fast"] if fail_fast else []), *(["--all"] if show_all else [])]
+        flags += ["--from", warm_from] if warm_from else []
+        _guard(lambda: _launch_workers(config, overrides or [], workers, flags))
+        return
 
     def body() -> None:
         from protolab.tracking import start_writer
@@ -231,6 +256,14 @@ def sweep(
             )
 
     _guard(body)
+
+
+def _launch_workers(config: Path, overrides: list[str], workers: str, flags: list[str]) -> None:
+    from protolab.commands._workers import run_workers
+
+    code = run_workers(config, overrides, workers, [str(config), *overrides, *flags])
+    if code:
+        raise typer.Exit(code)
 
 
 @app.command()
@@ -540,6 +573,8 @@ def main() -> None:
 
     for s in (signal.SIGINT, signal.SIGTERM):  # until sweep's own handlers take over
         signal.signal(s, _early_exit)
+    global _EXIT_AT_ONCE
+    _EXIT_AT_ONCE = True
     app()
 
 

@@ -75,6 +75,7 @@ class Job:
     dataset: Dataset
     train: TrainSettings
     hardware: HardwareConfig
+    metrics: tuple[str, ...] = ()  # extra validation scores per epoch (data/_scores.py)
 
 
 class TrainedModel(Protocol):
@@ -251,6 +252,11 @@ def _train(
             raise NonFiniteLossError(f"training loss is {fit.loss} at epoch {epoch}")
         clock.step_s.extend(fit.step_s)
         metrics = {"train/loss": fit.loss, **prog.evaluate()}
+        if job.metrics:  # scored in numpy from the model's outputs: the same on every mode
+            from protolab.data._scores import score
+
+            out = prog.trained().predict(job.dataset.x_val)
+            metrics.update(score(job.metrics, out, job.dataset.y_val))
         if fit.step_s:
             metrics["time/epoch_step_ms"] = step_stats(fit.step_s)[0]
         clock.end_epoch(epoch, metrics, t_epoch, t_trained, result.history, on_epoch)

@@ -84,7 +84,9 @@ def open_study_store(target: str, uri: str | None) -> tuple[str, Any, str]:
     client = mlflow_client(tracking)
     found = study_experiments(client)
     for s in found:
-        if study in (s.study, s.experiment_name) or (experiment and s.experiment_name == experiment):
+        if study in (s.study, s.experiment_name) or (
+            experiment and s.experiment_name == experiment
+        ):
             return s.study, client, s.experiment_id
     have = ", ".join(sorted(s.study for s in found)) or "none yet (run `protolab sweep CONFIG`)"
     raise UserInputError(f"STUDY: no study {study!r} in {redact(tracking)}; studies there: {have}")

@@ -25,6 +25,7 @@ import time
 import urllib.request
 import uuid
 from pathlib import Path
+from typing import Any
 
 from protolab.commands._studies import (
     StudyExperiment,
@@ -191,8 +192,39 @@ def _serve(host: str, port: int, store: str) -> None:
     except (ImportError, AttributeError):
         _serve_with_mlflow_cli(host, port, store)
         return
+    _default_to_training_mode(app)
     with contextlib.suppress(KeyboardInterrupt):
         uvicorn.run(app, host=host, port=port, workers=1, log_level="warning", access_log=False)
+
+
+# The UI keeps its GenAI / Model-training switch in the browser's localStorage (key
+# ``mlflow.workflowType`` version 1) and only reads ``?workflowType=`` from the URL, which its
+# own links drop: a click from the parent run to a child run lands in GenAI mode. The page
+# served here makes "Model training" the default until the user flips the switch.
+_TRAINING_DEFAULT = (
+    '<script>try{var k="mlflow.workflowType_v1";if(!localStorage.getItem(k))'
+    'localStorage.setItem(k,JSON.stringify("machine_learning"))}catch(e){}</script>'
+)
+
+
+def _default_to_training_mode(app: Any) -> None:
+    """Serve MLflow's ``index.html`` with :data:`_TRAINING_DEFAULT` in its ``<head>``."""
+    import mlflow.server
+    from starlette.responses import HTMLResponse
+    from starlette.routing import Route
+
+    index = Path(mlflow.server.__file__).parent / "js" / "build" / "index.html"
+    if os.environ.get("_MLFLOW_STATIC_PREFIX") or not index.is_file():
+        return  # a prefixed or source install: MLflow's own page, unchanged
+    html = index.read_text()
+    if "<head>" not in html:
+        return
+    page = html.replace("<head>", "<head>" + _TRAINING_DEFAULT, 1)
+
+    async def home(request: Any) -> HTMLResponse:
+        return HTMLResponse(page, headers={"Cache-Control": "no-cache"})
+
+    app.router.routes.insert(0, Route("/", home, methods=["GET"]))
 
 
 def _serve_with_mlflow_cli(host: str, port: int, store: str) -> None:

@@ -8,13 +8,17 @@ from __future__ import annotations
 
 __all__ = ["METRICS", "check_metric_name", "metric_task_problem"]
 
-_TIMES = """import_s build_s compile_s first_step_s first_epoch_s step_ms step_ms_p90 epoch_s
-epoch_step_ms train_s eval_s trial_s"""
+_TIMES = """import_s build_s compile_s first_step_s first_epoch_s step_ms step_ms_p10
+step_ms_p90 epoch_s epoch_step_ms train_s eval_s trial_s"""
 
 # name -> the dataset task it needs ("classification" / "regression"), None: any task.
 METRICS: dict[str, str | None] = {
     "val/acc": "classification",
     "val/rmse": "regression",
+    # scored from the model's validation outputs, one numpy implementation (data/_scores.py),
+    # when an experiment or config asks for them (``metrics:``) or an objective names them
+    **{f"val/{n}": "classification" for n in ("f1", "precision", "recall", "top5_acc", "auc")},
+    **{f"val/{n}": "regression" for n in ("mae", "r2")},
     "val/loss": None,
     "train/loss": None,
     "train/steps": None,

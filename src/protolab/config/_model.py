@@ -298,15 +298,32 @@ class Config(_Strict):
     experiment: Path  # the experiment script, relative to the config file
     # run each trial on these: backend names or family aliases (protolab.backends registry)
     backends: list[str] = Field(default_factory=default_backends, min_length=1)
+    # extra validation scores logged per epoch as val/<name> (f1, precision, recall,
+    # top5_acc, auc for classification; mae, r2 for regression); objectives add theirs
+    metrics: list[str] = Field(default_factory=list)
     study: StudyConfig = Field(default_factory=StudyConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     hardware: HardwareConfig = Field(default_factory=HardwareConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
 
-    @field_validator("backends", mode="before")
+    @field_validator("backends", "metrics", mode="before")
     @classmethod
     def _one_backend_as_list(cls, v: Any) -> Any:
         return [v] if isinstance(v, str) else v
+
+    @field_validator("metrics")
+    @classmethod
+    def _known_scores(cls, v: list[str]) -> list[str]:
+        from protolab.config._metrics import check_metric_name
+
+        out = []
+        for name in v:
+            full = name if name.startswith("val/") else f"val/{name}"
+            check_metric_name(full)
+            if full in ("val/acc", "val/rmse", "val/loss"):
+                continue  # always logged
+            out.append(full.removeprefix("val/"))
+        return list(dict.fromkeys(out))
 
     @field_validator("backends")
     @classmethod

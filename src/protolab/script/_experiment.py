@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -33,6 +33,7 @@ class Experiment:
     metric: str | None
     direction: Direction | None
     name: str
+    metrics: tuple[str, ...] = ()  # extra val/<name> scores to log (data/_scores.py)
     source: str = ""  # the script path once loaded (for error messages)
 
     def build(self, space: Space) -> Arch:
@@ -57,6 +58,23 @@ class Experiment:
         return metric, self.direction or infer_direction(metric)
 
 
+def _check_scores(metrics: Sequence[str]) -> tuple[str, ...]:
+    from protolab.config._metrics import check_metric_name
+
+    if isinstance(metrics, str) or not all(isinstance(m, str) for m in metrics):
+        raise ScriptError(f"@experiment(metrics=...) must be a list of names, but got {metrics!r}")
+    out = []
+    for m in metrics:
+        full = m if m.startswith("val/") else f"val/{m}"
+        try:
+            check_metric_name(full)
+        except ValueError as e:
+            raise ScriptError(f"@experiment(metrics=...): {e}") from None
+        if full not in ("val/acc", "val/rmse", "val/loss"):
+            out.append(full.removeprefix("val/"))
+    return tuple(dict.fromkeys(out))
+
+
 # Set by the loader while it executes a script, so decorators can register themselves.
 _registry: list[Experiment] | None = None
 
@@ -68,13 +86,16 @@ def experiment(
     metric: str | None = None,
     direction: Direction | None = None,
     name: str | None = None,
+    metrics: Sequence[str] = (),
 ) -> Any:
     """Declare the experiment of a script: ``@pl.experiment(data="digits", metric="val/acc")``.
 
     ``data`` is a built-in dataset name or a ``.npz``/``.csv`` path relative to the script.
     ``metric`` defaults to the dataset's (``val/acc`` or ``val/rmse``); ``direction`` is
-    inferred from the metric name when not given. Works bare (``@pl.experiment``) too.
+    inferred from the metric name when not given. ``metrics`` adds validation scores to
+    log per epoch (``["f1", "auc"]``). Works bare (``@pl.experiment``) too.
     """
+    extra = _check_scores(metrics)
     if direction not in (None, "maximize", "minimize"):
         raise ScriptError(
             f"@experiment: direction must be 'maximize' or 'minimize', but got {direction!r}"
@@ -94,7 +115,7 @@ def experiment(
     def wrap(f: Callable[[Space], Arch]) -> Experiment:
         if not callable(f):
             raise ScriptError(f"@experiment must decorate a function, but got {f!r}")
-        exp = Experiment(f, data, metric, direction, name or f.__name__)
+        exp = Experiment(f, data, metric, direction, name or f.__name__, extra)
         if _registry is not None:
             _registry.append(exp)
         return exp

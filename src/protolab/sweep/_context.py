@@ -30,6 +30,7 @@ class SweepContext:
     objectives: tuple[tuple[str, str], ...] = ()  # (metric, direction) for each objective
     constraints: tuple[tuple[str, str, float], ...] = ()  # (metric, "<=" | ">=", bound)
     distributions: dict[str, Any] = field(default_factory=dict)  # the dry run's choices
+    scores: tuple[str, ...] = ()  # extra val/<name> scores every job logs (data/_scores.py)
 
     @property
     def multi_objective(self) -> bool:
@@ -83,6 +84,31 @@ def _check_buildable(cfg: Config, config_path: Path, script_path: Path, arch: An
         check_buildable(list(cfg.backends), arch)
     except ArchError as e:
         raise ConfigError(f"{config_path}: {e} (in {script_path.name})") from None
+
+
+def _scores(
+    cfg: Config, exp: Experiment, objectives: tuple[tuple[str, str], ...], path: Path, ds: Any
+) -> tuple[str, ...]:
+    """The extra scores to compute: asked for, or named by an objective or constraint."""
+    from protolab.config._model import parse_constraint
+    from protolab.config._metrics import metric_task_problem
+    from protolab.data._scores import SCORES
+
+    named = [m for m, _ in objectives] + [
+        m for m, _, _ in map(parse_constraint, cfg.study.constraints)
+    ]
+    wanted = [*exp.metrics, *cfg.metrics, *(m.removeprefix("val/") for m in named)]
+    scores = tuple(dict.fromkeys(n for n in wanted if n in SCORES))
+    for name in scores:
+        problem = metric_task_problem(f"val/{name}", ds.task)
+        if problem:
+            raise ConfigError(f"{path}: metrics: {problem}")
+    if "auc" in scores and ds.n_classes != 2:
+        raise ConfigError(
+            f"{path}: metrics: auc is the binary ROC AUC, but data '{ds.name}' has "
+            f"{ds.n_classes} classes; use f1, precision, recall or top5_acc"
+        )
+    return scores
 
 
 def check_devices(cfg: Config, config_path: Path) -> None:
@@ -173,4 +199,5 @@ def prepare(cfg: Config, config_path: Path, script_path: Path) -> SweepContext:
         objectives=objectives,
         constraints=tuple(parse_constraint(c) for c in cfg.study.constraints),
         distributions=distributions,
+        scores=_scores(cfg, exp, objectives, config_path, dataset),
     )

@@ -133,7 +133,7 @@ def run_once(
         weight_decay=float(train["weight_decay"]),
         seed=cfg.study.seed,
     )
-    job = Job(arch, ctx.dataset, settings, cfg.hardware)
+    job = Job(arch, ctx.dataset, settings, cfg.hardware, ctx.scores)
     artifacts = _artifacts(ctx, arch, lineage)
     t0 = time.perf_counter()
     modes = resolve(list(cfg.backends), job)  # aliases: each family's fastest mode

@@ -157,7 +157,23 @@ class Tracker:
             run_name=self.study,
             tags={_PARENT_TAG: "parent", "protolab.study": self.study},
         )
-        return str(run.info.run_id)
+        return self._first_parent(str(run.info.run_id))
+
+    def _first_parent(self, mine: str) -> str:
+        """Workers on other hosts (no shared lock) may each have created a parent: all
+        keep the first created, and a later creator deletes its own."""
+        runs = self.client.search_runs(
+            [self.experiment_id],
+            filter_string=(
+                f"tags.`{_PARENT_TAG}` = 'parent' and tags.`protolab.study` = '{self.study}'"
+            ),
+            max_results=50,
+        )
+        first = min(runs, key=lambda r: (r.info.start_time, r.info.run_id), default=None)
+        if first is None or first.info.run_id == mine:
+            return mine
+        self.client.delete_run(mine)
+        return str(first.info.run_id)
 
     def child(self, name: str, tags: Mapping[str, str], params: Mapping[str, Any]) -> ChildRun:
         from mlflow.entities import Param

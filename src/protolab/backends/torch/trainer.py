@@ -10,6 +10,10 @@ seeded generator, so no DataLoader or host copies sit inside the timed steps. Th
 mode runs the same loop with the module compiled by ``torch.compile`` (forward and, through
 AOTAutograd, backward) and a compiled optimizer step; its compile cost is the first step's
 extra time, and recompiles are counted (tag ``recompiles``).
+
+With the program cache on (a warm process: ``protolab.backends._cache``) the compiled
+mode keeps its module and compiled programs per model and shapes; a rerun with another
+learning rate (a tensor), seed or epoch count resets them in place and compiles nothing.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ import torch
 import torch.nn.functional as F
 
 from protolab.backends._base import DeviceInfo, EpochFit, Job, Program
+from protolab.backends._cache import ProgramCache, cache_size, job_key
 from protolab.backends._peak import cpu_name
 from protolab.backends._threads import set_torch_threads
 from protolab.backends.torch.core import PRECISION, gemm, optimizer
@@ -33,7 +38,76 @@ from protolab.errors import NonFiniteLossError
 __all__ = ["EagerProgram", "evaluate"]
 
 _EVAL_BATCH = 1024
+_SEEDS_KEPT = 4  # initial states kept per cached model (one per seed seen)
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+class _Programs:
+    """A module under Fabric with its optimizer and step: what the program cache keeps.
+
+    Only the compiled mode is cached (its programs cost seconds to compile; an eager build
+    costs milliseconds). Cached, the learning rate is a tensor in the optimizer's param
+    groups, so a new value is written into it rather than traced as a constant.
+    """
+
+    def __init__(self, job: Job, compiled: bool) -> None:
+        from lightning.fabric import Fabric
+
+        ds, tr, hw = job.dataset, job.train, job.hardware
+        accelerator = "cuda" if hw.accelerator == "gpu" else hw.accelerator
+        precision: Any = PRECISION[hw.precision]
+        self.fabric = Fabric(accelerator=accelerator, devices=hw.devices, precision=precision)
+        self.arch, self.shape, self.dtype = job.arch, ds.input_shape, ds.input_dtype
+        self.module = build_torch(job.arch, ds.input_shape, ds.input_dtype)
+        opt = optimizer(self.module.parameters(), tr.optimizer, tr.lr, tr.weight_decay)
+        self.lr_tensor = compiled and cache_size() > 0
+        if self.lr_tensor:
+            for group in opt.param_groups:
+                group["lr"] = torch.tensor(tr.lr)
+        net: Any = torch.compile(self.module, dynamic=False) if compiled else self.module
+        self.model, self.opt = self.fabric.setup(net, opt)
+        self.opt_step: Callable[[], Any] = (
+            torch.compile(self.opt.step, dynamic=False) if compiled else self.opt.step
+        )
+        self._inits = {tr.seed: _values(self.module)}
+
+    def reset(self, seed: int, lr: float) -> None:
+        """Back to a fresh build's state for ``seed`` (the caller has seeded torch), in place:
+        the compiled programs keep the same tensors, so nothing recompiles."""
+        if seed not in self._inits:
+            kept = list(self._inits.items())[1 - _SEEDS_KEPT :]
+            fresh = build_torch(self.arch, self.shape, self.dtype)
+            self._inits = {**dict(kept), seed: _values(fresh)}
+        with torch.no_grad():
+            for t, value in zip(self.module.state_dict().values(), self._inits[seed], strict=True):
+                t.copy_(value)
+            for state in self.opt.state.values():  # zeros: what a fresh optimizer starts from
+                for value in state.values():
+                    if torch.is_tensor(value):
+                        value.zero_()
+            for group in self.opt.param_groups:
+                if self.lr_tensor:
+                    group["lr"].fill_(lr)
+                else:
+                    group["lr"] = lr
+
+
+_CACHE: ProgramCache[_Programs] = ProgramCache()
+
+
+def _forget_compiled() -> None:
+    """Drop every cached model and dynamo's code cache with them, before a new one.
+
+    Dynamo keeps guards per code object, and every model shares its module class's
+    ``forward``: left alone, its recompile limit (8) would silently send later models to
+    eager. A full cache is therefore emptied at once (as a sweep does after each trial).
+    """
+    _CACHE.clear()
+    torch._dynamo.reset()
+
+
+def _values(module: torch.nn.Module) -> list[torch.Tensor]:
+    return [t.detach().clone() for t in module.state_dict().values()]
 
 
 class EagerProgram(Program):
@@ -43,20 +117,29 @@ class EagerProgram(Program):
         from lightning.fabric import Fabric
 
         set_torch_threads(job.hardware.threads)
-        ds, tr, hw = job.dataset, job.train, job.hardware
-        accelerator = "cuda" if hw.accelerator == "gpu" else hw.accelerator
-        precision: Any = PRECISION[hw.precision]
-        self.fabric = Fabric(accelerator=accelerator, devices=hw.devices, precision=precision)
-        self.fabric.seed_everything(tr.seed, verbose=False)
-        self.dev = self.fabric.device
+        tr = job.train
+        Fabric.seed_everything(tr.seed, verbose=False)
         self.backend, self.compiled = backend, compiled
-        self.module = build_torch(job.arch, ds.input_shape, ds.input_dtype)
-        opt = optimizer(self.module.parameters(), tr.optimizer, tr.lr, tr.weight_decay)
-        net: Any = torch.compile(self.module, dynamic=False) if compiled else self.module
-        self.model, self.opt = self.fabric.setup(net, opt)
-        self.opt_step: Callable[[], Any] = (
-            torch.compile(self.opt.step, dynamic=False) if compiled else self.opt.step
-        )
+        self.graphs0 = _graph_count()
+        key = job_key(backend, job) if compiled else None
+        cached = _CACHE.get(key) if key is not None else None
+        self.hit = cached is not None
+        if cached is None:
+            if key is not None and len(_CACHE) >= cache_size():
+                _forget_compiled()
+            cached = _Programs(job, compiled)
+            if key is not None:
+                _CACHE.put(key, cached)
+        else:
+            cached.reset(tr.seed, tr.lr)
+        self.fabric, self.module, self.model = cached.fabric, cached.module, cached.model
+        self.opt, self.opt_step = cached.opt, cached.opt_step
+        self.dev = self.fabric.device
+        self._place_data(job)
+        self.gen = torch.Generator(device=self.dev).manual_seed(tr.seed)
+
+    def _place_data(self, job: Job) -> None:
+        ds, tr = job.dataset, job.train
         self.classify = ds.task == "classification"
         self.x_tr, self.y_tr, self.x_va, self.y_va = (
             torch.as_tensor(a, device=self.dev)
@@ -70,8 +153,6 @@ class EagerProgram(Program):
         self.steps = n // self.batch  # drop the ragged last batch: every step the same shape
         if tr.max_steps:
             self.steps = min(self.steps, tr.max_steps)
-        self.gen = torch.Generator(device=self.dev).manual_seed(tr.seed)
-        self.graphs0 = _graph_count()
 
     def loss_fn(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         out = out.float()
@@ -136,7 +217,12 @@ class EagerProgram(Program):
             "loop": "torch.compile" if self.compiled else "eager",
         }
         if self.compiled:  # graphs beyond the first train graph + optimizer step
-            tags["recompiles"] = str(max(_graph_count() - self.graphs0 - 2, 0))
+            graphs = _graph_count() - self.graphs0
+            tags["recompiles"] = str(max(graphs - (0 if self.hit else 2), 0))
+            tags["compiles"] = str(graphs)
+            tags["program_cache"] = ProgramCache.status(self.hit)
+        else:
+            tags["compiles"] = "0"  # eager: nothing to compile
         return tags
 
     def trained(self) -> TorchModel:

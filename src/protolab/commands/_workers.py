@@ -1,0 +1,149 @@
+"""``protolab sweep CONFIG --workers N|auto``: N ordinary workers on this host, one study.
+
+Each worker is the same ``protolab sweep`` command in its own process (own framework
+import, own tracking writer), so it is exactly what a second terminal would start, and the
+study's locks and leases keep them apart. With GPUs each worker sees one device
+(``CUDA_VISIBLE_DEVICES``, recorded on its trials as ``protolab.cuda_visible_devices``);
+without, each gets ``cores // N`` threads (``hardware.threads``) unless the config or an
+override sets them. ``auto`` is one worker per GPU, else one per core.
+
+Output: workers write to ``mlruns/workers/worker-K.log``; the launcher prints a line per
+worker as it ends and then the summary table of the last one (it covers the whole study).
+Ctrl-C (or SIGTERM) is passed to every worker: each cleans up its trial and exits, and the
+launcher exits 130/143 once they all have. A second Ctrl-C is passed on too (workers stop
+at once; the next run reaps what was left).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from protolab.errors import UserInputError
+
+__all__ = ["Plan", "gpu_ids", "launch", "parse_workers", "plan_workers", "run_workers"]
+
+
+@dataclass(frozen=True)
+class Plan:
+    count: int
+    threads: int | None  # per worker (None: the config's own setting stands)
+    devices: list[str]  # CUDA_VISIBLE_DEVICES per worker ([] on CPU)
+
+
+def parse_workers(text: str) -> int | None:
+    """``auto`` -> None, a positive integer -> it; anything else is exit 2."""
+    if text.strip().lower() == "auto":
+        return None
+    try:
+        n = int(text)
+    except ValueError:
+        n = 0
+    if n < 1 or n > 1024:
+        raise UserInputError(f"--workers: expected a number 1-1024 or 'auto', but got {text!r}")
+    return n
+
+
+def gpu_ids() -> list[str]:
+    """GPUs this process may use, without importing a framework (nvidia-smi; the env)."""
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    if visible is not None:
+        return [d for d in visible.split(",") if d.strip() and d.strip() != "-1"]
+    smi = shutil.which("nvidia-smi")
+    if smi is None:
+        return []
+    try:
+        out = subprocess.run([smi, "-L"], capture_output=True, text=True, timeout=20).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return []
+    return [str(i) for i, line in enumerate(out.splitlines()) if line.startswith("GPU ")]
+
+
+def plan_workers(requested: int | None, config_threads: int | None, accelerator: str) -> Plan:
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = cores or 1
+    gpus = gpu_ids() if accelerator in ("auto", "gpu") else []
+    count = requested or (len(gpus) or cores)
+    devices = [gpus[i % len(gpus)] for i in range(count)] if gpus else []
+    threads = config_threads or max(1, cores // count)
+    return Plan(count, threads if config_threads is None else None, devices)
+
+
+def _worker_cmd(args: list[str], plan: Plan) -> list[str]:
+    extra = [f"hardware.threads={plan.threads}"] if plan.threads else []
+    return [sys.executable, "-m", "protolab.cli", "sweep", *args, *extra]
+
+
+def _start(args: list[str], plan: Plan, logs: Path) -> list[subprocess.Popen[bytes]]:
+    """Each worker in its own session: a terminal's Ctrl-C reaches the launcher only,
+    which passes it on once (twice would make a worker stop at once)."""
+    logs.mkdir(parents=True, exist_ok=True)
+    procs = []
+    for k in range(plan.count):
+        env = dict(os.environ)
+        if plan.devices:
+            env["CUDA_VISIBLE_DEVICES"] = plan.devices[k]
+        with open(logs / f"worker-{k}.log", "wb") as log:
+            cmd = _worker_cmd(args, plan)
+            procs.append(
+                subprocess.Popen(cmd, stdout=log, stderr=log, env=env, start_new_session=True)
+            )
+    return procs
+
+
+def launch(args: list[str], plan: Plan, logs: Path) -> int:
+    """Start the workers, pass signals on, wait for all; the worst exit code."""
+    procs: list[subprocess.Popen[bytes]] = []
+    got: list[int] = []
+
+    def forward(signum: int, frame: Any) -> None:
+        got.append(signum)
+        for p in procs:
+            if p.poll() is None:
+                p.send_signal(signum)
+
+    previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        procs += _start(args, plan, logs)
+        where = f"; GPUs {','.join(plan.devices)}" if plan.devices else ""
+        threads = f", {plan.threads} threads each" if plan.threads else ""
+        print(f"{plan.count} workers{threads}{where}; logs in {logs}/", flush=True)
+        codes = _wait_all(procs, logs)
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+    if got:
+        return 128 + got[0]
+    return max(codes, key=lambda c: (c != 0, abs(c)))
+
+
+def _wait_all(procs: list[subprocess.Popen[bytes]], logs: Path) -> list[int]:
+    """Wait for every worker; then show the output of the one that ended last."""
+    codes: dict[int, int] = {}
+    last = 0
+    while len(codes) < len(procs):
+        for k, p in enumerate(procs):
+            if k not in codes and p.poll() is not None:
+                codes[k], last = p.returncode, k
+                print(f"worker {k} (pid {p.pid}) exited {p.returncode}", flush=True)
+        time.sleep(0.2)
+    text = (logs / f"worker-{last}.log").read_text(errors="replace")
+    print(text[-6000:], end="", flush=True)
+    return [codes[k] for k in range(len(procs))]
+
+
+def run_workers(config: Path, overrides: list[str], workers: str, args: list[str]) -> int:
+    """``--workers``: check everything first (exit 2), then launch; the exit code."""
+    from protolab.config import load_config
+
+    requested = parse_workers(workers)
+    cfg, _ = load_config(config, overrides)
+    plan = plan_workers(requested, cfg.hardware.threads, cfg.hardware.accelerator)
+    return launch(args, plan, Path.cwd() / "mlruns" / "workers")

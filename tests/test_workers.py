@@ -1,0 +1,107 @@
+"""``protolab sweep --workers N``: one launcher, N ordinary workers on one study."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from typer.testing import CliRunner
+
+from protolab.cli import app
+from protolab.commands._workers import plan_workers
+from protolab.sweep._lease import worker_attrs
+from tests.conftest import TINY_MLP
+
+State = optuna.trial.TrialState
+
+
+def _project(root: Path, n_trials: int, epochs: int) -> Path:
+    (root / "exp.py").write_text(TINY_MLP)
+    cfg = root / "cfg.yaml"
+    cfg.write_text(
+        textwrap.dedent(
+            f"""\
+            experiment: exp.py
+            backends: [lightning]
+            study: {{name: tiny, n_trials: {n_trials}, sampler: random, pruner: none}}
+            train: {{epochs: {epochs}, batch_size: 128, lr: 0.005}}
+            hardware: {{accelerator: cpu}}
+            """
+        )
+    )
+    return cfg
+
+
+def _trials(root: Path) -> list[optuna.trial.FrozenTrial]:
+    from protolab._stores import open_storage
+
+    storage = open_storage(str(root / "mlruns" / "optuna.journal"))
+    try:
+        return optuna.load_study(study_name="tiny", storage=storage).trials
+    except KeyError:
+        return []
+
+
+def _launch(cfg: Path, workers: str) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "protolab.cli", "sweep", str(cfg), "--workers", workers],
+        cwd=cfg.parent, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )  # fmt: skip
+
+
+def test_plan_threads_and_devices(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "")  # no GPU, whatever the machine has
+    plan = plan_workers(2, None, "auto")
+    assert plan.count == 2 and plan.devices == [] and plan.threads is not None
+    assert plan_workers(2, 3, "cpu").threads is None  # the config's threads stand
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,7")
+    gpu = plan_workers(None, None, "auto")
+    assert gpu.count == 2 and gpu.devices == ["4", "7"]
+    assert worker_attrs()["protolab.cuda_visible_devices"] == "4,7"
+    assert plan_workers(None, None, "cpu").devices == []
+
+
+@pytest.mark.parametrize("bad", ["0", "two", "-3"])
+def test_bad_workers_exit_2_before_anything_is_written(workdir: Path, bad: str) -> None:
+    cfg = _project(workdir, 2, 1)
+    result = CliRunner().invoke(app, ["sweep", str(cfg), "--workers", bad])
+    assert result.exit_code == 2, result.output
+    assert "--workers" in result.stderr and "Traceback" not in result.stderr
+    assert not (workdir / "mlruns").exists()
+
+
+@pytest.mark.slow
+def test_two_workers_reach_exactly_n_trials(tmp_path: Path) -> None:
+    cfg = _project(tmp_path, n_trials=5, epochs=2)
+    proc = _launch(cfg, "2")
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == 0, out[-3000:]
+    assert "2 workers, 1 threads each" in out or "2 workers" in out
+    trials = _trials(tmp_path)
+    assert [t.state for t in trials] == [State.COMPLETE] * 5  # exactly, none over-asked
+    assert len({t.user_attrs["protolab.worker"] for t in trials}) == 2
+    logs = sorted((tmp_path / "mlruns" / "workers").glob("worker-*.log"))
+    assert [p.name for p in logs] == ["worker-0.log", "worker-1.log"]
+
+
+@pytest.mark.slow
+def test_ctrl_c_stops_every_worker_cleanly(tmp_path: Path) -> None:
+    cfg = _project(tmp_path, n_trials=50, epochs=300)
+    proc = _launch(cfg, "2")
+    deadline = time.time() + 240
+    while sum(t.state == State.RUNNING for t in _trials(tmp_path)) < 2:
+        assert time.time() < deadline and proc.poll() is None, proc.communicate()[0][-3000:]
+        time.sleep(0.5)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=180)
+    assert proc.returncode == 130, out[-3000:]
+    assert out.count("exited 130") == 2
+    trials = _trials(tmp_path)
+    assert not [t.number for t in trials if t.state == State.RUNNING]
+    assert {t.user_attrs.get("protolab.fail_reason") for t in trials} == {"interrupted"}
