@@ -95,6 +95,16 @@ def test_kill_9_mid_trial_then_rerun_finishes_the_study(tmp_path: Path) -> None:
     proc.send_signal(signal.SIGKILL)
     proc.wait()
     assert _trials(tmp_path)[killed].state == State.RUNNING  # left behind by the dead worker
+    # ... but not in MLflow: the writer sees its pipe close and ends the parent run and the
+    # open child run itself, before any rerun (issue 13, 4: nothing RUNNING after kill -9).
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        status = {r.info.run_name: r.info.status for r in _runs(tmp_path)}
+        if status.get("tiny") == "KILLED" and status.get(f"t{killed}-lightning") == "FAILED":
+            break
+        time.sleep(0.5)
+    assert status.get("tiny") == "KILLED", status
+    assert status.get(f"t{killed}-lightning") == "FAILED", status
 
     rerun = subprocess.run(
         [sys.executable, "-m", "protolab.cli", "sweep", str(cfg)],

@@ -14,7 +14,7 @@ class TAG:
 
     STUDY = "protolab.study"
     TRIAL = "protolab.trial"
-    ROLE = "protolab.role"  # parent | child
+    ROLE = "protolab.role"  # parent | child | watch (a watch session's own parent run)
     BACKEND = "protolab.backend"  # the mode's registry name
     FAMILY = "protolab.family"  # dynamic | static
     MODE = "protolab.mode"  # a few words: eager, compiled, graph, XLA, jit
@@ -36,6 +36,7 @@ class TAG:
     DIRECTION = "protolab.direction"
     CHECKPOINT = "protolab.checkpoint"  # kept | deleted: the trained weights (artifact checkpoint/)
     CHECKPOINT_RANK = "protolab.checkpoint_rank"  # JSON: the trial's value, direction, feasible
+    WATCH = "protolab.watch"  # a `protolab watch` session's name, on its parent and reruns
     PREFIX = "protolab."
 
 
