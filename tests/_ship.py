@@ -64,7 +64,7 @@ def upload(
     direction: str = "maximize",
 ) -> None:
     """What the writer process does with one job's checkpoint (the real function)."""
-    up = Upload(study, exp, trial, policy, top_k, value, direction, feasible, done, 1.0)
+    up = Upload(study, exp, trial, policy, top_k, value, direction, feasible, done)
     store_checkpoint(client, run_id, str(directory), up)
 
 

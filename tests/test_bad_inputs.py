@@ -136,8 +136,8 @@ VALUES = [
 METRICS = [
     Bad(
         "objective-unknown",
-        ["study.objectives=[{metric: val/f1}]"],
-        ["study.objectives.0.metric", "unknown metric 'val/f1'", "val/acc", "time/step_ms"],
+        ["study.objectives=[{metric: val/kappa}]"],
+        ["study.objectives.0.metric", "unknown metric 'val/kappa'", "val/acc", "time/step_ms"],
     ),
     Bad(
         "objective-twice",
@@ -162,8 +162,8 @@ METRICS = [
     ),
     Bad(
         "constraint-unknown",
-        ["study.constraints=['val/f1 >= 0.5']"],
-        ["study.constraints", "unknown metric 'val/f1'"],
+        ["study.constraints=['val/kappa >= 0.5']"],
+        ["study.constraints", "unknown metric 'val/kappa'"],
     ),
     Bad(
         "constraint-wrong-task",

@@ -39,9 +39,8 @@ def test_policy_keeps_exactly_what_it_says(store: Store, policy: str, kept: set[
     for trial, ids in runs.items():
         for run_id in ids:  # both modes of a kept trial, no mode of any other
             assert has_checkpoint(client, run_id) == (trial in kept)
-            data = client.get_run(run_id).data
-            assert data.tags[TAG.CHECKPOINT] == ("kept" if trial in kept else "deleted")
-            assert data.metrics["checkpoint/bytes"] > 0
+            tags = client.get_run(run_id).data.tags
+            assert tags[TAG.CHECKPOINT] == ("kept" if trial in kept else "deleted")
 
 
 def test_a_running_trial_is_kept_until_done_and_dropped_when_its_other_mode_fails(
@@ -83,6 +82,10 @@ class _Run:
 
     def __init__(self) -> None:
         self.calls: list[tuple[Any, ...]] = []
+        self.metrics: list[dict[str, float]] = []
+
+    def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
+        self.metrics.append(metrics)
 
     def call(self, fn: Any, *args: Any) -> None:
         self.calls.append((fn, *args))
@@ -126,12 +129,14 @@ def test_keep_hands_each_finished_trial_job_to_the_writer() -> None:
     assert [u.done for u in uploads] == [False, True]  # the trial's last mode ranks it
     assert {u.value for u in uploads} == {0.8}  # the trial's value: its lead mode's metric
     assert {u.experiment_id for u in uploads} == {"7"}
+    assert [sorted(m) for m in run.metrics] == [["checkpoint/bytes", "checkpoint/save_ms"]] * 2
+    assert all(m["checkpoint/bytes"] > 0 for m in run.metrics)
     folder = Path(run.calls[0][1])
     assert sorted(p.name for p in folder.iterdir()) == [
         "arch.json", "checkpoint.json", "example.npy", "weights.pt",
     ]  # fmt: skip
     assert np.load(folder / "example.npy").shape == (8, 8, 8, 1)
-    for fn, directory, *_ in run.calls:
+    for _fn, directory, *_ in run.calls:
         __import__("shutil").rmtree(directory)
 
 

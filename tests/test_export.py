@@ -99,7 +99,11 @@ def _bad_study(store: Store) -> str:
     ],
 )
 def test_export_refuses_bad_input_before_writing(
-    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, args: list[str], expect: list[str]
+    store: Store,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    args: list[str],
+    expect: list[str],
 ) -> None:
     if not store.client.get_experiment_by_name("refuse"):
         _bad_study(store)
@@ -128,7 +132,7 @@ def test_export_and_predict_name_unknown_studies_and_models(store: Store, tmp_pa
 
 @pytest.mark.slow
 def test_torch_formats_reload_and_predict_the_same(tmp_path: Path) -> None:
-    model, ds, ckpt, want = _train("lightning", CNN, tmp_path)
+    _model, ds, ckpt, want = _train("lightning", CNN, tmp_path)
     rebuilt = load_trained(ckpt)
     _close(rebuilt.predict(ds.x_val), want)  # the checkpoint holds the trained weights
     paths = {fmt: rebuilt.export(fmt, tmp_path / fmt, ckpt) for fmt in ("pt2", "onnx", "hub")}
@@ -141,7 +145,7 @@ def test_torch_formats_reload_and_predict_the_same(tmp_path: Path) -> None:
 @pytest.mark.slow
 @pytest.mark.parametrize("backend", ["keras", "jax"])
 def test_savedmodel_answers_through_serving_default(tmp_path: Path, backend: str) -> None:
-    model, ds, ckpt, want = _train(backend, CNN if backend == "keras" else MLP, tmp_path)
+    _model, ds, ckpt, want = _train(backend, CNN if backend == "keras" else MLP, tmp_path)
     base = tmp_path / "serving"
     first = load_trained(ckpt).export("savedmodel", base, ckpt)
     assert first == base / "1"  # TF Serving's layout: BASE/<version>/
@@ -168,7 +172,7 @@ def test_mlflow_model_serves_offline_and_the_champion_alias_follows_the_best(
 ) -> None:
     from protolab.commands._export import ALIAS, export_model
 
-    model, ds, ckpt, want = _train("lightning", MLP, tmp_path)
+    model, ds, _ckpt, want = _train("lightning", MLP, tmp_path)
     exp, client = store.study("registry"), store.client
 
     def trial(number: int, value: float) -> None:
@@ -185,10 +189,10 @@ def test_mlflow_model_serves_offline_and_the_champion_alias_follows_the_best(
     trial(1, 0.9)  # a better trial lands
     second = export_model("registry", "mlflow", uri=store.uri)
     assert (second.trial, second.champion) == (1, True)
-    assert client.get_model_version_by_alias("registry", ALIAS).version == "2"
+    assert str(client.get_model_version_by_alias("registry", ALIAS).version) == "2"
     again = export_model("registry", "mlflow", trial=0, uri=store.uri)  # the older one
     assert again.model_uri == "models:/registry/1" and not again.champion
-    assert client.get_model_version_by_alias("registry", ALIAS).version == "2"
+    assert str(client.get_model_version_by_alias("registry", ALIAS).version) == "2"
     version = client.get_model_version("registry", "2")
     assert version.tags[TAG.TRIAL] == "1" and version.run_id
 

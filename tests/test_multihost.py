@@ -23,11 +23,12 @@ from pathlib import Path
 import optuna
 import pytest
 from mlflow.tracking import MlflowClient
+from typer.testing import CliRunner
 
+from protolab.cli import app
 from tests import _servers
 from tests.conftest import TINY_MLP
 
-pytestmark = pytest.mark.slow
 State = optuna.trial.TrialState
 N_TRIALS = 6
 
@@ -60,7 +61,7 @@ def _project(root: Path, storage: str, tracking: str) -> Path:
             experiment: exp.py
             backends: [lightning]
             study: {{name: team, n_trials: {N_TRIALS}, sampler: random, pruner: none,
-                     storage: '{storage}', heartbeat_s: 1}}
+                     storage: '{storage}', heartbeat_s: 3}}
             train: {{epochs: 2, batch_size: 128, lr: 0.005}}
             hardware: {{accelerator: cpu, threads: 1}}
             tracking: {{uri: '{tracking}'}}
@@ -115,6 +116,7 @@ def _kill_mid_trial(study_url: str, client: MlflowClient, victim: subprocess.Pop
     raise AssertionError("the victim never ran a trial while another finished")
 
 
+@pytest.mark.slow
 def test_three_workers_one_killed_by_9_finish_on_the_team_stores(
     tmp_path: Path, team_stores: tuple[str, str, Path]
 ) -> None:
@@ -158,3 +160,27 @@ def test_three_workers_one_killed_by_9_finish_on_the_team_stores(
         assert "arch.json" in {a.path for a in client.list_artifacts(run.info.run_id)}
         stored = artifacts / exp.experiment_id / run.info.run_id / "artifacts" / "arch.json"
         assert stored.is_file()
+
+
+BAD_SERVER_ARGS = [
+    ([], "--backend-store-uri: missing"),
+    (["--backend-store-uri", "ftp://db/x"], "unsupported URL 'ftp://db/x'"),
+    (["--backend-store-uri", "postgresql://u:hunter2@127.0.0.1:{port}/db"], "cannot open"),
+    (["--backend-store-uri", "sqlite:///{tmp}/db.sqlite", "--port", "0"], "--port"),
+    (["--backend-store-uri", "sqlite:///{tmp}/db.sqlite", "--artifacts", "{tmp}/f"], "a file"),
+]
+
+
+@pytest.mark.parametrize(("args", "expected"), BAD_SERVER_ARGS)
+def test_server_bad_input_exits_2_before_starting(
+    workdir: Path, monkeypatch: pytest.MonkeyPatch, args: list[str], expected: str
+) -> None:
+    monkeypatch.delenv("MLFLOW_BACKEND_STORE_URI", raising=False)
+    (workdir / "f").write_text("not a folder")
+    fill = {"port": _servers.free_port(), "tmp": workdir}
+    argv = ["server", "--artifacts", str(workdir / "art"), *[a.format(**fill) for a in args]]
+    result = CliRunner().invoke(app, argv)
+    assert result.exit_code == 2, result.output
+    assert expected in result.stderr and "Traceback" not in result.stderr
+    assert "hunter2" not in result.stderr
+    assert not (workdir / "art").exists() and not (workdir / "db.sqlite").exists()

@@ -138,7 +138,12 @@ def test_interrupt_cleans_up_and_resumes(tmp_path: Path, signum: int, code: int)
     trial = _trials(tmp_path)[stopped]
     assert trial.state == State.FAIL
     assert trial.user_attrs["protolab.fail_reason"] == "interrupted"
-    runs = {r.info.run_name: r for r in _runs(tmp_path)}
+    deadline = time.time() + 60  # the writer makes its last writes after the command exits
+    while time.time() < deadline:
+        runs = {r.info.run_name: r for r in _runs(tmp_path)}
+        if not [r for r in runs.values() if r.info.status == "RUNNING"]:
+            break
+        time.sleep(0.5)
     assert runs[f"t{stopped}-lightning"].info.status == "KILLED"
     assert runs["tiny"].info.status == "KILLED"  # the parent run
     _assert_nothing_running(tmp_path)

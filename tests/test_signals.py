@@ -30,9 +30,17 @@ pytestmark = pytest.mark.slow
 State = optuna.trial.TrialState
 
 N_TRIALS = 6
-# "About a second" on a dedicated core; shared CI cores (and the interpreter's exit with
-# torch loaded) get slack. Measured here: 0.1-0.6 s.
-LATENCY_S = float(os.environ.get("PROTOLAB_SIGNAL_LATENCY_S", "3.0"))
+
+
+# "About a second" of an idle machine's time. On 2 shared cores the same work takes many
+# times longer (at a load of 15 the config loaded in 65 s instead of ~3 s, and a signal that
+# landed inside one C call, the dlopen of torch's library, waited 8 s for it to return), so
+# the limit scales with how starved the machine is, as a fresh ``import protolab`` measures
+# it (~0.12 s idle) just before and after each run: max(3 s, 8 x that). Idle: 3 s.
+# PROTOLAB_SIGNAL_LATENCY_S sets it outright.
+def _latency_limit(probe_s: float) -> float:
+    fixed = os.environ.get("PROTOLAB_SIGNAL_LATENCY_S")
+    return float(fixed) if fixed else max(3.0, 8 * probe_s)
 
 
 def _command() -> list[str]:
@@ -111,7 +119,7 @@ def _interrupt(run: _Sweep, marker: str, delay: float, double: bool) -> float | 
     return time.monotonic() - sent
 
 
-def _check_run(run: _Sweep, where: str, latency: float | None, double: bool) -> None:
+def _check_run(run: _Sweep, where: str, latency: float | None, double: bool, limit: float) -> None:
     err = run.text()
     code = run.proc.returncode
     assert "Traceback" not in err and "Exception ignored" not in err, f"{where}:\n{err}"
@@ -120,7 +128,7 @@ def _check_run(run: _Sweep, where: str, latency: float | None, double: bool) -> 
         assert not errors, f"{where}:\n{err}"
         return
     assert code == 130, f"{where}: exit {code}\n{err}"
-    assert latency is not None and latency < LATENCY_S, f"{where}: {latency} s\n{err}"
+    assert latency is not None and latency < limit, f"{where}: {latency:.2f} s > {limit:.1f}\n{err}"
     assert len(errors) == 1, f"{where}: {len(errors)} messages\n{err}"
     assert "protolab sweep cfg.yaml" in errors[0], f"{where}:\n{err}"  # the resume command
     if double and "interrupted again" in errors[0]:
@@ -149,10 +157,12 @@ def test_sigint_anywhere_stops_within_a_second_and_the_rerun_resumes(tmp_path: P
     kept: set[int] = set()
     for i, (where, marker, delay) in enumerate(points):
         label = f"seed {seed}, run {i}: {where} (+{delay:.2f} s)"
+        before = _startup_s()
         run = _Sweep(cfg, i)
         is_double = where.startswith("double")
         latency = _interrupt(run, marker, delay, is_double)
-        _check_run(run, label, latency, is_double)
+        limit = _latency_limit(max(before, _startup_s()))
+        _check_run(run, label, latency, is_double, limit)
         now = _complete(tmp_path)
         assert kept <= now, f"{label}: finished trials lost: {sorted(kept - now)}"
         kept = now

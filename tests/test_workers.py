@@ -104,4 +104,7 @@ def test_ctrl_c_stops_every_worker_cleanly(tmp_path: Path) -> None:
     assert out.count("exited 130") == 2
     trials = _trials(tmp_path)
     assert not [t.number for t in trials if t.state == State.RUNNING]
-    assert {t.user_attrs.get("protolab.fail_reason") for t in trials} == {"interrupted"}
+    failed = [t for t in trials if t.state == State.FAIL]
+    assert len(failed) == 2  # both workers' trials, each re-enqueued for the next run
+    assert {t.user_attrs.get("protolab.fail_reason") for t in failed} == {"interrupted"}
+    assert sum(t.state == State.WAITING for t in trials) == 2

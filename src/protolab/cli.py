@@ -564,6 +564,32 @@ def predict(
     _guard(body)
 
 
+@app.command(name="watch")
+def watch_(
+    config: ConfigArg,
+    overrides: OverridesArg = None,
+    params: Annotated[
+        str | None, typer.Option(help='Fixed values as JSON: \'{"width": 128, "act": "relu"}\'.')
+    ] = None,
+    best: Annotated[bool, typer.Option("--best", help="Use the best trial's values.")] = False,
+    epochs: Annotated[int, typer.Option(help="Epochs per rerun.")] = 1,
+    steps: Annotated[
+        int | None, typer.Option(help="Steps per epoch (default: the whole epoch).")
+    ] = None,
+    no_track: Annotated[
+        bool, typer.Option("--no-track", help="Do not log the reruns to MLflow.")
+    ] = False,
+) -> None:
+    """Keep the frameworks warm and rerun a short job on every save of the script or config."""
+
+    def body() -> None:
+        from protolab.commands._watch import watch_command
+
+        watch_command(config, overrides or [], params, best, epochs, steps, not no_track)
+
+    _guard(body)
+
+
 def main() -> None:
     if "_PROTOLAB_COMPLETE" in os.environ:  # shell completion (docs/ui.md); --help stays lean
         from typer.completion import completion_init

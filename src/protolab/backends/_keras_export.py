@@ -56,9 +56,11 @@ class KerasModel:
         import keras
 
         weights = self.model.weights
-        arrays = {f"w{i}": keras.ops.convert_to_numpy(w.value) for i, w in enumerate(weights)}
-        paths = json.dumps([w.path for w in weights])
-        np.savez(directory / WEIGHTS, **arrays, **{_PATHS: np.array(paths)})
+        arrays: dict[str, Any] = {
+            f"w{i}": keras.ops.convert_to_numpy(w.value) for i, w in enumerate(weights)
+        }
+        arrays[_PATHS] = np.array(json.dumps([w.path for w in weights]))
+        np.savez(directory / WEIGHTS, **arrays)
 
     def export(self, fmt: str, out: Path, checkpoint: Path) -> Path:
         if fmt not in FORMATS:

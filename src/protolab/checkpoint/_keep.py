@@ -70,7 +70,10 @@ def keep(ctx: Any, tracker: Any, run: Any, job: Any, result: Any, tags: dict[str
         )
     except Exception as e:
         shutil.rmtree(directory, ignore_errors=True)
-        print(f"protolab: trial {trial}: checkpoint not kept: {type(e).__name__}: {e}", file=sys.stderr)
+        print(
+            f"protolab: trial {trial}: checkpoint not kept: {type(e).__name__}: {e}",
+            file=sys.stderr,
+        )
         return
     from protolab.backends import expand_aliases
     from protolab.checkpoint._store import Upload, store
@@ -85,8 +88,10 @@ def keep(ctx: Any, tracker: Any, run: Any, job: Any, result: Any, tags: dict[str
         direction=ctx.direction,
         feasible=state.feasible,
         done=state.jobs >= len(expand_aliases(list(ctx.cfg.backends))),
-        save_ms=(time.perf_counter() - t0) * 1e3,
     )
+    size = sum(p.stat().st_size for p in directory.iterdir())
+    save_ms = (time.perf_counter() - t0) * 1e3
+    run.log_metrics({"checkpoint/bytes": float(size), "checkpoint/save_ms": save_ms}, step=0)
     send(store, str(directory), upload)
 
 

@@ -13,11 +13,11 @@ it is done (or its other runs failed: then it goes).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import shutil
 import sys
-import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,7 +54,6 @@ class Upload:
     direction: str  # maximize | minimize
     feasible: bool
     done: bool  # the trial's last mode: its checkpoints are complete, rank it
-    save_ms: float  # serialising the weights, in the sweep process
 
 
 @dataclass
@@ -92,22 +91,17 @@ def ranked(trials: Iterable[CheckpointTrial]) -> list[CheckpointTrial]:
     return sorted(trials, key=key)
 
 
-def _size(directory: Path) -> int:
-    return sum(p.stat().st_size for p in directory.rglob("*") if p.is_file())
-
-
 def store(client: Any, run_id: str, directory: str, up: Upload) -> None:
     """Upload a checkpoint, tag its run, then prune the study (in the writer process).
 
-    Never raises: a checkpoint that cannot be kept is reported, and the sweep goes on.
+    Two calls for the checkpoint itself (the upload, one tag batch), then the pruning's
+    search; its sizes and timings go with the run's final metrics (see ``keep``). Never
+    raises: a checkpoint that cannot be kept is reported, and the sweep goes on.
     """
-    from mlflow.entities import Metric, RunTag
+    from mlflow.entities import RunTag
 
-    path = Path(directory)
     try:
-        t0 = time.perf_counter()
         client.log_artifacts(run_id, directory, ARTIFACT)
-        upload_ms = (time.perf_counter() - t0) * 1e3
         rank = {
             "trial": up.trial,
             "value": up.value,
@@ -115,14 +109,8 @@ def store(client: Any, run_id: str, directory: str, up: Upload) -> None:
             "feasible": up.feasible,
             "done": up.done,
         }
-        now = int(time.time() * 1000)
-        metrics = {"checkpoint/bytes": _size(path), "checkpoint/save_ms": up.save_ms}
-        metrics["checkpoint/upload_ms"] = upload_ms
-        client.log_batch(
-            run_id,
-            metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
-            tags=[RunTag(TAG.CHECKPOINT, "kept"), RunTag(TAG.CHECKPOINT_RANK, json.dumps(rank))],
-        )
+        tags = [RunTag(TAG.CHECKPOINT, "kept"), RunTag(TAG.CHECKPOINT_RANK, json.dumps(rank))]
+        client.log_batch(run_id, tags=tags)  # visible before the search below: see the top
         experiment_id = up.experiment_id or client.get_run(run_id).info.experiment_id
         retain(client, experiment_id, up.study, keep_count(up.policy, up.top_k))
     except Exception as e:
@@ -132,7 +120,7 @@ def store(client: Any, run_id: str, directory: str, up: Upload) -> None:
             file=sys.stderr,
         )
     finally:
-        shutil.rmtree(path, ignore_errors=True)
+        shutil.rmtree(directory, ignore_errors=True)
 
 
 def retain(client: Any, experiment_id: str, study: str, keep: int | None) -> list[int]:
@@ -183,10 +171,8 @@ def drop(client: Any, run: Any) -> None:
     from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
     repo = get_artifact_repository(run.info.artifact_uri, tracking_uri=client.tracking_uri)
-    try:
+    with contextlib.suppress(FileNotFoundError):  # another worker dropped it first
         repo.delete_artifacts(ARTIFACT)
-    except FileNotFoundError:  # another worker dropped it first
-        pass
     client.set_tag(run.info.run_id, TAG.CHECKPOINT, "deleted")
 
 

@@ -90,8 +90,8 @@ def _scores(
     cfg: Config, exp: Experiment, objectives: tuple[tuple[str, str], ...], path: Path, ds: Any
 ) -> tuple[str, ...]:
     """The extra scores to compute: asked for, or named by an objective or constraint."""
-    from protolab.config._model import parse_constraint
     from protolab.config._metrics import metric_task_problem
+    from protolab.config._model import parse_constraint
     from protolab.data._scores import SCORES
 
     named = [m for m, _ in objectives] + [

@@ -43,6 +43,7 @@ __all__ = [
     "RETRYABLE",
     "Interrupted",
     "beat",
+    "creation_lock",
     "deferred",
     "file_lock",
     "interrupt",
@@ -167,6 +168,35 @@ def reap(study: Any, tracker: Any, max_retries: int) -> list[int]:
             retry(study, trial, max_retries)
             reaped.append(trial.number)
     return reaped
+
+
+@contextlib.contextmanager
+def creation_lock(url: str | None) -> Iterator[None]:
+    """On PostgreSQL, one worker at a time opens the storage: Optuna creates its tables on
+    first use, and two workers doing it at once fail with a UniqueViolation. Without a
+    connection it does nothing: opening the storage then says what is wrong."""
+    if not url or not url.startswith(("postgresql://", "postgresql+")):
+        yield
+        return
+    import sqlalchemy
+
+    try:
+        engine = sqlalchemy.create_engine(url, connect_args={"connect_timeout": 10})
+        conn = engine.connect()
+    except Exception:
+        yield
+        return
+    try:
+        conn.execute(sqlalchemy.text("SELECT pg_advisory_lock(:k)"), {"k": _CREATION_KEY})
+        yield
+    finally:
+        with contextlib.suppress(Exception):
+            conn.execute(sqlalchemy.text("SELECT pg_advisory_unlock(:k)"), {"k": _CREATION_KEY})
+        conn.close()
+        engine.dispose()
+
+
+_CREATION_KEY = int.from_bytes(hashlib.sha1(b"protolab:create-tables").digest()[:8], "big") >> 1
 
 
 @contextlib.contextmanager

@@ -46,6 +46,9 @@ class SweepFailed(ProtolabError):
 _DISK_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS}
 
 
+# Another worker failed this trial while it ran: its heartbeat was late (a starved host).
+_REAPED_ALIVE = "failed by another worker (heartbeat late; raise study.heartbeat_s); retried"
+
 _KEY_METRICS = ("time/step_ms", "time/compile_s", "time/first_step_s", "time/trial_s")
 
 
@@ -187,7 +190,8 @@ def sweep(ctx: SweepContext, display: Display, warm_from: str | None = None) -> 
         # created local store behind. Local files are created only once both are known good.
         if tracking_lock is None:
             tracker = open_tracker(ctx)
-        storage = open_storage(cfg.storage)
+        with _lease.creation_lock(cfg.storage):  # fresh PostgreSQL: one creates the tables
+            storage = open_storage(cfg.storage)
         _lease.tune_heartbeat(storage, cfg.heartbeat_s)
         _check_existing(ctx, storage)  # a study that cannot be resumed as configured: exit 2
         if tracking_lock is not None:  # a fresh local store: one process creates it
@@ -333,6 +337,9 @@ def _loop(
                 _tell_failed(study, trial, "interrupted", cfg.max_retries)
             raise
         except Exception as e:
+            if isinstance(e, optuna.exceptions.UpdateFinishedTrialError):  # reaped while alive
+                display.trial_finished(trial.number, "FAIL", None, _REAPED_ALIVE)
+                continue
             if _store_failed(e):  # the disk or a store, not the model: stop, retry it later
                 _stop_on_store_failure(study, trial, tracker, e, cfg.max_retries)
             failed_in_a_row += 1
@@ -343,8 +350,12 @@ def _loop(
             display.trial_finished(trial.number, "FAIL", None, last_reason)
         else:
             failed_in_a_row = 0
-            with shielded():  # done work is kept: an interrupt waits for the tell
-                _tell_complete(ctx, study, trial, tracker, out)
+            try:
+                with shielded():  # done work is kept: an interrupt waits for the tell
+                    _tell_complete(ctx, study, trial, tracker, out)
+            except optuna.exceptions.UpdateFinishedTrialError:
+                display.trial_finished(trial.number, "FAIL", None, _REAPED_ALIVE)
+                continue
             feasible = all(v <= 0 for v in out.constraints.values())
             display.trial_finished(
                 trial.number, "COMPLETE", out.value, "" if feasible else "infeasible", feasible

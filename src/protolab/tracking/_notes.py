@@ -2,22 +2,20 @@
 and the experiment's note, all computed from what the store holds.
 
 Written when a sweep ends (``Tracker.end``), so a rerun or a second worker refreshes them;
-:func:`write_study_notes` can be called again at any time (``protolab report`` does, after
-it logs its plots, so the description embeds them).
+:func:`write_study_notes` can be called again at any time (after ``protolab report`` logs
+its plots, the description embeds them).
 
-The comparison is per pair (runs sharing ``protolab.pair``): every backend against the
-reference one (tag ``protolab.eager`` = true, else the first backend that ran). A pair's
-speed-up is reference ms/step / other ms/step (above 1: the other is faster per step); the
-study's is the geometric mean over pairs with the report's bootstrap interval, and the
-break-even is the median over pairs of the steps after which the other backend's extra
-time to first step is paid back (``protolab.report.break_even_steps``).
+The comparison is the report's (:func:`protolab.report.compare_modes` over
+:func:`protolab.report.records_from_mlflow`), so the description, the parent's
+``compare/*`` metrics and ``protolab report`` say the same numbers: the best mode of each
+family against each other with a 95 % bootstrap interval, and every mode's break-even
+against the eager reference, with whether this sweep's trials paid it back.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import statistics
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
@@ -27,15 +25,7 @@ from typing import Any
 
 from protolab._tags import TAG
 
-__all__ = [
-    "FAMILY_VIEW",
-    "NOTE_TAG",
-    "Comparison",
-    "StudyView",
-    "compare",
-    "family_view",
-    "write_study_notes",
-]
+__all__ = ["FAMILY_VIEW", "NOTE_TAG", "StudyView", "family_view", "verdict", "write_study_notes"]
 
 NOTE_TAG = "mlflow.note.content"  # MLflow's run description / experiment note
 ML_MODE = "workflowType=machine_learning"
@@ -52,22 +42,6 @@ _SHARED_VIEW_TAG = (
 
 
 @dataclass
-class Comparison:
-    """One backend against the reference, over the pairs that ran both."""
-
-    backend: str
-    reference: str
-    speedup: float  # reference ms/step / backend ms/step (geometric mean over pairs)
-    low: float | None  # 95 % interval of the speed-up; None with a single pair
-    high: float | None
-    n_pairs: int
-    break_even: float | None  # median steps; None = never pays back
-    n_never: int  # pairs in which it never pays back (not faster per step)
-    steps_trained: float | None  # median train/steps of this backend's runs
-    compile_s: float | None  # median time/compile_s of this backend's runs
-
-
-@dataclass
 class StudyView:
     """The runs of one study, as the notes need them."""
 
@@ -78,75 +52,12 @@ class StudyView:
     describe: dict[str, str]  # backend -> "family, mode" (its tags)
     runs: list[Any] = field(default_factory=list)  # complete child runs (MLflow Run)
     counts: dict[str, int] = field(default_factory=dict)  # COMPLETE/PRUNED/FAIL -> n
+    comparison: Any = None  # protolab.report's Comparison of the paired runs
 
 
 def _metric(run: Any, key: str) -> float | None:
     v = run.data.metrics.get(key)
     return None if v is None or not math.isfinite(v) else float(v)
-
-
-def _pairs(view: StudyView) -> dict[str, dict[str, Any]]:
-    pairs: dict[str, dict[str, Any]] = {}
-    for run in view.runs:
-        pair = run.data.tags.get(TAG.PAIR, "")
-        backend = run.data.tags.get(TAG.BACKEND, "")
-        if pair and backend:
-            pairs.setdefault(pair, {})[backend] = run
-    return pairs
-
-
-def _median(values: Sequence[float | None]) -> float | None:
-    present = [v for v in values if v is not None]
-    return statistics.median(present) if present else None
-
-
-def _speedup(ratios: Sequence[tuple[float, float]]) -> tuple[float, float | None, float | None]:
-    """Speed-up (reference/other) and its interval, via the report's bootstrap."""
-    from protolab.report._intervals import ratio_interval
-
-    r = ratio_interval([[([ref], [other])] for ref, other in ratios])
-    if r.interval is None:
-        return r.value, None, None
-    return r.value, r.interval.low, r.interval.high
-
-
-def compare(view: StudyView) -> list[Comparison]:
-    """Each non-reference backend against the reference, over their common pairs."""
-    if len(view.backends) < 2:
-        return []
-    found = (_compare_one(view, view.backends[0], other) for other in view.backends[1:])
-    return [c for c in found if c is not None]
-
-
-def _compare_one(view: StudyView, ref: str, other: str) -> Comparison | None:
-    from protolab.report._compare import break_even_steps
-
-    keys = ("time/first_step_s", "time/step_ms")
-    rows: list[tuple[tuple[float, float], tuple[float, float]]] = []
-    for p in _pairs(view).values():
-        if ref in p and other in p:
-            a = tuple(_metric(p[ref], k) for k in keys)
-            b = tuple(_metric(p[other], k) for k in keys)
-            if all(v is not None and v > 0 for v in (*a, *b)):
-                rows.append((a, b))  # type: ignore[arg-type]  # checked: no None left
-    if not rows:
-        return None
-    speedup, low, high = _speedup([(a[1], b[1]) for a, b in rows])
-    evens = [break_even_steps(a[0], b[0], a[1], b[1]) for a, b in rows]
-    median_even = statistics.median(math.inf if e is None else e for e in evens)
-    runs = [p[other] for p in _pairs(view).values() if ref in p and other in p]
-    return Comparison(
-        backend=other,
-        reference=ref,
-        speedup=speedup,
-        low=low,
-        high=high,
-        n_pairs=len(rows),
-        break_even=None if math.isinf(median_even) else median_even,
-        n_never=sum(e is None for e in evens),
-        steps_trained=_median([_metric(r, "train/steps") for r in runs]),
-        compile_s=_median([_metric(r, "time/compile_s") for r in runs]),
-    )
 
 
 def _order(runs: Sequence[Any]) -> list[str]:
@@ -211,6 +122,9 @@ def load_view(client: Any, experiment_id: str, parent_id: str, study: str) -> St
     parent = client.get_run(parent_id)
     direction = parent.data.tags.get(TAG.DIRECTION, "")
     backends = _order(runs)
+    from protolab.report import compare_modes, records_from_mlflow
+
+    comparison = compare_modes(records_from_mlflow(client, runs), metric) if metric else None
     return StudyView(
         study=study,
         metric=metric,
@@ -219,6 +133,7 @@ def load_view(client: Any, experiment_id: str, parent_id: str, study: str) -> St
         describe={b: _describe(runs, b) for b in backends},
         runs=complete,
         counts=counts,
+        comparison=comparison,
     )
 
 
@@ -235,17 +150,9 @@ def _best(view: StudyView) -> dict[str, tuple[float, str]]:
     return {b: best[b] for b in view.backends if b in best}
 
 
-def parent_metrics(view: StudyView, comparisons: Sequence[Comparison]) -> dict[str, float]:
-    """``compare/<backend>/...`` and ``best/<backend>/<metric>`` for the parent run."""
-    out: dict[str, float] = {}
-    for c in comparisons:
-        key = f"compare/{c.backend}"
-        out[f"{key}/speedup"] = c.speedup
-        if c.low is not None and c.high is not None:
-            out[f"{key}/speedup_low"], out[f"{key}/speedup_high"] = c.low, c.high
-        if c.break_even is not None:
-            out[f"{key}/break_even_steps"] = c.break_even
-        out[f"{key}/pairs"] = float(c.n_pairs)
+def parent_metrics(view: StudyView) -> dict[str, float]:
+    """The report's ``compare/*`` numbers and ``best/<backend>/<metric>``, for the parent."""
+    out: dict[str, float] = dict(view.comparison.metrics()) if view.comparison else {}
     for b, (v, _) in _best(view).items():
         out[f"best/{b}/{view.metric}"] = v
     return out
@@ -262,89 +169,55 @@ def _label(view: StudyView, backend: str) -> str:
     return f"{backend} ({what})" if what else backend
 
 
-def headline(view: StudyView, c: Comparison) -> str:
-    """One sentence on speed, one on whether the compile paid back in this sweep."""
-    from protolab._format import sig3
-
-    a, b = _label(view, c.backend), _label(view, c.reference)
-    pairs = f"{c.n_pairs} pair{'s' if c.n_pairs != 1 else ''}"
-    ci = f"95% CI {_x(c.low)}-{_x(c.high)}, " if c.low is not None and c.high else ""
-    if c.low is not None and c.high is not None and c.low <= 1.0 <= c.high:
-        speed = (
-            f"**No clear difference per step between {a} and {b}** ({_x(c.speedup)}, {ci}{pairs})."
-        )
-    elif c.speedup >= 1:
-        speed = f"**{a} is {_x(c.speedup)} faster per step than {b}** ({ci}{pairs})."
-    else:
-        speed = f"**{a} is {_x(1 / c.speedup)} slower per step than {b}** ({ci}{pairs})."
-    if c.break_even is None and c.n_never < c.n_pairs:
-        pays = (
-            f"In {c.n_never} of {c.n_pairs} pairs it is not faster per step, so at the median "
-            "its extra time to first step never pays back."
-        )
-    elif c.break_even is None:
-        pays = (
-            "Its extra time to first step never pays back: "
-            f"per step it is not faster than {c.reference}."
-        )
-    elif c.break_even == 0:
-        pays = f"It is ahead of {c.reference} from the first step."
-    else:
-        steps = f"{math.ceil(c.break_even):,}"
-        pays = f"Its compile pays back after ~{steps} training steps (median over pairs)"
-        if c.steps_trained is not None:
-            trained = f"{math.ceil(c.steps_trained):,}"
-            verdict = "did" if c.steps_trained >= c.break_even else "did **not**"
-            pays += f"; this sweep's trials trained {trained} steps, so here it {verdict} pay back."
-        else:
-            pays += "."
-    if c.compile_s is not None:
-        pays += f" (compile: {sig3(c.compile_s)} s per trial)"
-    return f"{speed} {pays}"
+def verdict(view: StudyView) -> list[str]:
+    """The report's verdict: the headline in bold, then each break-even (markdown)."""
+    c = view.comparison
+    if c is None or not c.units:
+        return []
+    lines = c.lines()
+    if c.headline is not None and lines:
+        lines[0] = f"**{lines[0]}**"
+    return [lines[0], *(f"- {line}" for line in lines[1:])]
 
 
-def _trial_number(run: Any) -> int:
-    text = run.data.tags.get(TAG.TRIAL, "")
-    return int(text) if text.isdigit() else -1
-
-
-def _pair_table(view: StudyView, c: Comparison) -> list[str]:
+def _pair_table(view: StudyView) -> list[str]:
+    """One row per paired measurement: step times, speed-up, compile, break-even, metric."""
     from protolab._format import sig3
     from protolab.report._compare import break_even_steps, format_break_even
 
-    ref, other = c.reference, c.backend
+    c = view.comparison
+    base = c.base
+    others = [m for m in c.paired if m != base]
     short = view.metric.rsplit("/", 1)[-1]
-    head = [
-        "trial",
-        f"{ref} ms/step",
-        f"{other} ms/step",
-        "speed-up",
-        f"{other} compile s",
-        "break-even steps",
-        f"{ref} {short}",
-        f"{other} {short}",
-    ]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    both = [p for p in _pairs(view).values() if ref in p and other in p]
-    for p in sorted(both, key=lambda p: _trial_number(p[ref])):
-        a, b = p[ref], p[other]
-        sa, sb = _metric(a, "time/step_ms"), _metric(b, "time/step_ms")
-        fa, fb = _metric(a, "time/first_step_s"), _metric(b, "time/first_step_s")
-        even = "-"
-        if None not in (sa, sb, fa, fb):
-            even = format_break_even(break_even_steps(fa, fb, sa, sb))  # type: ignore[arg-type]
-        cells = [
-            f"t{a.data.tags.get(TAG.TRIAL, '?')}",
-            sig3(sa),
-            sig3(sb),
-            _x(sa / sb) if sa and sb else "-",
-            sig3(_metric(b, "time/compile_s")),
-            even,
-            sig3(_metric(a, view.metric)),
-            sig3(_metric(b, view.metric)),
+    head = ["trial", f"{base} ms/step"]
+    for m in others:
+        head += [f"{m} ms/step", f"speed-up {m}", f"{m} compile s", f"break-even {m}"]
+    head += [f"{m} {short}" for m in [base, *others]]
+    rows = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for u in c.units:
+        ref = u.runs.get(base)
+        if ref is None:
+            continue
+        cells = [f"t{u.trial}", sig3(ref.step_ms)]
+        for m in others:
+            run = u.runs.get(m)
+            if run is None or not run.step_ms or not ref.step_ms:
+                cells += ["-"] * 4
+                continue
+            first = (ref.metrics.get("time/first_step_s"), run.metrics.get("time/first_step_s"))
+            even = "-"
+            if None not in first:
+                even = format_break_even(
+                    break_even_steps(first[0], first[1], ref.step_ms, run.step_ms)
+                )
+            cells += [sig3(run.step_ms), _x(ref.step_ms / run.step_ms)]
+            cells += [sig3(run.metrics.get("time/compile_s")), even]
+        cells += [
+            sig3(u.runs[m].metrics.get(view.metric)) if m in u.runs else "-"
+            for m in [base, *others]
         ]
-        lines.append("| " + " | ".join(cells) + " |")
-    return lines
+        rows.append("| " + " | ".join(cells) + " |")
+    return rows
 
 
 def _plots(client: Any, parent_id: str) -> list[str]:
@@ -375,31 +248,29 @@ def _counts(view: StudyView) -> str:
     )
 
 
-def describe_parent(
-    view: StudyView, comparisons: Sequence[Comparison], plots: Sequence[str]
-) -> str:
-    """The parent run's description (markdown): headline, pair table, plots, how to read."""
+def describe_parent(view: StudyView, plots: Sequence[str]) -> str:
+    """The parent run's description (markdown): verdict, pair table, plots, how to read."""
     from protolab._format import sig3
 
-    lines = [f"## {view.study}: " + " vs ".join(_label(view, b) for b in view.backends), ""]
-    if comparisons:
-        lines += [headline(view, c) for c in comparisons]
+    modes = [m.name for m in view.comparison.modes] if view.comparison else view.backends
+    lines = [f"## {view.study}: " + " vs ".join(_label(view, b) for b in modes), ""]
+    said = verdict(view)
+    if said:
+        lines += said
     elif len(view.backends) > 1:
         lines.append(
             "No complete pair yet: the comparison appears once a trial ran on every backend."
         )
     else:
-        lines.append(
-            f"One backend ({view.backends[0] if view.backends else 'none yet'}): no comparison; "
-            "list several under `backends:` to pair them."
-        )
+        one = view.backends[0] if view.backends else "none yet"
+        lines.append(f"One backend ({one}): no comparison; list several under `backends:`.")
     best = _best(view)
     if best:
         way = "highest" if view.maximize else "lowest"
         each = ", ".join(f"{b} {sig3(v)} (t{t})" for b, (v, t) in best.items())
         lines += ["", f"Best {view.metric} ({way} is best): {each}. {_counts(view)}."]
-    for c in comparisons:
-        lines += ["", f"### Pairs: {c.backend} vs {c.reference}", "", *_pair_table(view, c)]
+    if said:
+        lines += ["", "### Pairs", "", *_pair_table(view)]
     if plots:
         lines += ["", "### Plots (`protolab report`)", "", *plots]
     lines += ["", *_how_to_read(view)]
@@ -407,7 +278,8 @@ def describe_parent(
 
 
 def _how_to_read(view: StudyView) -> list[str]:
-    ref = view.backends[0] if view.backends else "the reference"
+    c = view.comparison
+    ref = (c.base if c is not None else None) or "the reference"
     return [
         "### How to read this",
         "",
@@ -492,13 +364,12 @@ def write_study_notes(client: Any, experiment_id: str, parent_id: str, study: st
 
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     view = load_view(client, experiment_id, parent_id, study)
-    comparisons = compare(view)
     parent = client.get_run(parent_id)
     have = parent.data.params
     params = [Param(k, v) for k, v in config_params(client, view.runs).items() if k not in have]
     now = int(time.time() * 1000)
-    metrics = [Metric(k, v, now, 0) for k, v in parent_metrics(view, comparisons).items()]
-    note = describe_parent(view, comparisons, _plots(client, parent_id))
+    metrics = [Metric(k, v, now, 0) for k, v in parent_metrics(view).items()]
+    note = describe_parent(view, _plots(client, parent_id))
     client.log_batch(parent_id, metrics=metrics, params=params[:100], tags=[RunTag(NOTE_TAG, note)])
     for i in range(100, len(params), 100):
         client.log_batch(parent_id, params=params[i : i + 100])

@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from protolab.errors import ScriptError
 from protolab.sweep._context import SweepContext
 
 __all__ = ["Loaded", "Source", "fingerprint", "user_traceback"]
@@ -62,11 +63,31 @@ class Source:
             cfg, script = load_config(self.config, self.overrides)
             self.script = script.resolve()
             ctx = prepare(cfg, self.config, script)
+        except ScriptError as e:
+            raise ScriptError(f"{e}{self._frames(e)}") from None
         finally:
             self.local = _local_modules(set(sys.modules) - before, self.script)
         check_context(ctx)
         check_values(ctx, self.values, self.values_from)
         return Loaded(ctx, dict(self.values))
+
+    def _frames(self, error: ScriptError) -> str:
+        """The user's own frames for an error the experiment function raised.
+
+        ``prepare`` names only the deepest line; running the function once more (with the
+        defaults, as its dry run did) recovers the traceback through the user's files.
+        """
+        if "raised" not in str(error) or "\n  " in str(error) or self.script is None:
+            return ""  # not the function's own error, or its frames are shown already
+        from protolab.script import load_experiment
+        from protolab.space import Space
+
+        try:
+            load_experiment(self.script).build(Space())
+        except Exception as e:
+            frames = user_traceback(e, self.files()).splitlines()[1:]
+            return "".join(f"\n{line}" for line in frames)
+        return ""
 
 
 def _local_modules(names: set[str], script: Path | None) -> dict[str, Path]:

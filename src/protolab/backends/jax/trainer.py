@@ -25,7 +25,7 @@ import keras
 import numpy as np
 
 from protolab.backends._base import DeviceInfo, EpochFit, Job, Program
-from protolab.backends._cache import ProgramCache, job_key
+from protolab.backends._cache import ProgramCache, cache_size, job_key
 from protolab.backends._keras_nn import POLICY, optimizer
 from protolab.backends._peak import cpu_name
 from protolab.backends.jax import core
@@ -55,7 +55,8 @@ class _Programs:
         self.opt = optimizer(tr.optimizer, tr.lr, tr.weight_decay)
         self.opt.build(self.model.trainable_variables)
         self.aot_compiles = 0
-        self._inits = {tr.seed: self._initial(self.model)}
+        self.kept = cache_size() > 0  # serves later jobs: their state starts from copies
+        self._inits = {tr.seed: self._initial(self.model)} if self.kept else {}
         self._make_programs()
 
     @staticmethod
@@ -65,8 +66,15 @@ class _Programs:
     def state(self, seed: int, lr: float) -> State:
         """Fresh arrays of the state a build with ``seed`` starts from, at learning rate ``lr``.
 
-        Always copies: the programs donate their state, and the Keras variables keep theirs.
+        Cached, always copies: the programs donate their state, the variables keep theirs.
         """
+        if not self.kept:  # built for this one job: the variables' own arrays, as built
+            m = self.model
+            return (
+                [v.value for v in m.trainable_variables],
+                [v.value for v in m.non_trainable_variables],
+                [v.value for v in self.opt.variables],
+            )
         if seed not in self._inits:  # another seed: a throwaway build draws its values
             kept = list(self._inits.items())[1 - _SEEDS_KEPT :]
             self._inits = {**dict(kept), seed: self._initial(build(self.arch, self.shape))}

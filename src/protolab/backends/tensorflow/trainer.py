@@ -36,7 +36,7 @@ import numpy as np
 import tensorflow as tf
 
 from protolab.backends._base import DeviceInfo, EpochFit, Job, Program
-from protolab.backends._cache import ProgramCache, job_key
+from protolab.backends._cache import ProgramCache, cache_size, job_key
 from protolab.backends._keras_nn import POLICY, count_params, optimizer
 from protolab.backends._peak import cpu_name
 from protolab.backends._threads import set_tf_threads
@@ -101,8 +101,11 @@ class _Programs:
             else losses.MeanSquaredError()
         )
         self._make_programs()
-        self._inits = {tr.seed: _values(_model_state(self.model))}
-        self._opt_init = _values(self.opt.variables)
+        self._inits: dict[int, list[np.ndarray]] = {}
+        self._opt_init: list[np.ndarray] = []
+        if cache_size() > 0:  # kept for later jobs: remember the state training starts from
+            self._inits[tr.seed] = _values(_model_state(self.model))
+            self._opt_init = _values(self.opt.variables)
 
     def reset(self, seed: int, lr: float) -> None:
         """The state a fresh build with ``seed`` starts from, and learning rate ``lr``.

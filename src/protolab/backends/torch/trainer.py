@@ -60,7 +60,7 @@ class _Programs:
         self.arch, self.shape, self.dtype = job.arch, ds.input_shape, ds.input_dtype
         self.module = build_torch(job.arch, ds.input_shape, ds.input_dtype)
         opt = optimizer(self.module.parameters(), tr.optimizer, tr.lr, tr.weight_decay)
-        self.lr_tensor = compiled and cache_size() > 0
+        self.lr_tensor = compiled and cache_size() > 0  # cached: serves later jobs
         if self.lr_tensor:
             for group in opt.param_groups:
                 group["lr"] = torch.tensor(tr.lr)
@@ -69,7 +69,7 @@ class _Programs:
         self.opt_step: Callable[[], Any] = (
             torch.compile(self.opt.step, dynamic=False) if compiled else self.opt.step
         )
-        self._inits = {tr.seed: _values(self.module)}
+        self._inits = {tr.seed: _values(self.module)} if self.lr_tensor else {}
 
     def reset(self, seed: int, lr: float) -> None:
         """Back to a fresh build's state for ``seed`` (the caller has seeded torch), in place:
