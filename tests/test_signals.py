@@ -32,20 +32,28 @@ State = optuna.trial.TrialState
 N_TRIALS = 6
 
 
-# "About a second" of an idle machine's time. On 2 shared cores the same work takes many
-# times longer (at a load of 15 the config loaded in 65 s instead of ~3 s, and a signal that
-# landed inside one C call, the dlopen of torch's library, waited 8 s for it to return), so
-# the limit scales with how starved the machine is, as a fresh ``import protolab`` measures
-# it (~0.12 s idle) just before and after each run: max(3 s, 8 x that). Idle: 3 s.
-# PROTOLAB_SIGNAL_LATENCY_S sets it outright.
+# "About a second" of an idle machine's time, with slack for 2 shared cores. Two things
+# stretch it there: a signal that lands inside one C call waits for the call to return (the
+# dlopen of torch's library while it is imported: 1-4 s here), and everything runs several
+# times slower (at a load of 15 the config loaded in 65 s instead of ~3 s). So the limit is
+# max(5 s, 8 x a fresh ``import protolab``, ~0.12 s idle, timed before and after each run),
+# plus one timed ``import torch`` where the signal may land in it (opening the stores).
+# PROTOLAB_SIGNAL_LATENCY_S sets the first part outright.
 def _latency_limit(probe_s: float) -> float:
     fixed = os.environ.get("PROTOLAB_SIGNAL_LATENCY_S")
-    return float(fixed) if fixed else max(3.0, 8 * probe_s)
+    return float(fixed) if fixed else max(5.0, 8 * probe_s)
 
 
 def _command() -> list[str]:
     script = Path(sys.executable).with_name("protolab")  # what a user runs
     return [str(script)] if script.exists() else [sys.executable, "-m", "protolab.cli"]
+
+
+def _torch_import_s() -> float:
+    """One C call that a signal waits out: torch's import (its library's dlopen)."""
+    t0 = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "import torch"], check=True)
+    return time.perf_counter() - t0
 
 
 def _startup_s() -> float:
@@ -152,6 +160,7 @@ def test_sigint_anywhere_stops_within_a_second_and_the_rerun_resumes(tmp_path: P
         )
     )
     points = _points(rng, _startup_s())
+    importing = _torch_import_s()  # the opening-the-stores point may land inside it
     double = rng.choice(points[2:])  # and a double Ctrl-C, 0.1 s apart, at a drawn point
     points.append((f"double Ctrl-C after {double[0]}", double[1], double[2]))
     kept: set[int] = set()
@@ -162,6 +171,8 @@ def test_sigint_anywhere_stops_within_a_second_and_the_rerun_resumes(tmp_path: P
         is_double = where.startswith("double")
         latency = _interrupt(run, marker, delay, is_double)
         limit = _latency_limit(max(before, _startup_s()))
+        if "opening the stores" in where:
+            limit += importing
         _check_run(run, label, latency, is_double, limit)
         now = _complete(tmp_path)
         assert kept <= now, f"{label}: finished trials lost: {sorted(kept - now)}"

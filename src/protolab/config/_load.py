@@ -189,7 +189,7 @@ def _read(path: Path) -> Any:
 # Keys that steer a sweep (how long, where it is stored) without changing what a trial does.
 _NOT_HASHED = {
     "study": {"n_trials", "timeout_s", "max_failures", "max_retries", "storage", "heartbeat_s"},
-    "tracking": {"uri", "experiment"},
+    "tracking": {"uri", "experiment", "checkpoints", "top_k"},  # what is kept, not computed
     "hardware": {"threads"},  # how many cores a worker uses, not what a trial computes
 }
 

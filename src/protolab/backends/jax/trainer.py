@@ -77,11 +77,16 @@ class _Programs:
             )
         if seed not in self._inits:  # another seed: a throwaway build draws its values
             kept = list(self._inits.items())[1 - _SEEDS_KEPT :]
-            self._inits = {**dict(kept), seed: self._initial(build(self.arch, self.shape))}
+            fresh = build(self.arch, self.shape, self.dtype)
+            self._inits = {**dict(kept), seed: self._initial(fresh)}
         tv, ntv = self._inits[seed]
         self.opt.learning_rate = lr  # the optimizer's own variables never train (stateless)
         ov = _numpy(self.opt.variables)
-        return ([jnp.asarray(a) for a in tv], [jnp.asarray(a) for a in ntv], ov)
+        return (
+            [jnp.asarray(a) for a in tv],
+            [jnp.asarray(a) for a in ntv],
+            [jnp.asarray(a) for a in ov],
+        )
 
     def compiles(self) -> int:
         """Programs compiled so far (ahead of time, plus the jitted evaluation's cache)."""

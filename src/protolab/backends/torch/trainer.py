@@ -69,17 +69,21 @@ class _Programs:
         self.opt_step: Callable[[], Any] = (
             torch.compile(self.opt.step, dynamic=False) if compiled else self.opt.step
         )
-        self._inits = {tr.seed: _values(self.module)} if self.lr_tensor else {}
+        self._inits = {tr.seed: _initial(self.module)} if self.lr_tensor else {}
 
     def reset(self, seed: int, lr: float) -> None:
         """Back to a fresh build's state for ``seed`` (the caller has seeded torch), in place:
-        the compiled programs keep the same tensors, so nothing recompiles."""
+        the compiled programs keep the same tensors, so nothing recompiles. The RNG resumes
+        where a fresh build leaves it (the build draws the initial weights from it), so
+        dropout masks match a fresh job's too."""
         if seed not in self._inits:
             kept = list(self._inits.items())[1 - _SEEDS_KEPT :]
             fresh = build_torch(self.arch, self.shape, self.dtype)
-            self._inits = {**dict(kept), seed: _values(fresh)}
+            self._inits = {**dict(kept), seed: _initial(fresh)}
+        values, rng = self._inits[seed]
+        torch.set_rng_state(rng)
         with torch.no_grad():
-            for t, value in zip(self.module.state_dict().values(), self._inits[seed], strict=True):
+            for t, value in zip(self.module.state_dict().values(), values, strict=True):
                 t.copy_(value)
             for state in self.opt.state.values():  # zeros: what a fresh optimizer starts from
                 for value in state.values():
@@ -106,8 +110,9 @@ def _forget_compiled() -> None:
     torch._dynamo.reset()
 
 
-def _values(module: torch.nn.Module) -> list[torch.Tensor]:
-    return [t.detach().clone() for t in module.state_dict().values()]
+def _initial(module: torch.nn.Module) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """A just-built module's values, and the CPU RNG's state after building it."""
+    return [t.detach().clone() for t in module.state_dict().values()], torch.get_rng_state()
 
 
 class EagerProgram(Program):
