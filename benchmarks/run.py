@@ -9,6 +9,7 @@ Sections (all in this one run; see benchmarks/README.md for what each row means)
   logging   tiny trials with MLflow tracking on vs off
   scaling   1 vs 2 local workers on one study; the sweep's overhead fraction
   hyperband unpruned vs Hyperband sweep: epochs trained and best val/acc
+  watch     protolab watch: save -> first loss warm vs a cold run, XLA config edit, memory
 
 Prints the machine, versions and one table per section with the issue-7 targets (✓/✗),
 and writes every row as JSON (compare two runs with ``benchmarks/compare.py A B``).
@@ -39,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _scaling
 import _startup
 import _sweep_overhead
+import _watch
 from _common import (
     BENCH_DIR,
     Row,
@@ -53,7 +55,7 @@ from _models import CASES
 from rich.console import Console
 from rich.table import Table
 
-SECTIONS = ("startup", "steps", "sweep", "logging", "scaling", "hyperband")
+SECTIONS = ("startup", "steps", "sweep", "logging", "scaling", "hyperband", "watch")
 BASELINE = "torch:prebatched"
 
 # Issue 7 targets on the step-time rows: (model, contender) -> target on the ratio vs raw.
@@ -413,6 +415,8 @@ def main(argv: list[str] | None = None) -> int:
          lambda: _scaling.measure_scaling(quick, log=log)),
         ("hyperband", "unpruned vs Hyperband sweeps, side by side",
          lambda: _scaling.measure_hyperband(quick, log=log)),
+        ("watch", "protolab watch: warm reruns vs a cold protolab run, memory over edits",
+         lambda: _watch.measure_watch(quick, log=log)),
     ]  # fmt: skip
     for section, what, measure in plan:
         if section not in only:
@@ -462,6 +466,7 @@ def main(argv: list[str] | None = None) -> int:
     print_other(rows, "logging", "Logging overhead (tiny trials)")
     print_other(rows, "scaling", "Local scaling and sweep overhead (protolab sweep CLI)")
     print_other(rows, "hyperband", "Hyperband vs no pruning")
+    print_other(rows, "watch", "protolab watch (issue 15): warm vs cold, memory")
     print_targets(rows)
     return 0
 

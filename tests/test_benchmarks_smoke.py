@@ -62,7 +62,9 @@ def test_quick_benchmark_writes_every_row(tmp_path: Path) -> None:
     for contender in ("best static", "protolab:static"):  # issue 11: vs Keras' default fit()
         assert ("steps", "cnn16", contender, "step time vs keras:fit") in keys
     sections = {r["section"] for r in rows}
-    assert sections == {"startup", "steps", "sweep-overhead", "logging", "scaling", "hyperband"}
+    assert sections == {
+        "startup", "steps", "sweep-overhead", "logging", "scaling", "hyperband", "watch"
+    }  # fmt: skip
     names = {(r["section"], r["name"]) for r in rows}
     assert ("startup", "protolab --help") in names
     assert ("startup", "first step, fresh process") in names
@@ -77,6 +79,13 @@ def test_quick_benchmark_writes_every_row(tmp_path: Path) -> None:
     assert any(r["contender"] == "speed-up 2 vs 1 worker" for r in rows)
     assert any(r["metric"] == "sweep/overhead_frac" for r in rows)
     assert sum(r["section"] == "hyperband" for r in rows) == 3
+    watch = {(r["name"], r["contender"]) for r in rows if r["section"] == "watch"}  # issue 15
+    assert ("warm save -> first loss, script edits", "protolab:lightning") in watch
+    assert ("warm vs cold first loss", "protolab:lightning") in watch
+    assert ("cold protolab run, spawn -> first step", "protolab:lightning") in watch
+    assert ("warm save -> first loss, config-only edit", "protolab:keras") in watch
+    assert ("Arch edit: save -> first loss - compile", "protolab:keras") in watch
+    assert any(name.startswith("RSS after") for name, _ in watch)
 
     for r in rows:
         label = f"{r['section']} / {r['name']} / {r['contender']} / {r['metric']}"

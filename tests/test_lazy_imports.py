@@ -5,7 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 
-HEAVY = ("torch", "tensorflow", "keras", "lightning", "mlflow", "optuna")
+HEAVY = ("torch", "tensorflow", "keras", "jax", "lightning", "mlflow", "optuna", "watchfiles")
 
 PROBE = """
 import sys

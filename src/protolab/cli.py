@@ -308,7 +308,14 @@ def run(
             values = best_params(ctx)
         where = f"--best (study '{ctx.study_name}', renamed a choice?)" if best else "--params"
         check_values(ctx, values, where)
-        tracker = open_tracker(ctx)
+        from protolab.backends import ALIASES, get_backend
+        from protolab.tracking import wait_open
+
+        opening = open_tracker(ctx, wait=False)  # the writer opens the store meanwhile ...
+        for name in cfg.backends:  # ... while the frameworks import here (time/import_s)
+            if name not in ALIASES:
+                get_backend(name).load()
+        tracker = wait_open(opening)
         label = "best" if best else "run"
         try:
             out = run_once(
