@@ -170,12 +170,13 @@ def test_readme_quickstart_command_in_a_real_process(workdir: Path) -> None:
     assert (workdir / "mlruns" / "mlflow.db").is_file()
     assert (workdir / "mlruns" / "optuna.journal").is_file()
     parents, children = _runs(workdir, "digits-mlp")
-    assert len(parents) == 1 and len(children) == 2
+    assert len(parents) == 1 and len(children) == 4  # 2 trials, paired: one run per mode
+    assert {c.data.tags["protolab.family"] for c in children} == {"dynamic", "static"}
     checker = Path(__file__).resolve().parents[2] / "shared/contract/check_layout.py"
     if checker.is_file():  # the shared layout contract, read the way a user's client does
         out = subprocess.run(
             [sys.executable, str(checker), f"sqlite:///{workdir}/mlruns/mlflow.db", "digits-mlp",
-             "--children", "2", "--metrics", "train/loss,val/loss,val/acc,model/params"],
+             "--children", "4", "--pairs", "--metrics", "train/loss,val/loss,val/acc,model/params"],
             capture_output=True, text=True,
         )  # fmt: skip
         assert out.returncode == 0, out.stdout + out.stderr
