@@ -9,6 +9,7 @@ validation split, so every source shares one split implementation.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 
 import numpy as np
@@ -24,12 +25,18 @@ def _rng(seed: int) -> np.random.Generator:
 
 
 def _digits(seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """scikit-learn's 8x8 digits (1797 images), scaled to [0, 1]; the seed only moves the split.
+    """scikit-learn's 8x8 digits (1797 images), scaled to [0, 1]; the seed only moves the split."""
+    images, target = _digits_table()
+    x = (images.reshape(-1, 8, 8) / 16.0).astype(np.float32).reshape(-1, 8, 8, 1)
+    return x, target.astype(np.int64)  # new arrays: the cached table is never handed out
 
-    Read from the CSV scikit-learn ships, as ``load_digits`` reads it, without importing
+
+@functools.cache
+def _digits_table() -> tuple[np.ndarray, np.ndarray]:
+    """The CSV scikit-learn ships, read as ``load_digits`` reads it, without importing
     scikit-learn: that import (scipy, pandas ...) took ~25 % of a cold ``protolab run``'s
-    time to its first step. ``load_digits`` remains the fallback.
-    """
+    time to its first step. Parsed once per process (a warm ``protolab watch`` reloads
+    the data on every save). ``load_digits`` remains the fallback."""
     import importlib.util
     from pathlib import Path
 
@@ -38,14 +45,11 @@ def _digits(seed: int) -> tuple[np.ndarray, np.ndarray]:
     path = Path(next(iter(roots)), "datasets", "data", "digits.csv.gz") if roots else None
     if path is not None and path.is_file():
         data = np.loadtxt(path, delimiter=",")
-        images, target = data[:, :-1], data[:, -1]
-    else:
-        from sklearn.datasets import load_digits
+        return data[:, :-1], data[:, -1]
+    from sklearn.datasets import load_digits
 
-        bunch = load_digits()
-        images, target = bunch.data, bunch.target
-    x = (images.reshape(-1, 8, 8) / 16.0).astype(np.float32).reshape(-1, 8, 8, 1)
-    return x, target.astype(np.int64)
+    bunch = load_digits()
+    return bunch.data, bunch.target
 
 
 def _moons(seed: int) -> tuple[np.ndarray, np.ndarray]:
