@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from _common import ROOT, Row, Target, median, p90, protolab_exe, quiet_env
+from _common import ROOT, Row, Target, median, p90, protolab_exe, quiet_env, seed_mlflow_store
 
 __all__ = ["measure_watch"]
 
@@ -57,6 +57,7 @@ def _project(root: Path, backends: str, lr: float = 0.005) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     shutil.copy(ROOT / "experiments" / "digits_mlp.py", root / "exp.py")
     (root / "cfg.yaml").write_text(CONFIG.format(backends=backends, lr=lr))
+    seed_mlflow_store(root)  # a project whose store exists: no 5-10 s schema migration
     return root
 
 
@@ -142,7 +143,11 @@ class _Session:
 
 
 def _cold_run(root: Path) -> dict[str, float]:
-    """One fresh ``protolab run``: spawn -> first step / first loss, from its MLflow run."""
+    """One fresh ``protolab run``: spawn -> first step / first loss, from its MLflow run.
+
+    Each sample gets a project folder (and store) of its own: MLflow keeps an engine per
+    store URI in this process, so a deleted and recreated store would read stale.
+    """
     from mlflow.tracking import MlflowClient
 
     t_spawn = time.time()
@@ -162,7 +167,6 @@ def _cold_run(root: Path) -> dict[str, float]:
     assert exp is not None
     (run,) = client.search_runs([exp.experiment_id], "tags.`protolab.trial` = 'run'", max_results=1)
     start, m = run.info.start_time / 1000, run.data.metrics
-    shutil.rmtree(root / "mlruns")  # the next sample starts as cold as this one
     return {
         "spawn_to_first_step_s": start + m["time/first_step_s"] - t_spawn,
         "spawn_to_first_loss_s": start + m["time/first_epoch_s"] - t_spawn,
@@ -244,7 +248,7 @@ def measure_watch(quick: bool, log: Callable[[str], None] = print) -> list[Row]:
     with tempfile.TemporaryDirectory(prefix="protolab-watch-bench-") as tmp:
         base = Path(tmp)
         log(f"watch: {n_cold} cold protolab run(s), eager")
-        cold = [_cold_run(_project(base / "cold", "lightning")) for _ in range(n_cold)]
+        cold = [_cold_run(_project(base / f"cold{i}", "lightning")) for i in range(n_cold)]
         log(f"watch: warm eager session, {n_warm} script edits")
         warm = _warm_edits(_project(base / "warm", "lightning"), n_warm)
         log(f"watch: XLA session, {n_config} config-only + {n_arch} Arch edit(s)")

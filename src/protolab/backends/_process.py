@@ -283,4 +283,8 @@ def main(argv: list[str]) -> None:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    # Run the imported module's main, not this __main__ copy's: exceptions and results the
+    # worker pickles must name protolab.backends._process, which the caller can import.
+    from protolab.backends import _process
+
+    _process.main(sys.argv[1:])
