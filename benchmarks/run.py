@@ -73,7 +73,7 @@ VS_TARGETS: dict[tuple[str, str], tuple[str, Target]] = {
     ("mlp-wide", "protolab:torch-compile"): ("torch:prebatched", Target("<=", 0.9, "≤ 0.9x")),
     **{
         (model, contender): ("keras:fit", Target("<=", 1.1, "≤ 1.1x"))
-        for model in ("cnn", "cnn16")
+        for model in ("mlp-small", "cnn", "cnn16")
         for contender in ("best static", "protolab:static")
     },
 }
