@@ -50,6 +50,8 @@ class Choice:
 
     @property
     def summary(self) -> str:
+        if not self.step_ms:
+            return f"{self.name}: the family's only candidate"
         return ", ".join(f"{n}={v:.3g}ms" for n, v in self.step_ms.items())
 
 
@@ -69,7 +71,10 @@ def calibrate(
         job, train=dataclasses.replace(job.train, epochs=_EPOCHS, max_steps=_STEPS)
     )
     timings: dict[str, float] = {}
-    for name in family_members(family, frameworks_for(job.arch)):
+    candidates = family_members(family, frameworks_for(job.arch))
+    if len(candidates) == 1:  # nothing to choose between: no calibration run
+        return Choice(family, candidates[0], {})
+    for name in candidates:
         backend = get_backend(name)
         limit = backend.max_devices
         if limit is not None and job.hardware.devices > limit:

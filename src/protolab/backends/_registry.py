@@ -66,8 +66,15 @@ _BUILTIN = (
     BackendInfo(
         "lightning", "protolab.backends.torch:EagerBackend", "dynamic", "eager", True, builds=_T
     ),
+    # Not an alias candidate: inductor's compile costs 10-30 s per model on a CPU, more than
+    # most research trials save with it; name it to measure it (benchmarks/ rows have it).
     BackendInfo(
-        "torch-compile", "protolab.backends.torch:CompiledBackend", "dynamic", "compiled", builds=_T
+        "torch-compile",
+        "protolab.backends.torch:CompiledBackend",
+        "dynamic",
+        "compiled",
+        calibrate=False,
+        builds=_T,
     ),
     BackendInfo(
         "tf-graph", "protolab.backends.tensorflow:GraphBackend", "static", "graph", builds=_K
