@@ -179,3 +179,48 @@ def test_bad_flags_exit_2_before_anything_is_written(
     assert proc.returncode == 2, proc.stderr
     assert message in proc.stderr
     assert not (workdir / "mlruns").exists()
+
+
+def test_a_cached_program_trains_exactly_like_a_fresh_one(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What makes reuse safe: a cache hit with another lr and seed equals a fresh build."""
+    from protolab import Arch
+    from protolab import layers as L
+    from protolab.backends import Job, TrainSettings, get_backend
+    from protolab.backends.tensorflow import trainer
+    from protolab.config import HardwareConfig
+    from protolab.data import load_dataset
+
+    ds = load_dataset("digits")
+    arch = Arch(L.Flatten(), L.Dense(16, "relu"), L.Dropout(0.3), L.BatchNorm(), L.Dense(10))
+
+    def run(lr: float, seed: int) -> tuple[list[float], dict[str, str]]:
+        settings = TrainSettings(2, 64, "adam", lr, seed=seed, max_steps=3)
+        result = get_backend("tf-graph").run(
+            Job(arch, ds, settings, HardwareConfig(accelerator="cpu"))
+        )
+        return [e["train/loss"] for e in result.history], result.tags
+
+    monkeypatch.setenv("PROTOLAB_PROGRAM_CACHE", "2")
+    trainer._CACHE.clear()
+    _, first = run(1e-2, seed=0)
+    assert (first["program_cache"], first["compiles"]) == ("miss", "2")
+    again, tags = run(1e-3, seed=1)
+    assert (tags["program_cache"], tags["compiles"]) == ("hit", "0")
+    monkeypatch.setenv("PROTOLAB_PROGRAM_CACHE", "0")
+    trainer._CACHE.clear()
+    fresh, tags = run(1e-3, seed=1)
+    assert tags["program_cache"] == "off"
+    assert again == pytest.approx(fresh, rel=1e-6)
+
+
+def test_the_program_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    from protolab.backends._cache import ProgramCache
+
+    cache: ProgramCache[int] = ProgramCache()
+    monkeypatch.setenv("PROTOLAB_PROGRAM_CACHE", "0")
+    cache.put("a", 1)
+    assert len(cache) == 0 and cache.get("a") is None  # off: keeps nothing
+    monkeypatch.setenv("PROTOLAB_PROGRAM_CACHE", "2")
+    for i, key in enumerate("abc"):
+        cache.put(key, i)
+    assert len(cache) == 2 and cache.get("a") is None and cache.get("c") == 2
