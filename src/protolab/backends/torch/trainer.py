@@ -125,17 +125,18 @@ class EagerProgram(Program):
         tr = job.train
         Fabric.seed_everything(tr.seed, verbose=False)
         self.backend, self.compiled = backend, compiled
-        self.graphs0 = _graph_count()
-        key = job_key(backend, job) if compiled else None
+        key = job_key(backend, job) if compiled and cache_size() > 0 else None
         cached = _CACHE.get(key) if key is not None else None
         self.hit = cached is not None
         if cached is None:
             if key is not None and len(_CACHE) >= cache_size():
                 _forget_compiled()
+            self.graphs0 = _graph_count()  # after any reset (it clears dynamo's counters)
             cached = _Programs(job, compiled)
             if key is not None:
                 _CACHE.put(key, cached)
         else:
+            self.graphs0 = _graph_count()
             cached.reset(tr.seed, tr.lr)
         self.fabric, self.module, self.model = cached.fabric, cached.module, cached.model
         self.opt, self.opt_step = cached.opt, cached.opt_step
