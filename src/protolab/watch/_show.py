@@ -96,43 +96,48 @@ class Show:
         )
 
     def finish(self, rerun: Rerun) -> None:
-        """Each mode's cost and change, then the lead mode against the study's best."""
+        """Each mode's cost and change, then the lead mode against the last rerun and the
+        study's best."""
         if rerun.error:
             self.error(f"  error: {rerun.error}".replace("\n", "\n  "))
             self.line(f"[w{rerun.number}] failed; still watching: fix it and save")
             return
+        before = dict(self.previous)
         for mode in rerun.modes:
             if mode.result is None:
                 self.error(f"  {mode.name}  failed: {mode.error}")
                 continue
             m, tags = mode.result.metrics, mode.result.tags
             value = m.get(self.metric, float("nan"))
-            vs = ""
-            if mode.name in self.previous:
-                number, then = self.previous[mode.name]
-                change = _delta(value, then)
-                vs = f" ({change} vs w{number})" if change else ""
+            vs = self._versus(value, before.get(mode.name))
             cache = tags.get("program_cache", "")
             compiles = f"compiles {tags.get('compiles', '?')}" + (f" ({cache})" if cache else "")
             step, compile_s = sig3(m.get("time/step_ms")), sig3(m.get("time/compile_s"))
             self.line(
-                f"  {mode.name}  {self.metric} {_sig4(value)}{vs}  step {step} ms"
-                f"  compile {compile_s} s  {compiles}"
+                f"  {mode.name}  {self.metric} {_sig4(value)}{f' ({vs})' if vs else ''}"
+                f"  step {step} ms  compile {compile_s} s  {compiles}"
             )
             self.previous[mode.name] = (rerun.number, value)
-        self._against_best(rerun)
+        self._summary(rerun, before)
 
-    def _against_best(self, rerun: Rerun) -> None:
+    @staticmethod
+    def _versus(value: float, then: tuple[int, float] | None) -> str:
+        change = _delta(value, then[1]) if then is not None else ""
+        return f"{change} vs w{then[0]}" if then is not None and change else ""
+
+    def _summary(self, rerun: Rerun, before: dict[str, tuple[int, float]]) -> None:
         lead = next((m for m in rerun.modes if m.result is not None), None)
         if lead is None or lead.result is None:
             self.line(f"[w{rerun.number}] no mode trained; still watching")
             return
         value = lead.result.metrics.get(self.metric, float("nan"))
-        best = ""
+        changes = [self._versus(value, before.get(lead.name))]
         if self.best is not None:
             change = _delta(value, self.best.value)
-            best = f"; {change} vs study best {_sig4(self.best.value)} (t{self.best.trial})"
+            best = f"study best {_sig4(self.best.value)} (t{self.best.trial})"
+            changes.append(f"{change} vs {best}" if change else "")
+        vs = ", ".join(c for c in changes if c)
         self.line(
-            f"[w{rerun.number}] {self.metric}={_sig4(value)} ({lead.name}){best}; "
-            f"first loss {lead.first_loss_s:.2f} s after {self.since}"
+            f"[w{rerun.number}] {self.metric}={_sig4(value)} ({lead.name})"
+            f"{f': {vs}' if vs else ''}; first loss {lead.first_loss_s:.2f} s after {self.since}"
         )

@@ -135,8 +135,3 @@ def open_watch_tracker(uri: str, experiment: str, study: str) -> WatchTracker:
         return WatchTracker(uri, experiment, study, session)
     except Exception as e:
         raise _open_error(uri, e) from None
-
-
-def session_params(ctx: Any, epochs: int, steps: int | None) -> dict[str, Any]:
-    """What the session's parent records once: how its reruns train."""
-    return {"watch.epochs": epochs, "watch.steps": steps, "backends": list(ctx.cfg.backends)}
