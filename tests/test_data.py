@@ -81,8 +81,9 @@ def test_builtin_contract(name: str) -> None:
         task,
         n_classes,
     )
-    assert ds.n_train + ds.n_val == total
-    assert ds.n_val == round(total * 0.2)
+    assert ds.n_train + ds.n_val + ds.n_test == total
+    assert ds.n_test == round(total * 0.15)  # held out first (fixed seed): tests/test_data_split
+    assert ds.n_val == round((total - ds.n_test) * 0.2)
     if task == "classification":
         assert set(np.unique(ds.y_val)) == set(range(n_classes or 0))  # stratified: all present
     else:
@@ -122,7 +123,9 @@ def test_sequence_label_rule() -> None:
 
 def test_sine_target_is_next_value() -> None:
     ds = load_dataset("sine")
-    x, y = np.concatenate([ds.x_train, ds.x_val]), np.concatenate([ds.y_train, ds.y_val])
+    assert ds.x_test is not None and ds.y_test is not None
+    x = np.concatenate([ds.x_train, ds.x_val, ds.x_test])
+    y = np.concatenate([ds.y_train, ds.y_val, ds.y_test])
     # Windows overlap: the window starting one step later ends with this window's target.
     starts = {row[:-1].tobytes(): j for j, row in enumerate(x)}
     pairs = [
@@ -133,8 +136,8 @@ def test_sine_target_is_next_value() -> None:
 
 
 def test_val_fraction_respected() -> None:
-    ds = load_dataset("moons", val_fraction=0.5)
-    assert ds.n_val == 1000 and ds.n_train == 1000
+    ds = load_dataset("moons", val_fraction=0.5)  # of the 1700 left after the 300 test rows
+    assert ds.n_val == 850 and ds.n_train == 850
 
 
 def test_dataset_is_frozen() -> None:
@@ -413,8 +416,9 @@ def test_integer_regression_target_flagged(tmp_path: Path) -> None:
 
 
 def test_one_hot_classification_target(tmp_path: Path) -> None:
-    np.savez(tmp_path / "h.npz", x=np.zeros((4, 2)), y=np.eye(4, dtype=np.int64))
-    assert "argmax" in _error("h.npz", tmp_path)
+    np.savez(tmp_path / "h.npz", x=np.zeros((10, 2)), y=np.eye(2, dtype=np.int64)[[0, 1] * 5])
+    ds = load_dataset("h.npz", tmp_path)  # one-hot rows: class indices (tests/test_data_split)
+    assert ds.task == "classification" and ds.n_classes == 2
 
 
 def test_string_target(tmp_path: Path) -> None:

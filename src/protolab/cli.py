@@ -317,10 +317,14 @@ def run(
                 get_backend(name).load()
         tracker = wait_open(opening)
         label = "best" if best else "run"
+        from protolab.sweep._test_split import hold_ends, log_test_metrics
+
         try:
-            out = run_once(
-                ctx, tracker, None, label, values=values, extra_tags={"protolab.mode": "run"}
-            )
+            with hold_ends(tracker) as held:  # runs end once their test/* metrics are in
+                out = run_once(
+                    ctx, held, None, label, values=values, extra_tags={"protolab.mode": "run"}
+                )
+                tested = log_test_metrics(ctx, out, held, label)
         except ProtolabError:
             raise
         except Exception as e:  # the run is logged FAILED with its traceback; say why, briefly
@@ -339,8 +343,18 @@ def run(
                 f"step {m['time/step_ms']:.3f} ms  first step {m['time/first_step_s']:.2f} s  "
                 f"params {int(m['model/params'])}"
             )
+            if name in tested:
+                line = _test_line(label, name, tested[name], ctx.dataset.n_test)
+                console.print(line, soft_wrap=True, highlight=False)
 
     _guard(body)
+
+
+def _test_line(label: str, mode: str, metrics: dict[str, float], n: int) -> str:
+    """One line of a mode's test-split metrics, loss last (the headline is acc/rmse)."""
+    ordered = sorted(metrics, key=lambda k: (k == "test/loss", k not in ("test/acc", "test/rmse")))
+    shown = "  ".join(f"{k}={metrics[k]:.4g}" for k in ordered)
+    return f"{label}-{mode}: {shown}  (test split, {n} samples)"
 
 
 @app.command()

@@ -35,7 +35,19 @@ METRICS: dict[str, str | None] = {
 
 
 def check_metric_name(metric: object) -> str:
-    """Return ``metric`` if a trial can log it; else ValueError listing the names allowed."""
+    """Return ``metric`` if a trial can log it; else ValueError listing the names allowed.
+
+    ``test/`` names get their own message: they exist (``protolab run`` logs them once, after
+    training), but a sweep that optimised, constrained or pruned on them would be selecting
+    on the test split, which then no longer measures anything.
+    """
+    if isinstance(metric, str) and metric.removeprefix("val/").startswith("test/"):
+        name = metric.removeprefix("val/").removeprefix("test/")
+        raise ValueError(
+            f"metric {metric!r} is measured on the test split, once, by `protolab run` after "
+            f"training; a sweep optimises, constrains and prunes on validation only, so it "
+            f"cannot name test/ metrics; use val/{name or 'acc'} (allowed: {', '.join(METRICS)})"
+        )
     if not isinstance(metric, str) or metric not in METRICS:
         shown = repr(metric)[:200]
         raise ValueError(

@@ -6,6 +6,9 @@ result honours one dtype contract so both backends see identical inputs: x is fl
 (int64 for token sequences), classification y is int64 in ``[0, n_classes)``, regression y
 is float32. Loading is seeded and deterministic: the same seed gives identical arrays.
 
+A test split, when there is one (a built-in's fixed hold-out, a file's ``x_test``/``y_test``
+or a CSV's ``split`` column), is on :attr:`Dataset.x_test`; sweeps never read it.
+
 This package never imports a training framework; numpy is imported here, scikit-learn only
 when a built-in that needs it is loaded.
 """
@@ -13,14 +16,15 @@ when a built-in that needs it is loaded.
 from __future__ import annotations
 
 import numbers
+import sys
 from pathlib import Path
 
 from protolab.data._builtin import BUILTINS
-from protolab.data._dataset import Dataset, from_arrays
+from protolab.data._dataset import BUILTIN_TEST_FRACTION, Dataset, from_arrays
 from protolab.data._files import SUFFIXES, load_file
 from protolab.errors import DataError
 
-__all__ = ["Dataset", "dataset_names", "load_dataset"]
+__all__ = ["BUILTIN_TEST_FRACTION", "Dataset", "dataset_names", "load_dataset"]
 
 
 def dataset_names() -> list[str]:
@@ -36,7 +40,9 @@ def load_dataset(
     Relative paths resolve against ``base_dir`` (the experiment script's folder; the working
     directory when None). ``val_fraction`` applies whenever we make the split (built-ins and
     ``x``/``y`` files); a file with ``x_train``/``x_val`` keeps the split it brings.
-    Raises :class:`~protolab.errors.DataError` with a one-line message for any bad input.
+    Built-ins first hold out a test split (:data:`BUILTIN_TEST_FRACTION`, fixed seed).
+    Raises :class:`~protolab.errors.DataError` with a one-line message for any bad input;
+    how the data was read (one-hot targets) is one note line on stderr.
     """
     if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
         raise DataError(f"dataset '{spec}': seed is {seed!r}; allowed: an integer >= 0")
@@ -44,14 +50,23 @@ def load_dataset(
     if spec in BUILTINS:
         x, y = BUILTINS[spec](seed)
         return from_arrays(
-            spec, x, y, where=f"dataset '{spec}'", seed=seed, val_fraction=val_fraction
+            spec,
+            x,
+            y,
+            where=f"dataset '{spec}'",
+            seed=seed,
+            val_fraction=val_fraction,
+            test_fraction=BUILTIN_TEST_FRACTION,
         )
     if not _looks_like_path(spec):
         raise DataError(
             f"unknown dataset '{spec}'; built-ins: {', '.join(dataset_names())}; "
             f"a data file path must end in {' or '.join(SUFFIXES)}"
         )
-    return load_file(spec, base_dir, seed=seed, val_fraction=val_fraction)
+    dataset = load_file(spec, base_dir, seed=seed, val_fraction=val_fraction)
+    for note in dataset.notes:  # the user should know their targets were reinterpreted
+        print(f"protolab: note: {note}", file=sys.stderr)
+    return dataset
 
 
 def _looks_like_path(spec: str) -> bool:

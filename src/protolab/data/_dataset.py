@@ -5,6 +5,11 @@ validation split) or :func:`from_split` (the user gave the split). Funnelling ev
 through one place is what makes the dtype contract hold for both backends: x is float32
 (or int64 token ids), classification y is int64 in ``[0, n_classes)``, regression y is
 float32. Errors are :class:`DataError` with one line naming where, what, and what is allowed.
+
+A test split is optional: a file brings it (``x_test``/``y_test``), a built-in holds one out
+with a fixed seed (:data:`BUILTIN_TEST_FRACTION`). The sweep never reads it; ``protolab run``
+scores the trained model on it once. Targets are read by one rule (:func:`read_targets`):
+one-hot rows become class indices, shapes that could mean two things are refused.
 """
 
 from __future__ import annotations
@@ -19,7 +24,15 @@ import numpy as np
 
 from protolab.errors import DataError
 
-__all__ = ["Dataset", "Task", "from_arrays", "from_split", "split_indices"]
+__all__ = [
+    "BUILTIN_TEST_FRACTION",
+    "Dataset",
+    "Task",
+    "from_arrays",
+    "from_split",
+    "read_targets",
+    "split_indices",
+]
 
 Task = Literal["classification", "regression"]
 
@@ -28,6 +41,17 @@ Task = Literal["classification", "regression"]
 #: integers; training a classifier on it would waste a whole sweep, so we stop and say so.
 _MAX_CLASS_SHARE = 0.5
 _MIN_SUSPECT_CLASSES = 20
+
+#: Share of a built-in's samples held out as its test split, before the validation split.
+#: Chosen with :data:`_TEST_SEED`, not the study's seed, so a study's seed moves train/val
+#: but never moves a fixed dataset's (digits') test rows into training.
+BUILTIN_TEST_FRACTION = 0.15
+_TEST_SEED = 0  # rng streams: 0 generates built-ins, 1 splits train/val, 2 holds out test
+
+_ALLOWED_Y = (
+    "allowed: (N,) class indices (integer) or values (float), (N, k) one-hot rows "
+    "(classification), or (N, k) float values (regression)"
+)
 
 
 @dataclass(frozen=True, eq=False)
@@ -46,6 +70,9 @@ class Dataset:
     y_val: np.ndarray
     task: Task
     n_classes: int | None = field(default=None)
+    x_test: np.ndarray | None = field(default=None)  # None: no test split
+    y_test: np.ndarray | None = field(default=None)
+    notes: tuple[str, ...] = field(default=())  # how the data was read (one-hot targets ...)
 
     def __post_init__(self) -> None:
         # Cheap guards against hand-built datasets that would break the contract silently.
@@ -56,6 +83,8 @@ class Dataset:
                 f"n_classes must be set for classification and None for regression "
                 f"(task={self.task!r}, n_classes={self.n_classes!r})"
             )
+        if (self.x_test is None) != (self.y_test is None):
+            raise ValueError("x_test and y_test must be given together (or neither)")
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -88,6 +117,11 @@ class Dataset:
     def n_val(self) -> int:
         return int(self.x_val.shape[0])
 
+    @property
+    def n_test(self) -> int:
+        """Samples in the test split; 0 when there is none."""
+        return 0 if self.x_test is None else int(self.x_test.shape[0])
+
     @cached_property
     def fingerprint(self) -> str:
         """12 hex digits of sha256 over dtypes, shapes and bytes: tags runs with *which* data.
@@ -97,10 +131,16 @@ class Dataset:
         """
         h = hashlib.sha256()
         h.update(f"{self.task}:{self.n_classes}".encode())
-        for a in (self.x_train, self.y_train, self.x_val, self.y_val):
+        arrays = [self.x_train, self.y_train, self.x_val, self.y_val]
+        if self.x_test is not None and self.y_test is not None:  # absent: the old fingerprint
+            arrays += [self.x_test, self.y_test]
+        for a in arrays:
             h.update(f"|{a.dtype.str}{a.shape}|".encode())
             h.update(np.ascontiguousarray(a).tobytes())
         return h.hexdigest()[:12]
+
+
+TestArrays = tuple[np.ndarray, np.ndarray]
 
 
 def from_arrays(
@@ -111,26 +151,36 @@ def from_arrays(
     where: str,
     seed: int,
     val_fraction: float,
+    test: TestArrays | None = None,
+    test_fraction: float = 0.0,
 ) -> Dataset:
-    """Validate one array set, infer the task from y's dtype, and take a seeded val split.
+    """Validate one array set, infer the task from y, and take a seeded val split.
 
     Classification splits are stratified so every class keeps its share in validation.
+    ``test`` is a test split the source brings; ``test_fraction`` > 0 instead holds one out
+    (built-ins) with a fixed seed, before the validation split is taken from the rest.
     """
     x = _as_x(x, where, "x")
-    task = _infer_task(y, where, "y")
-    y = _as_y(y, task, where, "y")
+    task, y, notes = read_targets(y, where, "y")
     _check_lengths(x, y, where, "x", "y")
+    xt = yt = None
+    if test is not None:
+        xt, yt, more = _test_arrays(test, x, y, task, where, "x")
+        notes += more
     n_classes: int | None = None
     if task == "classification":
-        (y,), n_classes = _encode_labels([y], where)
-    train, val = split_indices(
-        y if task == "classification" else None,
-        len(y),
-        seed=seed,
-        val_fraction=val_fraction,
-        where=where,
-    )
-    return Dataset(name, x[train], y[train], x[val], y[val], task, n_classes)
+        encoded, n_classes = _encode_labels([y] if yt is None else [y, yt], where)
+        y, yt = encoded[0], (encoded[1] if yt is not None else None)
+    strata = y if task == "classification" else None
+    if test_fraction:
+        rest, held = split_indices(
+            strata, len(y), seed=_TEST_SEED, val_fraction=test_fraction, where=where, stream=2
+        )
+        rest.sort()  # the train/val split below must not depend on this draw's order
+        xt, yt, x, y = x[held], y[held], x[rest], y[rest]
+        strata = y if task == "classification" else None
+    train, val = split_indices(strata, len(y), seed=seed, val_fraction=val_fraction, where=where)
+    return Dataset(name, x[train], y[train], x[val], y[val], task, n_classes, xt, yt, tuple(notes))
 
 
 def from_split(
@@ -141,43 +191,91 @@ def from_split(
     y_val: np.ndarray,
     *,
     where: str,
+    test: TestArrays | None = None,
 ) -> Dataset:
-    """Validate a split the user already made; labels are encoded over train and val together."""
+    """Validate a split the user already made; labels are encoded over every split together."""
     xt, xv = _as_x(x_train, where, "x_train"), _as_x(x_val, where, "x_val")
-    if xt.shape[1:] != xv.shape[1:] or xt.dtype != xv.dtype:
-        raise DataError(
-            f"{where}: x_train samples are {xt.shape[1:]} {xt.dtype} but x_val samples are "
-            f"{xv.shape[1:]} {xv.dtype}; both must have the same per-sample shape and kind"
-        )
-    task = _infer_task(y_train, where, "y_train")
-    task_val = _infer_task(y_val, where, "y_val")
-    if task != task_val:
-        raise DataError(
-            f"{where}: y_train is {y_train.dtype} ({task}) but y_val is {y_val.dtype} "
-            f"({task_val}); use integer dtype in both for classification or float for regression"
-        )
-    yt, yv = _as_y(y_train, task, where, "y_train"), _as_y(y_val, task, where, "y_val")
+    _check_same_x(xt, xv, where, "x_val", "x_train")
+    task, yt, notes = read_targets(y_train, where, "y_train")
+    task_val, yv, more = read_targets(y_val, where, "y_val", task)
+    _check_same_task(task, task_val, y_train, y_val, where, "y_val")
     _check_lengths(xt, yt, where, "x_train", "y_train")
     _check_lengths(xv, yv, where, "x_val", "y_val")
-    if yt.shape[1:] != yv.shape[1:]:
-        raise DataError(
-            f"{where}: y_train samples are {yt.shape[1:]} but y_val samples are {yv.shape[1:]}; "
-            f"they must match"
-        )
+    _check_same_y(yt, yv, where, "y_val")
+    notes += more
+    x_test = y_test = None
+    if test is not None:
+        x_test, y_test, more = _test_arrays(test, xt, yt, task, where)
+        notes += more
     n_classes: int | None = None
     if task == "classification":
-        (yt, yv), n_classes = _encode_labels([yt, yv], where)
-    return Dataset(name, xt, yt, xv, yv, task, n_classes)
+        ys = [yt, yv] if y_test is None else [yt, yv, y_test]
+        encoded, n_classes = _encode_labels(ys, where)
+        yt, yv = encoded[0], encoded[1]
+        y_test = encoded[2] if y_test is not None else None
+    return Dataset(name, xt, yt, xv, yv, task, n_classes, x_test, y_test, tuple(notes))
+
+
+def _test_arrays(
+    test: TestArrays,
+    x_ref: np.ndarray,
+    y_ref: np.ndarray,
+    task: Task,
+    where: str,
+    ref_key: str = "x_train",
+) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """Validate ``x_test``/``y_test`` against the training arrays: same sample shape and task."""
+    x = _as_x(test[0], where, "x_test")
+    _check_same_x(x_ref, x, where, "x_test", ref_key)
+    task_test, y, notes = read_targets(test[1], where, "y_test", task)
+    _check_same_task(task, task_test, y_ref, test[1], where, "y_test")
+    _check_lengths(x, y, where, "x_test", "y_test")
+    _check_same_y(y_ref, y, where, "y_test")
+    return x, y, notes
+
+
+def _check_same_x(ref: np.ndarray, x: np.ndarray, where: str, key: str, ref_key: str) -> None:
+    if ref.shape[1:] != x.shape[1:] or ref.dtype != x.dtype:
+        raise DataError(
+            f"{where}: {ref_key} samples are {ref.shape[1:]} {ref.dtype} but {key} samples are "
+            f"{x.shape[1:]} {x.dtype}; both must have the same per-sample shape and kind"
+        )
+
+
+def _check_same_task(
+    task: Task, other: Task, y_ref: np.ndarray, y: np.ndarray, where: str, key: str
+) -> None:
+    if task != other:
+        raise DataError(
+            f"{where}: the training target is {np.asarray(y_ref).dtype} ({task}) but {key} "
+            f"is {np.asarray(y).dtype} ({other}); use integer dtype in both for "
+            f"classification or float for regression"
+        )
+
+
+def _check_same_y(ref: np.ndarray, y: np.ndarray, where: str, key: str) -> None:
+    if ref.shape[1:] != y.shape[1:]:
+        raise DataError(
+            f"{where}: training targets are {ref.shape[1:]} per sample but {key} targets are "
+            f"{y.shape[1:]}; they must match"
+        )
 
 
 def split_indices(
-    y: np.ndarray | None, n: int, *, seed: int, val_fraction: float, where: str
+    y: np.ndarray | None,
+    n: int,
+    *,
+    seed: int,
+    val_fraction: float,
+    where: str,
+    stream: int = 1,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Seeded (train, val) index arrays; stratified by class when ``y`` is given.
 
     ``round(n * val_fraction)`` samples go to validation, spread over classes by largest
     remainder so the total is exact. Both index arrays are shuffled so neither set is sorted
-    by class (some backends batch without reshuffling validation).
+    by class (some backends batch without reshuffling validation). ``stream`` keeps the
+    test hold-out's draws apart from the validation split's.
     """
     if not 0.0 < val_fraction < 1.0:
         raise DataError(f"{where}: val_fraction is {val_fraction!r}; allowed: 0 < val_fraction < 1")
@@ -187,7 +285,7 @@ def split_indices(
             f"{where}: {n} samples are too few for a validation split of {val_fraction:g}; "
             f"need at least {_min_samples(val_fraction)} (one train and one validation sample)"
         )
-    rng = np.random.default_rng([seed, 1])  # stream 1: splits; stream 0 generates built-ins
+    rng = np.random.default_rng([seed, stream])  # stream 0 generates built-ins
     if y is None:
         perm = rng.permutation(n)
         return perm[n_val:], perm[:n_val]
@@ -248,6 +346,67 @@ def _as_x(x: np.ndarray, where: str, key: str) -> np.ndarray:
             f"allowed: finite numbers only"
         )
     return x
+
+
+def read_targets(
+    y: np.ndarray, where: str, key: str, task: Task | None = None
+) -> tuple[Task, np.ndarray, list[str]]:
+    """The task, the target array in the contract, and notes on how it was read.
+
+    The rule: integer (or bool) targets are classification, float targets regression;
+    ``(N, k)`` rows that are all one-hot (0/1, each summing to 1, any dtype) are class
+    indices, with a note. Anything that could mean two things is refused rather than
+    guessed: ``(N, k)`` integers that are not one-hot, float 0/1 columns with rows summing
+    to other than 1 (multi-hot: several labels per sample, which protolab does not train),
+    and three or more axes. A silent k-output regression on labels would waste a sweep.
+    ``task`` is the training target's, for validation and test targets: a few val rows of
+    a float regression target may look one-hot or 0/1 by chance, and are values then.
+    """
+    arr = np.asarray(y)
+    if task == "regression" and arr.dtype.kind == "f":
+        if arr.ndim > 2:
+            raise DataError(
+                f"{where}: {key} has shape {arr.shape} and dtype {arr.dtype}, which is "
+                f"ambiguous as a target; {_ALLOWED_Y}"
+            )
+        return task, _as_y(arr, task, where, key), []
+    if _is_one_hot(arr):
+        k = int(arr.shape[1])
+        note = (
+            f"{where}: {key} has one-hot rows {arr.shape} {arr.dtype}; "
+            f"read as class indices 0..{k - 1} (classification)"
+        )
+        return "classification", _as_y(arr.argmax(axis=1), "classification", where, key), [note]
+    task = _infer_task(arr, where, key)
+    _check_target_shape(arr, where, key)
+    return task, _as_y(arr, task, where, key), []
+
+
+def _is_one_hot(y: np.ndarray) -> bool:
+    """``(N, k>=2)`` numeric rows of 0s and a single 1 each."""
+    if y.ndim != 2 or y.shape[1] < 2 or y.shape[0] == 0 or y.dtype.kind not in "biuf":
+        return False
+    binary = bool(((y == 0) | (y == 1)).all())
+    return binary and bool((y.sum(axis=1) == 1).all())
+
+
+def _check_target_shape(y: np.ndarray, where: str, key: str) -> None:
+    """Refuse target shapes with two readings (see :func:`read_targets`), naming the shape."""
+    got = f"{key} has shape {y.shape} and dtype {y.dtype}"
+    if y.ndim > 2:
+        raise DataError(f"{where}: {got}, which is ambiguous as a target; {_ALLOWED_Y}")
+    if y.ndim != 2 or y.shape[1] < 2 or y.dtype.kind not in "biuf" or y.shape[0] == 0:
+        return
+    if y.dtype.kind in "biu":
+        raise DataError(
+            f"{where}: {got}: integer columns that are not one-hot rows (several labels per "
+            f"sample are not supported); {_ALLOWED_Y}"
+        )
+    if bool(((y == 0) | (y == 1)).all()):
+        raise DataError(
+            f"{where}: {got}: 0/1 columns whose rows do not sum to 1 (multi-hot: several "
+            f"labels per sample, not supported; not taken as regression); {_ALLOWED_Y}"
+        )
 
 
 def _infer_task(y: np.ndarray, where: str, key: str) -> Task:

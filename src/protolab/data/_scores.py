@@ -1,9 +1,11 @@
-"""Validation metrics beyond loss/acc/rmse, computed once, in numpy, for every backend.
+"""Validation and test metrics, computed once, in numpy, for every backend.
 
 Every mode hands back its model's outputs on the validation split (logits, or values for
 regression) and these functions score them, so ``val/f1`` means the same on eager torch,
-TensorFlow and JAX: one implementation, nothing framework-specific to drift apart. Checked
-against scikit-learn in the tests.
+TensorFlow and JAX: one implementation, nothing framework-specific to drift apart. The test
+split is scored here too, from ``model.predict(x_test)``, loss and acc/rmse included
+(:func:`score_test`), so ``test/*`` has one definition on every mode. Checked against
+scikit-learn in the tests.
 """
 
 from __future__ import annotations
@@ -12,7 +14,17 @@ from collections.abc import Callable
 
 import numpy as np
 
-__all__ = ["CLASSIFICATION", "REGRESSION", "SCORES", "score"]
+__all__ = [
+    "CLASSIFICATION",
+    "REGRESSION",
+    "SCORES",
+    "accuracy",
+    "cross_entropy",
+    "mse",
+    "rmse",
+    "score",
+    "score_test",
+]
 
 
 def _labels(out: np.ndarray) -> np.ndarray:
@@ -33,6 +45,31 @@ def _per_class(out: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray, 
 
 def _ratio(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return np.divide(a, b, out=np.zeros_like(a), where=b > 0)
+
+
+def cross_entropy(out: np.ndarray, y: np.ndarray) -> float:
+    """Mean softmax cross-entropy of logits ``out`` against class indices ``y`` (in nats).
+
+    Log-sum-exp with the row maximum subtracted, in float64: large logits do not overflow.
+    """
+    logits = np.asarray(out, dtype=np.float64)
+    top = logits.max(-1, keepdims=True)
+    lse = np.log(np.exp(logits - top).sum(-1)) + top[:, 0]
+    return float((lse - logits[np.arange(len(y)), y]).mean())
+
+
+def accuracy(out: np.ndarray, y: np.ndarray) -> float:
+    return float((_labels(out) == y).mean())
+
+
+def mse(out: np.ndarray, y: np.ndarray) -> float:
+    """Mean squared error over every output of every sample (the regression loss)."""
+    pred = np.asarray(out, dtype=np.float64).reshape(len(y), -1)
+    return float(((pred - np.asarray(y, dtype=np.float64).reshape(len(y), -1)) ** 2).mean())
+
+
+def rmse(out: np.ndarray, y: np.ndarray) -> float:
+    return float(np.sqrt(mse(out, y)))
 
 
 def precision(out: np.ndarray, y: np.ndarray) -> float:
@@ -109,3 +146,22 @@ SCORES: dict[str, Score] = {**CLASSIFICATION, **REGRESSION}
 def score(names: tuple[str, ...], out: np.ndarray, y: np.ndarray) -> dict[str, float]:
     """``{"val/<name>": value}`` for each requested name (``val/`` prefix optional)."""
     return {f"val/{n}": SCORES[n](out, y) for n in (m.removeprefix("val/") for m in names)}
+
+
+def score_test(
+    task: str, names: tuple[str, ...], out: np.ndarray, y: np.ndarray
+) -> dict[str, float]:
+    """``test/loss``, ``test/acc`` (or ``test/rmse``) and ``test/<name>`` for each score.
+
+    ``names`` may carry any metric names (``val/f1``, ``time/step_ms``): those that are not
+    scores of the outputs (timings, sizes) have no test counterpart and are skipped.
+
+    The loss is the plain training loss (softmax cross-entropy, or MSE for regression)
+    from the outputs, whatever the backend: one definition to compare modes on.
+    """
+    if task == "classification":
+        base = {"test/loss": cross_entropy(out, y), "test/acc": accuracy(out, y)}
+    else:
+        base = {"test/loss": mse(out, y), "test/rmse": rmse(out, y)}
+    short = dict.fromkeys(m.split("/", 1)[-1] for m in names)  # val/f1 and f1 alike
+    return {**base, **{f"test/{n}": SCORES[n](out, y) for n in short if n in SCORES}}

@@ -24,6 +24,7 @@ from protolab.report._modes import mode_order
 __all__ = [
     "Objective",
     "ReportData",
+    "ScoredRun",
     "Source",
     "TrialRecord",
     "load_report_data",
@@ -81,6 +82,26 @@ class TrialRecord:
         return all(v <= 0 for v in self.constraints.values())
 
 
+@dataclass(frozen=True)
+class ScoredRun:
+    """A ``protolab run`` (``--best``, ``--params``) run that scored the test split.
+
+    Sweep trials never score it (they select on validation), so test metrics come only from
+    these runs; :meth:`matches` ties one to a trial by its sampled values.
+    """
+
+    backend: str
+    params: Mapping[str, str]  # MLflow params (strings)
+    metrics: Mapping[str, float]  # the test/* metrics only
+    start_time: int = 0
+
+    def matches(self, trial: TrialRecord) -> bool:
+        """Ran with exactly ``trial``'s sampled values (compared as MLflow logs them)."""
+        return bool(trial.params) and all(
+            self.params.get(k) == str(v) for k, v in trial.params.items()
+        )
+
+
 @dataclass
 class ReportData:
     """Everything the report shows, read once from the stores."""
@@ -107,6 +128,8 @@ class ReportData:
     # Optuna's ``study.best_trials``, in trial order: the feasible Pareto front (the best
     # trial(s) of a single-objective study).
     front: list[int] = field(default_factory=list)
+    # ``protolab run`` runs with test/* metrics, oldest first (the test split's numbers).
+    scored_runs: list[ScoredRun] = field(default_factory=list)
 
     @property
     def maximize(self) -> bool:
@@ -296,6 +319,18 @@ def _with_epochs(client: Any, run: RunRecord) -> RunRecord:
     return replace(run, epoch_step_ms=tuple(float(m.value) for m in ordered))
 
 
+def scored_runs_from_mlflow(runs: Iterable[Any]) -> list[ScoredRun]:
+    """The ``protolab run`` runs (trial tag ``best``/``run``) that logged test/* metrics."""
+    out = []
+    for run in runs:
+        tags = run.data.tags
+        test = {k: float(v) for k, v in run.data.metrics.items() if k.startswith("test/")}
+        if tags.get(TAG.TRIAL) in ("best", "run") and test and TAG.BACKEND in tags:
+            start = int(run.info.start_time or 0)
+            out.append(ScoredRun(tags[TAG.BACKEND], dict(run.data.params), test, start))
+    return sorted(out, key=lambda r: r.start_time)
+
+
 def records_from_mlflow(client: Any, runs: Iterable[Any]) -> list[RunRecord]:
     """The sweep child runs among MLflow ``runs``, as :func:`compare_modes` takes them.
 
@@ -342,6 +377,7 @@ def load_report_data(source: Source) -> ReportData:
     study = _open_study(source)
     client = experiment_id = parent_id = None
     runs: list[RunRecord] = []
+    tested: list[ScoredRun] = []
     configs: dict[str, dict[str, Any] | None] = {}
     try:
         client = _client(source.tracking_uri)
@@ -351,6 +387,7 @@ def load_report_data(source: Source) -> ReportData:
             study_filter = f"tags.`{TAG.STUDY}` = '{_quote(source.study)}'"
             found = _search_all(client, experiment_id, study_filter)
             runs = records_from_mlflow(client, found)
+            tested = scored_runs_from_mlflow(found)
             parents = [r for r in found if r.data.tags.get(TAG.ROLE) == "parent"]
             if parents:
                 parent_id = min(parents, key=lambda r: r.info.start_time).info.run_id
@@ -411,6 +448,7 @@ def load_report_data(source: Source) -> ReportData:
         configs=configs,
         objectives=objectives,
         front=_front(study),
+        scored_runs=tested,
     )
 
 

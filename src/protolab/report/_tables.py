@@ -178,12 +178,36 @@ def best_trials_table(
             cells += [fmt(m.get(data.metric)), fmt(m.get("time/step_ms"))]
         rows.append([*cells, params_text(t.params)])
     n = len(data.complete_trials())
+    notes = [_infeasible_note(data)] if any(not t.feasible for t in done) else []
+    best = next((t for t in done if t.number in data.front), done[0] if done else None)
+    test = held_out_note(data, best) if best is not None else None
     return TextTable(
         title=f"Best trials ({len(done)} of {n} complete, {data.metric} {data.direction})",
         headers=headers,
         rows=rows,
         right=set(range(2 if versions is not None else 1, len(headers) - 1)),
-        notes=[_infeasible_note(data)] if any(not t.feasible for t in done) else [],
+        notes=[*notes, *([test] if test else [])],
+    )
+
+
+def held_out_note(data: ReportData, best: TrialRecord) -> str | None:
+    """The best trial's test-split metrics, from its latest ``protolab run --best`` per mode.
+
+    A note, not columns: only the best trial has them, and only once rerun on the test split.
+    """
+    latest: dict[str, Mapping[str, float]] = {}
+    for r in data.scored_runs:  # oldest first: the latest run of each mode wins
+        if r.matches(best):
+            latest[r.backend] = r.metrics
+    if not latest:
+        return None
+    parts = [
+        f"{b} " + ", ".join(f"{k} {fmt(v)}" for k, v in sorted(m.items()))
+        for b, m in latest.items()
+    ]
+    return (
+        f"test split of t{best.number} (protolab run --best; scored once after training, "
+        f"never by the sweep): {'; '.join(parts)}"
     )
 
 
