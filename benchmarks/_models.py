@@ -56,9 +56,9 @@ CASES: tuple[ModelCase, ...] = (
         "cnn",
         "CNN conv16-pool-conv32-pool-dense64, batch 64, digits",
         Arch(
-            L.Conv2D(16, 3, activation="relu"),
+            L.Conv2D(16, 3, padding="same", activation="relu"),
             L.MaxPool(2),
-            L.Conv2D(32, 3, activation="relu"),
+            L.Conv2D(32, 3, padding="same", activation="relu"),
             L.MaxPool(2),
             L.Flatten(),
             L.Dense(64, "relu"),
@@ -73,9 +73,9 @@ CASES: tuple[ModelCase, ...] = (
         "cnn16",
         "Keras 'simple MNIST convnet' (conv32-pool-conv64-pool-drop-dense10), digits 16x16",
         Arch(
-            L.Conv2D(32, 3, activation="relu"),
+            L.Conv2D(32, 3, padding="same", activation="relu"),
             L.MaxPool(2),
-            L.Conv2D(64, 3, activation="relu"),
+            L.Conv2D(64, 3, padding="same", activation="relu"),
             L.MaxPool(2),
             L.Flatten(),
             L.Dropout(0.5),

@@ -156,9 +156,11 @@ def _phase(trials: list[Any]) -> float:
     return max(t.datetime_complete.timestamp() for t in trials) - start
 
 
-def measure_scaling(quick: bool, log: Callable[[str], None] = print) -> list[Row]:
-    n_tiny = 6 if quick else 30
-    n, epochs = (12, 10) if quick else (50, 10)
+def measure_scaling(
+    quick: bool, log: Callable[[str], None] = print, smoke: bool = False
+) -> list[Row]:
+    n_tiny = 3 if smoke else 6 if quick else 30
+    n, epochs = (4, 3) if smoke else (12, 10) if quick else (50, 10)
     title = f"{n} digits-MLP trials x {epochs} epochs, protolab sweep"
     walls: dict[int, float] = {}
     phase: dict[int, float] = {}
@@ -263,11 +265,13 @@ def measure_scaling(quick: bool, log: Callable[[str], None] = print) -> list[Row
     return rows
 
 
-def measure_hyperband(quick: bool, log: Callable[[str], None] = print, seed: int = 0) -> list[Row]:
+def measure_hyperband(
+    quick: bool, log: Callable[[str], None] = print, seed: int = 0, smoke: bool = False
+) -> list[Row]:
     """``seed`` (sampler and training) is for comparing pruner defaults over several seeds."""
     import optuna
 
-    n, epochs = (6, 3) if quick else (20, 10)
+    n, epochs = (4, 2) if smoke else (6, 3) if quick else (20, 10)
     State = optuna.trial.TrialState
     got: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory(prefix="protolab-bench-") as tmp:

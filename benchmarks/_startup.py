@@ -51,14 +51,16 @@ def _first_step(backend: str, env: dict[str, str]) -> dict[str, float]:
     return out
 
 
-def measure_startup(quick: bool, log: Callable[[str], None] = print) -> list[Row]:
+def measure_startup(
+    quick: bool, log: Callable[[str], None] = print, smoke: bool = False
+) -> list[Row]:
     """Rows: protolab --help (median of runs), mlflow --help (once), first step per backend."""
     env = quiet_env()
     rows: list[Row] = []
     exe = protolab_exe()
     mlflow = str(Path(exe).parent / "mlflow")
     _wall([exe, "--help"], env)  # page cache warm: every later run sees the same disk state
-    runs = [_wall([exe, "--help"], env) for _ in range(3 if quick else 7)]
+    runs = [_wall([exe, "--help"], env) for _ in range(1 if smoke else 3 if quick else 7)]
     ml = _wall([mlflow, "--help"], env) if os.path.exists(mlflow) else float("nan")
     help_row = Row(
         "startup",

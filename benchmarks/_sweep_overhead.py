@@ -53,6 +53,7 @@ __all__ = ["measure_components", "measure_logging", "measure_null_sweep"]
 EPOCHS = 10  # intermediate values reported (and metric rows logged) per trial
 DIGITS_MLP = ROOT / "experiments" / "digits_mlp.py"
 SIZES = (10, 100, 1000)
+SMOKE_SIZES = (10, 100)  # --smoke: the harness runs, the 1000-trial fill does not
 LABELS = {"memory": "in-memory (sampler only)", "journal": "journal file", "sqlite": "SQLite"}
 
 
@@ -355,13 +356,16 @@ def _mlflow_window(
     return rows
 
 
-def measure_components(quick: bool, log: Callable[[str], None] = print) -> list[Row]:
-    window = 3 if quick else 10
+def measure_components(
+    quick: bool, log: Callable[[str], None] = print, smoke: bool = False
+) -> list[Row]:
+    window = 2 if smoke else 3 if quick else 10
+    sizes = SMOKE_SIZES if smoke else SIZES
     rows: list[Row] = []
     with tempfile.TemporaryDirectory(prefix="protolab-bench-") as tmp:
         for kind in ("memory", "journal", "sqlite"):
-            rows += _optuna_window(kind, Path(tmp), SIZES, window, log)
-        rows += _mlflow_window(Path(tmp), SIZES, window, log)
+            rows += _optuna_window(kind, Path(tmp), sizes, window, log)
+        rows += _mlflow_window(Path(tmp), sizes, window, log)
     return rows
 
 
@@ -442,8 +446,8 @@ def null_sweep_child(where: Path, n_trials: int) -> None:
     print(json.dumps({"wall_s": wall, "n": len(summary.trials), "gaps_ms": gaps}), flush=True)
 
 
-def measure_null_sweep(quick: bool) -> list[Row]:
-    n = 8 if quick else 30
+def measure_null_sweep(quick: bool, smoke: bool = False) -> list[Row]:
+    n = 4 if smoke else 8 if quick else 30
     with tempfile.TemporaryDirectory(prefix="protolab-bench-") as tmp:
         where = Path(tmp)
         write_project(
@@ -501,13 +505,15 @@ class NullTracker:
     def end(self, status: str = "FINISHED") -> None: ...
 
 
-def measure_logging(quick: bool, log: Callable[[str], None] = print) -> list[Row]:
+def measure_logging(
+    quick: bool, log: Callable[[str], None] = print, smoke: bool = False
+) -> list[Row]:
     """Tiny trials through ``run_once`` (Optuna in memory): tracking off, inline, async."""
     import optuna
     import torch
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    n = 3 if quick else 10
+    n = 2 if smoke else 3 if quick else 10
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # the tracking cost is the question; 1 thread keeps trials steady
     try:

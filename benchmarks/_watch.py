@@ -245,9 +245,11 @@ def _memory(root: Path, n: int) -> tuple[float, float]:
         watch.close()
 
 
-def measure_watch(quick: bool, log: Callable[[str], None] = print) -> list[Row]:
-    n_cold, n_warm = (1, 5) if quick else (3, 10)
-    n_config, n_arch, n_memory = (3, 1, 15) if quick else (5, 3, 50)
+def measure_watch(
+    quick: bool, log: Callable[[str], None] = print, smoke: bool = False
+) -> list[Row]:
+    n_cold, n_warm = (1, 2) if smoke else (1, 5) if quick else (3, 10)
+    n_config, n_arch, n_memory = (1, 1, 6) if smoke else (3, 1, 15) if quick else (5, 3, 50)
     with tempfile.TemporaryDirectory(prefix="protolab-watch-bench-") as tmp:
         base = Path(tmp)
         log(f"watch: {n_cold} cold protolab run(s), eager")

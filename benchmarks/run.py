@@ -1,6 +1,6 @@
 """protolab's benchmark harness: one command, every number of issue 7, side by side.
 
-    .venv/bin/python benchmarks/run.py [--quick] [--out benchmarks/results/NAME.json]
+    .venv/bin/python benchmarks/run.py [--quick | --smoke] [--out benchmarks/results/NAME.json]
 
 Sections (all in this one run; see benchmarks/README.md for what each row means):
   startup   protolab --help vs mlflow --help; time to first step in a fresh process
@@ -363,6 +363,10 @@ def print_targets(rows: list[Row]) -> None:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="fewer rounds, trials (~2.5 min)")
+    ap.add_argument(
+        "--smoke", action="store_true",
+        help="the smallest run of every section: proves the harness, measures little (tests)",
+    )
     ap.add_argument("--out", type=Path, help="results JSON (default: benchmarks/results/)")
     ap.add_argument("--threads", type=int, default=2, help="intra-op threads, torch and TF")
     ap.add_argument("--rounds", type=int, help="interleaved rounds per model (default 3; quick 2)")
@@ -370,13 +374,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--models", help="comma list of step-time models (default: all)")
     ap.add_argument("--no-compile", action="store_true", help="skip torch.compile")
     args = ap.parse_args(argv)
+    args.quick = args.quick or args.smoke
     only = [s.strip() for s in args.only.split(",") if s.strip()]
     unknown = sorted(set(only) - set(SECTIONS))
     if unknown:
         ap.error(f"--only: unknown section(s) {unknown}; allowed: {', '.join(SECTIONS)}")
     default_models = [c.key for c in CASES if c.quick or not args.quick]
+    if args.smoke:
+        default_models = default_models[:1]
     models = args.models.split(",") if args.models else default_models
-    rounds = args.rounds or (2 if args.quick else 3)
+    rounds = args.rounds or (1 if args.smoke else 2 if args.quick else 3)
     stamp = dt.datetime.now().strftime("%Y%m%d-%H%M%S")
     out_path = args.out or BENCH_DIR / "results" / f"{stamp}{'-quick' if args.quick else ''}.json"
 
@@ -398,32 +405,34 @@ def main(argv: list[str] | None = None) -> int:
     gemm_start = gemm_peak_gflops()
 
     rows: list[Row] = []
-    quick = args.quick
+    quick, smoke = args.quick, args.smoke
     compile_ = not (quick or args.no_compile)
     plan: list[tuple[str, str, Callable[[], list[Row]]]] = [
         ("startup", "protolab --help, mlflow --help, first step in fresh processes",
-         lambda: _startup.measure_startup(quick, log=log)),
+         lambda: _startup.measure_startup(quick, log=log, smoke=smoke)),
         ("steps", f"{len(models)} models x 7 contenders, {rounds} interleaved rounds",
          lambda: step_rows(quick, rounds, models, compile_)),
         ("sweep", "sampler, storage and tracking per trial at 10/100/1000 trials",
-         lambda: _sweep_overhead.measure_components(quick, log=log)),
+         lambda: _sweep_overhead.measure_components(quick, log=log, smoke=smoke)),
         ("sweep", "protolab's sweep loop with a backend that trains nothing",
-         lambda: _sweep_overhead.measure_null_sweep(quick)),
+         lambda: _sweep_overhead.measure_null_sweep(quick, smoke=smoke)),
         ("logging", "tiny trials, MLflow tracking on vs off",
-         lambda: _sweep_overhead.measure_logging(quick, log=log)),
+         lambda: _sweep_overhead.measure_logging(quick, log=log, smoke=smoke)),
         ("scaling", "1 vs 2 local workers (1 thread each)",
-         lambda: _scaling.measure_scaling(quick, log=log)),
+         lambda: _scaling.measure_scaling(quick, log=log, smoke=smoke)),
         ("hyperband", "unpruned vs Hyperband sweeps, side by side",
-         lambda: _scaling.measure_hyperband(quick, log=log)),
+         lambda: _scaling.measure_hyperband(quick, log=log, smoke=smoke)),
         ("watch", "protolab watch: warm reruns vs a cold protolab run, memory over edits",
-         lambda: _watch.measure_watch(quick, log=log)),
+         lambda: _watch.measure_watch(quick, log=log, smoke=smoke)),
     ]  # fmt: skip
     for section, what, measure in plan:
         if section not in only:
             continue
         log(f"[bold]{section}[/]: {what}")
+        t_section = time.perf_counter()
         try:
             rows += measure()
+            log(f"{section}: {time.perf_counter() - t_section:.0f} s")
         except Exception as e:  # one broken section must not lose the others' rows
             log(f"[red]{section} failed[/]: {type(e).__name__}: {e}")
             rows.append(
@@ -446,7 +455,7 @@ def main(argv: list[str] | None = None) -> int:
     meta: dict[str, Any] = {
         "schema": 1,
         "created": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "mode": "quick" if args.quick else "full",
+        "mode": "smoke" if args.smoke else "quick" if args.quick else "full",
         "command": " ".join([Path(sys.executable).name, *sys.argv]),
         "sections": only,
         "rounds": rounds,

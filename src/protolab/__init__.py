@@ -18,25 +18,29 @@ from protolab.errors import ProtolabError
 
 if TYPE_CHECKING:
     from protolab import layers
-    from protolab.arch import Arch, CustomLayer, layer
-    from protolab.script import experiment
+    from protolab.arch import Arch, CustomLayer, layer, native
+    from protolab.script import Loss, experiment
     from protolab.space import Space
 
 __all__ = [
     "Arch",
     "CustomLayer",
+    "Loss",
     "ProtolabError",
     "Space",
     "__version__",
     "experiment",
     "layer",
     "layers",
+    "native",
 ]
 
 _LAZY = {
     "Arch": ("protolab.arch", "Arch"),
     "CustomLayer": ("protolab.arch", "CustomLayer"),
     "layer": ("protolab.arch", "layer"),
+    "native": ("protolab.arch", "native"),
+    "Loss": ("protolab.script", "Loss"),
     "Space": ("protolab.space", "Space"),
     "experiment": ("protolab.script", "experiment"),
     "layers": ("protolab.layers", None),

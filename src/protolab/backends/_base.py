@@ -36,6 +36,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Backend",
     "DeviceInfo",
+    "EarlyStopping",
     "EpochFit",
     "EpochHook",
     "Job",
@@ -44,6 +45,8 @@ __all__ = [
     "TrainSettings",
     "TrainedModel",
     "check_output",
+    "epoch_plan",
+    "loss_name",
     "perf_metrics",
 ]
 
@@ -55,8 +58,23 @@ EpochHook = Callable[[int, dict[str, float]], None]
 
 
 @dataclass(frozen=True)
+class EarlyStopping:
+    """Stop when ``metric`` has not improved by more than ``min_delta`` for ``patience``
+    epochs; ``mode`` is ``min`` or ``max`` (resolved from the metric name when configured)."""
+
+    metric: str = "val/loss"
+    patience: int = 3
+    min_delta: float = 0.0
+    mode: str = "min"
+
+
+@dataclass(frozen=True)
 class TrainSettings:
-    """Resolved (sampled) train settings of one job."""
+    """Resolved (sampled) train settings of one job.
+
+    Options are plain values and tuples (hashable: the program cache keys on them); the
+    defaults reproduce what every mode did before these options existed.
+    """
 
     epochs: int
     batch_size: int
@@ -65,6 +83,45 @@ class TrainSettings:
     weight_decay: float = 0.0
     seed: int = 0
     max_steps: int | None = None  # cap on steps per epoch (calibration, quick reruns)
+    schedule: str = "constant"  # per-step learning rate: protolab.backends._schedule
+    schedule_options: tuple[tuple[str, float], ...] = ()
+    grad_clip: float | None = None  # global gradient-norm clipping
+    early_stopping: EarlyStopping | None = None
+    label_smoothing: float = 0.0
+    loss: str = "auto"  # cross_entropy | mse | mae | huber | custom (``custom_loss``)
+    custom_loss: object | None = None  # a protolab.Loss from the script when loss=custom
+    optimizer_options: tuple[tuple[str, float | bool | tuple[float, ...]], ...] = ()
+    drop_last: bool = True  # False: the ragged last batch trains as one smaller step
+
+
+def loss_name(train: TrainSettings, task: str) -> str:
+    """The loss a job trains with: ``auto`` is cross-entropy for classification, MSE for
+    regression (what every mode used before ``train.loss`` existed)."""
+    if train.loss == "auto":
+        return (
+            "custom"
+            if train.custom_loss is not None
+            else ("cross_entropy" if task == "classification" else "mse")
+        )
+    if train.loss == "cross_entropy" and task != "classification":
+        raise ValueError(
+            f"train.loss cross_entropy needs a classification dataset, but this one is {task}; "
+            "use mse, mae or huber"
+        )
+    return train.loss
+
+
+def epoch_plan(n: int, batch: int, drop_last: bool, max_steps: int | None) -> tuple[int, int]:
+    """(full steps, samples in a ragged last step) per epoch, the same on every mode.
+
+    The tail is 0 with ``drop_last`` (every step one static shape), when the data divides
+    evenly, or when ``max_steps`` cuts the epoch before it ends.
+    """
+    full = n // batch
+    tail = 0 if drop_last else n - full * batch
+    if max_steps and full >= max_steps:
+        return max_steps, 0
+    return full, tail
 
 
 @dataclass(frozen=True)
@@ -152,6 +209,11 @@ class Program(abc.ABC):
     @abc.abstractmethod
     def trained(self) -> TrainedModel: ...
 
+    def current_lr(self) -> float | None:
+        """The learning rate the optimizer applied at its latest step, read back from it
+        (logged as ``train/lr`` when a schedule varies it); None: not known."""
+        return None
+
     def measure(self) -> dict[str, float]:
         """Backend-specific final metrics (``memory/peak_device_mb``, ``model/params``)."""
         return {}
@@ -214,7 +276,7 @@ class Backend(abc.ABC):
         result = JobResult()
         first_extra = _train(prog, job, clock, result, on_epoch)
         clock.compile_s += max(first_extra - step_stats(clock.step_s)[0] / 1000, 0.0)
-        final = result.history[-1]
+        final, stopped = result.history[-1], result.metrics
         result.metrics = {
             **{k: v for k, v in final.items() if not k.startswith("time/")},
             **clock.metrics(prog.batch),
@@ -223,12 +285,13 @@ class Backend(abc.ABC):
             "model/params": float(info.params),
             "model/flops_per_sample": float(info.flops_per_sample),
             **prog.measure(),
+            **stopped,
         }
         dev = prog.device()
         result.metrics.update(
             perf_metrics(info.flops_per_sample, result.metrics, dev, job.hardware.precision)
         )
-        result.tags = {"cold_start": str(cold).lower(), **prog.tags()}
+        result.tags = {"cold_start": str(cold).lower(), **prog.tags(), **result.tags}
         result.model = prog.trained()
         return result
 
@@ -236,8 +299,13 @@ class Backend(abc.ABC):
 def _train(
     prog: Program, job: Job, clock: TrialClock, result: JobResult, on_epoch: EpochHook | None
 ) -> float:
-    """The epoch loop every backend shares; returns the first step's own time (or 0)."""
+    """The epoch loop every backend shares; returns the first step's own time (or 0).
+
+    Early stopping is decided here, once, from the same per-epoch metrics every mode
+    reports, so all modes stop at the same epoch when their curves agree.
+    """
     first_only = 0.0
+    stopper = _Stopper(job.train.early_stopping)
     for epoch in range(1, job.train.epochs + 1):
         t_epoch = time.perf_counter()
         fit = prog.fit_epoch(epoch)
@@ -251,18 +319,56 @@ def _train(
         if not math.isfinite(fit.loss):
             raise NonFiniteLossError(f"training loss is {fit.loss} at epoch {epoch}")
         clock.step_s.extend(fit.step_s)
-        metrics = {"train/loss": fit.loss, **prog.evaluate()}
-        if job.metrics:  # scored in numpy from the model's outputs: the same on every mode
-            from protolab.data._scores import score
-
-            out = prog.trained().predict(job.dataset.x_val)
-            metrics.update(score(job.metrics, out, job.dataset.y_val))
-        if fit.step_s:
-            metrics["time/epoch_step_ms"] = step_stats(fit.step_s)[0]
+        metrics = _epoch_metrics(prog, job, fit)
         clock.end_epoch(epoch, metrics, t_epoch, t_trained, result.history, on_epoch)
+        if stopper.stop(metrics):
+            break
+    if stopper.cfg is not None:
+        result.tags["stopped_early"] = str(len(result.history) < job.train.epochs).lower()
+        result.metrics["train/stopped_epoch"] = float(len(result.history))
     if not clock.step_s:  # one epoch only: its (warm-up) average is all there is
         clock.step_s = [(clock.train_s / max(prog.steps, 1))]
     return first_only
+
+
+def _epoch_metrics(prog: Program, job: Job, fit: EpochFit) -> dict[str, float]:
+    metrics = {"train/loss": fit.loss, **prog.evaluate()}
+    if job.metrics:  # scored in numpy from the model's outputs: the same on every mode
+        from protolab.data._scores import score
+
+        out = prog.trained().predict(job.dataset.x_val)
+        metrics.update(score(job.metrics, out, job.dataset.y_val))
+    if job.train.schedule != "constant":
+        lr = prog.current_lr()
+        if lr is not None:
+            metrics["train/lr"] = lr
+    if fit.step_s:
+        metrics["time/epoch_step_ms"] = step_stats(fit.step_s)[0]
+    return metrics
+
+
+class _Stopper:
+    """Patience counter over one metric: improvement means beating the best by min_delta."""
+
+    def __init__(self, cfg: EarlyStopping | None) -> None:
+        self.cfg, self.best, self.waited = cfg, math.nan, 0
+
+    def stop(self, metrics: dict[str, float]) -> bool:
+        cfg = self.cfg
+        if cfg is None:
+            return False
+        if cfg.metric not in metrics:
+            raise ValueError(
+                f"early_stopping.metric {cfg.metric!r} is not measured by this job; "
+                f"measured: {', '.join(sorted(metrics))}"
+            )
+        value = metrics[cfg.metric]
+        sign = 1.0 if cfg.mode == "max" else -1.0
+        if math.isnan(self.best) or sign * (value - self.best) > cfg.min_delta:
+            self.best, self.waited = value, 0
+            return False
+        self.waited += 1
+        return self.waited >= cfg.patience
 
 
 _DTYPES = {"32": "float32", "bf16": "bfloat16", "16": "float16"}

@@ -19,7 +19,13 @@ from typing import Any
 
 from protolab.config._domains import short
 from protolab.config._metrics import metric_task_problem
-from protolab.config._model import TRACKING_SCHEMES, HardwareConfig, _redacted, _scheme
+from protolab.config._model import (
+    TRACKING_SCHEMES,
+    HardwareConfig,
+    _redacted,
+    _scheme,
+    check_train_task,
+)
 from protolab.errors import ConfigError, ScriptError, StorageError
 
 __all__ = [
@@ -209,6 +215,9 @@ def check_context(ctx: Any) -> None:
 
     check_hardware(ctx.cfg.hardware, str(ctx.config_path))
     check_metrics(ctx)
+    problem = check_train_task(ctx)  # train options this dataset / script cannot run
+    if problem:
+        raise ConfigError(f"{ctx.config_path}: train.{problem}")
     try:
         check_storage_url(ctx.cfg.study.storage)
         check_tracking_uri(ctx.cfg.tracking.uri, default_tracking_uri())

@@ -28,9 +28,12 @@ __all__ = [
     "SAMPLERS",
     "Choice",
     "Config",
+    "EarlyStoppingConfig",
     "HardwareConfig",
     "Objective",
+    "OptimizerOptions",
     "Range",
+    "ScheduleOptions",
     "StudyConfig",
     "TrackingConfig",
     "TrainConfig",
@@ -219,26 +222,246 @@ class StudyConfig(_Strict):
         )
 
 
+OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "adagrad")
+Optimizer = Literal["adam", "adamw", "sgd", "rmsprop", "adagrad"]
+Schedule = Literal["constant", "step", "cosine", "warmup_cosine", "one_cycle"]
+Loss = Literal["auto", "cross_entropy", "mse", "mae", "huber", "custom"]
+# schedule -> the options it reads (the same table as backends/_schedule.py, kept here so
+# loading a config imports no numpy)
+SCHEDULE_OPTIONS: dict[str, tuple[str, ...]] = {
+    "constant": (),
+    "step": ("step_size", "gamma"),
+    "cosine": ("min_lr",),
+    "warmup_cosine": ("warmup", "min_lr"),
+    "one_cycle": ("warmup", "div_factor", "final_div_factor"),
+}
+# optimizer -> the options it takes (both frameworks have each of them)
+OPTIMIZER_OPTIONS: dict[str, tuple[str, ...]] = {
+    "adam": ("betas", "eps"),
+    "adamw": ("betas", "eps"),
+    "sgd": ("momentum", "nesterov"),
+    "rmsprop": ("eps", "momentum"),
+    "adagrad": ("eps",),
+}
+
+
+class ScheduleOptions(_Strict):
+    """Options of ``train.schedule``; unset ones keep the schedule's default."""
+
+    warmup: float | None = Field(None, ge=0)  # warm-up: a fraction of all steps (< 1) or steps
+    min_lr: float | None = Field(None, ge=0, le=1)  # cosine floor, as a fraction of lr (0)
+    step_size: int | None = Field(None, ge=1)  # step: epochs between decays (1)
+    gamma: float | None = Field(None, gt=0, le=1)  # step: factor per decay (0.1)
+    div_factor: float | None = Field(None, gt=0)  # one_cycle: start at lr / div_factor (25)
+    final_div_factor: float | None = Field(None, gt=0)  # one_cycle: end lower by this (1e4)
+
+    def given(self) -> tuple[tuple[str, float], ...]:
+        return tuple((k, float(v)) for k, v in self.model_dump().items() if v is not None)
+
+
+class OptimizerOptions(_Strict):
+    """Options of ``train.optimizer``; unset ones keep today's (Keras') defaults."""
+
+    betas: tuple[float, float] | None = None  # adam/adamw: (0.9, 0.999), each in [0, 1)
+    eps: float | None = Field(None, gt=0)  # adam/adamw/rmsprop/adagrad: 1e-7
+    momentum: float | None = Field(None, ge=0, lt=1)  # sgd: 0.9; rmsprop: 0
+    nesterov: bool | None = None  # sgd: false
+
+    @field_validator("betas")
+    @classmethod
+    def _betas(cls, v: tuple[float, float] | None) -> tuple[float, float] | None:
+        if v is not None and not all(0 <= b < 1 for b in v):
+            raise ValueError(f"both betas must lie in [0, 1), but got {list(v)}")
+        return v
+
+    def given(self) -> tuple[tuple[str, Any], ...]:
+        return tuple((k, v) for k, v in self.model_dump().items() if v is not None)
+
+
+class EarlyStoppingConfig(_Strict):
+    """Stop a job when ``metric`` stops improving (the same rule on every mode)."""
+
+    metric: str = "val/loss"  # a per-epoch metric: train/loss or a val/ metric
+    patience: int = Field(3, ge=1)  # epochs without improvement before stopping
+    min_delta: float = Field(0.0, ge=0)  # an improvement must beat the best by more than this
+    mode: Literal["min", "max"] | None = None  # default: from the name, as objectives
+
+    @field_validator("metric")
+    @classmethod
+    def _per_epoch(cls, v: str) -> str:
+        check_metric_name(v)
+        if not (v.startswith("val/") or v == "train/loss"):
+            raise ValueError(
+                f"early stopping needs a metric measured every epoch (train/loss or a val/ "
+                f"metric), but got {v!r}"
+            )
+        return v
+
+    def resolved_mode(self) -> str:
+        from protolab.script._experiment import infer_direction
+
+        return self.mode or ("max" if infer_direction(self.metric) == "maximize" else "min")
+
+
+def _choices(v: Any) -> list[Any]:
+    return list(v.choices) if isinstance(v, Choice) else [v]
+
+
+def _in_interval(name: str, v: Any, low: float, high: float | None, open_low: bool) -> Any:
+    """A value, range or choice of ``name`` inside [low (or open), high)."""
+    rule = f"{'>' if open_low else '>='} {low:g}" + (f" and < {high:g}" if high else "")
+    points = [v.low, v.high] if isinstance(v, Range) else _choices(v)
+    for x in points:
+        if x is None:
+            continue
+        bad = isinstance(x, bool) or not isinstance(x, (int, float))
+        if bad or x < low or (open_low and x == low) or (high is not None and x >= high):
+            raise ValueError(f"{name} must be a finite number {rule}, but got {short(x)}")
+    return v
+
+
 class TrainConfig(_Strict):
     epochs: int = Field(10, ge=1)  # full passes over the training split
     batch_size: int | Range | Choice = 64  # a value, or a range/choice to search
-    optimizer: Literal["adam", "adamw", "sgd", "rmsprop"] | Choice = "adam"
-    lr: float | Range | Choice = 1e-3  # learning rate
-    weight_decay: float | Range | Choice = 0.0  # L2 (decoupled for adamw)
+    optimizer: Optimizer | Choice = "adam"
+    lr: float | Range | Choice = 1e-3  # learning rate (the peak, under a schedule)
+    weight_decay: float | Range | Choice = 0.0  # L2 (decoupled for adam/adamw)
+    # per-step learning rate, the same table on every mode (backends/_schedule.py)
+    schedule: Schedule | Choice = "constant"
+    schedule_options: ScheduleOptions = Field(default_factory=ScheduleOptions)
+    optimizer_options: OptimizerOptions = Field(default_factory=OptimizerOptions)
+    grad_clip: float | Range | Choice | None = None  # clip the gradients' global norm to this
+    early_stopping: EarlyStoppingConfig | None = None  # e.g. {metric: val/loss, patience: 3}
+    label_smoothing: float | Range | Choice = 0.0  # cross-entropy only, in [0, 1)
+    # auto: cross_entropy (classification) or mse (regression); custom: the script's
+    # @experiment(loss=protolab.Loss(...))
+    loss: Loss | Choice = "auto"
+    drop_last: bool = True  # false: the ragged last batch trains as one smaller step
 
     @field_validator("batch_size", "lr", "weight_decay")
     @classmethod
     def _in_domain(cls, v: Any, info: ValidationInfo) -> Any:
         return check_train_value(str(info.field_name), v)  # values, ranges and choices alike
 
-    @field_validator("optimizer")
+    @field_validator("grad_clip")
     @classmethod
-    def _known_optimizers(cls, v: Any) -> Any:
-        if isinstance(v, Choice):
-            bad = [c for c in v.choices if c not in ("adam", "adamw", "sgd", "rmsprop")]
-            if bad:
-                raise ValueError(f"unknown optimizer {bad}; allowed: adam, adamw, sgd, rmsprop")
+    def _clip(cls, v: Any) -> Any:
+        return v if v is None else _in_interval("grad_clip", v, 0, None, open_low=True)
+
+    @field_validator("label_smoothing")
+    @classmethod
+    def _smoothing(cls, v: Any) -> Any:
+        return _in_interval("label_smoothing", v, 0, 1, open_low=False)
+
+    @field_validator("optimizer", "schedule", "loss")
+    @classmethod
+    def _known_names(cls, v: Any, info: ValidationInfo) -> Any:
+        allowed = {
+            "optimizer": OPTIMIZERS,
+            "schedule": tuple(SCHEDULE_OPTIONS),
+            "loss": Loss.__args__,  # type: ignore[attr-defined]
+        }[str(info.field_name)]
+        bad = [c for c in _choices(v) if c not in allowed]
+        if bad:
+            raise ValueError(
+                f"unknown {info.field_name} {short(bad[0])}; allowed: {', '.join(allowed)}"
+            )
         return v
+
+    @field_validator("schedule_options")
+    @classmethod
+    def _options_of_schedule(cls, v: ScheduleOptions, info: ValidationInfo) -> ScheduleOptions:
+        names = _choices(info.data.get("schedule", "constant"))
+        used = {o for n in names for o in SCHEDULE_OPTIONS.get(n, ())}
+        return _only(v.given(), used, "schedule", names, SCHEDULE_OPTIONS, v)
+
+    @field_validator("optimizer_options")
+    @classmethod
+    def _options_of_optimizer(cls, v: OptimizerOptions, info: ValidationInfo) -> OptimizerOptions:
+        names = _choices(info.data.get("optimizer", "adam"))
+        for name in names:  # every optimizer a trial may sample must take every option
+            _only(v.given(), set(OPTIMIZER_OPTIONS.get(name, ())), "optimizer", [name],
+                  OPTIMIZER_OPTIONS, v)  # fmt: skip
+        if v.nesterov and v.momentum == 0:
+            raise ValueError("nesterov needs momentum > 0, but got momentum=0")
+        return v
+
+
+def _only(given: tuple[tuple[str, Any], ...], used: set[str], what: str, names: list[Any],
+          table: dict[str, tuple[str, ...]], v: Any) -> Any:  # fmt: skip
+    """Refuse an option the chosen schedule/optimizer does not read (it would be ignored)."""
+    for key, value in given:
+        if key not in used:
+            takes = {n: ", ".join(table.get(n, ())) or "none" for n in names}
+            listed = "; ".join(f"{n} takes {t}" for n, t in takes.items())
+            raise ValueError(
+                f"{key}={short(value)} is not an option of {what} "
+                f"{' / '.join(map(str, names))} ({listed})"
+            )
+    return v
+
+
+def check_train_task(ctx: Any) -> str | None:
+    """Why ``ctx.cfg.train`` cannot run on this study (None when it can): a loss or an
+    early-stopping metric the dataset cannot produce, or a custom loss a mode lacks.
+
+    ``ctx`` is a prepared sweep context (its dataset, scores, experiment and backends).
+    """
+    train, task, scores = ctx.cfg.train, ctx.dataset.task, tuple(ctx.scores)
+    losses, smooth = _choices(train.loss), train.label_smoothing
+    if task != "classification" and "cross_entropy" in losses:
+        return (
+            "loss: cross_entropy needs a classification dataset, but got loss=cross_entropy "
+            "on a regression dataset; allowed: auto, mse, mae, huber, custom"
+        )
+    if smooth not in (0, 0.0) and (
+        task != "classification" or set(losses) - {"auto", "cross_entropy"}
+    ):
+        return (
+            f"label_smoothing: applies to cross_entropy on classification only, but got "
+            f"label_smoothing={short(smooth)} with loss {'/'.join(losses)} on a {task} dataset"
+        )
+    problem = _custom_loss_problem(ctx, losses)
+    if problem:
+        return problem
+    es = train.early_stopping
+    if es is None:
+        return None
+    from protolab.config._metrics import metric_task_problem
+
+    problem = metric_task_problem(es.metric, task)
+    if problem:
+        return f"early_stopping.metric: {problem}"
+    measured = ["train/loss", "val/loss", "val/acc" if task == "classification" else "val/rmse"]
+    measured += [f"val/{s}" for s in scores]
+    if es.metric not in measured:
+        return (
+            f"early_stopping.metric: {es.metric!r} is not measured by this study (add "
+            f"{es.metric.removeprefix('val/')} to `metrics:`); measured: {', '.join(measured)}"
+        )
+    return None
+
+
+def _custom_loss_problem(ctx: Any, losses: list[Any]) -> str | None:
+    """``loss: custom`` needs the script's protolab.Loss, with a function per framework used."""
+    loss = getattr(ctx.experiment, "loss", None)
+    if "custom" in losses and loss is None:
+        return (
+            "loss: 'custom' needs @experiment(loss=protolab.Loss(...)) in the script, but "
+            f"{ctx.script_path} gives none; allowed: auto, cross_entropy, mse, mae, huber"
+        )
+    if loss is None or not set(losses) & {"auto", "custom"}:
+        return None
+    from protolab.backends._registry import ALIASES, backend_info
+
+    for name in ctx.cfg.backends:
+        builds = None if name in ALIASES else backend_info(name).builds
+        if builds and getattr(loss, builds, None) is None:
+            return (
+                f"loss: the script's protolab.Loss has no {builds}= function, but backend "
+                f"{name!r} trains with {builds}; add {builds}=fn to the Loss"
+            )
+    return None
 
 
 class HardwareConfig(_Strict):

@@ -10,7 +10,7 @@ from protolab.arch import Arch
 from protolab.errors import ScriptError
 from protolab.space import Space
 
-__all__ = ["Experiment", "experiment"]
+__all__ = ["Experiment", "Loss", "experiment"]
 
 Direction = Literal["maximize", "minimize"]
 
@@ -24,6 +24,31 @@ def infer_direction(metric: str) -> Direction:
     return "maximize" if any(leaf.startswith(m) for m in _MAXIMIZED) else "minimize"
 
 
+@dataclass(frozen=True, eq=False)
+class Loss:
+    """A custom training loss, one function per framework: ``fn(outputs, targets)``.
+
+    ``outputs`` are the model's float32 outputs (logits, or probabilities when the Arch
+    ends in a softmax); ``targets`` are the dataset's (class ids, or ``(N, k)`` floats). Each
+    returns the batch's mean loss as a scalar of its framework (the ``keras`` one written
+    with ``keras.ops`` runs on TensorFlow and JAX alike). Used when ``train.loss`` is
+    ``auto`` or ``custom``: ``@pl.experiment(loss=pl.Loss(torch=f, keras=g))``.
+    """
+
+    torch: Callable[[Any, Any], Any] | None = None
+    keras: Callable[[Any, Any], Any] | None = None
+
+    def __post_init__(self) -> None:
+        given = {"torch": self.torch, "keras": self.keras}
+        if all(f is None for f in given.values()):
+            raise ScriptError("protolab.Loss needs torch=fn and/or keras=fn, but got neither")
+        for name, fn in given.items():
+            if fn is not None and not callable(fn):
+                raise ScriptError(
+                    f"protolab.Loss({name}=...) must be a function, but got {fn!r:.80}"
+                )
+
+
 @dataclass(frozen=True)
 class Experiment:
     """An experiment function plus what it trains on and what it optimises."""
@@ -35,6 +60,7 @@ class Experiment:
     name: str
     metrics: tuple[str, ...] = ()  # extra val/<name> scores to log (data/_scores.py)
     source: str = ""  # the script path once loaded (for error messages)
+    loss: Loss | None = None  # a custom loss (train.loss auto/custom trains with it)
 
     def build(self, space: Space) -> Arch:
         """Call the user's function and check it returned an Arch (a common slip)."""
@@ -87,14 +113,18 @@ def experiment(
     direction: Direction | None = None,
     name: str | None = None,
     metrics: Sequence[str] = (),
+    loss: Loss | None = None,
 ) -> Any:
     """Declare the experiment of a script: ``@pl.experiment(data="digits", metric="val/acc")``.
 
     ``data`` is a built-in dataset name or a ``.npz``/``.csv`` path relative to the script.
     ``metric`` defaults to the dataset's (``val/acc`` or ``val/rmse``); ``direction`` is
     inferred from the metric name when not given. ``metrics`` adds validation scores to
-    log per epoch (``["f1", "auc"]``). Works bare (``@pl.experiment``) too.
+    log per epoch (``["f1", "auc"]``). ``loss`` is a custom :class:`Loss`. Works bare
+    (``@pl.experiment``) too.
     """
+    if loss is not None and not isinstance(loss, Loss):
+        raise ScriptError(f"@experiment(loss=...) must be a protolab.Loss, but got {loss!r:.80}")
     extra = _check_scores(metrics)
     if direction not in (None, "maximize", "minimize"):
         raise ScriptError(
@@ -115,7 +145,7 @@ def experiment(
     def wrap(f: Callable[[Space], Arch]) -> Experiment:
         if not callable(f):
             raise ScriptError(f"@experiment must decorate a function, but got {f!r}")
-        exp = Experiment(f, data, metric, direction, name or f.__name__, extra)
+        exp = Experiment(f, data, metric, direction, name or f.__name__, extra, loss=loss)
         if _registry is not None:
             _registry.append(exp)
         return exp

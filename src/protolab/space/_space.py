@@ -20,6 +20,19 @@ __all__ = ["Distribution", "Space"]
 
 Kind = Literal["int", "float", "choice"]
 
+# train settings an experiment may set per trial with ``space.train(...)``
+TRAIN_KEYS = (
+    "batch_size",
+    "optimizer",
+    "lr",
+    "weight_decay",
+    "schedule",
+    "grad_clip",
+    "label_smoothing",
+    "loss",
+    "drop_last",
+)
+
 
 class _Suggester(Protocol):
     """The subset of ``optuna.Trial`` a Space needs (kept structural: no optuna import)."""
@@ -106,6 +119,7 @@ class Space:
         self._prefix = prefix
         self._declared: dict[str, Distribution] = {}
         self._values: dict[str, Any] = {}
+        self._train: dict[str, Any] = {}
 
     @property
     def values(self) -> dict[str, Any]:
@@ -115,6 +129,27 @@ class Space:
     @property
     def distributions(self) -> dict[str, Distribution]:
         return dict(self._declared)
+
+    @property
+    def train_settings(self) -> dict[str, Any]:
+        """The train settings the experiment set with :meth:`train`, by config key."""
+        return dict(self._train)
+
+    def train(self, **settings: Any) -> None:
+        """Set this trial's train settings from the experiment, e.g. an lr that depends on
+        the sampled depth: ``space.train(lr=space.float("lr", 1e-4, 1e-2, log=True) / depth)``.
+
+        Values are plain (sample them with this space first, so the sampler sees them);
+        they replace the config's value, are checked by the config's rules, and are logged
+        as ``train.<key>`` params. A key the config already searches cannot be set here.
+        """
+        for key, value in settings.items():
+            if key not in TRAIN_KEYS:
+                raise SpaceError(
+                    f"space.train({key}=...): not a train setting an experiment may set; "
+                    f"allowed: {', '.join(TRAIN_KEYS)}"
+                )
+            self._train[key] = _checked_train_value(key, value)
 
     def int(self, name: str, low: int, high: int, *, step: int = 1, log: bool = False) -> int:
         """An integer in ``[low, high]`` (``optuna.Trial.suggest_int``)."""
@@ -223,3 +258,21 @@ class Space:
                 name, int(d.low), int(d.high), step=int(d.step or 1), log=d.log
             )
         return self._trial.suggest_float(name, d.low, d.high, step=d.step, log=d.log)
+
+
+def _checked_train_value(key: str, value: Any) -> Any:
+    """``value`` as the config would read ``train.<key>``; SpaceError with its rule if not."""
+    from pydantic import ValidationError
+
+    from protolab.config import TrainConfig
+
+    if isinstance(value, (dict, list, tuple)):
+        raise SpaceError(
+            f"space.train({key}=...): a plain value is needed (sample it with space.float, "
+            f"space.int or space.choice first), but got {value!r:.100}"
+        )
+    try:
+        return getattr(TrainConfig.model_validate({key: value}), key)
+    except ValidationError as e:
+        msg = e.errors()[0]["msg"].removeprefix("Value error, ")
+        raise SpaceError(f"space.train({key}={value!r:.100}): {msg}") from None

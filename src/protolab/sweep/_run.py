@@ -31,7 +31,7 @@ from protolab.tracking._types import RunLog, Tracker
 if TYPE_CHECKING:
     from protolab.arch import Arch
 
-__all__ = ["Outcome", "run_once"]
+__all__ = ["Outcome", "make_settings", "run_once"]
 
 # (backend, epoch, metrics) -> None: live progress.
 ProgressFn = Callable[[str, int, dict[str, float]], None]
@@ -113,6 +113,7 @@ def run_once(
     try:
         arch = ctx.experiment.build(arch_space)
         train = sample_train(cfg.train, train_space)
+        settings = make_settings(ctx, train, arch_space.train_settings, epochs=cfg.train.epochs)
         out.arch_hash = arch.hash
     except Exception as e:  # nothing trained: record the failure once per backend
         out.params = _params(arch_space, train_space, cfg)
@@ -125,14 +126,6 @@ def run_once(
     lineage = _lineage(trial)
     if lineage:
         base_tags[TAG.MUTATION] = lineage["change"]
-    settings = TrainSettings(
-        epochs=cfg.train.epochs,
-        batch_size=int(train["batch_size"]),
-        optimizer=str(train["optimizer"]),
-        lr=float(train["lr"]),
-        weight_decay=float(train["weight_decay"]),
-        seed=cfg.study.seed,
-    )
     job = Job(arch, ctx.dataset, settings, cfg.hardware, ctx.scores)
     artifacts = _artifacts(ctx, arch, lineage)
     t0 = time.perf_counter()
@@ -296,10 +289,68 @@ def _end_failed(run: RunLog, e: BaseException) -> None:
 
 
 def _params(arch_space: Space, train_space: Space, cfg: Any) -> dict[str, Any]:
-    """Every sampled value plus the train settings, as MLflow params."""
+    """Every sampled value plus the train settings (the script's ``space.train`` last), as
+    MLflow params."""
     train = {f"train.{k}": v for k, v in cfg.train.model_dump(mode="json").items()}
     train.update({f"train.{k}": v for k, v in train_space.values.items()})
+    train.update({f"train.{k}": v for k, v in arch_space.train_settings.items()})
     return {**arch_space.values, **train, "study.seed": cfg.study.seed}
+
+
+def make_settings(
+    ctx: SweepContext,
+    train: dict[str, Any],
+    script: dict[str, Any],
+    *,
+    epochs: int,
+    max_steps: int | None = None,
+) -> TrainSettings:
+    """One job's TrainSettings: the config's sampled ``train`` values, then what the script
+    set with ``space.train`` (checked against the config's rules once more, together)."""
+    from pydantic import ValidationError
+
+    from protolab.backends._base import EarlyStopping
+    from protolab.config import Choice as ConfigChoice
+    from protolab.config import Range, TrainConfig
+    from protolab.errors import SpaceError
+
+    cfg = ctx.cfg.train
+    for key in script:
+        if isinstance(getattr(cfg, key), (Range, ConfigChoice)):
+            raise SpaceError(
+                f"space.train({key}=...): train.{key} is searched by the config; "
+                "search it in one place (the config or the script)"
+            )
+    if script:
+        try:  # cross-field rules: a script-set schedule or optimizer against their options
+            TrainConfig.model_validate({**cfg.model_dump(), **script})
+        except ValidationError as e:
+            err = e.errors()[0]
+            where = ".".join(str(p) for p in err["loc"])
+            msg = err["msg"].removeprefix("Value error, ")
+            raise SpaceError(f"space.train: train.{where}: {msg}") from None
+    t = {**train, **script}
+    es = cfg.early_stopping
+    return TrainSettings(
+        epochs=epochs,
+        batch_size=int(t["batch_size"]),
+        optimizer=str(t["optimizer"]),
+        lr=float(t["lr"]),
+        weight_decay=float(t["weight_decay"]),
+        seed=ctx.cfg.study.seed,
+        max_steps=max_steps,
+        schedule=str(t["schedule"]),
+        schedule_options=cfg.schedule_options.given(),
+        grad_clip=None if t["grad_clip"] is None else float(t["grad_clip"]),
+        early_stopping=None
+        if es is None
+        else EarlyStopping(es.metric, es.patience, es.min_delta, es.resolved_mode()),
+        label_smoothing=float(t["label_smoothing"]),
+        loss=str(t["loss"]),
+        custom_loss=ctx.experiment.loss,
+        optimizer_options=cfg.optimizer_options.given(),
+        drop_last=bool(t["drop_last"]),
+    )
 
 
 def _model_metrics(arch: Any, dataset: Any) -> dict[str, float]:

@@ -19,6 +19,7 @@ from protolab.backends import Job, JobResult, TrainSettings, get_backend
 from protolab.backends._calibrate import Choice, resolve
 from protolab.space import Space
 from protolab.sweep._context import sample_train
+from protolab.sweep._run import make_settings
 from protolab.watch._source import Loaded
 
 __all__ = ["ModeRun", "Rerun", "run_modes", "start_rerun"]
@@ -64,15 +65,16 @@ def start_rerun(rerun: Rerun, loaded: Loaded, epochs: int, steps: int | None) ->
     train = sample_train(ctx.cfg.train, train_space)
     fixed = {f"train.{k}": v for k, v in ctx.cfg.train.model_dump(mode="json").items()}
     sampled = {f"train.{k}": v for k, v in train_space.values.items()}
-    rerun.params = {**arch_space.values, **fixed, **sampled, "study.seed": ctx.cfg.study.seed}
-    rerun.settings = TrainSettings(
-        epochs=epochs,
-        batch_size=int(train["batch_size"]),
-        optimizer=str(train["optimizer"]),
-        lr=float(train["lr"]),
-        weight_decay=float(train["weight_decay"]),
-        seed=ctx.cfg.study.seed,
-        max_steps=steps,
+    script = {f"train.{k}": v for k, v in arch_space.train_settings.items()}
+    rerun.params = {
+        **arch_space.values,
+        **fixed,
+        **sampled,
+        **script,
+        "study.seed": ctx.cfg.study.seed,
+    }
+    rerun.settings = make_settings(
+        ctx, train, arch_space.train_settings, epochs=epochs, max_steps=steps
     )
     return Job(rerun.arch, ctx.dataset, rerun.settings, ctx.cfg.hardware, ctx.scores)
 

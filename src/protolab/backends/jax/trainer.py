@@ -26,7 +26,8 @@ import numpy as np
 
 from protolab.backends._base import DeviceInfo, EpochFit, Job, Program
 from protolab.backends._cache import ProgramCache, cache_size, job_key
-from protolab.backends._keras_nn import POLICY, optimizer
+from protolab.backends._keras_nn import POLICY
+from protolab.backends._keras_optim import keras_loss, keras_optimizer, steps_per_epoch, train_key
 from protolab.backends._peak import cpu_name
 from protolab.backends.jax import core
 from protolab.backends.jax.export import KerasModel
@@ -46,13 +47,15 @@ def _numpy(variables: list[Any]) -> list[np.ndarray]:
 class _Programs:
     """A Keras model on JAX, its optimizer and its compiled programs: a cache entry."""
 
-    def __init__(self, job: Job, steps: int, batch: int) -> None:
+    def __init__(self, job: Job, steps: int, batch: int, tail: int) -> None:
         ds, tr = job.dataset, job.train
         self.arch, self.shape, self.dtype = job.arch, ds.input_shape, ds.input_dtype
         self.classify = ds.task == "classification"
-        self.n, self.steps, self.batch = len(ds.x_train), steps, batch
+        self.n, self.steps, self.batch, self.tail = len(ds.x_train), steps, batch, tail
+        self.scheduled = tr.schedule != "constant"
         self.model = build(job.arch, ds.input_shape, ds.input_dtype)
-        self.opt = optimizer(tr.optimizer, tr.lr, tr.weight_decay)
+        self.opt = keras_optimizer(job, steps + (1 if tail else 0))
+        self.loss_fn = keras_loss(job)
         self.opt.build(self.model.trainable_variables)
         self.aot_compiles = 0
         self.kept = cache_size() > 0  # serves later jobs: their state starts from copies
@@ -80,7 +83,8 @@ class _Programs:
             fresh = build(self.arch, self.shape, self.dtype)
             self._inits = {**dict(kept), seed: self._initial(fresh)}
         tv, ntv = self._inits[seed]
-        self.opt.learning_rate = lr  # the optimizer's own variables never train (stateless)
+        if not self.scheduled:  # a schedule's table is part of the key: nothing to set
+            self.opt.learning_rate = lr  # the optimizer's variables never train (stateless)
         ov = _numpy(self.opt.variables)
         return (
             [jnp.asarray(a) for a in tv],
@@ -94,11 +98,7 @@ class _Programs:
         return self.aot_compiles + (int(size()) if callable(size) else 0)
 
     def loss(self, out: Any, y: Any) -> Any:
-        out = out.astype("float32")
-        if self.classify:
-            logp = jax.nn.log_softmax(out, axis=-1)
-            return -jnp.mean(jnp.take_along_axis(logp, y[:, None].astype("int32"), -1))
-        return jnp.mean(jnp.square(out - y.astype("float32")))
+        return self.loss_fn(out.astype("float32"), y)  # the TensorFlow modes' own loss
 
     def train_step(self, state: State, xb: Any, yb: Any) -> tuple[State, Any]:
         """Forward, loss, gradients, update, as a pure function of the variables."""
@@ -113,10 +113,11 @@ class _Programs:
         return (tv, ntv, ov), loss
 
     def _make_programs(self) -> None:
-        steps, batch, n = self.steps, self.batch, self.n
+        steps, batch, n, tail = self.steps, self.batch, self.n, self.tail
 
         def train_epoch(state: State, x: Any, y: Any, key: Any) -> tuple[State, Any]:
-            idx = jax.random.permutation(key, n)[: steps * batch].reshape(steps, batch)
+            perm = jax.random.permutation(key, n)
+            idx = perm[: steps * batch].reshape(steps, batch)
 
             def body(i: Any, carry: tuple[State, Any]) -> tuple[State, Any]:
                 state, total = carry
@@ -124,6 +125,10 @@ class _Programs:
                 return state, total + loss
 
             state, total = jax.lax.fori_loop(0, steps, body, (state, jnp.float32(0.0)))
+            if tail:  # the ragged tail: one more step of its own static shape
+                take = perm[steps * batch : steps * batch + tail]
+                state, loss = self.train_step(state, x[take], y[take])
+                return state, (total + loss) / (steps + 1)
             return state, total / steps
 
         def evaluate(tv: Any, ntv: Any, x: Any, y: Any) -> tuple[Any, Any]:
@@ -154,15 +159,14 @@ class JaxProgram(Program):
         y_val = ds.y_val if self.classify else ds.y_val.reshape(len(ds.y_val), -1)
         self.n = len(ds.x_train)
         self.batch = min(tr.batch_size, self.n)
-        self.steps = self.n // self.batch
-        if tr.max_steps:
-            self.steps = min(self.steps, tr.max_steps)
+        self.full, self.tail = steps_per_epoch(job, self.batch)
+        self.steps = self.full + (1 if self.tail else 0)
         self.whole_epoch = os.environ.get("PROTOLAB_KERAS_LOOP") != "step"
-        key = job_key(backend, job, self.whole_epoch)
+        key = job_key(backend, job, self.whole_epoch, train_key(job, self.tail))
         cached = _CACHE.get(key)
         self.hit = cached is not None
         if cached is None:
-            cached = _Programs(job, self.steps, self.batch)
+            cached = _Programs(job, self.full, self.batch, self.tail)
             _CACHE.put(key, cached)
         self.p, self.model, self.opt = cached, cached.model, cached.opt
         self.compiles0 = cached.compiles() if self.hit else 0
@@ -197,12 +201,23 @@ class JaxProgram(Program):
             perm = np.random.default_rng([self.seed, epoch]).permutation(self.n)
             total = jnp.float32(0.0)
             for i in range(self.steps):
-                take = perm[i * self.batch : (i + 1) * self.batch]
+                end = (i + 1) * self.batch if i < self.full else self.n
+                take = perm[i * self.batch : end]
                 self.state, loss = self.p._step_fn(self.state, self.x_tr[take], self.y_tr[take])
                 total = total + loss
             value = float(total) / self.steps
         per_step = (time.perf_counter() - t0) / self.steps
         return EpochFit(loss=value, step_s=[per_step] if epoch > 1 else [])
+
+    def current_lr(self) -> float | None:
+        """The schedule at the step last applied, from the optimizer state's own counter."""
+        sched = self.opt._learning_rate
+        if not isinstance(sched, keras.optimizers.schedules.LearningRateSchedule):
+            return float(np.asarray(self.opt.learning_rate))
+        _, _, ov = self.state
+        at = next(i for i, v in enumerate(self.opt.variables) if v is self.opt.iterations)
+        step = int(np.asarray(ov[at]))
+        return float(np.asarray(sched(max(step - 1, 0))))
 
     def evaluate(self) -> dict[str, float]:
         tv, ntv, _ = self.state

@@ -37,7 +37,8 @@ import tensorflow as tf
 
 from protolab.backends._base import DeviceInfo, EpochFit, Job, Program
 from protolab.backends._cache import ProgramCache, cache_size, job_key
-from protolab.backends._keras_nn import POLICY, count_params, optimizer
+from protolab.backends._keras_nn import POLICY, count_params
+from protolab.backends._keras_optim import keras_loss, keras_optimizer, steps_per_epoch, train_key
 from protolab.backends._peak import cpu_name
 from protolab.backends._threads import set_tf_threads
 from protolab.backends.tensorflow import core
@@ -80,31 +81,29 @@ class _Programs:
     later job with the same key once :meth:`reset` has put its variables back.
     """
 
-    def __init__(self, job: Job, jit: bool, strategy: Any, steps: int, batch: int) -> None:
-        ds, tr, hw = job.dataset, job.train, job.hardware
+    def __init__(
+        self, job: Job, jit: bool, strategy: Any, steps: int, batch: int, tail: int
+    ) -> None:
+        ds, hw = job.dataset, job.hardware
         self.jit, self.precision, self.strategy = jit, hw.precision, strategy
         self.replicas = strategy.num_replicas_in_sync
         self.classify = ds.task == "classification"
-        self.n, self.steps, self.batch = len(ds.x_train), steps, batch
+        self.n, self.steps, self.batch, self.tail = len(ds.x_train), steps, batch, tail
+        self.scheduled = job.train.schedule != "constant"
         self.arch, self.shape, self.dtype = job.arch, ds.input_shape, ds.input_dtype
         with strategy.scope():
             self.model = build(job.arch, ds.input_shape, ds.input_dtype)
-            opt = optimizer(tr.optimizer, tr.lr, tr.weight_decay)
+            opt = keras_optimizer(job, steps + (1 if tail else 0))
             if hw.precision == "16":
                 opt = keras.optimizers.LossScaleOptimizer(opt)
             opt.build(self.model.trainable_variables)
             self.opt = opt
-        losses = keras.losses
-        self.loss_obj = (
-            losses.SparseCategoricalCrossentropy(from_logits=True)
-            if self.classify
-            else losses.MeanSquaredError()
-        )
+        self.loss_fn = keras_loss(job)
         self._make_programs()
         self._inits: dict[int, list[np.ndarray]] = {}
         self._opt_init: list[np.ndarray] = []
         if cache_size() > 0:  # kept for later jobs: remember the state training starts from
-            self._inits[tr.seed] = _values(_model_state(self.model))
+            self._inits[job.train.seed] = _values(_model_state(self.model))
             self._opt_init = _values(self.opt.variables)
 
     def reset(self, seed: int, lr: float) -> None:
@@ -122,7 +121,8 @@ class _Programs:
             v.assign(value)
         for v, value in zip(self.opt.variables, self._opt_init, strict=True):
             v.assign(value)
-        self.opt.learning_rate = lr
+        if not self.scheduled:  # a schedule's table is part of the key: nothing to set
+            self.opt.learning_rate = lr
 
     def traces(self) -> int:
         """Programs traced (and, with XLA, compiled) so far: the compile counter."""
@@ -138,7 +138,7 @@ class _Programs:
         variables = self.model.trainable_variables
         with tf.GradientTape() as tape:
             out = tf.cast(self.model(xb, training=True), tf.float32)
-            loss = self.loss_obj(yb, out) * share
+            loss = self.loss_fn(out, yb) * share
             scaled = self.opt.scale_loss(loss) if self.precision == "16" else loss
         grads = tape.gradient(scaled, variables)
         self.opt.apply(grads, variables)
@@ -147,7 +147,7 @@ class _Programs:
     def _make_programs(self) -> None:
         """Wrap ``train_step`` into the epoch, step and evaluation programs (Keras'
         ``make_train_function``): XLA-compiled when ``jit``, TF graphs otherwise."""
-        jit, steps, batch, n = self.jit, self.steps, self.batch, self.n
+        jit, steps, batch, n, tail = self.jit, self.steps, self.batch, self.n, self.tail
 
         @tf.function(jit_compile=jit)
         def train_epoch(x: Any, y: Any, seed: Any, n_steps: Any) -> Any:
@@ -162,7 +162,15 @@ class _Programs:
             _, total = tf.while_loop(
                 lambda i, _: i < n_steps, body, (tf.constant(0), tf.constant(0.0))
             )
-            return total / tf.cast(tf.maximum(n_steps, 1), tf.float32)
+            if not tail:
+                return total / tf.cast(tf.maximum(n_steps, 1), tf.float32)
+
+            def last() -> Any:  # the ragged tail: one more step of its own static shape
+                take = perm[steps * batch : steps * batch + tail]
+                return total + self.train_step(tf.gather(x, take), tf.gather(y, take))
+
+            total = tf.cond(n_steps > 0, last, lambda: total)  # zero steps: trace only
+            return total / tf.cast(tf.maximum(n_steps + 1, 1), tf.float32)
 
         @tf.function(jit_compile=jit)
         def one_device_step(xb: Any, yb: Any) -> Any:
@@ -176,7 +184,7 @@ class _Programs:
         @tf.function(jit_compile=jit)
         def evaluate(x: Any, y: Any) -> Any:
             out = tf.cast(self.model(x, training=False), tf.float32)
-            loss = self.loss_obj(y, out)
+            loss = self.loss_fn(out, y)
             if self.classify:
                 hits = tf.cast(tf.argmax(out, -1, output_type=y.dtype) == y, tf.float32)
                 return loss, tf.reduce_mean(hits)
@@ -214,15 +222,19 @@ class TFProgram(Program):
         self.replicas = strategy.num_replicas_in_sync
         batch = min(tr.batch_size, self.n)
         self.batch = max(batch // self.replicas, 1) * self.replicas  # equal replica slices
-        self.steps = self.n // self.batch  # drop the ragged last batch: one static shape
-        if tr.max_steps:
-            self.steps = min(self.steps, tr.max_steps)
+        # drop_last (default): one static shape; else the tail is one more, smaller step
+        # (a multiple of the replicas, so it splits evenly across them)
+        self.full, tail = steps_per_epoch(job, self.batch)
+        self.tail = tail // self.replicas * self.replicas
+        self.steps = self.full + (1 if self.tail else 0)
         self._place_data(job)
-        key = job_key(backend, job, jit, self.whole_epoch, self.replicas, self.kind)
+        key = job_key(
+            backend, job, jit, self.whole_epoch, self.replicas, self.kind, train_key(job, self.tail)
+        )
         cached = _CACHE.get(key)
         self.hit = cached is not None
         if cached is None:
-            cached = _Programs(job, jit, strategy, self.steps, self.batch)
+            cached = _Programs(job, jit, strategy, self.full, self.batch, self.tail)
             _CACHE.put(key, cached)
         else:
             cached.reset(tr.seed, tr.lr)
@@ -269,18 +281,27 @@ class TFProgram(Program):
         t0 = time.perf_counter()
         if self.whole_epoch:
             seed = tf.constant([self.seed, epoch])
-            steps = tf.constant(self.steps)
+            steps = tf.constant(self.full)
             loss = float(self.p.train_epoch(self.x_tr, self.y_tr, seed, steps))
         else:
             perm = tf.argsort(self.gen.uniform([self.n]))
             total = tf.constant(0.0)
             for i in range(self.steps):
-                take = perm[i * self.batch : (i + 1) * self.batch]
+                end = (i + 1) * self.batch if i < self.full else self.full * self.batch + self.tail
+                take = perm[i * self.batch : end]
                 xb, yb = tf.gather(self.x_tr, take), tf.gather(self.y_tr, take)
                 total += self.p.step_program(xb, yb)
             loss = float(total) / self.steps
         per_step = (time.perf_counter() - t0) / self.steps
         return EpochFit(loss=loss, step_s=[per_step] if epoch > 1 else [])
+
+    def current_lr(self) -> float | None:
+        """The schedule at the step the optimizer last applied (its iteration counter - 1)."""
+        opt = getattr(self.p.opt, "inner_optimizer", self.p.opt)
+        sched = opt._learning_rate
+        if isinstance(sched, keras.optimizers.schedules.LearningRateSchedule):
+            return float(sched(max(int(opt.iterations.numpy()) - 1, 0)))
+        return float(opt.learning_rate.numpy())
 
     def evaluate(self) -> dict[str, float]:
         loss_sum = score_sum = 0.0

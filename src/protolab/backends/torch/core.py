@@ -1,31 +1,52 @@
-"""PyTorch set-up shared by the eager and compiled modes: optimizers, precision, the probe."""
+"""PyTorch set-up shared by the eager and compiled modes: optimizer, loss, precision, probe."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 import torch
+import torch.nn.functional as F
 
-__all__ = ["PRECISION", "gemm", "optimizer"]
+from protolab.backends._base import Job, loss_name
+
+__all__ = ["PRECISION", "LossFn", "gemm", "optimizer", "torch_loss"]
 
 # hardware.precision -> Lightning Fabric's precision plugin names
 PRECISION = {"32": "32-true", "bf16": "bf16-mixed", "16": "16-mixed"}
 
 
 def optimizer(
-    params: Iterable[torch.nn.Parameter], name: str, lr: float, wd: float
+    params: Iterable[torch.nn.Parameter],
+    name: str,
+    lr: float,
+    wd: float,
+    options: Mapping[str, Any] | None = None,
 ) -> torch.optim.Optimizer:
     """The optimizer named in the config, with Keras 3's defaults so both families match.
 
-    Weight decay is decoupled for every optimizer, as Keras 3 applies it on both sides.
+    Weight decay is decoupled for adam/adamw, as Keras 3 applies it. ``options`` (betas,
+    eps, momentum, nesterov) were checked against the optimizer by the config; unset ones
+    keep the defaults results were measured with (SGD momentum 0.9, eps 1e-7).
     """
+    o = dict(options or {})
+    eps = float(o.get("eps", 1e-7))
     if name in ("adam", "adamw"):
-        return torch.optim.AdamW(params, lr=lr, weight_decay=wd, eps=1e-7)
+        betas = tuple(o.get("betas", (0.9, 0.999)))
+        return torch.optim.AdamW(params, lr=lr, weight_decay=wd, eps=eps, betas=betas)
     if name == "sgd":
-        return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=wd)
+        momentum, nesterov = float(o.get("momentum", 0.9)), bool(o.get("nesterov", False))
+        return torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=wd)
     if name == "rmsprop":
-        return torch.optim.RMSprop(params, lr=lr, alpha=0.9, eps=1e-7, weight_decay=wd)
-    raise ValueError(f"unknown optimizer {name!r}")
+        momentum = float(o.get("momentum", 0.0))
+        return torch.optim.RMSprop(
+            params, lr=lr, alpha=0.9, eps=eps, momentum=momentum, weight_decay=wd
+        )
+    if name == "adagrad":  # Keras' starting accumulator (0.1), so both make the same steps
+        return torch.optim.Adagrad(
+            params, lr=lr, eps=eps, initial_accumulator_value=0.1, weight_decay=wd
+        )
+    raise ValueError(f"unknown optimizer {name!r}; allowed: adam, adamw, sgd, rmsprop, adagrad")
 
 
 def gemm(n: int, dtype: str) -> Callable[[], None]:
@@ -40,3 +61,45 @@ def gemm(n: int, dtype: str) -> Callable[[], None]:
             torch.cuda.synchronize()
 
     return run
+
+
+LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+def torch_loss(job: Job) -> LossFn:
+    """The job's loss as ``fn(outputs, targets)``, the formulas of ``_keras_optim.keras_loss``.
+
+    Outputs are logits, or probabilities when the Arch ends in a softmax
+    (``Arch.output_activation``): those are normalised, clipped to [1e-7, 1 - 1e-7] and
+    logged as Keras does, never softmaxed twice.
+    """
+    tr, ds = job.train, job.dataset
+    name = loss_name(tr, ds.task)
+    if name == "custom":
+        fn = getattr(tr.custom_loss, "torch", None)
+        if fn is None:
+            raise ValueError("train.loss is custom, but the script's protolab.Loss has no torch=")
+        return fn
+    probs = getattr(job.arch, "output_activation", None) == "softmax"
+    smooth = float(tr.label_smoothing)
+    if name == "cross_entropy":
+        if probs:
+            return lambda out, y: _prob_cross_entropy(out.float(), y, smooth)
+        return lambda out, y: F.cross_entropy(out.float(), y, label_smoothing=smooth)
+    pointwise = {
+        "mse": F.mse_loss,
+        "mae": F.l1_loss,
+        "huber": lambda a, b: F.huber_loss(a, b, delta=1.0),
+    }[name]
+    if ds.task != "classification":
+        return lambda out, y: pointwise(out.float(), y.float())
+    return lambda out, y: pointwise(out.float(), F.one_hot(y, out.shape[-1]).float())
+
+
+def _prob_cross_entropy(p: torch.Tensor, y: torch.Tensor, smooth: float) -> torch.Tensor:
+    """Cross-entropy of probabilities with Keras' normalising and clipping (epsilon 1e-7)."""
+    p = p / p.sum(-1, keepdim=True)
+    logp = torch.log(p.clamp(1e-7, 1.0 - 1e-7))
+    classes = p.shape[-1]
+    target = F.one_hot(y, classes).float() * (1.0 - smooth) + smooth / classes
+    return -(target * logp).sum(-1).mean()

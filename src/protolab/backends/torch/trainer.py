@@ -24,13 +24,13 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
-from protolab.backends._base import DeviceInfo, EpochFit, Job, Program
+from protolab.backends._base import DeviceInfo, EpochFit, Job, Program, epoch_plan
 from protolab.backends._cache import ProgramCache, cache_size, job_key
 from protolab.backends._peak import cpu_name
+from protolab.backends._schedule import lr_table
 from protolab.backends._threads import set_torch_threads
-from protolab.backends.torch.core import PRECISION, gemm, optimizer
+from protolab.backends.torch.core import PRECISION, LossFn, gemm, optimizer, torch_loss
 from protolab.backends.torch.export import TorchModel
 from protolab.backends.torch.nn import build_torch, count_params
 from protolab.errors import NonFiniteLossError
@@ -39,7 +39,6 @@ __all__ = ["EagerProgram", "evaluate"]
 
 _EVAL_BATCH = 1024
 _SEEDS_KEPT = 4  # initial states kept per cached model (one per seed seen)
-LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
 class _Programs:
@@ -59,8 +58,11 @@ class _Programs:
         self.fabric = Fabric(accelerator=accelerator, devices=hw.devices, precision=precision)
         self.arch, self.shape, self.dtype = job.arch, ds.input_shape, ds.input_dtype
         self.module = build_torch(job.arch, ds.input_shape, ds.input_dtype)
-        opt = optimizer(self.module.parameters(), tr.optimizer, tr.lr, tr.weight_decay)
-        self.lr_tensor = compiled and cache_size() > 0  # cached: serves later jobs
+        options = dict(tr.optimizer_options)
+        opt = optimizer(self.module.parameters(), tr.optimizer, tr.lr, tr.weight_decay, options)
+        # cached: serves later jobs; scheduled: a new value each step. Either way a tensor,
+        # so the compiled optimizer step reads it instead of recompiling per value.
+        self.lr_tensor = compiled and (cache_size() > 0 or tr.schedule != "constant")
         if self.lr_tensor:
             for group in opt.param_groups:
                 group["lr"] = torch.tensor(tr.lr)
@@ -125,7 +127,7 @@ class EagerProgram(Program):
         tr = job.train
         Fabric.seed_everything(tr.seed, verbose=False)
         self.backend, self.compiled = backend, compiled
-        key = job_key(backend, job) if compiled and cache_size() > 0 else None
+        key = job_key(backend, job, tr.optimizer_options) if compiled and cache_size() > 0 else None
         cached = _CACHE.get(key) if key is not None else None
         self.hit = cached is not None
         if cached is None:
@@ -140,8 +142,15 @@ class EagerProgram(Program):
             cached.reset(tr.seed, tr.lr)
         self.fabric, self.module, self.model = cached.fabric, cached.module, cached.model
         self.opt, self.opt_step = cached.opt, cached.opt_step
+        self.lr_tensor = cached.lr_tensor
         self.dev = self.fabric.device
         self._place_data(job)
+        self._loss = torch_loss(job)
+        self.clip = tr.grad_clip
+        self.table: list[float] | None = None  # per-step learning rates (None: constant)
+        if tr.schedule != "constant":
+            sched = lr_table(tr.schedule, tr.lr, tr.epochs, self.steps, dict(tr.schedule_options))
+            self.table = [float(v) for v in sched]
         self.gen = torch.Generator(device=self.dev).manual_seed(tr.seed)
 
     def _place_data(self, job: Job) -> None:
@@ -156,13 +165,25 @@ class EagerProgram(Program):
             self.y_va = self.y_va.reshape(len(self.y_va), -1)
         n = len(self.x_tr)
         self.batch = min(tr.batch_size, n)
-        self.steps = n // self.batch  # drop the ragged last batch: every step the same shape
-        if tr.max_steps:
-            self.steps = min(self.steps, tr.max_steps)
+        # drop_last (default): every step the same shape; else the tail is one more step
+        full, self.tail = epoch_plan(n, self.batch, tr.drop_last, tr.max_steps)
+        self.steps = full + (1 if self.tail else 0)
 
     def loss_fn(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        out = out.float()
-        return F.cross_entropy(out, y) if self.classify else F.mse_loss(out, y)
+        return self._loss(out, y)
+
+    def _set_lr(self, step: int) -> None:
+        """The schedule's learning rate for this step, written where the optimizer reads it."""
+        assert self.table is not None
+        lr = self.table[min(step, len(self.table) - 1)]
+        for group in self.opt.param_groups:
+            if self.lr_tensor:
+                group["lr"].fill_(lr)
+            else:
+                group["lr"] = lr
+
+    def current_lr(self) -> float | None:
+        return float(self.opt.param_groups[0]["lr"])
 
     def fit_epoch(self, epoch: int) -> EpochFit:
         """One epoch: one gather, then contiguous slices (a per-step gather costs ~5 %)."""
@@ -176,9 +197,15 @@ class EagerProgram(Program):
         t_prev = t_epoch
         for i in range(self.steps):
             self.opt.zero_grad(set_to_none=True)
-            lo, hi = i * self.batch, (i + 1) * self.batch
+            if self.table is not None:
+                self._set_lr((epoch - 1) * self.steps + i)
+            lo, hi = i * self.batch, min((i + 1) * self.batch, len(x_ep))
             loss = self.loss_fn(self.model(x_ep[lo:hi]), y_ep[lo:hi])
             self.fabric.backward(loss)
+            if self.clip:  # unscales first under float16; Keras clips the same global norm
+                self.fabric.clip_gradients(
+                    self.model, self.opt, max_norm=self.clip, error_if_nonfinite=False
+                )
             self.opt_step()
             loss_sum += loss.detach()
             if epoch == 1 and i == 0:
@@ -224,7 +251,8 @@ class EagerProgram(Program):
         }
         if self.compiled:  # graphs beyond the first train graph + optimizer step
             graphs = _graph_count() - self.graphs0
-            tags["recompiles"] = str(max(graphs - (0 if self.hit else 2), 0))
+            expected = (0 if self.hit else 2) + (1 if self.tail else 0)  # the tail's shape
+            tags["recompiles"] = str(max(graphs - expected, 0))
             tags["compiles"] = str(graphs)
             tags["program_cache"] = ProgramCache.status(self.hit)
         else:

@@ -1,0 +1,98 @@
+"""The learning rate of every optimizer step, as one numpy table shared by every mode.
+
+Each framework has its own schedulers (``torch.optim.lr_scheduler``, Keras'
+``LearningRateSchedule`` s) with subtly different conventions: when a step counts, whether
+warm-up starts at 0 or at the first step, how one-cycle anneals. Instead every mode reads
+the *same* table, computed here once per job from the train settings: PyTorch writes
+``table[step]`` into its param groups before each step, Keras looks it up with
+``keras.ops.take`` at the optimizer's iteration counter (inside ``tf.function``, XLA and
+``jax.jit`` alike). Identical by construction; only numpy here.
+
+Schedules (``step`` counts optimizer steps from 0, ``T`` is epochs x steps per epoch):
+
+- ``constant``: ``lr``.
+- ``step``: ``lr * gamma ** (epoch // step_size)`` (``step_size`` in epochs, default 1;
+  ``gamma`` default 0.1), as ``torch.optim.lr_scheduler.StepLR`` stepped per epoch.
+- ``cosine``: from ``lr`` down to ``lr * min_lr`` over ``T`` steps (half a cosine).
+- ``warmup_cosine``: linear warm-up from ``lr / warmup_steps`` to ``lr`` over the first
+  ``warmup`` steps (a fraction of ``T`` below 1, else a step count; default 0.1), then
+  a cosine from just below ``lr`` to ``lr * min_lr`` at the last step.
+- ``one_cycle``: cosine up from ``lr / div_factor`` to ``lr`` over ``warmup`` (default
+  0.3), then cosine down to ``lr / (div_factor * final_div_factor)`` (defaults 25, 1e4),
+  like ``torch.optim.lr_scheduler.OneCycleLR`` with ``anneal_strategy="cos"``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+
+import numpy as np
+
+__all__ = ["SCHEDULES", "SCHEDULE_OPTIONS", "lr_table"]
+
+# schedule -> the options it reads (anything else given for it is refused by the config)
+SCHEDULE_OPTIONS: dict[str, tuple[str, ...]] = {
+    "constant": (),
+    "step": ("step_size", "gamma"),
+    "cosine": ("min_lr",),
+    "warmup_cosine": ("warmup", "min_lr"),
+    "one_cycle": ("warmup", "div_factor", "final_div_factor"),
+}
+SCHEDULES: tuple[str, ...] = tuple(SCHEDULE_OPTIONS)
+_DEFAULT_WARMUP = {"warmup_cosine": 0.1, "one_cycle": 0.3}
+
+
+def lr_table(
+    schedule: str,
+    lr: float,
+    epochs: int,
+    steps_per_epoch: int,
+    options: Mapping[str, float] | None = None,
+) -> np.ndarray:
+    """The learning rate of each of ``epochs * steps_per_epoch`` steps, as float32.
+
+    float32 because that is what Keras applies; PyTorch reads the same rounded values.
+    """
+    opts = dict(options or {})
+    total = max(epochs * steps_per_epoch, 1)
+    step = np.arange(total, dtype=np.float64)
+    if schedule == "constant":
+        out = np.full(total, lr)
+    elif schedule == "step":
+        size = max(int(opts.get("step_size", 1)), 1)
+        epoch = step // max(steps_per_epoch, 1)
+        out = lr * float(opts.get("gamma", 0.1)) ** (epoch // size)
+    elif schedule == "cosine":
+        out = _cosine(step / total, lr, lr * float(opts.get("min_lr", 0.0)))
+    elif schedule == "warmup_cosine":
+        warm = _warmup_steps(opts.get("warmup", _DEFAULT_WARMUP[schedule]), total)
+        # the peak is the warm-up's last step; the cosine starts right after it
+        rest = np.clip((step - warm + (1 if warm else 0)) / max(total - warm, 1), 0.0, 1.0)
+        low = lr * float(opts.get("min_lr", 0.0))
+        out = np.where(step < warm, lr * (step + 1) / max(warm, 1), _cosine(rest, lr, low))
+    elif schedule == "one_cycle":
+        out = _one_cycle(step, total, lr, opts)
+    else:
+        raise ValueError(f"unknown schedule {schedule!r}; allowed: {', '.join(SCHEDULES)}")
+    return np.asarray(out, dtype=np.float32)
+
+
+def _warmup_steps(warmup: float, total: int) -> int:
+    """A fraction of the run below 1, else a number of steps (never the whole run)."""
+    steps = warmup * total if warmup < 1 else warmup
+    return int(min(max(round(steps), 0), max(total - 1, 0)))
+
+
+def _cosine(frac: np.ndarray, high: float, low: float) -> np.ndarray:
+    return low + (high - low) * 0.5 * (1.0 + np.cos(math.pi * frac))
+
+
+def _one_cycle(step: np.ndarray, total: int, lr: float, opts: Mapping[str, float]) -> np.ndarray:
+    """OneCycleLR's two cosine phases (torch's ``three_phase=False``)."""
+    start = lr / float(opts.get("div_factor", 25.0))
+    end = start / float(opts.get("final_div_factor", 1e4))
+    warm = _warmup_steps(opts.get("warmup", _DEFAULT_WARMUP["one_cycle"]), total)
+    rising = start + (lr - start) * 0.5 * (1.0 - np.cos(math.pi * step / max(warm, 1)))
+    frac = np.clip((step - warm) / max(total - 1 - warm, 1), 0.0, 1.0)
+    return np.where(step < warm, rising, _cosine(frac, lr, end))
