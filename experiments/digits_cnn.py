@@ -15,7 +15,7 @@ def model(space: pl.Space) -> pl.Arch:
     layers = []
     for i in range(space.int("blocks", 1, 2)):
         width = filters * 2**i
-        conv = L.Conv2D(width, 3, activation=act)
+        conv = L.Conv2D(width, 3, padding="same", activation=act)
         if block == "residual":
             layers.append(L.Residual(conv, L.BatchNorm()))
         else:

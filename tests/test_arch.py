@@ -20,9 +20,9 @@ from protolab.errors import ArchError
 SRC = Path(__file__).resolve().parents[1] / "src"
 
 NESTED = Arch(
-    L.Conv2D(4, 3, activation="relu"),
+    L.Conv2D(4, 3, padding="same", activation="relu"),
     L.Residual(
-        L.Conv2D(8, (3, 3), strides=2),
+        L.Conv2D(8, (3, 3), strides=2, padding="same"),
         L.BatchNorm(),
         L.Residual(L.Conv2D(8, 1), L.Activation("gelu")),
     ),
@@ -203,10 +203,11 @@ def test_infer_counts_params_and_flops() -> None:
 @pytest.mark.parametrize(
     ("layer", "shape", "out", "params"),
     [
-        (L.Conv2D(8, 3), (7, 7, 2), (7, 7, 8), 3 * 3 * 2 * 8 + 8),
-        (L.Conv2D(8, 3, strides=2), (7, 7, 2), (4, 4, 8), 152),
+        (L.Conv2D(8, 3, padding="same"), (7, 7, 2), (7, 7, 8), 3 * 3 * 2 * 8 + 8),
+        (L.Conv2D(8, 3), (7, 7, 2), (5, 5, 8), 3 * 3 * 2 * 8 + 8),  # Keras' default: valid
+        (L.Conv2D(8, 3, strides=2, padding="same"), (7, 7, 2), (4, 4, 8), 152),
         (L.Conv2D(8, (3, 2), strides=(2, 1), padding="valid"), (7, 7, 2), (3, 6, 8), 104),
-        (L.Conv1D(4, 5, strides=3), (10, 3), (4, 4), 5 * 3 * 4 + 4),
+        (L.Conv1D(4, 5, strides=3, padding="same"), (10, 3), (4, 4), 5 * 3 * 4 + 4),
         (L.MaxPool(), (7, 5, 3), (3, 2, 3), 0),
         (L.AvgPool(3), (10, 3), (3, 3), 0),
         (L.GlobalAvgPool(), (5, 5, 3), (3,), 0),
@@ -217,8 +218,8 @@ def test_infer_counts_params_and_flops() -> None:
         (L.GRU(5, return_sequences=True), (12, 4), (12, 5), 3 * (4 * 5 + 5 * 5 + 2 * 5)),
         (L.SelfAttention(2, 3), (12, 4), (12, 4), 3 * (4 * 6 + 6) + 6 * 4 + 4),
         (L.Residual(L.Dense(6)), (4,), (6,), 4 * 6 + 6 + 4 * 6),
-        (L.Residual(L.Conv2D(8, 3, strides=2)), (7, 7, 2), (4, 4, 8), 152 + 2 * 8),
-        (L.Residual(L.Conv2D(2, 3)), (7, 7, 2), (7, 7, 2), 3 * 3 * 2 * 2 + 2),
+        (L.Residual(L.Conv2D(8, 3, strides=2, padding="same")), (7, 7, 2), (4, 4, 8), 168),
+        (L.Residual(L.Conv2D(2, 3, padding="same")), (7, 7, 2), (7, 7, 2), 3 * 3 * 2 * 2 + 2),
     ],
 )
 def test_layer_shapes_and_params(
@@ -229,7 +230,8 @@ def test_layer_shapes_and_params(
 
 
 def test_flops_follow_the_matmul_rule() -> None:
-    assert Arch(L.Conv2D(8, 3, strides=2)).flops_per_sample((7, 7, 2)) == 2 * 16 * 9 * 2 * 8
+    same = L.Conv2D(8, 3, strides=2, padding="same")
+    assert Arch(same).flops_per_sample((7, 7, 2)) == 2 * 16 * 9 * 2 * 8
     assert Arch(L.LSTM(5)).flops_per_sample((12, 4)) == 2 * 12 * 4 * (4 * 5 + 5 * 5)
     attention = 2 * 12 * (3 * 4 * 6 + 6 * 4) + 4 * 12 * 12 * 6
     assert Arch(L.SelfAttention(2, 3)).flops_per_sample((12, 4)) == attention
@@ -248,10 +250,10 @@ def test_flops_follow_the_matmul_rule() -> None:
             "input, but got shape (8,)",
         ),
         (
-            Arch(L.Conv2D(4, 5, padding="valid")),
+            Arch(L.Conv2D(4, 5)),
             (3, 8, 1),
             "float32",
-            "layer 0 Conv2D(filters=4, kernel_size=5, padding='valid'): needs at least",
+            "layer 0 Conv2D(filters=4, kernel_size=5): needs at least",
         ),
         (Arch(L.LSTM(4)), (12,), "float32", "layer 0 LSTM(units=4): needs a (length, features)"),
         (

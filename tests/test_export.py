@@ -33,7 +33,7 @@ CPU = HardwareConfig(accelerator="cpu")
 ONE_EPOCH = TrainSettings(epochs=1, batch_size=64, optimizer="adam", lr=3e-3, seed=0)
 MLP = Arch(L.Flatten(), L.Dense(32, activation="relu"), L.Dropout(0.1), L.Dense(10))
 CNN = Arch(  # conv, batch-norm statistics, dropout, a projecting residual, pooling
-    L.Conv2D(8, 3, activation="relu"),
+    L.Conv2D(8, 3, padding="same", activation="relu"),
     L.BatchNorm(),
     L.Dropout(0.1),
     L.Residual(L.Conv2D(12, 3, padding="same"), L.BatchNorm()),

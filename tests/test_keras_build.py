@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from protolab import layers as L
-from protolab.arch import Arch
+from protolab.arch import Arch, Composite
 from protolab.arch._catalogue import CATALOGUE, Example
 from protolab.backends.tensorflow import nn as kb
 from protolab.backends.torch import nn as tb
@@ -82,12 +82,16 @@ def test_strided_same_conv_on_odd_input_matches() -> None:
 
 
 def test_dense_after_flattened_conv_matches() -> None:
-    arch = Arch(L.Conv2D(4, 3, strides=2, activation="relu"), L.Flatten(), L.Dense(6))
+    arch = Arch(
+        L.Conv2D(4, 3, strides=2, padding="same", activation="relu"), L.Flatten(), L.Dense(6)
+    )
     _assert_same_outputs(arch, (7, 7, 2))
 
 
 def test_batchnorm_training_mode_matches() -> None:
-    arch = Arch(L.Conv2D(3, 3), L.BatchNorm(), L.Flatten(), L.Dense(2), L.BatchNorm())
+    arch = Arch(
+        L.Conv2D(3, 3, padding="same"), L.BatchNorm(), L.Flatten(), L.Dense(2), L.BatchNorm()
+    )
     _assert_same_outputs(arch, (5, 5, 2), training=True)
 
 
@@ -96,7 +100,7 @@ def test_xla_compiles_and_trains() -> None:
     arch = Arch(
         L.Embedding(20, 8),
         L.Residual(L.LayerNorm(), L.SelfAttention(2, 4)),
-        L.Residual(L.Conv1D(8, 3, strides=2, activation="gelu"), L.BatchNorm()),
+        L.Residual(L.Conv1D(8, 3, strides=2, padding="same", activation="gelu"), L.BatchNorm()),
         L.GlobalAvgPool(),
         L.Dense(2),
     )
@@ -155,25 +159,38 @@ def _copy_sequence(
 ) -> None:
     for i, (layer, module) in enumerate(zip(layers, modules, strict=True)):
         path = f"{prefix}{i}"
+        name = f"{path}_{type(layer).__name__.lower()}"
         if isinstance(layer, L.Residual):
             _copy_sequence(layer.layers, kmodel, list(module.body), f"{path}_")
             if module.proj is not None:
                 kernel = kmodel.get_layer(f"{path}_projection").get_weights()[0]
                 _set(module.proj.weight, kernel.reshape(-1, kernel.shape[-1]).T)
+        elif isinstance(layer, Composite):  # expands to the same layers on both sides
+            _copy_sequence(layer.expand(()), kmodel, list(module), f"{path}_")
+        elif isinstance(layer, L.PositionalEmbedding):
+            _set(module.token.weight, kmodel.get_layer(name).get_weights()[0])
+            _set(module.position.weight, kmodel.get_layer(f"{name}_position").get_weights()[0])
         else:
-            weights = kmodel.get_layer(f"{path}_{type(layer).__name__.lower()}").get_weights()
-            _copy_layer(layer, module, weights)
+            _copy_layer(layer, module, kmodel.get_layer(name).get_weights())
 
 
 def _copy_layer(layer: L.Layer, module: Any, w: list[np.ndarray]) -> None:
     match layer:
         case L.Dense():
             _set(module.linear.weight, w[0].T)
-            _set(module.linear.bias, w[1])
+            _set_bias(module.linear.bias, w)
+        case L.DepthwiseConv2D():  # keras (kh, kw, cin, m) -> torch (cin * m, 1, kh, kw)
+            kh, kw, cin, m = w[0].shape
+            kernel = np.transpose(w[0], (2, 3, 0, 1)).reshape(cin * m, 1, kh, kw)
+            _set(module.conv.weight, kernel)
+            _set_bias(module.conv.bias, w)
+        case L.Conv2DTranspose():  # keras (kh, kw, out, in) -> torch (in, out, kh, kw)
+            _set(module.weight, np.transpose(w[0], (3, 2, 0, 1)))
+            _set_bias(module.bias, w)
         case L.Conv1D() | L.Conv2D():
             rank = w[0].ndim - 2  # keras (*kernel, cin, f) -> torch (f, cin, *kernel)
             _set(module.conv.weight, np.transpose(w[0], (rank + 1, rank, *range(rank))))
-            _set(module.conv.bias, w[1])
+            _set_bias(module.conv.bias, w)
         case L.BatchNorm():
             for name, value in zip(
                 ("weight", "bias", "running_mean", "running_var"), w, strict=True
@@ -198,15 +215,28 @@ def _copy_layer(layer: L.Layer, module: Any, w: list[np.ndarray]) -> None:
             _set(rnn.weight_hh_l0, w[1][:, order].T)
             _set(rnn.bias_ih_l0, w[2][0, order])
             _set(rnn.bias_hh_l0, w[2][1, order])
-        case L.SelfAttention():
-            for i, lin in enumerate((module.query, module.key, module.value)):
-                kernel, bias = w[2 * i], w[2 * i + 1]
-                _set(lin.weight, kernel.reshape(kernel.shape[0], -1).T)
-                _set(lin.bias, bias.reshape(-1))
-            _set(module.output.weight, w[6].reshape(-1, w[6].shape[-1]).T)
-            _set(module.output.bias, w[7])
+        case L.SelfAttention() | L.MultiHeadAttention():
+            _copy_attention(module, w)
         case _:
             assert not w, f"weights of {layer!r} were not copied"
+
+
+def _copy_attention(module: Any, w: list[np.ndarray]) -> None:
+    """Keras' (kernel[, bias]) per projection q, k, v, output; kernels are einsum-shaped."""
+    step = 2 if len(w) == 8 else 1
+    lins = (module.query, module.key, module.value, module.output)
+    for i, lin in enumerate(lins):
+        kernel = w[step * i]
+        flat = kernel.reshape(-1, kernel.shape[-1]) if i == 3 else kernel.reshape(len(kernel), -1)
+        _set(lin.weight, flat.T)
+        if step == 2:
+            _set(lin.bias, w[2 * i + 1].reshape(-1))
+
+
+def _set_bias(param: torch.Tensor | None, w: list[np.ndarray]) -> None:
+    assert (param is None) == (len(w) == 1), "bias present on one side only"
+    if param is not None:
+        _set(param, w[1])
 
 
 def _set(param: torch.Tensor, value: np.ndarray) -> None:

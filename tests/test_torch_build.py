@@ -68,12 +68,12 @@ def test_same_padding_matches_tensorflow_rule(n: int, k: int, s: int) -> None:
     left, right = same_padding(n, k, s)
     assert left + right == max((-(-n // s) - 1) * s + k - n, 0)
     assert right - left in (0, 1)  # the odd pixel goes right, as in TensorFlow
-    model = build_torch(Arch(L.Conv1D(1, k, strides=s)), (n, 1))
+    model = build_torch(Arch(L.Conv1D(1, k, strides=s, padding="same")), (n, 1))
     assert tuple(model(torch.zeros(1, n, 1)).shape) == (1, -(-n // s), 1)
 
 
 def test_strided_same_conv_pads_the_odd_pixel_right() -> None:
-    model = build_torch(Arch(L.Conv1D(1, 2, strides=2)), (5, 1))
+    model = build_torch(Arch(L.Conv1D(1, 2, strides=2, padding="same")), (5, 1))
     conv: Any = model[0].conv
     with torch.no_grad():
         conv.weight.copy_(torch.tensor([[[1.0, 10.0]]]))
@@ -123,7 +123,8 @@ def test_activation_registry_matches_keras_definitions() -> None:
 
 
 def test_model_pickles() -> None:
-    model = build_torch(CATALOGUE[-2].arch, (12,), "int32")
+    example = next(e for e in CATALOGUE if e.name == "tokens_transformer")
+    model = build_torch(example.arch, (12,), "int32")
     clone = pickle.loads(pickle.dumps(model))
     x = torch.randint(0, 20, (2, 12), dtype=torch.int32)
     model.eval()

@@ -1,4 +1,8 @@
-"""The layer catalogue for experiment scripts: ``from protolab import layers as L``."""
+"""The layer catalogue for experiment scripts: ``from protolab import layers as L``.
+
+Where a layer has a Keras 3 namesake, its arguments and defaults are Keras 3's, so a model
+copied from a Keras example builds the same model (same parameter count).
+"""
 
 from protolab.arch import (
     GRU,
@@ -8,17 +12,25 @@ from protolab.arch import (
     BatchNorm,
     Conv1D,
     Conv2D,
+    Conv2DTranspose,
     CustomLayer,
     Dense,
+    DepthwiseConv2D,
     Dropout,
     Embedding,
     Flatten,
+    GlobalAveragePooling1D,
+    GlobalAveragePooling2D,
     GlobalAvgPool,
     Layer,
     LayerNorm,
     MaxPool,
+    MultiHeadAttention,
+    PositionalEmbedding,
     Residual,
     SelfAttention,
+    TransformerBlock,
+    UpSampling2D,
 )
 
 __all__ = [
@@ -29,15 +41,23 @@ __all__ = [
     "BatchNorm",
     "Conv1D",
     "Conv2D",
+    "Conv2DTranspose",
     "CustomLayer",
     "Dense",
+    "DepthwiseConv2D",
     "Dropout",
     "Embedding",
     "Flatten",
+    "GlobalAveragePooling1D",
+    "GlobalAveragePooling2D",
     "GlobalAvgPool",
     "Layer",
     "LayerNorm",
     "MaxPool",
+    "MultiHeadAttention",
+    "PositionalEmbedding",
     "Residual",
     "SelfAttention",
+    "TransformerBlock",
+    "UpSampling2D",
 ]

@@ -8,11 +8,14 @@ multiply-add of every matmul/convolution (Dense, Conv1D/2D, LSTM/GRU input and r
 matmuls, attention projections, scores and weighted sums, Residual projections). Element-wise
 work (biases, activations, normalisation, pooling, dropout, additions, gates) and embedding
 lookups count 0: they are a small share of real models' compute and differ between kernels.
+Conv2DTranspose counts every input position times its kernel; DepthwiseConv2D one kernel per
+output channel.
 """
 
 from protolab.arch._activations import ACTIVATIONS, ALIASES, LEAKY_RELU_SLOPE
 from protolab.arch._arch import Arch, ArchInfo
 from protolab.arch._base import Layer, LayerRow, same_padding
+from protolab.arch._composite import Composite, TransformerBlock
 from protolab.arch._custom import CustomLayer, layer
 from protolab.arch._layers import (
     Activation,
@@ -20,15 +23,29 @@ from protolab.arch._layers import (
     BatchNorm,
     Conv1D,
     Conv2D,
+    Conv2DTranspose,
     Dense,
+    DepthwiseConv2D,
     Dropout,
     Flatten,
+    GlobalAveragePooling1D,
+    GlobalAveragePooling2D,
     GlobalAvgPool,
     LayerNorm,
     MaxPool,
+    UpSampling2D,
 )
+from protolab.arch._native import Native, native
+from protolab.arch._registry import Builders
 from protolab.arch._residual import Projection, Residual
-from protolab.arch._sequence import GRU, LSTM, Embedding, SelfAttention
+from protolab.arch._sequence import (
+    GRU,
+    LSTM,
+    Embedding,
+    MultiHeadAttention,
+    PositionalEmbedding,
+    SelfAttention,
+)
 
 __all__ = [
     "ACTIVATIONS",
@@ -41,21 +58,33 @@ __all__ = [
     "ArchInfo",
     "AvgPool",
     "BatchNorm",
+    "Builders",
+    "Composite",
     "Conv1D",
     "Conv2D",
+    "Conv2DTranspose",
     "CustomLayer",
     "Dense",
+    "DepthwiseConv2D",
     "Dropout",
     "Embedding",
     "Flatten",
+    "GlobalAveragePooling1D",
+    "GlobalAveragePooling2D",
     "GlobalAvgPool",
     "Layer",
     "LayerNorm",
     "LayerRow",
     "MaxPool",
+    "MultiHeadAttention",
+    "Native",
+    "PositionalEmbedding",
     "Projection",
     "Residual",
     "SelfAttention",
+    "TransformerBlock",
+    "UpSampling2D",
     "layer",
+    "native",
     "same_padding",
 ]

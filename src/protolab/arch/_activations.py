@@ -2,7 +2,8 @@
 
 The registry is deliberately tiny: each name must mean exactly the same function in PyTorch
 and in Keras (GELU is the exact erf form on both, leaky ReLU uses Keras' slope of 0.2 on
-both), otherwise the two jobs of a trial would not train the same model.
+both, softmax and log_softmax act on the last axis as Keras' defaults), otherwise the two
+jobs of a trial would not train the same model.
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ ACTIVATIONS: tuple[str, ...] = (
     "gelu",
     "leaky_relu",
     "linear",
+    "log_softmax",
     "relu",
     "sigmoid",
     "silu",
+    "softmax",
     "softplus",
     "tanh",
 )

@@ -13,7 +13,7 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from numbers import Integral
-from typing import Any
+from typing import Any, Literal
 
 from protolab.arch._base import (
     FLOAT_DTYPES,
@@ -26,10 +26,11 @@ from protolab.arch._base import (
     infer_sequence,
     layer_from_dict,
 )
+from protolab.arch._layers import Activation, Dense, DepthwiseConv2D, _Conv
 from protolab.arch._sequence import Embedding
 from protolab.errors import ArchError
 
-__all__ = ["Arch", "ArchInfo", "check_input", "effective_dtype"]
+__all__ = ["Arch", "ArchInfo", "check_input", "default_dtype", "effective_dtype"]
 
 #: Bumped only if the JSON layout changes incompatibly; part of the hashed document.
 FORMAT = 1
@@ -61,11 +62,17 @@ def check_input(input_shape: Sequence[int], input_dtype: str) -> Shape:
 
 
 def effective_dtype(layers: tuple[Layer, ...], input_dtype: str) -> str:
-    """Integer inputs stay integer only for a leading Embedding; otherwise both builders cast
-    them to float32 first (e.g. pixel values stored as uint8)."""
-    if input_dtype in INT_DTYPES and not (layers and isinstance(layers[0], Embedding)):
+    """Integer inputs stay integer only for a leading layer that takes them (an Embedding, a
+    native model); otherwise both builders cast them to float32 first (e.g. uint8 pixels)."""
+    if input_dtype in INT_DTYPES and not (layers and layers[0].integer_input):
         return "float32"
     return input_dtype
+
+
+def default_dtype(layers: tuple[Layer, ...]) -> str:
+    """The input dtype a builder assumes when none is given: int64 ids for a leading
+    Embedding, float32 otherwise."""
+    return "int64" if layers and isinstance(layers[0], Embedding) else "float32"
 
 
 @dataclass(frozen=True, init=False)
@@ -90,6 +97,24 @@ class Arch:
 
     def __len__(self) -> int:
         return len(self.layers)
+
+    @property
+    def output_activation(self) -> Literal["softmax"] | None:
+        """``"softmax"`` when the model's outputs are already probabilities (its last layer,
+        trailing ``Activation("linear")`` aside, applies softmax), so a loss must not apply
+        softmax again; ``None`` otherwise. ``log_softmax`` outputs are valid logits: None."""
+        for layer in reversed(self.layers):
+            if isinstance(layer, Activation) and layer.name == "linear":
+                continue
+            act: str | None
+            if isinstance(layer, Activation):
+                act = layer.name
+            elif isinstance(layer, Dense | _Conv | DepthwiseConv2D):
+                act = layer.activation
+            else:  # anything else (pooling, Residual, custom code) ends on unknown outputs
+                act = None
+            return "softmax" if act == "softmax" else None
+        return None
 
     # ------------------------------------------------------------ serialisation
 

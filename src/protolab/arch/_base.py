@@ -19,6 +19,7 @@ from protolab.errors import ArchError
 
 __all__ = [
     "FLOAT_DTYPES",
+    "INITIALIZERS",
     "INT_DTYPES",
     "Layer",
     "LayerRow",
@@ -27,7 +28,9 @@ __all__ = [
     "Traced",
     "as_tuple",
     "check_activation",
+    "check_bool",
     "check_choice",
+    "check_initializer",
     "check_int",
     "check_rate",
     "check_sizes",
@@ -42,6 +45,23 @@ Shape = tuple[int, ...]
 
 INT_DTYPES = frozenset({"int8", "int16", "int32", "int64", "uint8"})
 FLOAT_DTYPES = frozenset({"float16", "bfloat16", "float32", "float64"})
+
+#: Keras 3 initializer names both builders apply identically (same distribution, fans
+#: computed from the Keras kernel shape on both): VarianceScaling families (the ``_normal``
+#: ones truncated at two standard deviations, as Keras), Keras' ``random_*`` (std / limit
+#: 0.05) and the constants.
+INITIALIZERS: tuple[str, ...] = (
+    "glorot_normal",
+    "glorot_uniform",
+    "he_normal",
+    "he_uniform",
+    "lecun_normal",
+    "lecun_uniform",
+    "ones",
+    "random_normal",
+    "random_uniform",
+    "zeros",
+)
 
 
 class ShapeError(Exception):
@@ -92,6 +112,9 @@ class Layer:
 
     #: Shape requirement quoted in error messages, e.g. "a (length, channels) input".
     expects: ClassVar[str] = "an input"
+    #: As the first layer, takes the data's integer dtype as is (token ids) instead of both
+    #: builders casting integer inputs (e.g. uint8 pixels) to float32 first.
+    integer_input: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -118,6 +141,23 @@ class Layer:
     def to_dict(self) -> dict[str, Any]:
         return {"type": type(self).__name__, **{k: _jsonable(v) for k, v in self.fields().items()}}
 
+    @classmethod
+    def from_fields(cls, fields: dict[str, Any]) -> Layer:
+        """Rebuild from :meth:`to_dict`'s fields (JSON lists become tuples); a layer whose
+        JSON is not its constructor's keywords (``Residual``) overrides this."""
+        name = cls.__name__
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(fields) - known)
+        if unknown:
+            raise ArchError(
+                f"{name}: unknown field {unknown[0]!r}; allowed: {', '.join(sorted(known))}"
+            )
+        kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
+        try:
+            return cls(**kwargs)
+        except TypeError as exc:  # a required field is missing
+            raise ArchError(f"{name}: {exc}") from None
+
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.fields().items())
         return f"{type(self).__name__}({args})"
@@ -143,22 +183,7 @@ def layer_from_dict(data: Any) -> Layer:
     cls = _REGISTRY.get(name)
     if cls is None:
         raise ArchError(f"unknown layer type {name!r}; allowed: {', '.join(sorted(_REGISTRY))}")
-    if name == "Residual":
-        inner = kwargs.pop("layers", [])
-        if kwargs or not isinstance(inner, list):
-            raise ArchError(f"Residual: expects only a 'layers' list, but got {data!r}")
-        return cls(*(layer_from_dict(d) for d in inner))
-    known = {f.name for f in dataclasses.fields(cls)}
-    unknown = sorted(set(kwargs) - known)
-    if unknown:
-        raise ArchError(
-            f"{name}: unknown field {unknown[0]!r}; allowed: {', '.join(sorted(known))}"
-        )
-    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
-    try:
-        return cls(**kwargs)
-    except TypeError as exc:  # a required field is missing
-        raise ArchError(f"{name}: {exc}") from None
+    return cls.from_fields(kwargs)
 
 
 def flatten_layers(owner: str, items: Iterable[Any]) -> tuple[Layer, ...]:
@@ -220,6 +245,19 @@ def check_rate(layer: str, name: str, value: Any) -> float:
     if not 0.0 <= float(value) < 1.0:
         raise ArchError(f"{layer}: `0 <= {name} < 1` must hold, but got {name}={value!r}")
     return float(value)
+
+
+def check_bool(layer: str, name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ArchError(
+            f"{layer}: `{name}` must be a bool, but got {name}={value!r} ({type(value).__name__})"
+        )
+    return value
+
+
+def check_initializer(layer: str, name: str, value: Any) -> str:
+    """A Keras initializer name both builders implement (see :data:`INITIALIZERS`)."""
+    return check_choice(layer, name, value, INITIALIZERS)
 
 
 def check_choice(layer: str, name: str, value: Any, allowed: tuple[str, ...]) -> str:

@@ -10,21 +10,34 @@ from typing import NamedTuple
 
 from protolab.arch._arch import Arch
 from protolab.arch._base import Shape
+from protolab.arch._composite import TransformerBlock
 from protolab.arch._layers import (
     Activation,
     AvgPool,
     BatchNorm,
     Conv1D,
     Conv2D,
+    Conv2DTranspose,
     Dense,
+    DepthwiseConv2D,
     Dropout,
     Flatten,
+    GlobalAveragePooling1D,
+    GlobalAveragePooling2D,
     GlobalAvgPool,
     LayerNorm,
     MaxPool,
+    UpSampling2D,
 )
 from protolab.arch._residual import Residual
-from protolab.arch._sequence import GRU, LSTM, Embedding, SelfAttention
+from protolab.arch._sequence import (
+    GRU,
+    LSTM,
+    Embedding,
+    MultiHeadAttention,
+    PositionalEmbedding,
+    SelfAttention,
+)
 
 __all__ = ["CATALOGUE", "Example"]
 
@@ -45,7 +58,12 @@ CATALOGUE: tuple[Example, ...] = (
     Example("mlp_uint8_pixels", Arch(Flatten(), Dense(3, "sigmoid")), (8, 8, 1), "uint8"),
     Example(
         "conv2d_same_strided",
-        Arch(Conv2D(4, 3, activation="relu"), Conv2D(6, 3, strides=2), Flatten(), Dense(3)),
+        Arch(
+            Conv2D(4, 3, padding="same", activation="relu"),
+            Conv2D(6, 3, strides=2, padding="same"),
+            Flatten(),
+            Dense(3),
+        ),
         (7, 7, 1),
     ),
     Example(
@@ -56,9 +74,9 @@ CATALOGUE: tuple[Example, ...] = (
     Example(
         "conv2d_pools",
         Arch(
-            Conv2D(4, 3, activation="gelu"),
+            Conv2D(4, 3, padding="same", activation="gelu"),
             MaxPool(),
-            Conv2D(5, 2),
+            Conv2D(5, 2, padding="same"),
             AvgPool((2, 1)),
             GlobalAvgPool(),
             Dense(3),
@@ -67,7 +85,14 @@ CATALOGUE: tuple[Example, ...] = (
     ),
     Example(
         "conv1d_pools",
-        Arch(Conv1D(4, 3, strides=2), MaxPool(2), Conv1D(5, 2), AvgPool(), Flatten(), Dense(2)),
+        Arch(
+            Conv1D(4, 3, strides=2, padding="same"),
+            MaxPool(2),
+            Conv1D(5, 2, padding="same"),
+            AvgPool(),
+            Flatten(),
+            Dense(2),
+        ),
         (13, 3),
     ),
     Example(
@@ -86,7 +111,9 @@ CATALOGUE: tuple[Example, ...] = (
     ),
     Example(
         "conv_batchnorm",
-        Arch(Conv2D(4, 3), BatchNorm(), Activation("relu"), GlobalAvgPool(), Dense(2)),
+        Arch(
+            Conv2D(4, 3, padding="same"), BatchNorm(), Activation("relu"), GlobalAvgPool(), Dense(2)
+        ),
         (6, 6, 2),
     ),
     Example(
@@ -102,8 +129,12 @@ CATALOGUE: tuple[Example, ...] = (
     Example(
         "residual_conv2d_stride2",
         Arch(
-            Conv2D(4, 3),
-            Residual(Conv2D(8, 3, strides=2, activation="relu"), BatchNorm(), Conv2D(8, 3)),
+            Conv2D(4, 3, padding="same"),
+            Residual(
+                Conv2D(8, 3, strides=2, padding="same", activation="relu"),
+                BatchNorm(),
+                Conv2D(8, 3, padding="same"),
+            ),
             GlobalAvgPool(),
             Dense(3),
         ),
@@ -111,7 +142,12 @@ CATALOGUE: tuple[Example, ...] = (
     ),
     Example(
         "residual_conv1d_stride2",
-        Arch(Conv1D(4, 3), Residual(Conv1D(6, 3, strides=2)), Flatten(), Dense(2)),
+        Arch(
+            Conv1D(4, 3, padding="same"),
+            Residual(Conv1D(6, 3, strides=2, padding="same")),
+            Flatten(),
+            Dense(2),
+        ),
         (9, 3),
     ),
     Example("lstm", Arch(LSTM(6, return_sequences=True), LSTM(5), Dense(2)), (12, 4)),
@@ -138,5 +174,44 @@ CATALOGUE: tuple[Example, ...] = (
         Arch(Embedding(20, 6), GRU(4, return_sequences=True), GlobalAvgPool(), Dense(2)),
         (12,),
         "int64",
+    ),
+    # Keras 3 namesakes: valid-padded default conv, initializers, bias-free layers,
+    # depthwise / transposed convolutions (k < s "valid" zero-extends), softmax output
+    Example(
+        "conv_transpose_depthwise",
+        Arch(
+            Conv2D(4, 3, use_bias=False, kernel_initializer="he_normal"),
+            DepthwiseConv2D(3, padding="same", depth_multiplier=2, activation="relu"),
+            Conv2DTranspose(3, 3, strides=2, padding="same"),
+            UpSampling2D((2, 1)),
+            Conv2DTranspose(2, 2, strides=3, bias_initializer="ones"),
+            GlobalAveragePooling2D(),
+            Dense(3, "softmax"),
+        ),
+        (7, 7, 1),
+    ),
+    Example(  # the Keras "Text classification with Transformer" model, tiny
+        "text_transformer",
+        Arch(
+            PositionalEmbedding(20, 8, maxlen=16),
+            TransformerBlock(8, 2, 16),
+            GlobalAveragePooling1D(),
+            Dropout(0.1),
+            Dense(2, "softmax"),
+        ),
+        (12,),
+        "int32",
+    ),
+    Example(
+        "causal_attention",
+        Arch(
+            Conv1D(8, 3, kernel_initializer="lecun_uniform", bias_initializer="ones"),
+            MultiHeadAttention(2, 4, value_dim=3, use_bias=False, use_causal_mask=True),
+            LayerNorm(epsilon=1e-6),
+            Dense(4, "log_softmax"),
+            Flatten(),
+            Dense(2, use_bias=False),
+        ),
+        (12, 4),
     ),
 )

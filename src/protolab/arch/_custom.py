@@ -22,7 +22,11 @@ with one builder runs on the modes that use that framework only; the others are 
 before anything runs.
 
 A whole model is one custom layer: ``pl.Arch(MyNet(width=w, depth=d))`` with ``torch``
-returning your ``nn.Module`` (and ``keras`` your ``keras.Model``) brings any model in.
+returning your ``nn.Module`` (and ``keras`` your ``keras.Model``) brings any model in;
+``pl.native(torch=..., keras=...)`` (``_native.py``) is the same without a class.
+
+Both backends reach these builders the way they reach built-in layers: through their
+builder registry (``protolab.arch.Builders``), where one entry serves every CustomLayer.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from typing import Any, ClassVar, TypeVar
 from protolab.arch._base import INT_DTYPES, Layer, Shape, ShapeError, Traced
 from protolab.errors import ArchError
 
-__all__ = ["FRAMEWORKS", "CustomLayer", "counted_by", "layer", "unsupported"]
+__all__ = ["FRAMEWORKS", "CustomLayer", "counted_by", "is_json", "layer", "unsupported"]
 
 FRAMEWORKS = ("torch", "keras")
 C = TypeVar("C", bound="CustomLayer")
@@ -63,9 +67,13 @@ class CustomLayer(Layer):
         """Forward FLOPs for one sample (2 per multiply-add); 0 unless declared."""
         return 0
 
-    @classmethod
-    def frameworks(cls) -> tuple[str, ...]:
-        """The frameworks this layer has a builder for (the methods a subclass overrides)."""
+    def frameworks(self) -> tuple[str, ...]:
+        """The frameworks this layer has a builder for (the methods a subclass overrides).
+
+        An instance method, so that a layer whose builders are values (``pl.native``) can
+        answer per instance.
+        """
+        cls = type(self)
         return tuple(f for f in FRAMEWORKS if getattr(cls, f) is not getattr(CustomLayer, f))
 
     def trace(self, shape: Shape, dtype: str) -> Traced:
@@ -82,7 +90,7 @@ def layer(cls: type[C]) -> type[C]:
         raise ArchError(f"@pl.layer needs a subclass of pl.CustomLayer, but got {cls!r}")
     out = dataclasses.dataclass(frozen=True, repr=False)(cls)
     for f in dataclasses.fields(out):
-        if f.default is not dataclasses.MISSING and not _is_json(f.default):
+        if f.default is not dataclasses.MISSING and not is_json(f.default):
             raise ArchError(
                 f"{cls.__name__}.{f.name}: a hyperparameter must be a JSON value (number, "
                 f"string, bool, None or a list of them), but its default is {f.default!r}"
@@ -107,10 +115,11 @@ def unsupported(layers: tuple[Layer, ...], framework: str) -> list[CustomLayer]:
     return out
 
 
-def _is_json(value: object) -> bool:
+def is_json(value: object) -> bool:
+    """A JSON value: what a hyperparameter must be to live in arch.json and the hash."""
     if value is None or isinstance(value, bool | int | float | str):
         return True
-    return isinstance(value, tuple | list) and all(_is_json(v) for v in value)
+    return isinstance(value, tuple | list) and all(is_json(v) for v in value)
 
 
 @functools.lru_cache(maxsize=512)
@@ -124,14 +133,17 @@ def _built(layer: CustomLayer, shape: Shape, dtype: str) -> tuple[Shape, int, st
     have = layer.frameworks()
     # the framework this process already loaded, if it can: no 5 s import just to count
     use_torch = "torch" in have and ("keras" not in have or "keras" not in sys.modules)
+    framework = "torch" if use_torch or "keras" not in have else "keras"
     try:
-        if use_torch or "keras" not in have:
+        if framework == "torch":
             return (*_torch_probe(layer, shape, dtype), "torch")
         return (*_keras_probe(layer, shape, dtype), "keras")
     except ShapeError:
         raise
+    except ArchError as e:  # already states the rule (e.g. pl.native's builder checks)
+        raise ShapeError(str(e)) from None
     except Exception as e:  # the user's builder: name what it raised
-        raise ShapeError(f"its builder raised {type(e).__name__}: {e}") from None
+        raise ShapeError(f"its {framework} builder raised {type(e).__name__}: {e}") from None
 
 
 def _torch_probe(layer: CustomLayer, shape: Shape, dtype: str) -> tuple[Shape, int]:

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import ClassVar
+from numbers import Real
+from typing import Any, ClassVar
 
 from protolab.arch._base import (
     Layer,
@@ -17,7 +18,9 @@ from protolab.arch._base import (
     Traced,
     as_tuple,
     check_activation,
+    check_bool,
     check_choice,
+    check_initializer,
     check_rate,
     check_sizes,
     conv_length,
@@ -25,6 +28,7 @@ from protolab.arch._base import (
 from protolab.arch._base import (
     check_int as _int,
 )
+from protolab.errors import ArchError
 
 __all__ = [
     "Activation",
@@ -32,31 +36,51 @@ __all__ = [
     "BatchNorm",
     "Conv1D",
     "Conv2D",
+    "Conv2DTranspose",
     "Dense",
+    "DepthwiseConv2D",
     "Dropout",
     "Flatten",
+    "GlobalAveragePooling1D",
+    "GlobalAveragePooling2D",
     "GlobalAvgPool",
     "LayerNorm",
     "MaxPool",
+    "UpSampling2D",
 ]
+
+_PADDINGS = ("same", "valid")
 
 
 def _set(layer: Layer, name: str, value: object) -> None:
     object.__setattr__(layer, name, value)  # canonicalise a field of a frozen dataclass
 
 
+def _check_weights(layer: Any, *initializers: str) -> None:
+    """``use_bias``, ``activation`` and the named initializer fields: Keras' names, checked
+    once here so every layer with weights states the same rule."""
+    name = type(layer).__name__
+    _set(layer, "use_bias", check_bool(name, "use_bias", layer.use_bias))
+    _set(layer, "activation", check_activation(name, layer.activation))
+    for field in initializers:
+        _set(layer, field, check_initializer(name, field, getattr(layer, field)))
+
+
 @dataclass(frozen=True, repr=False)
 class Dense(Layer):
-    """Acts on the last axis, so it also applies per position of a sequence."""
+    """Acts on the last axis, so it also applies per position of a sequence (as Keras)."""
 
     units: int
     activation: str | None = None
+    use_bias: bool = True
+    kernel_initializer: str = "glorot_uniform"
+    bias_initializer: str = "zeros"
 
     expects: ClassVar[str] = "an input of rank >= 1"
 
     def __post_init__(self) -> None:
         _set(self, "units", _int("Dense", "units", self.units))
-        _set(self, "activation", check_activation("Dense", self.activation))
+        _check_weights(self, "kernel_initializer", "bias_initializer")
 
     def trace(self, shape: Shape, dtype: str) -> Traced:
         if not shape:
@@ -64,18 +88,44 @@ class Dense(Layer):
         fan_in, positions = shape[-1], math.prod(shape[:-1])
         return Traced(
             (*shape[:-1], self.units),
-            fan_in * self.units + self.units,
+            fan_in * self.units + self.units * self.use_bias,
             2 * positions * fan_in * self.units,
         )
 
 
+Sizes = int | tuple[int, ...]
+
+
+def _spatial(
+    layer: Layer, shape: Shape, rank: int, kernel_size: Sizes, strides: Sizes, padding: str
+) -> Shape:
+    """Output positions of a convolution, or the ShapeError naming the kernel that won't fit."""
+    if len(shape) != rank + 1:
+        raise layer._fail(shape)
+    kernel, steps = as_tuple(kernel_size, rank), as_tuple(strides, rank)
+    spatial = tuple(
+        conv_length(n, k, s, padding) for n, k, s in zip(shape[:-1], kernel, steps, strict=True)
+    )
+    if 0 in spatial:
+        raise ShapeError(
+            f"needs at least kernel_size={kernel_size} positions per axis with "
+            f"padding 'valid', but got shape {shape}"
+        )
+    return spatial
+
+
 @dataclass(frozen=True, repr=False)
 class _Conv(Layer):
+    """Keras' ``ConvND`` arguments and defaults (``padding="valid"``, bias, Glorot kernel)."""
+
     filters: int
     kernel_size: int | tuple[int, ...]
     strides: int | tuple[int, ...] = 1
-    padding: str = "same"
+    padding: str = "valid"
     activation: str | None = None
+    use_bias: bool = True
+    kernel_initializer: str = "glorot_uniform"
+    bias_initializer: str = "zeros"
 
     rank: ClassVar[int] = 1
 
@@ -84,25 +134,13 @@ class _Conv(Layer):
         _set(self, "filters", _int(name, "filters", self.filters))
         _set(self, "kernel_size", check_sizes(name, "kernel_size", self.kernel_size, self.rank))
         _set(self, "strides", check_sizes(name, "strides", self.strides, self.rank))
-        _set(self, "padding", check_choice(name, "padding", self.padding, ("same", "valid")))
-        _set(self, "activation", check_activation(name, self.activation))
+        _set(self, "padding", check_choice(name, "padding", self.padding, _PADDINGS))
+        _check_weights(self, "kernel_initializer", "bias_initializer")
 
     def trace(self, shape: Shape, dtype: str) -> Traced:
-        if len(shape) != self.rank + 1:
-            raise self._fail(shape)
-        kernel = as_tuple(self.kernel_size, self.rank)
-        strides = as_tuple(self.strides, self.rank)
-        spatial = tuple(
-            conv_length(n, k, s, self.padding)
-            for n, k, s in zip(shape[:-1], kernel, strides, strict=True)
-        )
-        if 0 in spatial:
-            raise ShapeError(
-                f"needs at least kernel_size={self.kernel_size} positions per axis with "
-                f"padding 'valid', but got shape {shape}"
-            )
-        cin, taps = shape[-1], math.prod(kernel)
-        params = taps * cin * self.filters + self.filters
+        spatial = _spatial(self, shape, self.rank, self.kernel_size, self.strides, self.padding)
+        cin, taps = shape[-1], math.prod(as_tuple(self.kernel_size, self.rank))
+        params = taps * cin * self.filters + self.filters * self.use_bias
         flops = 2 * math.prod(spatial) * taps * cin * self.filters
         return Traced((*spatial, self.filters), params, flops)
 
@@ -121,6 +159,85 @@ class Conv2D(_Conv):
 
     rank: ClassVar[int] = 2
     expects: ClassVar[str] = "a (height, width, channels) input"
+
+
+@dataclass(frozen=True, repr=False)
+class Conv2DTranspose(_Conv):
+    """Keras' ``Conv2DTranspose`` (no ``output_padding``): each axis grows to ``n * s``
+    ("same") or ``n * s + max(k - s, 0)`` ("valid"), cropped as TensorFlow crops."""
+
+    rank: ClassVar[int] = 2
+    expects: ClassVar[str] = "a (height, width, channels) input"
+
+    def trace(self, shape: Shape, dtype: str) -> Traced:
+        if len(shape) != 3:
+            raise self._fail(shape)
+        kernel, strides = as_tuple(self.kernel_size, 2), as_tuple(self.strides, 2)
+        spatial = tuple(
+            n * s + (max(k - s, 0) if self.padding == "valid" else 0)
+            for n, k, s in zip(shape[:-1], kernel, strides, strict=True)
+        )
+        cin, taps = shape[-1], math.prod(kernel)
+        params = taps * cin * self.filters + self.filters * self.use_bias
+        flops = 2 * math.prod(shape[:-1]) * taps * cin * self.filters  # every input scatters
+        return Traced((*spatial, self.filters), params, flops)
+
+
+@dataclass(frozen=True, repr=False)
+class DepthwiseConv2D(Layer):
+    """Keras' ``DepthwiseConv2D``: each channel convolved with its own ``depth_multiplier``
+    kernels; output channel ``c * depth_multiplier + m``, as Keras orders them."""
+
+    kernel_size: int | tuple[int, ...]
+    strides: int | tuple[int, ...] = 1
+    padding: str = "valid"
+    depth_multiplier: int = 1
+    activation: str | None = None
+    use_bias: bool = True
+    depthwise_initializer: str = "glorot_uniform"
+    bias_initializer: str = "zeros"
+
+    expects: ClassVar[str] = "a (height, width, channels) input"
+
+    def __post_init__(self) -> None:
+        name = "DepthwiseConv2D"
+        _set(self, "kernel_size", check_sizes(name, "kernel_size", self.kernel_size, 2))
+        _set(self, "strides", check_sizes(name, "strides", self.strides, 2))
+        _set(self, "padding", check_choice(name, "padding", self.padding, _PADDINGS))
+        _set(self, "depth_multiplier", _int(name, "depth_multiplier", self.depth_multiplier))
+        _check_weights(self, "depthwise_initializer", "bias_initializer")
+
+    def trace(self, shape: Shape, dtype: str) -> Traced:
+        spatial = _spatial(self, shape, 2, self.kernel_size, self.strides, self.padding)
+        cout, taps = shape[-1] * self.depth_multiplier, math.prod(as_tuple(self.kernel_size, 2))
+        params = taps * cout + cout * self.use_bias
+        return Traced((*spatial, cout), params, 2 * math.prod(spatial) * taps * cout)
+
+
+@dataclass(frozen=True, repr=False)
+class UpSampling2D(Layer):
+    """Keras' ``UpSampling2D``: repeats rows and columns (``interpolation="nearest"`` only:
+    the resize kernels of the two frameworks disagree at the borders for the others)."""
+
+    size: int | tuple[int, ...] = 2
+    interpolation: str = "nearest"
+
+    expects: ClassVar[str] = "a (height, width, channels) input"
+
+    def __post_init__(self) -> None:
+        _set(self, "size", check_sizes("UpSampling2D", "size", self.size, 2))
+        allowed = ("nearest",)
+        _set(
+            self,
+            "interpolation",
+            check_choice("UpSampling2D", "interpolation", self.interpolation, allowed),
+        )
+
+    def trace(self, shape: Shape, dtype: str) -> Traced:
+        if len(shape) != 3:
+            raise self._fail(shape)
+        sh, sw = as_tuple(self.size, 2)
+        return Traced((shape[0] * sh, shape[1] * sw, shape[2]))
 
 
 @dataclass(frozen=True, repr=False)
@@ -163,11 +280,28 @@ class GlobalAvgPool(Layer):
     """Averages over all positions, leaving (channels,)."""
 
     expects: ClassVar[str] = "a (length, channels) or (height, width, channels) input"
+    ranks: ClassVar[tuple[int, ...]] = (2, 3)
 
     def trace(self, shape: Shape, dtype: str) -> Traced:
-        if len(shape) not in (2, 3):
+        if len(shape) not in self.ranks:
             raise self._fail(shape)
         return Traced((shape[-1],))
+
+
+@dataclass(frozen=True, repr=False)
+class GlobalAveragePooling1D(GlobalAvgPool):
+    """Keras' name for :class:`GlobalAvgPool` over a sequence."""
+
+    expects: ClassVar[str] = "a (length, channels) input"
+    ranks: ClassVar[tuple[int, ...]] = (2,)
+
+
+@dataclass(frozen=True, repr=False)
+class GlobalAveragePooling2D(GlobalAvgPool):
+    """Keras' name for :class:`GlobalAvgPool` over an image."""
+
+    expects: ClassVar[str] = "a (height, width, channels) input"
+    ranks: ClassVar[tuple[int, ...]] = (3,)
 
 
 @dataclass(frozen=True, repr=False)
@@ -209,9 +343,19 @@ class BatchNorm(Layer):
 
 @dataclass(frozen=True, repr=False)
 class LayerNorm(Layer):
-    """Normalises each position over its last axis; eps 1e-5 on both backends."""
+    """Normalises each position over its last axis; ``epsilon`` 1e-5 (PyTorch's default)
+    unless given, e.g. 1e-6 as the Keras Transformer examples set."""
+
+    epsilon: float = 1e-5
 
     expects: ClassVar[str] = "an input of rank >= 1"
+
+    def __post_init__(self) -> None:
+        if isinstance(self.epsilon, bool) or not isinstance(self.epsilon, Real):
+            raise ArchError(f"LayerNorm: `epsilon` must be a number, but got {self.epsilon!r}")
+        if not self.epsilon > 0:
+            raise ArchError(f"LayerNorm: `epsilon > 0` must hold, but got {self.epsilon!r}")
+        _set(self, "epsilon", float(self.epsilon))
 
     def trace(self, shape: Shape, dtype: str) -> Traced:
         if not shape:

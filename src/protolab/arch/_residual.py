@@ -14,6 +14,7 @@ from protolab.arch._base import (
     Traced,
     flatten_layers,
     infer_sequence,
+    layer_from_dict,
 )
 from protolab.errors import ArchError
 
@@ -52,6 +53,13 @@ class Residual(Layer):
 
     def to_dict(self) -> dict[str, Any]:
         return {"type": "Residual", "layers": [layer.to_dict() for layer in self.layers]}
+
+    @classmethod
+    def from_fields(cls, fields: dict[str, Any]) -> Layer:
+        inner = fields.get("layers", [])
+        if set(fields) - {"layers"} or not isinstance(inner, list):
+            raise ArchError(f"Residual: expects only a 'layers' list, but got {fields!r}")
+        return cls(*(layer_from_dict(d) for d in inner))
 
     def projection(self, shape: Shape, dtype: str = "float32") -> Projection | None:
         """The skip-path projection for an input of ``shape`` (None: plain identity)."""

@@ -7,13 +7,18 @@ passed in (``dropout``), so each backend can use its fastest stateless RNG.
 Keras' defaults are the reference both families follow (channels-last, TensorFlow "same"
 padding, Glorot init, GRU ``reset_after=True``); only the normalisation constants are set
 explicitly (eps 1e-5, batch-norm momentum 0.9) to match PyTorch's defaults instead.
+
+Every layer type reaches its builder through :data:`BUILDERS` (``@BUILDERS.register(Cls)``
+beside each builder): built-ins and custom layers alike, with no dispatch anywhere else.
+Only plain Keras layers and ``keras.ops`` are used, so a saved model reloads without
+protolab or custom objects.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 import keras
 
@@ -24,9 +29,13 @@ from protolab.arch import (
     Arch,
     AvgPool,
     BatchNorm,
+    Builders,
+    Composite,
     Conv1D,
     Conv2D,
+    Conv2DTranspose,
     Dense,
+    DepthwiseConv2D,
     Dropout,
     Embedding,
     Flatten,
@@ -34,19 +43,40 @@ from protolab.arch import (
     Layer,
     LayerNorm,
     MaxPool,
+    MultiHeadAttention,
+    PositionalEmbedding,
     Residual,
     SelfAttention,
+    UpSampling2D,
 )
-from protolab.arch._arch import effective_dtype
+from protolab.arch._arch import default_dtype, effective_dtype
 from protolab.arch._base import Shape
 from protolab.arch._custom import CustomLayer, counted_by
+from protolab.backends._keras_optim import optimizer  # moved there; kept importable here
 from protolab.errors import ArchError
 
-__all__ = ["POLICY", "DropoutFactory", "build_keras", "count_params", "optimizer"]
+__all__ = ["BUILDERS", "POLICY", "DropoutFactory", "build_keras", "count_params", "optimizer"]
 
 _L = keras.layers
 # (rate, layer name) -> a Keras layer applying inverted dropout when training
 DropoutFactory = Callable[[float, str], keras.layers.Layer]
+
+
+class Site(NamedTuple):
+    """Where a layer is applied: one sample's input shape and dtype, and its name path."""
+
+    shape: Shape
+    dtype: str
+    path: str
+
+    def name(self, layer: Layer) -> str:
+        """The Keras layer name (``l3_dense``): stable, so weights can be found by name."""
+        return f"{self.path}_{type(layer).__name__.lower()}"
+
+
+#: (builder context, layer, input tensor, site) -> output tensor
+KerasBuilder = Callable[["_Builder", Any, Any, Site], Any]
+BUILDERS: Builders[KerasBuilder] = Builders("keras")
 
 
 def _keras_dropout(rate: float, name: str) -> keras.layers.Layer:
@@ -62,10 +92,11 @@ def build_keras(
     """Build ``arch`` for per-sample ``input_shape``; raises ArchError for impossible archs.
 
     ``input_dtype`` defaults to int64 when the first layer is an Embedding, else float32.
-    Integer inputs to any other first layer are cast to float32 inside the model.
+    Integer inputs to a first layer that does not take them are cast to float32 inside the
+    model.
     """
     if input_dtype is None:
-        input_dtype = "int64" if isinstance(arch.layers[0], Embedding) else "float32"
+        input_dtype = default_dtype(arch.layers)
     info = arch.infer(input_shape, input_dtype)  # the readable error, before building anything
     dtype = effective_dtype(arch.layers, input_dtype)
     inputs = keras.Input(shape=info.input_shape, dtype=input_dtype, name="input")
@@ -78,45 +109,9 @@ def build_keras(
 POLICY = {"32": "float32", "bf16": "mixed_bfloat16", "16": "mixed_float16"}
 
 
-def optimizer(name: str, lr: float, wd: float) -> keras.optimizers.Optimizer:
-    """The optimizer named in the config; the torch side matches its defaults.
-
-    Weight decay is decoupled on every Keras 3 optimizer.
-    """
-    o = keras.optimizers
-    wd_arg = {"weight_decay": wd} if wd else {}
-    if name in ("adam", "adamw"):
-        return o.AdamW(learning_rate=lr, epsilon=1e-7, weight_decay=wd)
-    if name == "sgd":
-        return o.SGD(learning_rate=lr, momentum=0.9, **wd_arg)
-    if name == "rmsprop":
-        return o.RMSprop(learning_rate=lr, rho=0.9, epsilon=1e-7, **wd_arg)
-    raise ValueError(f"unknown optimizer {name!r}")
-
-
 def count_params(model: keras.Model) -> int:
     """Trainable weights: the convention ``Arch.infer`` and the torch build share."""
     return sum(math.prod(w.shape) for w in model.trainable_weights)
-
-
-def _custom(layer: CustomLayer, x: Any, shape: Shape, dtype: str) -> Any:
-    """The user's Keras builder, held to the parameter count the Arch reports."""
-    if "keras" not in layer.frameworks():
-        raise ArchError(
-            f"{layer!r} has no keras builder (it defines {', '.join(layer.frameworks())}): "
-            "run it on a mode of that framework, or add a keras() method"
-        )
-    built = layer.keras(shape)
-    out = built(x)
-    want = layer.trace(shape, dtype).params
-    got = sum(math.prod(w.shape) for w in built.trainable_weights)
-    if got != want:
-        raise ArchError(
-            f"{layer!r}: the keras builder makes {got} trainable parameters, but the "
-            f"{counted_by(layer, shape, dtype)} builder makes {want}; both builders must "
-            "make the same model"
-        )
-    return out
 
 
 class _Builder:
@@ -129,68 +124,188 @@ class _Builder:
         self, layers: tuple[Layer, ...], x: Any, shape: Shape, dtype: str, prefix: str
     ) -> Any:
         for i, layer in enumerate(layers):
-            x = self.layer(layer, x, shape, dtype, f"{prefix}{i}")
+            x = BUILDERS.lookup(layer)(self, layer, x, Site(shape, dtype, f"{prefix}{i}"))
             shape, dtype = layer.trace(shape, dtype).shape, "float32"
         return x
 
-    def layer(self, layer: Layer, x: Any, shape: Shape, dtype: str, path: str) -> Any:
-        name = f"{path}_{type(layer).__name__.lower()}"
-        spatial = len(shape) - 1
-        match layer:
-            case Dense(units=units, activation=act):
-                return _L.Dense(units, activation=act, name=name)(x)
-            case Conv1D() | Conv2D():
-                conv = _L.Conv1D if isinstance(layer, Conv1D) else _L.Conv2D
-                return conv(
-                    layer.filters,
-                    layer.kernel_size,
-                    strides=layer.strides,
-                    padding=layer.padding,
-                    activation=layer.activation,
-                    name=name,
-                )(x)
-            case MaxPool(pool_size=size):
-                pool = _L.MaxPooling1D if spatial == 1 else _L.MaxPooling2D
-                return pool(size, strides=size, padding="valid", name=name)(x)
-            case AvgPool(pool_size=size):
-                pool = _L.AveragePooling1D if spatial == 1 else _L.AveragePooling2D
-                return pool(size, strides=size, padding="valid", name=name)(x)
-            case GlobalAvgPool():
-                gap = _L.GlobalAveragePooling1D if spatial == 1 else _L.GlobalAveragePooling2D
-                return gap(name=name)(x)
-            case Flatten():
-                return _L.Flatten(name=name)(x)
-            case Dropout(rate=rate):
-                return self.dropout(rate, name)(x)
-            case BatchNorm():
-                return _L.BatchNormalization(axis=-1, momentum=0.9, epsilon=1e-5, name=name)(x)
-            case LayerNorm():
-                return _L.LayerNormalization(axis=-1, epsilon=1e-5, name=name)(x)
-            case Activation(name=act):
-                return _L.Activation(act, name=name)(x)
-            case Residual():
-                return self.residual(layer, x, shape, dtype, path)
-            case Embedding(vocab_size=vocab, dim=dim):
-                return _L.Embedding(vocab, dim, name=name)(x)
-            case LSTM(units=units, return_sequences=seq):
-                return _L.LSTM(units, return_sequences=seq, name=name)(x)
-            case GRU(units=units, return_sequences=seq):
-                return _L.GRU(units, return_sequences=seq, name=name)(x)
-            case SelfAttention(heads=heads, key_dim=key_dim):
-                return _L.MultiHeadAttention(heads, key_dim, name=name)(x, x)
-            case CustomLayer():
-                return _custom(layer, x, shape, dtype)
-        raise TypeError(f"no keras builder for {layer!r}")  # a new layer type without a builder
 
-    def residual(self, layer: Residual, x: Any, shape: Shape, dtype: str, path: str) -> Any:
-        body = self.sequence(layer.layers, x, shape, dtype, f"{path}_")
-        skip = x
-        proj = layer.projection(shape, dtype)
-        if proj is not None and proj.stride == 1:
-            skip = _L.Dense(proj.channels, use_bias=False, name=f"{path}_projection")(x)
-        elif proj is not None:
-            conv = _L.Conv1D if len(shape) == 2 else _L.Conv2D
-            skip = conv(
-                proj.channels, 1, strides=proj.stride, use_bias=False, name=f"{path}_projection"
-            )(x)
-        return _L.Add(name=f"{path}_add")([body, skip])
+# ---------------------------------------------------------------- registered builders
+
+
+def _weights(layer: Dense | Conv1D | Conv2D | Conv2DTranspose) -> dict[str, Any]:
+    """The Keras arguments every kernel layer shares, under Keras' own names."""
+    return {
+        "activation": layer.activation,
+        "use_bias": layer.use_bias,
+        "kernel_initializer": layer.kernel_initializer,
+        "bias_initializer": layer.bias_initializer,
+    }
+
+
+@BUILDERS.register(Dense)
+def _dense(b: _Builder, layer: Dense, x: Any, at: Site) -> Any:
+    return _L.Dense(layer.units, name=at.name(layer), **_weights(layer))(x)
+
+
+@BUILDERS.register(Conv1D, Conv2D, Conv2DTranspose)
+def _conv(b: _Builder, layer: Conv1D | Conv2D | Conv2DTranspose, x: Any, at: Site) -> Any:
+    kind = {Conv1D: _L.Conv1D, Conv2D: _L.Conv2D, Conv2DTranspose: _L.Conv2DTranspose}
+    return kind[type(layer)](
+        layer.filters,
+        layer.kernel_size,
+        strides=layer.strides,
+        padding=layer.padding,
+        name=at.name(layer),
+        **_weights(layer),
+    )(x)
+
+
+@BUILDERS.register(DepthwiseConv2D)
+def _depthwise(b: _Builder, layer: DepthwiseConv2D, x: Any, at: Site) -> Any:
+    return _L.DepthwiseConv2D(
+        layer.kernel_size,
+        strides=layer.strides,
+        padding=layer.padding,
+        depth_multiplier=layer.depth_multiplier,
+        activation=layer.activation,
+        use_bias=layer.use_bias,
+        depthwise_initializer=layer.depthwise_initializer,
+        bias_initializer=layer.bias_initializer,
+        name=at.name(layer),
+    )(x)
+
+
+@BUILDERS.register(MaxPool, AvgPool)
+def _pool(b: _Builder, layer: MaxPool | AvgPool, x: Any, at: Site) -> Any:
+    one_d = len(at.shape) == 2
+    if isinstance(layer, MaxPool):
+        pool = _L.MaxPooling1D if one_d else _L.MaxPooling2D
+    else:
+        pool = _L.AveragePooling1D if one_d else _L.AveragePooling2D
+    size = layer.pool_size
+    return pool(size, strides=size, padding="valid", name=at.name(layer))(x)
+
+
+@BUILDERS.register(GlobalAvgPool)
+def _global_avg_pool(b: _Builder, layer: GlobalAvgPool, x: Any, at: Site) -> Any:
+    gap = _L.GlobalAveragePooling1D if len(at.shape) == 2 else _L.GlobalAveragePooling2D
+    return gap(name=at.name(layer))(x)
+
+
+@BUILDERS.register(UpSampling2D)
+def _upsampling(b: _Builder, layer: UpSampling2D, x: Any, at: Site) -> Any:
+    return _L.UpSampling2D(layer.size, interpolation=layer.interpolation, name=at.name(layer))(x)
+
+
+@BUILDERS.register(Flatten)
+def _flatten(b: _Builder, layer: Flatten, x: Any, at: Site) -> Any:
+    return _L.Flatten(name=at.name(layer))(x)
+
+
+@BUILDERS.register(Dropout)
+def _dropout(b: _Builder, layer: Dropout, x: Any, at: Site) -> Any:
+    return b.dropout(layer.rate, at.name(layer))(x)
+
+
+@BUILDERS.register(BatchNorm)
+def _batch_norm(b: _Builder, layer: BatchNorm, x: Any, at: Site) -> Any:
+    return _L.BatchNormalization(axis=-1, momentum=0.9, epsilon=1e-5, name=at.name(layer))(x)
+
+
+@BUILDERS.register(LayerNorm)
+def _layer_norm(b: _Builder, layer: LayerNorm, x: Any, at: Site) -> Any:
+    return _L.LayerNormalization(axis=-1, epsilon=layer.epsilon, name=at.name(layer))(x)
+
+
+@BUILDERS.register(Activation)
+def _activation(b: _Builder, layer: Activation, x: Any, at: Site) -> Any:
+    return _L.Activation(layer.name, name=at.name(layer))(x)
+
+
+@BUILDERS.register(Residual)
+def _residual(b: _Builder, layer: Residual, x: Any, at: Site) -> Any:
+    body = b.sequence(layer.layers, x, at.shape, at.dtype, f"{at.path}_")
+    skip, proj, name = x, layer.projection(at.shape, at.dtype), f"{at.path}_projection"
+    if proj is not None and proj.stride == 1:
+        skip = _L.Dense(proj.channels, use_bias=False, name=name)(x)
+    elif proj is not None:
+        conv = _L.Conv1D if len(at.shape) == 2 else _L.Conv2D
+        skip = conv(proj.channels, 1, strides=proj.stride, use_bias=False, name=name)(x)
+    return _L.Add(name=f"{at.path}_add")([body, skip])
+
+
+@BUILDERS.register(Composite)
+def _composite(b: _Builder, layer: Composite, x: Any, at: Site) -> Any:
+    return b.sequence(layer.expand(at.shape), x, at.shape, at.dtype, f"{at.path}_")
+
+
+@BUILDERS.register(Embedding)
+def _embedding(b: _Builder, layer: Embedding, x: Any, at: Site) -> Any:
+    return _L.Embedding(layer.vocab_size, layer.dim, name=at.name(layer))(x)
+
+
+@BUILDERS.register(PositionalEmbedding)
+def _positional_embedding(b: _Builder, layer: PositionalEmbedding, x: Any, at: Site) -> Any:
+    """Tokens plus an Embedding of the positions 0..length-1, computed from ``x`` with
+    ``keras.ops`` (not a custom layer class, so a saved model reloads without protolab)."""
+    tokens = _L.Embedding(layer.vocab_size, layer.dim, name=at.name(layer))(x)
+    ids = keras.ops.cumsum(keras.ops.ones_like(x, dtype="int32"), axis=1) - 1
+    rows = layer.positions(at.shape)
+    positions = _L.Embedding(rows, layer.dim, name=f"{at.name(layer)}_position")(ids)
+    return _L.Add(name=f"{at.path}_add")([tokens, positions])
+
+
+@BUILDERS.register(LSTM, GRU)
+def _recurrent(b: _Builder, layer: LSTM | GRU, x: Any, at: Site) -> Any:
+    rnn = _L.LSTM if isinstance(layer, LSTM) else _L.GRU
+    return rnn(layer.units, return_sequences=layer.return_sequences, name=at.name(layer))(x)
+
+
+@BUILDERS.register(SelfAttention)
+def _self_attention(b: _Builder, layer: SelfAttention, x: Any, at: Site) -> Any:
+    return _L.MultiHeadAttention(layer.heads, layer.key_dim, name=at.name(layer))(x, x)
+
+
+@BUILDERS.register(MultiHeadAttention)
+def _multi_head_attention(b: _Builder, layer: MultiHeadAttention, x: Any, at: Site) -> Any:
+    mha = _L.MultiHeadAttention(
+        layer.num_heads,
+        layer.key_dim,
+        value_dim=layer.value_dim,
+        dropout=layer.dropout,
+        use_bias=layer.use_bias,
+        kernel_initializer=layer.kernel_initializer,
+        bias_initializer=layer.bias_initializer,
+        name=at.name(layer),
+    )
+    if layer.values == layer.key_dim:
+        return mha(x, x, use_causal_mask=layer.use_causal_mask)
+    # value_dim != key_dim: Keras' fused dot_product_attention path fails on JAX (it needs
+    # equal q/k/v head sizes); asking for the scores takes Keras' einsum path, same maths
+    out, _ = mha(x, x, use_causal_mask=layer.use_causal_mask, return_attention_scores=True)
+    return out
+
+
+@BUILDERS.register(CustomLayer)
+def _custom(b: _Builder, layer: CustomLayer, x: Any, at: Site) -> Any:
+    """The user's Keras builder, held to the parameter count the Arch reports."""
+    if "keras" not in layer.frameworks():
+        raise ArchError(
+            f"{layer!r} has no keras builder (it defines {', '.join(layer.frameworks())}): "
+            "run it on a mode of that framework, or add a keras() method"
+        )
+    built = layer.keras(at.shape)
+    if not isinstance(built, keras.layers.Layer):
+        raise ArchError(
+            f"{layer!r}: keras() must return a keras.layers.Layer, but returned {built!r:.80}"
+        )
+    out = built(x)
+    want = layer.trace(at.shape, at.dtype).params
+    got = sum(math.prod(w.shape) for w in built.trainable_weights)
+    if got != want:
+        raise ArchError(
+            f"{layer!r}: the keras builder makes {got} trainable parameters, but the "
+            f"{counted_by(layer, at.shape, at.dtype)} builder makes {want}; both builders "
+            "must make the same model"
+        )
+    return out

@@ -1,0 +1,423 @@
+"""Layer fidelity with Keras 3: names, defaults, init and outputs; native models; the registry.
+
+Real frameworks on both sides. "Same model" is checked as: parameter counts equal to each
+other and to ``Arch.infer``, outputs equal after copying the Keras weights into the torch
+model, and weights drawn from the same distributions (Keras' initializer names).
+"""
+
+from __future__ import annotations
+
+import re
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+import protolab as pl
+from protolab import layers as L
+from protolab.arch import Arch
+from protolab.backends.tensorflow import nn as kb
+from protolab.backends.torch import nn as tb
+from protolab.errors import ArchError
+from tests.test_keras_build import _perturb, copy_keras_to_torch
+
+keras = kb.keras
+
+
+def _same_function(arch: Arch, shape: tuple[int, ...], dtype: str = "float32") -> None:
+    """Equal counts (== Arch.infer) and equal outputs once the weights are the same."""
+    keras.utils.set_random_seed(0)
+    info = arch.infer(shape, dtype)
+    kmodel = kb.build(arch, shape, dtype)
+    tmodel = tb.build_torch(arch, shape, dtype)
+    assert kb.count_params(kmodel) == tb.count_params(tmodel) == info.params
+    _perturb(kmodel)
+    copy_keras_to_torch(arch, kmodel, tmodel)
+    rng = np.random.default_rng(1)
+    if dtype.startswith("int"):
+        x = rng.integers(0, 10, (3, *shape)).astype(dtype)
+    else:
+        x = rng.standard_normal((3, *shape)).astype(dtype)
+    expected = kmodel(x, training=False).numpy()
+    with torch.no_grad():
+        got = tmodel.eval()(torch.from_numpy(x)).numpy()
+    assert got.shape == expected.shape == (3, *info.output_shape)
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5)
+
+
+# ---------------------------------------------------------------- the registry
+
+
+def test_every_layer_type_reaches_a_builder_on_both_frameworks() -> None:
+    from protolab.backends._keras_nn import BUILDERS as KERAS
+
+    assert tb.BUILDERS.missing() == [] and KERAS.missing() == []
+    # one path for built-ins and custom layers: the builders dispatch on nothing else
+    src = (
+        Path(tb.__file__).read_text()
+        + Path(kb.__file__).parent.joinpath("..").joinpath("_keras_nn.py").read_text()
+    )
+    assert "match layer" not in src and "case Dense" not in src
+
+
+def test_unregistered_layer_type_is_named() -> None:
+    from dataclasses import dataclass
+
+    from protolab.arch._base import Shape, Traced
+
+    @dataclass(frozen=True, repr=False)
+    class Unbuilt(L.Layer):
+        def trace(self, shape: Shape, dtype: str) -> Traced:
+            return Traced(shape)
+
+    with pytest.raises(ArchError, match=r"Unbuilt\(\): no torch builder is registered"):
+        tb.build_torch(Arch(Unbuilt()), (3,))
+
+
+# ---------------------------------------------------------------- Keras names and defaults
+
+
+def test_conv_defaults_are_keras_defaults() -> None:
+    conv = L.Conv2D(8, 3)
+    assert (conv.padding, conv.use_bias, conv.kernel_initializer) == (
+        "valid",
+        True,
+        "glorot_uniform",
+    )
+    assert Arch(conv).infer((7, 7, 2)).output_shape == (5, 5, 8)
+    assert tuple(kb.build(Arch(conv), (7, 7, 2)).output.shape[1:]) == (5, 5, 8)
+    assert keras.layers.Conv2D(8, 3).padding == "valid"
+
+
+def test_a_keras_example_counts_the_same() -> None:
+    # keras.io "Simple MNIST convnet", its summary's total: 34,826
+    convnet = Arch(
+        L.Conv2D(32, kernel_size=(3, 3), activation="relu"),
+        L.MaxPool(pool_size=(2, 2)),
+        L.Conv2D(64, kernel_size=(3, 3), activation="relu"),
+        L.MaxPool(pool_size=(2, 2)),
+        L.Flatten(),
+        L.Dropout(0.5),
+        L.Dense(10, activation="softmax"),
+    )
+    assert convnet.param_count((28, 28, 1)) == 34_826
+
+
+def test_the_keras_transformer_example_counts_the_same() -> None:
+    """The keras.io "Text classification with Transformer" model, written in plain Keras,
+    against its protolab spelling (small sizes, same structure)."""
+    vocab, maxlen, dim, heads, ff = 50, 10, 8, 2, 16
+
+    class TokenAndPositionEmbedding(keras.layers.Layer):  # the example's, verbatim
+        def __init__(self, maxlen: int, vocab_size: int, embed_dim: int) -> None:
+            super().__init__()
+            self.token_emb = keras.layers.Embedding(input_dim=vocab_size, output_dim=embed_dim)
+            self.pos_emb = keras.layers.Embedding(input_dim=maxlen, output_dim=embed_dim)
+
+        def call(self, x: Any) -> Any:
+            positions = self.pos_emb(keras.ops.arange(start=0, stop=keras.ops.shape(x)[-1]))
+            return self.token_emb(x) + positions
+
+    inputs = keras.Input((maxlen,), dtype="int32")
+    x = TokenAndPositionEmbedding(maxlen, vocab, dim)(inputs)
+    att = keras.layers.MultiHeadAttention(num_heads=heads, key_dim=dim)(x, x)
+    out1 = keras.layers.LayerNormalization(epsilon=1e-6)(x + keras.layers.Dropout(0.1)(att))
+    ffn = keras.layers.Dense(dim)(keras.layers.Dense(ff, activation="relu")(out1))
+    x = keras.layers.LayerNormalization(epsilon=1e-6)(out1 + ffn)
+    x = keras.layers.GlobalAveragePooling1D()(x)
+    outputs = keras.layers.Dense(2, activation="softmax")(keras.layers.Dense(20, "relu")(x))
+    reference = keras.Model(inputs, outputs).count_params()
+    arch = Arch(
+        L.PositionalEmbedding(vocab, dim, maxlen=maxlen),
+        L.TransformerBlock(dim, heads, ff),
+        L.GlobalAveragePooling1D(),
+        L.Dropout(0.1),
+        L.Dense(20, activation="relu"),
+        L.Dense(2, activation="softmax"),
+    )
+    assert arch.param_count((maxlen,), "int32") == reference
+    assert arch.output_activation == "softmax"
+
+
+@pytest.mark.parametrize(
+    ("arch", "shape", "dtype"),
+    [
+        (Arch(L.Dense(5, use_bias=False, activation="softmax")), (4,), "float32"),
+        (Arch(L.Conv1D(3, 3, use_bias=False), L.Activation("log_softmax")), (6, 2), "float32"),
+        (Arch(L.DepthwiseConv2D((3, 2), strides=2, depth_multiplier=3)), (7, 6, 2), "float32"),
+        (Arch(L.Conv2DTranspose(3, 3, strides=2, padding="same")), (3, 4, 2), "float32"),
+        (Arch(L.Conv2DTranspose(2, (2, 3), strides=(3, 1), use_bias=False)), (3, 3, 2), "float32"),
+        (Arch(L.Conv2DTranspose(2, 4, strides=2, padding="same")), (3, 3, 1), "float32"),
+        (Arch(L.UpSampling2D((3, 2)), L.GlobalAveragePooling2D()), (2, 3, 2), "float32"),
+        (Arch(L.MultiHeadAttention(2, 3, value_dim=5, use_bias=False)), (6, 4), "float32"),
+        (Arch(L.MultiHeadAttention(1, 4, use_causal_mask=True)), (5, 3), "float32"),
+        (Arch(L.PositionalEmbedding(10, 4), L.TransformerBlock(4, 2, 8, key_dim=3)), (6,), "int32"),
+    ],
+    ids=lambda v: repr(v)[:60] if isinstance(v, Arch) else None,
+)
+def test_new_layers_match_keras(arch: Arch, shape: tuple[int, ...], dtype: str) -> None:
+    _same_function(arch, shape, dtype)
+
+
+def test_new_layers_round_trip_through_json_and_count_flops() -> None:
+    arch = Arch(
+        L.Conv2DTranspose(4, 3, strides=2, padding="same", kernel_initializer="he_uniform"),
+        L.DepthwiseConv2D(3, depth_multiplier=2, use_bias=False),
+        L.UpSampling2D(2),
+        L.GlobalAveragePooling2D(),
+        L.Dense(3, activation="softmax", bias_initializer="ones"),
+    )
+    assert (
+        Arch.from_json(arch.to_json()) == arch and Arch.from_json(arch.to_json()).hash == arch.hash
+    )
+    rows = arch.infer((4, 4, 2)).rows
+    assert rows[0].flops == 2 * 16 * 9 * 2 * 4  # every input position scatters a 3x3 kernel
+    assert rows[1].flops == 2 * 36 * 9 * 8 and rows[1].params == 9 * 8
+    text = Arch(L.PositionalEmbedding(9, 4, maxlen=7), L.TransformerBlock(4, 1, 6)).to_json()
+    tokens = Arch.from_json(text)
+    info = tokens.infer((5,), "int64")
+    assert info.rows[0].params == 9 * 4 + 7 * 4
+    mha = L.MultiHeadAttention(2, 3, value_dim=5)
+    length, dim, qk, v = 5, 4, 6, 10
+    assert Arch(mha).flops_per_sample((length, dim)) == 2 * length * (
+        dim * (2 * qk + v) + v * dim
+    ) + 2 * length * length * (qk + v)
+    block = info.rows[1]
+    assert block.flops == sum(r.flops for r in block.children) > 0
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: L.Dense(3, kernel_initializer="orthogonal"), "`kernel_initializer` must be one"),
+        (lambda: L.Conv2D(3, 3, use_bias=1), "Conv2D: `use_bias` must be a bool"),
+        (lambda: L.MultiHeadAttention(0, 4), "`num_heads >= 1` must hold, but got num_heads=0"),
+        (lambda: L.UpSampling2D(interpolation="bilinear"), "must be one of nearest"),
+        (lambda: L.TransformerBlock(8, 2, 16, epsilon=0), "TransformerBlock: `epsilon > 0`"),
+        (lambda: L.Activation("softmax2"), "unknown activation 'softmax2'"),
+    ],
+)
+def test_bad_arguments_state_the_rule(make: Any, message: str) -> None:
+    with pytest.raises(ArchError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        make()
+
+
+def test_shape_errors_of_new_layers_name_the_layer() -> None:
+    with pytest.raises(ArchError, match=r"layer 0 TransformerBlock.*embed_dim=8\) input"):
+        Arch(L.TransformerBlock(8, 2, 16)).infer((5, 6))
+    with pytest.raises(ArchError, match="needs at most maxlen=4 positions"):
+        Arch(L.PositionalEmbedding(10, 4, maxlen=4)).infer((6,), "int32")
+
+
+# ---------------------------------------------------------------- initializers
+
+
+@pytest.mark.parametrize("name", ["glorot_uniform", "he_normal", "lecun_uniform", "random_normal"])
+def test_initializers_draw_from_the_keras_distribution(name: str) -> None:
+    arch = Arch(L.Dense(300, kernel_initializer=name), L.MultiHeadAttention(3, 40))
+    keras.utils.set_random_seed(0)
+    torch.manual_seed(0)
+    kmodel, tmodel = kb.build(arch, (6, 200)), tb.build_torch(arch, (6, 200))
+    pairs = [  # (torch tensor, keras weight) for the Dense kernel and the q / output kernels
+        (tmodel[0].linear.weight, kmodel.layers[1].kernel),
+        (tmodel[1].query.weight, kmodel.layers[2].query_dense.kernel),
+        (tmodel[1].output.weight, kmodel.layers[2].output_dense.kernel),
+    ]
+    for t, k in pairs:
+        tw, kw = t.detach().numpy(), keras.ops.convert_to_numpy(k)
+        assert tw.std() == pytest.approx(kw.std(), rel=0.05), (name, t.shape)
+        assert np.abs(tw).max() <= np.abs(kw).max() * 1.1 + 1e-6
+
+
+def test_constant_initializers_and_no_bias() -> None:
+    model = tb.build_torch(
+        Arch(L.Conv2D(3, 2, kernel_initializer="ones", bias_initializer="ones")), (3, 3, 1)
+    )
+    conv: Any = model[0].conv
+    assert torch.all(conv.weight == 1) and torch.all(conv.bias == 1)
+    bare = tb.build_torch(Arch(L.MultiHeadAttention(2, 2, use_bias=False)), (3, 4))
+    assert all(p.ndim == 2 for p in bare.parameters())  # kernels only
+
+
+# ---------------------------------------------------------------- softmax outputs
+
+
+def test_output_activation_says_when_outputs_are_probabilities() -> None:
+    assert Arch(L.Dense(4), L.Dense(3, activation="softmax")).output_activation == "softmax"
+    assert Arch(L.Dense(3), L.Activation("softmax"), L.Activation("linear")).output_activation == (
+        "softmax"
+    )
+    assert Arch(L.Dense(3)).output_activation is None
+    assert Arch(L.Dense(3, "log_softmax")).output_activation is None  # log-probs are logits
+    assert Arch(L.Dense(3, "softmax"), L.Dropout(0.5)).output_activation is None
+    assert Arch(L.Residual(L.Dense(3, "softmax"))).output_activation is None
+
+
+def test_softmax_outputs_sum_to_one_on_both() -> None:
+    arch = Arch(L.Dense(5, activation="softmax"))
+    x = np.random.default_rng(0).standard_normal((4, 3)).astype("float32")
+    with torch.no_grad():
+        t = tb.build_torch(arch, (3,))(torch.from_numpy(x)).numpy()
+    k = kb.build(arch, (3,))(x).numpy()
+    np.testing.assert_allclose(t.sum(-1), 1.0, rtol=1e-5)
+    np.testing.assert_allclose(k.sum(-1), 1.0, rtol=1e-5)
+
+
+def test_causal_mask_hides_later_positions_on_both() -> None:
+    arch = Arch(L.MultiHeadAttention(2, 3, use_causal_mask=True))
+    x = np.random.default_rng(0).standard_normal((1, 5, 4)).astype("float32")
+    y = x.copy()
+    y[:, 3:] += 5.0  # change only the last positions
+    tmodel, kmodel = tb.build_torch(arch, (5, 4)), kb.build(arch, (5, 4))
+    with torch.no_grad():
+        ta, tb_ = (tmodel(torch.from_numpy(v)).numpy() for v in (x, y))
+    ka, kb_ = kmodel(x).numpy(), kmodel(y).numpy()
+    for a, b in ((ta, tb_), (ka, kb_)):
+        np.testing.assert_allclose(a[:, :3], b[:, :3], rtol=1e-5, atol=1e-6)
+        assert not np.allclose(a[:, 3:], b[:, 3:])
+
+
+# ---------------------------------------------------------------- native models
+
+
+class _TorchMLP(torch.nn.Module):
+    def __init__(self, width: int, extra: int = 0) -> None:
+        super().__init__()
+        self.body = torch.nn.Sequential(
+            torch.nn.Flatten(), torch.nn.Linear(64, width + extra), torch.nn.ReLU()
+        )
+        self.head = torch.nn.Linear(width + extra, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.body(x))
+
+
+def _keras_mlp(width: int) -> Any:
+    return keras.Sequential(
+        [keras.layers.Flatten(), keras.layers.Dense(width, "relu"), keras.layers.Dense(10)]
+    )
+
+
+def _pair(width: int) -> Arch:
+    return pl.native(torch=lambda: _TorchMLP(width), keras=lambda: _keras_mlp(width), name="mlp")
+
+
+def test_a_native_pair_builds_on_both_with_the_same_count() -> None:
+    arch = _pair(16)
+    info = arch.infer((8, 8, 1))
+    assert (info.output_shape, info.params) == ((10,), 64 * 16 + 16 + 16 * 10 + 10)
+    tmodel, kmodel = tb.build_torch(arch, (8, 8, 1)), kb.build(arch, (8, 8, 1))
+    assert tb.count_params(tmodel) == kb.count_params(kmodel) == info.params
+    assert tuple(tmodel(torch.zeros(2, 8, 8, 1)).shape) == (2, 10)
+    data = arch.to_dict()["layers"][0]
+    assert data["type"] == "Native" and data["name"] == "mlp" and data["config"] == {"width": 16}
+    assert data["frameworks"] == ["torch", "keras"]
+    assert _pair(16).hash == arch.hash != _pair(17).hash  # the sampled value is in the hash
+    with pytest.raises(ArchError, match="cannot be rebuilt from JSON"):
+        Arch.from_json(arch.to_json())
+
+
+def test_a_native_builder_may_take_the_input_shape() -> None:
+    arch = pl.native(torch=lambda shape: torch.nn.Linear(shape[-1], 3), flops=2 * 5 * 3)
+    info = arch.infer((4, 5))
+    assert (info.output_shape, info.params, info.flops_per_sample) == ((4, 3), 18, 30)
+    tokens = pl.native(torch=lambda: torch.nn.Embedding(12, 3))  # integer ids stay integers
+    out = tb.build_torch(tokens, (6,), "int64")(torch.randint(0, 12, (2, 6)))
+    assert tuple(out.shape) == (2, 6, 3)
+
+
+def test_a_one_sided_native_model_builds_on_its_side_only() -> None:
+    arch = pl.native(torch=lambda: _TorchMLP(8))
+    assert tb.count_params(tb.build_torch(arch, (8, 8, 1))) == arch.param_count((8, 8, 1))
+    with pytest.raises(ArchError, match=r"Native\(name='native'.*has no keras builder"):
+        kb.build(arch, (8, 8, 1))
+
+
+def test_mismatched_native_counts_name_both() -> None:
+    arch = pl.native(torch=lambda: _TorchMLP(16, extra=1), keras=lambda: _keras_mlp(16))
+    keras_count, torch_count = 64 * 16 + 16 + 170, 64 * 17 + 17 + 180
+    with pytest.raises(ArchError) as e:  # whichever side counted first, the other fails
+        tb.build_torch(arch, (8, 8, 1))
+        kb.build(arch, (8, 8, 1))
+    text = str(e.value)
+    assert str(torch_count) in text and str(keras_count) in text
+    assert "both builders must make the same model" in text
+
+
+def test_native_builder_mistakes_are_named() -> None:
+    def broken() -> Any:
+        raise ValueError("no such width")
+
+    with pytest.raises(ArchError) as e:
+        pl.native(torch=broken).infer((3,))
+    assert re.search(r"the torch builder .*broken \(test_layer_fidelity.py:\d+\) raised", str(e))
+    assert "raised ValueError: no such width" in str(e.value)
+    with pytest.raises(ArchError) as e:
+        pl.native(keras=lambda: 3).infer((3,))
+    assert re.search(r"the keras builder .*<lambda> \(test_layer_fidelity.py:\d+\)", str(e))
+    assert "must return a keras.layers.Layer (or keras.Model), but returned int: 3" in str(e.value)
+    with pytest.raises(ArchError, match="needs a torch= and/or a keras= builder"):
+        pl.native()
+    with pytest.raises(ArchError, match="torch= must be a function"):
+        pl.native(torch=torch.nn.Linear(3, 3).weight)
+
+
+NATIVE = """
+import keras
+import torch
+
+import protolab as pl
+
+
+@pl.experiment(data="digits", metric="val/acc")
+def model(space):
+    width = space.int("width", 16, 32)
+    torch_net = lambda: torch.nn.Sequential(
+        torch.nn.Flatten(), torch.nn.Linear(64, width), torch.nn.ReLU(), torch.nn.Linear(width, 10)
+    )
+    keras_net = lambda: keras.Sequential(
+        [keras.layers.Flatten(), keras.layers.Dense(width, "relu"), keras.layers.Dense(10)]
+    )
+    return pl.native(torch=torch_net, keras=keras_net if KERAS else None)
+"""
+
+
+def test_a_one_sided_native_model_is_refused_at_config_time(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from protolab.cli import app
+
+    (tmp_path / "exp.py").write_text(textwrap.dedent(NATIVE).replace("KERAS", "False"))
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("experiment: exp.py\nbackends: [lightning, keras]\nstudy: {n_trials: 1}\n")
+    out = CliRunner().invoke(app, ["sweep", str(cfg)], catch_exceptions=False)
+    assert out.exit_code == 2, out.output
+    assert "backends: keras builds with keras" in out.output and "Native(" in out.output
+    assert "Traceback" not in out.output
+    assert not (tmp_path / "mlruns").exists()
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["lightning", "jax"])
+def test_a_native_pair_trains_on_both_families(tmp_path: Path, mode: str) -> None:
+    from protolab.backends import Job, TrainSettings, get_backend
+    from protolab.config import HardwareConfig
+    from protolab.data import load_dataset
+    from protolab.script import load_experiment
+    from protolab.space import Space
+
+    path = tmp_path / "native_exp.py"
+    path.write_text(textwrap.dedent(NATIVE).replace("KERAS", "True"))
+    arch = load_experiment(path).build(Space(values={"width": 24}))
+    settings = TrainSettings(epochs=2, batch_size=64, optimizer="adam", lr=3e-3, seed=0)
+    backend = get_backend(mode)  # jax runs in a worker: the lambdas travel pickled by value
+    try:
+        job = Job(arch, load_dataset("digits"), settings, HardwareConfig(accelerator="cpu"))
+        result = backend.run(job)
+    finally:
+        backend.release()
+    assert result.metrics["model/params"] == 64 * 24 + 24 + 24 * 10 + 10
+    assert result.metrics["val/acc"] > 0.5
