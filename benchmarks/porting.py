@@ -207,7 +207,7 @@ def _stats(values: list[float]) -> tuple[float, float]:
 
 def table(plans: list[Plan]) -> str:
     head = (
-        "| example | epochs × batch | original (framework) | protolab `lightning` | "
+        "| example | epochs x batch | original (framework) | protolab `lightning` | "
         "protolab `keras` | gap lightning / keras (points) | params original / lightning / keras |"
     )
     rows = [head, "|" + "---|" * 7]
@@ -232,7 +232,7 @@ def table(plans: list[Plan]) -> str:
             counts.append(f"{next(iter(seen)):,}" if len(seen) == 1 else "/".join(map(str, seen)))
         n = len({r.seed for r in plan.results})
         rows.append(
-            f"| {plan.example.title} | {plan.epochs} × {plan.batch_size} | {cells[0]} | "
+            f"| {plan.example.title} | {plan.epochs} x {plan.batch_size} | {cells[0]} | "
             f"{cells[1]} | {cells[2]} | {' / '.join(gaps)} | {' / '.join(counts)} |"
         )
     rows.append("")
@@ -275,7 +275,7 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="also run the originals with protolab's differences switched on (init, batches)",
     )
-    ap.add_argument("--out", type=Path, default=None, help="JSON file (default benchmarks/results/)")
+    ap.add_argument("--out", type=Path, default=None, help="JSON (default: benchmarks/results/)")
     args = ap.parse_args(argv)
     seeds = [int(s) for s in args.seeds.split(",") if s.strip()]
     chosen = [e for e in EXAMPLES if not args.only or e.key in args.only.split(",")]

@@ -364,7 +364,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="fewer rounds, trials (~2.5 min)")
     ap.add_argument(
-        "--smoke", action="store_true",
+        "--smoke",
+        action="store_true",
         help="the smallest run of every section: proves the harness, measures little (tests)",
     )
     ap.add_argument("--out", type=Path, help="results JSON (default: benchmarks/results/)")

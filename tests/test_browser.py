@@ -3,8 +3,9 @@
 Asserts from the DOM that the printed URL lands on the runs table listing the parent run,
 that expanding it lists the child runs, that the parent's description tells the verdict
 (with the pair table and the report's plot), that a child run's page charts ``val/acc``,
-and that the family view groups the runs. The screenshots go to ``docs/ui/`` (referenced
-from ``docs/ui.md``), or to ``$PROTOLAB_SCREENSHOTS``.
+and that the family view groups the runs. The screenshots go to ``$PROTOLAB_SCREENSHOTS``
+(``PROTOLAB_SCREENSHOTS=docs/ui`` refreshes the ones ``docs/ui.md`` shows), else to a temporary
+folder: a test run never edits the checkout.
 
 Needs Debian's ``chromium`` (``.ci/run`` installs it) and the ``playwright`` package, which
 drives that browser; no browser is downloaded.
@@ -18,6 +19,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 import time
 from collections.abc import Iterator
@@ -27,7 +29,7 @@ from typing import Any
 import pytest
 
 from tests._servers import free_port
-from tests.conftest import ROOT, TINY_MLP
+from tests.conftest import TINY_MLP
 
 pytestmark = pytest.mark.slow
 
@@ -42,7 +44,7 @@ FLAGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-SHOTS = Path(os.environ.get("PROTOLAB_SCREENSHOTS", ROOT / "docs" / "ui"))
+SHOTS = Path(os.environ.get("PROTOLAB_SCREENSHOTS") or tempfile.mkdtemp(prefix="protolab-shots-"))
 WAIT_MS = 120_000  # the UI's bundle on a busy 2-core machine
 STUDY = "ui-browser"
 

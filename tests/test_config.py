@@ -55,7 +55,10 @@ BAD_OVERRIDES: list[tuple[list[str], list[str]]] = [
     (["hardware.threads=0"], ["hardware.threads", "greater than or equal to 1", "got 0"]),
     (["hardware.threads=abc"], ["hardware.threads", "valid integer", "'abc'"]),
     (["study"], ["override 'study' must look like dotted.key=value"]),
-    (["hardware.devices=2"], ["hardware.devices", "at most 1 device", "devices=2"]),
+    (
+        ["hardware.devices=2", "backends=[torch-compile]"],
+        ["hardware.devices", "at most 1 device", "devices=2"],
+    ),
     (["study.sampler_options={populaton_size: 3}"], ["unknown option 'populaton_size'"]),
     (["study.pruner=threshold"], ["needs pruner_options {lower: X}"]),
     (["study.constraints=['params < 3']"], ["METRIC <= NUMBER", "'params < 3'"]),

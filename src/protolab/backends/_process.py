@@ -69,13 +69,18 @@ class RemoteModel:
 
 
 class ProcessBackend(Backend):
-    """Runs ``cls`` in a worker process started with ``cls.process_env``."""
+    """Runs ``cls`` in a worker process started with ``cls.process_env``.
 
-    def __init__(self, name: str, cls: type[Backend]) -> None:
+    ``env`` adds settings of this worker only (a TensorFlow mode's logical CPU devices,
+    fixed when TF starts), on top of the class's own.
+    """
+
+    def __init__(self, name: str, cls: type[Backend], env: dict[str, str] | None = None) -> None:
         self.name = name  # type: ignore[misc]  # per instance: the proxied backend's name
         self.family = cls.family  # type: ignore[misc]
         self.max_devices = cls.max_devices  # type: ignore[misc]
         self._cls = cls
+        self._env = dict(env or {})
         self._proc: subprocess.Popen[bytes] | None = None
         self._send: Connection | None = None
         self._recv: Connection | None = None
@@ -83,7 +88,12 @@ class ProcessBackend(Backend):
     def _start(self) -> None:
         to_child_r, to_child_w = os.pipe()
         to_parent_r, to_parent_w = os.pipe()
-        env = {**os.environ, **self._cls.process_env, WORKER_ENV: self._cls.__name__}
+        env = {
+            **os.environ,
+            **self._cls.process_env,
+            **self._env,
+            WORKER_ENV: self._cls.__name__,
+        }
         target = f"{self._cls.__module__}:{self._cls.__name__}"
         self._proc = subprocess.Popen(
             [

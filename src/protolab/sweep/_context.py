@@ -112,13 +112,17 @@ def _scores(
 
 
 def check_devices(cfg: Config, config_path: Path) -> None:
-    """A backend that trains fewer devices per trial than asked is refused up front.
+    """More devices per trial than the machine or a backend can give is refused up front.
 
-    Family aliases are not checked here: they pick among the modes that can.
+    On the CPU a device is one core: a DDP rank (torch) or a logical CPU device
+    (TensorFlow), so more than the cores this process may use would only contend. Family
+    aliases are not checked here: they pick among the modes that can.
     """
     from protolab.backends import ALIASES, backend_names, get_backend
 
     devices = cfg.hardware.devices
+    if devices > 1:
+        _check_device_count(cfg, config_path)
     for name in cfg.backends:
         limit = None if name in ALIASES else get_backend(name).max_devices
         if limit is not None and devices > limit:
@@ -128,6 +132,30 @@ def check_devices(cfg: Config, config_path: Path) -> None:
                 f"device(s) per trial for now, but got devices={devices}; use devices: 1, "
                 f"or backends that can: {', '.join(able) or 'none'}"
             )
+
+
+def _check_device_count(cfg: Config, config_path: Path) -> None:
+    """``hardware.devices`` against the cores (CPU) or visible GPUs (``auto``) here."""
+    import os
+
+    from protolab.config._checks import visible_gpus
+
+    hw = cfg.hardware
+    gpus = visible_gpus()
+    if hw.accelerator == "cpu" or (hw.accelerator == "auto" and gpus == 0):
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None
+        cores = cores or os.cpu_count() or 1
+        if hw.devices > cores:
+            raise ConfigError(
+                f"{config_path}: hardware.devices: {hw.devices} CPU devices asked for (one "
+                f"core each: a DDP rank or a logical TensorFlow device), but this machine "
+                f"gives this process {cores} cores; allowed here: 1..{cores}"
+            )
+    elif hw.accelerator == "auto" and gpus is not None and hw.devices > gpus:
+        raise ConfigError(
+            f"{config_path}: hardware.devices: {hw.devices} GPUs asked for (accelerator "
+            f"auto found GPUs), but this machine has {gpus}; allowed here: 1..{gpus}"
+        )
 
 
 def prepare(cfg: Config, config_path: Path, script_path: Path) -> SweepContext:

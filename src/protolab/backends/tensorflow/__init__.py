@@ -7,9 +7,16 @@ file only declares the backends, so naming them imports no framework.
 
 from __future__ import annotations
 
-from typing import ClassVar
+import os
+from typing import TYPE_CHECKING, ClassVar
 
-from protolab.backends._base import Backend, Job, Program
+from protolab.backends._base import Backend, EpochHook, Job, JobResult, Program
+
+if TYPE_CHECKING:
+    from protolab.backends._process import ProcessBackend
+
+# Set in a worker whose TensorFlow starts with this many logical CPU devices (core.configure)
+CPU_DEVICES_ENV = "PROTOLAB_TF_CPU_DEVICES"
 
 __all__ = ["GraphBackend", "XlaBackend"]
 
@@ -23,6 +30,27 @@ class XlaBackend(Backend):
     env_defaults: ClassVar[dict[str, str]] = {"TF_CPP_MIN_LOG_LEVEL": "3"}  # quiet C++ logs
     environ: ClassVar[dict[str, str]] = {"KERAS_BACKEND": "tensorflow"}
     jit: ClassVar[bool] = True
+    _replicas: ProcessBackend | None = None  # the worker with logical CPU devices, if any
+
+    def run(self, job: Job, on_epoch: EpochHook | None = None) -> JobResult:
+        """One device, or GPUs: in this process, as always. Several CPU devices: in a worker.
+
+        A MirroredStrategy over the CPU needs logical CPU devices, which TensorFlow only
+        creates when it starts; this process's TensorFlow may be running already, so such
+        jobs train in a worker started with them (behind the same contract, like jax).
+        """
+        devices = job.hardware.devices
+        if devices == 1 or CPU_DEVICES_ENV in os.environ or not _on_cpu(job):
+            return super().run(job, on_epoch)
+        worker = self._replicas
+        if worker is None or worker._env.get(CPU_DEVICES_ENV) != str(devices):
+            from protolab.backends._process import ProcessBackend
+
+            if worker is not None:
+                worker.close()
+            worker = ProcessBackend(self.name, type(self), {CPU_DEVICES_ENV: str(devices)})
+            self._replicas = worker
+        return worker.run(job, on_epoch)
 
     def program(self, job: Job) -> Program:
         from protolab.backends.tensorflow.trainer import TFProgram
@@ -39,6 +67,8 @@ class XlaBackend(Backend):
 
         import keras
 
+        if self._replicas is not None:
+            self._replicas.release()
         gc.collect()
         keras.backend.clear_session(free_memory=True)
         keras.mixed_precision.set_global_policy("float32")
@@ -49,3 +79,13 @@ class GraphBackend(XlaBackend):
 
     name: ClassVar[str] = "tf-graph"
     jit: ClassVar[bool] = False
+
+
+def _on_cpu(job: Job) -> bool:
+    """Whether ``job`` trains on the CPU (``auto`` without a GPU), as ``core.strategy`` picks."""
+    accelerator = job.hardware.accelerator
+    if accelerator != "auto":
+        return accelerator == "cpu"
+    import tensorflow as tf
+
+    return not tf.config.list_physical_devices("GPU")

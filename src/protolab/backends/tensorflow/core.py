@@ -36,7 +36,27 @@ def configure() -> None:
     for gpu in tf.config.list_physical_devices("GPU"):
         with contextlib.suppress(RuntimeError):  # already initialised: too late, harmless
             tf.config.experimental.set_memory_growth(gpu, True)
+    _split_cpu(int(os.environ.get("PROTOLAB_TF_CPU_DEVICES", "1")))
     _configured = True
+
+
+def _split_cpu(n: int) -> None:
+    """``n`` logical CPU devices (a MirroredStrategy's replicas on a CPU-only machine).
+
+    Only possible before TensorFlow initialises, so the worker that sets
+    ``PROTOLAB_TF_CPU_DEVICES`` calls this before its first op; elsewhere ``n`` is 1.
+    """
+    if n <= 1:
+        return
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    config = [tf.config.LogicalDeviceConfiguration() for _ in range(n)]
+    try:
+        tf.config.set_logical_device_configuration(cpu, config)
+    except RuntimeError as e:
+        raise RuntimeError(
+            f"hardware.devices={n} on the CPU needs {n} logical CPU devices, which TensorFlow "
+            f"creates only before it initialises, but it already has: {e}"
+        ) from None
 
 
 def strategy(accelerator: str, devices: int) -> tuple[Any, str]:
@@ -55,6 +75,15 @@ def strategy(accelerator: str, devices: int) -> tuple[Any, str]:
         return tf.distribute.OneDeviceStrategy(gpus[0].name), "GPU"
     if accelerator == "gpu":
         raise RuntimeError("hardware.accelerator='gpu', but TensorFlow sees no GPU")
+    if devices > 1:  # replicas on logical CPU devices (configure(): a worker of their own)
+        cpus = tf.config.list_logical_devices("CPU")
+        if len(cpus) < devices:
+            raise RuntimeError(
+                f"hardware.devices={devices} on the CPU needs {devices} logical CPU devices, "
+                f"but TensorFlow has {len(cpus)}; the TensorFlow backends' run() starts a "
+                "worker with them (PROTOLAB_TF_CPU_DEVICES)"
+            )
+        return tf.distribute.MirroredStrategy([c.name for c in cpus[:devices]]), "CPU"
     return tf.distribute.OneDeviceStrategy("/cpu:0"), "CPU"
 
 

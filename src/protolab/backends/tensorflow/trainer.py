@@ -35,7 +35,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from protolab.backends._base import DeviceInfo, EpochFit, Job, Program
+from protolab.backends._base import DeviceInfo, EpochFit, Job, Program, loss_name
 from protolab.backends._cache import ProgramCache, cache_size, job_key
 from protolab.backends._keras_nn import POLICY, count_params
 from protolab.backends._keras_optim import keras_loss, keras_optimizer, steps_per_epoch, train_key
@@ -99,6 +99,10 @@ class _Programs:
             opt.build(self.model.trainable_variables)
             self.opt = opt
         self.loss_fn = keras_loss(job)
+        # Keras' own losses already divide by the replicas inside a strategy's replica
+        # context (``scale_loss_for_distribution``); a script's custom loss does not.
+        custom = loss_name(job.train, ds.task) == "custom"
+        self.share = 1.0 / self.replicas if custom else 1.0
         self._make_programs()
         self._inits: dict[int, list[np.ndarray]] = {}
         self._opt_init: list[np.ndarray] = []
@@ -132,8 +136,9 @@ class _Programs:
     def train_step(self, xb: Any, yb: Any, share: float = 1.0) -> Any:
         """Forward, loss, gradients, update: the one step every program below repeats.
 
-        ``share`` = 1 / replicas: gradients are summed across replicas, so each replica's
-        loss is weighted to make the sum the global-batch mean.
+        Under a strategy, gradients are summed across replicas, so each replica's loss is
+        weighted by 1 / replicas (Keras' losses do it themselves, ``share`` does it for a
+        custom one) to make the sum the global-batch mean.
         """
         variables = self.model.trainable_variables
         with tf.GradientTape() as tape:
@@ -178,7 +183,7 @@ class _Programs:
 
         @tf.function  # XLA compiles each replica's step; the strategy adds the all-reduce
         def replicated_step(xs: Any, ys: Any) -> Any:
-            per_replica = self.strategy.run(self.train_step, args=(xs, ys, 1.0 / self.replicas))
+            per_replica = self.strategy.run(self.train_step, args=(xs, ys, self.share))
             return self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
 
         @tf.function(jit_compile=jit)
@@ -330,13 +335,18 @@ class TFProgram(Program):
 
     def tags(self) -> dict[str, str]:
         kind = "xla" if self.jit else "graph"
-        return {
+        tags = {
             "device": self.dev,
             "loop": f"epoch-{kind}" if self.whole_epoch else f"step-{kind}",
             "tf_intra_threads": str(tf.config.threading.get_intra_op_parallelism_threads()),
             "compiles": str(self.p.traces() - self.traces0),
             "program_cache": ProgramCache.status(self.hit),
         }
+        if self.replicas > 1:
+            tags["strategy"] = type(self.p.strategy).__name__
+            tags["devices"] = str(self.replicas)
+            tags["batch_per_device"] = str(self.batch // self.replicas)
+        return tags
 
     def trained(self) -> KerasModel:
         return KerasModel(self.backend, self.model)

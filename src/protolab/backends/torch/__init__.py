@@ -7,9 +7,12 @@ file only declares the backends, so naming them imports no framework.
 
 from __future__ import annotations
 
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-from protolab.backends._base import Backend, Job, Program
+from protolab.backends._base import Backend, EpochHook, Job, JobResult, Program
+
+if TYPE_CHECKING:
+    from protolab.backends.torch._ddp import DDPLauncher
 
 __all__ = ["CompiledBackend", "EagerBackend"]
 
@@ -23,7 +26,29 @@ class EagerBackend(Backend):
     # OpenMP threads that spin-wait collapse under any CPU contention (see protolab.cli);
     # takes effect only if torch is not loaded yet.
     env_defaults: ClassVar[dict[str, str]] = {"OMP_WAIT_POLICY": "PASSIVE"}
-    max_devices = 1  # multi-device DDP trials are not wired yet
+    max_devices: ClassVar[int | None] = None  # several: DDP ranks protolab launches (_ddp)
+    _launcher: DDPLauncher | None = None
+
+    def run(self, job: Job, on_epoch: EpochHook | None = None) -> JobResult:
+        """One device: in this process, as always. Several: DDP ranks of their own."""
+        devices = job.hardware.devices
+        if devices == 1:
+            return super().run(job, on_epoch)
+        from protolab.backends.torch._ddp import in_rank
+
+        if in_rank():
+            return super().run(job, on_epoch)
+        if self.max_devices is not None and devices > self.max_devices:
+            raise ValueError(
+                f"hardware.devices: the {self.name} backend trains at most {self.max_devices} "
+                f"device(s) per trial, but got devices={devices}; use the lightning backend"
+            )
+        if self._launcher is None:
+            from protolab.backends.torch._ddp import DDPLauncher
+
+            target = f"{type(self).__module__}:{type(self).__qualname__}"
+            self._launcher = DDPLauncher(self.name, target)
+        return self._launcher.run(job, on_epoch)
 
     def program(self, job: Job) -> Program:
         from protolab.backends.torch.trainer import EagerProgram
@@ -35,6 +60,9 @@ class CompiledBackend(EagerBackend):
     """Dynamic, compiled: the same loop with ``torch.compile`` (inductor) programs."""
 
     name: ClassVar[str] = "torch-compile"
+    # DDP over inductor graphs would compile once per rank (10-30 s each on a CPU) and
+    # needs compiled-autograd hooks for the all-reduce: not wired, refused up front.
+    max_devices: ClassVar[int | None] = 1
 
     def program(self, job: Job) -> Program:
         from protolab.backends.torch.trainer import EagerProgram

@@ -55,7 +55,10 @@ class _Programs:
         ds, tr, hw = job.dataset, job.train, job.hardware
         accelerator = "cuda" if hw.accelerator == "gpu" else hw.accelerator
         precision: Any = PRECISION[hw.precision]
-        self.fabric = Fabric(accelerator=accelerator, devices=hw.devices, precision=precision)
+        if hw.devices == 1:
+            self.fabric = Fabric(accelerator=accelerator, devices=1, precision=precision)
+        else:
+            self.fabric = _ddp_fabric(accelerator, hw.devices, precision)
         self.arch, self.shape, self.dtype = job.arch, ds.input_shape, ds.input_dtype
         self.module = build_torch(job.arch, ds.input_shape, ds.input_dtype)
         options = dict(tr.optimizer_options)
@@ -96,6 +99,28 @@ class _Programs:
                     group["lr"].fill_(lr)
                 else:
                     group["lr"] = lr
+
+
+def _ddp_fabric(accelerator: str, devices: int, precision: Any) -> Any:
+    """Fabric in one DDP rank that ``torch/_ddp.py`` launched: it joins, never relaunches."""
+    from lightning.fabric import Fabric
+
+    from protolab.backends.torch._ddp import ddp_strategy, in_rank
+
+    if not in_rank():
+        raise RuntimeError(
+            f"hardware.devices={devices} trains in DDP rank processes that the backend "
+            "launches (EagerBackend.run); an EagerProgram alone trains one device"
+        )
+    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not torch.cuda.is_available())
+    fabric = Fabric(
+        accelerator="cpu" if on_cpu else accelerator,
+        devices=devices,
+        precision=precision,
+        strategy=ddp_strategy(on_cpu),
+    )
+    fabric.launch()  # the process group (once per rank process); no processes started
+    return fabric
 
 
 _CACHE: ProgramCache[_Programs] = ProgramCache()
@@ -144,6 +169,7 @@ class EagerProgram(Program):
         self.opt, self.opt_step = cached.opt, cached.opt_step
         self.lr_tensor = cached.lr_tensor
         self.dev = self.fabric.device
+        self.rank, self.world = self.fabric.global_rank, self.fabric.world_size
         self._place_data(job)
         self._loss = torch_loss(job)
         self.clip = tr.grad_clip
@@ -165,8 +191,11 @@ class EagerProgram(Program):
             self.y_va = self.y_va.reshape(len(self.y_va), -1)
         n = len(self.x_tr)
         self.batch = min(tr.batch_size, n)
+        if self.world > 1:  # DDP: equal slices of every global batch, one per rank
+            self.batch = max(self.batch // self.world, 1) * self.world
         # drop_last (default): every step the same shape; else the tail is one more step
         full, self.tail = epoch_plan(n, self.batch, tr.drop_last, tr.max_steps)
+        self.tail = self.tail // self.world * self.world
         self.steps = full + (1 if self.tail else 0)
 
     def loss_fn(self, out: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -199,7 +228,10 @@ class EagerProgram(Program):
             self.opt.zero_grad(set_to_none=True)
             if self.table is not None:
                 self._set_lr((epoch - 1) * self.steps + i)
-            lo, hi = i * self.batch, min((i + 1) * self.batch, len(x_ep))
+            if self.world == 1:
+                lo, hi = i * self.batch, min((i + 1) * self.batch, len(x_ep))
+            else:
+                lo, hi = self._shard(i)
             loss = self.loss_fn(self.model(x_ep[lo:hi]), y_ep[lo:hi])
             self.fabric.backward(loss)
             if self.clip:  # unscales first under float16; Keras clips the same global norm
@@ -224,8 +256,17 @@ class EagerProgram(Program):
             torch.cuda.synchronize()
             if epoch > 1:
                 fit.step_s = [(time.perf_counter() - t_epoch) / self.steps] * self.steps
+        if self.world > 1:  # every rank's slices: the global batches' mean loss
+            loss_sum = self.fabric.all_reduce(loss_sum, reduce_op="mean")  # type: ignore[assignment]
         fit.loss = loss_sum.item() / self.steps
         return fit
+
+    def _shard(self, i: int) -> tuple[int, int]:
+        """This rank's equal share of step ``i``'s global batch (DDP): the all-reduce mean
+        of the ranks' gradients is then the global batch's, as on one device."""
+        lo = i * self.batch
+        size = (self.tail if self.tail and i == self.steps - 1 else self.batch) // self.world
+        return lo + self.rank * size, lo + (self.rank + 1) * size
 
     def evaluate(self) -> dict[str, float]:
         """With the plain module: an eval-mode call must not recompile the trained program."""
@@ -257,6 +298,10 @@ class EagerProgram(Program):
             tags["program_cache"] = ProgramCache.status(self.hit)
         else:
             tags["compiles"] = "0"  # eager: nothing to compile
+        if self.world > 1:
+            tags["strategy"] = f"ddp-{getattr(self.fabric.strategy, 'process_group_backend', '')}"
+            tags["devices"] = str(self.world)
+            tags["batch_per_device"] = str(self.batch // self.world)
         return tags
 
     def trained(self) -> TorchModel:

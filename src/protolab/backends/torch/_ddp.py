@@ -1,0 +1,335 @@
+"""Multi-device PyTorch trials: DDP ranks that protolab launches itself (gloo on the CPU).
+
+Why not ``Fabric(strategy="ddp").launch()``: Lightning starts every other rank by running
+``sys.argv`` again, which under a sweep would run the whole sweep once more per rank. Here
+the sweep process starts ``hardware.devices`` rank processes of its own
+(``python -m protolab.backends.torch._ddp``, so no user ``__main__`` is re-imported) with
+``MASTER_ADDR``/``MASTER_PORT``/``RANK``/``LOCAL_RANK``/``WORLD_SIZE`` set: Fabric sees an
+already-launched environment, joins the process group and launches nothing.
+
+Each rank trains its slice of every global batch (``train.batch_size`` split evenly), so
+the loss curve is the single-device one. Only rank 0 talks to the sweep: it relays each
+epoch's metrics to the caller's hook (which prunes by raising) and broadcasts the verdict
+and its metrics to the other ranks, so every rank stops after the same epoch and takes the
+same early-stopping decision. Rank 0 hands back the result and the trained weights; the
+model is rebuilt here, so the trial's model outlives the ranks.
+
+The ranks live as long as this process (like the jax worker: imports and the process group
+are paid once), each with one CPU thread unless ``hardware.threads`` says otherwise. A rank
+that dies fails the trial at once (the others are killed, fresh ranks start for the next
+job); a rank stuck in a collective fails it after ``PROTOLAB_DDP_TIMEOUT_S`` (300 s).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import dataclasses
+import os
+import pickle
+import signal
+import socket
+import subprocess
+import sys
+import time
+from multiprocessing.connection import Connection, wait
+from typing import TYPE_CHECKING, Any, NoReturn
+
+from protolab.backends._base import EpochHook, Job, JobResult
+from protolab.backends._process import WorkerDied, _dumps, _picklable, _Stop
+
+if TYPE_CHECKING:
+    from protolab.backends._base import Backend
+
+__all__ = ["RANK_ENV", "DDPLauncher", "ddp_strategy", "in_rank"]
+
+RANK_ENV = "PROTOLAB_DDP_RANK"  # set in a rank process: its global rank
+TIMEOUT_ENV = "PROTOLAB_DDP_TIMEOUT_S"
+_TIMEOUT_S = 300.0  # a collective that waits longer fails (a rank hung or gone)
+_GRACE_S = 10.0  # after one rank failed: how long the others get to report theirs
+_POLL_S = 0.5  # how often a waiting launcher checks that every rank is alive
+
+
+def in_rank() -> bool:
+    """True in a rank process this module launched (its jobs train in-process)."""
+    return RANK_ENV in os.environ
+
+
+def timeout_s() -> float:
+    return float(os.environ.get(TIMEOUT_ENV, _TIMEOUT_S))
+
+
+def ddp_strategy(on_cpu: bool) -> Any:
+    """Fabric's DDP strategy for a launched rank: gloo on the CPU, with a bounded timeout."""
+    import logging
+    from datetime import timedelta
+
+    from lightning.fabric.strategies import DDPStrategy
+
+    # Lightning sets its own logger to INFO on import: no per-rank "Initializing" banners
+    for name in ("lightning", "lightning.fabric", "lightning.pytorch"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+    backend = "gloo" if on_cpu else None  # None: Fabric's default for the device (nccl)
+    return DDPStrategy(process_group_backend=backend, timeout=timedelta(seconds=timeout_s()))
+
+
+@dataclasses.dataclass
+class _Rank:
+    proc: subprocess.Popen[bytes]
+    send: Connection
+    recv: Connection
+
+
+class DDPLauncher:
+    """Starts and drives the rank processes of one backend (``target``: its class path)."""
+
+    def __init__(self, name: str, target: str) -> None:
+        self.name, self.target = name, target
+        self._ranks: list[_Rank] = []
+        self._threads: int | None = None
+
+    def run(self, job: Job, on_epoch: EpochHook | None = None) -> JobResult:
+        """Train ``job`` on ``hardware.devices`` ranks; rank 0's result, the model rebuilt."""
+        ranks = self._ensure(job.hardware.devices, job.hardware.threads)
+        data = _dumps(job)
+        try:
+            for rank in ranks:
+                rank.send.send(("run", data))
+            result, state = self._collect(on_epoch)
+        except KeyboardInterrupt:
+            self.close()  # mid-job: the ranks' state is unknown, start afresh next time
+            raise
+        except OSError:  # a pipe to a rank broke: it is gone
+            self._raise_dead(wait_s=5.0)
+            raise
+        return _finish(self.name, job, result, state)
+
+    def _ensure(self, world: int, threads: int | None) -> list[_Rank]:
+        """The live ranks for ``world`` devices, started (again) when missing or different."""
+        alive = all(r.proc.poll() is None for r in self._ranks)
+        if not alive or len(self._ranks) != world or self._threads != threads:
+            self.close()
+            self._start(world, threads)
+        return self._ranks
+
+    def _start(self, world: int, threads: int | None) -> None:
+        port = _free_port()
+        for rank in range(world):
+            to_child_r, to_child_w = os.pipe()
+            to_parent_r, to_parent_w = os.pipe()
+            env = {
+                **os.environ,
+                "MASTER_ADDR": "127.0.0.1",
+                "MASTER_PORT": str(port),
+                "WORLD_SIZE": str(world),
+                "RANK": str(rank),
+                "LOCAL_RANK": str(rank),
+                "NODE_RANK": "0",
+                "OMP_NUM_THREADS": str(threads or 1),  # ranks share the cores: one each
+                RANK_ENV: str(rank),
+            }
+            args = [sys.executable, "-m", __name__, self.target, str(to_child_r), str(to_parent_w)]
+            proc = subprocess.Popen(args, env=env, pass_fds=(to_child_r, to_parent_w))
+            os.close(to_child_r)
+            os.close(to_parent_w)
+            send = Connection(to_child_w, readable=False)
+            self._ranks.append(_Rank(proc, send, Connection(to_parent_r, writable=False)))
+        self._threads = threads
+
+    def _collect(self, on_epoch: EpochHook | None) -> tuple[JobResult, bytes]:
+        """Serve rank 0's epochs to the hook until every rank has replied (or one died)."""
+        replies: dict[int, tuple[str, Any]] = {}
+        hook_error: BaseException | None = None
+        deadline = None
+        while len(replies) < len(self._ranks):
+            if deadline is not None and time.monotonic() > deadline:
+                break  # a rank failed and the others hang in a collective: kill them all
+            waiting = {id(r.recv): i for i, r in enumerate(self._ranks) if i not in replies}
+            ready = wait([self._ranks[i].recv for i in waiting.values()], timeout=_POLL_S)
+            if not ready:
+                self._raise_dead()
+            for i in (waiting[id(c)] for c in ready):
+                try:
+                    kind, value = self._ranks[i].recv.recv()
+                except (EOFError, OSError):
+                    self._died(i)
+                if kind == "epoch":
+                    hook_error = self._hook(on_epoch, value) or hook_error
+                    continue
+                replies[i] = (kind, value)
+                if kind == "error" and not isinstance(value, _Stop) and deadline is None:
+                    deadline = time.monotonic() + _GRACE_S
+        if len(replies) < len(self._ranks):
+            self.close()
+        if hook_error is not None:
+            raise hook_error
+        errors = [v for k, v in replies.values() if k == "error" and not isinstance(v, _Stop)]
+        if errors:
+            kind, value = replies.get(0, ("error", errors[0]))
+            raise value if kind == "error" and not isinstance(value, _Stop) else errors[0]
+        result, state = replies[0][1]
+        return result, state
+
+    def _hook(self, on_epoch: EpochHook | None, value: Any) -> BaseException | None:
+        """Call the caller's hook for rank 0's epoch; tell rank 0 to go on or to stop."""
+        try:
+            if on_epoch is not None:
+                on_epoch(*value)
+        except KeyboardInterrupt:
+            raise
+        except BaseException as e:  # pruned (or a failing hook): every rank stops now
+            self._ranks[0].send.send(("stop", None))
+            return e
+        self._ranks[0].send.send(("go", None))
+        return None
+
+    def _raise_dead(self, wait_s: float = 0.0) -> None:
+        """If a rank has exited, kill the others and fail the job saying which one."""
+        for i, rank in enumerate(self._ranks):
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                rank.proc.wait(timeout=wait_s)
+            if rank.proc.poll() is not None:
+                self._died(i)
+
+    def _died(self, i: int) -> NoReturn:
+        """Rank ``i`` closed its pipe: it exited (or is about to). Fail the job, no orphans."""
+        rank, world = self._ranks[i], len(self._ranks)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            rank.proc.wait(timeout=5)
+        code = rank.proc.poll()
+        self.close()
+        raise WorkerDied(
+            f"the {self.name} DDP rank {i} of {world} died (exit code {code}); the trial "
+            "fails and fresh ranks start for the next job"
+        )
+
+    def close(self) -> None:
+        """Stop every rank (each also exits by itself when this process's pipes close)."""
+        for rank in self._ranks:
+            for conn in (rank.send, rank.recv):
+                with contextlib.suppress(OSError):
+                    conn.close()
+            if rank.proc.poll() is None:
+                rank.proc.kill()  # a rank may hang in a collective: no polite terminate
+        for rank in self._ranks:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                rank.proc.wait(timeout=10)
+        self._ranks = []
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _finish(name: str, job: Job, result: JobResult, state: bytes) -> JobResult:
+    """Rank 0's result with its model rebuilt here from the trained weights.
+
+    MFU is against every device the trial used: the peak was probed on one rank's thread.
+    """
+    import io
+
+    import torch
+
+    from protolab.backends.torch.export import TorchModel
+    from protolab.backends.torch.nn import build_torch
+
+    ds = job.dataset
+    with torch.random.fork_rng(devices=[]):  # the throwaway init must not move our RNG
+        module = build_torch(job.arch, ds.input_shape, ds.input_dtype)
+    module.load_state_dict(torch.load(io.BytesIO(state), map_location="cpu", weights_only=True))
+    result.model = TorchModel(name, module)
+    world = float(job.hardware.devices)
+    m = result.metrics
+    if "device/peak_tflops" in m and "perf/tflops" in m:
+        m["device/peak_tflops"] *= world
+        m["perf/mfu"] = m["perf/tflops"] / m["device/peak_tflops"]
+    return result
+
+
+def _rank_hook(rank: int, recv: Connection, send: Connection) -> EpochHook:
+    """Rank 0 asks the caller; every rank then gets its verdict and its metrics."""
+    import torch.distributed as dist
+
+    def on_epoch(epoch: int, metrics: dict[str, float]) -> None:
+        box: list[Any] = [False, None]
+        if rank == 0:
+            send.send(("epoch", (epoch, metrics)))
+            op, _ = recv.recv()
+            box = [op == "stop", metrics]
+        dist.broadcast_object_list(box, src=0)
+        if rank:  # rank 0's figures: early stopping decides the same on every rank
+            metrics.clear()
+            metrics.update(box[1])
+        if box[0]:
+            raise _Stop(f"stopped by the caller after epoch {epoch}")
+
+    return on_epoch
+
+
+def _serve(backend: Backend, rank: int, recv: Connection, send: Connection) -> None:
+    """A rank's loop: one job at a time until the launcher closes the pipe."""
+    while True:
+        try:
+            op, arg = recv.recv()
+        except EOFError:
+            return
+        if op != "run":
+            continue
+        try:
+            result = backend.run(pickle.loads(arg), _rank_hook(rank, recv, send))
+            if rank:
+                send.send(("done", None))
+                continue
+            model, result.model = result.model, None
+            module = getattr(model, "module", None)
+            assert module is not None, "a torch job hands back its module"
+            send.send(("result", (result, _weights(module))))
+        except BaseException as e:  # every failure goes back to the launcher, as itself
+            send.send(("error", _picklable(e)))
+
+
+def _weights(module: Any) -> bytes:
+    """The trained weights as ``torch.save`` bytes: a tensor sent through a Connection
+    would travel as a shared-memory handle that only related processes can open."""
+    import io
+
+    import torch
+
+    buf = io.BytesIO()
+    torch.save({k: v.detach().cpu() for k, v in module.state_dict().items()}, buf)
+    return buf.getvalue()
+
+
+def _die_with_parent() -> None:
+    """Linux: a rank is killed when the sweep that launched it dies (no orphans)."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+
+
+def main(argv: list[str]) -> None:
+    import importlib
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the launcher handles interrupts
+    _die_with_parent()
+    target, fd_in, fd_out = argv
+    module_name, _, cls_name = target.partition(":")
+    backend = getattr(importlib.import_module(module_name), cls_name)()
+    rank = int(os.environ[RANK_ENV])
+    _serve(
+        backend,
+        rank,
+        Connection(int(fd_in), writable=False),
+        Connection(int(fd_out), readable=False),
+    )
+
+
+if __name__ == "__main__":
+    # Run the imported module's main (see backends/_process.py): what a rank pickles must
+    # name protolab.backends.torch._ddp, which the launcher can import.
+    from protolab.backends.torch import _ddp
+
+    _ddp.main(sys.argv[1:])
