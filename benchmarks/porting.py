@@ -50,7 +50,7 @@ class Example:
     config: str
     framework: str  # what the original runs on
     original: Callable[..., orig.Outcome]
-    # --investigate: the original with one of protolab's differences switched on
+    # --investigate: the original with one of protolab's defaults switched on
     variants: tuple[tuple[str, dict[str, Any]], ...] = ()
 
 

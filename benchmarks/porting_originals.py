@@ -126,8 +126,9 @@ def lightning_mlp_original(
     """``objective(trial)`` with the trial's values fixed to ``params``.
 
     ``glorot`` and ``drop_last`` are not the original: they switch on, one at a time, what
-    protolab does differently (Keras' Glorot-uniform kernels and zero biases instead of
-    torch's ``nn.Linear`` default; every step a full batch), to measure what each costs.
+    protolab does by default (Keras' Glorot-uniform kernels and zero biases instead of
+    torch's ``nn.Linear`` default, which the port asks for as ``torch_default``; every step
+    a full batch), to measure what each costs.
     """
     import logging
     import time
@@ -144,7 +145,7 @@ def lightning_mlp_original(
     dropout = float(params["dropout"])
     output_dims = [int(params[f"n_units_l{i}"]) for i in range(n_layers)]
     model = lightning_net(dropout, output_dims)
-    if glorot:  # investigation only: the initialisation protolab (and Keras) use
+    if glorot:  # investigation only: protolab's (and Keras') default initialisation
         for m in model.modules():
             if isinstance(m, torch.nn.Linear):
                 torch.nn.init.xavier_uniform_(m.weight)

@@ -114,7 +114,9 @@ def configure_threads(threads: int) -> dict[str, Any]:
     }
 
 
-def step_rows(quick: bool, rounds: int, models: list[str], compile_: bool) -> list[Row]:
+def step_rows(
+    quick: bool, rounds: int, models: list[str], compile_: bool, smoke: bool = False
+) -> list[Row]:
     from _baselines import run_case
 
     rows: list[Row] = []
@@ -129,7 +131,8 @@ def step_rows(quick: bool, rounds: int, models: list[str], compile_: bool) -> li
                 )
         log(f"[bold]steps[/] {case.key}: {case.title}, {rounds} rounds")
         c0 = cpu_sample()
-        res = run_case(case, rounds, case.epochs_for(quick), skip=skip, log=log)
+        epochs = min(case.epochs_for(quick), 2) if smoke else case.epochs_for(quick)
+        res = run_case(case, rounds, epochs, skip=skip, log=log)
         busy = contention(c0, cpu_sample())
         PEAKS.append(gemm_peak_gflops(repeats=4)["gflops"])
         base = res.contenders[BASELINE].median_ms
@@ -148,7 +151,7 @@ def step_rows(quick: bool, rounds: int, models: list[str], compile_: bool) -> li
                 "samples_per_s": case.batch / (c.median_ms / 1000),
                 "params": res.params,
                 "steps_per_epoch": res.steps_per_epoch,
-                "epochs_per_round": case.epochs_for(quick),
+                "epochs_per_round": epochs,
                 "foreign_cpu_frac": busy["foreign_cpu_frac"],
             }
             if name.startswith("protolab:"):
@@ -412,7 +415,7 @@ def main(argv: list[str] | None = None) -> int:
         ("startup", "protolab --help, mlflow --help, first step in fresh processes",
          lambda: _startup.measure_startup(quick, log=log, smoke=smoke)),
         ("steps", f"{len(models)} models x 7 contenders, {rounds} interleaved rounds",
-         lambda: step_rows(quick, rounds, models, compile_)),
+         lambda: step_rows(quick, rounds, models, compile_, smoke)),
         ("sweep", "sampler, storage and tracking per trial at 10/100/1000 trials",
          lambda: _sweep_overhead.measure_components(quick, log=log, smoke=smoke)),
         ("sweep", "protolab's sweep loop with a backend that trains nothing",

@@ -421,3 +421,103 @@ def test_a_native_pair_trains_on_both_families(tmp_path: Path, mode: str) -> Non
         backend.release()
     assert result.metrics["model/params"] == 64 * 24 + 24 + 24 * 10 + 10
     assert result.metrics["val/acc"] > 0.5
+
+
+# ---------------------------------------------------------------- torch_default
+
+_TD = {"bias_initializer": "torch_default"}
+
+
+def _np(w: Any) -> Any:
+    return w.detach().numpy() if isinstance(w, torch.Tensor) else keras.ops.convert_to_numpy(w)
+
+
+def _torch_default_weights() -> list[tuple[str, int, list[Any]]]:
+    """(layer, torch's fan_in, [weights: torch build, Keras build, torch's own default layer])
+    for the kernel and the bias of a Dense, a Conv2D, a DepthwiseConv2D, a Conv1D and a
+    Conv2DTranspose, all ``torch_default``."""
+    cases: list[tuple[Any, tuple[int, ...], Any, int]] = [
+        (
+            L.Dense(300, kernel_initializer="torch_default", **_TD),
+            (200,),
+            torch.nn.Linear(200, 300),
+            200,
+        ),
+        (
+            L.Conv2D(256, 3, kernel_initializer="torch_default", **_TD),
+            (6, 6, 3),
+            torch.nn.Conv2d(3, 256, 3),
+            27,
+        ),
+        (
+            L.DepthwiseConv2D(3, depthwise_initializer="torch_default", **_TD),
+            (5, 5, 256),
+            torch.nn.Conv2d(256, 256, 3, groups=256),
+            9,
+        ),
+        (
+            L.Conv1D(256, 5, kernel_initializer="torch_default", **_TD),
+            (12, 8),
+            torch.nn.Conv1d(8, 256, 5),
+            40,
+        ),
+        (
+            L.Conv2DTranspose(256, 3, kernel_initializer="torch_default", **_TD),
+            (4, 4, 16),
+            torch.nn.ConvTranspose2d(16, 256, 3),  # torch's fan_in: weight dim 1, out channels
+            256 * 9,
+        ),
+    ]
+    out = []
+    keras.utils.set_random_seed(0)
+    torch.manual_seed(0)
+    for layer, shape, own, fan_in in cases:
+        arch = Arch(layer)
+        kl = kb.build(arch, shape).get_layer(f"l0_{type(layer).__name__.lower()}")
+        tm: Any = tb.build_torch(arch, shape)[0]
+        tl = getattr(tm, "linear", None) or getattr(tm, "conv", None) or tm
+        what = type(layer).__name__
+        out.append((f"{what} kernel", fan_in, [tl.weight, kl.kernel, own.weight]))
+        out.append((f"{what} bias", fan_in, [tl.bias, kl.bias, own.bias]))
+    return out
+
+
+def test_torch_default_draws_torchs_default_on_both_frameworks() -> None:
+    """U(±1/sqrt(fan_in)) for kernels and biases (a bias: its kernel's fan_in), the bound
+    ``nn.Linear`` / ``nn.Conv*`` use, on the torch and the Keras build alike."""
+    for what, fan_in, weights in _torch_default_weights():
+        bound = 1.0 / np.sqrt(fan_in)
+        for side, w in zip(("torch", "keras", "torch's own layer"), map(_np, weights), strict=True):
+            top = np.abs(w).max()
+            assert bound * 0.95 <= top <= bound * (1 + 1e-6), (what, side, top, bound)
+            rel = 0.05 if w.size > 2000 else 0.25  # a bias: a few hundred draws
+            assert w.var() == pytest.approx(bound**2 / 3, rel=rel), (what, side, w.var())
+
+
+def test_unknown_and_unavailable_initializers_are_refused_clearly() -> None:
+    with pytest.raises(
+        ArchError, match=r"Dense: `kernel_initializer` must be one of .*torch_default"
+    ):
+        L.Dense(3, kernel_initializer="torch")
+    with pytest.raises(ArchError, match=r"Conv2D: `bias_initializer` must be one of .*got bias_"):
+        L.Conv2D(3, 3, bias_initializer="kaiming_uniform")
+    with pytest.raises(
+        ArchError, match=r"MultiHeadAttention: `kernel_initializer`='torch_default'"
+    ):
+        L.MultiHeadAttention(2, 4, kernel_initializer="torch_default")
+
+
+def test_the_lightning_mlp_port_starts_as_nn_linear() -> None:
+    path = Path(__file__).resolve().parents[1] / "experiments" / "port_lightning_mlp.py"
+    arch = load_experiment_arch(path)
+    dense = [layer for layer in arch.layers if isinstance(layer, L.Dense)]
+    assert len(dense) == 3  # two hidden layers at the defaults, and the head
+    for layer in dense:
+        assert layer.kernel_initializer == layer.bias_initializer == "torch_default"
+
+
+def load_experiment_arch(path: Path) -> Arch:
+    from protolab.script import load_experiment
+    from protolab.space import Space
+
+    return load_experiment(path).build(Space())

@@ -46,10 +46,20 @@ Shape = tuple[int, ...]
 INT_DTYPES = frozenset({"int8", "int16", "int32", "int64", "uint8"})
 FLOAT_DTYPES = frozenset({"float16", "bfloat16", "float32", "float64"})
 
-#: Keras 3 initializer names both builders apply identically (same distribution, fans
-#: computed from the Keras kernel shape on both): VarianceScaling families (the ``_normal``
+#: Initializer names both builders apply identically (same distribution, fans computed
+#: from the Keras kernel shape on both): Keras 3's VarianceScaling families (the ``_normal``
 #: ones truncated at two standard deviations, as Keras), Keras' ``random_*`` (std / limit
-#: 0.05) and the constants.
+#: 0.05) and the constants; plus ``torch_default``, PyTorch's default ``nn.Linear`` /
+#: ``nn.Conv*`` initialisation, for ports of PyTorch models: U(±1/sqrt(fan_in)) with
+#: torch's fan_in of the layer's kernel (``in_features``; ``in_channels / groups`` x kernel
+#: elements; a transposed conv's ``out_channels`` x kernel elements), for the kernel and
+#: for the bias alike (a bias takes its kernel's fan_in, as torch's ``reset_parameters``).
+#: On Keras it is ``VarianceScaling(1/3, "fan_in", "uniform")`` for kernels (a depthwise
+#: kernel: ``RandomUniform`` with torch's per-channel fan_in) and ``RandomUniform(-b, b)``
+#: for biases, b computed from the layer's input shape. Dense, Conv1D, Conv2D,
+#: DepthwiseConv2D and Conv2DTranspose take it; MultiHeadAttention refuses it (torch's
+#: ``nn.MultiheadAttention`` initialises differently, and one Keras initializer serves
+#: projections of different fan-ins).
 INITIALIZERS: tuple[str, ...] = (
     "glorot_normal",
     "glorot_uniform",
@@ -60,8 +70,12 @@ INITIALIZERS: tuple[str, ...] = (
     "ones",
     "random_normal",
     "random_uniform",
+    "torch_default",
     "zeros",
 )
+
+#: Layers that refuse ``torch_default`` (see :data:`INITIALIZERS`).
+_NO_TORCH_DEFAULT = frozenset({"MultiHeadAttention"})
 
 
 class ShapeError(Exception):
@@ -256,7 +270,14 @@ def check_bool(layer: str, name: str, value: Any) -> bool:
 
 
 def check_initializer(layer: str, name: str, value: Any) -> str:
-    """A Keras initializer name both builders implement (see :data:`INITIALIZERS`)."""
+    """An initializer name both builders implement (see :data:`INITIALIZERS`)."""
+    if value == "torch_default" and layer in _NO_TORCH_DEFAULT:
+        raise ArchError(
+            f"{layer}: `{name}`='torch_default' is not available here: PyTorch's default "
+            "initialisation is defined for Linear and Conv layers (Dense, Conv1D, Conv2D, "
+            "DepthwiseConv2D, Conv2DTranspose); pick one of "
+            f"{', '.join(i for i in INITIALIZERS if i != 'torch_default')}"
+        )
     return check_choice(layer, name, value, INITIALIZERS)
 
 

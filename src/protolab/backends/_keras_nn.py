@@ -50,7 +50,7 @@ from protolab.arch import (
     UpSampling2D,
 )
 from protolab.arch._arch import default_dtype, effective_dtype
-from protolab.arch._base import Shape
+from protolab.arch._base import Shape, as_tuple
 from protolab.arch._custom import CustomLayer, counted_by
 from protolab.backends._keras_optim import optimizer  # moved there; kept importable here
 from protolab.errors import ArchError
@@ -132,36 +132,58 @@ class _Builder:
 # ---------------------------------------------------------------- registered builders
 
 
-def _weights(layer: Dense | Conv1D | Conv2D | Conv2DTranspose) -> dict[str, Any]:
-    """The Keras arguments every kernel layer shares, under Keras' own names."""
+def _initializer(name: str, torch_fan_in: int, kernel: bool = False) -> Any:
+    """Keras' initializer for protolab's ``name``: the name itself, except ``torch_default``
+    (PyTorch's ``nn.Linear``/``nn.Conv*`` default, U(±1/sqrt(fan_in)) with torch's fan_in of
+    the layer's kernel, for its bias too). A ``kernel`` whose Keras fan_in is torch's (Dense,
+    Conv, Conv2DTranspose) gets ``VarianceScaling(1/3, "fan_in", "uniform")``, whose limit
+    is sqrt(3 / 3 / fan_in); any other weight ``RandomUniform(-b, b)``, b computed here."""
+    if name != "torch_default":
+        return name
+    if kernel:
+        return keras.initializers.VarianceScaling(
+            scale=1.0 / 3.0, mode="fan_in", distribution="uniform"
+        )
+    bound = 1.0 / math.sqrt(max(1, torch_fan_in))
+    return keras.initializers.RandomUniform(-bound, bound)
+
+
+def _weights(layer: Dense | Conv1D | Conv2D | Conv2DTranspose, fan_in: int) -> dict[str, Any]:
+    """The Keras arguments every kernel layer shares, under Keras' own names; ``fan_in`` is
+    torch's (and Keras') fan_in of the layer's kernel, for ``torch_default`` biases."""
     return {
         "activation": layer.activation,
         "use_bias": layer.use_bias,
-        "kernel_initializer": layer.kernel_initializer,
-        "bias_initializer": layer.bias_initializer,
+        "kernel_initializer": _initializer(layer.kernel_initializer, fan_in, kernel=True),
+        "bias_initializer": _initializer(layer.bias_initializer, fan_in),
     }
 
 
 @BUILDERS.register(Dense)
 def _dense(b: _Builder, layer: Dense, x: Any, at: Site) -> Any:
-    return _L.Dense(layer.units, name=at.name(layer), **_weights(layer))(x)
+    return _L.Dense(layer.units, name=at.name(layer), **_weights(layer, at.shape[-1]))(x)
 
 
 @BUILDERS.register(Conv1D, Conv2D, Conv2DTranspose)
 def _conv(b: _Builder, layer: Conv1D | Conv2D | Conv2DTranspose, x: Any, at: Site) -> Any:
     kind = {Conv1D: _L.Conv1D, Conv2D: _L.Conv2D, Conv2DTranspose: _L.Conv2DTranspose}
+    taps = math.prod(as_tuple(layer.kernel_size, len(at.shape) - 1))
+    # the kernel's fan_in, Keras' and torch's alike: input channels x kernel elements (a
+    # transposed conv's kernel is (..., filters, input channels): filters x kernel elements)
+    fans = taps * (layer.filters if isinstance(layer, Conv2DTranspose) else at.shape[-1])
     return kind[type(layer)](
         layer.filters,
         layer.kernel_size,
         strides=layer.strides,
         padding=layer.padding,
         name=at.name(layer),
-        **_weights(layer),
+        **_weights(layer, fans),
     )(x)
 
 
 @BUILDERS.register(DepthwiseConv2D)
 def _depthwise(b: _Builder, layer: DepthwiseConv2D, x: Any, at: Site) -> Any:
+    taps = math.prod(as_tuple(layer.kernel_size, 2))
     return _L.DepthwiseConv2D(
         layer.kernel_size,
         strides=layer.strides,
@@ -169,8 +191,10 @@ def _depthwise(b: _Builder, layer: DepthwiseConv2D, x: Any, at: Site) -> Any:
         depth_multiplier=layer.depth_multiplier,
         activation=layer.activation,
         use_bias=layer.use_bias,
-        depthwise_initializer=layer.depthwise_initializer,
-        bias_initializer=layer.bias_initializer,
+        # torch_default: torch's fan_in of a depthwise kernel is its kernel elements (one
+        # input channel per group), where Keras' fan rule also counts the input channels
+        depthwise_initializer=_initializer(layer.depthwise_initializer, taps),
+        bias_initializer=_initializer(layer.bias_initializer, taps),
         name=at.name(layer),
     )(x)
 

@@ -4,7 +4,8 @@ build computes.
 Modules take and return channels-last tensors ``(batch, ..., channels)``: convolutions and
 pools move the channel axis internally, so a ``Flatten`` orders features as Keras does and
 weights can be copied across. Initialisation mirrors Keras' (the layer's initializer names,
-fans computed from the Keras kernel shape; orthogonal recurrent kernels, LSTM forget bias 1)
+fans computed from the Keras kernel shape; orthogonal recurrent kernels, LSTM forget bias 1;
+``torch_default``: torch's own ``nn.Linear``/``nn.Conv*`` rule, built the same in Keras)
 so that a comparison between the backends measures the frameworks, not starting points.
 
 Every layer type reaches its builder through :data:`BUILDERS` (``@BUILDERS.register(Cls)``
@@ -123,14 +124,26 @@ def _fans(keras_shape: Shape) -> tuple[int, int]:
 
 
 def init_(
-    weight: Tensor, name: str, keras_shape: Shape, fans: tuple[int, int] | None = None
+    weight: Tensor,
+    name: str,
+    keras_shape: Shape,
+    fans: tuple[int, int] | None = None,
+    torch_fan_in: int | None = None,
 ) -> None:
     """Fill ``weight`` (any layout: entries are i.i.d.) as Keras' ``name`` initializer fills
     a weight of ``keras_shape``; ``fans`` overrides Keras' default fan rule where a Keras
-    layer passes its own (EinsumDense kernels in attention)."""
+    layer passes its own (EinsumDense kernels in attention).
+
+    ``torch_default`` is PyTorch's ``nn.Linear``/``nn.Conv*`` default, U(±1/sqrt(fan_in)):
+    ``torch_fan_in`` is torch's fan_in of the layer's *kernel* (a bias passes its kernel's,
+    as torch's ``reset_parameters`` does); without it, the Keras fan_in of ``keras_shape``.
+    """
     fan_in, fan_out = fans or _fans(keras_shape)
     with torch.no_grad():
-        if name in ("zeros", "ones"):
+        if name == "torch_default":
+            bound = 1.0 / math.sqrt(max(1, torch_fan_in or fan_in))
+            weight.uniform_(-bound, bound)
+        elif name in ("zeros", "ones"):
             weight.fill_(0.0 if name == "zeros" else 1.0)
         elif name == "random_normal":
             weight.normal_(0.0, 0.05)
@@ -160,11 +173,12 @@ def _linear(
     kernel: str = "glorot_uniform",
     bias_init: str = "zeros",
 ) -> nn.Linear:
-    """A Keras ``Dense`` kernel (fan_in, fan_out) and bias, initialised as Keras would."""
+    """A Keras ``Dense`` kernel (fan_in, fan_out) and bias, initialised as Keras would
+    (``torch_default``: as ``nn.Linear`` would, the bias from the kernel's fan_in)."""
     lin = nn.Linear(fan_in, fan_out, bias=bias)
-    init_(lin.weight, kernel, (fan_in, fan_out))
+    init_(lin.weight, kernel, (fan_in, fan_out), torch_fan_in=fan_in)
     if lin.bias is not None:
-        init_(lin.bias, bias_init, (fan_out,))
+        init_(lin.bias, bias_init, (fan_out,), torch_fan_in=fan_in)
     return lin
 
 
@@ -358,9 +372,12 @@ class _Conv(nn.Module):
         else:
             k2, s2 = (kernel[0], kernel[1]), (strides[0], strides[1])
             self.conv = nn.Conv2d(cin, cout, k2, s2, groups=groups, bias=layer.use_bias)
-        init_(self.conv.weight, init, keras_shape)
+        # torch's fan_in: in_channels / groups x kernel elements (a depthwise kernel: 1 x
+        # kernel elements, where Keras' fan rule counts cin too); its bias takes the same
+        torch_fan = (cin // groups) * math.prod(kernel)
+        init_(self.conv.weight, init, keras_shape, torch_fan_in=torch_fan)
         if self.conv.bias is not None:
-            init_(self.conv.bias, layer.bias_initializer, (cout,))
+            init_(self.conv.bias, layer.bias_initializer, (cout,), torch_fan_in=torch_fan)
         pads: list[int] = []
         if layer.padding == "same":  # F.pad lists the last axis first
             for n, k, s in reversed(list(zip(shape[:-1], kernel, strides, strict=True))):
@@ -385,10 +402,11 @@ class _ConvTranspose(nn.Module):
         kernel, strides = as_tuple(layer.kernel_size, 2), as_tuple(layer.strides, 2)
         cin, cout = shape[-1], layer.filters
         self.weight = nn.Parameter(torch.empty(cin, cout, *kernel))  # torch: (in, out, kh, kw)
-        init_(self.weight, layer.kernel_initializer, (*kernel, cout, cin))  # Keras' layout
+        torch_fan = cout * math.prod(kernel)  # nn.ConvTranspose2d's fan_in: weight dim 1
+        init_(self.weight, layer.kernel_initializer, (*kernel, cout, cin), torch_fan_in=torch_fan)
         self.bias = nn.Parameter(torch.empty(cout)) if layer.use_bias else None
         if self.bias is not None:
-            init_(self.bias, layer.bias_initializer, (cout,))
+            init_(self.bias, layer.bias_initializer, (cout,), torch_fan_in=torch_fan)
         self.strides = strides
         out = layer.trace(shape, "float32").shape
         pads: list[int] = []
