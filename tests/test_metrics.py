@@ -35,7 +35,7 @@ PAIRED = """\
 experiment: exp.py
 backends: [lightning, keras]
 study: {name: paired, n_trials: 2, sampler: random, pruner: none}
-train: {epochs: 2, batch_size: 128, lr: 0.005}
+train: {epochs: 2, batch_size: 128, lr: 0.01}
 hardware: {accelerator: cpu}
 """
 
