@@ -29,16 +29,10 @@ from collections.abc import Mapping
 
 import numpy as np
 
+from protolab.config._model import SCHEDULE_OPTIONS  # the one table: schedule -> its options
+
 __all__ = ["SCHEDULES", "SCHEDULE_OPTIONS", "lr_table"]
 
-# schedule -> the options it reads (anything else given for it is refused by the config)
-SCHEDULE_OPTIONS: dict[str, tuple[str, ...]] = {
-    "constant": (),
-    "step": ("step_size", "gamma"),
-    "cosine": ("min_lr",),
-    "warmup_cosine": ("warmup", "min_lr"),
-    "one_cycle": ("warmup", "div_factor", "final_div_factor"),
-}
 SCHEDULES: tuple[str, ...] = tuple(SCHEDULE_OPTIONS)
 _DEFAULT_WARMUP = {"warmup_cosine": 0.1, "one_cycle": 0.3}
 

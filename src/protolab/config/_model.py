@@ -226,8 +226,8 @@ OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "adagrad")
 Optimizer = Literal["adam", "adamw", "sgd", "rmsprop", "adagrad"]
 Schedule = Literal["constant", "step", "cosine", "warmup_cosine", "one_cycle"]
 Loss = Literal["auto", "cross_entropy", "mse", "mae", "huber", "custom"]
-# schedule -> the options it reads (the same table as backends/_schedule.py, kept here so
-# loading a config imports no numpy)
+# schedule -> the options it reads (backends/_schedule.py computes each; the config refuses
+# an option the chosen schedule does not read)
 SCHEDULE_OPTIONS: dict[str, tuple[str, ...]] = {
     "constant": (),
     "step": ("step_size", "gamma"),
