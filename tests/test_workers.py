@@ -21,8 +21,34 @@ from tests.conftest import TINY_MLP
 State = optuna.trial.TrialState
 
 
-def _project(root: Path, n_trials: int, epochs: int) -> Path:
-    (root / "exp.py").write_text(TINY_MLP)
+# Two workers reach their first trial at different times (imports, a loaded machine), and
+# the quicker one could take every trial of a short study. This script holds each worker's
+# first trial build (its second call: the first is the dry build of ``prepare``) until both
+# workers have got there, so the test sees both take part without racing the clock.
+BARRIER = """
+import os, time
+from pathlib import Path
+
+_calls = 0
+
+
+def _meet(n: int = 2, timeout: float = 240.0) -> None:
+    global _calls
+    _calls += 1
+    if _calls != 2:
+        return
+    here = Path(__file__).parent / "arrived"
+    here.mkdir(exist_ok=True)
+    (here / str(os.getpid())).touch()
+    deadline = time.time() + timeout
+    while len(list(here.iterdir())) < n and time.time() < deadline:
+        time.sleep(0.1)
+"""
+
+
+def _project(root: Path, n_trials: int, epochs: int, barrier: bool = False) -> Path:
+    script = TINY_MLP.replace("    width =", "    _meet()\n    width =") if barrier else TINY_MLP
+    (root / "exp.py").write_text((BARRIER if barrier else "") + script)
     cfg = root / "cfg.yaml"
     cfg.write_text(
         textwrap.dedent(
@@ -78,7 +104,7 @@ def test_bad_workers_exit_2_before_anything_is_written(workdir: Path, bad: str) 
 
 @pytest.mark.slow
 def test_two_workers_reach_exactly_n_trials(tmp_path: Path) -> None:
-    cfg = _project(tmp_path, n_trials=5, epochs=2)
+    cfg = _project(tmp_path, n_trials=5, epochs=2, barrier=True)
     proc = _launch(cfg, "2")
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0, out[-3000:]
@@ -86,6 +112,7 @@ def test_two_workers_reach_exactly_n_trials(tmp_path: Path) -> None:
     trials = _trials(tmp_path)
     assert [t.state for t in trials] == [State.COMPLETE] * 5  # exactly, none over-asked
     assert len({t.user_attrs["protolab.worker"] for t in trials}) == 2
+    assert len(list((tmp_path / "arrived").iterdir())) == 2  # both met at the barrier
     logs = sorted((tmp_path / "mlruns" / "workers").glob("worker-*.log"))
     assert [p.name for p in logs] == ["worker-0.log", "worker-1.log"]
 
