@@ -121,3 +121,25 @@ def protolab_server(root: Path, store: str) -> Iterator[str]:
         proc.terminate()
         proc.wait(timeout=60)
         log.close()
+
+
+def storage_proxy(root: Path, storage: str) -> Iterator[str]:
+    """``protolab storage-proxy`` for real in front of ``storage``; yields ``grpc://...``."""
+    port = free_port()
+    log_path = root / "proxy.log"
+    log = open(log_path, "wb")  # noqa: SIM115 - closed below
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "protolab.cli", "storage-proxy", "--port", str(port)],
+        env={**os.environ, "PROTOLAB_PROXY_STORAGE": storage}, stdout=log, stderr=log,
+    )  # fmt: skip
+    try:
+        deadline = time.time() + 120
+        while "workers use it with" not in log_path.read_text(errors="ignore"):
+            if proc.poll() is not None or time.time() > deadline:
+                raise RuntimeError(log_path.read_text(errors="ignore")[-2000:])
+            time.sleep(0.2)
+        yield f"grpc://127.0.0.1:{port}"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+        log.close()

@@ -2,7 +2,8 @@
 is shown (passwords redacted), checked (read-only, before anything is written) and opened.
 
 Two stores serve a study: Optuna's (``study.storage``: a journal file under ``mlruns/`` by
-default, or an RDB / Redis URL) and MLflow's (``tracking.uri``: SQLite under ``mlruns/`` by
+default, an RDB / Redis URL, or ``grpc://HOST:PORT``: Optuna's storage proxy in front of an
+RDB, for many workers) and MLflow's (``tracking.uri``: SQLite under ``mlruns/`` by
 default, or a tracking server). Config validation, the sweep, locks, the report and ``ls``
 all read the same rules from here.
 """
@@ -25,6 +26,7 @@ __all__ = [
     "default_storage_path",
     "default_tracking_uri",
     "describe_storage",
+    "grpc_address",
     "journal_path",
     "local_store_file",
     "open_storage",
@@ -33,7 +35,7 @@ __all__ = [
 ]
 
 # URL schemes accepted for stores; reachability is checked when they are opened.
-STORAGE_SCHEMES = ("sqlite", "postgresql", "mysql", "oracle", "mssql", "redis")
+STORAGE_SCHEMES = ("sqlite", "postgresql", "mysql", "oracle", "mssql", "redis", "grpc")
 TRACKING_SCHEMES = ("sqlite", "http", "https", "file", "postgresql", "mysql", "mssql", "databricks")
 
 
@@ -83,6 +85,18 @@ def journal_path(url: str | None) -> Path | None:
     return None
 
 
+def grpc_address(url: str, field: str = "study.storage") -> tuple[str, int]:
+    """``grpc://HOST:PORT`` -> (host, port); anything else there is a clear exit 2."""
+    rest = url.split("://", 1)[1].rstrip("/")
+    host, _, port = rest.rpartition(":")
+    if not host or not port.isdigit() or not 1 <= int(port) <= 65535 or "/" in rest:
+        raise StorageError(
+            f"{field}: {redact(url)!r} is not a storage proxy address; allowed: "
+            "grpc://HOST:PORT, e.g. grpc://127.0.0.1:13000 (started by protolab storage-proxy)"
+        )
+    return host.strip("[]"), int(port)
+
+
 def check_storage_url(url: str | None) -> None:
     """Refuse a study store that cannot work, before anything is written (read-only).
 
@@ -108,6 +122,13 @@ def check_storage_url(url: str | None) -> None:
             )
         check_store_path(Path(path), "study.storage")
         check_sqlite_file(Path(path), "study.storage", "study store")
+    elif scheme == "grpc":
+        grpc_address(url)
+        if importlib.util.find_spec("grpc") is None:
+            raise StorageError(
+                f"study.storage: {describe_storage(url)!r} needs the grpcio package, which is "
+                "not installed; install it with: pip install 'protolab[grpc]'"
+            )
     elif scheme == "redis" and importlib.util.find_spec("redis") is None:
         raise StorageError(
             f"study.storage: {describe_storage(url)!r} needs the redis package, which is not "
@@ -149,6 +170,8 @@ def open_storage(url: str | None) -> Any:
                 f"study.storage: cannot open {describe_storage(url)!r}: {type(e).__name__}: "
                 f"{describe_storage(str(e).strip()[:200])}"
             ) from None
+    if scheme == "grpc":
+        return _open_proxy(url)
     if scheme == "sqlite":
         Path(url.split(":///", 1)[1]).parent.mkdir(parents=True, exist_ok=True)
     try:
@@ -166,3 +189,28 @@ def open_storage(url: str | None) -> Any:
             f"study.storage: cannot open {describe_storage(url)!r}: {type(e).__name__}: "
             f"{describe_storage(first)}"
         ) from None
+
+
+def _open_proxy(url: str) -> Any:
+    """A client of ``protolab storage-proxy``; a proxy that does not answer in 5 s is exit 2.
+
+    The proxy has no heartbeats and no cross-host lock: the sweep keeps trials alive with
+    leases of its own and gives back a trial asked past ``n_trials`` (sweep/_lease.py).
+    """
+    check_storage_url(url)
+    from optuna.storages import GrpcStorageProxy
+
+    host, port = grpc_address(url)
+    with warnings.catch_warnings():  # "experimental" since Optuna 4.2
+        warnings.simplefilter("ignore")
+        proxy = GrpcStorageProxy(host=host, port=port)
+    try:
+        proxy.wait_server_ready(timeout=5)
+    except Exception as e:
+        proxy.close()
+        raise StorageError(
+            f"study.storage: no storage proxy answers at {redact(url)!r} ({type(e).__name__}); "
+            "start one with: protolab storage-proxy postgresql://... --port "
+            f"{port}"
+        ) from None
+    return proxy

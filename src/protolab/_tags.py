@@ -44,6 +44,9 @@ class ATTR:
     """Optuna trial and study user attributes."""
 
     WORKER = "protolab.worker"
+    WORKER_SCOPE = "protolab.worker_scope"  # where the worker's pid is visible (boot + pidns)
+    CUDA_VISIBLE_DEVICES = "protolab.cuda_visible_devices"  # the worker's GPU(s)
+    LEASE_UNTIL = "protolab.lease_until"  # epoch seconds: a store without heartbeats (gRPC)
     SCRIPT_HASH = "protolab.script_hash"
     FAIL_REASON = "protolab.fail_reason"
     METRICS = "protolab.metrics"

@@ -469,6 +469,32 @@ def server(
     _guard(body)
 
 
+@app.command("storage-proxy")
+def storage_proxy(
+    storage: Annotated[
+        str,
+        typer.Argument(
+            envvar="PROTOLAB_PROXY_STORAGE",
+            help="The study database: postgresql://USER:PASSWORD@HOST:5432/DB (or the env var).",
+        ),
+    ],
+    host: Annotated[
+        str, typer.Option(help="Interface to bind; 127.0.0.1 keeps it local, 0.0.0.0 for all.")
+    ] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to serve on (1-65535).")] = 13000,
+) -> None:
+    """Optuna's gRPC storage proxy for many workers: study.storage=grpc://HOST:PORT."""
+
+    def body() -> None:
+        from protolab.commands._proxy import run_proxy
+
+        code = run_proxy(storage, host, port)
+        if code:
+            raise typer.Exit(code)
+
+    _guard(body)
+
+
 @app.command()
 def doctor(
     journal: Annotated[Path, typer.Argument(help="An Optuna journal file (e.g. my.journal).")],

@@ -218,7 +218,8 @@ class StudyConfig(_Strict):
             return v
         raise ValueError(
             f"unsupported URL {_redacted(v)!r}; allowed: null (a local journal under mlruns/), "
-            "a path ending in .journal, sqlite:///FILE, postgresql://..., mysql://..., redis://..."
+            "a path ending in .journal, sqlite:///FILE, postgresql://..., mysql://..., "
+            "redis://..., grpc://HOST:PORT"
         )
 
 

@@ -5,9 +5,15 @@
   namespace). Before each trial a worker fails any RUNNING trial whose owner process it
   can see is gone (journal and SQLite stores have no heartbeat), and on RDB storages any
   trial whose Optuna heartbeat went stale (``study.heartbeat_s``), wherever its worker
-  ran. A reaped trial's MLflow runs are ended FAILED, so nothing stays RUNNING.
+  ran. Stores shared across hosts without Optuna heartbeats (the gRPC proxy, Redis) get a
+  lease instead: the worker renews ``protolab.lease_until`` every ``heartbeat_s`` and a
+  trial whose lease ran out (4x that) is reaped the same way. A reaped trial's MLflow runs
+  are ended FAILED, so nothing stays RUNNING.
 - **Retries.** A trial lost to a dead worker or an interrupt is re-enqueued with the same
   params, up to ``study.max_retries`` times; its failure was the machine's, not the model's.
+- **Surplus.** Those stores have no lock across workers either, so two workers may both
+  count ``n_trials - 1`` and ask: the later-numbered trial is given back (FAIL, never run,
+  never retried), so no more than ``n_trials`` run.
 - **Local locks.** Several processes on one fresh local store must not race on table
   creation, parent-run creation or on asking for the trial that would exceed ``n_trials``:
   those steps run under an advisory file lock beside the store.
@@ -21,6 +27,7 @@ import contextlib
 import hashlib
 import os
 import socket
+import threading
 import time
 import uuid
 from collections.abc import Iterator
@@ -37,6 +44,7 @@ from protolab._signals import (
     reset_interrupts,
     shielded,
 )
+from protolab._tags import ATTR
 
 __all__ = [
     "LOCK_SUFFIX",
@@ -48,6 +56,7 @@ __all__ = [
     "file_lock",
     "interrupt",
     "interrupt_again",
+    "leased",
     "lock_path",
     "raise_if_interrupted",
     "reap",
@@ -55,6 +64,7 @@ __all__ = [
     "retry",
     "shielded",
     "study_lock",
+    "surplus",
     "tune_heartbeat",
     "wait_for_others",
     "worker_attrs",
@@ -64,6 +74,8 @@ __all__ = [
 
 # Failure reasons that say nothing about the configuration: retry it.
 RETRYABLE = ("worker died", "interrupted", "store write failed")
+SURPLUS = "surplus: the study already had n_trials (asked at the same time as another worker)"
+_lease_s = [30.0]  # study.heartbeat_s of this process's sweep (tune_heartbeat)
 
 
 _TOKEN = uuid.uuid4().hex[:8]  # this process's: pids repeat across hosts and containers
@@ -89,9 +101,9 @@ def worker_scope() -> str:
 
 def worker_attrs() -> dict[str, str]:
     """The trial user attrs (and MLflow tags) naming the worker that runs it."""
-    attrs = {"protolab.worker": worker_id(), "protolab.worker_scope": worker_scope()}
+    attrs = {ATTR.WORKER: worker_id(), ATTR.WORKER_SCOPE: worker_scope()}
     if os.environ.get("CUDA_VISIBLE_DEVICES") is not None:  # set per worker by --workers
-        attrs["protolab.cuda_visible_devices"] = os.environ["CUDA_VISIBLE_DEVICES"]
+        attrs[ATTR.CUDA_VISIBLE_DEVICES] = os.environ["CUDA_VISIBLE_DEVICES"]
     return attrs
 
 
@@ -124,11 +136,57 @@ def _alive(pid: int) -> bool:
 
 def _owner_gone(attrs: dict[str, Any]) -> bool:
     """The trial's worker ran where this process can see its pid, and that pid is gone."""
-    host, _, rest = str(attrs.get("protolab.worker", "")).partition(":")
+    host, _, rest = str(attrs.get(ATTR.WORKER, "")).partition(":")
     pid = rest.split(":", 1)[0]
-    scope = attrs.get("protolab.worker_scope")
+    scope = attrs.get(ATTR.WORKER_SCOPE)
     local = scope == worker_scope() if scope else host == socket.gethostname()
     return local and pid.isdigit() and not _alive(int(pid))
+
+
+def _lease_expired(attrs: dict[str, Any]) -> bool:
+    """A leased trial (gRPC, Redis) whose worker stopped renewing it (host clocks agree)."""
+    until = attrs.get(ATTR.LEASE_UNTIL)
+    return isinstance(until, int | float) and until < time.time()
+
+
+def leased(storage: Any) -> bool:
+    """Stores shared across hosts with neither Optuna heartbeats nor a lock of ours."""
+    backend = getattr(storage, "_backend", None)
+    names = {type(storage).__name__, type(backend).__name__}
+    return bool(names & {"GrpcStorageProxy", "JournalRedisBackend"})
+
+
+def _renew(storage: Any, trial_id: int) -> None:
+    storage.set_trial_user_attr(trial_id, ATTR.LEASE_UNTIL, time.time() + 4 * _lease_s[0])
+
+
+@contextlib.contextmanager
+def _leasing(storage: Any, trial_id: int) -> Iterator[None]:
+    """Renew the trial's lease every ``heartbeat_s`` while it runs (a daemon thread)."""
+    stop = threading.Event()
+
+    def loop() -> None:
+        while not stop.wait(_lease_s[0]):
+            with contextlib.suppress(Exception):  # a late renewal is a late heartbeat
+                _renew(storage, trial_id)
+
+    thread = threading.Thread(target=loop, name="protolab-lease", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
+def surplus(study: Any, trial: Any, n_trials: int) -> bool:
+    """On a leased store, a trial asked past ``n_trials`` (racing another worker's ask)."""
+    import optuna
+
+    State = optuna.trial.TrialState
+    states = (State.COMPLETE, State.PRUNED, State.RUNNING)
+    numbers = sorted(t.number for t in study.get_trials(deepcopy=False, states=states))
+    return trial.number in numbers and numbers.index(trial.number) >= n_trials
 
 
 def _claim(storage: Any, trial_id: int) -> bool:
@@ -136,7 +194,7 @@ def _claim(storage: Any, trial_id: int) -> bool:
     import optuna
 
     try:  # the reason first: a finished trial takes no more attrs
-        storage.set_trial_user_attr(trial_id, "protolab.fail_reason", "worker died")
+        storage.set_trial_user_attr(trial_id, ATTR.FAIL_REASON, "worker died")
         return bool(storage.set_trial_state_values(trial_id, optuna.trial.TrialState.FAIL))
     except optuna.exceptions.UpdateFinishedTrialError:
         return False  # it finished meanwhile, or another worker reaped it first
@@ -150,7 +208,7 @@ def _dead_trials(study: Any) -> list[int]:
     ids = [
         t._trial_id
         for t in study.get_trials(deepcopy=False, states=(running,))
-        if _owner_gone(t.user_attrs)
+        if _owner_gone(t.user_attrs) or _lease_expired(t.user_attrs)
     ]
     if optuna.storages._heartbeat.is_heartbeat_enabled(study._storage):
         ids += [i for i in study._storage._get_stale_trial_ids(study._study_id) if i not in ids]
@@ -226,7 +284,8 @@ def study_lock(study: Any) -> Iterator[None]:
 
 
 def tune_heartbeat(storage: Any, seconds: int) -> None:
-    """Beat every ``seconds`` on RDB storages; a trial silent for 4x that is reaped."""
+    """Beat (or renew a lease) every ``seconds``; a trial silent for 4x that is reaped."""
+    _lease_s[0] = float(seconds)
     if getattr(storage, "heartbeat_interval", None) is not None:
         storage.heartbeat_interval, storage.grace_period = seconds, 4 * seconds
 
@@ -237,6 +296,8 @@ def beat(study: Any, trial: Any) -> None:
 
     if optuna.storages._heartbeat.is_heartbeat_enabled(study._storage):
         study._storage.record_heartbeat(trial._trial_id)
+    elif leased(study._storage):
+        _renew(study._storage, trial._trial_id)
 
 
 def wait_for_others(study: Any, running: int) -> bool:
@@ -249,28 +310,35 @@ def wait_for_others(study: Any, running: int) -> bool:
     import optuna
 
     storage = study._storage
-    if not running or not optuna.storages._heartbeat.is_heartbeat_enabled(storage):
+    if not running:
         return False
-    time.sleep(min(float(storage.get_heartbeat_interval() or 1), 5.0))
-    return True
+    if optuna.storages._heartbeat.is_heartbeat_enabled(storage):
+        time.sleep(min(float(storage.get_heartbeat_interval() or 1), 5.0))
+        return True
+    if leased(storage):
+        time.sleep(min(_lease_s[0], 5.0))
+        return True
+    return False
 
 
 def retry(study: Any, trial: Any, max_retries: int) -> bool:
     """Enqueue ``trial``'s params again unless it was already retried ``max_retries`` times."""
-    attempt = int(trial.user_attrs.get("protolab.attempt", 0))
+    attempt = int(trial.user_attrs.get(ATTR.ATTEMPT, 0))
     if attempt >= max_retries or not trial.params:
         return False
-    origin = int(trial.user_attrs.get("protolab.retry_of", trial.number))
+    origin = int(trial.user_attrs.get(ATTR.RETRY_OF, trial.number))
     study.enqueue_trial(
         dict(trial.params),
-        user_attrs={"protolab.retry_of": origin, "protolab.attempt": attempt + 1},
+        user_attrs={ATTR.RETRY_OF: origin, ATTR.ATTEMPT: attempt + 1},
         skip_if_exists=False,
     )
     return True
 
 
 def heartbeat(study: Any, trial: Any) -> Any:
-    """Optuna's heartbeat thread for RDB storages (a no-op context otherwise)."""
+    """Optuna's heartbeat thread for RDB storages, a lease for leased ones, else a no-op."""
     from optuna.storages._heartbeat import get_heartbeat_thread
 
+    if leased(study._storage):
+        return _leasing(study._storage, trial._trial_id)
     return get_heartbeat_thread(trial._trial_id, study._storage)

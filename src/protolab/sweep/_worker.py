@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from protolab._tags import ATTR
 from protolab.errors import ConfigError, ProtolabError, StorageError
 from protolab.sweep import _lease
 from protolab.sweep._context import SweepContext
@@ -444,7 +445,11 @@ def _ask(ctx: SweepContext, study: Any, tracker: Tracker) -> tuple[Any, int]:
     _lease.beat(study, trial)
     for key, value in _lease.worker_attrs().items():
         trial.set_user_attr(key, value)
-    trial.set_user_attr("protolab.script_hash", ctx.script_hash)
+    trial.set_user_attr(ATTR.SCRIPT_HASH, ctx.script_hash)
+    if _lease.leased(study._storage) and _lease.surplus(study, trial, ctx.cfg.study.n_trials):
+        trial.set_user_attr(ATTR.FAIL_REASON, _lease.SURPLUS)
+        study.tell(trial, state=State.FAIL)  # never run, never retried
+        return None, 1
     return trial, 0
 
 
