@@ -7,6 +7,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import optuna
@@ -46,7 +47,9 @@ def _meet(n: int = 2, timeout: float = 240.0) -> None:
 """
 
 
-def _project(root: Path, n_trials: int, epochs: int, barrier: bool = False) -> Path:
+def _project(
+    root: Path, n_trials: int, epochs: int, barrier: bool = False, backend: str = "lightning"
+) -> Path:
     script = TINY_MLP.replace("    width =", "    _meet()\n    width =") if barrier else TINY_MLP
     (root / "exp.py").write_text((BARRIER if barrier else "") + script)
     cfg = root / "cfg.yaml"
@@ -54,7 +57,7 @@ def _project(root: Path, n_trials: int, epochs: int, barrier: bool = False) -> P
         textwrap.dedent(
             f"""\
             experiment: exp.py
-            backends: [lightning]
+            backends: [{backend}]
             study: {{name: tiny, n_trials: {n_trials}, sampler: random, pruner: none}}
             train: {{epochs: {epochs}, batch_size: 128, lr: 0.005}}
             hardware: {{accelerator: cpu}}
@@ -74,9 +77,9 @@ def _trials(root: Path) -> list[optuna.trial.FrozenTrial]:
         return []
 
 
-def _launch(cfg: Path, workers: str) -> subprocess.Popen[str]:
+def _launch(cfg: Path, workers: str, *overrides: str) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [sys.executable, "-m", "protolab.cli", "sweep", str(cfg), "--workers", workers],
+        [sys.executable, "-m", "protolab.cli", "sweep", str(cfg), *overrides, "--workers", workers],
         cwd=cfg.parent, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
 
@@ -115,6 +118,38 @@ def test_two_workers_reach_exactly_n_trials(tmp_path: Path) -> None:
     assert len(list((tmp_path / "arrived").iterdir())) == 2  # both met at the barrier
     logs = sorted((tmp_path / "mlruns" / "workers").glob("worker-*.log"))
     assert [p.name for p in logs] == ["worker-0.log", "worker-1.log"]
+
+
+@pytest.mark.slow
+def test_a_static_worker_is_recycled_after_recycle_after_trials(tmp_path: Path) -> None:
+    """TensorFlow keeps every compiled program: a fresh process every 2 trials here."""
+    cfg = _project(tmp_path, n_trials=3, epochs=1, backend="tf-graph")
+    proc = _launch(cfg, "1", "hardware.recycle_after=2")
+    out, _ = proc.communicate(timeout=400)
+    assert proc.returncode == 0, out[-3000:]
+    assert out.count("recycled (hardware.recycle_after)") == 1, out[-3000:]
+    trials = _trials(tmp_path)
+    assert [t.state for t in trials] == [State.COMPLETE] * 3
+    owners = [t.user_attrs["protolab.worker"] for t in trials]
+    assert [owners.count(o) for o in dict.fromkeys(owners)] == [2, 1]  # 2 processes
+    log = (tmp_path / "mlruns" / "workers" / "worker-0.log").read_text()
+    assert log.count("a fresh one takes over") == 1  # one log across the successors
+
+
+def test_a_dynamic_only_worker_is_never_recycled(make_project: Callable[..., Path]) -> None:
+    """Eager PyTorch frees what a trial built: no restart (and no import paid again)."""
+    import os
+
+    from protolab.sweep import _worker
+
+    cfg = make_project()
+    os.environ[_worker.RECYCLE_ENV] = "1"
+    try:
+        result = CliRunner().invoke(app, ["sweep", str(cfg)])
+    finally:
+        del os.environ[_worker.RECYCLE_ENV]
+    assert result.exit_code == 0, result.output
+    assert len({t.user_attrs["protolab.worker"] for t in _trials(cfg.parent)}) == 1
 
 
 @pytest.mark.slow

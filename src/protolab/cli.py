@@ -220,9 +220,7 @@ def sweep(
         from protolab.tracking import start_writer
 
         start_writer()  # MLflow's ~2 s import, in the writer process, while the config loads
-        from rich.console import Console
-
-        from protolab._display import SweepDisplay, summary_table
+        from protolab._display import SweepDisplay
 
         display = SweepDisplay()  # its phase line covers the imports below
         display.phase("loading the config and the experiment")
@@ -239,23 +237,35 @@ def sweep(
                 summary = run_sweep(ctx, display, warm_from)
             finally:
                 display.stop()
-        out = Console()
-        out.print(summary_table(summary, _modes_run(summary, cfg.backends), show_all=show_all))
-        if len(summary.pareto) > 1 or ctx.multi_objective:
-            front = ", ".join(f"t{n}" for n in summary.pareto) or "none yet"
-            objectives = ", ".join(f"{m} ({d})" for m, d in ctx.objectives)
-            out.print(f"Pareto front (* in the table) over {objectives}: {front}")
-        elif summary.best_value is not None:
-            from protolab._format import sig3
+        _print_summary(summary, ctx, show_all, time.perf_counter() - display.started)
+        if summary.recycled:  # under --workers: the launcher starts a fresh worker
+            from protolab.sweep._worker import EXIT_RECYCLE
 
-            out.print(
-                f"best: t{summary.best_number} {ctx.metric}={sig3(summary.best_value)}; "
-                f"wall {time.perf_counter() - display.started:.1f} s; "
-                "see it with `protolab ui`",
-                highlight=False,
-            )
+            raise typer.Exit(EXIT_RECYCLE)
 
     _guard(body)
+
+
+def _print_summary(summary: Any, ctx: Any, show_all: bool, wall_s: float) -> None:
+    """The trials table, then the best trial (or the Pareto front)."""
+    from rich.console import Console
+
+    from protolab._display import summary_table
+    from protolab._format import sig3
+
+    out = Console()
+    configured = list(ctx.cfg.backends)
+    out.print(summary_table(summary, _modes_run(summary, configured), show_all=show_all))
+    if len(summary.pareto) > 1 or ctx.multi_objective:
+        front = ", ".join(f"t{n}" for n in summary.pareto) or "none yet"
+        objectives = ", ".join(f"{m} ({d})" for m, d in ctx.objectives)
+        out.print(f"Pareto front (* in the table) over {objectives}: {front}")
+    elif summary.best_value is not None:
+        out.print(
+            f"best: t{summary.best_number} {ctx.metric}={sig3(summary.best_value)}; "
+            f"wall {wall_s:.1f} s; see it with `protolab ui`",
+            highlight=False,
+        )
 
 
 def _launch_workers(config: Path, overrides: list[str], workers: str, flags: list[str]) -> None:

@@ -28,6 +28,7 @@ from protolab.backends._registry import (
     expand_aliases,
     family_members,
     get_backend,
+    keeps_programs,
     register_backend,
 )
 
@@ -50,5 +51,6 @@ __all__ = [
     "expand_aliases",
     "family_members",
     "get_backend",
+    "keeps_programs",
     "register_backend",
 ]

@@ -35,6 +35,7 @@ __all__ = [
     "expand_aliases",
     "family_members",
     "get_backend",
+    "keeps_programs",
     "register_backend",
 ]
 
@@ -158,6 +159,13 @@ def family_members(family: Family, frameworks: tuple[str, ...] | None = None) ->
         and _REGISTRY[n].calibrate
         and (frameworks is None or not _REGISTRY[n].builds or _REGISTRY[n].builds in frameworks)
     ]
+
+
+def keeps_programs(names: list[str]) -> bool:
+    """Whether any of these backends (or aliases) is static: its framework keeps every
+    program it compiled for the life of the process, so a long-lived worker grows."""
+    families = [n if n in FAMILIES else backend_info(n).family for n in expand_aliases(names)]
+    return "static" in families
 
 
 def expand_aliases(names: list[str]) -> list[str]:

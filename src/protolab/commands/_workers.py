@@ -7,6 +7,10 @@ study's locks and leases keep them apart. With GPUs each worker sees one device
 without, each gets ``cores // N`` threads (``hardware.threads``) unless the config or an
 override sets them. ``auto`` is one worker per GPU, else one per core.
 
+Memory: TensorFlow keeps every program it compiled for the life of the process (~13 MB a
+trial measured), so a worker that ran ``hardware.recycle_after`` trials with a static
+backend stops (exit 75) and the launcher starts a fresh one in its place.
+
 Output: workers write to ``mlruns/workers/worker-K.log``; the launcher prints a line per
 worker as it ends and then the summary table of the last one (it covers the whole study).
 Ctrl-C (or SIGTERM) is passed to every worker: each cleans up its trial and exits, and the
@@ -16,12 +20,14 @@ at once; the next run reaps what was left).
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,6 +42,7 @@ class Plan:
     count: int
     threads: int | None  # per worker (None: the config's own setting stands)
     devices: list[str]  # CUDA_VISIBLE_DEVICES per worker ([] on CPU)
+    recycle_after: int | None = None  # static trials before a worker is replaced
 
 
 def parse_workers(text: str) -> int | None:
@@ -81,21 +88,21 @@ def _worker_cmd(args: list[str], plan: Plan) -> list[str]:
     return [sys.executable, "-m", "protolab.cli", "sweep", *args, *extra]
 
 
-def _start(args: list[str], plan: Plan, logs: Path) -> list[subprocess.Popen[bytes]]:
-    """Each worker in its own session: a terminal's Ctrl-C reaches the launcher only,
-    which passes it on once (twice would make a worker stop at once)."""
+def _start_one(args: list[str], plan: Plan, logs: Path, k: int) -> subprocess.Popen[bytes]:
+    """Worker ``k`` in its own session: a terminal's Ctrl-C reaches the launcher only,
+    which passes it on once (twice would make a worker stop at once). A recycled worker's
+    successor appends to the same log."""
+    from protolab.sweep._worker import RECYCLE_ENV
+
     logs.mkdir(parents=True, exist_ok=True)
-    procs = []
-    for k in range(plan.count):
-        env = dict(os.environ)
-        if plan.devices:
-            env["CUDA_VISIBLE_DEVICES"] = plan.devices[k]
-        with open(logs / f"worker-{k}.log", "wb") as log:
-            cmd = _worker_cmd(args, plan)
-            procs.append(
-                subprocess.Popen(cmd, stdout=log, stderr=log, env=env, start_new_session=True)
-            )
-    return procs
+    env = dict(os.environ)
+    if plan.devices:
+        env["CUDA_VISIBLE_DEVICES"] = plan.devices[k]
+    if plan.recycle_after:
+        env[RECYCLE_ENV] = str(plan.recycle_after)
+    with open(logs / f"worker-{k}.log", "ab") as log:
+        cmd = _worker_cmd(args, plan)
+        return subprocess.Popen(cmd, stdout=log, stderr=log, env=env, start_new_session=True)
 
 
 def launch(args: list[str], plan: Plan, logs: Path) -> int:
@@ -111,11 +118,13 @@ def launch(args: list[str], plan: Plan, logs: Path) -> int:
 
     previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        procs += _start(args, plan, logs)
+        for k in range(plan.count):
+            (logs / f"worker-{k}.log").unlink(missing_ok=True)
+            procs.append(_start_one(args, plan, logs, k))
         where = f"; GPUs {','.join(plan.devices)}" if plan.devices else ""
         threads = f", {plan.threads} threads each" if plan.threads else ""
         print(f"{plan.count} workers{threads}{where}; logs in {logs}/", flush=True)
-        codes = _wait_all(procs, logs)
+        codes = _wait_all(procs, logs, lambda k: _start_one(args, plan, logs, k), got)
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
@@ -124,19 +133,32 @@ def launch(args: list[str], plan: Plan, logs: Path) -> int:
     return max(codes, key=lambda c: (c != 0, abs(c)))
 
 
-def _wait_all(procs: list[subprocess.Popen[bytes]], logs: Path) -> list[int]:
-    """Wait for every worker; then show the output of the one that ended last."""
+def _wait_all(
+    procs: list[subprocess.Popen[bytes]],
+    logs: Path,
+    restart: Callable[[int], subprocess.Popen[bytes]],
+    signalled: list[int],
+) -> list[int]:
+    """Wait for every worker, starting a fresh one in the place of each that asks to be
+    recycled (unless a signal came); then show the output of the one that ended last."""
+    from protolab.sweep._worker import EXIT_RECYCLE
+
     codes: dict[int, int] = {}
     last = 0
     while len(codes) < len(procs):
         for k, p in enumerate(procs):
-            if k not in codes and p.poll() is not None:
-                codes[k], last = p.returncode, k
-                print(f"worker {k} (pid {p.pid}) exited {p.returncode}", flush=True)
+            if k in codes or p.poll() is None:
+                continue
+            if p.returncode == EXIT_RECYCLE and not signalled:
+                print(f"worker {k} (pid {p.pid}) recycled (hardware.recycle_after)", flush=True)
+                procs[k] = restart(k)
+                continue
+            codes[k], last = p.returncode, k
+            print(f"worker {k} (pid {p.pid}) exited {p.returncode}", flush=True)
         time.sleep(0.2)
     text = (logs / f"worker-{last}.log").read_text(errors="replace")
     print(text[-6000:], end="", flush=True)
-    return [codes[k] for k in range(len(procs))]
+    return [0 if codes[k] == EXIT_RECYCLE else codes[k] for k in range(len(procs))]
 
 
 def run_workers(config: Path, overrides: list[str], workers: str, args: list[str]) -> int:
@@ -146,4 +168,5 @@ def run_workers(config: Path, overrides: list[str], workers: str, args: list[str
     requested = parse_workers(workers)
     cfg, _ = load_config(config, overrides)
     plan = plan_workers(requested, cfg.hardware.threads, cfg.hardware.accelerator)
+    plan = dataclasses.replace(plan, recycle_after=cfg.hardware.recycle_after)
     return launch(args, plan, Path.cwd() / "mlruns" / "workers")

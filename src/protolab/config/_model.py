@@ -471,6 +471,9 @@ class HardwareConfig(_Strict):
     precision: Literal["32", "bf16", "16"] = "32"  # 16 = float16 mixed (GPU only)
     # intra-op CPU threads per trial (torch and TF); null: the frameworks' default (all cores)
     threads: int | None = Field(None, ge=1)
+    # under `sweep --workers`: a worker that ran this many trials with a static backend is
+    # restarted (TensorFlow keeps every program it compiled, ~13 MB a trial); null: never
+    recycle_after: int | None = Field(50, ge=1)
 
     @field_validator("precision", mode="before")
     @classmethod

@@ -69,6 +69,7 @@ class SweepSummary:
     wall_s: float = 0.0
     train_s: float = 0.0  # inside backend jobs (import, build, compile, train, eval)
     trials: list[Any] = field(default_factory=list)  # optuna FrozenTrials, for the table
+    recycled: bool = False  # stopped for a fresh process (hardware.recycle_after), not done
 
 
 def open_study(ctx: SweepContext, storage: Any, display: Display | None = None) -> Any:
@@ -270,6 +271,21 @@ def _load_backends(names: Sequence[str]) -> float:
     return time.perf_counter() - t0
 
 
+# Set by `sweep --workers` (hardware.recycle_after): after that many trials with a static
+# backend a worker stops with EXIT_RECYCLE, and the launcher starts a fresh one in its place.
+RECYCLE_ENV = "PROTOLAB_RECYCLE_AFTER"
+EXIT_RECYCLE = 75  # EX_TEMPFAIL: "try again", which is what the launcher does
+
+
+def _recycle_due(ctx: SweepContext, summary: SweepSummary) -> bool:
+    from protolab.backends import keeps_programs
+
+    limit = os.environ.get(RECYCLE_ENV, "")
+    if not limit.isdigit() or summary.started_here < int(limit):
+        return False
+    return keeps_programs(list(ctx.cfg.backends))
+
+
 def _loop(
     ctx: SweepContext,
     study: Any,
@@ -287,6 +303,13 @@ def _loop(
     failed_in_a_row = 0
     last_reason = ""
     while True:
+        if _recycle_due(ctx, summary):
+            display.note(
+                f"this worker ran {summary.started_here} static trials "
+                "(hardware.recycle_after): a fresh one takes over"
+            )
+            summary.recycled = True
+            return
         if cfg.timeout_s is not None and time.perf_counter() - t_start > cfg.timeout_s:
             display.note(f"timeout of {cfg.timeout_s:g} s reached; not starting more trials")
             return
