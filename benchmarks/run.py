@@ -9,6 +9,7 @@ Sections (all in this one run; see benchmarks/README.md for what each row means)
   logging   tiny trials with MLflow tracking on vs off
   scaling   1 vs 2 local workers on one study; the sweep's overhead fraction
   hyperband unpruned vs Hyperband sweep: epochs trained and best val/acc
+  recycling memory of a long static sweep: one worker kept vs recycled (--workers)
   watch     protolab watch: save -> first loss warm vs a cold run, XLA config edit, memory
 
 Prints the machine, versions and one table per section with the issue-7 targets (✓/✗),
@@ -37,6 +38,7 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import _recycling
 import _scaling
 import _startup
 import _sweep_overhead
@@ -55,7 +57,9 @@ from _models import CASES
 from rich.console import Console
 from rich.table import Table
 
-SECTIONS = ("startup", "steps", "sweep", "logging", "scaling", "hyperband", "watch")
+SECTIONS = (
+    "startup", "steps", "sweep", "logging", "scaling", "hyperband", "recycling", "watch"
+)  # fmt: skip
 BASELINE = "torch:prebatched"
 
 # Issue 7 targets on the step-time rows: (model, contender) -> target on the ratio vs raw.
@@ -426,6 +430,8 @@ def main(argv: list[str] | None = None) -> int:
          lambda: _scaling.measure_scaling(quick, log=log, smoke=smoke)),
         ("hyperband", "unpruned vs Hyperband sweeps, side by side",
          lambda: _scaling.measure_hyperband(quick, log=log, smoke=smoke)),
+        ("recycling", "a long static sweep: one worker kept vs recycled workers",
+         lambda: _recycling.measure_recycling(quick, log=log, smoke=smoke)),
         ("watch", "protolab watch: warm reruns vs a cold protolab run, memory over edits",
          lambda: _watch.measure_watch(quick, log=log, smoke=smoke)),
     ]  # fmt: skip
@@ -479,6 +485,7 @@ def main(argv: list[str] | None = None) -> int:
     print_other(rows, "logging", "Logging overhead (tiny trials)")
     print_other(rows, "scaling", "Local scaling and sweep overhead (protolab sweep CLI)")
     print_other(rows, "hyperband", "Hyperband vs no pruning")
+    print_other(rows, "recycling", "Memory of a long static sweep (sweep --workers)")
     print_other(rows, "watch", "protolab watch (issue 15): warm vs cold, memory")
     print_targets(rows)
     return 0

@@ -63,7 +63,8 @@ def test_smoke_benchmark_writes_every_row(tmp_path: Path) -> None:
         assert ("steps", "mlp-small", contender, "step time vs keras:fit") in keys
     sections = {r["section"] for r in rows}
     assert sections == {
-        "startup", "steps", "sweep-overhead", "logging", "scaling", "hyperband", "watch"
+        "startup", "steps", "sweep-overhead", "logging", "scaling", "hyperband", "recycling",
+        "watch",
     }  # fmt: skip
     names = {(r["section"], r["name"]) for r in rows}
     assert ("startup", "protolab --help") in names
@@ -79,6 +80,9 @@ def test_smoke_benchmark_writes_every_row(tmp_path: Path) -> None:
     assert any(r["contender"] == "speed-up 2 vs 1 worker" for r in rows)
     assert any(r["metric"] == "sweep/overhead_frac" for r in rows)
     assert sum(r["section"] == "hyperband" for r in rows) == 3
+    recycling = {r["contender"]: r for r in rows if r["section"] == "recycling"}  # issue 17
+    assert set(recycling) == {"worker kept", "worker recycled every 1"}
+    assert len(recycling["worker kept"]["extra"]["rss_by_trial"]) == 2
     watch = {(r["name"], r["contender"]) for r in rows if r["section"] == "watch"}  # issue 15
     assert ("warm save -> first loss, script edits", "protolab:lightning") in watch
     assert ("warm vs cold first loss", "protolab:lightning") in watch
