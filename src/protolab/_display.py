@@ -26,6 +26,7 @@ from rich.table import Table
 from rich.text import Text
 
 from protolab._format import sig3
+from protolab._tags import ATTR
 
 __all__ = ["SweepDisplay", "summary_table"]
 
@@ -199,7 +200,7 @@ def _params_text(params: dict[str, Any]) -> str:
 
 
 def _row(t: Any, backends: Sequence[str], metric: str, show_state: bool, star: bool) -> list[str]:
-    metrics = t.user_attrs.get("protolab.metrics", {})
+    metrics = t.user_attrs.get(ATTR.METRICS, {})
     m = [metrics.get(b, {}) for b in backends]
     cells = [f"t{t.number}" + (" *" if star else "")]
     if show_state:
@@ -275,7 +276,7 @@ def summary_table(
         )
     parts.append(_table(rows, backends, summary, show_all and bool(rest)))
     for t in rows:
-        reason = t.user_attrs.get("protolab.fail_reason", "")
+        reason = t.user_attrs.get(ATTR.FAIL_REASON, "")
         values = _params_text(t.params)
         parts.append(
             Text.assemble(f"t{t.number:<4} {values}", (f"  {reason}" if reason else "", "red"))

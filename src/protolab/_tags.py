@@ -37,6 +37,8 @@ class TAG:
     CHECKPOINT = "protolab.checkpoint"  # kept | deleted: the trained weights (artifact checkpoint/)
     CHECKPOINT_RANK = "protolab.checkpoint_rank"  # JSON: the trial's value, direction, feasible
     WATCH = "protolab.watch"  # a `protolab watch` session's name, on its parent and reruns
+    WATCH_BACKENDS = "protolab.watch.backends"  # a watch session's backends, comma-separated
+    WATCH_JOB = "protolab.watch.job"  # a watch session's short job: epochs=.. steps=..
     PREFIX = "protolab."
 
 
@@ -56,4 +58,7 @@ class ATTR:
     ATTEMPT = "protolab.attempt"
     PARENT_TRIAL = "protolab.parent_trial"
     ENQUEUED = "protolab.enqueued"
+    MUTATED = "protolab.mutated"  # evolution: what the mutation changed
+    SCRIPT_HASHES = "protolab.script_hashes"  # study attr: every script version, in order
+    CONFIG_HASHES = "protolab.config_hashes"  # study attr: every config version, in order
     AUTO = "protolab.auto"  # study attr prefix: protolab.auto.<family>.<key> -> chosen mode

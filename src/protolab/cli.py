@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Annotated, Any, NoReturn, TypeVar
 
+from protolab._tags import ATTR, TAG
+
 
 def _early_exit(signum: int, frame: Any) -> None:
     """An interrupt outside a sweep's own handling (start-up, other commands): stop now.
@@ -88,7 +90,7 @@ def _guard(fn: Callable[[], T]) -> T:
 
 def _modes_run(summary: Any, configured: list[str]) -> list[str]:
     """The backends trials actually ran (aliases resolve per architecture), in order."""
-    seen = [b for t in summary.trials for b in t.user_attrs.get("protolab.metrics", {})]
+    seen = [b for t in summary.trials for b in t.user_attrs.get(ATTR.METRICS, {})]
     return list(dict.fromkeys(seen)) or configured
 
 
@@ -331,9 +333,7 @@ def run(
 
         try:
             with hold_ends(tracker) as held:  # runs end once their test/* metrics are in
-                out = run_once(
-                    ctx, held, None, label, values=values, extra_tags={"protolab.mode": "run"}
-                )
+                out = run_once(ctx, held, None, label, values=values, extra_tags={TAG.MODE: "run"})
                 tested = log_test_metrics(ctx, out, held, label)
         except ProtolabError:
             raise

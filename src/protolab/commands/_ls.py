@@ -13,6 +13,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+from protolab._tags import ATTR, TAG
+
 __all__ = ["StudyRow", "list_studies", "study_rows"]
 
 _NUMERIC = ("complete", "pruned", "failed", "best")
@@ -68,7 +70,7 @@ def _optuna_row(study: Any) -> StudyRow:
         pruned=sum(t.state == State.PRUNED for t in trials),
         failed=sum(t.state == State.FAIL for t in trials),
         best=best,
-        metric=str(study.user_attrs.get("protolab.metric", "")),
+        metric=str(study.user_attrs.get(ATTR.METRIC, "")),
         last_activity=last,
         source="optuna",
     )
@@ -91,7 +93,7 @@ def _mlflow_rows(uri: str) -> list[StudyRow]:
                 filter_string=f"tags.`mlflow.parentRunId` = '{s.parent_run_id}'",
                 max_results=1,
             )
-            metric = child[0].data.tags.get("protolab.metric", "") if child else ""
+            metric = child[0].data.tags.get(TAG.METRIC, "") if child else ""
         rows.append(
             StudyRow(
                 study=s.study,

@@ -30,6 +30,8 @@ from optuna.samplers import BaseSampler, RandomSampler
 from optuna.study import Study, StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
+from protolab._tags import ATTR
+
 __all__ = [
     "MUTATED_ATTR",
     "PARENT_ATTR",
@@ -40,9 +42,9 @@ __all__ = [
     "mutation_diff",
 ]
 
-PARENT_ATTR = "protolab.parent_trial"
+PARENT_ATTR = ATTR.PARENT_TRIAL
 """User attr: number of the trial a child was copied from (absent on random/root trials)."""
-MUTATED_ATTR = "protolab.mutated"
+MUTATED_ATTR = ATTR.MUTATED
 """User attr: sorted names of the parent's params chosen to change in the child."""
 
 _LOCAL_FRACTION = 0.25  # numeric mutations move at most this fraction of the (log-)range

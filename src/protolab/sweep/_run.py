@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from protolab._tags import TAG
+from protolab._tags import ATTR, TAG
 from protolab.backends import (
     Job,
     JobResult,
@@ -261,11 +261,11 @@ def _artifacts(ctx: SweepContext, arch: Arch, lineage: dict[str, Any]) -> dict[s
 
 def _lineage(trial: Any) -> dict[str, Any]:
     """Parent and changed choices of a mutated trial (evolution), for a tag and an artifact."""
-    if trial is None or "protolab.parent_trial" not in trial.user_attrs:
+    if trial is None or ATTR.PARENT_TRIAL not in trial.user_attrs:
         return {}
     from protolab.samplers import format_diff, mutation_diff
 
-    parent_number = int(trial.user_attrs["protolab.parent_trial"])
+    parent_number = int(trial.user_attrs[ATTR.PARENT_TRIAL])
     parent = trial.study.trials[parent_number]
     diff = mutation_diff(parent.params, trial.params)
     return {

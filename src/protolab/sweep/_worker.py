@@ -16,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from protolab._tags import ATTR
+from protolab._tags import ATTR, TAG
 from protolab.errors import ConfigError, ProtolabError, StorageError
 from protolab.sweep import _lease
 from protolab.sweep._context import SweepContext
@@ -30,12 +30,12 @@ __all__ = ["Interrupted", "SweepFailed", "SweepSummary", "sweep"]
 
 # Trial user attrs that become MLflow tags (lineage, retries, warm starts).
 _LINEAGE_ATTRS = (
-    "protolab.retry_of",
-    "protolab.attempt",
-    "protolab.parent_trial",
-    "protolab.enqueued",
-    "protolab.worker",
-    "protolab.cuda_visible_devices",
+    ATTR.RETRY_OF,
+    ATTR.ATTEMPT,
+    ATTR.PARENT_TRIAL,
+    ATTR.ENQUEUED,
+    ATTR.WORKER,
+    ATTR.CUDA_VISIBLE_DEVICES,
 )
 
 
@@ -104,8 +104,8 @@ def open_study(ctx: SweepContext, storage: Any, display: Display | None = None) 
         if note:
             display.note(note)
     _note_script_change(study, ctx, display)
-    study.set_user_attr("protolab.objectives", metrics)
-    study.set_user_attr("protolab.metric", ctx.metric)
+    study.set_user_attr(ATTR.OBJECTIVES, metrics)
+    study.set_user_attr(ATTR.METRIC, ctx.metric)
     return study
 
 
@@ -123,7 +123,7 @@ def _check_existing(ctx: SweepContext, storage: Any) -> None:
     have = [d.name.lower() for d in study.directions]
     directions = [d for _, d in ctx.objectives]
     metrics = [m for m, _ in ctx.objectives]
-    recorded = study.user_attrs.get("protolab.objectives", metrics)
+    recorded = study.user_attrs.get(ATTR.OBJECTIVES, metrics)
     if have != directions or recorded != metrics:
         raise ConfigError(
             f"{ctx.config_path}: study '{ctx.study_name}' already exists and optimises "
@@ -155,8 +155,11 @@ def _note_script_change(study: Any, ctx: SweepContext, display: Display | None) 
     Every trial records the hashes it ran with (user attrs and MLflow tags), so the report
     can split trials by script version and before/after an edit is one comparison away.
     """
-    for kind, now in (("script", ctx.script_hash), ("config", ctx.config_hash)):
-        key = f"protolab.{kind}_hashes"
+    versions = (
+        ("script", ATTR.SCRIPT_HASHES, ctx.script_hash),
+        ("config", ATTR.CONFIG_HASHES, ctx.config_hash),
+    )
+    for kind, key, now in versions:
         seen = list(study.user_attrs.get(key, []))
         if seen and seen[-1] != now and display is not None:
             display.note(
@@ -208,9 +211,7 @@ def sweep(ctx: SweepContext, display: Display, warm_from: str | None = None) -> 
         with _lease.study_lock(study):  # across hosts, on PostgreSQL
             _lease.reap(study, tracker, cfg.max_retries)
             for params, label in warm:  # skip_if_exists: rerunning the command adds nothing
-                study.enqueue_trial(
-                    params, user_attrs={"protolab.enqueued": label}, skip_if_exists=True
-                )
+                study.enqueue_trial(params, user_attrs={ATTR.ENQUEUED: label}, skip_if_exists=True)
     summary = SweepSummary(ctx.study_name, ctx.metric, ctx.direction)
     status, failing = "FINISHED", True
     display.start(ctx, study)
@@ -244,7 +245,7 @@ def _finish(
     """
     try:
         _summarise(study, summary)
-        tracker.log_parent(_sweep_metrics(summary), {"protolab.direction": direction})
+        tracker.log_parent(_sweep_metrics(summary), {TAG.DIRECTION: direction})
     except Exception:
         if not failing:
             raise
@@ -369,7 +370,7 @@ def _loop(
             failed_in_a_row += 1
             last_reason = fail_reason(e)
             with shielded():
-                trial.set_user_attr("protolab.fail_reason", last_reason)
+                trial.set_user_attr(ATTR.FAIL_REASON, last_reason)
                 study.tell(trial, state=State.FAIL)
             display.trial_finished(trial.number, "FAIL", None, last_reason)
         else:
@@ -414,7 +415,7 @@ def _tell_complete(ctx: SweepContext, study: Any, trial: Any, tracker: Tracker, 
         b: {k: r.metrics[k] for k in (*_KEY_METRICS, ctx.metric) if k in r.metrics}
         for b, r in out.results.items()
     }
-    trial.set_user_attr("protolab.metrics", metrics)
+    trial.set_user_attr(ATTR.METRICS, metrics)
     for key, value in out.constraints.items():
         trial.set_constraint(key, value)
     study.tell(trial, out.values if ctx.multi_objective else out.value)
@@ -431,7 +432,7 @@ def _tell_failed(study: Any, trial: Any, reason: str, max_retries: int) -> None:
     """Fail ``trial`` for a reason that is not the model's, and enqueue it again."""
     import optuna
 
-    trial.set_user_attr("protolab.fail_reason", reason)
+    trial.set_user_attr(ATTR.FAIL_REASON, reason)
     frozen = study.tell(trial, state=optuna.trial.TrialState.FAIL)
     _lease.retry(study, frozen, max_retries)
 

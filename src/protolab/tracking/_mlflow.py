@@ -20,7 +20,7 @@ from protolab._tags import TAG
 __all__ = ["ChildRun", "Tracker", "default_tracking_uri", "open_tracker", "redact", "wait_open"]
 
 _FLUSH_EVERY_S = 3.0
-_PARENT_TAG = "protolab.role"
+_PARENT_TAG = TAG.ROLE
 _MAX_BATCH = 1000  # MLflow's limit on metrics (and on all entities) per log_batch call
 _MAX_TAGS = 100  # ... and on tags per call
 
@@ -126,7 +126,7 @@ class Tracker:
             location = f"{root}/{experiment}" if root else None
             try:
                 self.experiment_id = self.client.create_experiment(
-                    experiment, artifact_location=location, tags={"protolab.study": study}
+                    experiment, artifact_location=location, tags={TAG.STUDY: study}
                 )
             except Exception:  # another worker created it first
                 found = self.client.get_experiment_by_name(experiment)
@@ -155,7 +155,7 @@ class Tracker:
         run = self.client.create_run(
             self.experiment_id,
             run_name=self.study,
-            tags={_PARENT_TAG: "parent", "protolab.study": self.study},
+            tags={_PARENT_TAG: "parent", TAG.STUDY: self.study},
         )
         return self._first_parent(str(run.info.run_id))
 
@@ -288,9 +288,9 @@ class ChildRun:
         """
         if self.ended:
             return
-        tags = {"protolab.state": state}
+        tags = {TAG.STATE: state}
         if reason:
-            tags["protolab.fail_reason"] = reason[:500]
+            tags[TAG.FAIL_REASON] = reason[:500]
         self.set_tags(tags)
         self.flush()
         status = {"FAIL": "FAILED", "INTERRUPTED": "KILLED"}.get(state, "FINISHED")

@@ -30,6 +30,7 @@ from protolab._signals import (
     reset_interrupts,
     shielded,
 )
+from protolab._tags import TAG
 from protolab.errors import UserInputError
 from protolab.watch._rerun import Rerun, run_modes, start_rerun
 from protolab.watch._show import Show, study_best
@@ -98,8 +99,8 @@ class Session:
             self.tracker.log_parent(
                 {},
                 {
-                    "protolab.watch.backends": ",".join(ctx.cfg.backends),
-                    "protolab.watch.job": f"epochs={self.opts.epochs} steps={steps}",
+                    TAG.WATCH_BACKENDS: ",".join(ctx.cfg.backends),
+                    TAG.WATCH_JOB: f"epochs={self.opts.epochs} steps={steps}",
                 },
             )
         self._header(loaded.ctx)
