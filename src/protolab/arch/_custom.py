@@ -37,11 +37,11 @@ import math
 from typing import Any, ClassVar, TypeVar
 
 from protolab.arch._base import INT_DTYPES, Layer, Shape, ShapeError, Traced
+from protolab.backends._frameworks import FRAMEWORKS, KERAS, TORCH
 from protolab.errors import ArchError
 
 __all__ = ["FRAMEWORKS", "CustomLayer", "counted_by", "is_json", "layer", "unsupported"]
 
-FRAMEWORKS = ("torch", "keras")
 C = TypeVar("C", bound="CustomLayer")
 
 
@@ -132,12 +132,12 @@ def _built(layer: CustomLayer, shape: Shape, dtype: str) -> tuple[Shape, int, st
 
     have = layer.frameworks()
     # the framework this process already loaded, if it can: no 5 s import just to count
-    use_torch = "torch" in have and ("keras" not in have or "keras" not in sys.modules)
-    framework = "torch" if use_torch or "keras" not in have else "keras"
+    use_torch = TORCH in have and (KERAS not in have or KERAS not in sys.modules)
+    framework = TORCH if use_torch or KERAS not in have else KERAS
     try:
-        if framework == "torch":
-            return (*_torch_probe(layer, shape, dtype), "torch")
-        return (*_keras_probe(layer, shape, dtype), "keras")
+        if framework == TORCH:
+            return (*_torch_probe(layer, shape, dtype), TORCH)
+        return (*_keras_probe(layer, shape, dtype), KERAS)
     except ShapeError:
         raise
     except ArchError as e:  # already states the rule (e.g. pl.native's builder checks)

@@ -31,13 +31,14 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from protolab.arch._base import Layer, Shape
-from protolab.arch._custom import FRAMEWORKS, CustomLayer, is_json
+from protolab.arch._custom import CustomLayer, is_json
+from protolab.backends._frameworks import FRAMEWORKS, KERAS, TORCH
 from protolab.errors import ArchError
 
 __all__ = ["Native", "native"]
 
 Builder = Callable[..., Any]
-_EXPECTED = {"torch": "a torch.nn.Module", "keras": "a keras.layers.Layer (or keras.Model)"}
+_EXPECTED = {TORCH: "a torch.nn.Module", KERAS: "a keras.layers.Layer (or keras.Model)"}
 
 
 @dataclasses.dataclass(frozen=True, repr=False)
@@ -80,15 +81,15 @@ class Native(CustomLayer):
     def torch(self, input_shape: Shape) -> Any:
         import torch
 
-        return self._build("torch", input_shape, torch.nn.Module)
+        return self._build(TORCH, input_shape, torch.nn.Module)
 
     def keras(self, input_shape: Shape) -> Any:
         import keras
 
-        return self._build("keras", input_shape, keras.layers.Layer)
+        return self._build(KERAS, input_shape, keras.layers.Layer)
 
     def _builder(self, framework: str) -> Builder | None:
-        return self.torch_builder if framework == "torch" else self.keras_builder
+        return self.torch_builder if framework == TORCH else self.keras_builder
 
     def _build(self, framework: str, shape: Shape, kind: type) -> Any:
         fn = self._builder(framework)
@@ -125,7 +126,7 @@ def native(
     """
     from protolab.arch._arch import Arch
 
-    builders = {"torch": torch, "keras": keras}
+    builders = {TORCH: torch, KERAS: keras}
     if torch is None and keras is None:
         raise ArchError("pl.native: needs a torch= and/or a keras= builder, but got neither")
     for framework, fn in builders.items():

@@ -5,36 +5,50 @@ Keras 3 keeps ``backend/<name>/``. Backends are resolved by name through a regis
 import paths, so selecting one never imports another's framework and listing them imports
 none. A plugin registers by entry point (group ``protolab.backends``) or
 :func:`register_backend`, and then works in configs, sweeps and reports unchanged.
+
+Importing this package is nearly free (``protolab.arch`` imports the framework names from
+it): the names below load their module on first use.
 """
 
-from protolab.backends._base import (
-    Backend,
-    DeviceInfo,
-    EpochFit,
-    EpochHook,
-    Job,
-    JobResult,
-    Program,
-    TrainedModel,
-    TrainSettings,
-)
-from protolab.backends._registry import (
-    ALIASES,
-    FAMILIES,
-    BackendInfo,
-    backend_info,
-    backend_names,
-    default_backends,
-    expand_aliases,
-    family_members,
-    get_backend,
-    keeps_programs,
-    register_backend,
-)
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from protolab.backends._frameworks import FRAMEWORKS, KERAS, TORCH, check_framework
+
+if TYPE_CHECKING:
+    from protolab.backends._base import (
+        Backend,
+        DeviceInfo,
+        EpochFit,
+        EpochHook,
+        Job,
+        JobResult,
+        Program,
+        TrainedModel,
+        TrainSettings,
+    )
+    from protolab.backends._registry import (
+        ALIASES,
+        FAMILIES,
+        BackendInfo,
+        backend_info,
+        backend_names,
+        default_backends,
+        expand_aliases,
+        family_members,
+        get_backend,
+        keeps_programs,
+        register_backend,
+    )
 
 __all__ = [
     "ALIASES",
     "FAMILIES",
+    "FRAMEWORKS",
+    "KERAS",
+    "TORCH",
     "Backend",
     "BackendInfo",
     "DeviceInfo",
@@ -47,6 +61,7 @@ __all__ = [
     "TrainedModel",
     "backend_info",
     "backend_names",
+    "check_framework",
     "default_backends",
     "expand_aliases",
     "family_members",
@@ -54,3 +69,50 @@ __all__ = [
     "keeps_programs",
     "register_backend",
 ]
+
+# the contract needs NumPy and the registry importlib.metadata: neither loads on import
+_LAZY = {
+    **dict.fromkeys(
+        (
+            "Backend",
+            "DeviceInfo",
+            "EpochFit",
+            "EpochHook",
+            "Job",
+            "JobResult",
+            "Program",
+            "TrainedModel",
+            "TrainSettings",
+        ),
+        "protolab.backends._base",
+    ),
+    **dict.fromkeys(
+        (
+            "ALIASES",
+            "FAMILIES",
+            "BackendInfo",
+            "backend_info",
+            "backend_names",
+            "default_backends",
+            "expand_aliases",
+            "family_members",
+            "get_backend",
+            "keeps_programs",
+            "register_backend",
+        ),
+        "protolab.backends._registry",
+    ),
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # once: later lookups are plain attribute reads
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import TYPE_CHECKING, Literal
 
+from protolab.backends._frameworks import KERAS, TORCH, check_framework
 from protolab.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -61,8 +62,12 @@ class BackendInfo:
     calibrate: bool = True  # a candidate when an alias picks the family's fastest mode
     builds: str = ""  # the framework whose builder makes its model (custom layers need it)
 
+    def __post_init__(self) -> None:
+        if self.builds:
+            check_framework(self.builds)
 
-_T, _K = "torch", "keras"
+
+_T, _K = TORCH, KERAS
 _BUILTIN = (
     BackendInfo(
         "lightning", "protolab.backends.torch:EagerBackend", "dynamic", "eager", True, builds=_T

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from protolab.arch import Arch
+from protolab.backends._frameworks import KERAS, TORCH
 from protolab.errors import ScriptError
 from protolab.space import Space
 
@@ -39,7 +40,7 @@ class Loss:
     keras: Callable[[Any, Any], Any] | None = None
 
     def __post_init__(self) -> None:
-        given = {"torch": self.torch, "keras": self.keras}
+        given = {TORCH: self.torch, KERAS: self.keras}
         if all(f is None for f in given.values()):
             raise ScriptError("protolab.Loss needs torch=fn and/or keras=fn, but got neither")
         for name, fn in given.items():
