@@ -1,9 +1,9 @@
 """Whole sweeps through the ``protolab sweep`` command: local scaling, overhead, Hyperband.
 
 - Scaling: a study of realistic trials (the shipped digits-MLP experiment, 10 epochs, as in
-  ``configs/digits_mlp.yaml``; 50 trials, ~1 min for one worker, 12 quick) run by 1 worker,
-  then by 2 workers started together on the same study (same config, same stores), each
-  worker at 1 thread through ``hardware.threads=1`` (the environment caps
+  ``configs/digits_mlp.yaml``; 50 trials, ~1 min for one worker, 12 quick) run by 1 worker
+  (``protolab sweep``), then by ``protolab sweep --workers 2`` (one launcher, two workers on
+  the same study and stores), each worker at 1 thread through ``hardware.threads=1`` (the environment caps
   ``OMP_NUM_THREADS=1``, ``MKL_``/``OPENBLAS_NUM_THREADS``, ``TF_NUM_INTRAOP``/``INTEROP_THREADS``
   stay too). The workers' own ``protolab.torch_threads`` tag confirms what torch used. The
   sampler is ``qmc`` (an unscrambled Sobol sequence shared through the study), so both runs
@@ -139,7 +139,9 @@ def _sweep(
 
     before = cpu_sample()
     t0 = time.perf_counter()
-    _wait([_start(cfg, where) for _ in range(workers)], f"{workers}-worker sweep")
+    # one worker: a plain sweep; several: the launcher (`--workers N`), as a user starts them
+    launch = ["--workers", str(workers)] if workers > 1 else []
+    _wait([_start(cfg, where, *launch)], f"{workers}-worker sweep")
     wall = time.perf_counter() - t0
     busy = contention(before, cpu_sample())
     done = [

@@ -12,7 +12,7 @@ import errno
 import os
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -297,94 +297,124 @@ def _loop(
     lock: Any,
     t_start: float,
 ) -> None:
-    import optuna
-
-    State = optuna.trial.TrialState
-    cfg = ctx.cfg.study
-    failed_in_a_row = 0
-    last_reason = ""
-    while True:
-        if _recycle_due(ctx, summary):
-            display.note(
-                f"this worker ran {summary.started_here} static trials "
-                "(hardware.recycle_after): a fresh one takes over"
-            )
-            summary.recycled = True
-            return
-        if cfg.timeout_s is not None and time.perf_counter() - t_start > cfg.timeout_s:
-            display.note(f"timeout of {cfg.timeout_s:g} s reached; not starting more trials")
-            return
-        if failed_in_a_row >= cfg.max_failures:
-            raise SweepFailed(
-                f"stopping: the last {failed_in_a_row} trials failed (study.max_failures="
-                f"{cfg.max_failures}); last reason: {last_reason}"
-            )
-        if hasattr(study.sampler, "is_exhausted") and study.sampler.is_exhausted(study):
-            display.note("the grid is exhausted: every combination has run")
-            return
+    """Ask, run, tell until the study is full (or a stop rule says so): the one loop."""
+    failed_in_a_row, last_reason = 0, ""
+    while not _stop_here(ctx, study, display, summary, t_start, failed_in_a_row, last_reason):
         # count + ask atomically (never more than n_trials), and whole (see shielded)
         trial, running = _ask_whole(ctx, study, tracker, lock)
         if trial is None:
             if _lease.wait_for_others(study, running):  # one may be dead on another host
                 continue
             return
-
-        def report(value: float, epoch: int, trial: Any = trial) -> None:
-            with shielded():
-                trial.report(value, epoch)
-                # After the last epoch the work is done: keep the result, do not prune it.
-                prune = epoch < ctx.cfg.train.epochs and trial.should_prune()
-            if prune:
-                raise optuna.TrialPruned(f"pruned after epoch {epoch}")
-
-        tags = {k: str(v) for k, v in trial.user_attrs.items() if k in _LINEAGE_ATTRS}
-        try:  # from here on, an interrupt fails this trial (retried), never leaves it RUNNING
-            summary.started_here += 1
-            display.trial_started(trial.number)
-            with _lease.heartbeat(study, trial):
-                out = run_once(
-                    ctx,
-                    tracker,
-                    trial,
-                    f"t{trial.number}",
-                    report=None if ctx.multi_objective else report,  # Optuna: no pruning
-                    progress=display.epoch,
-                    extra_tags=tags,
-                    job_seconds=job_seconds,
-                )
-        except optuna.TrialPruned as e:
-            with shielded():
-                study.tell(trial, state=State.PRUNED)
-            display.trial_finished(trial.number, "PRUNED", None, str(e))
+        reason = _one_trial(ctx, study, tracker, display, summary, trial, job_seconds)
+        if reason is None:
             failed_in_a_row = 0
-        except KeyboardInterrupt:
-            with deferred():  # a second Ctrl-C exits after this write, not inside it
-                _tell_failed(study, trial, "interrupted", cfg.max_retries)
-            raise
-        except Exception as e:
-            if isinstance(e, optuna.exceptions.UpdateFinishedTrialError):  # reaped while alive
-                display.trial_finished(trial.number, "FAIL", None, _REAPED_ALIVE)
-                continue
-            if _store_failed(e):  # the disk or a store, not the model: stop, retry it later
-                _stop_on_store_failure(study, trial, tracker, e, cfg.max_retries)
-            failed_in_a_row += 1
-            last_reason = fail_reason(e)
-            with shielded():
-                trial.set_user_attr(ATTR.FAIL_REASON, last_reason)
-                study.tell(trial, state=State.FAIL)
-            display.trial_finished(trial.number, "FAIL", None, last_reason)
-        else:
-            failed_in_a_row = 0
-            try:
-                with shielded():  # done work is kept: an interrupt waits for the tell
-                    _tell_complete(ctx, study, trial, tracker, out)
-            except optuna.exceptions.UpdateFinishedTrialError:
-                display.trial_finished(trial.number, "FAIL", None, _REAPED_ALIVE)
-                continue
-            feasible = all(v <= 0 for v in out.constraints.values())
-            display.trial_finished(
-                trial.number, "COMPLETE", out.value, "" if feasible else "infeasible", feasible
-            )
+        elif reason:  # "" is a trial another worker reaped: not this configuration's fault
+            failed_in_a_row, last_reason = failed_in_a_row + 1, reason
+
+
+def _stop_here(
+    ctx: SweepContext,
+    study: Any,
+    display: Display,
+    summary: SweepSummary,
+    t_start: float,
+    failed_in_a_row: int,
+    last_reason: str,
+) -> bool:
+    """The stop rules checked before each ask (saying which one stopped the sweep)."""
+    cfg = ctx.cfg.study
+    if _recycle_due(ctx, summary):
+        display.note(
+            f"this worker ran {summary.started_here} static trials "
+            "(hardware.recycle_after): a fresh one takes over"
+        )
+        summary.recycled = True
+        return True
+    if cfg.timeout_s is not None and time.perf_counter() - t_start > cfg.timeout_s:
+        display.note(f"timeout of {cfg.timeout_s:g} s reached; not starting more trials")
+        return True
+    if failed_in_a_row >= cfg.max_failures:
+        raise SweepFailed(
+            f"stopping: the last {failed_in_a_row} trials failed (study.max_failures="
+            f"{cfg.max_failures}); last reason: {last_reason}"
+        )
+    if hasattr(study.sampler, "is_exhausted") and study.sampler.is_exhausted(study):
+        display.note("the grid is exhausted: every combination has run")
+        return True
+    return False
+
+
+def _one_trial(
+    ctx: SweepContext,
+    study: Any,
+    tracker: Tracker,
+    display: Display,
+    summary: SweepSummary,
+    trial: Any,
+    job_seconds: list[float],
+) -> str | None:
+    """Run one asked trial and tell its end: None when it completed or was pruned, its
+    failure reason when it failed, "" when another worker reaped it meanwhile."""
+    import optuna
+
+    State = optuna.trial.TrialState
+    tags = {k: str(v) for k, v in trial.user_attrs.items() if k in _LINEAGE_ATTRS}
+    try:  # from here on, an interrupt fails this trial (retried), never leaves it RUNNING
+        summary.started_here += 1
+        display.trial_started(trial.number)
+        with _lease.heartbeat(study, trial):
+            out = run_once(
+                ctx, tracker, trial, f"t{trial.number}",
+                report=None if ctx.multi_objective else _reporter(ctx, trial),  # no pruning
+                progress=display.epoch, extra_tags=tags, job_seconds=job_seconds,
+            )  # fmt: skip
+    except optuna.TrialPruned as e:
+        with shielded():
+            study.tell(trial, state=State.PRUNED)
+        display.trial_finished(trial.number, "PRUNED", None, str(e))
+        return None
+    except KeyboardInterrupt:
+        with deferred():  # a second Ctrl-C exits after this write, not inside it
+            _tell_failed(study, trial, "interrupted", ctx.cfg.study.max_retries)
+        raise
+    except optuna.exceptions.UpdateFinishedTrialError:  # reaped while alive
+        display.trial_finished(trial.number, "FAIL", None, _REAPED_ALIVE)
+        return ""
+    except Exception as e:
+        if _store_failed(e):  # the disk or a store, not the model: stop, retry it later
+            _stop_on_store_failure(study, trial, tracker, e, ctx.cfg.study.max_retries)
+        reason = fail_reason(e)
+        with shielded():
+            trial.set_user_attr(ATTR.FAIL_REASON, reason)
+            study.tell(trial, state=State.FAIL)
+        display.trial_finished(trial.number, "FAIL", None, reason)
+        return reason
+    try:  # outside the handlers above: the trial ran; a failed write here stops the sweep
+        with shielded():  # done work is kept: an interrupt waits for the tell
+            _tell_complete(ctx, study, trial, tracker, out)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        display.trial_finished(trial.number, "FAIL", None, _REAPED_ALIVE)
+        return ""
+    feasible = all(v <= 0 for v in out.constraints.values())
+    note = "" if feasible else "infeasible"
+    display.trial_finished(trial.number, "COMPLETE", out.value, note, feasible)
+    return None
+
+
+def _reporter(ctx: SweepContext, trial: Any) -> Callable[[float, int], None]:
+    """Each epoch's value to Optuna, whole; prune when the pruner says so (never after the
+    last epoch: the work is done, keep the result)."""
+    import optuna
+
+    def report(value: float, epoch: int) -> None:
+        with shielded():
+            trial.report(value, epoch)
+            prune = epoch < ctx.cfg.train.epochs and trial.should_prune()
+        if prune:
+            raise optuna.TrialPruned(f"pruned after epoch {epoch}")
+
+    return report
 
 
 def _ask_whole(ctx: SweepContext, study: Any, tracker: Tracker, lock: Any) -> tuple[Any, int]:
