@@ -14,9 +14,15 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Annotated, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 from protolab._tags import ATTR, TAG
+
+if TYPE_CHECKING:
+    from protolab.sweep._context import SweepContext
+    from protolab.sweep._run import Outcome
+    from protolab.sweep._worker import SweepSummary
+    from protolab.tracking._types import Tracker
 
 
 def _early_exit(signum: int, frame: Any) -> None:
@@ -248,7 +254,7 @@ def sweep(
     _guard(body)
 
 
-def _print_summary(summary: Any, ctx: Any, show_all: bool, wall_s: float) -> None:
+def _print_summary(summary: SweepSummary, ctx: SweepContext, show_all: bool, wall_s: float) -> None:
     """The trials table, then the best trial (or the Pareto front)."""
     from rich.console import Console
 
@@ -290,47 +296,25 @@ def run(
     """Train once with fixed values (defaults, --params or --best), logged like a trial."""
 
     def body() -> None:
-        from protolab.tracking import open_tracker, start_writer
+        from protolab.tracking import start_writer
 
         start_writer()
-        from rich.console import Console
-
         from protolab.config import load_config
+        from protolab.config._checks import check_context, check_values
         from protolab.sweep import prepare, run_once
+        from protolab.sweep._test_split import hold_ends, log_test_metrics
         from protolab.sweep._worker import best_params
 
-        if params is not None and best:
-            raise UserInputError("--params and --best are exclusive; give one of them")
-        values: dict[str, Any] = {}
-        if params is not None:
-            try:
-                values = json.loads(params)
-            except json.JSONDecodeError as e:
-                raise UserInputError(
-                    f"--params: not valid JSON ({e.msg}), got {params!r}"
-                ) from None
-            if not isinstance(values, dict):
-                raise UserInputError(f"--params must be a JSON object, but got {params!r}")
+        values = _fixed_values(params, best)
         cfg, script = load_config(config, overrides or [])
         ctx = prepare(cfg, config, script)
-        from protolab.config._checks import check_context, check_values
-
         check_context(ctx)
         if best:
             values = best_params(ctx)
         where = f"--best (study '{ctx.study_name}', renamed a choice?)" if best else "--params"
         check_values(ctx, values, where)
-        from protolab.backends import ALIASES, get_backend
-        from protolab.tracking import wait_open
-
-        opening = open_tracker(ctx, wait=False)  # the writer opens the store meanwhile ...
-        for name in cfg.backends:  # ... while the frameworks import here (time/import_s)
-            if name not in ALIASES:
-                get_backend(name).load()
-        tracker = wait_open(opening)
+        tracker = _tracker_and_frameworks(ctx)
         label = "best" if best else "run"
-        from protolab.sweep._test_split import hold_ends, log_test_metrics
-
         try:
             with hold_ends(tracker) as held:  # runs end once their test/* metrics are in
                 out = run_once(ctx, held, None, label, values=values, extra_tags={TAG.MODE: "run"})
@@ -345,19 +329,56 @@ def run(
             ) from e
         finally:
             tracker.end()
-        console = Console()
-        for name, result in out.results.items():
-            m = result.metrics
-            console.print(
-                f"{label}-{name}: {ctx.metric}={m.get(ctx.metric, float('nan')):.4g}  "
-                f"step {m['time/step_ms']:.3f} ms  first step {m['time/first_step_s']:.2f} s  "
-                f"params {int(m['model/params'])}"
-            )
-            if name in tested:
-                line = _test_line(label, name, tested[name], ctx.dataset.n_test)
-                console.print(line, soft_wrap=True, highlight=False)
+        _print_run(out, ctx, label, tested)
 
     _guard(body)
+
+
+def _fixed_values(params: str | None, best: bool) -> dict[str, Any]:
+    """``--params`` as a JSON object (``--best`` fills them in later); bad JSON is exit 2."""
+    if params is not None and best:
+        raise UserInputError("--params and --best are exclusive; give one of them")
+    if params is None:
+        return {}
+    try:
+        values = json.loads(params)
+    except json.JSONDecodeError as e:
+        raise UserInputError(f"--params: not valid JSON ({e.msg}), got {params!r}") from None
+    if not isinstance(values, dict):
+        raise UserInputError(f"--params must be a JSON object, but got {params!r}")
+    return values
+
+
+def _tracker_and_frameworks(ctx: SweepContext) -> Tracker:
+    """The tracking writer opens its store while the frameworks import here (each on its
+    own core), so a cold ``run`` waits for the slower of the two, not for both."""
+    from protolab.backends import ALIASES, get_backend
+    from protolab.tracking import open_tracker, wait_open
+
+    opening = open_tracker(ctx, wait=False)
+    for name in ctx.cfg.backends:  # reported as each job's time/import_s
+        if name not in ALIASES:
+            get_backend(name).load()
+    return wait_open(opening)
+
+
+def _print_run(
+    out: Outcome, ctx: SweepContext, label: str, tested: dict[str, dict[str, float]]
+) -> None:
+    """A line per mode: the metric, step time, first step, params; then its test split."""
+    from rich.console import Console
+
+    console = Console()
+    for name, result in out.results.items():
+        m = result.metrics
+        console.print(
+            f"{label}-{name}: {ctx.metric}={m.get(ctx.metric, float('nan')):.4g}  "
+            f"step {m['time/step_ms']:.3f} ms  first step {m['time/first_step_s']:.2f} s  "
+            f"params {int(m['model/params'])}"
+        )
+        if name in tested:
+            line = _test_line(label, name, tested[name], ctx.dataset.n_test)
+            console.print(line, soft_wrap=True, highlight=False)
 
 
 def _test_line(label: str, mode: str, metrics: dict[str, float], n: int) -> str:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from protolab.config import Config, TrainConfig
 from protolab.config._load import config_hash
@@ -12,6 +12,9 @@ from protolab.errors import ArchError, ConfigError, ScriptError, SpaceError
 from protolab.script import Experiment, load_experiment
 from protolab.script._loader import script_hash
 from protolab.space import Space
+
+if TYPE_CHECKING:
+    from protolab.arch import Arch
 
 __all__ = ["SweepContext", "prepare", "sample_train"]
 
@@ -158,6 +161,43 @@ def _check_device_count(cfg: Config, config_path: Path) -> None:
         )
 
 
+def _dry_build(
+    exp: Experiment, cfg: Config, script_path: Path, dry: Space, dry_train: Space
+) -> Arch | None:
+    """The experiment called once with default values; its errors name the user's line.
+    An Arch that cannot be built is None here (a failed trial later, not exit 2)."""
+    try:
+        sample_train(cfg.train, dry_train)
+        return exp.build(dry)
+    except (ScriptError, SpaceError) as e:
+        raise type(e)(f"{script_path}: {e}") from None
+    except ArchError:
+        return None
+    except Exception as e:
+        from protolab.script._loader import _user_frame
+
+        raise ScriptError(
+            f"{_user_frame(e, script_path)}: experiment '{exp.name}' raised {type(e).__name__}: {e}"
+        ) from None
+
+
+def _check_search(cfg: Config, config_path: Path, distributions: dict[str, Any]) -> None:
+    """Build the sampler and pruner once now: bad options fail here, before any store."""
+    from protolab.sweep._study import make_pruner, make_sampler
+
+    study = cfg.study
+    try:
+        grid = None
+        if study.sampler == "grid":
+            from protolab.sweep._study import grid_space
+
+            grid = grid_space(distributions)
+        make_sampler(study.sampler, study.seed, study.sampler_options, grid)
+        make_pruner(study.pruner, study.pruner_options)
+    except ConfigError as e:
+        raise ConfigError(f"{config_path}: {e}") from None
+
+
 def prepare(cfg: Config, config_path: Path, script_path: Path) -> SweepContext:
     """Load the script and data and dry-run the experiment: bad input fails here, exit 2.
 
@@ -168,26 +208,12 @@ def prepare(cfg: Config, config_path: Path, script_path: Path) -> SweepContext:
     from protolab.config._model import parse_constraint
     from protolab.data import load_dataset
     from protolab.script._experiment import infer_direction
-    from protolab.sweep._study import make_pruner, make_sampler
 
     check_devices(cfg, config_path)
     exp = load_experiment(script_path)
     dataset = load_dataset(exp.data, base_dir=script_path.parent, seed=cfg.study.seed)
     dry, dry_train = Space(), Space(prefix="train.")
-    arch = None
-    try:
-        sample_train(cfg.train, dry_train)
-        arch = exp.build(dry)
-    except (ScriptError, SpaceError) as e:
-        raise type(e)(f"{script_path}: {e}") from None
-    except ArchError:
-        pass
-    except Exception as e:
-        from protolab.script._loader import _user_frame
-
-        raise ScriptError(
-            f"{_user_frame(e, script_path)}: experiment '{exp.name}' raised {type(e).__name__}: {e}"
-        ) from None
+    arch = _dry_build(exp, cfg, script_path, dry, dry_train)
     if arch is not None:
         _check_buildable(cfg, config_path, script_path, arch)
     metric, direction = exp.resolve_metric(dataset.metric)
@@ -202,18 +228,7 @@ def prepare(cfg: Config, config_path: Path, script_path: Path) -> SweepContext:
         **dry.distributions,
         **{f"train.{k}": d for k, d in dry_train.distributions.items()},
     }
-    # Build the sampler and pruner once now: bad options fail here, before any store.
-    study = cfg.study
-    try:
-        grid = None
-        if study.sampler == "grid":
-            from protolab.sweep._study import grid_space
-
-            grid = grid_space(distributions)
-        make_sampler(study.sampler, study.seed, study.sampler_options, grid)
-        make_pruner(study.pruner, study.pruner_options)
-    except ConfigError as e:
-        raise ConfigError(f"{config_path}: {e}") from None
+    _check_search(cfg, config_path, distributions)
     return SweepContext(
         cfg=cfg,
         config_path=config_path.resolve(),

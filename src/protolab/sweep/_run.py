@@ -97,19 +97,7 @@ def run_once(
     train_space = Space(trial, values, prefix="train.")
     cfg = ctx.cfg
     out = Outcome(params={})
-    base_tags = {
-        TAG.STUDY: ctx.study_name,
-        TAG.TRIAL: label.removeprefix("t"),
-        TAG.SCRIPT_HASH: ctx.script_hash,
-        TAG.CONFIG_HASH: ctx.config_hash,
-        TAG.METRIC: ctx.metric,
-        TAG.DATA: str(ctx.dataset.name),
-        **{f"{TAG.PREFIX}{k}": v for k, v in environment_tags(ctx.script_path).items()},
-        **(extra_tags or {}),
-    }
-    paired = len(expand_aliases(list(cfg.backends))) > 1 or cfg.study.repeat > 1
-    if paired:
-        base_tags[TAG.PAIR] = f"{ctx.study_name}/{label}"
+    base_tags = _base_tags(ctx, label, extra_tags)
     try:
         arch = ctx.experiment.build(arch_space)
         train = sample_train(cfg.train, train_space)
@@ -136,28 +124,36 @@ def run_once(
     repeats = cfg.study.repeat
     for r in range(repeats):  # interleaved: every mode once per round
         for i, (name, choice) in enumerate(modes):
-            suffix = f"-r{r}" if repeats > 1 else ""
             tags = _mode_tags(name, choice, base_tags)
             if repeats > 1:
                 tags[TAG.REPEAT] = str(r)
-            lead = i == 0 and r == 0
+            run_name = f"{label}-{name}" + (f"-r{r}" if repeats > 1 else "")
+            lead = report if i == 0 and r == 0 else None  # Optuna hears the first mode
             result = _run_mode(
-                ctx,
-                tracker,
-                job,
-                f"{label}-{name}{suffix}",
-                tags,
-                out.params,
-                artifacts,
-                report if lead else None,
-                progress,
+                ctx, tracker, job, run_name, tags, out.params, artifacts, lead, progress,
                 job_seconds,
-            )
+            )  # fmt: skip
             if r == 0:
                 out.results[name] = result
-    lead_metrics = out.results[modes[0][0]].metrics
-    _objective(ctx, out, lead_metrics)
+    _objective(ctx, out, out.results[modes[0][0]].metrics)
     return out
+
+
+def _base_tags(ctx: SweepContext, label: str, extra: dict[str, str] | None) -> dict[str, str]:
+    """The tags every run of this trial carries: what ran, on which data, with which code."""
+    tags = {
+        TAG.STUDY: ctx.study_name,
+        TAG.TRIAL: label.removeprefix("t"),
+        TAG.SCRIPT_HASH: ctx.script_hash,
+        TAG.CONFIG_HASH: ctx.config_hash,
+        TAG.METRIC: ctx.metric,
+        TAG.DATA: str(ctx.dataset.name),
+        **{f"{TAG.PREFIX}{k}": v for k, v in environment_tags(ctx.script_path).items()},
+        **(extra or {}),
+    }
+    if len(expand_aliases(list(ctx.cfg.backends))) > 1 or ctx.cfg.study.repeat > 1:
+        tags[TAG.PAIR] = f"{ctx.study_name}/{label}"  # the runs of one paired configuration
+    return tags
 
 
 def _mode_tags(name: str, choice: Choice | None, base: dict[str, str]) -> dict[str, str]:
