@@ -1,6 +1,7 @@
 """``protolab report``: every mode measured side by side, when compile pays back, Pareto.
 
-Reads a finished (or running) study from its Optuna storage and MLflow runs; writes tables,
+Reads a finished (or running) study from its Optuna storage and MLflow runs (the
+``protolab watch`` sessions in its experiment get a section of their own); writes tables,
 PNGs, ``report.md`` and ``report.json``, and logs them to the study's MLflow parent run.
 Importing this package loads neither MLflow, Optuna nor matplotlib: they load on use.
 """
@@ -42,6 +43,8 @@ from protolab.report._report import (
     ui_base_url,
 )
 from protolab.report._versions import Version, VersionChange, VersionSplit, split_by_version
+from protolab.report._watch import WatchMode, WatchSession, WatchVersion, summarize_watch
+from protolab.report._watch_runs import WatchRun, WatchRuns, WatchSessionRun, watch_from_mlflow
 
 __all__ = [
     "DEFAULT_UI_URL",
@@ -65,6 +68,12 @@ __all__ = [
     "Version",
     "VersionChange",
     "VersionSplit",
+    "WatchMode",
+    "WatchRun",
+    "WatchRuns",
+    "WatchSession",
+    "WatchSessionRun",
+    "WatchVersion",
     "artifact_image_url",
     "break_even_steps",
     "build_report",
@@ -83,5 +92,7 @@ __all__ = [
     "resolve_source",
     "run_report",
     "split_by_version",
+    "summarize_watch",
     "ui_base_url",
+    "watch_from_mlflow",
 ]

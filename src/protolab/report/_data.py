@@ -11,15 +11,22 @@ import json
 import os
 import tempfile
 import warnings
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from protolab._tags import ATTR, TAG
 from protolab.errors import ConfigError, StorageError
 from protolab.report._compare import RunRecord
 from protolab.report._modes import mode_order
+from protolab.report._watch_runs import WatchRuns, watch_from_mlflow
+
+if TYPE_CHECKING:
+    from mlflow.entities import Run
+    from mlflow.tracking import MlflowClient
+    from optuna import Study
+    from optuna.trial import FrozenTrial
 
 __all__ = [
     "Objective",
@@ -114,13 +121,14 @@ class ReportData:
     backends: list[str]  # dynamic family first
     experiment_id: str | None = None
     parent_run_id: str | None = None
-    client: Any = None  # mlflow MlflowClient, None when the study has no MLflow experiment
-    study: Any = None  # the optuna Study (for importances)
+    client: MlflowClient | None = None  # None when the study has no MLflow experiment
+    study: Study | None = None  # the optuna Study (for importances)
     # The versions the study's sweeps ran with, oldest first (study user attrs).
     script_hashes: list[str] = field(default_factory=list)
     config_hashes: list[str] = field(default_factory=list)
     # config hash -> the resolved config a run logged (``config/resolved.json``); read only
-    # when the runs carry more than one config hash; None where it could not be read.
+    # when the sweep's runs (or, apart, the watch reruns) carry more than one config hash;
+    # None where it could not be read.
     configs: dict[str, dict[str, Any] | None] = field(default_factory=dict)
     # Every objective, in the study's order (the first is ``metric``/``direction``); empty
     # reads as the single objective ``metric``/``direction``.
@@ -130,6 +138,9 @@ class ReportData:
     front: list[int] = field(default_factory=list)
     # ``protolab run`` runs with test/* metrics, oldest first (the test split's numbers).
     scored_runs: list[ScoredRun] = field(default_factory=list)
+    # ``protolab watch`` sessions in the study's experiment and their reruns' runs (never
+    # sweep trials: they are shown in a section of their own).
+    watch: WatchRuns = field(default_factory=WatchRuns)
 
     @property
     def maximize(self) -> bool:
@@ -205,7 +216,7 @@ def _local_file(url: str | None) -> Path | None:
     return None
 
 
-def _open_study(source: Source) -> Any:
+def _open_study(source: Source) -> Study:
     """The Optuna study, or a ConfigError listing the studies the storage holds."""
     import optuna
 
@@ -231,7 +242,7 @@ def _open_study(source: Source) -> Any:
     return optuna.load_study(study_name=source.study, storage=storage)  # found: it is open
 
 
-def _client(uri: str) -> Any | None:
+def _client(uri: str) -> MlflowClient | None:
     """An MlflowClient for ``uri``; None for a local SQLite file that does not exist."""
     if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
         return None
@@ -251,7 +262,7 @@ def _quote(text: str) -> str:
     return text.replace("\\", "\\\\").replace("'", "\\'")
 
 
-def _experiment_id(client: Any, source: Source) -> str | None:
+def _experiment_id(client: MlflowClient, source: Source) -> str | None:
     """The study's experiment: by name, else the one tagged with the study (custom names)."""
     found = client.get_experiment_by_name(source.experiment or source.study)
     if found is not None:
@@ -262,7 +273,7 @@ def _experiment_id(client: Any, source: Source) -> str | None:
     return str(tagged[0].experiment_id) if tagged else None
 
 
-def _search_all(client: Any, experiment_id: str, filter_string: str) -> list[Any]:
+def _search_all(client: MlflowClient, experiment_id: str, filter_string: str) -> list[Run]:
     """Every matching run, page by page (a large study has more than one page)."""
     runs: list[Any] = []
     token = None
@@ -276,7 +287,7 @@ def _search_all(client: Any, experiment_id: str, filter_string: str) -> list[Any
             return runs
 
 
-def _run_record(run: Any) -> RunRecord | None:
+def _run_record(run: Run) -> RunRecord | None:
     """A sweep trial's child run; None for parents and ``protolab run`` runs (no trial number)."""
     tags = run.data.tags
     trial = tags.get(TAG.TRIAL, "")
@@ -306,7 +317,7 @@ def _run_record(run: Any) -> RunRecord | None:
 EPOCH_STEP_MS = "time/epoch_step_ms"
 
 
-def _with_epochs(client: Any, run: RunRecord) -> RunRecord:
+def _with_epochs(client: MlflowClient, run: RunRecord) -> RunRecord:
     """``run`` with its per-epoch step times (``time/epoch_step_ms``, in epoch order).
 
     One history call per paired COMPLETE run that logged the metric: only those take part in
@@ -319,7 +330,7 @@ def _with_epochs(client: Any, run: RunRecord) -> RunRecord:
     return replace(run, epoch_step_ms=tuple(float(m.value) for m in ordered))
 
 
-def scored_runs_from_mlflow(runs: Iterable[Any]) -> list[ScoredRun]:
+def scored_runs_from_mlflow(runs: Iterable[Run]) -> list[ScoredRun]:
     """The ``protolab run`` runs (trial tag ``best``/``run``) that logged test/* metrics."""
     out = []
     for run in runs:
@@ -331,7 +342,7 @@ def scored_runs_from_mlflow(runs: Iterable[Any]) -> list[ScoredRun]:
     return sorted(out, key=lambda r: r.start_time)
 
 
-def records_from_mlflow(client: Any, runs: Iterable[Any]) -> list[RunRecord]:
+def records_from_mlflow(client: MlflowClient, runs: Iterable[Run]) -> list[RunRecord]:
     """The sweep child runs among MLflow ``runs``, as :func:`compare_modes` takes them.
 
     Parents and ``protolab run`` runs are skipped; paired COMPLETE runs get their per-epoch
@@ -341,11 +352,34 @@ def records_from_mlflow(client: Any, runs: Iterable[Any]) -> list[RunRecord]:
     return [_with_epochs(client, r) for r in map(_run_record, runs) if r is not None]
 
 
-def _resolved_configs(client: Any, runs: list[RunRecord]) -> dict[str, dict[str, Any] | None]:
+class _Configured(Protocol):
+    """A run that logged its resolved config: a sweep trial's run or a watch rerun's."""
+
+    @property
+    def run_id(self) -> str: ...
+
+    @property
+    def config_hash(self) -> str: ...
+
+    @property
+    def state(self) -> str: ...
+
+
+C = TypeVar("C", bound=_Configured)
+
+
+def _resolved_configs(
+    client: MlflowClient | None,
+    runs: Sequence[C],
+    order: Callable[[C], int],
+    known: Mapping[str, dict[str, Any] | None] | None = None,
+) -> dict[str, dict[str, Any] | None]:
     """Each config hash's resolved config, from one of its runs; {} with a single hash.
 
     One small artifact per config version, so the report can tell an edit of the experiment
     settings from a change of the sweep's budget (``study.n_trials``) and name what changed.
+    ``order`` picks which runs to try first among the complete ones (trial or rerun number);
+    hashes in ``known`` were read already and are not downloaded again.
     """
     hashes = sorted({r.config_hash for r in runs if r.config_hash})
     if client is None or len(hashes) < 2:
@@ -353,45 +387,83 @@ def _resolved_configs(client: Any, runs: list[RunRecord]) -> dict[str, dict[str,
     out: dict[str, dict[str, Any] | None] = {}
     with tempfile.TemporaryDirectory(prefix="protolab-report-") as tmp:
         for h in hashes:
-            out[h] = None
+            if known is not None and h in known:
+                continue
             mine = sorted(
                 (r for r in runs if r.config_hash == h),
-                key=lambda r: (r.state != "COMPLETE", r.trial),  # failed builds log no config
+                key=lambda r: (r.state != "COMPLETE", order(r)),  # failed builds log no config
             )
-            for r in mine[:3]:
-                dst = Path(tmp) / r.run_id
-                dst.mkdir()
-                try:
-                    got = client.download_artifacts(r.run_id, "config/resolved.json", str(dst))
-                    doc = json.loads(Path(got).read_text())
-                except Exception:  # missing or unreadable: this hash stays a version of its own
-                    continue
-                if isinstance(doc, dict):
-                    out[h] = doc
-                    break
+            out[h] = _first_config(client, [r.run_id for r in mine[:3]], Path(tmp))
     return out
 
 
-def load_report_data(source: Source) -> ReportData:
-    """Read the study from Optuna and its runs from MLflow (runs are optional)."""
-    study = _open_study(source)
-    client = experiment_id = parent_id = None
-    runs: list[RunRecord] = []
-    tested: list[ScoredRun] = []
-    configs: dict[str, dict[str, Any] | None] = {}
+def _first_config(client: MlflowClient, run_ids: Sequence[str], tmp: Path) -> dict[str, Any] | None:
+    """The first readable ``config/resolved.json`` among ``run_ids``; None if none is.
+
+    A missing or unreadable artifact is not an error: that hash stays a version of its own.
+    """
+    for run_id in run_ids:
+        dst = tmp / run_id
+        dst.mkdir()
+        try:
+            got = client.download_artifacts(run_id, "config/resolved.json", str(dst))
+            doc = json.loads(Path(got).read_text())
+        except Exception:
+            continue
+        if isinstance(doc, dict):
+            return doc
+    return None
+
+
+@dataclass
+class _Tracked:
+    """What the study's MLflow experiment holds for the report; empty without one."""
+
+    client: MlflowClient | None = None
+    experiment_id: str | None = None
+    parent_run_id: str | None = None
+    runs: list[RunRecord] = field(default_factory=list)
+    scored_runs: list[ScoredRun] = field(default_factory=list)
+    configs: dict[str, dict[str, Any] | None] = field(default_factory=dict)
+    watch: WatchRuns = field(default_factory=WatchRuns)
+
+
+def _parent_id(found: Sequence[Run]) -> str | None:
+    """The study's parent run: the oldest tagged ``parent`` (a watch session's is not one)."""
+    parents = [r for r in found if r.data.tags.get(TAG.ROLE) == "parent"]
+    return str(min(parents, key=lambda r: r.info.start_time).info.run_id) if parents else None
+
+
+def _read_experiment(source: Source) -> _Tracked:
+    """Every run of the study in one search, sorted into sweep, scored and watch runs."""
+    client = _client(source.tracking_uri)
+    experiment_id = None if client is None else _experiment_id(client, source)
+    if client is None or experiment_id is None:
+        return _Tracked(client)
+    study_filter = f"tags.`{TAG.STUDY}` = '{_quote(source.study)}'"
+    found = _search_all(client, experiment_id, study_filter)
+    runs = records_from_mlflow(client, found)
+    watch = watch_from_mlflow(found)
+    configs = _resolved_configs(client, runs, order=lambda r: r.trial)
+    configs.update(_resolved_configs(client, watch.runs, lambda r: r.rerun, known=configs))
+    return _Tracked(
+        client=client,
+        experiment_id=experiment_id,
+        parent_run_id=_parent_id(found),
+        runs=runs,
+        scored_runs=scored_runs_from_mlflow(found),
+        configs=configs,
+        watch=watch,
+    )
+
+
+def _read_tracking(source: Source) -> _Tracked:
+    """:func:`_read_experiment`, with any failure of the store as one ``StorageError`` line.
+
+    The URI is redacted: the message is printed and may be pasted into an issue.
+    """
     try:
-        client = _client(source.tracking_uri)
-        if client is not None:
-            experiment_id = _experiment_id(client, source)
-        if experiment_id is not None:
-            study_filter = f"tags.`{TAG.STUDY}` = '{_quote(source.study)}'"
-            found = _search_all(client, experiment_id, study_filter)
-            runs = records_from_mlflow(client, found)
-            tested = scored_runs_from_mlflow(found)
-            parents = [r for r in found if r.data.tags.get(TAG.ROLE) == "parent"]
-            if parents:
-                parent_id = min(parents, key=lambda r: r.info.start_time).info.run_id
-        configs = _resolved_configs(client, runs)
+        return _read_experiment(source)
     except Exception as e:
         from protolab.tracking import redact
 
@@ -401,58 +473,81 @@ def load_report_data(source: Source) -> ReportData:
             f"{type(e).__name__}: {redact(first)[:300]}"
         ) from None
 
-    objectives = _objectives(study)
-    metric, direction = objectives[0].metric, objectives[0].direction
+
+RunIndex = tuple[dict[int, dict[str, Mapping[str, float]]], dict[int, tuple[str, str]]]
+
+
+def _run_index(runs: Sequence[RunRecord]) -> RunIndex:
+    """Per trial: each backend's run metrics, and the (script, config) hashes its runs tagged.
+
+    The first non-empty hash wins, so a run that failed before tagging does not blank them.
+    """
     by_trial: dict[int, dict[str, Mapping[str, float]]] = {}
-    hashes: dict[int, tuple[str, str]] = {}  # trial -> (script, config) from its runs' tags
+    hashes: dict[int, tuple[str, str]] = {}
     for r in runs:
         by_trial.setdefault(r.trial, {})[r.backend] = r.metrics
         script, config = hashes.get(r.trial, ("", ""))
         hashes[r.trial] = (script or r.script_hash, config or r.config_hash)
-    trials = []
-    for t in study.get_trials(deepcopy=False):
-        per_backend = {b: dict(m) for b, m in t.user_attrs.get(ATTR.METRICS, {}).items()}
-        for b, m in by_trial.get(t.number, {}).items():  # the full run metrics, when logged
-            per_backend[b] = {**per_backend.get(b, {}), **m}
-        # MLflow tags first (every run has them); the trial's user attr when no run was logged.
-        script, config = hashes.get(t.number, ("", ""))
-        script = script or str(t.user_attrs.get(ATTR.SCRIPT_HASH, ""))
-        values = None if t.values is None else tuple(float(v) for v in t.values)
-        trials.append(
-            TrialRecord(
-                number=t.number,
-                state=t.state.name,
-                value=values[0] if values else None,  # t.value raises on several objectives
-                params=dict(t.params),
-                backends=per_backend,
-                script_hash=script,
-                config_hash=config,
-                values=values,
-                constraints={str(k): float(v) for k, v in _constraints(t).items()},
-            )
-        )
-    backends = mode_order(runs) or sorted({b for t in trials for b in t.backends})
-    return ReportData(
-        source=source,
-        metric=metric,
-        direction=direction,
-        trials=trials,
-        runs=runs,
-        backends=backends,
-        experiment_id=experiment_id,
-        parent_run_id=parent_id,
-        client=client,
-        study=study,
-        script_hashes=_str_list(study.user_attrs.get("protolab.script_hashes")),
-        config_hashes=_str_list(study.user_attrs.get("protolab.config_hashes")),
-        configs=configs,
-        objectives=objectives,
-        front=_front(study),
-        scored_runs=tested,
+    return by_trial, hashes
+
+
+def _trial_record(
+    t: FrozenTrial, metrics: Mapping[str, Mapping[str, float]], hashes: tuple[str, str]
+) -> TrialRecord:
+    """One Optuna trial with its runs' numbers: the full run metrics win over the user attr."""
+    per_backend = {b: dict(m) for b, m in t.user_attrs.get(ATTR.METRICS, {}).items()}
+    for b, m in metrics.items():  # the full run metrics, when logged
+        per_backend[b] = {**per_backend.get(b, {}), **m}
+    # MLflow tags first (every run has them); the trial's user attr when no run was logged.
+    script, config = hashes
+    script = script or str(t.user_attrs.get(ATTR.SCRIPT_HASH, ""))
+    values = None if t.values is None else tuple(float(v) for v in t.values)
+    return TrialRecord(
+        number=t.number,
+        state=t.state.name,
+        value=values[0] if values else None,  # t.value raises on several objectives
+        params=dict(t.params),
+        backends=per_backend,
+        script_hash=script,
+        config_hash=config,
+        values=values,
+        constraints={str(k): float(v) for k, v in _constraints(t).items()},
     )
 
 
-def _objectives(study: Any) -> list[Objective]:
+def load_report_data(source: Source) -> ReportData:
+    """Read the study from Optuna and its runs from MLflow (runs are optional)."""
+    study = _open_study(source)
+    tracked = _read_tracking(source)
+    objectives = _objectives(study)
+    by_trial, hashes = _run_index(tracked.runs)
+    trials = [
+        _trial_record(t, by_trial.get(t.number, {}), hashes.get(t.number, ("", "")))
+        for t in study.get_trials(deepcopy=False)
+    ]
+    backends = mode_order(tracked.runs) or sorted({b for t in trials for b in t.backends})
+    return ReportData(
+        source=source,
+        metric=objectives[0].metric,
+        direction=objectives[0].direction,
+        trials=trials,
+        runs=tracked.runs,
+        backends=backends,
+        experiment_id=tracked.experiment_id,
+        parent_run_id=tracked.parent_run_id,
+        client=tracked.client,
+        study=study,
+        script_hashes=_str_list(study.user_attrs.get(ATTR.SCRIPT_HASHES)),
+        config_hashes=_str_list(study.user_attrs.get(ATTR.CONFIG_HASHES)),
+        configs=tracked.configs,
+        objectives=objectives,
+        front=_front(study),
+        scored_runs=tracked.scored_runs,
+        watch=tracked.watch,
+    )
+
+
+def _objectives(study: Study) -> list[Objective]:
     """Each objective's metric (user attrs ``protolab.objectives`` / ``protolab.metric``).
 
     ``study.direction`` raises on a multi-objective study: ``study.directions`` always works.
@@ -468,7 +563,7 @@ def _objectives(study: Any) -> list[Objective]:
     return [Objective(m, d) for m, d in zip(names, directions, strict=True)]
 
 
-def _constraints(trial: Any) -> Mapping[str, float]:
+def _constraints(trial: FrozenTrial) -> Mapping[str, float]:
     """``trial.constraints`` (Optuna >= 4.x); {} where the trial or Optuna has none."""
     try:
         found = getattr(trial, "constraints", None)
@@ -477,7 +572,7 @@ def _constraints(trial: Any) -> Mapping[str, float]:
     return found if isinstance(found, Mapping) else {}
 
 
-def _front(study: Any) -> list[int]:
+def _front(study: Study) -> list[int]:
     """``study.best_trials``: the Pareto front, feasible trials only when constrained."""
     try:
         return sorted(t.number for t in study.best_trials)
@@ -509,6 +604,8 @@ def param_importances(data: ReportData, objective: int = 0) -> tuple[dict[str, f
         return {}, "the study samples no parameters"
     if len(names) == 1:
         return {names[0]: 1.0}, f"only one parameter is searched ({names[0]})"
+    if data.study is None:  # built by hand, not read from a storage
+        return {}, "no Optuna study to compute importances from"
     import optuna
 
     target = None

@@ -26,6 +26,7 @@ import statistics
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Protocol
 
 from protolab.report._compare import RunRecord, break_even_steps, format_break_even
 from protolab.report._intervals import N_BOOT, Measurement, Ratio, ratio_interval
@@ -37,6 +38,7 @@ __all__ = [
     "Comparison",
     "Headline",
     "Mode",
+    "ModeTagged",
     "Unit",
     "compare_modes",
     "format_seconds",
@@ -51,7 +53,20 @@ def _family_rank(family: str) -> tuple[int, str]:
     return (FAMILIES.index(family), "") if family in FAMILIES else (len(FAMILIES), family)
 
 
-def mode_order(runs: Iterable[RunRecord]) -> list[str]:
+class ModeTagged(Protocol):
+    """A run that says which mode it ran: a sweep's :class:`RunRecord`, a watch rerun."""
+
+    @property
+    def backend(self) -> str: ...
+
+    @property
+    def family(self) -> str: ...
+
+    @property
+    def eager(self) -> bool: ...
+
+
+def mode_order(runs: Iterable[ModeTagged]) -> list[str]:
     """Backends seen in ``runs``: by family, the eager mode first within it, then by name."""
     family: dict[str, str] = {}
     eager: set[str] = set()

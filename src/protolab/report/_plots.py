@@ -136,6 +136,70 @@ def axis_label(metric: str, maximize: bool) -> str:
     return f"{metric}{f' ({unit})' if unit else ''} — {_better(maximize)}"
 
 
+def _scatter_trials(
+    ax: Any, backend: str, points: Sequence[Point], colour: str, infeasible: Collection[int]
+) -> None:
+    """One backend's trials: faint dots, and crosses for those that violate a constraint.
+
+    Faint so that the front drawn over them stays readable when a study has many trials.
+    """
+    ok = [p for p in points if p.trial not in infeasible]
+    bad = [p for p in points if p.trial in infeasible]
+    ax.scatter(
+        [p.step_ms for p in ok],
+        [p.value for p in ok],
+        s=36,
+        color=colour,
+        alpha=0.35,
+        label=f"{backend}: trials",
+    )
+    if bad:
+        ax.scatter(
+            [p.step_ms for p in bad],
+            [p.value for p in bad],
+            s=40,
+            marker="x",
+            color=colour,
+            alpha=0.6,
+            label=f"{backend}: {_INFEASIBLE_LABEL}",
+        )
+
+
+def _draw_backend_front(ax: Any, backend: str, front: Sequence[Point], colour: str) -> None:
+    """A backend's front as a staircase of labelled, outlined points (sorted by step time).
+
+    The staircase (``where="post"``) is the edge of what the front dominates, so a point
+    under it is beaten on both axes; labels name the trials to look up in the tables.
+    """
+    if not front:
+        return
+    ax.step(
+        [p.step_ms for p in front],
+        [p.value for p in front],
+        where="post",
+        color=colour,
+        linewidth=2,
+        label=f"{backend}: Pareto front",
+    )
+    ax.scatter(
+        [p.step_ms for p in front],
+        [p.value for p in front],
+        s=90,
+        color=colour,
+        edgecolor="black",
+        linewidth=0.8,
+        zorder=3,
+    )
+    for p in front:
+        ax.annotate(
+            f"t{p.trial}",
+            (p.step_ms, p.value),
+            textcoords="offset points",
+            xytext=(6, 6),
+            fontsize=9,
+        )
+
+
 def pareto_png(
     path: Path,
     series: Mapping[str, Sequence[Point]],
@@ -155,57 +219,13 @@ def pareto_png(
     steps: list[float] = []
     for i, (backend, points) in enumerate(series.items()):
         colour = _colour(colours or {}, backend, i)
-        ok = [p for p in points if p.trial not in infeasible]
-        bad = [p for p in points if p.trial in infeasible]
         steps += [p.step_ms for p in points]
-        ax.scatter(
-            [p.step_ms for p in ok],
-            [p.value for p in ok],
-            s=36,
-            color=colour,
-            alpha=0.35,
-            label=f"{backend}: trials",
-        )
-        if bad:
-            ax.scatter(
-                [p.step_ms for p in bad],
-                [p.value for p in bad],
-                s=40,
-                marker="x",
-                color=colour,
-                alpha=0.6,
-                label=f"{backend}: {_INFEASIBLE_LABEL}",
-            )
+        _scatter_trials(ax, backend, points, colour, infeasible)
         front = sorted(
             (p for p, on in zip(points, fronts[backend], strict=True) if on),
             key=lambda p: p.step_ms,
         )
-        if front:
-            ax.step(
-                [p.step_ms for p in front],
-                [p.value for p in front],
-                where="post",
-                color=colour,
-                linewidth=2,
-                label=f"{backend}: Pareto front",
-            )
-            ax.scatter(
-                [p.step_ms for p in front],
-                [p.value for p in front],
-                s=90,
-                color=colour,
-                edgecolor="black",
-                linewidth=0.8,
-                zorder=3,
-            )
-            for p in front:
-                ax.annotate(
-                    f"t{p.trial}",
-                    (p.step_ms, p.value),
-                    textcoords="offset points",
-                    xytext=(6, 6),
-                    fontsize=9,
-                )
+        _draw_backend_front(ax, backend, front, colour)
     _log_if_wide(ax, steps, "x")
     ax.set_xlabel("median training step time (ms, steady state) — lower is better")
     ax.set_ylabel(f"{metric} ({_better(maximize)})")
@@ -278,27 +298,14 @@ class ObjectivePoint:
     on_front: bool
 
 
-def front_png(
-    path: Path,
-    points: Sequence[ObjectivePoint],
-    x: tuple[str, bool],
-    y: tuple[str, bool],
-    study: str,
-    n_objectives: int = 2,
-) -> Path:
-    """The study's Pareto front over its first two objectives: y = first, x = second.
+def _scatter_off_front(ax: Any, points: Sequence[ObjectivePoint]) -> None:
+    """Trials not on the front: faint dots when feasible, grey crosses when not.
 
-    ``x`` and ``y`` are ``(metric, maximize)``. Front members are highlighted, labelled and
-    joined by the staircase that bounds what they dominate; other feasible trials are faint
-    dots and infeasible ones grey crosses. With more than two objectives the front is still
-    the one over all of them, so a front member may look dominated in this projection (and
-    no staircase is drawn).
+    Kept quiet so the front stands out; infeasible ones are told apart because Optuna never
+    puts them on the front, however good they look.
     """
-    fig, ax = _figure()
-    (x_metric, x_max), (y_metric, y_max) = x, y
     rest = [p for p in points if p.feasible and not p.on_front]
     bad = [p for p in points if not p.feasible]
-    front = sorted((p for p in points if p.on_front), key=lambda p: (p.x, p.y))
     if rest:
         ax.scatter(
             [p.x for p in rest],
@@ -317,7 +324,19 @@ def front_png(
             color=_INFEASIBLE,
             label=_INFEASIBLE_LABEL,
         )
-    if front and n_objectives <= 2:  # a projection of more objectives has no staircase
+
+
+def _draw_objective_front(
+    ax: Any, front: Sequence[ObjectivePoint], x_max: bool, staircase: bool
+) -> None:
+    """The front's members, highlighted and labelled, joined by a staircase when it holds.
+
+    With more than two objectives the plot is a projection in which a member may look
+    dominated, so no staircase is drawn (``staircase=False``).
+    """
+    if not front:
+        return
+    if staircase:
         ax.step(
             [p.x for p in front],
             [p.y for p in front],
@@ -325,21 +344,43 @@ def front_png(
             color="#d62728",
             linewidth=2,
         )
-    if front:
-        ax.scatter(
-            [p.x for p in front],
-            [p.y for p in front],
-            s=90,
-            color="#d62728",
-            edgecolor="black",
-            linewidth=0.8,
-            zorder=3,
-            label="Pareto front (feasible)",
+    ax.scatter(
+        [p.x for p in front],
+        [p.y for p in front],
+        s=90,
+        color="#d62728",
+        edgecolor="black",
+        linewidth=0.8,
+        zorder=3,
+        label="Pareto front (feasible)",
+    )
+    for p in front:
+        ax.annotate(
+            f"t{p.trial}", (p.x, p.y), textcoords="offset points", xytext=(6, 6), fontsize=9
         )
-        for p in front:
-            ax.annotate(
-                f"t{p.trial}", (p.x, p.y), textcoords="offset points", xytext=(6, 6), fontsize=9
-            )
+
+
+def front_png(
+    path: Path,
+    points: Sequence[ObjectivePoint],
+    x: tuple[str, bool],
+    y: tuple[str, bool],
+    study: str,
+    n_objectives: int = 2,
+) -> Path:
+    """The study's Pareto front over its first two objectives: y = first, x = second.
+
+    ``x`` and ``y`` are ``(metric, maximize)``. Front members are highlighted, labelled and
+    joined by the staircase that bounds what they dominate; other feasible trials are faint
+    dots and infeasible ones grey crosses. With more than two objectives the front is still
+    the one over all of them, so a front member may look dominated in this projection (and
+    no staircase is drawn).
+    """
+    fig, ax = _figure()
+    (x_metric, x_max), (y_metric, y_max) = x, y
+    front = sorted((p for p in points if p.on_front), key=lambda p: (p.x, p.y))
+    _scatter_off_front(ax, points)
+    _draw_objective_front(ax, front, x_max, staircase=n_objectives <= 2)
     _log_if_wide(ax, [p.x for p in points], "x")
     _log_if_wide(ax, [p.y for p in points], "y")
     ax.set_xlabel(axis_label(x_metric, x_max))
@@ -349,6 +390,68 @@ def front_png(
     if points:
         ax.legend(loc="best")
     return _save(fig, path)
+
+
+def _best_so_far(ok: Sequence[tuple[int, float]], maximize: bool) -> tuple[list[int], list[float]]:
+    """The running best over feasible trials (x, best): the staircase the history draws."""
+    xs: list[int] = []
+    best: list[float] = []
+    for n, v in ok:
+        xs.append(n)
+        best.append(v if not best else (max if maximize else min)(best[-1], v))
+    return xs, best
+
+
+def _scatter_history(
+    ax: Any, ok: Sequence[tuple[int, float]], bad: Sequence[tuple[int, float]]
+) -> None:
+    """Each complete trial by number; infeasible ones as grey crosses (never the best)."""
+    ax.scatter(
+        [n for n, _ in ok],
+        [v for _, v in ok],
+        s=36,
+        color="#1f77b4",
+        alpha=0.7,
+        label="complete trial",
+    )
+    if bad:
+        ax.scatter(
+            [n for n, _ in bad],
+            [v for _, v in bad],
+            s=40,
+            marker="x",
+            color=_INFEASIBLE,
+            label=_INFEASIBLE_LABEL,
+        )
+
+
+def _mark_changes(ax: Any, changes: Sequence[tuple[int, str]], change_label: str) -> None:
+    """A dashed line just before each version's first trial, labelled at the bottom.
+
+    Half a trial to the left so the line never hides a point; one legend entry for all.
+    """
+    for i, (trial, label) in enumerate(changes):
+        x = trial - 0.5
+        ax.axvline(
+            x,
+            color="#555555",
+            linestyle="--",
+            linewidth=1.2,
+            label=change_label if i == 0 else None,
+        )
+        ax.text(
+            x,
+            0.02,
+            label,
+            transform=ax.get_xaxis_transform(),  # x in trials, y in axes fraction
+            rotation=90,
+            ha="left",
+            va="bottom",
+            fontsize=9,
+            color="#333333",
+            bbox={"boxstyle": "round,pad=0.2", "facecolor": "white", "alpha": 0.8, "lw": 0},
+            zorder=4,
+        )
 
 
 def history_png(
@@ -373,52 +476,11 @@ def history_png(
     ordered = sorted(trials)
     ok = [(n, v) for n, v in ordered if n not in infeasible]
     bad = [(n, v) for n, v in ordered if n in infeasible]
-    xs: list[int] = []
-    best: list[float] = []
-    for n, v in ok:
-        xs.append(n)
-        best.append(v if not best else (max if maximize else min)(best[-1], v))
-    ax.scatter(
-        [n for n, _ in ok],
-        [v for _, v in ok],
-        s=36,
-        color="#1f77b4",
-        alpha=0.7,
-        label="complete trial",
-    )
-    if bad:
-        ax.scatter(
-            [n for n, _ in bad],
-            [v for _, v in bad],
-            s=40,
-            marker="x",
-            color=_INFEASIBLE,
-            label=_INFEASIBLE_LABEL,
-        )
+    _scatter_history(ax, ok, bad)
+    xs, best = _best_so_far(ok, maximize)
     if xs:
         ax.step(xs, best, where="post", color="#d62728", linewidth=2, label="best so far")
-    for i, (trial, label) in enumerate(changes):
-        x = trial - 0.5
-        ax.axvline(
-            x,
-            color="#555555",
-            linestyle="--",
-            linewidth=1.2,
-            label=change_label if i == 0 else None,
-        )
-        ax.text(
-            x,
-            0.02,
-            label,
-            transform=ax.get_xaxis_transform(),  # x in trials, y in axes fraction
-            rotation=90,
-            ha="left",
-            va="bottom",
-            fontsize=9,
-            color="#333333",
-            bbox={"boxstyle": "round,pad=0.2", "facecolor": "white", "alpha": 0.8, "lw": 0},
-            zorder=4,
-        )
+    _mark_changes(ax, changes, change_label)
     ax.set_xlabel("trial number")
     ax.set_ylabel(f"{metric} ({_better(maximize)})")
     ax.set_title(f"{study}: optimisation history{f' ({title_note})' if title_note else ''}")

@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from protolab.report._compare import pareto_front
 from protolab.report._comparison_json import comparison_json
@@ -52,8 +52,13 @@ from protolab.report._tables import (
     to_markdown,
     to_rich,
     versions_table,
+    watch_table,
 )
 from protolab.report._versions import Version, VersionChange, VersionSplit, split_by_version
+from protolab.report._watch import summarize_watch, watch_json
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 __all__ = [
     "DEFAULT_UI_URL",
@@ -80,6 +85,7 @@ FRONT_PLOT = "pareto_front.png"
 # Stale files from an earlier report that this one did not write are removed.
 _ALL_PLOTS = (FRONT_PLOT, *PLOTS)
 ARTIFACT_DIR = "report"
+WATCH_TABLE = "watch:"  # tables() key prefix of a watch session's table (then its name)
 # Where `protolab ui` serves a local store's MLflow UI unless told otherwise: the MLflow copy
 # of report.md links its images there (a tracking server links to itself).
 DEFAULT_UI_URL = "http://127.0.0.1:5000"
@@ -212,6 +218,7 @@ class Report:
             script_hashes=data.script_hashes,
             configs=data.configs,
         )
+        self.watch = summarize_watch(data.watch, data.metric, data.maximize, data.configs)
         complete = data.complete_trials()
         self.history = sorted((t.number, float(t.value)) for t in complete if t.value is not None)
         states = [t.state for t in data.trials]
@@ -231,6 +238,8 @@ class Report:
             out = {"best": best_trials_table(self.data, versions=split)}
         if split is not None:
             out["versions"] = versions_table(split, self.data)
+        for session in self.watch:
+            out[f"{WATCH_TABLE}{session.name}"] = watch_table(session)
         c = self.comparison
         if c.modes:
             out["modes"] = modes_table(c)
@@ -263,66 +272,90 @@ class Report:
 
     # -- files ----------------------------------------------------------------------------
     def write_plots(self, out: Path) -> list[str]:
-        """Write every plot the data supports; returns the file names written."""
-        data, study = self.data, self.data.source.study
-        written = []
-        objectives = data.all_objectives
-        if self.front_points:
-            first, second = objectives[0], objectives[1]
-            front_png(
-                out / FRONT_PLOT,
-                self.front_points,
-                (second.metric, second.maximize),
-                (first.metric, first.maximize),
-                study,
-                n_objectives=len(objectives),
-            )
-            written.append(FRONT_PLOT)
-        if self.series:
-            pareto_png(
-                out / "pareto.png",
-                self.series,
-                self.fronts,
-                data.metric,
-                data.maximize,
-                study,
-                infeasible=self.infeasible,
-                colours=self.colours,
-            )
-            written.append("pareto.png")
-        if data.multi_objective and any(imp for _, imp, _ in self.by_objective):
-            objective_importance_png(
-                out / "importance.png",
-                [(o.metric, imp) for o, imp, _ in self.by_objective],
-                study,
-            )
-            written.append("importance.png")
-        elif not data.multi_objective and self.importances:
-            importance_png(out / "importance.png", self.importances, study)
-            written.append("importance.png")
-        if self.history:
-            changes = [(c.trial, f"{c.version.name} {c.version.label}") for c in self.changes]
-            what = "script/config" if self.versions.split_by == "script+config" else "script"
-            history_png(
-                out / "history.png",
-                self.history,
-                data.metric,
-                data.maximize,
-                study,
-                changes,
-                change_label=f"{what} version changed (label: the version from there on)",
-                infeasible=self.infeasible,
-                title_note=(
-                    f"{data.metric}, the first of {len(objectives)} objectives"
-                    if data.multi_objective
-                    else ""
-                ),
-            )
-            written.append("history.png")
-        written += self._write_mode_plots(out)
+        """Write every plot the data supports; returns the file names written.
+
+        Each plot has a writer of its own that returns what it wrote (nothing when the data
+        does not support it); files an earlier report left and this one did not write are
+        removed, so the folder never shows a stale plot next to a fresh report.
+        """
+        written = [
+            *self._write_front(out),
+            *self._write_pareto(out),
+            *self._write_importance(out),
+            *self._write_history(out),
+            *self._write_mode_plots(out),
+        ]
         for stale in set(_ALL_PLOTS) - set(written):
             (out / stale).unlink(missing_ok=True)
         return written
+
+    def _write_front(self, out: Path) -> list[str]:
+        """The Pareto front over the first two objectives (multi-objective studies only)."""
+        if not self.front_points:
+            return []
+        objectives = self.data.all_objectives
+        first, second = objectives[0], objectives[1]
+        front_png(
+            out / FRONT_PLOT,
+            self.front_points,
+            (second.metric, second.maximize),
+            (first.metric, first.maximize),
+            self.data.source.study,
+            n_objectives=len(objectives),
+        )
+        return [FRONT_PLOT]
+
+    def _write_pareto(self, out: Path) -> list[str]:
+        """Metric vs step time per backend, when some complete run logged both."""
+        if not self.series:
+            return []
+        data = self.data
+        pareto_png(
+            out / "pareto.png",
+            self.series,
+            self.fronts,
+            data.metric,
+            data.maximize,
+            data.source.study,
+            infeasible=self.infeasible,
+            colours=self.colours,
+        )
+        return ["pareto.png"]
+
+    def _write_importance(self, out: Path) -> list[str]:
+        """Importances: grouped per objective on a multi-objective study, else one bar each."""
+        data, study = self.data, self.data.source.study
+        if data.multi_objective and any(imp for _, imp, _ in self.by_objective):
+            by_metric = [(o.metric, imp) for o, imp, _ in self.by_objective]
+            objective_importance_png(out / "importance.png", by_metric, study)
+            return ["importance.png"]
+        if not data.multi_objective and self.importances:
+            importance_png(out / "importance.png", self.importances, study)
+            return ["importance.png"]
+        return []
+
+    def _write_history(self, out: Path) -> list[str]:
+        """The optimisation history, marking where the script (or config) version changed."""
+        if not self.history:
+            return []
+        data = self.data
+        changes = [(c.trial, f"{c.version.name} {c.version.label}") for c in self.changes]
+        what = "script/config" if self.versions.split_by == "script+config" else "script"
+        note = ""
+        if data.multi_objective:
+            note = f"{data.metric}, the first of {len(data.all_objectives)} objectives"
+        history_png(
+            out / "history.png",
+            self.history,
+            data.metric,
+            data.maximize,
+            data.source.study,
+            changes,
+            change_label=f"{what} version changed (label: the version from there on)",
+            infeasible=self.infeasible,
+            title_note=note,
+        )
+        return ["history.png"]
 
     def _write_mode_plots(self, out: Path) -> list[str]:
         """The N-mode plots the comparison supports: scatter, ratios, break-even."""
@@ -360,36 +393,14 @@ class Report:
         return None if v is None else v.name
 
     def to_json(self, plots: Sequence[str]) -> dict[str, Any]:
+        """``report.json``: every number the report shows, unrounded (NaN becomes null).
+
+        One helper per section keeps each section's shape next to what it reads.
+        """
         from protolab._stores import describe_storage
         from protolab.tracking import redact
 
         data = self.data
-        if data.multi_objective:
-            shown = data.front_trials()
-        else:
-            shown = sorted(
-                data.complete_trials(),
-                key=lambda t: float(t.value if t.value is not None else math.nan),
-                reverse=data.maximize,
-            )[:10]
-        best = [self._trial_json(t) for t in shown]
-        by_number = {t.number: t for t in data.trials}
-        front = [by_number[n] for n in data.front if n in by_number]
-        history = []
-        best_so_far: float | None = None
-        for n, v in self.history:
-            feasible = n not in self.infeasible
-            better = best_so_far is None or (v > best_so_far if data.maximize else v < best_so_far)
-            best_so_far = v if better and feasible else best_so_far
-            history.append(
-                {
-                    "trial": n,
-                    "value": v,
-                    "best_so_far": best_so_far,
-                    "version": self._version_name(n),
-                    "feasible": feasible,
-                }
-            )
         return _finite(
             {
                 "study": data.source.study,
@@ -405,42 +416,88 @@ class Report:
                 "parent_run_id": data.parent_run_id,
                 "trials": self.counts,
                 "backends": data.backends,
-                "best_trials": best,
-                "pareto_front": [
-                    {"trial": t.number, "values": list(t.values or ()), "feasible": t.feasible}
-                    for t in front
-                ],
+                "best_trials": [self._trial_json(t) for t in self._best_shown()],
+                "pareto_front": self._front_json(),
                 "constraints": {
                     "names": data.constraint_names,
                     "infeasible_trials": data.infeasible,
                 },
                 "comparison": comparison_json(self.comparison),
-                "pareto": {
-                    b: [
-                        {
-                            "trial": p.trial,
-                            "step_ms": p.step_ms,
-                            "value": p.value,
-                            "on_front": f,
-                            "feasible": p.trial not in self.infeasible,
-                        }
-                        for p, f in zip(ps, self.fronts[b], strict=True)
-                    ]
-                    for b, ps in self.series.items()
-                },
+                "pareto": self._pareto_json(),
                 "by_script_version": _versions_json(self.versions),
-                "importance": {
-                    "values": self.importances,
-                    "note": self.importance_note,
-                    "by_objective": [
-                        {"metric": o.metric, "direction": o.direction, "values": v, "note": n}
-                        for o, v, n in self.by_objective
-                    ],
-                },
-                "history": history,
+                "watch": watch_json(self.watch),
+                "importance": self._importance_json(),
+                "history": self._history_json(),
                 "files": ["report.md", "report.json", *plots],
             }
         )
+
+    def _best_shown(self) -> list[TrialRecord]:
+        """The trials the best-trials table shows: the front, or the top 10 by value."""
+        data = self.data
+        if data.multi_objective:
+            return data.front_trials()
+        return sorted(
+            data.complete_trials(),
+            key=lambda t: float(t.value if t.value is not None else math.nan),
+            reverse=data.maximize,
+        )[:10]
+
+    def _front_json(self) -> list[dict[str, Any]]:
+        """Optuna's ``best_trials`` with every objective's value and whether it is feasible."""
+        by_number = {t.number: t for t in self.data.trials}
+        front = [by_number[n] for n in self.data.front if n in by_number]
+        return [
+            {"trial": t.number, "values": list(t.values or ()), "feasible": t.feasible}
+            for t in front
+        ]
+
+    def _pareto_json(self) -> dict[str, list[dict[str, Any]]]:
+        """Per backend, each trial's point on the metric/step-time plane and its front flag."""
+        return {
+            b: [
+                {
+                    "trial": p.trial,
+                    "step_ms": p.step_ms,
+                    "value": p.value,
+                    "on_front": f,
+                    "feasible": p.trial not in self.infeasible,
+                }
+                for p, f in zip(ps, self.fronts[b], strict=True)
+            ]
+            for b, ps in self.series.items()
+        }
+
+    def _importance_json(self) -> dict[str, Any]:
+        """The first objective's importances (as before) and every objective's."""
+        return {
+            "values": self.importances,
+            "note": self.importance_note,
+            "by_objective": [
+                {"metric": o.metric, "direction": o.direction, "values": v, "note": n}
+                for o, v, n in self.by_objective
+            ],
+        }
+
+    def _history_json(self) -> list[dict[str, Any]]:
+        """Each complete trial with the best feasible value so far, as the history plot."""
+        maximize = self.data.maximize
+        history = []
+        best_so_far: float | None = None
+        for n, v in self.history:
+            feasible = n not in self.infeasible
+            better = best_so_far is None or (v > best_so_far if maximize else v < best_so_far)
+            best_so_far = v if better and feasible else best_so_far
+            history.append(
+                {
+                    "trial": n,
+                    "value": v,
+                    "best_so_far": best_so_far,
+                    "version": self._version_name(n),
+                    "feasible": feasible,
+                }
+            )
+        return history
 
     def _trial_json(self, t: TrialRecord) -> dict[str, Any]:
         data = self.data
@@ -517,6 +574,7 @@ class Report:
                 "",
                 to_markdown(tables["versions"]),
             ]
+        parts += self._markdown_watch(tables)
         parts += self._markdown_modes(tables, image)
         parts += ["## Accuracy vs step time", ""]
         parts += image("pareto.png", "Metric vs step time (Pareto front per backend)") or [
@@ -528,6 +586,21 @@ class Report:
         parts += ["## Optimisation history", ""]
         parts += image("history.png", "Optimisation history") or ["_(no complete trial yet)_", ""]
         return re.sub(r"\n{3,}", "\n\n", "\n".join(parts)).rstrip() + "\n"
+
+    def _markdown_watch(self, tables: dict[str, TextTable]) -> list[str]:
+        """The "Watch sessions" section: one table per ``protolab watch`` session, if any."""
+        watch = [t for k, t in tables.items() if k.startswith(WATCH_TABLE)]
+        if not watch:
+            return []
+        parts = [
+            "## Watch sessions",
+            "",
+            "Each `protolab watch` session's reruns by the script (and config) version that ran "
+            "them, in the order it first ran them: what each edit changed on every mode. "
+            "Watch reruns are short jobs and never count as the study's trials.",
+            "",
+        ]
+        return parts + [to_markdown(t) for t in watch]
 
     def _markdown_modes(
         self, tables: dict[str, TextTable], image: Callable[[str, str], list[str]]
@@ -626,7 +699,11 @@ def _refresh_notes(data: ReportData) -> str | None:
 
 
 def _print_report(
-    console: Any, report: Report, plots: Sequence[str], files: Sequence[Path], problem: str | None
+    console: Console,
+    report: Report,
+    plots: Sequence[str],
+    files: Sequence[Path],
+    problem: str | None,
 ) -> None:
     """The terminal side: title line, every table, the verdict lines, where files went."""
     from rich.markup import escape
@@ -660,7 +737,7 @@ def run_report(
     out_dir: Path | str | None = None,
     tracking_uri: str | None = None,
     storage: str | None = None,
-    console: Any = None,
+    console: Console | None = None,
     ui_url: str | None = None,
 ) -> Path:
     """Report on study ``target`` (a study name or a YAML config); returns the output folder.

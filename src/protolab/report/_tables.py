@@ -14,6 +14,7 @@ from protolab.report._compare import format_break_even
 from protolab.report._data import Objective, ReportData, TrialRecord
 from protolab.report._modes import Comparison, Mode, format_seconds
 from protolab.report._versions import VersionSplit
+from protolab.report._watch import WatchMode, WatchSession, WatchVersion
 
 __all__ = [
     "TextTable",
@@ -29,6 +30,7 @@ __all__ = [
     "to_rich",
     "trial_ranges",
     "versions_table",
+    "watch_table",
 ]
 
 
@@ -62,8 +64,8 @@ def short_metric(metric: str) -> str:
     return metric.rsplit("/", 1)[-1]
 
 
-def trial_ranges(numbers: Sequence[int]) -> str:
-    """``t0-3,t7,t9-10``: trial numbers with consecutive runs collapsed."""
+def trial_ranges(numbers: Sequence[int], prefix: str = "t") -> str:
+    """``t0-3,t7,t9-10``: trial numbers with consecutive runs collapsed (``w1-2``: reruns)."""
     parts: list[str] = []
     ordered = sorted(numbers)
     i = 0
@@ -71,7 +73,7 @@ def trial_ranges(numbers: Sequence[int]) -> str:
         j = i
         while j + 1 < len(ordered) and ordered[j + 1] == ordered[j] + 1:
             j += 1
-        parts.append(f"t{ordered[i]}" if i == j else f"t{ordered[i]}-{ordered[j]}")
+        parts.append(f"{prefix}{ordered[i]}" if i == j else f"{prefix}{ordered[i]}-{ordered[j]}")
         i = j + 1
     return ",".join(parts)
 
@@ -247,6 +249,77 @@ def versions_table(split: VersionSplit, data: ReportData) -> TextTable:
         rows=rows,
         right=set(range(3, len(headers))),
         notes=notes,
+    )
+
+
+def _directions(session: WatchSession) -> str:
+    """Which way is better for each value shown: the loss always down, the metric as studied."""
+    parts = ["val/loss: lower is better"]
+    if session.metric != "val/loss" and session.maximize is not None:
+        parts.append(f"{session.metric}: {'higher' if session.maximize else 'lower'} is better")
+    return "; ".join(parts)
+
+
+def _watch_mode_cells(m: WatchMode | None, session: WatchSession) -> list[str]:
+    """One mode's numbers in a version: last, median and Δ of each value, the first loss."""
+    cells = []
+    for k in session.value_names:
+        st = m.values.get(k) if m is not None else None
+        cells += [fmt(st.last if st else None), fmt(st.median if st else None)]
+        cells.append(fmt(st.delta if st else None, "+.4g"))
+    if session.first_loss_logged:
+        cells.append(fmt(m.first_loss_s if m is not None else None, ".3g"))
+    return cells
+
+
+def _watch_rows(v: WatchVersion, session: WatchSession) -> list[list[str]]:
+    """A version's lines: its own cells on the first, then one line per mode that ran.
+
+    A line per mode (not a column group per mode) keeps the table as wide for four modes
+    as for one; a version none of whose modes ran (its build failed) still gets its line.
+    """
+    head = [v.name, v.label, str(len(v.reruns)), trial_ranges(v.reruns, "w"), str(v.failed_runs)]
+    modes = [b for b in session.backends if b in v.modes] or [""]
+    rows = []
+    for i, b in enumerate(modes):
+        m = v.modes.get(b)
+        mode = "-" if m is None else b + (f" ({m.failed} failed)" if m.failed else "")
+        rows.append([*(head if i == 0 else [""] * len(head)), mode, *_watch_mode_cells(m, session)])
+    return rows
+
+
+def watch_table(session: WatchSession) -> TextTable:
+    """A watch session's reruns per script version: did each edit help, on every mode?
+
+    Versions in the order the session first ran them; under each, per mode, ``val/loss`` and
+    the session's metric as the version's latest rerun left them, their median over its
+    reruns, the change against the previous version, and the save -> first loss time.
+    """
+    what = "script/config" if session.split_by == "script+config" else "script"
+    headers = ["version", what, "reruns", "which", "failed\nruns", "mode"]
+    for k in session.value_names:
+        short = short_metric(k)
+        headers += [f"{short}\nlast", f"{short}\nmedian", f"Δ {short}\nvs previous"]
+    if session.first_loss_logged:
+        headers.append("first loss\ns")
+    notes = [
+        "last: the version's latest rerun; median: over its reruns; Δ: last minus the previous "
+        f"version's last ({_directions(session)})",
+    ]
+    if session.first_loss_logged:
+        notes.append(
+            "first loss s: median seconds from the save to the end of the mode's first epoch "
+            "(w1 starts the session, not a save, and is left out; modes run in turn)"
+        )
+    n, runs = len(session.versions), len(session.rerun_numbers)
+    job = f"; {session.job}" if session.job else ""
+    return TextTable(
+        title=f"Watch session {session.name} ({runs} rerun{'s' if runs != 1 else ''}, {n} "
+        f"version{'s' if n != 1 else ''}{job}; {session.metric})",
+        headers=headers,
+        rows=[row for v in session.versions for row in _watch_rows(v, session)],
+        right={2, 4, *range(6, len(headers))},
+        notes=[*notes, *session.notes],
     )
 
 

@@ -32,9 +32,9 @@ from __future__ import annotations
 import json
 import math
 import statistics
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from protolab.report._compare import RunRecord
 from protolab.report._data import TrialRecord
@@ -46,7 +46,13 @@ __all__ = [
     "VersionChange",
     "VersionSplit",
     "config_changes",
+    "config_split_note",
+    "group_by_version",
+    "same_settings",
     "split_by_version",
+    "splits_by_config",
+    "version_key",
+    "version_label",
 ]
 
 UNRECORDED = "unrecorded"  # label of trials that recorded no script hash
@@ -122,12 +128,6 @@ class VersionSplit:
         return self._by_trial.get(trial)
 
 
-def _label(script: str, config: str, with_config: bool) -> str:
-    if not script:
-        return UNRECORDED
-    return f"{script[:8]}/{config[:8] or '?'}" if with_config else script[:8]
-
-
 def _finite(v: float | None) -> bool:
     return v is not None and math.isfinite(v)
 
@@ -166,6 +166,238 @@ def config_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
     ]
 
 
+class Hashed(Protocol):
+    """Anything that records the script and config versions that produced it (a trial, a rerun)."""
+
+    @property
+    def script_hash(self) -> str: ...
+
+    @property
+    def config_hash(self) -> str: ...
+
+
+H = TypeVar("H", bound=Hashed)
+VersionKey = tuple[str, str]  # (script hash, config hash or "" when split by script only)
+
+
+def same_settings(
+    hashes: Iterable[str], configs: Mapping[str, Mapping[str, Any] | None]
+) -> dict[str, str]:
+    """Each config hash -> the first hash (in the order given) with the same experiment settings.
+
+    A config hash covers the sweep's budget too, so a top-up (``study.n_trials=50``) would
+    otherwise read as an edit: hashes whose resolved configs differ only in
+    :data:`RUN_CONTROL` keys map to one. A hash without a readable config maps to itself.
+    """
+    same: dict[str, str] = {}
+    first_of: dict[str, str] = {}
+    for h in hashes:
+        if h and h not in same:
+            doc = configs.get(h)
+            canon = f"hash:{h}" if doc is None else json.dumps(_settings(doc), sort_keys=True)
+            same[h] = first_of.setdefault(canon, h)
+    return same
+
+
+def splits_by_config(items: Iterable[Hashed], same: Mapping[str, str]) -> bool:
+    """Whether the recorded items ran with more than one set of experiment settings.
+
+    Only then does the config join the version key, so a study (or watch session) that never
+    changed its settings keeps the shorter script-only labels.
+    """
+    return len({same[i.config_hash] for i in items if i.script_hash and i.config_hash}) > 1
+
+
+def version_key(same: Mapping[str, str], with_config: bool) -> Callable[[Hashed], VersionKey]:
+    """The function naming an item's version: ``(script, config or "")``; ``("", "")`` unrecorded.
+
+    One function serves grouping and finding where the version changes, so the two can never
+    disagree about what a version is.
+    """
+
+    def key(item: Hashed) -> VersionKey:
+        if not item.script_hash:
+            return ("", "")
+        return (item.script_hash, same.get(item.config_hash, "") if with_config else "")
+
+    return key
+
+
+def group_by_version(
+    ordered: Iterable[H], key: Callable[[Hashed], VersionKey]
+) -> dict[VersionKey, list[H]]:
+    """The items per version; the dict's order is the order of each version's first item."""
+    groups: dict[VersionKey, list[H]] = {}
+    for item in ordered:
+        groups.setdefault(key(item), []).append(item)
+    return groups
+
+
+def version_label(script: str, config: str, with_config: bool) -> str:
+    """``script[:8]``, or ``script[:8]/config[:8]`` when split by config; :data:`UNRECORDED`."""
+    if not script:
+        return UNRECORDED
+    return f"{script[:8]}/{config[:8] or '?'}" if with_config else script[:8]
+
+
+def config_split_note(what: str) -> str:
+    """Why the labels carry a config hash (``what``: "trials", "reruns"): one note per table."""
+    return (
+        f"version = script hash / config hash: the {what} ran with different experiment "
+        "settings (the YAML or its overrides; study.n_trials and other sweep-budget keys "
+        "do not count)"
+    )
+
+
+def _step_ms_by_trial(runs: Sequence[RunRecord]) -> dict[int, dict[str, float]]:
+    """Trial -> backend -> time/step_ms of its COMPLETE runs (what the ms/step columns show)."""
+    step_ms: dict[int, dict[str, float]] = {}
+    for r in runs:
+        ms = r.metrics.get("time/step_ms")
+        if r.state == "COMPLETE" and _finite(ms):
+            assert ms is not None
+            step_ms.setdefault(r.trial, {})[r.backend] = ms
+    return step_ms
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    """What one version's trials achieved: counts by state, best and median value."""
+
+    complete: int
+    pruned: int
+    failed: int
+    running: int
+    best_value: float | None
+    best_trial: int | None
+    median_value: float | None
+
+    @classmethod
+    def of(cls, members: Sequence[TrialRecord], maximize: bool) -> _Outcome:
+        """Counted once here so the versions table and report.json agree on every number."""
+        states = [t.state for t in members]
+        done = [t for t in members if t.state == "COMPLETE" and _finite(t.value)]
+        values = [float(t.value) for t in done if t.value is not None]
+        best = (max if maximize else min)(done, key=lambda t: float(t.value or 0.0), default=None)
+        return cls(
+            complete=states.count("COMPLETE"),
+            pruned=states.count("PRUNED"),
+            failed=states.count("FAIL"),
+            running=sum(1 for s in states if s in ("RUNNING", "WAITING")),
+            best_value=None if best is None else best.value,
+            best_trial=None if best is None else best.number,
+            median_value=statistics.median(values) if values else None,
+        )
+
+
+def _median_step_ms(
+    members: Sequence[TrialRecord],
+    step_ms: Mapping[int, Mapping[str, float]],
+    backends: Sequence[str],
+) -> dict[str, float]:
+    """Backend -> median step time over the version's trials (backends with none left out)."""
+    out: dict[str, float] = {}
+    for b in backends:
+        times = [step_ms[t.number][b] for t in members if b in step_ms.get(t.number, {})]
+        if times:
+            out[b] = statistics.median(times)
+    return out
+
+
+def _build_versions(
+    groups: Mapping[VersionKey, Sequence[TrialRecord]],
+    runs: Sequence[RunRecord],
+    backends: Sequence[str],
+    maximize: bool,
+    configs: Mapping[str, Mapping[str, Any] | None],
+    with_config: bool,
+) -> list[Version]:
+    """One :class:`Version` per group, in order, each compared with the recorded one before.
+
+    "Before" skips unrecorded versions and ones with no best value (nothing to compare) and,
+    for the config changes, ones whose config could not be read.
+    """
+    step_ms = _step_ms_by_trial(runs)
+    versions: list[Version] = []
+    previous_best: float | None = None
+    previous_config: Mapping[str, Any] | None = None
+    for i, ((script, config), members) in enumerate(groups.items(), start=1):
+        outcome = _Outcome.of(members, maximize)
+        delta = None
+        if script and outcome.best_value is not None and previous_best is not None:
+            delta = outcome.best_value - previous_best
+        doc = configs.get(config) if config else None
+        changed: list[str] = []
+        if with_config and doc is not None and previous_config is not None:
+            changed = config_changes(previous_config, doc)
+        versions.append(
+            Version(
+                index=i,
+                label=version_label(script, config, with_config),
+                script_hash=script,
+                config_hash=config,
+                trials=tuple(t.number for t in members),
+                complete=outcome.complete,
+                pruned=outcome.pruned,
+                failed=outcome.failed,
+                running=outcome.running,
+                best_value=outcome.best_value,
+                best_trial=outcome.best_trial,
+                median_value=outcome.median_value,
+                step_ms=_median_step_ms(members, step_ms, backends),
+                delta_best=delta,
+                config_hashes=tuple(dict.fromkeys(t.config_hash for t in members if t.config_hash)),
+                config_changes=tuple(changed),
+            )
+        )
+        if script and outcome.best_value is not None:
+            previous_best = outcome.best_value
+        if script and doc is not None:
+            previous_config = doc
+    return versions
+
+
+def _changes(
+    ordered: Sequence[TrialRecord],
+    key: Callable[[Hashed], VersionKey],
+    by_key: Mapping[VersionKey, Version],
+) -> list[VersionChange]:
+    """Each trial (in number order) whose version differs from the trial before it."""
+    changes: list[VersionChange] = []
+    last: VersionKey | None = None
+    for t in ordered:
+        k = key(t)
+        if last is not None and k != last:
+            changes.append(VersionChange(t.number, by_key[k]))
+        last = k
+    return changes
+
+
+def _pending_script(trials: Sequence[TrialRecord], script_hashes: Sequence[str]) -> str | None:
+    """The latest script a sweep recorded, when no trial ran it yet (the budget was used up)."""
+    ran = {t.script_hash for t in trials}
+    latest = script_hashes[-1] if script_hashes else ""
+    return latest if latest and ran and latest not in ran else None
+
+
+def _notes(versions: Sequence[Version], with_config: bool, pending: str | None) -> list[str]:
+    """The lines under the versions table that explain its labels and any pending edit."""
+    notes = []
+    if with_config:
+        notes.append(config_split_note("trials"))
+        notes += [
+            f"{v.name} config: {', '.join(v.config_changes)}" for v in versions if v.config_changes
+        ]
+    if any(not v.recorded for v in versions):
+        notes.append(f"{UNRECORDED}: trials that recorded no script hash (an older protolab)")
+    if pending is not None:
+        notes.append(
+            f"script version {pending[:8]}, the latest a sweep recorded, has no trial yet: "
+            "the study already had study.n_trials finished trials (raise it to run the edit)"
+        )
+    return notes
+
+
 def split_by_version(
     trials: Sequence[TrialRecord],
     runs: Sequence[RunRecord],
@@ -181,114 +413,18 @@ def split_by_version(
     """
     configs = configs or {}
     ordered = sorted(trials, key=lambda t: t.number)
-    # config hash -> the first hash (in trial order) with the same experiment settings
-    same: dict[str, str] = {}
-    first_of: dict[str, str] = {}
-    for t in ordered:
-        h = t.config_hash
-        if h and h not in same:
-            doc = configs.get(h)
-            canon = f"hash:{h}" if doc is None else json.dumps(_settings(doc), sort_keys=True)
-            same[h] = first_of.setdefault(canon, h)
-    with_config = len({same[t.config_hash] for t in trials if t.script_hash and t.config_hash}) > 1
-
-    def key(t: TrialRecord) -> tuple[str, str]:
-        if not t.script_hash:
-            return ("", "")
-        return (t.script_hash, same.get(t.config_hash, "") if with_config else "")
-
-    groups: dict[tuple[str, str], list[TrialRecord]] = {}
-    for t in ordered:  # dicts keep insertion order: the order of each version's first trial
-        groups.setdefault(key(t), []).append(t)
-
-    step_ms: dict[int, dict[str, float]] = {}
-    for r in runs:
-        ms = r.metrics.get("time/step_ms")
-        if r.state == "COMPLETE" and _finite(ms):
-            assert ms is not None
-            step_ms.setdefault(r.trial, {})[r.backend] = ms
-
-    versions: list[Version] = []
-    by_key: dict[tuple[str, str], Version] = {}
-    previous_best: float | None = None
-    previous_config: Mapping[str, Any] | None = None
-    for i, ((script, config), members) in enumerate(groups.items(), start=1):
-        states = [t.state for t in members]
-        done = [t for t in members if t.state == "COMPLETE" and _finite(t.value)]
-        values = [float(t.value) for t in done if t.value is not None]
-        best = (max if maximize else min)(done, key=lambda t: float(t.value or 0.0), default=None)
-        best_value = None if best is None else best.value
-        per_backend: dict[str, float] = {}
-        for b in backends:
-            times = [step_ms[t.number][b] for t in members if b in step_ms.get(t.number, {})]
-            if times:
-                per_backend[b] = statistics.median(times)
-        delta = None
-        if script and best_value is not None and previous_best is not None:
-            delta = best_value - previous_best
-        doc = configs.get(config) if config else None
-        changed: list[str] = []
-        if with_config and doc is not None and previous_config is not None:
-            changed = config_changes(previous_config, doc)
-        version = Version(
-            index=i,
-            label=_label(script, config, with_config),
-            script_hash=script,
-            config_hash=config,
-            trials=tuple(t.number for t in members),
-            complete=states.count("COMPLETE"),
-            pruned=states.count("PRUNED"),
-            failed=states.count("FAIL"),
-            running=sum(1 for s in states if s in ("RUNNING", "WAITING")),
-            best_value=best_value,
-            best_trial=None if best is None else best.number,
-            median_value=statistics.median(values) if values else None,
-            step_ms=per_backend,
-            delta_best=delta,
-            config_hashes=tuple(dict.fromkeys(t.config_hash for t in members if t.config_hash)),
-            config_changes=tuple(changed),
-        )
-        versions.append(version)
-        by_key[(script, config)] = version
-        if script and best_value is not None:
-            previous_best = best_value
-        if script and doc is not None:
-            previous_config = doc
-
-    changes: list[VersionChange] = []
-    last: tuple[str, str] | None = None
-    for t in ordered:
-        k = key(t)
-        if last is not None and k != last:
-            changes.append(VersionChange(t.number, by_key[k]))
-        last = k
-
-    ran = {t.script_hash for t in trials}
-    latest = script_hashes[-1] if script_hashes else ""
-    pending = latest if latest and ran and latest not in ran else None
-
-    notes = []
-    if with_config:
-        notes.append(
-            "version = script hash / config hash: the trials ran with different experiment "
-            "settings (the YAML or its overrides; study.n_trials and other sweep-budget keys "
-            "do not count)"
-        )
-        notes += [
-            f"{v.name} config: {', '.join(v.config_changes)}" for v in versions if v.config_changes
-        ]
-    if any(not v.recorded for v in versions):
-        notes.append(f"{UNRECORDED}: trials that recorded no script hash (an older protolab)")
-    if pending is not None:
-        notes.append(
-            f"script version {pending[:8]}, the latest a sweep recorded, has no trial yet: "
-            "the study already had study.n_trials finished trials (raise it to run the edit)"
-        )
+    same = same_settings((t.config_hash for t in ordered), configs)
+    with_config = splits_by_config(trials, same)
+    key = version_key(same, with_config)
+    groups = group_by_version(ordered, key)
+    versions = _build_versions(groups, runs, backends, maximize, configs, with_config)
+    by_key = dict(zip(groups, versions, strict=True))
+    pending = _pending_script(trials, script_hashes)
     return VersionSplit(
         split_by="script+config" if with_config else "script",
         versions=tuple(versions),
-        changes=tuple(changes),
+        changes=tuple(_changes(ordered, key, by_key)),
         pending_script=pending,
-        notes=tuple(notes),
+        notes=tuple(_notes(versions, with_config, pending)),
         _by_trial={t.number: by_key[key(t)] for t in trials},
     )
