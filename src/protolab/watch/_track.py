@@ -110,8 +110,9 @@ class WatchTracker(Tracker):
     def log_failure(self, rerun: Rerun, backends: list[str]) -> None:
         """A rerun whose script, config or build failed: one FAILED run, with the reason."""
         tags = {TAG.TRIAL: f"w{rerun.number}", TAG.WATCH: self.session, TAG.STUDY: self.study}
-        if rerun.loaded is not None:
+        if rerun.loaded is not None:  # so the report can place it in its version
             tags[TAG.SCRIPT_HASH] = rerun.loaded.ctx.script_hash
+            tags[TAG.CONFIG_HASH] = rerun.loaded.ctx.config_hash
         with shielded():
             run = self.child(f"w{rerun.number}-failed", tags, {"backends": json.dumps(backends)})
             try:
