@@ -4,8 +4,9 @@ TensorFlow keeps every program it compiled for the life of the process, so a wor
 trains a new architecture each trial grows trial after trial. ``sweep --workers`` replaces
 a worker after ``hardware.recycle_after`` static trials. Both sweeps here run the tiny MLP
 script on the static ``keras`` backend (whole-epoch XLA), a new width each trial, through
-the real launcher (``--workers 1``); each trial's ``memory/peak_rss_mb`` (the process's
-peak so far, from its MLflow child run) is read at trial ``early`` and at the last trial.
+the real launcher (``--workers 1``), side by side; each trial's ``memory/peak_rss_mb``
+(the process's peak so far, from its MLflow child run) is read at trial ``early`` and at
+the last trial.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def _peak_rss_by_trial(where: Path) -> dict[int, float]:
     return out
 
 
-def _sweep(where: Path, n: int, recycle_after: int | None) -> dict[int, float]:
+def _start(where: Path, n: int, recycle_after: int | None) -> subprocess.Popen[str]:
     cfg = write_project(
         where,
         backends=("keras",),
@@ -45,13 +46,10 @@ def _sweep(where: Path, n: int, recycle_after: int | None) -> dict[int, float]:
     )
     every = "null" if recycle_after is None else str(recycle_after)
     cmd = [protolab_exe(), "sweep", str(cfg), f"hardware.recycle_after={every}"]
-    done = subprocess.run(
+    return subprocess.Popen(
         [*cmd, "--workers", "1"], cwd=where, env=quiet_env(threads=1),
-        capture_output=True, text=True, timeout=3600,
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
-    if done.returncode != 0:
-        raise RuntimeError(f"recycling sweep exit {done.returncode}: {done.stdout[-600:]}")
-    return _peak_rss_by_trial(where)
 
 
 def measure_recycling(
@@ -61,9 +59,17 @@ def measure_recycling(
     title = f"{n} tiny-MLP trials on keras (XLA), 1 worker through --workers"
     rows = []
     with tempfile.TemporaryDirectory(prefix="protolab-bench-") as tmp:
+        # side by side (1 thread each): only memory is compared here, never time
+        sweeps = {}
         for recycle in (None, every):
             label = "kept" if recycle is None else f"recycled every {recycle}"
-            rss = _sweep(Path(tmp) / label.replace(" ", "-"), n, recycle)
+            where = Path(tmp) / label.replace(" ", "-")
+            sweeps[label] = (where, recycle, _start(where, n, recycle))
+        for label, (where, recycle, proc) in sweeps.items():
+            out, _ = proc.communicate(timeout=3600)
+            if proc.returncode != 0:
+                raise RuntimeError(f"recycling sweep exit {proc.returncode}: {out[-600:]}")
+            rss = _peak_rss_by_trial(where)
             first, last = rss[early - 1], rss[max(rss)]
             log(f"  {label}: peak RSS {first:.0f} MB at trial {early}, {last:.0f} MB at {n}")
             row = Row(

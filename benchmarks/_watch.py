@@ -258,7 +258,7 @@ def measure_watch(
         warm = _warm_edits(_project(base / "warm", "lightning"), n_warm)
         log(f"watch: XLA session, {n_config} config-only + {n_arch} Arch edit(s)")
         xla = _xla_edits(_project(base / "xla", "keras"), n_config, n_arch)
-        mem_backends = "lightning" if quick else "lightning, keras"
+        mem_backends = "lightning" if quick or smoke else "lightning, keras"
         log(f"watch: memory, {n_memory} edits on [{mem_backends}]")
         after5, after_n = _memory(_project(base / "memory", mem_backends), n_memory)
     return _rows(cold, warm, *xla, (after5, after_n, n_memory))

@@ -145,7 +145,7 @@ def _marked(mark: str) -> list[int]:
 SWEEP = """\
 experiment: exp.py
 backends: [lightning, keras]
-study: {name: multi, n_trials: 2, sampler: random, pruner: none}
+study: {name: multi, n_trials: 1, sampler: random, pruner: none}
 train: {epochs: 2, batch_size: 128, optimizer: sgd, lr: 0.05}
 hardware: {accelerator: cpu, devices: 2}
 """
@@ -173,7 +173,7 @@ def test_sweep_with_two_devices_logs_one_run_per_trial_and_mode(
     pairs = sorted(
         (r.data.tags["protolab.trial"], r.data.tags["protolab.backend"]) for r in children
     )
-    assert pairs == [("0", "keras"), ("0", "lightning"), ("1", "keras"), ("1", "lightning")]
+    assert pairs == [("0", "keras"), ("0", "lightning")]
     for run in children:
         assert run.info.status == "FINISHED"
         assert run.data.tags["protolab.devices"] == "2"
