@@ -204,11 +204,10 @@ def test_sweep_then_export_hub_and_predict_from_the_cli(make_project: Any, workd
     from protolab.commands._studies import mlflow_client
 
     cfg = make_project(epochs=1)
-    exe = str(Path(sys.executable).parent / "protolab")
 
-    def cli(*args: str) -> str:
-        done = subprocess.run([exe, *args], cwd=workdir, capture_output=True, text=True)
-        assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    def cli(*args: str) -> str:  # the real commands, in this process (imports paid once)
+        done = runner.invoke(app, list(args))
+        assert done.exit_code == 0, done.output[-3000:]
         return done.stdout
 
     cli("sweep", str(cfg), "study.n_trials=1")

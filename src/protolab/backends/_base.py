@@ -232,6 +232,10 @@ class Backend(abc.ABC):
     environ: ClassVar[dict[str, str]] = {}  # required before the framework imports (forced)
     process_env: ClassVar[dict[str, str]] = {}  # non-empty: runs in a worker with this env
     max_devices: ClassVar[int | None] = None  # None: any number
+    # True: ``modules`` may be imported once by ``sweep --workers`` and the workers forked
+    # from it (PyTorch's import starts nothing a fork breaks: DataLoader workers fork after
+    # it). TensorFlow and JAX start runtimes at import that a forked child cannot use.
+    fork_safe: ClassVar[bool] = False
 
     @classmethod
     def needs_own_process(cls) -> bool:

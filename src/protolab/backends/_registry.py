@@ -35,6 +35,7 @@ __all__ = [
     "default_backends",
     "expand_aliases",
     "family_members",
+    "fork_safe_modules",
     "get_backend",
     "keeps_programs",
     "register_backend",
@@ -171,6 +172,22 @@ def keeps_programs(names: list[str]) -> bool:
     program it compiled for the life of the process, so a long-lived worker grows."""
     families = [n if n in FAMILIES else backend_info(n).family for n in expand_aliases(names)]
     return "static" in families
+
+
+def fork_safe_modules(names: list[str]) -> list[str]:
+    """What ``sweep --workers`` may import once before forking its workers: the modules
+    of these backends (or of every mode an alias may pick) that are safe to fork after."""
+    members = [
+        m
+        for n in expand_aliases(names)
+        for m in (family_members(n) if n in FAMILIES else [n])
+    ]
+    out: list[str] = []
+    for name in members:
+        cls = _load_class(backend_info(name).target)
+        if cls.fork_safe and not cls.needs_own_process():
+            out += [m for m in cls.modules if m not in out]
+    return out
 
 
 def expand_aliases(names: list[str]) -> list[str]:

@@ -7,6 +7,10 @@ study's locks and leases keep them apart. With GPUs each worker sees one device
 without, each gets ``cores // N`` threads (``hardware.threads``) unless the config or an
 override sets them. ``auto`` is one worker per GPU, else one per core.
 
+Imports: on Linux the launcher imports the fork-safe frameworks (PyTorch) once and forks
+the workers from itself (commands/_forked.py); ``PROTOLAB_WORKERS_FORK=0`` starts each as
+a new process instead.
+
 Memory: TensorFlow keeps every program it compiled for the life of the process (~13 MB a
 trial measured), so a worker that ran ``hardware.recycle_after`` trials with a static
 backend stops (exit 75) and the launcher starts a fresh one in its place.
@@ -30,11 +34,16 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from protolab.errors import UserInputError
 
-__all__ = ["Plan", "gpu_ids", "launch", "parse_workers", "plan_workers", "run_workers"]
+__all__ = [
+    "FORK_ENV", "Plan", "Worker", "gpu_ids", "launch", "parse_workers", "plan_workers",
+    "run_workers",
+]  # fmt: skip
+
+FORK_ENV = "PROTOLAB_WORKERS_FORK"  # 0: every worker a new process (imports its frameworks)
 
 
 @dataclass(frozen=True)
@@ -43,6 +52,7 @@ class Plan:
     threads: int | None  # per worker (None: the config's own setting stands)
     devices: list[str]  # CUDA_VISIBLE_DEVICES per worker ([] on CPU)
     recycle_after: int | None = None  # static trials before a worker is replaced
+    preload: tuple[str, ...] = ()  # imported once here, then the workers are forked
 
 
 def parse_workers(text: str) -> int | None:
@@ -83,15 +93,25 @@ def plan_workers(requested: int | None, config_threads: int | None, accelerator:
     return Plan(count, threads if config_threads is None else None, devices)
 
 
-def _worker_cmd(args: list[str], plan: Plan) -> list[str]:
-    extra = [f"hardware.threads={plan.threads}"] if plan.threads else []
-    return [sys.executable, "-m", "protolab.cli", "sweep", *args, *extra]
+class Worker(Protocol):
+    """What the launcher needs of a worker process (``subprocess.Popen`` or forked)."""
+
+    pid: int
+
+    @property
+    def returncode(self) -> int | None: ...
+
+    def poll(self) -> int | None: ...
+
+    def send_signal(self, signum: int) -> None: ...
 
 
-def _start_one(args: list[str], plan: Plan, logs: Path, k: int) -> subprocess.Popen[bytes]:
+def _start_one(args: list[str], plan: Plan, logs: Path, k: int) -> Worker:
     """Worker ``k`` in its own session: a terminal's Ctrl-C reaches the launcher only,
-    which passes it on once (twice would make a worker stop at once). A recycled worker's
-    successor appends to the same log."""
+    which passes it on once (twice would make a worker stop at once). Forked from this
+    process when it preloaded the frameworks (see _forked.py), else a new process. A
+    recycled worker's successor appends to the same log."""
+    from protolab.commands._forked import ForkedWorker
     from protolab.sweep._worker import RECYCLE_ENV
 
     logs.mkdir(parents=True, exist_ok=True)
@@ -100,14 +120,20 @@ def _start_one(args: list[str], plan: Plan, logs: Path, k: int) -> subprocess.Po
         env["CUDA_VISIBLE_DEVICES"] = plan.devices[k]
     if plan.recycle_after:
         env[RECYCLE_ENV] = str(plan.recycle_after)
-    with open(logs / f"worker-{k}.log", "ab") as log:
-        cmd = _worker_cmd(args, plan)
-        return subprocess.Popen(cmd, stdout=log, stderr=log, env=env, start_new_session=True)
+    argv = [*args, *([f"hardware.threads={plan.threads}"] if plan.threads else [])]
+    log = logs / f"worker-{k}.log"
+    if plan.preload:
+        return ForkedWorker(argv, log, env)
+    cmd = [sys.executable, "-m", "protolab.cli", "sweep", *argv]
+    with open(log, "ab") as out:
+        return subprocess.Popen(cmd, stdout=out, stderr=out, env=env, start_new_session=True)
 
 
 def launch(args: list[str], plan: Plan, logs: Path) -> int:
     """Start the workers, pass signals on, wait for all; the worst exit code."""
-    procs: list[subprocess.Popen[bytes]] = []
+    from protolab.commands._forked import preload
+
+    procs: list[Worker] = []
     got: list[int] = []
 
     def forward(signum: int, frame: Any) -> None:
@@ -116,6 +142,9 @@ def launch(args: list[str], plan: Plan, logs: Path) -> int:
             if p.poll() is None:
                 p.send_signal(signum)
 
+    if plan.preload:  # before the handlers: a Ctrl-C here just stops the launcher
+        seconds = preload(list(plan.preload))
+        print(f"imported {', '.join(plan.preload)} once for every worker ({seconds:.1f} s)")
     previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         for k in range(plan.count):
@@ -134,9 +163,9 @@ def launch(args: list[str], plan: Plan, logs: Path) -> int:
 
 
 def _wait_all(
-    procs: list[subprocess.Popen[bytes]],
+    procs: list[Worker],
     logs: Path,
-    restart: Callable[[int], subprocess.Popen[bytes]],
+    restart: Callable[[int], Worker],
     signalled: list[int],
 ) -> list[int]:
     """Wait for every worker, starting a fresh one in the place of each that asks to be
@@ -147,14 +176,15 @@ def _wait_all(
     last = 0
     while len(codes) < len(procs):
         for k, p in enumerate(procs):
-            if k in codes or p.poll() is None:
+            code = None if k in codes else p.poll()
+            if code is None:
                 continue
-            if p.returncode == EXIT_RECYCLE and not signalled:
+            if code == EXIT_RECYCLE and not signalled:
                 print(f"worker {k} (pid {p.pid}) recycled (hardware.recycle_after)", flush=True)
                 procs[k] = restart(k)
                 continue
-            codes[k], last = p.returncode, k
-            print(f"worker {k} (pid {p.pid}) exited {p.returncode}", flush=True)
+            codes[k], last = code, k
+            print(f"worker {k} (pid {p.pid}) exited {code}", flush=True)
         time.sleep(0.2)
     text = (logs / f"worker-{last}.log").read_text(errors="replace")
     print(text[-6000:], end="", flush=True)
@@ -163,10 +193,13 @@ def _wait_all(
 
 def run_workers(config: Path, overrides: list[str], workers: str, args: list[str]) -> int:
     """``--workers``: check everything first (exit 2), then launch; the exit code."""
+    from protolab.backends import fork_safe_modules
     from protolab.config import load_config
 
     requested = parse_workers(workers)
     cfg, _ = load_config(config, overrides)
     plan = plan_workers(requested, cfg.hardware.threads, cfg.hardware.accelerator)
-    plan = dataclasses.replace(plan, recycle_after=cfg.hardware.recycle_after)
+    fork = sys.platform.startswith("linux") and os.environ.get(FORK_ENV, "1") != "0"
+    preload = tuple(fork_safe_modules(list(cfg.backends))) if fork else ()
+    plan = dataclasses.replace(plan, recycle_after=cfg.hardware.recycle_after, preload=preload)
     return launch(args, plan, Path.cwd() / "mlruns" / "workers")

@@ -23,6 +23,7 @@ class EagerBackend(Backend):
     name: ClassVar[str] = "lightning"
     family = "dynamic"
     modules = ("torch", "lightning.fabric")
+    fork_safe = True  # sweep --workers imports these once and forks the workers
     # OpenMP threads that spin-wait collapse under any CPU contention (see protolab.cli);
     # takes effect only if torch is not loaded yet.
     env_defaults: ClassVar[dict[str, str]] = {"OMP_WAIT_POLICY": "PASSIVE"}
