@@ -112,7 +112,7 @@ def test_two_workers_reach_exactly_n_trials(tmp_path: Path) -> None:
     out, _ = proc.communicate(timeout=300)
     assert proc.returncode == 0, out[-3000:]
     assert "2 workers, 1 threads each" in out or "2 workers" in out
-    assert "imported torch, lightning.fabric once for every worker" in out  # then forked
+    assert "imported torch, lightning.fabric once for the workers" in out  # then forked
     trials = _trials(tmp_path)
     assert [t.state for t in trials] == [State.COMPLETE] * 5  # exactly, none over-asked
     assert len({t.user_attrs["protolab.worker"] for t in trials}) == 2

@@ -106,7 +106,7 @@ class Worker(Protocol):
     def send_signal(self, signum: int) -> None: ...
 
 
-def _start_one(args: list[str], plan: Plan, logs: Path, k: int) -> Worker:
+def _start_one(args: list[str], plan: Plan, logs: Path, k: int, fork: bool) -> Worker:
     """Worker ``k`` in its own session: a terminal's Ctrl-C reaches the launcher only,
     which passes it on once (twice would make a worker stop at once). Forked from this
     process when it preloaded the frameworks (see _forked.py), else a new process. A
@@ -122,7 +122,7 @@ def _start_one(args: list[str], plan: Plan, logs: Path, k: int) -> Worker:
         env[RECYCLE_ENV] = str(plan.recycle_after)
     argv = [*args, *([f"hardware.threads={plan.threads}"] if plan.threads else [])]
     log = logs / f"worker-{k}.log"
-    if plan.preload:
+    if fork:
         return ForkedWorker(argv, log, env)
     cmd = [sys.executable, "-m", "protolab.cli", "sweep", *argv]
     with open(log, "ab") as out:
@@ -142,18 +142,24 @@ def launch(args: list[str], plan: Plan, logs: Path) -> int:
             if p.poll() is None:
                 p.send_signal(signum)
 
-    if plan.preload:  # before the handlers: a Ctrl-C here just stops the launcher
-        seconds = preload(list(plan.preload))
-        print(f"imported {', '.join(plan.preload)} once for every worker ({seconds:.1f} s)")
     previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
         for k in range(plan.count):
             (logs / f"worker-{k}.log").unlink(missing_ok=True)
-            procs.append(_start_one(args, plan, logs, k))
+        # Worker 0 starts at once as a process of its own and creates the stores meanwhile
+        # (MLflow's import and a fresh store: ~6 s, the first worker's critical path); the
+        # others are forked once the frameworks are imported here.
+        procs.append(_start_one(args, plan, logs, 0, fork=False))
+        if plan.preload:
+            seconds = preload(list(plan.preload))
+            print(f"imported {', '.join(plan.preload)} once for the workers ({seconds:.1f} s)")
+        for k in range(1, plan.count if not got else 1):
+            procs.append(_start_one(args, plan, logs, k, fork=bool(plan.preload)))
         where = f"; GPUs {','.join(plan.devices)}" if plan.devices else ""
         threads = f", {plan.threads} threads each" if plan.threads else ""
         print(f"{plan.count} workers{threads}{where}; logs in {logs}/", flush=True)
-        codes = _wait_all(procs, logs, lambda k: _start_one(args, plan, logs, k), got)
+        fork = bool(plan.preload)
+        codes = _wait_all(procs, logs, lambda k: _start_one(args, plan, logs, k, fork), got)
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
