@@ -3,12 +3,13 @@
 - Scaling: a study of realistic trials (the shipped digits-MLP experiment, 10 epochs, as in
   ``configs/digits_mlp.yaml``; 50 trials, ~1 min for one worker, 12 quick) run by 1 worker
   (``protolab sweep``), then by ``protolab sweep --workers 2`` (one launcher, two workers on
-  the same study and stores), each worker at 1 thread through ``hardware.threads=1`` (the environment caps
-  ``OMP_NUM_THREADS=1``, ``MKL_``/``OPENBLAS_NUM_THREADS``, ``TF_NUM_INTRAOP``/``INTEROP_THREADS``
-  stay too). The workers' own ``protolab.torch_threads`` tag confirms what torch used. The
-  sampler is ``qmc`` (an unscrambled Sobol sequence shared through the study), so both runs
-  train the same architectures. Tiny trials (~0.2 s) would measure per-process start-up
-  (interpreter, ~5 s of framework imports) rather than how trials scale.
+  the same study and stores), each worker at 1 thread through ``hardware.threads=1`` (the
+  environment caps ``OMP_NUM_THREADS=1``, ``MKL_``/``OPENBLAS_NUM_THREADS``,
+  ``TF_NUM_INTRAOP``/``INTEROP_THREADS`` stay too). The workers' own
+  ``protolab.torch_threads`` tag confirms what torch used. The sampler is ``qmc`` (an
+  unscrambled Sobol sequence shared through the study), so both runs train the same
+  architectures. Tiny trials (~0.2 s) would measure per-process start-up (interpreter, ~5 s
+  of framework imports) rather than how trials scale.
 - Overhead: a separate 1-worker study of 30 tiny trials (the issue's "30-trial sweep of a
   tiny model"), its share of wall time spent outside training (``sweep/overhead_frac`` when
   the sweep logs it, else 1 - sum(time/trial_s) / sweep/wall_s).

@@ -178,9 +178,7 @@ def fork_safe_modules(names: list[str]) -> list[str]:
     """What ``sweep --workers`` may import once before forking its workers: the modules
     of these backends (or of every mode an alias may pick) that are safe to fork after."""
     members = [
-        m
-        for n in expand_aliases(names)
-        for m in (family_members(n) if n in FAMILIES else [n])
+        m for n in expand_aliases(names) for m in (family_members(n) if n in FAMILIES else [n])
     ]
     out: list[str] = []
     for name in members:
