@@ -8,7 +8,6 @@ and exit code 2; no traceback reaches the user for bad input.
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import sys
 import time
@@ -299,13 +298,14 @@ def run(
         from protolab.tracking import start_writer
 
         start_writer()
+        from protolab.commands._params import fixed_values
         from protolab.config import load_config
         from protolab.config._checks import check_context, check_values
         from protolab.sweep import prepare, run_once
         from protolab.sweep._test_split import hold_ends, log_test_metrics
         from protolab.sweep._worker import best_params
 
-        values = _fixed_values(params, best)
+        values = fixed_values(params, best)
         cfg, script = load_config(config, overrides or [])
         ctx = prepare(cfg, config, script)
         check_context(ctx)
@@ -332,21 +332,6 @@ def run(
         _print_run(out, ctx, label, tested)
 
     _guard(body)
-
-
-def _fixed_values(params: str | None, best: bool) -> dict[str, Any]:
-    """``--params`` as a JSON object (``--best`` fills them in later); bad JSON is exit 2."""
-    if params is not None and best:
-        raise UserInputError("--params and --best are exclusive; give one of them")
-    if params is None:
-        return {}
-    try:
-        values = json.loads(params)
-    except json.JSONDecodeError as e:
-        raise UserInputError(f"--params: not valid JSON ({e.msg}), got {params!r}") from None
-    if not isinstance(values, dict):
-        raise UserInputError(f"--params must be a JSON object, but got {params!r}")
-    return values
 
 
 def _tracker_and_frameworks(ctx: SweepContext) -> Tracker:

@@ -156,6 +156,15 @@ def _show(v: Any) -> str:
     return "-" if v is None else json.dumps(v) if isinstance(v, (list, dict, str)) else str(v)
 
 
+def changes_from(
+    previous: Mapping[str, Any] | None, doc: Mapping[str, Any] | None, with_config: bool
+) -> list[str]:
+    """What changed since the previous version's config; nothing when either is unknown."""
+    if with_config and doc is not None and previous is not None:
+        return config_changes(previous, doc)
+    return []
+
+
 def config_changes(old: Mapping[str, Any], new: Mapping[str, Any]) -> list[str]:
     """``train.epochs 2 -> 5`` for each setting that differs (run-control keys ignored)."""
     a, b = _settings(old), _settings(new)
@@ -327,9 +336,7 @@ def _build_versions(
         if script and outcome.best_value is not None and previous_best is not None:
             delta = outcome.best_value - previous_best
         doc = configs.get(config) if config else None
-        changed: list[str] = []
-        if with_config and doc is not None and previous_config is not None:
-            changed = config_changes(previous_config, doc)
+        changed = changes_from(previous_config, doc, with_config)
         versions.append(
             Version(
                 index=i,

@@ -33,7 +33,7 @@ from typing import Any
 from protolab.report._modes import mode_order
 from protolab.report._versions import (
     VersionKey,
-    config_changes,
+    changes_from,
     config_split_note,
     group_by_version,
     same_settings,
@@ -189,9 +189,7 @@ def _versions(
                     {k: s.last for k, s in modes[b].values.items() if s.last is not None}
                 )
         doc = configs.get(config) if config else None
-        changed: list[str] = []
-        if with_config and doc is not None and previous_config is not None:
-            changed = config_changes(previous_config, doc)
+        changed = changes_from(previous_config, doc, with_config)
         if doc is not None:
             previous_config = doc
         out.append(

@@ -105,10 +105,7 @@ def run_once(
         out.arch_hash = arch.hash
     except Exception as e:  # nothing trained: record the failure once per backend
         out.params = _params(arch_space, train_space, cfg)
-        for b in cfg.backends:
-            run = tracker.child(f"{label}-{b}", {**base_tags, TAG.BACKEND: b}, out.params)
-            run.log_text(traceback.format_exc(), "traceback.txt")
-            run.end("FAIL", fail_reason(e))
+        _record_unbuilt(ctx, tracker, label, base_tags, out.params, e)
         raise
     out.params = _params(arch_space, train_space, cfg)
     lineage = _lineage(trial)
@@ -137,6 +134,22 @@ def run_once(
                 out.results[name] = result
     _objective(ctx, out, out.results[modes[0][0]].metrics)
     return out
+
+
+def _record_unbuilt(
+    ctx: SweepContext,
+    tracker: Tracker,
+    label: str,
+    tags: dict[str, str],
+    params: dict[str, Any],
+    e: Exception,
+) -> None:
+    """A trial whose Arch or settings could not be made: one FAILED run per backend, with
+    the traceback, so the failure shows wherever that mode's runs are looked at."""
+    for b in ctx.cfg.backends:
+        run = tracker.child(f"{label}-{b}", {**tags, TAG.BACKEND: b}, params)
+        run.log_text(traceback.format_exc(), "traceback.txt")
+        run.end("FAIL", fail_reason(e))
 
 
 def _base_tags(ctx: SweepContext, label: str, extra: dict[str, str] | None) -> dict[str, str]:
