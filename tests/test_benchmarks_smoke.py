@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.long]
 
 SMOKE_MODELS = ("mlp-small",)  # --smoke: the first quick model only, one round
 CONTENDERS = (
