@@ -10,9 +10,7 @@ worker starts with them already imported and shares their pages.
 The forked child then behaves exactly as ``protolab sweep`` started by ``subprocess``: its
 own session, its output appended to its log, the launcher's signal handlers undone, the
 worker's environment set before anything reads it, and its exit code the command's.
-Each worker's tracking writer (its MLflow process, ~4 s of CPU to import MLflow) is started
-by the launcher before its own import, so both overlap, and handed to the worker at the
-fork. TensorFlow and JAX are never imported before a fork (their runtimes start threads and
+TensorFlow and JAX are never imported before a fork (their runtimes start threads and
 device state a child cannot use); a worker imports them itself.
 """
 
@@ -25,10 +23,6 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from protolab.tracking._writer import WriterProcess
 
 __all__ = ["ForkedWorker", "preload"]
 
@@ -41,13 +35,9 @@ def preload(modules: list[str]) -> float:
     return time.perf_counter() - t0
 
 
-def _main(argv: list[str], log: Path, env: dict[str, str], writer: WriterProcess | None) -> None:
+def _main(argv: list[str], log: Path, env: dict[str, str]) -> None:
     """A forked worker: what ``subprocess.Popen([... 'sweep', ...], start_new_session=True,
-    stdout=log, stderr=log, env=env)`` would have set up, then the command itself, with the
-    tracking writer the launcher started for it (if any)."""
-    from protolab.tracking._writer import adopt_writer
-
-    adopt_writer(writer)
+    stdout=log, stderr=log, env=env)`` would have set up, then the command itself."""
     os.setsid()
     fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(fd, 1)
@@ -66,19 +56,12 @@ def _main(argv: list[str], log: Path, env: dict[str, str], writer: WriterProcess
 class ForkedWorker:
     """One forked worker, with the part of ``subprocess.Popen`` the launcher uses."""
 
-    def __init__(
-        self, argv: list[str], log: Path, env: dict[str, str], writer: WriterProcess | None = None
-    ) -> None:
-        from protolab.tracking._writer import release_writer
-
+    def __init__(self, argv: list[str], log: Path, env: dict[str, str]) -> None:
         ctx = multiprocessing.get_context("fork")
-        args = (argv, log, env, writer)
-        self._proc = ctx.Process(target=_main, args=args, name="protolab-worker")
+        self._proc = ctx.Process(target=_main, args=(argv, log, env), name="protolab-worker")
         sys.stdout.flush()
         sys.stderr.flush()
         self._proc.start()
-        if writer is not None:
-            release_writer(writer)  # the worker's now: its EOF must be the worker's exit
         assert self._proc.pid is not None
         self.pid: int = self._proc.pid
 

@@ -7,10 +7,9 @@ study's locks and leases keep them apart. With GPUs each worker sees one device
 without, each gets ``cores // N`` threads (``hardware.threads``) unless the config or an
 override sets them. ``auto`` is one worker per GPU, else one per core.
 
-Imports: on Linux the launcher starts every worker's tracking writer (MLflow's import), imports
-the fork-safe frameworks (PyTorch) meanwhile, once, and forks the workers from itself, each
-taking its writer (commands/_forked.py); ``PROTOLAB_WORKERS_FORK=0`` starts each as a new
-process instead.
+Imports: on Linux the launcher imports the fork-safe frameworks (PyTorch) once and forks
+the workers from itself (commands/_forked.py); ``PROTOLAB_WORKERS_FORK=0`` starts each as
+a new process instead.
 
 Memory: TensorFlow keeps every program it compiled for the life of the process (~13 MB a
 trial measured), so a worker that ran ``hardware.recycle_after`` trials with a static
@@ -35,12 +34,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from protolab.errors import UserInputError
-
-if TYPE_CHECKING:
-    from protolab.tracking._writer import WriterProcess
 
 __all__ = [
     "FORK_ENV", "Plan", "Worker", "gpu_ids", "launch", "parse_workers", "plan_workers",
@@ -57,7 +53,6 @@ class Plan:
     devices: list[str]  # CUDA_VISIBLE_DEVICES per worker ([] on CPU)
     recycle_after: int | None = None  # static trials before a worker is replaced
     preload: tuple[str, ...] = ()  # imported once here, then the workers are forked
-    tracking_uri: str | None = None  # the config's (None: the environment's or the default)
 
 
 def parse_workers(text: str) -> int | None:
@@ -111,14 +106,11 @@ class Worker(Protocol):
     def send_signal(self, signum: int) -> None: ...
 
 
-def _start_one(
-    args: list[str], plan: Plan, logs: Path, k: int, fork: bool, writer: WriterProcess | None = None
-) -> Worker:
+def _start_one(args: list[str], plan: Plan, logs: Path, k: int, fork: bool) -> Worker:
     """Worker ``k`` in its own session: a terminal's Ctrl-C reaches the launcher only,
     which passes it on once (twice would make a worker stop at once). Forked from this
-    process when it preloaded the frameworks (see _forked.py), with ``writer`` as its
-    tracking writer, else a new process. A recycled worker's successor appends to the
-    same log."""
+    process when it preloaded the frameworks (see _forked.py), else a new process. A
+    recycled worker's successor appends to the same log."""
     from protolab.commands._forked import ForkedWorker
     from protolab.sweep._worker import RECYCLE_ENV
 
@@ -131,34 +123,16 @@ def _start_one(
     argv = [*args, *([f"hardware.threads={plan.threads}"] if plan.threads else [])]
     log = logs / f"worker-{k}.log"
     if fork:
-        return ForkedWorker(argv, log, env, writer)
+        return ForkedWorker(argv, log, env)
     cmd = [sys.executable, "-m", "protolab.cli", "sweep", *argv]
     with open(log, "ab") as out:
         return subprocess.Popen(cmd, stdout=out, stderr=out, env=env, start_new_session=True)
 
 
-def _start_all(args: list[str], plan: Plan, logs: Path, got: list[int]) -> list[Worker]:
-    """Forked (frameworks to preload): every worker's tracking writer starts first, its
-    MLflow import beside this process's framework import, then the workers are forked.
-    Else worker 0 starts at once and creates the stores while the others start."""
-    from protolab.commands._forked import preload
-    from protolab.tracking._writer import start_writers
-
-    if not plan.preload:
-        return [_start_one(args, plan, logs, k, fork=False) for k in range(plan.count)]
-    writers = start_writers(plan.count, plan.tracking_uri)
-    seconds = preload(list(plan.preload))
-    print(f"imported {', '.join(plan.preload)} once for the workers ({seconds:.1f} s)")
-    count = plan.count if not got else 0  # a Ctrl-C meanwhile: start none
-    procs: list[Worker] = []
-    for k in range(count):
-        writer = writers[k] if k < len(writers) else None  # none: tracking inline
-        procs.append(_start_one(args, plan, logs, k, fork=True, writer=writer))
-    return procs
-
-
 def launch(args: list[str], plan: Plan, logs: Path) -> int:
     """Start the workers, pass signals on, wait for all; the worst exit code."""
+    from protolab.commands._forked import preload
+
     procs: list[Worker] = []
     got: list[int] = []
 
@@ -172,7 +146,15 @@ def launch(args: list[str], plan: Plan, logs: Path) -> int:
     try:
         for k in range(plan.count):
             (logs / f"worker-{k}.log").unlink(missing_ok=True)
-        procs.extend(_start_all(args, plan, logs, got))
+        # Worker 0 starts at once as a process of its own and creates the stores meanwhile
+        # (MLflow's import and a fresh store: ~6 s, the first worker's critical path); the
+        # others are forked once the frameworks are imported here.
+        procs.append(_start_one(args, plan, logs, 0, fork=False))
+        if plan.preload:
+            seconds = preload(list(plan.preload))
+            print(f"imported {', '.join(plan.preload)} once for the workers ({seconds:.1f} s)")
+        for k in range(1, plan.count if not got else 1):
+            procs.append(_start_one(args, plan, logs, k, fork=bool(plan.preload)))
         where = f"; GPUs {','.join(plan.devices)}" if plan.devices else ""
         threads = f", {plan.threads} threads each" if plan.threads else ""
         print(f"{plan.count} workers{threads}{where}; logs in {logs}/", flush=True)
@@ -210,9 +192,8 @@ def _wait_all(
             codes[k], last = code, k
             print(f"worker {k} (pid {p.pid}) exited {code}", flush=True)
         time.sleep(0.2)
-    log = logs / f"worker-{last}.log"
-    if log.exists():  # none exists when a Ctrl-C came before any worker started
-        print(log.read_text(errors="replace")[-6000:], end="", flush=True)
+    text = (logs / f"worker-{last}.log").read_text(errors="replace")
+    print(text[-6000:], end="", flush=True)
     return [0 if codes[k] == EXIT_RECYCLE else codes[k] for k in range(len(procs))]
 
 
@@ -226,10 +207,5 @@ def run_workers(config: Path, overrides: list[str], workers: str, args: list[str
     plan = plan_workers(requested, cfg.hardware.threads, cfg.hardware.accelerator)
     fork = sys.platform.startswith("linux") and os.environ.get(FORK_ENV, "1") != "0"
     preload = tuple(fork_safe_modules(list(cfg.backends))) if fork else ()
-    plan = dataclasses.replace(
-        plan,
-        recycle_after=cfg.hardware.recycle_after,
-        preload=preload,
-        tracking_uri=cfg.tracking.uri,
-    )
+    plan = dataclasses.replace(plan, recycle_after=cfg.hardware.recycle_after, preload=preload)
     return launch(args, plan, Path.cwd() / "mlruns" / "workers")

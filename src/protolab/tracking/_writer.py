@@ -6,8 +6,7 @@ call): ~80-100 ms per child run, a third of a tiny trial's wall time when made i
 pipe; a writer process makes the calls, on the other core. It is started when the command
 starts (:func:`start_writer`) and imports MLflow while the config and the experiment load.
 
-- Order: one pipe per sweep process: its calls happen in the order it made them. Under
-  ``sweep --workers`` one writer serves every forked worker, each on its own pipe.
+- Order: one pipe, one writer: calls happen in the order the sweep made them.
 - Errors: opening the store is synchronous, so a bad or unreachable URI still fails before
   anything runs. A later failed write (disk full, store gone, permissions) is kept by the
   writer, not printed, and raised as :class:`StoreWriteError` (exit 1) by the sweep's next
@@ -38,122 +37,60 @@ from typing import Any
 from protolab._signals import deferred
 from protolab.errors import ProtolabError
 
-__all__ = [
-    "AsyncChildRun", "AsyncTracker", "StoreWriteError", "WriterProcess", "adopt_writer",
-    "release_writer", "start_writer", "start_writers",
-]  # fmt: skip
+__all__ = ["AsyncChildRun", "AsyncTracker", "StoreWriteError", "start_writer"]
 
 
 class StoreWriteError(ProtolabError):
     """A write to a store failed mid-sweep (disk full, store gone, permissions): exit 1."""
 
 
-_started: list[WriterProcess] = []  # launched by start_writer(s), until open_tracker takes one
+_started: _Writer | None = None  # launched by start_writer(), until open_tracker takes it
 
 
 def start_writer() -> None:
     """Launch the writer process now, so its MLflow import overlaps the caller's set-up."""
-    if not _started:
-        start_writers(1)
+    global _started
+    if _started is None and os.environ.get("PROTOLAB_TRACKING", "") != "inline":
+        _started = _Writer()
 
 
-def start_writers(count: int, uri: str | None = None) -> list[WriterProcess]:
-    """Launch one writer process with ``count`` pipes (``sweep --workers``: one per forked
-    worker, see :func:`adopt_writer`); none when tracking is inline. ``uri``: the tracking
-    URI if known (else ``$MLFLOW_TRACKING_URI``, else the local SQLite default).
-
-    One process for all the workers, not one each: MLflow's import (~4 s of CPU) is paid
-    once, beside the launcher's framework import, and one process makes every write to the
-    store, so the workers' writes never wait on each other's SQLite write lock.
-    """
-    if os.environ.get("PROTOLAB_TRACKING", "") != "inline" and count > len(_started):
-        sql = _sql_store(uri or os.environ.get("MLFLOW_TRACKING_URI") or "sqlite://")
-        _started.extend(WriterProcess.start(sql, count - len(_started)))
-    return list(_started)
+def take_writer() -> _Writer:
+    """The pre-started writer if there is one (each is used once), else a new one."""
+    global _started
+    writer, _started = _started, None
+    return writer if writer is not None and writer.alive() else _Writer()
 
 
-def _sql_store(uri: str) -> bool:
-    """Whether MLflow will open ``uri`` with its SQLAlchemy store (a database URL)."""
-    return uri.split(":", 1)[0].split("+", 1)[0] in ("sqlite", "postgresql", "mysql", "mssql")
+class _Writer:
+    """The process and the parent's end of its pipe."""
 
-
-def take_writer() -> WriterProcess:
-    """A pre-started writer if there is one alive (each is used once), else a new one."""
-    while _started:
-        writer = _started.pop(0)
-        if writer.alive():
-            return writer
-    return WriterProcess.start()[0]
-
-
-def adopt_writer(writer: WriterProcess | None) -> None:
-    """In a worker forked from a launcher that started a writer for its workers: this
-    worker's pipe is ``writer`` (the launcher closes its own end). The other workers' pipes
-    are closed here, so the writer still reads EOF on a worker's pipe (and ends that
-    worker's runs) when that worker dies."""
-    for other in _started:
-        if other is not writer:
-            other.conn.close()
-    _started[:] = []
-    if writer is not None:
-        writer.adopted = True
-        _started.append(writer)
-
-
-def release_writer(writer: WriterProcess) -> None:
-    """The launcher's side of :func:`adopt_writer`, once the worker is forked."""
-    if writer in _started:
-        _started.remove(writer)
-    writer.conn.close()
-
-
-class WriterProcess:
-    """A writer process and the parent's end of one of its pipes (one per sweep process)."""
-
-    def __init__(self, proc: Any, conn: Any) -> None:
-        self.proc = proc
-        self.conn = conn
-        atexit.register(self.conn.close)
-        self.adopted = False  # started by the launcher this worker was forked from
-
-    @classmethod
-    def start(cls, sql: bool = True, pipes: int = 1) -> list[WriterProcess]:
-        """Spawn a writer serving ``pipes`` pipes; ``sql``: import the SQL store now."""
+    def __init__(self) -> None:
         import multiprocessing as mp
 
         # spawn, not fork: the sweep process may already hold threads and framework state.
         ctx = mp.get_context("spawn")
-        ends = [ctx.Pipe() for _ in range(pipes)]
-        args = ([child for _, child in ends], sql)
-        proc = ctx.Process(target=_serve, args=args, name="protolab-tracking")
-        proc.daemon = True  # never outlives an interpreter that exits without end()
+        self.conn, child_conn = ctx.Pipe()
+        self.proc = ctx.Process(target=_serve, args=(child_conn,), name="protolab-tracking")
+        self.proc.daemon = True  # never outlives an interpreter that exits without end()
         # The child starts with SIGINT/SIGTERM blocked (a signal mask survives exec), so a
         # Ctrl-C during its start-up cannot raise a KeyboardInterrupt traceback there; it
         # ignores both once running. Here they are only held back for the fork, then run.
         held = {signal.SIGINT, signal.SIGTERM}
         before = signal.pthread_sigmask(signal.SIG_BLOCK, held)
         try:
-            proc.start()
+            self.proc.start()
         finally:
             signal.pthread_sigmask(signal.SIG_SETMASK, before)
-        for _, child in ends:
-            child.close()
+        child_conn.close()
         # The interpreter's exit does not wait for it (multiprocessing's exit hook joins its
         # children): an interrupted command would wait seconds for a writer still importing
         # MLflow or creating a fresh store. It exits by itself on EOF (our end closes, here
         # or by the OS), ending what it opened; close() joins it when the command ends well.
-        mp.process._children.discard(proc)  # type: ignore[attr-defined]
-        return [cls(proc, parent) for parent, _ in ends]
+        mp.process._children.discard(self.proc)  # type: ignore[attr-defined]
+        atexit.register(self.conn.close)
 
     def alive(self) -> bool:
-        if not self.adopted:
-            return self.proc.is_alive()
-        try:  # not our child: multiprocessing cannot ask; the pid and the pipe can
-            os.kill(self.proc.pid or 0, 0)
-        except OSError:
-            return False
-        # Nothing was asked of it yet, so anything to read is its pipe's EOF: it exited.
-        return not self.conn.closed and not self.conn.poll()
+        return self.proc.is_alive()
 
     def send(self, op: str, ref: int, *args: Any) -> None:
         with deferred():  # whole messages only: half of one would garble every later one
@@ -198,8 +135,7 @@ class WriterProcess:
         with contextlib.suppress(OSError, EOFError, _WriterError):
             self.call("close", 0)
         self.conn.close()
-        if not self.adopted:  # an adopted writer is the launcher's child: it reaps it
-            self.proc.join(timeout=30)
+        self.proc.join(timeout=30)
 
 
 class _WriterError(Exception):
@@ -214,7 +150,7 @@ class AsyncTracker:
     """
 
     def __init__(
-        self, writer: WriterProcess, uri: str, experiment: str, study: str, lock: Path | None = None
+        self, writer: _Writer, uri: str, experiment: str, study: str, lock: Path | None = None
     ) -> None:
         self._writer = writer
         self.uri = uri
@@ -336,14 +272,14 @@ class AsyncChildRun:
 # --- the writer process --------------------------------------------------------------------
 
 
-def _serve(conns: list[Any], sql: bool = True) -> None:
-    """The writer's loop: make each pipe's calls in order until every pipe is closed."""
+def _serve(conn: Any) -> None:
+    """The writer's loop: make each call in order until ``close`` or the pipe closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT, signal.SIGTERM})
     # The sweep process gone mid-reply: nothing left to tell it, and no traceback.
     with contextlib.suppress(BrokenPipeError, ConnectionResetError, EOFError):
-        _loop(conns, sql)
+        _loop(conn)
     # Every write is committed (each MLflow call is its own transaction): skip the teardown
     # of MLflow and SQLAlchemy, which took 5+ s on a busy machine while the sweep process
     # waited in join() after an interrupt that should stop within a second.
@@ -352,33 +288,16 @@ def _serve(conns: list[Any], sql: bool = True) -> None:
     os._exit(0)
 
 
-def _loop(conns: list[Any], sql: bool) -> None:
-    """Serve calls until every pipe is closed, by ``close`` or by its process's exit (its
-    open child runs are then ended). Each pipe has its own tracker, in its own order.
-
-    ``sql``: the store will be a database, so MLflow's SQLAlchemy store is imported now too
-    (~1.3 s more, its ORM mappers included), before the first call asks for it: under
-    ``sweep --workers`` the framework import is done before the fork, and this import was
-    what each worker then waited for, one after the other (the open holds a lock).
-    """
+def _loop(conn: Any) -> None:
+    """Serve calls until ``close`` or the pipe closes (every open child run is then ended)."""
     import logging
-    from multiprocessing.connection import wait
 
-    import mlflow.tracking  # the ~2 s import, while the sweep process starts
+    import mlflow.tracking  # noqa: F401 - the ~2 s import, while the sweep process starts
 
-    if sql:
-        import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
-        from sqlalchemy.orm import configure_mappers
-
-        configure_mappers()
     # MLflow logs a failed SQL write with its traceback before raising it; the error goes
     # back to the sweep (one message), not to the terminal (issue 13: 1,046 lines).
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
-    servers = {conn: _Server(conn) for conn in conns}
-    while servers:
-        for conn in wait(list(servers)):
-            if not servers[conn].step():
-                del servers[conn]
+    _Server(conn).serve()
 
 
 class _Close(Exception):
@@ -386,7 +305,7 @@ class _Close(Exception):
 
 
 class _Server:
-    """One pipe's state: its tracker, its open child runs and its first failed write.
+    """The writer's state: the tracker, its open child runs and the first failed write.
 
     A failed write is not printed: it is kept, sent once unasked (``async-error``, read by
     :meth:`AsyncTracker.child`) and returned by every later ``sync`` and ``end``, so the
@@ -400,27 +319,23 @@ class _Server:
         self.failed: str | None = None
         self.unread = False  # an async error is waiting in the pipe: never queue more than one
 
-    def step(self) -> bool:
-        """Serve the next call on this pipe; False once the pipe is done (closed or gone)."""
-        try:
-            op, ref, args, reply = self.conn.recv()
-        except (EOFError, OSError):  # the sweep process died (kill -9): nothing RUNNING
-            self.abandon()
-            return False
-        try:
-            result = self.handle(op, ref, args)
-            if reply:
-                self.conn.send(("ok", result))
-        except _Close:
-            return False
-        except (BrokenPipeError, ConnectionResetError):  # the sweep is gone mid-reply
-            self.abandon()
-            return False
-        except Exception as e:
-            if not self.report(_one_line(e), reply):
-                self.abandon()
-                return False
-        return True
+    def serve(self) -> None:
+        while True:
+            try:
+                op, ref, args, reply = self.conn.recv()
+            except (EOFError, OSError):  # the sweep process died (kill -9): nothing RUNNING
+                return self.abandon()
+            try:
+                result = self.handle(op, ref, args)
+                if reply:
+                    self.conn.send(("ok", result))
+            except _Close:
+                return None
+            except (BrokenPipeError, ConnectionResetError):  # the sweep is gone mid-reply
+                return self.abandon()
+            except Exception as e:
+                if not self.report(_one_line(e), reply):
+                    return self.abandon()
 
     def handle(self, op: str, ref: int, args: tuple[Any, ...]) -> Any:
         """Make one call; its result is the reply (if one was asked for)."""
