@@ -10,6 +10,7 @@ artifact lives on the tracking server.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
 import signal
@@ -111,6 +112,13 @@ def _running_trial_of(study: optuna.Study, client: MlflowClient) -> int | None:
     return None
 
 
+@functools.cache
+def _storage(url: str) -> optuna.storages.RDBStorage:
+    """One storage (one connection pool) per URL: a new one per poll leaks connections until
+    the team database refuses more (max_connections)."""
+    return optuna.storages.RDBStorage(url)
+
+
 def _kill_mid_trial(
     study_url: str, client: MlflowClient, victim: subprocess.Popen[str], name: str = "team"
 ) -> int:
@@ -119,7 +127,7 @@ def _kill_mid_trial(
     while time.time() < deadline:
         assert victim.poll() is None, victim.communicate()[0][-3000:]
         try:
-            study = optuna.load_study(study_name=name, storage=study_url)
+            study = optuna.load_study(study_name=name, storage=_storage(study_url))
         except KeyError:
             time.sleep(0.5)
             continue
@@ -150,7 +158,7 @@ def test_three_workers_one_killed_by_9_finish_on_the_team_stores(
         out, _ = proc.communicate(timeout=240)
         assert proc.returncode == 0, out[-3000:]
 
-    trials = optuna.load_study(study_name="team", storage=study_url).trials
+    trials = optuna.load_study(study_name="team", storage=_storage(study_url)).trials
     seen = [(t.number, t.state.name, t.user_attrs) for t in trials]
     assert sum(t.state == State.COMPLETE for t in trials) == N_TRIALS, seen  # exactly
     assert not [t for t in trials if t.state in (State.RUNNING, State.WAITING)], seen
@@ -200,7 +208,7 @@ def test_workers_through_the_grpc_proxy_reap_a_killed_worker_by_its_lease(
         assert other.returncode == 0, out[-3000:]
     finally:
         next(proxy, None)
-    trials = optuna.load_study(study_name="proxied", storage=study_url).trials
+    trials = optuna.load_study(study_name="proxied", storage=_storage(study_url)).trials
     seen = [(t.number, t.state.name, t.user_attrs) for t in trials]
     assert sum(t.state == State.COMPLETE for t in trials) == N_TRIALS, seen
     assert not [t for t in trials if t.state in (State.RUNNING, State.WAITING)], seen

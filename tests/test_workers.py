@@ -96,6 +96,31 @@ def test_plan_threads_and_devices(monkeypatch: pytest.MonkeyPatch) -> None:
     assert plan_workers(None, None, "cpu").devices == []
 
 
+def test_workers_started_together_draw_different_points(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Workers opening a fresh study at once see the same (empty) study: their index keeps
+    their samplers apart, while a lone worker (index 0) stays reproducible."""
+    from protolab._stores import open_storage
+    from protolab.config import load_config
+    from protolab.sweep import prepare
+    from protolab.sweep._worker import open_study
+
+    cfg_path = _project(tmp_path, n_trials=4, epochs=1)
+    cfg, script = load_config(cfg_path)
+    ctx = prepare(cfg, cfg_path, script)
+    x = optuna.distributions.FloatDistribution(0.0, 1.0)
+
+    def first_draw(index: str, store: str) -> float:
+        monkeypatch.setenv("PROTOLAB_WORKER_INDEX", index)
+        study = open_study(ctx, open_storage(str(tmp_path / store)))
+        return float(study.ask({"x": x}).params["x"])
+
+    alone = first_draw("0", "a.journal")
+    assert first_draw("0", "b.journal") == alone  # the same seed, the same first point
+    assert first_draw("1", "c.journal") != alone  # worker 1 of 2 started together
+
+
 @pytest.mark.parametrize("bad", ["0", "two", "-3"])
 def test_bad_workers_exit_2_before_anything_is_written(workdir: Path, bad: str) -> None:
     cfg = _project(workdir, 2, 1)

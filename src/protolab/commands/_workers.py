@@ -112,10 +112,11 @@ def _start_one(args: list[str], plan: Plan, logs: Path, k: int, fork: bool) -> W
     process when it preloaded the frameworks (see _forked.py), else a new process. A
     recycled worker's successor appends to the same log."""
     from protolab.commands._forked import ForkedWorker
+    from protolab.sweep._lease import INDEX_ENV
     from protolab.sweep._worker import RECYCLE_ENV
 
     logs.mkdir(parents=True, exist_ok=True)
-    env = dict(os.environ)
+    env = {**os.environ, INDEX_ENV[0]: str(k)}  # samplers seeded apart (sweep/_lease.py)
     if plan.devices:
         env["CUDA_VISIBLE_DEVICES"] = plan.devices[k]
     if plan.recycle_after:

@@ -69,6 +69,7 @@ __all__ = [
     "wait_for_others",
     "worker_attrs",
     "worker_id",
+    "worker_index",
     "worker_scope",
 ]
 
@@ -84,6 +85,23 @@ _TOKEN = uuid.uuid4().hex[:8]  # this process's: pids repeat across hosts and co
 def worker_id() -> str:
     """``host:pid:token``, unique across hosts and containers (where every pid may be 1)."""
     return f"{socket.gethostname()}:{os.getpid()}:{_TOKEN}"
+
+
+# Set per worker by ``sweep --workers``; array jobs number their tasks themselves.
+INDEX_ENV = ("PROTOLAB_WORKER_INDEX", "SLURM_ARRAY_TASK_ID", "JOB_COMPLETION_INDEX")
+
+
+def worker_index() -> int:
+    """This worker's number among workers started together (0 when started alone).
+
+    Workers started at the same moment see the same study (no trial yet, none running), so
+    without it they would seed their samplers alike and train the same configurations.
+    """
+    for name in INDEX_ENV:
+        value = os.environ.get(name, "").strip()
+        if value.isdigit():
+            return int(value)
+    return 0
 
 
 def worker_scope() -> str:

@@ -89,11 +89,13 @@ def open_study(ctx: SweepContext, storage: Any, display: Display | None = None) 
     )
     metrics = [m for m, _ in ctx.objectives]
     # A resumed study must not replay the draws of its first run: the sampler's seed moves
-    # on with the trials already there (still reproducible for one worker). A worker that
-    # joins while others run adds its pid so concurrent workers explore different points.
+    # on with the trials already there (still reproducible for one worker). Workers started
+    # together differ by their index (``--workers``, array jobs); one that joins while others
+    # run adds its pid, so concurrent workers explore different points.
     trials = study.get_trials(deepcopy=False)
     running = any(t.state == optuna.trial.TrialState.RUNNING for t in trials)
-    seed = cfg.seed + 1_000_003 * len(trials) + (os.getpid() if running else 0)
+    seed = cfg.seed + 1_000_003 * len(trials) + 7_919 * _lease.worker_index()
+    seed += os.getpid() if running else 0
     study.sampler = make_sampler(
         cfg.sampler, seed % 2**32, cfg.sampler_options, ctx.grid, n_trials=cfg.n_trials
     )
