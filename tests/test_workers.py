@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -9,6 +10,7 @@ import textwrap
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pytest
@@ -196,3 +198,46 @@ def test_ctrl_c_stops_every_worker_cleanly(tmp_path: Path) -> None:
     assert len(failed) == 2  # both workers' trials, each re-enqueued for the next run
     assert {t.user_attrs.get("protolab.fail_reason") for t in failed} == {"interrupted"}
     assert sum(t.state == State.WAITING for t in trials) == 2
+
+
+def _child_runs(root: Path) -> list[Any]:
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{root / 'mlruns' / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("tiny")
+    runs = client.search_runs([exp.experiment_id]) if exp is not None else []
+    return [r for r in runs if "mlflow.parentRunId" in r.data.tags]
+
+
+@pytest.mark.slow
+def test_a_worker_killed_by_9_has_its_runs_ended_by_its_writer(tmp_path: Path) -> None:
+    """Each forked worker's writer (from the launcher's pool) sees its pipe close when that
+    worker dies, and ends its runs FAILED: no other process holds the worker's end. (The
+    other worker's trial lasts far longer than this test, so it never reaps the dead one's.)"""
+    cfg = _project(tmp_path, n_trials=50, epochs=100_000)
+    proc = _launch(cfg, "2")
+    try:
+        deadline = time.time() + 240
+        while len(running := [r for r in _child_runs(tmp_path) if r.info.status == "RUNNING"]) < 2:
+            assert time.time() < deadline and proc.poll() is None, proc.communicate()[0][-3000:]
+            time.sleep(0.5)
+        victim = running[0]
+        pid = int(victim.data.tags["protolab.worker"].split(":")[1])
+        os.kill(pid, signal.SIGKILL)
+        deadline = time.time() + 60
+        while (run := _run(tmp_path, victim.info.run_id)).info.status == "RUNNING":
+            assert time.time() < deadline, "the killed worker's run stayed RUNNING"
+            time.sleep(0.5)
+        assert run.info.status == "FAILED"
+        assert run.data.tags["protolab.fail_reason"] == "worker died"
+        others = [r for r in _child_runs(tmp_path) if r.info.run_id != victim.info.run_id]
+        assert any(r.info.status == "RUNNING" for r in others)  # the other worker goes on
+    finally:
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=180)
+
+
+def _run(root: Path, run_id: str) -> Any:
+    from mlflow.tracking import MlflowClient
+
+    return MlflowClient(f"sqlite:///{root / 'mlruns' / 'mlflow.db'}").get_run(run_id)

@@ -22,7 +22,9 @@ import os
 import signal
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 __all__ = ["ForkedWorker", "preload"]
 
@@ -35,9 +37,14 @@ def preload(modules: list[str]) -> float:
     return time.perf_counter() - t0
 
 
-def _main(argv: list[str], log: Path, env: dict[str, str]) -> None:
+def _main(argv: list[str], log: Path, env: dict[str, str], writers: Sequence[Any], k: int) -> None:
     """A forked worker: what ``subprocess.Popen([... 'sweep', ...], start_new_session=True,
-    stdout=log, stderr=log, env=env)`` would have set up, then the command itself."""
+    stdout=log, stderr=log, env=env)`` would have set up, then the command itself, with
+    writer ``k`` of the launcher's pool (if it has one) as its tracking writer."""
+    if writers:
+        from protolab.tracking._pool import adopt_writer
+
+        adopt_writer(writers, k)
     os.setsid()
     fd = os.open(log, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644)
     os.dup2(fd, 1)
@@ -56,9 +63,12 @@ def _main(argv: list[str], log: Path, env: dict[str, str]) -> None:
 class ForkedWorker:
     """One forked worker, with the part of ``subprocess.Popen`` the launcher uses."""
 
-    def __init__(self, argv: list[str], log: Path, env: dict[str, str]) -> None:
+    def __init__(
+        self, argv: list[str], log: Path, env: dict[str, str], writers: Sequence[Any], k: int
+    ) -> None:
         ctx = multiprocessing.get_context("fork")
-        self._proc = ctx.Process(target=_main, args=(argv, log, env), name="protolab-worker")
+        args = (argv, log, env, writers, k)
+        self._proc = ctx.Process(target=_main, args=args, name="protolab-worker")
         sys.stdout.flush()
         sys.stderr.flush()
         self._proc.start()

@@ -7,9 +7,11 @@ study's locks and leases keep them apart. With GPUs each worker sees one device
 without, each gets ``cores // N`` threads (``hardware.threads``) unless the config or an
 override sets them. ``auto`` is one worker per GPU, else one per core.
 
-Imports: on Linux the launcher imports the fork-safe frameworks (PyTorch) once and forks
-the workers from itself (commands/_forked.py); ``PROTOLAB_WORKERS_FORK=0`` starts each as
-a new process instead.
+Imports: on Linux the launcher imports the fork-safe frameworks (PyTorch) once while a
+writer pool imports MLflow once (tracking/_pool.py), then forks every worker from itself
+(commands/_forked.py), each with a writer forked from the pool: N workers start about as
+soon as one does. ``PROTOLAB_WORKERS_FORK=0`` starts each as a new process instead.
+Each worker gets its index (``PROTOLAB_WORKER_INDEX``), which seeds its sampler apart.
 
 Memory: TensorFlow keeps every program it compiled for the life of the process (~13 MB a
 trial measured), so a worker that ran ``hardware.recycle_after`` trials with a static
@@ -31,7 +33,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -53,6 +55,7 @@ class Plan:
     devices: list[str]  # CUDA_VISIBLE_DEVICES per worker ([] on CPU)
     recycle_after: int | None = None  # static trials before a worker is replaced
     preload: tuple[str, ...] = ()  # imported once here, then the workers are forked
+    tracking_uri: str = ""  # what the forked workers' writers will open (SQL: preloaded)
 
 
 def parse_workers(text: str) -> int | None:
@@ -106,11 +109,14 @@ class Worker(Protocol):
     def send_signal(self, signum: int) -> None: ...
 
 
-def _start_one(args: list[str], plan: Plan, logs: Path, k: int, fork: bool) -> Worker:
+def _start_one(
+    args: list[str], plan: Plan, logs: Path, k: int, fork: bool, writers: Sequence[Any] = ()
+) -> Worker:
     """Worker ``k`` in its own session: a terminal's Ctrl-C reaches the launcher only,
     which passes it on once (twice would make a worker stop at once). Forked from this
-    process when it preloaded the frameworks (see _forked.py), else a new process. A
-    recycled worker's successor appends to the same log."""
+    process when it preloaded the frameworks (see _forked.py), with writer ``k`` of
+    ``writers`` (tracking/_pool.py) if given, else a new process. A recycled worker's
+    successor appends to the same log (and starts its own writer)."""
     from protolab.commands._forked import ForkedWorker
     from protolab.sweep._lease import INDEX_ENV
     from protolab.sweep._worker import RECYCLE_ENV
@@ -124,7 +130,7 @@ def _start_one(args: list[str], plan: Plan, logs: Path, k: int, fork: bool) -> W
     argv = [*args, *([f"hardware.threads={plan.threads}"] if plan.threads else [])]
     log = logs / f"worker-{k}.log"
     if fork:
-        return ForkedWorker(argv, log, env)
+        return ForkedWorker(argv, log, env, writers, k)
     cmd = [sys.executable, "-m", "protolab.cli", "sweep", *argv]
     with open(log, "ab") as out:
         return subprocess.Popen(cmd, stdout=out, stderr=out, env=env, start_new_session=True)
@@ -132,8 +138,6 @@ def _start_one(args: list[str], plan: Plan, logs: Path, k: int, fork: bool) -> W
 
 def launch(args: list[str], plan: Plan, logs: Path) -> int:
     """Start the workers, pass signals on, wait for all; the worst exit code."""
-    from protolab.commands._forked import preload
-
     procs: list[Worker] = []
     got: list[int] = []
 
@@ -145,17 +149,9 @@ def launch(args: list[str], plan: Plan, logs: Path) -> int:
 
     previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        for k in range(plan.count):
-            (logs / f"worker-{k}.log").unlink(missing_ok=True)
-        # Worker 0 starts at once as a process of its own and creates the stores meanwhile
-        # (MLflow's import and a fresh store: ~6 s, the first worker's critical path); the
-        # others are forked once the frameworks are imported here.
-        procs.append(_start_one(args, plan, logs, 0, fork=False))
-        if plan.preload:
-            seconds = preload(list(plan.preload))
-            print(f"imported {', '.join(plan.preload)} once for the workers ({seconds:.1f} s)")
-        for k in range(1, plan.count if not got else 1):
-            procs.append(_start_one(args, plan, logs, k, fork=bool(plan.preload)))
+        _start_all(args, plan, logs, procs, got)
+        if not procs:  # interrupted before any worker started
+            return 128 + got[0]
         where = f"; GPUs {','.join(plan.devices)}" if plan.devices else ""
         threads = f", {plan.threads} threads each" if plan.threads else ""
         print(f"{plan.count} workers{threads}{where}; logs in {logs}/", flush=True)
@@ -167,6 +163,32 @@ def launch(args: list[str], plan: Plan, logs: Path) -> int:
     if got:
         return 128 + got[0]
     return max(codes, key=lambda c: (c != 0, abs(c)))
+
+
+def _start_all(
+    args: list[str], plan: Plan, logs: Path, procs: list[Worker], got: list[int]
+) -> None:
+    """Start the workers into ``procs`` (none once a signal came). With ``plan.preload``
+    the frameworks and MLflow are imported once, side by side (here and in the writer
+    pool), and every worker is forked with both imported; else each is a new process."""
+    from protolab.commands._forked import preload
+    from protolab.tracking._pool import WriterPool
+
+    logs.mkdir(parents=True, exist_ok=True)
+    for k in range(plan.count):
+        (logs / f"worker-{k}.log").unlink(missing_ok=True)
+    if not plan.preload:
+        procs += [_start_one(args, plan, logs, k, fork=False) for k in range(plan.count)]
+        return
+    pool = WriterPool([logs / f"worker-{k}.log" for k in range(plan.count)], plan.tracking_uri)
+    try:
+        seconds = preload(list(plan.preload))
+        print(f"imported {', '.join(plan.preload)} once for the workers ({seconds:.1f} s)")
+        for k in range(plan.count):
+            if not got:
+                procs.append(_start_one(args, plan, logs, k, fork=True, writers=pool.ends))
+    finally:
+        pool.release()  # a writer whose worker never started sees EOF and exits
 
 
 def _wait_all(
@@ -200,6 +222,7 @@ def _wait_all(
 
 def run_workers(config: Path, overrides: list[str], workers: str, args: list[str]) -> int:
     """``--workers``: check everything first (exit 2), then launch; the exit code."""
+    from protolab._stores import default_tracking_uri
     from protolab.backends import fork_safe_modules
     from protolab.config import load_config
 
@@ -208,5 +231,8 @@ def run_workers(config: Path, overrides: list[str], workers: str, args: list[str
     plan = plan_workers(requested, cfg.hardware.threads, cfg.hardware.accelerator)
     fork = sys.platform.startswith("linux") and os.environ.get(FORK_ENV, "1") != "0"
     preload = tuple(fork_safe_modules(list(cfg.backends))) if fork else ()
-    plan = dataclasses.replace(plan, recycle_after=cfg.hardware.recycle_after, preload=preload)
+    uri = cfg.tracking.uri or default_tracking_uri()
+    plan = dataclasses.replace(
+        plan, recycle_after=cfg.hardware.recycle_after, preload=preload, tracking_uri=uri
+    )
     return launch(args, plan, Path.cwd() / "mlruns" / "workers")

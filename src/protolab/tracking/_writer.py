@@ -54,6 +54,13 @@ def start_writer() -> None:
         _started = _Writer()
 
 
+def adopt(conn: Any) -> None:
+    """Use the writer at the other end of ``conn`` (forked for this worker by the launcher's
+    pool, tracking/_pool.py) instead of starting one."""
+    global _started
+    _started = _Writer(conn)
+
+
 def take_writer() -> _Writer:
     """The pre-started writer if there is one (each is used once), else a new one."""
     global _started
@@ -62,15 +69,22 @@ def take_writer() -> _Writer:
 
 
 class _Writer:
-    """The process and the parent's end of its pipe."""
+    """The process and the parent's end of its pipe (``adopted``: only the pipe, the writer
+    being another process's child)."""
 
-    def __init__(self) -> None:
+    def __init__(self, adopted: Any = None) -> None:
         import multiprocessing as mp
+
+        self.proc: Any = None
+        if adopted is not None:
+            self.conn = adopted
+            atexit.register(self.conn.close)
+            return
 
         # spawn, not fork: the sweep process may already hold threads and framework state.
         ctx = mp.get_context("spawn")
         self.conn, child_conn = ctx.Pipe()
-        self.proc = ctx.Process(target=_serve, args=(child_conn,), name="protolab-tracking")
+        self.proc = ctx.Process(target=serve, args=(child_conn,), name="protolab-tracking")
         self.proc.daemon = True  # never outlives an interpreter that exits without end()
         # The child starts with SIGINT/SIGTERM blocked (a signal mask survives exec), so a
         # Ctrl-C during its start-up cannot raise a KeyboardInterrupt traceback there; it
@@ -90,7 +104,9 @@ class _Writer:
         atexit.register(self.conn.close)
 
     def alive(self) -> bool:
-        return self.proc.is_alive()
+        if self.proc is None:  # adopted: it says nothing until asked, so readable means EOF
+            return not self.conn.closed and not self.conn.poll()
+        return bool(self.proc.is_alive())
 
     def send(self, op: str, ref: int, *args: Any) -> None:
         with deferred():  # whole messages only: half of one would garble every later one
@@ -135,7 +151,8 @@ class _Writer:
         with contextlib.suppress(OSError, EOFError, _WriterError):
             self.call("close", 0)
         self.conn.close()
-        self.proc.join(timeout=30)
+        if self.proc is not None:
+            self.proc.join(timeout=30)
 
 
 class _WriterError(Exception):
@@ -272,7 +289,7 @@ class AsyncChildRun:
 # --- the writer process --------------------------------------------------------------------
 
 
-def _serve(conn: Any) -> None:
+def serve(conn: Any) -> None:
     """The writer's loop: make each call in order until ``close`` or the pipe closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -290,14 +307,25 @@ def _serve(conn: Any) -> None:
 
 def _loop(conn: Any) -> None:
     """Serve calls until ``close`` or the pipe closes (every open child run is then ended)."""
+    import_mlflow()  # the ~2 s import, while the sweep process starts
+    _Server(conn).serve()
+
+
+def import_mlflow(sql: bool = False) -> None:
+    """What every writer needs imported; ``sql``: also the SQL store and its ORM mappers
+    (~1.3 s, otherwise paid when the store opens), for writers forked from one import."""
     import logging
 
-    import mlflow.tracking  # noqa: F401 - the ~2 s import, while the sweep process starts
+    import mlflow.tracking
 
     # MLflow logs a failed SQL write with its traceback before raising it; the error goes
     # back to the sweep (one message), not to the terminal (issue 13: 1,046 lines).
     logging.getLogger("mlflow.store.db.utils").setLevel(logging.CRITICAL)
-    _Server(conn).serve()
+    if sql:
+        import mlflow.store.tracking.sqlalchemy_store  # noqa: F401
+        import sqlalchemy.orm
+
+        sqlalchemy.orm.configure_mappers()
 
 
 class _Close(Exception):
