@@ -83,6 +83,10 @@ class _Run:
     def __init__(self) -> None:
         self.calls: list[tuple[Any, ...]] = []
         self.metrics: list[dict[str, float]] = []
+        self.tags: dict[str, str] = {}
+
+    def set_tags(self, tags: dict[str, str]) -> None:
+        self.tags.update(tags)
 
     def log_metrics(self, metrics: dict[str, float], step: int = 0) -> None:
         self.metrics.append(metrics)
@@ -103,8 +107,9 @@ def _ctx(policy: str = "top_k") -> Any:
     tracking = SimpleNamespace(checkpoints=policy, top_k=3)
     cfg = SimpleNamespace(tracking=tracking, backends=["lightning", "keras"])
     return SimpleNamespace(
-        cfg=cfg, study_name="keep", metric="val/acc", direction="maximize", constraints=()
-    )
+        cfg=cfg, study_name="keep", metric="val/acc", direction="maximize", constraints=(),
+        multi_objective=False,
+    )  # fmt: skip
 
 
 def test_keep_hands_each_finished_trial_job_to_the_writer() -> None:
@@ -138,6 +143,44 @@ def test_keep_hands_each_finished_trial_job_to_the_writer() -> None:
     assert np.load(folder / "example.npy").shape == (8, 8, 8, 1)
     for _fn, directory, *_ in run.calls:
         __import__("shutil").rmtree(directory)
+
+
+def test_a_trial_already_outside_the_best_k_is_never_uploaded() -> None:
+    """Worse than top_k (3) COMPLETE trials at its start: no save, no upload, no pruning
+    search; one that may still enter the best k (or ties the k-th) is handed on as ever."""
+    import optuna
+
+    from protolab import Arch
+    from protolab import layers as L
+    from protolab.checkpoint import begin_trial
+
+    from protolab.data import Dataset
+
+    study = optuna.create_study(direction="maximize")
+    for value in (0.9, 0.8, 0.7, 0.1):
+        study.add_trial(optuna.trial.create_trial(value=value))
+    x, y = np.zeros((20, 8, 8, 1), np.float32), np.zeros(20, np.int64)
+    data = Dataset("digits", x[:10], y[:10], x[10:], y[10:], "classification", 10)
+    job = SimpleNamespace(arch=Arch(L.Flatten(), L.Dense(10)), dataset=data)
+    results = {}
+    for value in (0.65, 0.7, 0.75):
+        trial = study.ask()
+        begin_trial(_ctx(), trial)
+        run = _Run()
+        result = SimpleNamespace(model=_Model(), metrics={"val/acc": value})
+        keep(_ctx(), SimpleNamespace(experiment_id="1"), run, job, result, {
+            TAG.TRIAL: str(trial.number)})  # fmt: skip
+        results[value] = run
+        for _fn, directory, *_ in run.calls:
+            __import__("shutil").rmtree(directory)
+    assert results[0.65].calls == [] and results[0.65].metrics == []
+    assert results[0.65].tags == {TAG.CHECKPOINT: "outside the best"}
+    assert len(results[0.7].calls) == 1  # a tie with the 3rd best: ranking decides
+    assert len(results[0.75].calls) == 1
+    begin_trial(_ctx("all"), study.ask())  # every checkpoint kept: nothing is outside
+    run = _Run()
+    keep(_ctx("all"), SimpleNamespace(experiment_id="1"), run, job, result, {TAG.TRIAL: "9"})
+    assert len(run.calls) == 1
 
 
 @pytest.mark.slow

@@ -34,7 +34,7 @@ class TAG:
     MUTATION = "protolab.mutation"
     PARENT_TRIAL = "protolab.parent_trial"
     DIRECTION = "protolab.direction"
-    CHECKPOINT = "protolab.checkpoint"  # kept | deleted: the trained weights (artifact checkpoint/)
+    CHECKPOINT = "protolab.checkpoint"  # kept | deleted | outside the best: the trained weights
     CHECKPOINT_RANK = "protolab.checkpoint_rank"  # JSON: the trial's value, direction, feasible
     WATCH = "protolab.watch"  # a `protolab watch` session's name, on its parent and reruns
     WATCH_BACKENDS = "protolab.watch.backends"  # a watch session's backends, comma-separated

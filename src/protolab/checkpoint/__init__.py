@@ -5,7 +5,7 @@ checkpoint as the child run's ``checkpoint/`` artifacts and prunes the study to 
 :func:`find_checkpoints` / :func:`download` read them back.
 """
 
-from protolab.checkpoint._keep import keep
+from protolab.checkpoint._keep import begin_trial, keep
 from protolab.checkpoint._store import (
     ARTIFACT,
     CheckpointTrial,
@@ -19,6 +19,7 @@ from protolab.checkpoint._store import (
 __all__ = [
     "ARTIFACT",
     "CheckpointTrial",
+    "begin_trial",
     "download",
     "find_checkpoints",
     "keep",

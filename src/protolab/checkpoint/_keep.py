@@ -23,7 +23,7 @@ from typing import Any
 
 from protolab._tags import TAG
 
-__all__ = ["keep"]
+__all__ = ["begin_trial", "keep"]
 
 Send = Callable[..., None]
 
@@ -37,6 +37,39 @@ class _Trial:
 
 
 _current: _Trial | None = None  # the trial this process is running (one at a time)
+_bar: tuple[tuple[str, str], float] | None = None  # (trial key, the k-th best value before it)
+
+
+def begin_trial(ctx: Any, trial: Any) -> None:
+    """Note, as ``trial`` starts, the value its checkpoint must beat to be worth uploading.
+
+    A trial worse than ``top_k`` trials already COMPLETE can never rank among the best k
+    (more trials only push it further out), so its checkpoint would be uploaded only to be
+    dropped by the pruning that follows: its job skips the save, the upload, the ranking
+    search and the delete. Only for one objective without constraints, where a trial's
+    Optuna value is the checkpoint's rank.
+    """
+    global _bar, _current
+    _bar, _current = None, None  # a new trial: its value comes from its first job
+    keep_n = {"best": 1, "top_k": ctx.cfg.tracking.top_k}.get(ctx.cfg.tracking.checkpoints)
+    if trial is None or keep_n is None or ctx.multi_objective or ctx.constraints:
+        return
+    import optuna
+
+    done = trial.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))
+    values = sorted(
+        (t.value for t in done if t.value is not None and not math.isnan(t.value)),
+        reverse=ctx.direction == "maximize",
+    )
+    if len(values) >= keep_n:
+        _bar = ((ctx.study_name, str(trial.number)), values[keep_n - 1])
+
+
+def _outside_best(ctx: Any, trial: str, value: float) -> bool:
+    """The trial's value is strictly worse than the k-th best noted at its start."""
+    if _bar is None or _bar[0] != (ctx.study_name, trial) or math.isnan(value):
+        return False
+    return value < _bar[1] if ctx.direction == "maximize" else value > _bar[1]
 
 
 def keep(ctx: Any, tracker: Any, run: Any, job: Any, result: Any, tags: dict[str, str]) -> None:
@@ -53,6 +86,9 @@ def keep(ctx: Any, tracker: Any, run: Any, job: Any, result: Any, tags: dict[str
         return
     state = _trial_state(ctx, trial, result.metrics)
     state.jobs += 1
+    if _outside_best(ctx, trial, state.value):
+        run.set_tags({TAG.CHECKPOINT: "outside the best"})
+        return
     t0 = time.perf_counter()
     directory = Path(tempfile.mkdtemp(prefix="protolab-checkpoint-"))
     try:

@@ -113,6 +113,9 @@ def run_once(
         base_tags[TAG.MUTATION] = lineage["change"]
     job = Job(arch, ctx.dataset, settings, cfg.hardware, ctx.scores)
     artifacts = _artifacts(ctx, arch, lineage)
+    from protolab.checkpoint import begin_trial
+
+    begin_trial(ctx, trial)
     t0 = time.perf_counter()
     modes = resolve(list(cfg.backends), job)  # aliases: each family's fastest mode
     if job_seconds is not None and any(c is not None for _, c in modes):
