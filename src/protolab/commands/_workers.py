@@ -36,9 +36,12 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from protolab.errors import UserInputError
+
+if TYPE_CHECKING:
+    from protolab.tracking._pool import WriterPool
 
 __all__ = [
     "FORK_ENV", "Plan", "Worker", "gpu_ids", "launch", "parse_workers", "plan_workers",
@@ -149,7 +152,7 @@ def launch(args: list[str], plan: Plan, logs: Path) -> int:
 
     previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        _start_all(args, plan, logs, procs, got)
+        pool = _start_all(args, plan, logs, procs, got)
         if not procs:  # interrupted before any worker started
             return 128 + got[0]
         where = f"; GPUs {','.join(plan.devices)}" if plan.devices else ""
@@ -157,6 +160,8 @@ def launch(args: list[str], plan: Plan, logs: Path) -> int:
         print(f"{plan.count} workers{threads}{where}; logs in {logs}/", flush=True)
         fork = bool(plan.preload)
         codes = _wait_all(procs, logs, lambda k: _start_one(args, plan, logs, k, fork), got)
+        if pool is not None:
+            pool.join()  # its writers have read EOF from their ended workers
     finally:
         for s, handler in previous.items():
             signal.signal(s, handler)
@@ -167,10 +172,11 @@ def launch(args: list[str], plan: Plan, logs: Path) -> int:
 
 def _start_all(
     args: list[str], plan: Plan, logs: Path, procs: list[Worker], got: list[int]
-) -> None:
+) -> WriterPool | None:
     """Start the workers into ``procs`` (none once a signal came). With ``plan.preload``
     the frameworks and MLflow are imported once, side by side (here and in the writer
-    pool), and every worker is forked with both imported; else each is a new process."""
+    pool, returned), and every worker is forked with both imported; else each is a new
+    process."""
     from protolab.commands._forked import preload
     from protolab.tracking._pool import WriterPool
 
@@ -179,7 +185,7 @@ def _start_all(
         (logs / f"worker-{k}.log").unlink(missing_ok=True)
     if not plan.preload:
         procs += [_start_one(args, plan, logs, k, fork=False) for k in range(plan.count)]
-        return
+        return None
     pool = WriterPool([logs / f"worker-{k}.log" for k in range(plan.count)], plan.tracking_uri)
     try:
         seconds = preload(list(plan.preload))
@@ -189,6 +195,7 @@ def _start_all(
                 procs.append(_start_one(args, plan, logs, k, fork=True, writers=pool.ends))
     finally:
         pool.release()  # a writer whose worker never started sees EOF and exits
+    return pool
 
 
 def _wait_all(

@@ -52,6 +52,10 @@ class WriterPool:
             conn.close()
         mp.process._children.discard(self.proc)  # type: ignore[attr-defined]  # see _Writer
 
+    def join(self, timeout: float = 10.0) -> None:
+        """Reap the pool (and so count its writers' CPU as the launcher's children's)."""
+        self.proc.join(timeout=timeout)
+
     def release(self) -> None:
         """Every worker has its end: close the launcher's copies (EOF must mean "worker gone")."""
         for conn in self.ends:
