@@ -153,7 +153,6 @@ def test_a_trial_already_outside_the_best_k_is_never_uploaded() -> None:
     from protolab import Arch
     from protolab import layers as L
     from protolab.checkpoint import begin_trial
-
     from protolab.data import Dataset
 
     study = optuna.create_study(direction="maximize")

@@ -106,7 +106,7 @@ def test_workers_started_together_draw_different_points(
     from protolab._stores import open_storage
     from protolab.config import load_config
     from protolab.sweep import prepare
-    from protolab.sweep._worker import open_study
+    from protolab.sweep._worker import join_study, open_study
 
     cfg_path = _project(tmp_path, n_trials=4, epochs=1)
     cfg, script = load_config(cfg_path)
@@ -121,6 +121,16 @@ def test_workers_started_together_draw_different_points(
     alone = first_draw("0", "a.journal")
     assert first_draw("0", "b.journal") == alone  # the same seed, the same first point
     assert first_draw("1", "c.journal") != alone  # worker 1 of 2 started together
+
+    # No index (two hosts started by hand): the order in which they open the study is one.
+    monkeypatch.delenv("PROTOLAB_WORKER_INDEX")
+    storage = open_storage(str(tmp_path / "d.journal"))
+    studies = [open_study(ctx, storage) for _ in range(2)]  # both before either asks
+    for study in studies:
+        join_study(ctx, study)
+    draws = [float(study.ask({"x": x}).params["x"]) for study in studies]
+    assert draws[0] == alone and draws[1] != alone
+    assert studies[0].user_attrs["protolab.workers_joined"] == 2
 
 
 @pytest.mark.parametrize("bad", ["0", "two", "-3"])

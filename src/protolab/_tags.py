@@ -52,6 +52,7 @@ class ATTR:
     SCRIPT_HASH = "protolab.script_hash"
     FAIL_REASON = "protolab.fail_reason"
     METRICS = "protolab.metrics"
+    JOINED = "protolab.workers_joined"  # study: workers that opened it (seeds them apart)
     OBJECTIVES = "protolab.objectives"
     METRIC = "protolab.metric"
     RETRY_OF = "protolab.retry_of"

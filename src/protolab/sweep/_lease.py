@@ -47,6 +47,7 @@ from protolab._signals import (
 from protolab._tags import ATTR
 
 __all__ = [
+    "INDEX_ENV",
     "LOCK_SUFFIX",
     "RETRYABLE",
     "Interrupted",
@@ -56,6 +57,7 @@ __all__ = [
     "file_lock",
     "interrupt",
     "interrupt_again",
+    "join_count",
     "leased",
     "lock_path",
     "raise_if_interrupted",
@@ -91,17 +93,27 @@ def worker_id() -> str:
 INDEX_ENV = ("PROTOLAB_WORKER_INDEX", "SLURM_ARRAY_TASK_ID", "JOB_COMPLETION_INDEX")
 
 
-def worker_index() -> int:
-    """This worker's number among workers started together (0 when started alone).
+def worker_index() -> int | None:
+    """This worker's number among workers started together, if the environment gives one.
 
     Workers started at the same moment see the same study (no trial yet, none running), so
-    without it they would seed their samplers alike and train the same configurations.
+    without it they would seed their samplers alike and train the same configurations;
+    without one, :func:`join_count` numbers them in the order they open the study.
     """
     for name in INDEX_ENV:
         value = os.environ.get(name, "").strip()
         if value.isdigit():
             return int(value)
-    return 0
+    return None
+
+
+def join_count(study: Any) -> int:
+    """How many workers opened ``study`` before this one (and count this one). Atomic under
+    :func:`file_lock` on one host and :func:`study_lock` on PostgreSQL; through the gRPC
+    proxy or Redis two workers may read the same count (then they seed alike)."""
+    joined = int(study.user_attrs.get(ATTR.JOINED, 0))
+    study.set_user_attr(ATTR.JOINED, joined + 1)
+    return joined
 
 
 def worker_scope() -> str:

@@ -76,7 +76,7 @@ def open_study(ctx: SweepContext, storage: Any, display: Display | None = None) 
     """Create or load the study; a rerun that changes what is optimised is a config error."""
     import optuna
 
-    from protolab.sweep._study import make_pruner, make_sampler
+    from protolab.sweep._study import make_pruner
 
     cfg = ctx.cfg.study
     directions = [d for _, d in ctx.objectives]
@@ -88,17 +88,7 @@ def open_study(ctx: SweepContext, storage: Any, display: Display | None = None) 
         load_if_exists=True,
     )
     metrics = [m for m, _ in ctx.objectives]
-    # A resumed study must not replay the draws of its first run: the sampler's seed moves
-    # on with the trials already there (still reproducible for one worker). Workers started
-    # together differ by their index (``--workers``, array jobs); one that joins while others
-    # run adds its pid, so concurrent workers explore different points.
-    trials = study.get_trials(deepcopy=False)
-    running = any(t.state == optuna.trial.TrialState.RUNNING for t in trials)
-    seed = cfg.seed + 1_000_003 * len(trials) + 7_919 * _lease.worker_index()
-    seed += os.getpid() if running else 0
-    study.sampler = make_sampler(
-        cfg.sampler, seed % 2**32, cfg.sampler_options, ctx.grid, n_trials=cfg.n_trials
-    )
+    seed_sampler(ctx, study, _lease.worker_index() or 0)
     if cfg.sampler == "evolution" and display is not None:
         from protolab.sweep._study import evolution_note
 
@@ -109,6 +99,36 @@ def open_study(ctx: SweepContext, storage: Any, display: Display | None = None) 
     study.set_user_attr(ATTR.OBJECTIVES, metrics)
     study.set_user_attr(ATTR.METRIC, ctx.metric)
     return study
+
+
+def seed_sampler(ctx: SweepContext, study: Any, index: int) -> None:
+    """Give ``study`` this worker's sampler, seeded from ``study.seed`` and what came before.
+
+    A resumed study must not replay the draws of its first run: the seed moves on with the
+    trials already there (still reproducible for one worker). Workers started together
+    differ by their ``index``; one that joins while others run adds its pid, so concurrent
+    workers explore different points.
+    """
+    import optuna
+
+    from protolab.sweep._study import make_sampler
+
+    cfg = ctx.cfg.study
+    trials = study.get_trials(deepcopy=False)
+    running = any(t.state == optuna.trial.TrialState.RUNNING for t in trials)
+    seed = cfg.seed + 1_000_003 * len(trials) + 7_919 * index + (os.getpid() if running else 0)
+    study.sampler = make_sampler(
+        cfg.sampler, seed % 2**32, cfg.sampler_options, ctx.grid, n_trials=cfg.n_trials
+    )
+
+
+def join_study(ctx: SweepContext, study: Any) -> None:
+    """Under the study's locks: a worker with no index from its environment takes the
+    order in which it opened the study as one (the first keeps ``open_study``'s seed)."""
+    if _lease.worker_index() is None:
+        joined = _lease.join_count(study)
+        if joined:
+            seed_sampler(ctx, study, joined)
 
 
 def _check_existing(ctx: SweepContext, storage: Any) -> None:
@@ -211,6 +231,7 @@ def sweep(ctx: SweepContext, display: Display, warm_from: str | None = None) -> 
     with _lease.file_lock(lock):
         study = open_study(ctx, storage, display)
         with _lease.study_lock(study):  # across hosts, on PostgreSQL
+            join_study(ctx, study)
             _lease.reap(study, tracker, cfg.max_retries)
             for params, label in warm:  # skip_if_exists: rerunning the command adds nothing
                 study.enqueue_trial(params, user_attrs={ATTR.ENQUEUED: label}, skip_if_exists=True)
