@@ -128,7 +128,7 @@ def test_kill_9_mid_trial_then_rerun_finishes_the_study(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
 def test_interrupt_cleans_up_and_resumes(tmp_path: Path, signum: int, code: int) -> None:
-    cfg = _config(tmp_path, n_trials=3, epochs=60)
+    cfg = _config(tmp_path, n_trials=3, epochs=600)  # ~3 s: still training when the signal lands
     proc = _start(cfg)
     stopped = _wait_for_running_trial(tmp_path, proc)
     proc.send_signal(signum)

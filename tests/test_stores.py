@@ -188,6 +188,37 @@ def test_damaged_sqlite_study_store_is_refused(tmp_path: Path) -> None:
     assert db.read_bytes() == b""  # never replaced
 
 
+def test_a_store_another_worker_is_creating_is_waited_for_not_refused(tmp_path: Path) -> None:
+    """Two workers started at once on a fresh store: one creates it (0 bytes at first)
+    under the store's lock; the other's check waits for that lock instead of calling the
+    file truncated."""
+    import sqlite3
+    import threading
+
+    from protolab._lock import lock_for
+    from protolab.config._checks import check_tracking_uri
+
+    db = tmp_path / "mlflow.db"
+    db.write_bytes(b"")
+    held = threading.Event()
+
+    def create() -> None:
+        with file_lock(lock_for(db)):
+            held.set()
+            time.sleep(0.5)
+            con = sqlite3.connect(db)
+            con.execute("CREATE TABLE t (x INTEGER)")
+            con.commit()
+            con.close()
+
+    creator = threading.Thread(target=create)
+    creator.start()
+    held.wait()
+    check_tracking_uri(f"sqlite:///{db}", "unused")  # waits, then finds a whole store
+    creator.join()
+    assert db.stat().st_size > 0
+
+
 # --- evolution defaults fit the study (item 6) ------------------------------------------------
 
 

@@ -192,7 +192,7 @@ def test_a_dynamic_only_worker_is_never_recycled(make_project: Callable[..., Pat
 
 @pytest.mark.slow
 def test_ctrl_c_stops_every_worker_cleanly(tmp_path: Path) -> None:
-    cfg = _project(tmp_path, n_trials=50, epochs=300)
+    cfg = _project(tmp_path, n_trials=50, epochs=3000)  # interrupted long before it ends
     proc = _launch(cfg, "2")
     deadline = time.time() + 240
     while sum(t.state == State.RUNNING for t in _trials(tmp_path)) < 2:

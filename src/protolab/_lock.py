@@ -11,7 +11,17 @@ import fcntl
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["file_lock"]
+__all__ = ["LOCK_SUFFIX", "file_lock", "lock_for"]
+
+# Never ``<store>.lock``: Optuna's JournalFileBackend takes ``<journal>.lock`` as its own
+# lock file (created with O_EXCL), so holding a file of that name made every journal write
+# wait out Optuna's 30 s grace period. This suffix is no store's.
+LOCK_SUFFIX = ".protolab-lock"
+
+
+def lock_for(store: Path) -> Path:
+    """The lock file beside a local store: held while the store is created or changed."""
+    return store.with_name(store.name + LOCK_SUFFIX)
 
 
 @contextlib.contextmanager

@@ -157,11 +157,24 @@ def check_store_path(path: Path, field: str, kind: str = "file") -> None:
         )
 
 
+def _settled_size(path: Path) -> int:
+    """The file's size once no process is creating it. A fresh SQLite store has no header
+    yet (0 bytes) while another worker, holding the store's lock, creates its tables: wait
+    for that lock, then look again; a file still empty then is one."""
+    from protolab._lock import file_lock, lock_for
+
+    size = path.stat().st_size
+    if size < 100:  # SQLite's header is 100 bytes
+        with file_lock(lock_for(path)):
+            size = path.stat().st_size
+    return size
+
+
 def check_sqlite_file(path: Path, field: str, what: str) -> None:
     """An existing SQLite store must be whole: empty or truncated files are refused."""
     if not path.is_file():
         return
-    size = path.stat().st_size
+    size = _settled_size(path)
     hint = f"move it away to start a new {what}, or restore it from a backup"
     if size == 0:
         raise StorageError(

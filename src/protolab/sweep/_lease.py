@@ -34,7 +34,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from protolab._lock import file_lock
+from protolab._lock import LOCK_SUFFIX, file_lock, lock_for
 from protolab._signals import (
     Interrupted,
     deferred,
@@ -137,12 +137,6 @@ def worker_attrs() -> dict[str, str]:
     return attrs
 
 
-# Never ``<store>.lock``: Optuna's JournalFileBackend takes ``<journal>.lock`` as its own
-# lock file (created with O_EXCL), so holding a file of that name made every journal write
-# wait out Optuna's 30 s grace period. This suffix is no store's.
-LOCK_SUFFIX = ".protolab-lock"
-
-
 def lock_path(url: str | None, default: Path) -> Path | None:
     """The lock file for a local store (``None`` = default journal, SQLite, journal file).
 
@@ -151,7 +145,7 @@ def lock_path(url: str | None, default: Path) -> Path | None:
     from protolab._stores import local_store_file
 
     store = local_store_file(url, default)
-    return None if store is None else store.with_name(store.name + LOCK_SUFFIX)
+    return None if store is None else lock_for(store)
 
 
 def _alive(pid: int) -> bool:
@@ -262,7 +256,12 @@ def reap(study: Any, tracker: Any, max_retries: int) -> list[int]:
 def creation_lock(url: str | None) -> Iterator[None]:
     """On PostgreSQL, one worker at a time opens the storage: Optuna creates its tables on
     first use, and two workers doing it at once fail with a UniqueViolation. Without a
-    connection it does nothing: opening the storage then says what is wrong."""
+    connection it does nothing: opening the storage then says what is wrong. A local SQLite
+    store is created under its file lock, for the same reason."""
+    if url and url.startswith("sqlite:///"):
+        with file_lock(lock_for(Path(url.removeprefix("sqlite:///")))):
+            yield
+        return
     if not url or not url.startswith(("postgresql://", "postgresql+")):
         yield
         return
