@@ -11,7 +11,7 @@ import fcntl
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["LOCK_SUFFIX", "file_lock", "lock_for"]
+__all__ = ["LOCK_SUFFIX", "file_lock", "lock_for", "wait_unlocked"]
 
 # Never ``<store>.lock``: Optuna's JournalFileBackend takes ``<journal>.lock`` as its own
 # lock file (created with O_EXCL), so holding a file of that name made every journal write
@@ -37,3 +37,13 @@ def file_lock(path: Path | None) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def wait_unlocked(path: Path) -> None:
+    """Wait until no process holds the lock ``path``; never creates it (a check that only
+    looks must leave the project as it found it)."""
+    if not path.exists():  # never locked: nobody is at work behind it
+        return
+    with contextlib.suppress(FileNotFoundError), open(path) as f:
+        fcntl.flock(f, fcntl.LOCK_SH)
+        fcntl.flock(f, fcntl.LOCK_UN)

@@ -161,12 +161,12 @@ def _settled_size(path: Path) -> int:
     """The file's size once no process is creating it. A fresh SQLite store has no header
     yet (0 bytes) while another worker, holding the store's lock, creates its tables: wait
     for that lock, then look again; a file still empty then is one."""
-    from protolab._lock import file_lock, lock_for
+    from protolab._lock import lock_for, wait_unlocked
 
     size = path.stat().st_size
     if size < 100:  # SQLite's header is 100 bytes
-        with file_lock(lock_for(path)):
-            size = path.stat().st_size
+        wait_unlocked(lock_for(path))
+        size = path.stat().st_size
     return size
 
 

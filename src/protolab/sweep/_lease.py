@@ -81,12 +81,18 @@ SURPLUS = "surplus: the study already had n_trials (asked at the same time as an
 _lease_s = [30.0]  # study.heartbeat_s of this process's sweep (tune_heartbeat)
 
 
-_TOKEN = uuid.uuid4().hex[:8]  # this process's: pids repeat across hosts and containers
+_tokens: dict[int, str] = {}  # per pid: a forked worker must not keep its launcher's
 
 
 def worker_id() -> str:
-    """``host:pid:token``, unique across hosts and containers (where every pid may be 1)."""
-    return f"{socket.gethostname()}:{os.getpid()}:{_TOKEN}"
+    """``host:pid:token``, unique across hosts and containers (where every pid may be 1).
+
+    The token is drawn per process (pids repeat across hosts and containers), also in a
+    worker forked by ``sweep --workers`` from a launcher that had drawn one already.
+    """
+    pid = os.getpid()
+    token = _tokens.setdefault(pid, uuid.uuid4().hex[:8])
+    return f"{socket.gethostname()}:{pid}:{token}"
 
 
 # Set per worker by ``sweep --workers``; array jobs number their tasks themselves.
