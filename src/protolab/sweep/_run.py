@@ -93,21 +93,10 @@ def run_once(
     ``job_seconds`` (pruned and failed jobs included): how a sweep knows how much of its
     time went to training rather than overhead.
     """
-    arch_space = Space(trial, values)
-    train_space = Space(trial, values, prefix="train.")
     cfg = ctx.cfg
     out = Outcome(params={})
     base_tags = _base_tags(ctx, label, extra_tags)
-    try:
-        arch = ctx.experiment.build(arch_space)
-        train = sample_train(cfg.train, train_space)
-        settings = make_settings(ctx, train, arch_space.train_settings, epochs=cfg.train.epochs)
-        out.arch_hash = arch.hash
-    except Exception as e:  # nothing trained: record the failure once per backend
-        out.params = _params(arch_space, train_space, cfg)
-        _record_unbuilt(ctx, tracker, label, base_tags, out.params, e)
-        raise
-    out.params = _params(arch_space, train_space, cfg)
+    arch, settings = _build(ctx, tracker, trial, values, label, base_tags, out)
     lineage = _lineage(trial)
     if lineage:
         base_tags[TAG.MUTATION] = lineage["change"]
@@ -137,6 +126,33 @@ def run_once(
                 out.results[name] = result
     _objective(ctx, out, out.results[modes[0][0]].metrics)
     return out
+
+
+def _build(
+    ctx: SweepContext,
+    tracker: Tracker,
+    trial: Any | None,
+    values: dict[str, Any] | None,
+    label: str,
+    base_tags: dict[str, str],
+    out: Outcome,
+) -> tuple[Arch, TrainSettings]:
+    """Sample the Arch and the training settings into ``out``; a failure is recorded once
+    per backend (nothing trained) and raised."""
+    arch_space = Space(trial, values)
+    train_space = Space(trial, values, prefix="train.")
+    cfg = ctx.cfg
+    try:
+        arch = ctx.experiment.build(arch_space)
+        train = sample_train(cfg.train, train_space)
+        settings = make_settings(ctx, train, arch_space.train_settings, epochs=cfg.train.epochs)
+        out.arch_hash = arch.hash
+    except Exception as e:
+        out.params = _params(arch_space, train_space, cfg)
+        _record_unbuilt(ctx, tracker, label, base_tags, out.params, e)
+        raise
+    out.params = _params(arch_space, train_space, cfg)
+    return arch, settings
 
 
 def _record_unbuilt(

@@ -14,6 +14,7 @@ import time
 import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from protolab._tags import ATTR, TAG
@@ -228,13 +229,7 @@ def sweep(ctx: SweepContext, display: Display, warm_from: str | None = None) -> 
         tracker = wait_open(tracker)
     except StorageError as e:
         raise StorageError(f"{ctx.config_path}: {e}") from None
-    with _lease.file_lock(lock):
-        study = open_study(ctx, storage, display)
-        with _lease.study_lock(study):  # across hosts, on PostgreSQL
-            join_study(ctx, study)
-            _lease.reap(study, tracker, cfg.max_retries)
-            for params, label in warm:  # skip_if_exists: rerunning the command adds nothing
-                study.enqueue_trial(params, user_attrs={ATTR.ENQUEUED: label}, skip_if_exists=True)
+    study = _enter_study(ctx, storage, tracker, display, lock, warm)
     summary = SweepSummary(ctx.study_name, ctx.metric, ctx.direction)
     status, failing = "FINISHED", True
     display.start(ctx, study)
@@ -256,6 +251,26 @@ def sweep(ctx: SweepContext, display: Display, warm_from: str | None = None) -> 
         summary.train_s = sum(job_seconds)
         _finish(study, tracker, summary, ctx.direction, status, failing)
     return summary
+
+
+def _enter_study(
+    ctx: SweepContext,
+    storage: Any,
+    tracker: Tracker,
+    display: Display,
+    lock: Path | None,
+    warm: list[tuple[dict[str, Any], str]],
+) -> Any:
+    """Open the study as one step under its locks: seed this worker, reap dead workers'
+    trials, enqueue the warm start's configurations."""
+    with _lease.file_lock(lock):
+        study = open_study(ctx, storage, display)
+        with _lease.study_lock(study):  # across hosts, on PostgreSQL
+            join_study(ctx, study)
+            _lease.reap(study, tracker, ctx.cfg.study.max_retries)
+            for params, label in warm:  # skip_if_exists: rerunning the command adds nothing
+                study.enqueue_trial(params, user_attrs={ATTR.ENQUEUED: label}, skip_if_exists=True)
+    return study
 
 
 def _finish(
