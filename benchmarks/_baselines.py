@@ -112,13 +112,12 @@ class ProtolabBackend(Contender):
     backend = ""
 
     def _job(self, epochs: int) -> Any:
-        from protolab.backends import Job, TrainSettings
-        from protolab.config import HardwareConfig
+        from protolab.backends import Hardware, Job, TrainSettings
 
         train = TrainSettings(
             epochs=epochs, batch_size=self.case.batch, optimizer="adam", lr=LR, seed=0
         )
-        return Job(self.case.arch, self.ds, train, HardwareConfig(accelerator="cpu"))
+        return Job(self.case.arch, self.ds, train, Hardware(accelerator="cpu"))
 
     def round(self, epochs: int) -> RoundResult:
         from protolab.backends import get_backend

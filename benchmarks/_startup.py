@@ -119,14 +119,13 @@ def first_step_child(backend: str) -> None:
     t0 = time.perf_counter()
     import protolab as pl
     from protolab import layers as L
-    from protolab.backends import Job, TrainSettings, get_backend
-    from protolab.config import HardwareConfig
+    from protolab.backends import Hardware, Job, TrainSettings, get_backend
     from protolab.data import load_dataset
 
     import_protolab_s = time.perf_counter() - t0
     ds = load_dataset("digits", seed=0)
     arch = pl.Arch(L.Flatten(), L.Dense(32, "relu"), L.Dense(10))
-    job = Job(arch, ds, TrainSettings(1, 64, "adam", 1e-3), HardwareConfig(accelerator="cpu"))
+    job = Job(arch, ds, TrainSettings(1, 64, "adam", 1e-3), Hardware(accelerator="cpu"))
     trial_start = time.time()
     m = get_backend(backend).run(job).metrics
     out = {

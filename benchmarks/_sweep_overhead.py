@@ -433,10 +433,11 @@ def null_sweep_child(where: Path, n_trials: int) -> None:
     from protolab.backends import register_backend
 
     register_backend("lightning", "_sweep_overhead:NullBackend", "dynamic", eager=True)
+    from protolab.backends import NAMES
     from protolab.config import load_config
     from protolab.sweep import prepare, sweep
 
-    cfg, script = load_config(where / "cfg.yaml")
+    cfg, script = load_config(where / "cfg.yaml", backends=NAMES)
     ctx = prepare(cfg, where / "cfg.yaml", script)
     t0 = time.perf_counter()
     summary = sweep(ctx, _NullDisplay())
@@ -525,15 +526,17 @@ def measure_logging(
 def _logging_rows(n: int) -> list[Row]:
     import optuna
 
+    from protolab.backends import NAMES
     from protolab.config import load_config
     from protolab.sweep import prepare, run_once
+    from protolab.sweep._callbacks import KeepCheckpoints
     from protolab.tracking import AsyncTracker, Tracker
     from protolab.tracking._writer import take_writer
 
     times: dict[str, list[float]] = {"async": [], "inline": [], "off": []}
     with tempfile.TemporaryDirectory(prefix="protolab-bench-") as tmp:
         path = write_project(Path(tmp), train={"epochs": 5})
-        cfg, script = load_config(path)
+        cfg, script = load_config(path, backends=NAMES)
         ctx = prepare(cfg, path, script)
         db = Path(tmp) / "mlruns" / "mlflow.db"  # seeded by write_project
         trackers = {
@@ -549,14 +552,18 @@ def _logging_rows(n: int) -> list[Row]:
             for mode in times
         }
         warm = studies["off"].ask()  # first-use costs (imports, thread pools) outside the timing
-        run_once(ctx, NullTracker(), warm, "warm", report=None)
+        run_once(ctx, NullTracker(), warm, "warm")
+        # checkpoints kept as a sweep keeps them (none with tracking off: nowhere to go)
+        keeping = {m: [KeepCheckpoints(ctx, t)] for m, t in trackers.items() if m != "off"}
         modes = list(times)
         for i in range(n):
             for mode in modes[i % 3 :] + modes[: i % 3]:  # rotate the order every trial
                 study = studies[mode]
                 trial = study.ask()
                 t0 = time.perf_counter()
-                out = run_once(ctx, trackers[mode], trial, f"t{i}")
+                for cb in keeping.get(mode, []):
+                    cb.on_trial_start(trial)
+                out = run_once(ctx, trackers[mode], trial, f"t{i}", callbacks=keeping.get(mode, []))
                 study.tell(trial, out.value)
                 times[mode].append((time.perf_counter() - t0) * 1000)
         t0 = time.perf_counter()

@@ -21,13 +21,12 @@ def rss_mb() -> float:
 def main(n: int = 100) -> None:
     from protolab import Arch
     from protolab import layers as L
-    from protolab.backends import Job, TrainSettings, get_backend
+    from protolab.backends import Hardware, Job, TrainSettings, get_backend
     from protolab.backends._timing import peak_rss_mb
-    from protolab.config import HardwareConfig
     from protolab.data import load_dataset
 
     ds = load_dataset("digits")
-    hw = HardwareConfig(accelerator="cpu")
+    hw = Hardware(accelerator="cpu")
     settings = TrainSettings(epochs=1, batch_size=128, optimizer="adam", lr=1e-3)
     for name in ("lightning", "keras"):
         backend = get_backend(name)

@@ -117,11 +117,12 @@ class Plan:
 
 
 def _plan(example: Example, epochs: int | None) -> Plan:
+    from protolab.backends import NAMES
     from protolab.config import load_config
     from protolab.script import load_experiment
     from protolab.space import Space
 
-    cfg, script = load_config(ROOT / example.config)
+    cfg, script = load_config(ROOT / example.config, backends=NAMES)
     exp = load_experiment(script)
     space = Space()  # no values given: every choice takes its default (the original's)
     arch = exp.build(space)

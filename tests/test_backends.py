@@ -8,13 +8,12 @@ import numpy as np
 import pytest
 
 from protolab.arch._catalogue import CATALOGUE, Example
-from protolab.backends import Job, TrainSettings, backend_info, backend_names, get_backend
-from protolab.config import HardwareConfig
+from protolab.backends import Hardware, Job, TrainSettings, backend_info, backend_names, get_backend
 from protolab.data import Dataset, load_dataset
 from protolab.errors import ArchError
 
 pytestmark = pytest.mark.slow
-CPU = HardwareConfig(accelerator="cpu")
+CPU = Hardware(accelerator="cpu")
 SETTINGS = TrainSettings(epochs=2, batch_size=16, optimizer="adam", lr=1e-2, seed=0)
 
 
@@ -233,7 +232,7 @@ def test_keras_mirrored_strategy_on_two_gpus() -> None:
     from protolab import layers as L
 
     ds = load_dataset("digits")
-    hw = HardwareConfig(accelerator="gpu", devices=2)
+    hw = Hardware(accelerator="gpu", devices=2)
     arch = Arch(L.Flatten(), L.Dense(64, "relu"), L.Dense(10))
     settings = TrainSettings(epochs=3, batch_size=64, optimizer="adam", lr=3e-3)
     result = get_backend("keras").run(Job(arch, ds, settings, hw))
@@ -250,7 +249,7 @@ def test_gpu_bf16_training(backend: str) -> None:
     from protolab import layers as L
 
     ds = load_dataset("digits")
-    hw = HardwareConfig(accelerator="gpu", precision="bf16")
+    hw = Hardware(accelerator="gpu", precision="bf16")
     arch = Arch(L.Flatten(), L.Dense(64, "relu"), L.Dense(10))
     result = get_backend(backend).run(Job(arch, ds, SETTINGS, hw))
     assert result.metrics["memory/peak_device_mb"] > 0
@@ -264,7 +263,7 @@ def test_lightning_threads_knob_sets_torch_threads() -> None:
     from protolab import layers as L
 
     before = torch.get_num_threads()
-    hw = HardwareConfig(accelerator="cpu", threads=1)
+    hw = Hardware(accelerator="cpu", threads=1)
     try:
         result = get_backend("lightning").run(
             Job(Arch(L.Dense(8, "relu"), L.Dense(2)), load_dataset("moons"), SETTINGS, hw)
@@ -279,7 +278,7 @@ import json
 from protolab import Arch
 from protolab import layers as L
 from protolab.backends import Job, TrainSettings, get_backend
-from protolab.config import HardwareConfig
+from protolab.backends import Hardware
 from protolab.data import load_dataset
 
 ds, arch = load_dataset("moons"), Arch(L.Dense(8, "relu"), L.Dense(2))
@@ -287,7 +286,7 @@ settings = TrainSettings(epochs=1, batch_size=16, optimizer="adam", lr=1e-2, see
 tags = []
 for threads in (1, 2):  # TF's pools are built once: the second value is too late, not a crash
     backend = get_backend("keras")
-    hw = HardwareConfig(accelerator="cpu", threads=threads)
+    hw = Hardware(accelerator="cpu", threads=threads)
     tags.append(backend.run(Job(arch, ds, settings, hw)).tags["tf_intra_threads"])
     backend.release()
 print(json.dumps(tags))

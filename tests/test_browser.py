@@ -91,7 +91,7 @@ def swept(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # The report's plots are on the parent run now; its description embeds them once the
     # notes are refreshed (as the next sweep's end does).
     from protolab.commands._studies import find_study, mlflow_client, study_experiments
-    from protolab.tracking import write_study_notes
+    from protolab.report import write_study_notes
 
     client = mlflow_client(f"sqlite:///{root / 'mlruns' / 'mlflow.db'}")
     s = find_study(study_experiments(client), STUDY, "test store")

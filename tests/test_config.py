@@ -12,6 +12,7 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
+from protolab.backends import NAMES
 from protolab.cli import app
 from protolab.config import apply_overrides, load_config
 from protolab.errors import ConfigError
@@ -190,6 +191,7 @@ def test_overrides_apply_as_yaml_values(project: Path) -> None:
             "study.storage=null",
             "tracking.experiment=my exp",
         ],
+        backends=NAMES,
     )
     assert cfg.study.n_trials == 7
     assert cfg.backends == ["keras", "lightning"]
@@ -209,7 +211,7 @@ def test_overrides_do_not_mutate_input_and_create_sections() -> None:
 
 def test_defaults_and_study_name_from_file(make_project: Callable[..., Path]) -> None:
     cfg_path = make_project(config="experiment: exp.py\n")
-    cfg, _ = load_config(cfg_path)
+    cfg, _ = load_config(cfg_path, backends=NAMES)
     assert cfg.study.name == "cfg"
     assert cfg.backends == ["lightning"]
     assert cfg.study.n_trials == 20 and cfg.study.sampler == "tpe"
@@ -221,7 +223,7 @@ def test_shipped_configs_are_valid() -> None:
     paths = sorted(root.glob("*.yaml"))
     assert len(paths) >= 2
     for path in paths:
-        cfg, script = load_config(path)
+        cfg, script = load_config(path, backends=NAMES)
         assert script.is_file()
         assert cfg.study.name
 
@@ -236,8 +238,8 @@ def test_config_hash_ignores_budget_storage_and_threads_only() -> None:
     from protolab.config._load import config_hash
 
     path = ROOT_CONFIG
-    base = config_hash(load_config(path)[0])
+    base = config_hash(load_config(path, backends=NAMES)[0])
     for same in (["study.n_trials=50"], ["hardware.threads=1"], ["study.storage=x.journal"]):
-        assert config_hash(load_config(path, same)[0]) == base, same
+        assert config_hash(load_config(path, same, backends=NAMES)[0]) == base, same
     for other in (["train.epochs=3"], ["hardware.precision=bf16"], ["study.sampler=random"]):
-        assert config_hash(load_config(path, other)[0]) != base, other
+        assert config_hash(load_config(path, other, backends=NAMES)[0]) != base, other

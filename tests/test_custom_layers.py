@@ -15,13 +15,12 @@ from typing import Any
 import pytest
 
 from protolab.arch import Arch
-from protolab.backends import Job, TrainSettings, get_backend
-from protolab.config import HardwareConfig
+from protolab.backends import Hardware, Job, TrainSettings, get_backend
 from protolab.data import load_dataset
 from protolab.errors import ArchError
 from protolab.script import load_experiment
 
-CPU = HardwareConfig(accelerator="cpu")
+CPU = Hardware(accelerator="cpu")
 SETTINGS = TrainSettings(epochs=2, batch_size=64, optimizer="adam", lr=3e-3, seed=0)
 
 LAYERS = """

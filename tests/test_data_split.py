@@ -275,13 +275,14 @@ def test_run_logs_test_metrics_equal_to_sklearn(
     the logged test/* values equal scikit-learn's on each mode's own test predictions."""
     from sklearn.metrics import accuracy_score, f1_score, log_loss
 
+    from protolab.backends import NAMES
     from protolab.config import load_config
     from protolab.sweep import prepare, run_once
     from protolab.sweep._test_split import hold_ends, log_test_metrics
     from protolab.tracking import open_tracker
 
     cfg_path = make_project(config=ONE_EPOCH.format(backends="[lightning, keras]"))
-    cfg, script = load_config(cfg_path, [])
+    cfg, script = load_config(cfg_path, [], backends=NAMES)
     ctx = prepare(cfg, cfg_path, script)
     tracker = open_tracker(ctx)
     try:

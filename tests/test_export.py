@@ -18,18 +18,17 @@ from typer.testing import CliRunner
 from protolab import Arch
 from protolab import layers as L
 from protolab._tags import TAG
-from protolab.backends import Job, TrainSettings, get_backend
+from protolab.backends import Hardware, Job, TrainSettings, get_backend
 from protolab.backends._exportable import all_formats, backend_formats, load_trained
 from protolab.backends._exportable import write_checkpoint as save
 from protolab.cli import app
-from protolab.config import HardwareConfig
 from protolab.data import Dataset, load_dataset
 from tests._ship import Store, child, fake_checkpoint, reload_fresh, store, upload
 
 __all__ = ["store"]  # the module's MLflow store (a fixture)
 
 TOL = 1e-5
-CPU = HardwareConfig(accelerator="cpu")
+CPU = Hardware(accelerator="cpu")
 ONE_EPOCH = TrainSettings(epochs=1, batch_size=64, optimizer="adam", lr=3e-3, seed=0)
 MLP = Arch(L.Flatten(), L.Dense(32, activation="relu"), L.Dropout(0.1), L.Dense(10))
 CNN = Arch(  # conv, batch-norm statistics, dropout, a projecting residual, pooling

@@ -403,8 +403,7 @@ def test_a_one_sided_native_model_is_refused_at_config_time(tmp_path: Path) -> N
 @pytest.mark.slow
 @pytest.mark.parametrize("mode", ["lightning", "jax"])
 def test_a_native_pair_trains_on_both_families(tmp_path: Path, mode: str) -> None:
-    from protolab.backends import Job, TrainSettings, get_backend
-    from protolab.config import HardwareConfig
+    from protolab.backends import Hardware, Job, TrainSettings, get_backend
     from protolab.data import load_dataset
     from protolab.script import load_experiment
     from protolab.space import Space
@@ -415,7 +414,7 @@ def test_a_native_pair_trains_on_both_families(tmp_path: Path, mode: str) -> Non
     settings = TrainSettings(epochs=2, batch_size=64, optimizer="adam", lr=3e-3, seed=0)
     backend = get_backend(mode)  # jax runs in a worker: the lambdas travel pickled by value
     try:
-        job = Job(arch, load_dataset("digits"), settings, HardwareConfig(accelerator="cpu"))
+        job = Job(arch, load_dataset("digits"), settings, Hardware(accelerator="cpu"))
         result = backend.run(job)
     finally:
         backend.release()

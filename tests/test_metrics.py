@@ -15,13 +15,12 @@ from typer.testing import CliRunner
 
 from protolab import Arch
 from protolab import layers as L
-from protolab.backends import Job, TrainSettings, get_backend
-from protolab.config import HardwareConfig
+from protolab.backends import Hardware, Job, TrainSettings, get_backend
 from protolab.data import load_dataset
 
 pytestmark = pytest.mark.slow
 runner = CliRunner()
-CPU = HardwareConfig(accelerator="cpu")
+CPU = Hardware(accelerator="cpu")
 
 CONTRACT = [
     "time/import_s", "time/build_s", "time/compile_s", "time/first_step_s",
@@ -193,14 +192,15 @@ def test_static_epoch_timer_excludes_an_injected_sleep_per_epoch() -> None:
 
 def test_peak_probe_is_cached_per_device(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from protolab.backends._peak import peak_tflops
+    from protolab.backends.torch.core import gemm
 
     monkeypatch.setenv("PROTOLAB_CACHE", str(tmp_path))
-    first = peak_tflops("cpu", "test-cpu", "float32", 1)
+    first = peak_tflops("cpu", "test-cpu", "float32", 1, gemm)
     assert 0 < first < 100  # a CPU core: GFLOP/s to a few TFLOP/s
     cache = json.loads((tmp_path / "peak.json").read_text())
     (key,) = cache
     assert "test-cpu|float32|1" in key
     cache[key] = 1.2345  # a second call must read the cache, not probe again
     (tmp_path / "peak.json").write_text(json.dumps(cache))
-    assert peak_tflops("cpu", "test-cpu", "float32", 1) == 1.2345
-    assert peak_tflops("cpu", "other-cpu", "float32", 1) != 1.2345
+    assert peak_tflops("cpu", "test-cpu", "float32", 1, gemm) == 1.2345
+    assert peak_tflops("cpu", "other-cpu", "float32", 1, gemm) != 1.2345

@@ -27,8 +27,7 @@ import pytest
 
 from protolab import layers as L
 from protolab.arch import Arch
-from protolab.backends import Job, JobResult, TrainSettings, get_backend
-from protolab.config import HardwareConfig
+from protolab.backends import Hardware, Job, JobResult, TrainSettings, get_backend
 from protolab.data import Dataset, load_dataset
 
 pytestmark = pytest.mark.slow
@@ -36,7 +35,7 @@ pytestmark = pytest.mark.slow
 RTOL = 1e-4
 ARCH = Arch(L.Flatten(), L.Dense(32, activation="relu"), L.Dense(10))
 TRAIN = TrainSettings(epochs=3, batch_size=64, optimizer="sgd", lr=0.05, seed=0, max_steps=8)
-ONE, TWO = HardwareConfig(accelerator="cpu"), HardwareConfig(accelerator="cpu", devices=2)
+ONE, TWO = Hardware(accelerator="cpu"), Hardware(accelerator="cpu", devices=2)
 
 
 @pytest.fixture(scope="module")

@@ -22,8 +22,8 @@ def _tool(name: str) -> str:
 
 @pytest.mark.parametrize(
     "args",
-    [["ruff", "check", "."], ["ruff", "format", "--check", "."], ["mypy"]],
-    ids=["ruff-check", "ruff-format", "mypy"],
+    [["ruff", "check", "."], ["ruff", "format", "--check", "."], ["mypy"], ["lint-imports"]],
+    ids=["ruff-check", "ruff-format", "mypy", "lint-imports"],
 )
 def test_tool_passes(args: list[str]) -> None:
     proc = subprocess.run([_tool(args[0]), *args[1:]], cwd=ROOT, capture_output=True, text=True)

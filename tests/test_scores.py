@@ -59,14 +59,13 @@ def test_regression_scores_match_scikit_learn() -> None:
 def test_every_mode_logs_the_scores_of_its_own_outputs(mode: str) -> None:
     from protolab import Arch
     from protolab import layers as L
-    from protolab.backends import Job, TrainSettings, get_backend
-    from protolab.config import HardwareConfig
+    from protolab.backends import Hardware, Job, TrainSettings, get_backend
     from protolab.data import load_dataset
 
     ds = load_dataset("digits")
     arch = Arch(L.Flatten(), L.Dense(32, "relu"), L.Dense(10))
     settings = TrainSettings(epochs=2, batch_size=64, optimizer="adam", lr=3e-3)
-    job = Job(arch, ds, settings, HardwareConfig(accelerator="cpu"), ("f1", "top5_acc"))
+    job = Job(arch, ds, settings, Hardware(accelerator="cpu"), ("f1", "top5_acc"))
     backend = get_backend(mode)
     result = backend.run(job)
     out = result.model.predict(ds.x_val)

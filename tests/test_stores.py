@@ -16,11 +16,11 @@ import pytest
 from optuna.distributions import IntDistribution
 from typer.testing import CliRunner
 
+from protolab._journal import check_journal, repair_journal
 from protolab._lock import file_lock
 from protolab._stores import open_storage
 from protolab.cli import app
 from protolab.errors import StorageError
-from protolab.sweep._doctor import check_journal, repair_journal
 from protolab.sweep._lease import lock_path
 from protolab.sweep._study import evolution_defaults, evolution_note, make_sampler
 from tests.conftest import TINY_MLP
@@ -196,7 +196,7 @@ def test_a_store_another_worker_is_creating_is_waited_for_not_refused(tmp_path: 
     import threading
 
     from protolab._lock import lock_for
-    from protolab.config._checks import check_tracking_uri
+    from protolab._stores import check_tracking_uri
 
     db = tmp_path / "mlflow.db"
     db.write_bytes(b"")
@@ -245,6 +245,7 @@ def test_evolution_keeps_given_options_and_warns_when_nothing_mutates() -> None:
 
 def test_evolution_sweep_warns_at_start(tmp_path: Path) -> None:
     """The note reaches the user before the first trial (read from the display's output)."""
+    from protolab.backends import NAMES
     from protolab.config import load_config
     from protolab.sweep import prepare
     from protolab.sweep._worker import open_study
@@ -255,7 +256,7 @@ def test_evolution_sweep_warns_at_start(tmp_path: Path) -> None:
         "experiment: exp.py\nstudy: {name: evo, n_trials: 6, sampler: evolution,"
         " sampler_options: {population_size: 10}}\n"
     )
-    cfg, script = load_config(cfg_path)
+    cfg, script = load_config(cfg_path, backends=NAMES)
     ctx = prepare(cfg, cfg_path, script)
     notes: list[str] = []
 

@@ -73,6 +73,39 @@ def test_writer_process_logs_what_inline_calls_log(tmp_path: Path) -> None:
     assert _files(client, a.info.run_id) == _files(client, b.info.run_id) == set(TEXTS)
 
 
+def _no_notes(client: Any, experiment_id: str, parent_id: str, study: str) -> Any:
+    raise RuntimeError("no notes today")
+
+
+def test_writer_process_stores_the_notes_it_is_handed(
+    tmp_path: Path, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """The report computes the parent's description; the tracker, inline or in its writer
+    process, stores it when the parent ends, and a failure there never fails the end."""
+    from protolab.report import study_notes
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    inline = Tracker(uri, "inline", "inline", describe=study_notes)
+    _log_one(inline, "t0-lightning")
+    inline.end()
+    tracked = AsyncTracker(take_writer(), uri, "async", "async", describe=study_notes)
+    _log_one(tracked.wait_open(), "t0-lightning")
+    tracked.end()
+    AsyncTracker(take_writer(), uri, "broken", "broken", describe=_no_notes).wait_open().end()
+
+    client = MlflowClient(uri)
+    notes = {}
+    for study in ("inline", "async", "broken"):
+        exp = client.get_experiment_by_name(study)
+        parent = client.search_runs([exp.experiment_id], "tags.`protolab.role` = 'parent'")[0]
+        assert parent.info.status == "FINISHED"
+        notes[study] = parent.data.tags.get("mlflow.note.content", "")
+    assert notes["async"].startswith("## async: lightning")
+    assert notes["inline"].replace("inline", "async") == notes["async"]
+    assert notes["broken"] == ""
+    assert "no notes today" in capfd.readouterr().err
+
+
 def test_failed_write_is_raised_at_the_next_child_run(
     tmp_path: Path, capfd: pytest.CaptureFixture[str]
 ) -> None:

@@ -23,14 +23,13 @@ from typer.testing import CliRunner
 
 from protolab import Arch
 from protolab import layers as L
-from protolab.backends import Job, JobResult, TrainSettings, get_backend
+from protolab.backends import Hardware, Job, JobResult, TrainSettings, get_backend
 from protolab.backends._base import EarlyStopping, Program, _train, epoch_plan
 from protolab.backends._schedule import SCHEDULES, lr_table
 from protolab.backends._timing import TrialClock
-from protolab.config import HardwareConfig
 from protolab.data import Dataset
 
-CPU = HardwareConfig(accelerator="cpu", threads=1)
+CPU = Hardware(accelerator="cpu", threads=1)
 ARCH = Arch(L.Dense(8, activation="tanh"), L.Dense(3))
 KERAS_MODES = ("keras", "tf-graph")
 
@@ -99,6 +98,19 @@ def test_lr_tables_follow_their_formulas() -> None:
     assert cyc[0] == pytest.approx(1 / 25) and cyc.max() == pytest.approx(1.0)
     assert cyc[-1] == pytest.approx(1 / 25 / 1e4)
     assert set(SCHEDULES) == {"constant", "step", "cosine", "warmup_cosine", "one_cycle"}
+
+
+def test_the_config_names_exactly_the_schedules_the_backends_compute() -> None:
+    """The config's rule table and the backends' computations are separate parts (neither
+    imports the other): a schedule added to one only is caught here."""
+    from protolab.config import SCHEDULE_OPTIONS
+
+    assert tuple(SCHEDULE_OPTIONS) == SCHEDULES
+    for name, options in SCHEDULE_OPTIONS.items():  # every option it reads changes the table
+        for option in options:
+            base = lr_table(name, 1.0, 4, 5, {})
+            moved = lr_table(name, 1.0, 4, 5, {option: 0.5 if option != "step_size" else 2})
+            assert not np.allclose(base, moved), (name, option)
 
 
 @pytest.mark.parametrize("schedule", ["step", "warmup_cosine", "one_cycle"])
@@ -371,12 +383,13 @@ def _project(root: Path, script: str = SCRIPT, train: str = "{epochs: 1}") -> Pa
 
 
 def test_script_train_settings_reach_the_job_and_the_params(workdir: Path) -> None:
+    from protolab.backends import NAMES
     from protolab.config import load_config
     from protolab.space import Space
     from protolab.sweep._context import prepare, sample_train
     from protolab.sweep._run import _params, make_settings
 
-    cfg, script = load_config(_project(workdir, train="{epochs: 1}"))
+    cfg, script = load_config(_project(workdir, train="{epochs: 1}"), backends=NAMES)
     ctx = prepare(cfg, workdir / "cfg.yaml", script)
     space, train_space = Space(values={"depth": 2, "base_lr": 0.004}), Space(prefix="train.")
     ctx.experiment.build(space)
@@ -397,13 +410,16 @@ def test_script_train_settings_reach_the_job_and_the_params(workdir: Path) -> No
 
 
 def test_script_cannot_set_a_searched_train_key(workdir: Path) -> None:
+    from protolab.backends import NAMES
     from protolab.config import load_config
     from protolab.errors import SpaceError
     from protolab.space import Space
     from protolab.sweep._context import prepare
     from protolab.sweep._run import make_settings
 
-    cfg, script = load_config(_project(workdir, train="{epochs: 1, lr: {low: 0.001, high: 0.1}}"))
+    cfg, script = load_config(
+        _project(workdir, train="{epochs: 1, lr: {low: 0.001, high: 0.1}}"), backends=NAMES
+    )
     ctx = prepare(cfg, workdir / "cfg.yaml", script)
     space = Space()
     ctx.experiment.build(space)

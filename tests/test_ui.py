@@ -31,10 +31,11 @@ def _cli(*args: str, cwd: Path, timeout: float = 120) -> subprocess.CompletedPro
 
 def make_study(root: Path, study: str = "demo") -> str:
     """A paired study written the way a sweep writes it (Tracker, child runs, end)."""
+    from protolab.report import study_notes
     from protolab.tracking import Tracker
 
     uri = f"sqlite:///{root / 'mlruns' / 'mlflow.db'}"
-    tracker = Tracker(uri, study, study)
+    tracker = Tracker(uri, study, study, describe=study_notes)
     config = {"backends": ["lightning", "keras"], "study": {"name": study, "n_trials": 3}}
     for trial, dyn_ms, sta_ms, sta_first in PAIRS:
         for backend, family, mode, ms, first, compile_s in (

@@ -185,9 +185,8 @@ def test_a_cached_program_trains_exactly_like_a_fresh_one(monkeypatch: pytest.Mo
     """What makes reuse safe: a cache hit with another lr and seed equals a fresh build."""
     from protolab import Arch
     from protolab import layers as L
-    from protolab.backends import Job, TrainSettings, get_backend
+    from protolab.backends import Hardware, Job, TrainSettings, get_backend
     from protolab.backends.tensorflow import trainer
-    from protolab.config import HardwareConfig
     from protolab.data import load_dataset
 
     ds = load_dataset("digits")
@@ -195,9 +194,7 @@ def test_a_cached_program_trains_exactly_like_a_fresh_one(monkeypatch: pytest.Mo
 
     def run(lr: float, seed: int) -> tuple[list[float], dict[str, str]]:
         settings = TrainSettings(2, 64, "adam", lr, seed=seed, max_steps=3)
-        result = get_backend("tf-graph").run(
-            Job(arch, ds, settings, HardwareConfig(accelerator="cpu"))
-        )
+        result = get_backend("tf-graph").run(Job(arch, ds, settings, Hardware(accelerator="cpu")))
         return [e["train/loss"] for e in result.history], result.tags
 
     monkeypatch.setenv("PROTOLAB_PROGRAM_CACHE", "2")

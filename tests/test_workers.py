@@ -104,12 +104,13 @@ def test_workers_started_together_draw_different_points(
     """Workers opening a fresh study at once see the same (empty) study: their index keeps
     their samplers apart, while a lone worker (index 0) stays reproducible."""
     from protolab._stores import open_storage
+    from protolab.backends import NAMES
     from protolab.config import load_config
     from protolab.sweep import prepare
     from protolab.sweep._worker import join_study, open_study
 
     cfg_path = _project(tmp_path, n_trials=4, epochs=1)
-    cfg, script = load_config(cfg_path)
+    cfg, script = load_config(cfg_path, backends=NAMES)
     ctx = prepare(cfg, cfg_path, script)
     x = optuna.distributions.FloatDistribution(0.0, 1.0)
 

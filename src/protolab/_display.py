@@ -16,21 +16,126 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator, Sequence
-from typing import Any
+from collections.abc import Container, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 from rich import box
 from rich.console import Console, Group, RenderableType
-from rich.progress import BarColumn, Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    Progress,
+    SpinnerColumn,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 from rich.text import Text
 
 from protolab._format import sig3
 from protolab._tags import ATTR
 
-__all__ = ["SweepDisplay", "summary_table"]
+if TYPE_CHECKING:
+    from optuna.trial import TrialState
+
+__all__ = ["DisplayContext", "StudyView", "SummaryView", "SweepDisplay", "summary_table"]
 
 _fmt = sig3
+
+
+# --- what the display reads of a sweep (structurally: it imports no part of protolab's) -----
+
+
+class _Named(Protocol):
+    @property
+    def name(self) -> str: ...  # a TrialState's: COMPLETE, PRUNED, FAIL, RUNNING
+
+
+class TrialRow(Protocol):
+    """A finished Optuna trial (``FrozenTrial``), as a row of the summary."""
+
+    @property
+    def number(self) -> int: ...
+    @property
+    def state(self) -> _Named: ...
+    @property
+    def values(self) -> list[float] | None: ...
+    @property
+    def params(self) -> dict[str, Any]: ...
+    @property
+    def user_attrs(self) -> dict[str, Any]: ...
+
+
+class _Best(Protocol):
+    @property
+    def number(self) -> int: ...
+
+
+class StudyView(Protocol):
+    """The Optuna study the sweep runs, read once as it starts."""
+
+    @property
+    def directions(self) -> Sequence[object]: ...
+    @property
+    def best_value(self) -> float: ...
+    @property
+    def best_trial(self) -> _Best: ...
+    def get_trials(
+        self, deepcopy: bool = ..., states: Container[TrialState] | None = ...
+    ) -> Sequence[TrialRow]: ...
+
+
+class _Train(Protocol):
+    @property
+    def epochs(self) -> int: ...
+
+
+class _Study(Protocol):
+    @property
+    def n_trials(self) -> int: ...
+
+
+class _Settings(Protocol):
+    @property
+    def train(self) -> _Train: ...
+    @property
+    def study(self) -> _Study: ...
+    @property
+    def backends(self) -> Sequence[str]: ...
+
+
+class DisplayContext(Protocol):
+    """The sweep's context, as far as its progress lines need it."""
+
+    @property
+    def cfg(self) -> _Settings: ...
+    @property
+    def study_name(self) -> str: ...
+    @property
+    def metric(self) -> str: ...
+    @property
+    def direction(self) -> str: ...
+
+
+class SummaryView(Protocol):
+    """A sweep's summary (``SweepSummary``), as far as its table needs it."""
+
+    @property
+    def study(self) -> str: ...
+    @property
+    def metric(self) -> str: ...
+    @property
+    def direction(self) -> str: ...
+    @property
+    def complete(self) -> int: ...
+    @property
+    def pruned(self) -> int: ...
+    @property
+    def failed(self) -> int: ...
+    @property
+    def pareto(self) -> Sequence[int]: ...
+    @property
+    def trials(self) -> Sequence[TrialRow]: ...
 
 
 class SweepDisplay:
@@ -42,7 +147,7 @@ class SweepDisplay:
     def __init__(self, console: Console | None = None) -> None:
         self.console = console or Console(stderr=True)
         self._progress: Progress | None = None
-        self._task: Any = None
+        self._task: TaskID | None = None
         self._best: tuple[float, int] | None = None
         self._maximize = True
         self._metric = ""
@@ -95,7 +200,7 @@ class SweepDisplay:
 
     # --- the sweep ------------------------------------------------------------------------
 
-    def start(self, ctx: Any, study: Any) -> None:
+    def start(self, ctx: DisplayContext, study: StudyView) -> None:
         import optuna
 
         self.end_phase()
@@ -199,8 +304,10 @@ def _params_text(params: dict[str, Any]) -> str:
     )
 
 
-def _row(t: Any, backends: Sequence[str], metric: str, show_state: bool, star: bool) -> list[str]:
-    metrics = t.user_attrs.get(ATTR.METRICS, {})
+def _row(
+    t: TrialRow, backends: Sequence[str], metric: str, show_state: bool, star: bool
+) -> list[str]:
+    metrics: Mapping[str, Mapping[str, float]] = t.user_attrs.get(ATTR.METRICS, {})
     m = [metrics.get(b, {}) for b in backends]
     cells = [f"t{t.number}" + (" *" if star else "")]
     if show_state:
@@ -215,7 +322,9 @@ def _row(t: Any, backends: Sequence[str], metric: str, show_state: bool, star: b
     return cells
 
 
-def _table(rows: Sequence[Any], backends: Sequence[str], summary: Any, show_state: bool) -> Table:
+def _table(
+    rows: Sequence[TrialRow], backends: Sequence[str], summary: SummaryView, show_state: bool
+) -> Table:
     table = Table(box=box.SIMPLE_HEAD, pad_edge=False, padding=(0, 1), show_edge=False)
     table.add_column("trial", justify="right", no_wrap=True)
     if show_state:
@@ -237,7 +346,9 @@ def _table(rows: Sequence[Any], backends: Sequence[str], summary: Any, show_stat
     return table
 
 
-def _folded(done: Sequence[Any], rest: Sequence[Any], shown: int, show_all: bool) -> list[Text]:
+def _folded(
+    done: Sequence[TrialRow], rest: Sequence[TrialRow], shown: int, show_all: bool
+) -> list[Text]:
     """``+ 12 pruned, 1 failed (--all lists them)``: what the table left out."""
     left: list[str] = []
     hidden = len(done) + (len(rest) if show_all else 0) - shown
@@ -253,7 +364,7 @@ def _folded(done: Sequence[Any], rest: Sequence[Any], shown: int, show_all: bool
 
 
 def summary_table(
-    summary: Any, backends: Sequence[str], limit: int = 20, show_all: bool = False
+    summary: SummaryView, backends: Sequence[str], limit: int = 20, show_all: bool = False
 ) -> RenderableType:
     """Finished trials, best first: each backend's metric and step time, the speed-up of
     every backend over the first and its compile time (paired sweeps), then the sampled
@@ -261,7 +372,9 @@ def summary_table(
     ``show_all``."""
     reverse = summary.direction == "maximize"
     trials = [t for t in summary.trials if t.state.name != "RUNNING"]
-    done = sorted((t for t in trials if t.values), key=lambda t: t.values[0], reverse=reverse)
+    done = sorted(
+        (t for t in trials if t.values), key=lambda t: (t.values or [0.0])[0], reverse=reverse
+    )
     rest = [t for t in trials if not t.values]
     rows = (done + rest if show_all else done)[:limit]
     title = Text(

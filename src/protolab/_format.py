@@ -1,10 +1,12 @@
-"""Numbers for people: three significant digits, no float noise (terminal, MLflow notes)."""
+"""Values for people: three significant digits, no float noise (terminal, MLflow notes), and
+reprs cut short so that an error message never echoes a whole blob."""
 
 from __future__ import annotations
 
 import math
+from typing import Any
 
-__all__ = ["sig3"]
+__all__ = ["short", "sig3"]
 
 
 def sig3(v: float | int | None) -> str:
@@ -23,3 +25,12 @@ def sig3(v: float | int | None) -> str:
         text = f"{v:.{decimals}f}"
         return text if len(text.lstrip("-").replace(".", "").lstrip("0")) <= 3 else f"{v:.3g}"
     return f"{v:.2e}"
+
+
+def short(value: Any, limit: int = 200) -> str:
+    """``repr(value)``, cut to about ``limit`` characters: messages never echo a whole blob."""
+    try:
+        text = repr(value)
+    except RecursionError:  # a self-referencing structure (a recursive YAML alias)
+        text = f"<recursive {type(value).__name__}>"
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"

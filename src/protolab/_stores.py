@@ -12,17 +12,24 @@ from __future__ import annotations
 
 import os
 import re
+import sqlite3
 import sys
 import warnings
 from pathlib import Path
 from typing import Any
 
+from protolab._format import short
+from protolab._journal import check_journal
+from protolab._lock import lock_for, wait_unlocked
 from protolab.errors import StorageError
 
 __all__ = [
     "STORAGE_SCHEMES",
     "TRACKING_SCHEMES",
+    "check_sqlite_file",
     "check_storage_url",
+    "check_store_path",
+    "check_tracking_uri",
     "default_storage_path",
     "default_tracking_uri",
     "describe_storage",
@@ -105,8 +112,6 @@ def check_storage_url(url: str | None) -> None:
     """
     import importlib.util
 
-    from protolab.config._checks import check_sqlite_file, check_store_path
-
     journal = journal_path(url)
     if journal is not None:
         check_store_path(journal, "study.storage")
@@ -146,8 +151,6 @@ def open_storage(url: str | None) -> Any:
     import optuna
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
-
-    from protolab.sweep._doctor import check_journal
 
     if url is None or url.endswith((".journal", ".log")):
         path = default_storage_path() if url is None else Path(url.removeprefix("journal://"))
@@ -214,3 +217,81 @@ def _open_proxy(url: str) -> Any:
             f"{port}"
         ) from None
     return proxy
+
+
+def check_store_path(path: Path, field: str, kind: str = "file") -> None:
+    """A local store's path: not a folder, below folders only, in a writable place."""
+    if path.is_dir() and kind == "file":
+        raise StorageError(f"{field}: {path} is a directory; allowed: a file path")
+    probe = path if path.exists() else path.parent
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if probe.exists() and not probe.is_dir() and probe != path:
+        raise StorageError(f"{field}: {path} lies below {probe}, which is a file, not a directory")
+    target = path if path.exists() else probe
+    if not os.access(target, os.W_OK):
+        raise StorageError(
+            f"{field}: {path} cannot be written ({target} is not writable by this user)"
+        )
+
+
+def _settled_size(path: Path) -> int:
+    """The file's size once no process is creating it. A fresh SQLite store has no header
+    yet (0 bytes) while another worker, holding the store's lock, creates its tables: wait
+    for that lock, then look again; a file still empty then is one."""
+    size = path.stat().st_size
+    if size < 100:  # SQLite's header is 100 bytes
+        wait_unlocked(lock_for(path))
+        size = path.stat().st_size
+    return size
+
+
+def check_sqlite_file(path: Path, field: str, what: str) -> None:
+    """An existing SQLite store must be whole: empty or truncated files are refused."""
+    if not path.is_file():
+        return
+    size = _settled_size(path)
+    hint = f"move it away to start a new {what}, or restore it from a backup"
+    if size == 0:
+        raise StorageError(
+            f"{field}: {path} is empty (0 bytes), not a {what}: was it truncated? "
+            f"protolab will not replace it silently; {hint}"
+        )
+    with path.open("rb") as f:
+        header = f.read(16)
+    if header != b"SQLite format 3\x00":
+        raise StorageError(f"{field}: {path} is not an SQLite database ({size} bytes); {hint}")
+    try:
+        con = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True, timeout=30)
+        try:
+            row = con.execute("PRAGMA quick_check").fetchone()
+        finally:
+            con.close()
+    except sqlite3.DatabaseError as e:
+        raise StorageError(f"{field}: {path} is damaged ({e}); {hint}") from None
+    if row is None or row[0] != "ok":
+        detail = short(row[0] if row else "no answer", 120)
+        raise StorageError(f"{field}: {path} is damaged (quick_check: {detail}); {hint}")
+
+
+def check_tracking_uri(cfg_uri: str | None, default: str) -> None:
+    """The tracking store: a URI from the environment is checked (and blamed) as such."""
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    field = "tracking.uri" if cfg_uri else "$MLFLOW_TRACKING_URI" if env else "tracking.uri"
+    uri = cfg_uri or env or default
+    if cfg_uri is None and env and scheme(env) not in TRACKING_SCHEMES:
+        raise StorageError(
+            f"$MLFLOW_TRACKING_URI (from the environment; tracking.uri is not set): unsupported "
+            f"URI {short(redact(env))}; allowed: sqlite:///FILE, http(s)://HOST:PORT, "
+            "postgresql://..., or unset it for sqlite:///mlruns/mlflow.db"
+        )
+    if uri.startswith("sqlite:"):
+        path = uri.split(":///", 1)[1] if ":///" in uri else ""
+        if not path or path == ":memory:":
+            raise StorageError(
+                f"{field}: {short(uri)} names no file; allowed: sqlite:///PATH/mlflow.db"
+            )
+        check_store_path(Path(path), field)
+        check_sqlite_file(Path(path), field, "MLflow store")
+    elif uri.startswith("file:"):
+        check_store_path(Path(uri.removeprefix("file://")), field, kind="dir")

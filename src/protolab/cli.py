@@ -231,12 +231,13 @@ def sweep(
 
         display = SweepDisplay()  # its phase line covers the imports below
         display.phase("loading the config and the experiment")
+        from protolab.backends import NAMES
         from protolab.config import load_config
         from protolab.sweep import prepare
         from protolab.sweep import sweep as run_sweep
 
         extra = ["study.max_failures=1"] if fail_fast else []
-        cfg, script = load_config(config, [*(overrides or []), *extra])
+        cfg, script = load_config(config, [*(overrides or []), *extra], backends=NAMES)
         ctx = prepare(cfg, config, script)
         display.phase(f"opening the stores, importing {', '.join(cfg.backends)}")
         with _interruptible():
@@ -278,7 +279,7 @@ def _print_summary(summary: SweepSummary, ctx: SweepContext, show_all: bool, wal
 def _launch_workers(config: Path, overrides: list[str], workers: str, flags: list[str]) -> None:
     from protolab.commands._workers import run_workers
 
-    code = run_workers(config, overrides, workers, [str(config), *overrides, *flags])
+    code = run_workers(config, overrides, workers, [str(config), *overrides, *flags], main)
     if code:
         raise typer.Exit(code)
 
@@ -298,15 +299,16 @@ def run(
         from protolab.tracking import start_writer
 
         start_writer()
+        from protolab.backends import NAMES
         from protolab.commands._params import fixed_values
         from protolab.config import load_config
-        from protolab.config._checks import check_context, check_values
         from protolab.sweep import prepare, run_once
+        from protolab.sweep._checks import check_context, check_values
         from protolab.sweep._test_split import hold_ends, log_test_metrics
         from protolab.sweep._worker import best_params
 
         values = fixed_values(params, best)
-        cfg, script = load_config(config, overrides or [])
+        cfg, script = load_config(config, overrides or [], backends=NAMES)
         ctx = prepare(cfg, config, script)
         check_context(ctx)
         if best:
@@ -338,9 +340,10 @@ def _tracker_and_frameworks(ctx: SweepContext) -> Tracker:
     """The tracking writer opens its store while the frameworks import here (each on its
     own core), so a cold ``run`` waits for the slower of the two, not for both."""
     from protolab.backends import ALIASES, get_backend
+    from protolab.report import study_notes
     from protolab.tracking import open_tracker, wait_open
 
-    opening = open_tracker(ctx, wait=False)
+    opening = open_tracker(ctx, wait=False, describe=study_notes)
     for name in ctx.cfg.backends:  # reported as each job's time/import_s
         if name not in ALIASES:
             get_backend(name).load()
@@ -518,7 +521,7 @@ def doctor(
     """Repair a damaged journal store: keep every intact record, back up the original."""
 
     def body() -> None:
-        from protolab.sweep._doctor import repair_journal
+        from protolab._journal import repair_journal
 
         typer.echo(repair_journal(journal))
 

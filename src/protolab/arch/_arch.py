@@ -122,7 +122,7 @@ class Arch:
         return {"format": FORMAT, "layers": [layer.to_dict() for layer in self.layers]}
 
     @classmethod
-    def from_dict(cls, data: Any) -> Arch:
+    def from_dict(cls, data: object) -> Arch:
         if not isinstance(data, dict) or not isinstance(data.get("layers"), list):
             raise ArchError(f"an architecture must be an object with a 'layers' list, got {data!r}")
         if data.get("format", FORMAT) != FORMAT:

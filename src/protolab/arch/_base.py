@@ -180,7 +180,7 @@ class Layer:
         return ShapeError(f"needs {need or self.expects}, but got shape {shape}")
 
 
-def _jsonable(value: Any) -> Any:
+def _jsonable(value: object) -> object:
     if isinstance(value, Layer):
         return value.to_dict()
     if isinstance(value, tuple):
@@ -188,7 +188,7 @@ def _jsonable(value: Any) -> Any:
     return value
 
 
-def layer_from_dict(data: Any) -> Layer:
+def layer_from_dict(data: object) -> Layer:
     """Rebuild one layer from :meth:`Layer.to_dict` output (JSON lists become tuples)."""
     if not isinstance(data, dict) or not isinstance(data.get("type"), str):
         raise ArchError(f"a layer must be an object with a 'type' string, but got {data!r}")
@@ -241,7 +241,7 @@ def _describe(layer: Layer) -> str:
 # ---------------------------------------------------------------- argument checks
 
 
-def check_int(layer: str, name: str, value: Any, minimum: int = 1) -> int:
+def check_int(layer: str, name: str, value: object, minimum: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, Integral):
         raise ArchError(
             f"{layer}: `{name}` must be an int, but got {name}={value!r} ({type(value).__name__})"
@@ -251,7 +251,7 @@ def check_int(layer: str, name: str, value: Any, minimum: int = 1) -> int:
     return int(value)
 
 
-def check_rate(layer: str, name: str, value: Any) -> float:
+def check_rate(layer: str, name: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, Real):
         raise ArchError(
             f"{layer}: `{name}` must be a number, but got {name}={value!r} ({type(value).__name__})"
@@ -261,7 +261,7 @@ def check_rate(layer: str, name: str, value: Any) -> float:
     return float(value)
 
 
-def check_bool(layer: str, name: str, value: Any) -> bool:
+def check_bool(layer: str, name: str, value: object) -> bool:
     if not isinstance(value, bool):
         raise ArchError(
             f"{layer}: `{name}` must be a bool, but got {name}={value!r} ({type(value).__name__})"
@@ -269,7 +269,7 @@ def check_bool(layer: str, name: str, value: Any) -> bool:
     return value
 
 
-def check_initializer(layer: str, name: str, value: Any) -> str:
+def check_initializer(layer: str, name: str, value: object) -> str:
     """An initializer name both builders implement (see :data:`INITIALIZERS`)."""
     if value == "torch_default" and layer in _NO_TORCH_DEFAULT:
         raise ArchError(
@@ -281,7 +281,7 @@ def check_initializer(layer: str, name: str, value: Any) -> str:
     return check_choice(layer, name, value, INITIALIZERS)
 
 
-def check_choice(layer: str, name: str, value: Any, allowed: tuple[str, ...]) -> str:
+def check_choice(layer: str, name: str, value: object, allowed: tuple[str, ...]) -> str:
     if value not in allowed:
         raise ArchError(
             f"{layer}: `{name}` must be one of {', '.join(allowed)}, but got {name}={value!r}"
@@ -289,7 +289,7 @@ def check_choice(layer: str, name: str, value: Any, allowed: tuple[str, ...]) ->
     return str(value)
 
 
-def check_activation(layer: str, value: Any, *, allow_none: bool = True) -> str | None:
+def check_activation(layer: str, value: object, *, allow_none: bool = True) -> str | None:
     """Canonicalise an activation name; ``linear`` becomes ``None`` where ``None`` is allowed."""
     if value is None and allow_none:
         return None
@@ -300,7 +300,7 @@ def check_activation(layer: str, value: Any, *, allow_none: bool = True) -> str 
     return None if canonical == "linear" and allow_none else canonical
 
 
-def check_sizes(layer: str, name: str, value: Any, rank: int) -> int | tuple[int, ...]:
+def check_sizes(layer: str, name: str, value: object, rank: int) -> int | tuple[int, ...]:
     """An int, or a tuple of ``rank`` ints; equal entries collapse to an int so that
     ``Conv2D(8, 3) == Conv2D(8, (3, 3))`` and both hash the same."""
     if isinstance(value, list | tuple):

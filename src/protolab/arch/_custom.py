@@ -36,8 +36,8 @@ import functools
 import math
 from typing import Any, ClassVar, TypeVar
 
+from protolab._frameworks import FRAMEWORKS, KERAS, TORCH
 from protolab.arch._base import INT_DTYPES, Layer, Shape, ShapeError, Traced
-from protolab.backends._frameworks import FRAMEWORKS, KERAS, TORCH
 from protolab.errors import ArchError
 
 __all__ = ["FRAMEWORKS", "CustomLayer", "counted_by", "is_json", "layer", "unsupported"]

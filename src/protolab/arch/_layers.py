@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from numbers import Real
-from typing import Any, ClassVar
+from typing import ClassVar
 
 from protolab.arch._base import (
     Layer,
@@ -56,7 +56,7 @@ def _set(layer: Layer, name: str, value: object) -> None:
     object.__setattr__(layer, name, value)  # canonicalise a field of a frozen dataclass
 
 
-def _check_weights(layer: Any, *initializers: str) -> None:
+def _check_weights(layer: Dense | _Conv | DepthwiseConv2D, *initializers: str) -> None:
     """``use_bias``, ``activation`` and the named initializer fields: Keras' names, checked
     once here so every layer with weights states the same rule."""
     name = type(layer).__name__

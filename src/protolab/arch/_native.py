@@ -30,9 +30,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
+from protolab._frameworks import FRAMEWORKS, KERAS, TORCH
 from protolab.arch._base import Layer, Shape
 from protolab.arch._custom import CustomLayer, is_json
-from protolab.backends._frameworks import FRAMEWORKS, KERAS, TORCH
 from protolab.errors import ArchError
 
 __all__ = ["Native", "native"]
@@ -147,7 +147,7 @@ def native(
     return Arch(node)
 
 
-def _check_name(name: Any) -> str:
+def _check_name(name: object) -> str:
     if name is None:
         return "native"
     if not isinstance(name, str) or not name:
@@ -155,7 +155,7 @@ def _check_name(name: Any) -> str:
     return name
 
 
-def _check_flops(flops: Any) -> int:
+def _check_flops(flops: object) -> int:
     if isinstance(flops, bool) or not isinstance(flops, int) or flops < 0:
         raise ArchError(f"pl.native: `flops` must be an int >= 0, but got flops={flops!r}")
     return flops
@@ -192,7 +192,7 @@ def _captured(fn: Builder) -> dict[str, Any]:
     return out
 
 
-def _frozen(value: Any) -> Any:
+def _frozen(value: object) -> object:
     """Lists as tuples, so the node stays hashable (JSON writes them back as lists)."""
     return tuple(_frozen(v) for v in value) if isinstance(value, list | tuple) else value
 

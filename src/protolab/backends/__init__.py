@@ -15,16 +15,20 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-from protolab.backends._frameworks import FRAMEWORKS, KERAS, TORCH, check_framework
+from protolab._frameworks import FRAMEWORKS, KERAS, TORCH, check_framework
 
 if TYPE_CHECKING:
     from protolab.backends._base import (
         Backend,
         DeviceInfo,
+        EpochClose,
         EpochFit,
         EpochHook,
+        Hardware,
+        HardwareSettings,
         Job,
         JobResult,
+        OwnLoop,
         Program,
         TrainedModel,
         TrainSettings,
@@ -32,6 +36,7 @@ if TYPE_CHECKING:
     from protolab.backends._registry import (
         ALIASES,
         FAMILIES,
+        NAMES,
         BackendInfo,
         backend_info,
         backend_names,
@@ -49,14 +54,19 @@ __all__ = [
     "FAMILIES",
     "FRAMEWORKS",
     "KERAS",
+    "NAMES",
     "TORCH",
     "Backend",
     "BackendInfo",
     "DeviceInfo",
+    "EpochClose",
     "EpochFit",
     "EpochHook",
+    "Hardware",
+    "HardwareSettings",
     "Job",
     "JobResult",
+    "OwnLoop",
     "Program",
     "TrainSettings",
     "TrainedModel",
@@ -78,10 +88,14 @@ _LAZY = {
         (
             "Backend",
             "DeviceInfo",
+            "EpochClose",
             "EpochFit",
             "EpochHook",
+            "Hardware",
+            "HardwareSettings",
             "Job",
             "JobResult",
+            "OwnLoop",
             "Program",
             "TrainedModel",
             "TrainSettings",
@@ -92,6 +106,7 @@ _LAZY = {
         (
             "ALIASES",
             "FAMILIES",
+            "NAMES",
             "BackendInfo",
             "backend_info",
             "backend_names",

@@ -30,17 +30,20 @@ from protolab.errors import ArchError, NonFiniteLossError
 
 if TYPE_CHECKING:
     from protolab.arch import Arch
-    from protolab.config import HardwareConfig
     from protolab.data import Dataset
 
 __all__ = [
     "Backend",
     "DeviceInfo",
     "EarlyStopping",
+    "EpochClose",
     "EpochFit",
     "EpochHook",
+    "Hardware",
+    "HardwareSettings",
     "Job",
     "JobResult",
+    "OwnLoop",
     "Program",
     "TrainSettings",
     "TrainedModel",
@@ -55,6 +58,9 @@ WORKER_ENV = "PROTOLAB_BACKEND_WORKER"  # set in a backend's own worker process:
 # Called after each epoch with (epoch starting at 1, that epoch's metrics). It may raise
 # (e.g. optuna.TrialPruned) to stop the job; backends must let that propagate.
 EpochHook = Callable[[int, dict[str, float]], None]
+# Closes one epoch of an OwnLoop: (epoch from 1, its fit, when it started, when its training
+# steps ended) -> True when training should stop (early stopping). See OwnLoop.
+EpochClose = Callable[[int, "EpochFit", float, float], bool]
 
 
 @dataclass(frozen=True)
@@ -124,6 +130,37 @@ def epoch_plan(n: int, batch: int, drop_last: bool, max_steps: int | None) -> tu
     return full, tail
 
 
+class HardwareSettings(Protocol):
+    """Whatever states where a job runs (the config's ``hardware:`` section, for one)."""
+
+    @property
+    def accelerator(self) -> str: ...
+    @property
+    def devices(self) -> int: ...
+    @property
+    def precision(self) -> str: ...
+    @property
+    def threads(self) -> int | None: ...
+
+
+@dataclass(frozen=True)
+class Hardware:
+    """Where and how a job runs: the backends' own settings, so no backend reads the config.
+
+    Hashable: calibration and the model cache key on it.
+    """
+
+    accelerator: str = "auto"  # auto | cpu | gpu | tpu (auto: a GPU/TPU when present)
+    devices: int = 1  # devices per job (DDP ranks on torch, logical devices on Keras)
+    precision: str = "32"  # 32 | bf16 | 16 (float16 mixed, GPU only)
+    threads: int | None = None  # intra-op CPU threads; None: the frameworks' default
+
+    @classmethod
+    def of(cls, settings: HardwareSettings) -> Hardware:
+        """The backends' copy of ``settings`` (e.g. the config's ``hardware:``)."""
+        return cls(settings.accelerator, settings.devices, settings.precision, settings.threads)
+
+
 @dataclass(frozen=True)
 class Job:
     """Everything a backend needs to train one model once."""
@@ -131,7 +168,7 @@ class Job:
     arch: Arch
     dataset: Dataset
     train: TrainSettings
-    hardware: HardwareConfig
+    hardware: Hardware
     metrics: tuple[str, ...] = ()  # extra validation scores per epoch (data/_scores.py)
 
 
@@ -222,6 +259,25 @@ class Program(abc.ABC):
         return {}
 
 
+class OwnLoop(Program):
+    """A program whose framework runs the epochs itself: the user's training as it is.
+
+    A ``LightningModule`` trains under Lightning's ``Trainer`` and a compiled
+    ``keras.Model`` under its own ``fit``, with the user's callbacks; protolab does not
+    re-implement either loop. The framework's epoch-end hook calls ``close(epoch, fit,
+    t_epoch, t_trained)``, the same epoch close as every other mode (metrics, the epoch
+    hook that logs and prunes, early stopping); an exception it raises (pruning) must
+    propagate out of the framework's loop, and a True return asks the loop to stop.
+    """
+
+    def fit_epoch(self, epoch: int) -> EpochFit:
+        raise TypeError(f"{type(self).__name__} runs every epoch in fit_all, not one at a time")
+
+    @abc.abstractmethod
+    def fit_all(self, epochs: int, close: EpochClose) -> None:
+        """Train up to ``epochs`` epochs in the framework's own loop, closing each."""
+
+
 class Backend(abc.ABC):
     """One way of executing an Arch: dynamic (eager) or static (compiled graph)."""
 
@@ -306,33 +362,62 @@ def _train(
     """The epoch loop every backend shares; returns the first step's own time (or 0).
 
     Early stopping is decided here, once, from the same per-epoch metrics every mode
-    reports, so all modes stop at the same epoch when their curves agree.
+    reports, so all modes stop at the same epoch when their curves agree. A program whose
+    framework runs the epochs itself (:class:`OwnLoop`: the user's ``Trainer`` or ``fit``)
+    calls the same epoch close from its framework's epoch-end hook.
     """
-    first_only = 0.0
-    stopper = _Stopper(job.train.early_stopping)
-    for epoch in range(1, job.train.epochs + 1):
-        t_epoch = time.perf_counter()
-        fit = prog.fit_epoch(epoch)
-        t_trained = time.perf_counter()
+    close = _EpochClose(prog, job, clock, result, on_epoch)
+    if isinstance(prog, OwnLoop):
+        prog.fit_all(job.train.epochs, close)
+    else:
+        for epoch in range(1, job.train.epochs + 1):
+            t_epoch = time.perf_counter()
+            fit = prog.fit_epoch(epoch)
+            if close(epoch, fit, t_epoch, time.perf_counter()):
+                break
+    if close.stopper.cfg is not None:
+        result.tags["stopped_early"] = str(len(result.history) < job.train.epochs).lower()
+        result.metrics["train/stopped_epoch"] = float(len(result.history))
+    if not clock.step_s:  # one epoch only: its (warm-up) average is all there is
+        clock.step_s = [(clock.train_s / max(prog.steps, 1))]
+    return close.first_only
+
+
+class _EpochClose:
+    """What ends every epoch on every mode: the clock, the metrics, the hook, the stopper.
+
+    Called as ``close(epoch, fit, t_epoch, t_trained)`` (epoch from 1; when the epoch
+    started and when its training steps ended); returns True when training should stop.
+    """
+
+    def __init__(
+        self,
+        prog: Program,
+        job: Job,
+        clock: TrialClock,
+        result: JobResult,
+        on_epoch: EpochHook | None,
+    ) -> None:
+        self.prog, self.job, self.clock, self.result, self.on_epoch = (
+            prog, job, clock, result, on_epoch
+        )  # fmt: skip
+        self.stopper = _Stopper(job.train.early_stopping)
+        self.first_only = 0.0
+
+    def __call__(self, epoch: int, fit: EpochFit, t_epoch: float, t_trained: float) -> bool:
+        prog, clock = self.prog, self.clock
         if epoch == 1:
             if fit.first_step_s is not None:
-                first_only = fit.first_step_s
+                self.first_only = fit.first_step_s
                 clock.first_step_s = t_epoch - clock.start + fit.first_step_s
             else:  # a compiled epoch hides single steps: one epoch-average step
                 clock.first_step_s = t_epoch - clock.start + (t_trained - t_epoch) / prog.steps
         if not math.isfinite(fit.loss):
             raise NonFiniteLossError(f"training loss is {fit.loss} at epoch {epoch}")
         clock.step_s.extend(fit.step_s)
-        metrics = _epoch_metrics(prog, job, fit)
-        clock.end_epoch(epoch, metrics, t_epoch, t_trained, result.history, on_epoch)
-        if stopper.stop(metrics):
-            break
-    if stopper.cfg is not None:
-        result.tags["stopped_early"] = str(len(result.history) < job.train.epochs).lower()
-        result.metrics["train/stopped_epoch"] = float(len(result.history))
-    if not clock.step_s:  # one epoch only: its (warm-up) average is all there is
-        clock.step_s = [(clock.train_s / max(prog.steps, 1))]
-    return first_only
+        metrics = _epoch_metrics(prog, self.job, fit)
+        clock.end_epoch(epoch, metrics, t_epoch, t_trained, self.result.history, self.on_epoch)
+        return self.stopper.stop(metrics)
 
 
 def _epoch_metrics(prog: Program, job: Job, fit: EpochFit) -> dict[str, float]:

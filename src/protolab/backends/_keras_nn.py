@@ -74,8 +74,9 @@ class Site(NamedTuple):
         return f"{self.path}_{type(layer).__name__.lower()}"
 
 
-#: (builder context, layer, input tensor, site) -> output tensor
-KerasBuilder = Callable[["_Builder", Any, Any, Site], Any]
+#: (builder context, layer, input tensor, site) -> output tensor; the layer is ``Any`` because
+#: each builder takes its own Layer subclass (a ``Callable`` parameter is contravariant)
+KerasBuilder = Callable[["_Builder", Any, keras.KerasTensor, Site], keras.KerasTensor]
 BUILDERS: Builders[KerasBuilder] = Builders("keras")
 
 
@@ -121,8 +122,13 @@ class _Builder:
         self.dropout = dropout
 
     def sequence(
-        self, layers: tuple[Layer, ...], x: Any, shape: Shape, dtype: str, prefix: str
-    ) -> Any:
+        self,
+        layers: tuple[Layer, ...],
+        x: keras.KerasTensor,
+        shape: Shape,
+        dtype: str,
+        prefix: str,
+    ) -> keras.KerasTensor:
         for i, layer in enumerate(layers):
             x = BUILDERS.lookup(layer)(self, layer, x, Site(shape, dtype, f"{prefix}{i}"))
             shape, dtype = layer.trace(shape, dtype).shape, "float32"
@@ -132,7 +138,9 @@ class _Builder:
 # ---------------------------------------------------------------- registered builders
 
 
-def _initializer(name: str, torch_fan_in: int, kernel: bool = False) -> Any:
+def _initializer(
+    name: str, torch_fan_in: int, kernel: bool = False
+) -> str | keras.initializers.Initializer:
     """Keras' initializer for protolab's ``name``: the name itself, except ``torch_default``
     (PyTorch's ``nn.Linear``/``nn.Conv*`` default, U(±1/sqrt(fan_in)) with torch's fan_in of
     the layer's kernel, for its bias too). A ``kernel`` whose Keras fan_in is torch's (Dense,
@@ -160,12 +168,14 @@ def _weights(layer: Dense | Conv1D | Conv2D | Conv2DTranspose, fan_in: int) -> d
 
 
 @BUILDERS.register(Dense)
-def _dense(b: _Builder, layer: Dense, x: Any, at: Site) -> Any:
+def _dense(b: _Builder, layer: Dense, x: keras.KerasTensor, at: Site) -> keras.KerasTensor:
     return _L.Dense(layer.units, name=at.name(layer), **_weights(layer, at.shape[-1]))(x)
 
 
 @BUILDERS.register(Conv1D, Conv2D, Conv2DTranspose)
-def _conv(b: _Builder, layer: Conv1D | Conv2D | Conv2DTranspose, x: Any, at: Site) -> Any:
+def _conv(
+    b: _Builder, layer: Conv1D | Conv2D | Conv2DTranspose, x: keras.KerasTensor, at: Site
+) -> keras.KerasTensor:
     kind = {Conv1D: _L.Conv1D, Conv2D: _L.Conv2D, Conv2DTranspose: _L.Conv2DTranspose}
     taps = math.prod(as_tuple(layer.kernel_size, len(at.shape) - 1))
     # the kernel's fan_in, Keras' and torch's alike: input channels x kernel elements (a
@@ -182,7 +192,9 @@ def _conv(b: _Builder, layer: Conv1D | Conv2D | Conv2DTranspose, x: Any, at: Sit
 
 
 @BUILDERS.register(DepthwiseConv2D)
-def _depthwise(b: _Builder, layer: DepthwiseConv2D, x: Any, at: Site) -> Any:
+def _depthwise(
+    b: _Builder, layer: DepthwiseConv2D, x: keras.KerasTensor, at: Site
+) -> keras.KerasTensor:
     taps = math.prod(as_tuple(layer.kernel_size, 2))
     return _L.DepthwiseConv2D(
         layer.kernel_size,
@@ -200,7 +212,9 @@ def _depthwise(b: _Builder, layer: DepthwiseConv2D, x: Any, at: Site) -> Any:
 
 
 @BUILDERS.register(MaxPool, AvgPool)
-def _pool(b: _Builder, layer: MaxPool | AvgPool, x: Any, at: Site) -> Any:
+def _pool(
+    b: _Builder, layer: MaxPool | AvgPool, x: keras.KerasTensor, at: Site
+) -> keras.KerasTensor:
     one_d = len(at.shape) == 2
     if isinstance(layer, MaxPool):
         pool = _L.MaxPooling1D if one_d else _L.MaxPooling2D
@@ -211,43 +225,49 @@ def _pool(b: _Builder, layer: MaxPool | AvgPool, x: Any, at: Site) -> Any:
 
 
 @BUILDERS.register(GlobalAvgPool)
-def _global_avg_pool(b: _Builder, layer: GlobalAvgPool, x: Any, at: Site) -> Any:
+def _global_avg_pool(
+    b: _Builder, layer: GlobalAvgPool, x: keras.KerasTensor, at: Site
+) -> keras.KerasTensor:
     gap = _L.GlobalAveragePooling1D if len(at.shape) == 2 else _L.GlobalAveragePooling2D
     return gap(name=at.name(layer))(x)
 
 
 @BUILDERS.register(UpSampling2D)
-def _upsampling(b: _Builder, layer: UpSampling2D, x: Any, at: Site) -> Any:
+def _upsampling(
+    b: _Builder, layer: UpSampling2D, x: keras.KerasTensor, at: Site
+) -> keras.KerasTensor:
     return _L.UpSampling2D(layer.size, interpolation=layer.interpolation, name=at.name(layer))(x)
 
 
 @BUILDERS.register(Flatten)
-def _flatten(b: _Builder, layer: Flatten, x: Any, at: Site) -> Any:
+def _flatten(b: _Builder, layer: Flatten, x: keras.KerasTensor, at: Site) -> keras.KerasTensor:
     return _L.Flatten(name=at.name(layer))(x)
 
 
 @BUILDERS.register(Dropout)
-def _dropout(b: _Builder, layer: Dropout, x: Any, at: Site) -> Any:
+def _dropout(b: _Builder, layer: Dropout, x: keras.KerasTensor, at: Site) -> keras.KerasTensor:
     return b.dropout(layer.rate, at.name(layer))(x)
 
 
 @BUILDERS.register(BatchNorm)
-def _batch_norm(b: _Builder, layer: BatchNorm, x: Any, at: Site) -> Any:
+def _batch_norm(b: _Builder, layer: BatchNorm, x: keras.KerasTensor, at: Site) -> keras.KerasTensor:
     return _L.BatchNormalization(axis=-1, momentum=0.9, epsilon=1e-5, name=at.name(layer))(x)
 
 
 @BUILDERS.register(LayerNorm)
-def _layer_norm(b: _Builder, layer: LayerNorm, x: Any, at: Site) -> Any:
+def _layer_norm(b: _Builder, layer: LayerNorm, x: keras.KerasTensor, at: Site) -> keras.KerasTensor:
     return _L.LayerNormalization(axis=-1, epsilon=layer.epsilon, name=at.name(layer))(x)
 
 
 @BUILDERS.register(Activation)
-def _activation(b: _Builder, layer: Activation, x: Any, at: Site) -> Any:
+def _activation(
+    b: _Builder, layer: Activation, x: keras.KerasTensor, at: Site
+) -> keras.KerasTensor:
     return _L.Activation(layer.name, name=at.name(layer))(x)
 
 
 @BUILDERS.register(Residual)
-def _residual(b: _Builder, layer: Residual, x: Any, at: Site) -> Any:
+def _residual(b: _Builder, layer: Residual, x: keras.KerasTensor, at: Site) -> keras.KerasTensor:
     body = b.sequence(layer.layers, x, at.shape, at.dtype, f"{at.path}_")
     skip, proj, name = x, layer.projection(at.shape, at.dtype), f"{at.path}_projection"
     if proj is not None and proj.stride == 1:
@@ -259,17 +279,19 @@ def _residual(b: _Builder, layer: Residual, x: Any, at: Site) -> Any:
 
 
 @BUILDERS.register(Composite)
-def _composite(b: _Builder, layer: Composite, x: Any, at: Site) -> Any:
+def _composite(b: _Builder, layer: Composite, x: keras.KerasTensor, at: Site) -> keras.KerasTensor:
     return b.sequence(layer.expand(at.shape), x, at.shape, at.dtype, f"{at.path}_")
 
 
 @BUILDERS.register(Embedding)
-def _embedding(b: _Builder, layer: Embedding, x: Any, at: Site) -> Any:
+def _embedding(b: _Builder, layer: Embedding, x: keras.KerasTensor, at: Site) -> keras.KerasTensor:
     return _L.Embedding(layer.vocab_size, layer.dim, name=at.name(layer))(x)
 
 
 @BUILDERS.register(PositionalEmbedding)
-def _positional_embedding(b: _Builder, layer: PositionalEmbedding, x: Any, at: Site) -> Any:
+def _positional_embedding(
+    b: _Builder, layer: PositionalEmbedding, x: keras.KerasTensor, at: Site
+) -> keras.KerasTensor:
     """Tokens plus an Embedding of the positions 0..length-1, computed from ``x`` with
     ``keras.ops`` (not a custom layer class, so a saved model reloads without protolab)."""
     tokens = _L.Embedding(layer.vocab_size, layer.dim, name=at.name(layer))(x)
@@ -280,18 +302,22 @@ def _positional_embedding(b: _Builder, layer: PositionalEmbedding, x: Any, at: S
 
 
 @BUILDERS.register(LSTM, GRU)
-def _recurrent(b: _Builder, layer: LSTM | GRU, x: Any, at: Site) -> Any:
+def _recurrent(b: _Builder, layer: LSTM | GRU, x: keras.KerasTensor, at: Site) -> keras.KerasTensor:
     rnn = _L.LSTM if isinstance(layer, LSTM) else _L.GRU
     return rnn(layer.units, return_sequences=layer.return_sequences, name=at.name(layer))(x)
 
 
 @BUILDERS.register(SelfAttention)
-def _self_attention(b: _Builder, layer: SelfAttention, x: Any, at: Site) -> Any:
+def _self_attention(
+    b: _Builder, layer: SelfAttention, x: keras.KerasTensor, at: Site
+) -> keras.KerasTensor:
     return _L.MultiHeadAttention(layer.heads, layer.key_dim, name=at.name(layer))(x, x)
 
 
 @BUILDERS.register(MultiHeadAttention)
-def _multi_head_attention(b: _Builder, layer: MultiHeadAttention, x: Any, at: Site) -> Any:
+def _multi_head_attention(
+    b: _Builder, layer: MultiHeadAttention, x: keras.KerasTensor, at: Site
+) -> keras.KerasTensor:
     mha = _L.MultiHeadAttention(
         layer.num_heads,
         layer.key_dim,
@@ -311,7 +337,7 @@ def _multi_head_attention(b: _Builder, layer: MultiHeadAttention, x: Any, at: Si
 
 
 @BUILDERS.register(CustomLayer)
-def _custom(b: _Builder, layer: CustomLayer, x: Any, at: Site) -> Any:
+def _custom(b: _Builder, layer: CustomLayer, x: keras.KerasTensor, at: Site) -> keras.KerasTensor:
     """The user's Keras builder, held to the parameter count the Arch reports."""
     if "keras" not in layer.frameworks():
         raise ArchError(

@@ -10,7 +10,7 @@ clipping, and the same loss definitions, so the two families train the same mode
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import keras
 import numpy as np
@@ -28,7 +28,14 @@ __all__ = [
     "train_key",
 ]
 
-LossFn = Callable[[Any, Any], Any]  # (outputs float32, targets) -> scalar mean
+if TYPE_CHECKING:
+    import jax
+    import tensorflow as tf
+
+    #: A Keras backend's tensor, eager or traced: TensorFlow's on the TF modes, JAX's on JAX.
+    Tensor: TypeAlias = tf.Tensor | jax.Array
+
+LossFn = Callable[["Tensor", "Tensor"], "Tensor"]  # (outputs float32, targets) -> scalar mean
 
 
 class TableSchedule(keras.optimizers.schedules.LearningRateSchedule):
@@ -39,7 +46,7 @@ class TableSchedule(keras.optimizers.schedules.LearningRateSchedule):
     def __init__(self, table: np.ndarray | list[float]) -> None:
         self.table = np.asarray(table, dtype=np.float32)
 
-    def __call__(self, step: Any) -> Any:
+    def __call__(self, step: int | Tensor) -> Tensor:
         table = keras.ops.convert_to_tensor(self.table, dtype="float32")
         i = keras.ops.clip(keras.ops.cast(step, "int32"), 0, len(self.table) - 1)
         return keras.ops.take(table, i)
@@ -130,7 +137,8 @@ def keras_loss(job: Job) -> LossFn:
     if not classify:
         return lambda out, y: obj(keras.ops.cast(y, "float32"), out)
 
-    def on_one_hot(out: Any, y: Any) -> Any:  # class ids -> one-hot over the output units
+    def on_one_hot(out: Tensor, y: Tensor) -> Tensor:
+        """Class ids -> one-hot over the output units."""
         return obj(keras.ops.one_hot(keras.ops.cast(y, "int32"), out.shape[-1]), out)
 
     return on_one_hot

@@ -42,9 +42,7 @@ def cpu_name() -> str:
 GemmFactory = Callable[[int, str], Callable[[], None]]
 
 
-def peak_tflops(
-    kind: str, name: str, dtype: str = "float32", threads: int = 0, gemm: GemmFactory | None = None
-) -> float:
+def peak_tflops(kind: str, name: str, dtype: str, threads: int, gemm: GemmFactory) -> float:
     """Measured peak TFLOP/s of a ``cpu`` or ``cuda`` device for ``dtype``; cached on disk.
 
     Reading the cache imports nothing; a missing entry runs the probe in the framework the
@@ -58,10 +56,6 @@ def peak_tflops(
         cache = {}
     if key in cache:
         return float(cache[key])
-    if gemm is None:
-        from protolab.backends.torch.core import gemm as torch_gemm
-
-        gemm = torch_gemm
     value = _probe(gemm(_SIZE.get(kind, 2048), dtype), _SIZE.get(kind, 2048))
     cache[key] = value
     try:

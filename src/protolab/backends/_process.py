@@ -2,8 +2,8 @@
 
 Why: some settings are fixed per process (Keras' backend is chosen when Keras is
 imported), so Keras on JAX cannot share a process with the TensorFlow modes. The proxy
-starts one long-lived worker (``python -m protolab.backends._process``, so no user
-``__main__`` is re-imported), sends it each job, relays every epoch's metrics to the
+starts one long-lived worker (``python -m protolab.backends._process``, by the launcher
+contract of ``_launch.py``), sends it each job, relays every epoch's metrics to the
 caller's hook (which may raise to prune: the worker is told to stop) and hands back the
 result. Jobs, results and exceptions travel pickled over two private pipes; the worker's
 stdout/stderr stay the terminal's. The worker ignores SIGINT: an interrupt is handled
@@ -14,31 +14,30 @@ from __future__ import annotations
 
 import contextlib
 import importlib
-import os
 import pickle
-import signal
-import subprocess
 import sys
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn, cast
 
 import numpy as np
 
 from protolab.backends._base import WORKER_ENV, Backend, EpochHook, Job, JobResult, Program
+from protolab.backends._launch import (
+    Call,
+    Channel,
+    Launcher,
+    Stopped,
+    WorkerDied,
+    dumps_job,
+    picklable,
+    spawn,
+    worker_entry,
+)
 
-__all__ = ["ProcessBackend", "RemoteModel"]
-
-EXPERIMENT_MODULE_PREFIX = "protolab_experiment_"  # how script/_loader names scripts
-
-
-class _Stop(Exception):
-    """Raised inside the worker when the caller's epoch hook raised (pruned, interrupted)."""
-
-
-class WorkerDied(RuntimeError):
-    """The backend's worker process ended unexpectedly (killed, out of memory)."""
+__all__ = ["ProcessBackend", "ProcessLauncher", "RemoteModel", "WorkerDied"]
 
 
 @dataclass
@@ -58,14 +57,83 @@ class RemoteModel:
 
     @property
     def formats(self) -> tuple[str, ...]:
-        return tuple(self.proxy.call("formats"))
+        return tuple(cast("Iterable[str]", self.proxy.call("formats")))
 
     def save_checkpoint(self, directory: Path) -> None:
         """The worker writes the weights (a path on this machine: same host)."""
         self.proxy.call("save", str(directory))
 
     def export(self, fmt: str, out: Path, checkpoint: Path) -> Path:
-        return Path(self.proxy.call("export", (fmt, str(out), str(checkpoint))))
+        return Path(str(self.proxy.call("export", (fmt, str(out), str(checkpoint)))))
+
+
+class ProcessLauncher(Launcher):
+    """One long-lived worker (``target``: a Backend class path) started with ``env``."""
+
+    def __init__(self, name: str, target: str, env: Mapping[str, str]) -> None:
+        self.name, self.target, self.env = name, target, dict(env)
+        self._channel: Channel | None = None
+        self._pending = False  # a submitted call's reply is still to be read
+
+    @property
+    def alive(self) -> bool:
+        return self._channel is not None and self._channel.alive
+
+    def submit(self, call: Call) -> None:
+        """Send ``call`` and go on: its reply is read (its error raised) by the next launch,
+        so the worker imports its framework while this process does other start-up work."""
+        self._started().send.send(call)
+        self._pending = True
+
+    def launch(self, call: Call, on_epoch: EpochHook | None = None) -> object:
+        channel = self._started()
+        try:
+            if self._pending:
+                self._pending = False
+                self._answer(channel, None)
+            channel.send.send(call)
+            return self._answer(channel, on_epoch)
+        except KeyboardInterrupt:
+            self.close()  # mid-call: the worker's state is unknown, start afresh next time
+            raise
+        except (EOFError, OSError):
+            self._died(channel)
+
+    def _started(self) -> Channel:
+        if self._channel is None or not self._channel.alive:
+            self.close()
+            self._channel = spawn(__name__, self.target, self.env)
+        return self._channel
+
+    def _answer(self, channel: Channel, on_epoch: EpochHook | None) -> object:
+        """The call's reply, serving the epochs it reports to ``on_epoch`` first."""
+        kind, value = channel.recv.recv()
+        while kind == "epoch":
+            try:
+                if on_epoch is not None:
+                    on_epoch(*value)
+            except BaseException:
+                channel.send.send(Call("stop"))
+                with contextlib.suppress(Stopped):
+                    self._answer(channel, None)
+                raise
+            channel.send.send(Call("go"))
+            kind, value = channel.recv.recv()
+        if kind == "error":
+            raise value
+        return value
+
+    def _died(self, channel: Channel) -> NoReturn:
+        code = channel.exit_code(None)
+        self.close()
+        raise WorkerDied(f"the {self.name} worker process died (exit code {code})") from None
+
+    def close(self) -> None:
+        channel, self._channel, self._pending = self._channel, None, False
+        if channel is not None:
+            channel.close_pipes()
+            channel.end(kill=False)
+            channel.exit_code(5)
 
 
 class ProcessBackend(Backend):
@@ -79,127 +147,39 @@ class ProcessBackend(Backend):
         self.name = name  # type: ignore[misc]  # per instance: the proxied backend's name
         self.family = cls.family  # type: ignore[misc]
         self.max_devices = cls.max_devices  # type: ignore[misc]
-        self._cls = cls
-        self._env = dict(env or {})
-        self._proc: subprocess.Popen[bytes] | None = None
-        self._send: Connection | None = None
-        self._recv: Connection | None = None
+        self.env: dict[str, str] = dict(env or {})
+        settings = {**cls.process_env, **self.env, WORKER_ENV: cls.__name__}
+        self.launcher = ProcessLauncher(name, f"{cls.__module__}:{cls.__name__}", settings)
 
-    def _start(self) -> None:
-        to_child_r, to_child_w = os.pipe()
-        to_parent_r, to_parent_w = os.pipe()
-        env = {
-            **os.environ,
-            **self._cls.process_env,
-            **self._env,
-            WORKER_ENV: self._cls.__name__,
-        }
-        target = f"{self._cls.__module__}:{self._cls.__name__}"
-        self._proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "protolab.backends._process",
-                target,
-                str(to_child_r),
-                str(to_parent_w),
-            ],
-            env=env,
-            pass_fds=(to_child_r, to_parent_w),
-        )
-        os.close(to_child_r)
-        os.close(to_parent_w)
-        self._send = Connection(to_child_w, readable=False)
-        self._recv = Connection(to_parent_r, writable=False)
-
-    def _conns(self) -> tuple[Connection, Connection]:
-        if self._proc is None or self._proc.poll() is not None:
-            self._start()
-        assert self._send is not None and self._recv is not None
-        return self._send, self._recv
-
-    def _reply(self) -> Any:
-        assert self._recv is not None
-        try:
-            kind, value = self._recv.recv()
-        except (EOFError, OSError):
-            code = self._proc.wait() if self._proc is not None else None
-            self.close()
-            raise WorkerDied(f"the {self.name} worker process died (exit code {code})") from None
-        if kind == "error":
-            raise value
-        return value
-
-    def call(self, op: str, arg: Any = None) -> Any:
-        send, _ = self._conns()
-        send.send((op, arg))
-        return self._reply()
+    def call(self, op: str, arg: object = None) -> object:
+        """One call to the backend in the worker (its trained model's, after a job)."""
+        return self.launcher.launch(Call(op, arg))
 
     def load(self) -> None:
         """Start the worker and let it import its framework while this process goes on."""
-        send, _ = self._conns()
-        send.send(("load", None))
-        self._pending_load = True
+        self.launcher.submit(Call("load"))
 
     def program(self, job: Job) -> Program:
         raise NotImplementedError("a ProcessBackend runs whole jobs in its worker")
 
     def run(self, job: Job, on_epoch: EpochHook | None = None) -> JobResult:
-        send, recv = self._conns()
-        try:
-            if getattr(self, "_pending_load", False):
-                self._pending_load = False
-                self._reply()
-            send.send(("run", _dumps(job)))
-            while True:
-                kind, value = recv.recv()
-                if kind != "epoch":
-                    break
-                try:
-                    if on_epoch is not None:
-                        on_epoch(*value)
-                except BaseException:
-                    send.send(("stop", None))
-                    with contextlib.suppress(_Stop):
-                        self._reply()
-                    raise
-                send.send(("go", None))
-        except KeyboardInterrupt:
-            self.close()  # mid-job: the worker's state is unknown, start afresh next time
-            raise
-        except (EOFError, OSError):
-            code = self._proc.wait() if self._proc is not None else None
-            self.close()
-            raise WorkerDied(f"the {self.name} worker process died (exit code {code})") from None
-        if kind == "error":
-            raise value
-        result: JobResult = value
+        result = self.launcher.launch(Call("run", dumps_job(job)), on_epoch)
+        assert isinstance(result, JobResult), f"the {self.name} worker sent {result!r}"
         result.model = RemoteModel(self.name, self)
         return result
 
     def release(self) -> None:
-        if self._proc is not None and self._proc.poll() is None:
+        if self.launcher.alive:
             self.call("release")
 
     def restore(self, directory: Path) -> RemoteModel:
         """Load a checkpoint in the worker: the model ``predict`` and ``export`` then use."""
-        if getattr(self, "_pending_load", False):
-            self._pending_load = False
-            self._reply()
         self.call("restore", (self.name, str(directory)))
         return RemoteModel(self.name, self)
 
     def close(self) -> None:
         """Stop the worker (it also exits by itself when this process's pipe closes)."""
-        for conn in (self._send, self._recv):
-            if conn is not None:
-                with contextlib.suppress(OSError):
-                    conn.close()
-        if self._proc is not None and self._proc.poll() is None:
-            self._proc.terminate()
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self._proc.wait(timeout=5)
-        self._proc = self._send = self._recv = None
+        self.launcher.close()
 
 
 def _serve(backend: Backend, recv: Connection, send: Connection) -> None:
@@ -232,7 +212,7 @@ def _serve(backend: Backend, recv: Connection, send: Connection) -> None:
                 assert last is not None and last.model is not None, "no trained model yet"
                 send.send(("ok", _model_op(last.model, op, arg)))
         except BaseException as e:  # every failure goes back to the caller, as itself
-            send.send(("error", _picklable(e)))
+            send.send(("error", picklable(e)))
 
 
 def _load_checkpoint(backend: Backend, name: str, directory: str) -> Any:
@@ -256,40 +236,13 @@ def _relay(recv: Connection, send: Connection) -> EpochHook:
         send.send(("epoch", (epoch, metrics)))
         op, _ = recv.recv()
         if op == "stop":
-            raise _Stop(f"stopped by the caller after epoch {epoch}")
+            raise Stopped(f"stopped by the caller after epoch {epoch}")
 
     return on_epoch
 
 
-def _dumps(job: Job) -> bytes:
-    """The job, with classes from experiment scripts (custom layers) pickled by value.
-
-    The worker never executed the user's script, so a class defined there could not be
-    found by name; cloudpickle carries its definition instead.
-    """
-    import cloudpickle
-
-    for name, module in list(sys.modules.items()):
-        if name.startswith(EXPERIMENT_MODULE_PREFIX):
-            cloudpickle.register_pickle_by_value(module)
-    data: bytes = cloudpickle.dumps(job)
-    return data
-
-
-def _picklable(e: BaseException) -> BaseException:
-    try:
-        pickle.loads(pickle.dumps(e))
-        return e
-    except Exception:
-        return RuntimeError(f"{type(e).__name__}: {e}")
-
-
 def main(argv: list[str]) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent handles interrupts
-    target, fd_in, fd_out = argv
-    module_name, _, cls_name = target.partition(":")
-    cls = getattr(importlib.import_module(module_name), cls_name)
-    _serve(cls(), Connection(int(fd_in), writable=False), Connection(int(fd_out), readable=False))
+    _serve(*worker_entry(argv))
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from functools import cache
 from typing import TYPE_CHECKING, Literal
 
-from protolab.backends._frameworks import KERAS, TORCH, check_framework
+from protolab._frameworks import KERAS, TORCH, check_framework
 from protolab.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ALIASES",
     "FAMILIES",
+    "NAMES",
     "BackendInfo",
     "backend_info",
     "backend_names",
@@ -154,6 +155,20 @@ def check_backend_names(names: list[str]) -> None:
                 f"unknown backend {name!r}; allowed: {', '.join(allowed)}, "
                 f"or a family alias: {', '.join(ALIASES)}"
             )
+
+
+class _Names:
+    """The registry as a config sees it (``protolab.config.BackendNames``): handed to
+    ``load_config`` so the config checks backend names without importing a backend."""
+
+    def default_backends(self) -> list[str]:
+        return default_backends()
+
+    def check_backend_names(self, names: list[str]) -> None:
+        check_backend_names(names)
+
+
+NAMES = _Names()
 
 
 def family_members(family: Family, frameworks: tuple[str, ...] | None = None) -> list[str]:

@@ -29,11 +29,12 @@ from collections.abc import Mapping
 
 import numpy as np
 
-from protolab.config._model import SCHEDULE_OPTIONS  # the one table: schedule -> its options
+__all__ = ["SCHEDULES", "lr_table"]
 
-__all__ = ["SCHEDULES", "SCHEDULE_OPTIONS", "lr_table"]
-
-SCHEDULES: tuple[str, ...] = tuple(SCHEDULE_OPTIONS)
+# The schedules lr_table computes. The config names the same ones, with the options each
+# reads (protolab.config.SCHEDULE_OPTIONS: a rule, checked when a config loads); a test
+# keeps the two lists equal, so neither part imports the other.
+SCHEDULES: tuple[str, ...] = ("constant", "step", "cosine", "warmup_cosine", "one_cycle")
 _DEFAULT_WARMUP = {"warmup_cosine": 0.1, "one_cycle": 0.3}
 
 

@@ -5,10 +5,12 @@ checkpoint as the child run's ``checkpoint/`` artifacts and prunes the study to 
 :func:`find_checkpoints` / :func:`download` read them back.
 """
 
-from protolab.checkpoint._keep import begin_trial, keep
+from protolab.checkpoint._keep import CheckpointRun, KeepContext, begin_trial, keep
 from protolab.checkpoint._store import (
     ARTIFACT,
     CheckpointTrial,
+    MlflowRun,
+    StoreClient,
     download,
     find_checkpoints,
     keep_count,
@@ -18,7 +20,11 @@ from protolab.checkpoint._store import (
 
 __all__ = [
     "ARTIFACT",
+    "CheckpointRun",
     "CheckpointTrial",
+    "KeepContext",
+    "MlflowRun",
+    "StoreClient",
     "begin_trial",
     "download",
     "find_checkpoints",

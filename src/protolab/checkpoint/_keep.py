@@ -16,31 +16,103 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Container, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Protocol, TypeGuard
 
 from protolab._tags import TAG
+from protolab.checkpoint._store import Upload, store
 
-__all__ = ["begin_trial", "keep"]
+if TYPE_CHECKING:
+    from optuna.trial import TrialState
 
-Send = Callable[..., None]
+    from protolab.backends import Job, JobResult
+    from protolab.backends._exportable import ExportableModel
+
+__all__ = ["CheckpointRun", "KeepContext", "begin_trial", "keep"]
+
+
+# --- what keeping reads of the sweep (structurally: this package never imports it) --------
+
+
+class _TrackingSettings(Protocol):
+    @property
+    def checkpoints(self) -> str: ...  # best | top_k | all | none
+    @property
+    def top_k(self) -> int: ...
+
+
+class _Settings(Protocol):
+    @property
+    def tracking(self) -> _TrackingSettings: ...
+    @property
+    def backends(self) -> Sequence[str]: ...
+
+
+class KeepContext(Protocol):
+    """The study a checkpoint belongs to and how it ranks its trials."""
+
+    @property
+    def cfg(self) -> _Settings: ...
+    @property
+    def study_name(self) -> str: ...
+    @property
+    def metric(self) -> str: ...
+    @property
+    def direction(self) -> str: ...  # maximize | minimize
+    @property
+    def constraints(self) -> Sequence[tuple[str, str, float]]: ...  # (metric, op, bound)
+    @property
+    def multi_objective(self) -> bool: ...
+
+
+class _Finished(Protocol):
+    @property
+    def value(self) -> float | None: ...
+
+
+class _Study(Protocol):
+    def get_trials(
+        self, deepcopy: bool = ..., states: Container[TrialState] | None = ...
+    ) -> Sequence[_Finished]: ...
+
+
+class _Trial(Protocol):
+    """An Optuna trial, as far as the bar a checkpoint must beat needs it."""
+
+    @property
+    def number(self) -> int: ...
+    @property
+    def study(self) -> _Study: ...
+
+
+class _Experiment(Protocol):
+    @property
+    def experiment_id(self) -> str: ...
+
+
+class CheckpointRun(Protocol):
+    """The child run a checkpoint is kept in."""
+
+    def set_tags(self, tags: Mapping[str, str]) -> None: ...
+    def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None: ...
+    def call(self, fn: Callable[..., None], *args: object) -> None: ...
 
 
 @dataclass
-class _Trial:
+class _Running:
     key: tuple[str, str]
     value: float
     feasible: bool
     jobs: int = 0
 
 
-_current: _Trial | None = None  # the trial this process is running (one at a time)
+_current: _Running | None = None  # the trial this process is running (one at a time)
 _bar: tuple[tuple[str, str], float] | None = None  # (trial key, the k-th best value before it)
 
 
-def begin_trial(ctx: Any, trial: Any) -> None:
+def begin_trial(ctx: KeepContext, trial: _Trial | None) -> None:
     """Note, as ``trial`` starts, the value its checkpoint must beat to be worth uploading.
 
     A trial worse than ``top_k`` trials already COMPLETE can never rank among the best k
@@ -65,15 +137,25 @@ def begin_trial(ctx: Any, trial: Any) -> None:
         _bar = ((ctx.study_name, str(trial.number)), values[keep_n - 1])
 
 
-def _outside_best(ctx: Any, trial: str, value: float) -> bool:
+def _outside_best(ctx: KeepContext, trial: str, value: float) -> bool:
     """The trial's value is strictly worse than the k-th best noted at its start."""
     if _bar is None or _bar[0] != (ctx.study_name, trial) or math.isnan(value):
         return False
     return value < _bar[1] if ctx.direction == "maximize" else value > _bar[1]
 
 
-def keep(ctx: Any, tracker: Any, run: Any, job: Any, result: Any, tags: dict[str, str]) -> None:
-    """Checkpoint ``result.model`` into ``run`` under the study's policy (never raises)."""
+def keep(
+    ctx: KeepContext,
+    tracker: _Experiment,
+    run: CheckpointRun,
+    job: Job,
+    result: JobResult,
+    tags: Mapping[str, str],
+) -> None:
+    """Checkpoint ``result.model`` into ``run`` under the study's policy (never raises).
+
+    The upload is ``run.call``-ed: made by the tracking writer process, in order with the
+    run's other writes (or here and now by an in-process tracker)."""
     tracking = ctx.cfg.tracking
     trial = str(tags.get(TAG.TRIAL, ""))
     if tracking.checkpoints == "none" or not trial.isdigit():
@@ -81,8 +163,7 @@ def keep(ctx: Any, tracker: Any, run: Any, job: Any, result: Any, tags: dict[str
     if tags.get(TAG.REPEAT, "0") != "0":
         return  # re-measurements of the same configuration: one checkpoint per mode
     model = result.model
-    send = _sender(run)
-    if send is None or model is None or not hasattr(model, "save_checkpoint"):
+    if not _exportable(model):
         return
     state = _trial_state(ctx, trial, result.metrics)
     state.jobs += 1
@@ -111,13 +192,22 @@ def keep(ctx: Any, tracker: Any, run: Any, job: Any, result: Any, tags: dict[str
             file=sys.stderr,
         )
         return
-    from protolab.backends import expand_aliases
-    from protolab.checkpoint._store import Upload, store
+    upload = _upload(ctx, tracker.experiment_id, int(trial), state)
+    size = sum(p.stat().st_size for p in directory.iterdir())
+    save_ms = (time.perf_counter() - t0) * 1e3
+    run.log_metrics({"checkpoint/bytes": float(size), "checkpoint/save_ms": save_ms}, step=0)
+    run.call(store, str(directory), upload)
 
-    upload = Upload(
+
+def _upload(ctx: KeepContext, experiment_id: str, trial: int, state: _Running) -> Upload:
+    """What the writer needs to store this checkpoint and rank the study's."""
+    from protolab.backends import expand_aliases
+
+    tracking = ctx.cfg.tracking
+    return Upload(
         study=ctx.study_name,
-        experiment_id=str(getattr(tracker, "experiment_id", "") or ""),
-        trial=int(trial),
+        experiment_id=str(experiment_id or ""),
+        trial=trial,
         policy=tracking.checkpoints,
         top_k=tracking.top_k,
         value=state.value,
@@ -125,39 +215,24 @@ def keep(ctx: Any, tracker: Any, run: Any, job: Any, result: Any, tags: dict[str
         feasible=state.feasible,
         done=state.jobs >= len(expand_aliases(list(ctx.cfg.backends))),
     )
-    size = sum(p.stat().st_size for p in directory.iterdir())
-    save_ms = (time.perf_counter() - t0) * 1e3
-    run.log_metrics({"checkpoint/bytes": float(size), "checkpoint/save_ms": save_ms}, step=0)
-    send(store, str(directory), upload)
 
 
-def _sender(run: Any) -> Send | None:
-    """How to have ``fn(client, run_id, *args)`` called for this run: by the writer process
-    (in order with the run's writes), or here with an in-process tracker."""
-    call = getattr(run, "call", None)
-    if callable(call):
-        return call
-    client, run_id = getattr(run, "client", None), getattr(run, "run_id", None)
-    if client is None or not run_id:
-        return None  # a tracker that stores nothing (tests)
-
-    def inline(fn: Callable[..., None], *args: Any) -> None:
-        fn(client, run_id, *args)
-
-    return inline
+def _exportable(model: object) -> TypeGuard[ExportableModel]:
+    """A trained model that can write its weights (a mode without checkpoints cannot)."""
+    return model is not None and hasattr(model, "save_checkpoint")
 
 
-def _trial_state(ctx: Any, trial: str, metrics: dict[str, float]) -> _Trial:
+def _trial_state(ctx: KeepContext, trial: str, metrics: Mapping[str, float]) -> _Running:
     """The running trial's value and feasibility, taken from its first (lead) job."""
     global _current
     key = (ctx.study_name, trial)
     if _current is None or _current.key != key:
         value = float(metrics.get(ctx.metric, math.nan))
-        _current = _Trial(key, value, _feasible(ctx.constraints, metrics))
+        _current = _Running(key, value, _feasible(ctx.constraints, metrics))
     return _current
 
 
-def _feasible(constraints: Any, metrics: dict[str, float]) -> bool:
+def _feasible(constraints: Iterable[tuple[str, str, float]], metrics: Mapping[str, float]) -> bool:
     """Optuna's rule, as the sweep applies it: every ``metric <= bound`` (or >=) holds."""
     for metric, op, bound in constraints:
         value = metrics.get(metric, math.nan)

@@ -18,16 +18,18 @@ import json
 import math
 import shutil
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Protocol
 
 from protolab._tags import TAG
 
 __all__ = [
     "ARTIFACT",
     "CheckpointTrial",
+    "MlflowRun",
+    "StoreClient",
     "Upload",
     "download",
     "find_checkpoints",
@@ -39,6 +41,65 @@ __all__ = [
 
 ARTIFACT = "checkpoint"
 _DEAD = ("FAILED", "KILLED")
+
+
+# --- the part of MLflow's client and runs read here (``MlflowClient``, ``mlflow.entities.Run``)
+
+
+class _RunInfo(Protocol):
+    @property
+    def run_id(self) -> str: ...
+    @property
+    def experiment_id(self) -> str: ...
+    @property
+    def artifact_uri(self) -> str: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def start_time(self) -> int | None: ...
+
+
+class _RunData(Protocol):
+    @property
+    def tags(self) -> Mapping[str, str]: ...
+
+
+class MlflowRun(Protocol):
+    """A run as MLflow's client returns it."""
+
+    @property
+    def info(self) -> _RunInfo: ...
+    @property
+    def data(self) -> _RunData: ...
+
+
+class _Page(Protocol):
+    """One page of ``search_runs``: its runs, and the token of the next (empty: the last)."""
+
+    def __iter__(self) -> Iterator[MlflowRun]: ...
+    @property
+    def token(self) -> str | None: ...
+
+
+class StoreClient(Protocol):
+    """What keeping, pruning and finding checkpoints call on an ``MlflowClient``."""
+
+    @property
+    def tracking_uri(self) -> str: ...
+    def log_artifacts(
+        self, run_id: str, local_dir: str, artifact_path: str | None = ...
+    ) -> None: ...
+    def log_batch(self, run_id: str, *, tags: Sequence[object] = ...) -> None: ...
+    def get_run(self, run_id: str) -> MlflowRun: ...
+    def search_runs(
+        self,
+        experiment_ids: list[str],
+        filter_string: str = ...,
+        max_results: int = ...,
+        page_token: str | None = ...,
+    ) -> _Page: ...
+    def set_tag(self, run_id: str, key: str, value: str) -> None: ...
+    def download_artifacts(self, run_id: str, path: str, dst_path: str | None = ...) -> str: ...
 
 
 @dataclass(frozen=True)
@@ -65,9 +126,9 @@ class CheckpointTrial:
     direction: str
     feasible: bool
     done: bool = False
-    runs: list[Any] = field(default_factory=list)  # mlflow Run objects
+    runs: list[MlflowRun] = field(default_factory=list)
 
-    def run_for(self, backend: str) -> Any | None:
+    def run_for(self, backend: str) -> MlflowRun | None:
         return next((r for r in self.runs if r.data.tags.get(TAG.BACKEND) == backend), None)
 
     @property
@@ -91,7 +152,7 @@ def ranked(trials: Iterable[CheckpointTrial]) -> list[CheckpointTrial]:
     return sorted(trials, key=key)
 
 
-def store(client: Any, run_id: str, directory: str, up: Upload) -> None:
+def store(client: StoreClient, run_id: str, directory: str, up: Upload) -> None:
     """Upload a checkpoint, tag its run, then prune the study (in the writer process).
 
     Two calls for the checkpoint itself (the upload, one tag batch), then the pruning's
@@ -123,7 +184,7 @@ def store(client: Any, run_id: str, directory: str, up: Upload) -> None:
         shutil.rmtree(directory, ignore_errors=True)
 
 
-def retain(client: Any, experiment_id: str, study: str, keep: int | None) -> list[int]:
+def retain(client: StoreClient, experiment_id: str, study: str, keep: int | None) -> list[int]:
     """Drop the checkpoints of every done trial outside the best ``keep`` (None: all), and
     of trials that will never be done; return the done trials kept."""
     trials = find_checkpoints(client, experiment_id, study)
@@ -143,8 +204,8 @@ def _quote(text: str) -> str:
     return text.replace("\\", "\\\\").replace("'", "\\'")
 
 
-def _search(client: Any, experiment_id: str, filter_string: str) -> list[Any]:
-    runs: list[Any] = []
+def _search(client: StoreClient, experiment_id: str, filter_string: str) -> list[MlflowRun]:
+    runs: list[MlflowRun] = []
     token = None
     while True:
         page = client.search_runs(
@@ -156,7 +217,7 @@ def _search(client: Any, experiment_id: str, filter_string: str) -> list[Any]:
             return runs
 
 
-def _has_dead_run(client: Any, experiment_id: str, study: str, trial: int) -> bool:
+def _has_dead_run(client: StoreClient, experiment_id: str, study: str, trial: int) -> bool:
     """A trial whose other modes failed or were killed: it is not done, and never will be."""
     runs = _search(
         client,
@@ -166,7 +227,7 @@ def _has_dead_run(client: Any, experiment_id: str, study: str, trial: int) -> bo
     return any(r.info.status in _DEAD for r in runs)
 
 
-def drop(client: Any, run: Any) -> None:
+def drop(client: StoreClient, run: MlflowRun) -> None:
     """Delete a run's checkpoint artifacts and say so on the run."""
     from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
 
@@ -176,7 +237,9 @@ def drop(client: Any, run: Any) -> None:
     client.set_tag(run.info.run_id, TAG.CHECKPOINT, "deleted")
 
 
-def find_checkpoints(client: Any, experiment_id: str, study: str) -> dict[int, CheckpointTrial]:
+def find_checkpoints(
+    client: StoreClient, experiment_id: str, study: str
+) -> dict[int, CheckpointTrial]:
     """The study's kept checkpoints, by trial (runs in the order the modes ran)."""
     runs = _search(
         client,
@@ -200,7 +263,7 @@ def find_checkpoints(client: Any, experiment_id: str, study: str) -> dict[int, C
     return trials
 
 
-def download(client: Any, run_id: str, destination: Path) -> Path:
+def download(client: StoreClient, run_id: str, destination: Path) -> Path:
     """A run's checkpoint folder, downloaded under ``destination``."""
     import os
 

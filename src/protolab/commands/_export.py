@@ -14,10 +14,17 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from protolab._tags import TAG
 from protolab.errors import UserInputError
+
+if TYPE_CHECKING:
+    from mlflow.entities import Run
+    from mlflow.tracking import MlflowClient
+
+    from protolab.backends._exportable import ExportableModel
+    from protolab.checkpoint import CheckpointTrial
 
 __all__ = ["ALIAS", "Exported", "export_model", "open_study_store"]
 
@@ -65,16 +72,17 @@ def _resolve(target: str, uri: str | None) -> tuple[str, str, str | None]:
     from protolab.tracking import default_tracking_uri
 
     if target.endswith((".yaml", ".yml")) or Path(target).is_file():
+        from protolab.backends import NAMES
         from protolab.config import load_config
 
-        cfg, _ = load_config(Path(target))
+        cfg, _ = load_config(Path(target), backends=NAMES)
         assert cfg.study.name is not None
         tracking = uri or cfg.tracking.uri or default_tracking_uri()
         return cfg.study.name, tracking, cfg.tracking.experiment
     return target, uri or default_tracking_uri(), None
 
 
-def open_study_store(target: str, uri: str | None) -> tuple[str, Any, str]:
+def open_study_store(target: str, uri: str | None) -> tuple[str, MlflowClient, str]:
     """(study, MlflowClient, experiment id) for a study name or config; exit 2 if unknown."""
     from protolab.commands._studies import check_store, mlflow_client, study_experiments
     from protolab.tracking import redact
@@ -92,7 +100,9 @@ def open_study_store(target: str, uri: str | None) -> tuple[str, Any, str]:
     raise UserInputError(f"STUDY: no study {study!r} in {redact(tracking)}; studies there: {have}")
 
 
-def _pick_trial(trials: dict[int, Any], trial: int | None, study: str) -> Any:
+def _pick_trial(
+    trials: dict[int, CheckpointTrial], trial: int | None, study: str
+) -> CheckpointTrial:
     from protolab.checkpoint import ranked
 
     if not trials:
@@ -112,7 +122,7 @@ def _pick_trial(trials: dict[int, Any], trial: int | None, study: str) -> Any:
     return trials[trial]
 
 
-def _pick_run(chosen: Any, backend: str | None, fmt: str) -> Any:
+def _pick_run(chosen: CheckpointTrial, backend: str | None, fmt: str) -> Run:
     """The run (mode) to export: ``backend``, else the first one that writes ``fmt``."""
     from protolab.backends._exportable import backend_formats
 
@@ -174,7 +184,7 @@ def export_model(
     return done
 
 
-def _write_meta(folder: Path, done: Exported, run: Any, ckpt: Path) -> None:
+def _write_meta(folder: Path, done: Exported, run: Run, ckpt: Path) -> None:
     """``protolab.json`` beside the export: what it is, so ``protolab predict DIR`` reads it."""
     from protolab._version import __version__
     from protolab.backends._exportable import EXPORT_META, read_meta
@@ -201,7 +211,13 @@ def _write_meta(folder: Path, done: Exported, run: Any, ckpt: Path) -> None:
 
 
 def _register(
-    client: Any, run: Any, model: Any, ckpt: Path, trials: dict[int, Any], name: str, done: Any
+    client: MlflowClient,
+    run: Run,
+    model: ExportableModel,
+    ckpt: Path,
+    trials: dict[int, CheckpointTrial],
+    name: str,
+    done: Exported,
 ) -> None:
     """Log the MLflow Model into the trial's run, register it, and move the alias if best."""
     from protolab.checkpoint import ranked

@@ -9,7 +9,9 @@ worker starts with them already imported and shares their pages.
 
 The forked child then behaves exactly as ``protolab sweep`` started by ``subprocess``: its
 own session, its output appended to its log, the launcher's signal handlers undone, the
-worker's environment set before anything reads it, and its exit code the command's.
+worker's environment set before anything reads it, and its exit code the command's. The
+command line's entry point is handed in by the command line itself (``Entry``): commands
+are what the command line calls, never the other way round.
 TensorFlow and JAX are never imported before a fork (their runtimes start threads and
 device state a child cannot use); a worker imports them itself.
 """
@@ -22,11 +24,14 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-__all__ = ["ForkedWorker", "preload"]
+__all__ = ["Entry", "ForkedWorker", "preload"]
+
+# The command line's ``main``: parses ``sys.argv``, runs the command, exits with its code
+Entry = Callable[[], None]
 
 
 def preload(modules: list[str]) -> float:
@@ -37,10 +42,12 @@ def preload(modules: list[str]) -> float:
     return time.perf_counter() - t0
 
 
-def _main(argv: list[str], log: Path, env: dict[str, str], writers: Sequence[Any], k: int) -> None:
+def _main(
+    entry: Entry, argv: list[str], log: Path, env: dict[str, str], writers: Sequence[Any], k: int
+) -> None:
     """A forked worker: what ``subprocess.Popen([... 'sweep', ...], start_new_session=True,
-    stdout=log, stderr=log, env=env)`` would have set up, then the command itself, with
-    writer ``k`` of the launcher's pool (if it has one) as its tracking writer."""
+    stdout=log, stderr=log, env=env)`` would have set up, then the command itself (through
+    ``entry``), with writer ``k`` of the launcher's pool (if any) as its tracking writer."""
     if writers:
         from protolab.tracking._pool import adopt_writer
 
@@ -55,19 +62,23 @@ def _main(argv: list[str], log: Path, env: dict[str, str], writers: Sequence[Any
     os.environ.clear()
     os.environ.update(env)
     sys.argv = ["protolab", "sweep", *argv]
-    from protolab.cli import main
-
-    main()  # exits: SystemExit's code is this process's exit code
+    entry()  # exits: SystemExit's code is this process's exit code
 
 
 class ForkedWorker:
     """One forked worker, with the part of ``subprocess.Popen`` the launcher uses."""
 
     def __init__(
-        self, argv: list[str], log: Path, env: dict[str, str], writers: Sequence[Any], k: int
+        self,
+        entry: Entry,
+        argv: list[str],
+        log: Path,
+        env: dict[str, str],
+        writers: Sequence[Any],
+        k: int,
     ) -> None:
         ctx = multiprocessing.get_context("fork")
-        args = (argv, log, env, writers, k)
+        args = (entry, argv, log, env, writers, k)  # a fork: nothing here is pickled
         self._proc = ctx.Process(target=_main, args=args, name="protolab-worker")
         sys.stdout.flush()
         sys.stderr.flush()

@@ -8,10 +8,13 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from protolab._tags import TAG
 from protolab.errors import UserInputError
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
 
 __all__ = ["StudyExperiment", "check_store", "find_study", "mlflow_client", "study_experiments"]
 
@@ -48,7 +51,7 @@ def check_store(uri: str) -> None:
         )
 
 
-def mlflow_client(uri: str) -> Any:
+def mlflow_client(uri: str) -> MlflowClient:
     """An MlflowClient for ``uri``, quiet, failing in seconds on an unreachable server."""
     import logging
 
@@ -62,7 +65,7 @@ def mlflow_client(uri: str) -> Any:
     return MlflowClient(tracking_uri=uri)
 
 
-def _last_activity(client: Any, experiment_id: str) -> int:
+def _last_activity(client: MlflowClient, experiment_id: str) -> int:
     runs = client.search_runs(
         [experiment_id], order_by=["attributes.start_time DESC"], max_results=1
     )
@@ -72,7 +75,7 @@ def _last_activity(client: Any, experiment_id: str) -> int:
     return int(max(info.start_time or 0, info.end_time or 0))
 
 
-def _parent_run(client: Any, experiment_id: str, study: str) -> str:
+def _parent_run(client: MlflowClient, experiment_id: str, study: str) -> str:
     quoted = study.replace("'", "\\'")
     runs = client.search_runs(
         [experiment_id],
@@ -83,11 +86,11 @@ def _parent_run(client: Any, experiment_id: str, study: str) -> str:
     return str(runs[0].info.run_id) if runs else ""
 
 
-def study_experiments(client: Any) -> list[StudyExperiment]:
+def study_experiments(client: MlflowClient) -> list[StudyExperiment]:
     """Every protolab study in the store, the most recently active first."""
     from mlflow.entities import ViewType
 
-    from protolab.tracking._notes import FAMILY_VIEW
+    from protolab.tracking import FAMILY_VIEW
 
     found = client.search_experiments(
         view_type=ViewType.ACTIVE_ONLY, filter_string=f"tags.`{TAG.STUDY}` LIKE '%'"

@@ -25,7 +25,7 @@ import time
 import urllib.request
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from protolab.commands._studies import (
     StudyExperiment,
@@ -35,6 +35,10 @@ from protolab.commands._studies import (
     study_experiments,
 )
 from protolab.errors import UserInputError
+
+if TYPE_CHECKING:
+    from starlette.applications import Starlette
+    from starlette.requests import Request
 
 __all__ = ["ML_MODE", "open_ui", "parent_url", "runs_url"]
 
@@ -207,7 +211,7 @@ _TRAINING_DEFAULT = (
 )
 
 
-def _default_to_training_mode(app: Any) -> None:
+def _default_to_training_mode(app: Starlette) -> None:
     """Serve MLflow's ``index.html`` with :data:`_TRAINING_DEFAULT` in its ``<head>``."""
     import mlflow.server
     from starlette.responses import HTMLResponse
@@ -221,7 +225,7 @@ def _default_to_training_mode(app: Any) -> None:
         return
     page = html.replace("<head>", "<head>" + _TRAINING_DEFAULT, 1)
 
-    async def home(request: Any) -> HTMLResponse:
+    async def home(request: Request) -> HTMLResponse:
         return HTMLResponse(page, headers={"Cache-Control": "no-cache"})
 
     app.router.routes.insert(0, Route("/", home, methods=["GET"]))

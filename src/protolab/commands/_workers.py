@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from protolab.errors import UserInputError
 
 if TYPE_CHECKING:
+    from protolab.commands._forked import Entry
     from protolab.tracking._pool import WriterPool
 
 __all__ = [
@@ -113,13 +114,19 @@ class Worker(Protocol):
 
 
 def _start_one(
-    args: list[str], plan: Plan, logs: Path, k: int, fork: bool, writers: Sequence[Any] = ()
+    args: list[str],
+    plan: Plan,
+    logs: Path,
+    k: int,
+    fork: Entry | None,
+    writers: Sequence[Any] = (),
 ) -> Worker:
     """Worker ``k`` in its own session: a terminal's Ctrl-C reaches the launcher only,
     which passes it on once (twice would make a worker stop at once). Forked from this
-    process when it preloaded the frameworks (see _forked.py), with writer ``k`` of
-    ``writers`` (tracking/_pool.py) if given, else a new process. A recycled worker's
-    successor appends to the same log (and starts its own writer)."""
+    process when it preloaded the frameworks (see _forked.py), running the command line's
+    entry point ``fork`` with writer ``k`` of ``writers`` (tracking/_pool.py) if given;
+    else (``fork`` None) a new process. A recycled worker's successor appends to the same
+    log (and starts its own writer)."""
     from protolab.commands._forked import ForkedWorker
     from protolab.sweep._lease import INDEX_ENV
     from protolab.sweep._worker import RECYCLE_ENV
@@ -132,15 +139,18 @@ def _start_one(
         env[RECYCLE_ENV] = str(plan.recycle_after)
     argv = [*args, *([f"hardware.threads={plan.threads}"] if plan.threads else [])]
     log = logs / f"worker-{k}.log"
-    if fork:
-        return ForkedWorker(argv, log, env, writers, k)
+    if fork is not None:
+        return ForkedWorker(fork, argv, log, env, writers, k)
     cmd = [sys.executable, "-m", "protolab.cli", "sweep", *argv]
     with open(log, "ab") as out:
         return subprocess.Popen(cmd, stdout=out, stderr=out, env=env, start_new_session=True)
 
 
-def launch(args: list[str], plan: Plan, logs: Path) -> int:
-    """Start the workers, pass signals on, wait for all; the worst exit code."""
+def launch(args: list[str], plan: Plan, logs: Path, entry: Entry) -> int:
+    """Start the workers, pass signals on, wait for all; the worst exit code.
+
+    ``entry``: the command line's ``main``, which a forked worker runs (see _forked.py).
+    """
     procs: list[Worker] = []
     got: list[int] = []
 
@@ -152,13 +162,13 @@ def launch(args: list[str], plan: Plan, logs: Path) -> int:
 
     previous = {s: signal.signal(s, forward) for s in (signal.SIGINT, signal.SIGTERM)}
     try:
-        pool = _start_all(args, plan, logs, procs, got)
+        fork = entry if plan.preload else None
+        pool = _start_all(args, plan, logs, procs, got, fork)
         if not procs:  # interrupted before any worker started
             return 128 + got[0]
         where = f"; GPUs {','.join(plan.devices)}" if plan.devices else ""
         threads = f", {plan.threads} threads each" if plan.threads else ""
         print(f"{plan.count} workers{threads}{where}; logs in {logs}/", flush=True)
-        fork = bool(plan.preload)
         codes = _wait_all(procs, logs, lambda k: _start_one(args, plan, logs, k, fork), got)
         if pool is not None:
             pool.join()  # its writers have read EOF from their ended workers
@@ -171,20 +181,25 @@ def launch(args: list[str], plan: Plan, logs: Path) -> int:
 
 
 def _start_all(
-    args: list[str], plan: Plan, logs: Path, procs: list[Worker], got: list[int]
+    args: list[str],
+    plan: Plan,
+    logs: Path,
+    procs: list[Worker],
+    got: list[int],
+    fork: Entry | None,
 ) -> WriterPool | None:
-    """Start the workers into ``procs`` (none once a signal came). With ``plan.preload``
-    the frameworks and MLflow are imported once, side by side (here and in the writer
-    pool, returned), and every worker is forked with both imported; else each is a new
-    process."""
+    """Start the workers into ``procs`` (none once a signal came). With ``fork`` (the
+    entry point, given when ``plan.preload`` names modules) the frameworks and MLflow are
+    imported once, side by side (here and in the writer pool, returned), and every worker
+    is forked with both imported and runs ``fork``; else each is a new process."""
     from protolab.commands._forked import preload
     from protolab.tracking._pool import WriterPool
 
     logs.mkdir(parents=True, exist_ok=True)
     for k in range(plan.count):
         (logs / f"worker-{k}.log").unlink(missing_ok=True)
-    if not plan.preload:
-        procs += [_start_one(args, plan, logs, k, fork=False) for k in range(plan.count)]
+    if fork is None:
+        procs += [_start_one(args, plan, logs, k, fork=None) for k in range(plan.count)]
         return None
     pool = WriterPool([logs / f"worker-{k}.log" for k in range(plan.count)], plan.tracking_uri)
     try:
@@ -192,7 +207,7 @@ def _start_all(
         print(f"imported {', '.join(plan.preload)} once for the workers ({seconds:.1f} s)")
         for k in range(plan.count):
             if not got:
-                procs.append(_start_one(args, plan, logs, k, fork=True, writers=pool.ends))
+                procs.append(_start_one(args, plan, logs, k, fork, writers=pool.ends))
     finally:
         pool.release()  # a writer whose worker never started sees EOF and exits
     return pool
@@ -227,14 +242,20 @@ def _wait_all(
     return [0 if codes[k] == EXIT_RECYCLE else codes[k] for k in range(len(procs))]
 
 
-def run_workers(config: Path, overrides: list[str], workers: str, args: list[str]) -> int:
-    """``--workers``: check everything first (exit 2), then launch; the exit code."""
+def run_workers(
+    config: Path, overrides: list[str], workers: str, args: list[str], entry: Entry
+) -> int:
+    """``--workers``: check everything first (exit 2), then launch; the exit code.
+
+    ``entry`` is the command line's ``main``: the command line hands it in, so that
+    commands never import the command line (a forked worker runs it, see _forked.py).
+    """
     from protolab._stores import default_tracking_uri
-    from protolab.backends import fork_safe_modules
+    from protolab.backends import NAMES, fork_safe_modules
     from protolab.config import load_config
 
     requested = parse_workers(workers)
-    cfg, _ = load_config(config, overrides)
+    cfg, _ = load_config(config, overrides, backends=NAMES)
     plan = plan_workers(requested, cfg.hardware.threads, cfg.hardware.accelerator)
     fork = sys.platform.startswith("linux") and os.environ.get(FORK_ENV, "1") != "0"
     preload = tuple(fork_safe_modules(list(cfg.backends))) if fork else ()
@@ -242,4 +263,4 @@ def run_workers(config: Path, overrides: list[str], workers: str, args: list[str
     plan = dataclasses.replace(
         plan, recycle_after=cfg.hardware.recycle_after, preload=preload, tracking_uri=uri
     )
-    return launch(args, plan, Path.cwd() / "mlruns" / "workers")
+    return launch(args, plan, Path.cwd() / "mlruns" / "workers", entry)

@@ -12,16 +12,9 @@ import math
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["TRAIN_DOMAINS", "Domain", "check_train_value", "short"]
+from protolab._format import short
 
-
-def short(value: Any, limit: int = 200) -> str:
-    """``repr(value)``, cut to about ``limit`` characters: messages never echo a whole blob."""
-    try:
-        text = repr(value)
-    except RecursionError:  # a self-referencing structure (a recursive YAML alias)
-        text = f"<recursive {type(value).__name__}>"
-    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
+__all__ = ["TRAIN_DOMAINS", "Domain", "check_train_value"]
 
 
 @dataclass(frozen=True)

@@ -16,9 +16,9 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from protolab._format import short
 from protolab.config import _model, _yaml
-from protolab.config._domains import short
-from protolab.config._model import Config, safe_study_name
+from protolab.config._model import BackendNames, Config, safe_study_name
 from protolab.errors import ConfigError
 
 __all__ = ["apply_overrides", "config_hash", "load_config"]
@@ -135,10 +135,14 @@ def _field_key(loc: Sequence[int | str]) -> str:
     return ".".join(str(p) for p in loc[:cut]) or "(top level)"
 
 
-def load_config(path: str | Path, overrides: Sequence[str] = ()) -> tuple[Config, Path]:
+def load_config(
+    path: str | Path, overrides: Sequence[str] = (), *, backends: BackendNames
+) -> tuple[Config, Path]:
     """Load and validate ``path`` with overrides; returns the config and the script path.
 
     The experiment path is resolved relative to the config file and must exist.
+    ``backends`` is the backend registry (``protolab.backends.NAMES``): the config checks
+    names against it and takes its default, without importing a backend itself.
     """
     path = Path(path)
     raw = _read(path)
@@ -146,7 +150,7 @@ def load_config(path: str | Path, overrides: Sequence[str] = ()) -> tuple[Config
         raise ConfigError(f"{path}: the top level must be a mapping, but got {type(raw).__name__}")
     data = apply_overrides(raw, overrides, str(path))
     try:
-        cfg = Config.model_validate(data)
+        cfg = Config.model_validate(data, context={"backends": backends})
     except ValidationError as e:
         raise ConfigError(_explain(e, str(path))) from None
     except RecursionError:

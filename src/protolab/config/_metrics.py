@@ -6,7 +6,21 @@ A metric that a backend starts logging is added here, with the task it needs (or
 
 from __future__ import annotations
 
-__all__ = ["METRICS", "check_metric_name", "metric_task_problem"]
+from typing import Literal
+
+__all__ = ["METRICS", "Direction", "check_metric_name", "infer_direction", "metric_task_problem"]
+
+Direction = Literal["maximize", "minimize"]
+
+# Metrics where larger is better; everything else (loss, rmse, time ...) is minimised.
+_MAXIMIZED = ("acc", "accuracy", "auc", "f1", "r2", "throughput", "mfu", "tflops")
+
+
+def infer_direction(metric: str) -> Direction:
+    """``val/acc`` is maximised, ``val/loss`` minimised: infer from the metric's last word."""
+    leaf = metric.rsplit("/", 1)[-1].lower()
+    return "maximize" if any(leaf.startswith(m) for m in _MAXIMIZED) else "minimize"
+
 
 _TIMES = """import_s build_s compile_s first_step_s first_epoch_s step_ms step_ms_p10
 step_ms_p90 epoch_s epoch_step_ms train_s eval_s trial_s"""

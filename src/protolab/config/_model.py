@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from pydantic import (
     BaseModel,
@@ -18,14 +18,16 @@ from pydantic import (
     model_validator,
 )
 
+from protolab._format import short
 from protolab._stores import STORAGE_SCHEMES, TRACKING_SCHEMES, redact, scheme
-from protolab.backends._registry import check_backend_names, default_backends
-from protolab.config._domains import check_train_value, short
-from protolab.config._metrics import check_metric_name
+from protolab.config._domains import check_train_value
+from protolab.config._metrics import check_metric_name, infer_direction
 
 __all__ = [
     "PRUNERS",
     "SAMPLERS",
+    "SCHEDULE_OPTIONS",
+    "BackendNames",
     "Choice",
     "Config",
     "EarlyStoppingConfig",
@@ -37,6 +39,7 @@ __all__ = [
     "StudyConfig",
     "TrackingConfig",
     "TrainConfig",
+    "parse_constraint",
 ]
 
 # Kept as Literals so pydantic lists the allowed values in its error for free.
@@ -93,9 +96,6 @@ class Choice(_Strict):
                 raise ValueError(f"choices must be distinct, but {short(c)} appears twice")
             seen.append(c)
         return v
-
-
-_scheme, _redacted = scheme, redact  # store URL rules live in protolab._stores
 
 
 # Metric families an objective or constraint may name (DESIGN §7).
@@ -214,10 +214,10 @@ class StudyConfig(_Strict):
     @field_validator("storage")
     @classmethod
     def _storage_url(cls, v: str | None) -> str | None:
-        if v is None or v.endswith((".journal", ".log")) or _scheme(v) in STORAGE_SCHEMES:
+        if v is None or v.endswith((".journal", ".log")) or scheme(v) in STORAGE_SCHEMES:
             return v
         raise ValueError(
-            f"unsupported URL {_redacted(v)!r}; allowed: null (a local journal under mlruns/), "
+            f"unsupported URL {redact(v)!r}; allowed: null (a local journal under mlruns/), "
             "a path ending in .journal, sqlite:///FILE, postgresql://..., mysql://..., "
             "redis://..., grpc://HOST:PORT"
         )
@@ -299,8 +299,6 @@ class EarlyStoppingConfig(_Strict):
         return v
 
     def resolved_mode(self) -> str:
-        from protolab.script._experiment import infer_direction
-
         return self.mode or ("max" if infer_direction(self.metric) == "maximize" else "min")
 
 
@@ -402,69 +400,6 @@ def _only(given: tuple[tuple[str, Any], ...], used: set[str], what: str, names: 
     return v
 
 
-def check_train_task(ctx: Any) -> str | None:
-    """Why ``ctx.cfg.train`` cannot run on this study (None when it can): a loss or an
-    early-stopping metric the dataset cannot produce, or a custom loss a mode lacks.
-
-    ``ctx`` is a prepared sweep context (its dataset, scores, experiment and backends).
-    """
-    train, task, scores = ctx.cfg.train, ctx.dataset.task, tuple(ctx.scores)
-    losses, smooth = _choices(train.loss), train.label_smoothing
-    if task != "classification" and "cross_entropy" in losses:
-        return (
-            "loss: cross_entropy needs a classification dataset, but got loss=cross_entropy "
-            "on a regression dataset; allowed: auto, mse, mae, huber, custom"
-        )
-    if smooth not in (0, 0.0) and (
-        task != "classification" or set(losses) - {"auto", "cross_entropy"}
-    ):
-        return (
-            f"label_smoothing: applies to cross_entropy on classification only, but got "
-            f"label_smoothing={short(smooth)} with loss {'/'.join(losses)} on a {task} dataset"
-        )
-    problem = _custom_loss_problem(ctx, losses)
-    if problem:
-        return problem
-    es = train.early_stopping
-    if es is None:
-        return None
-    from protolab.config._metrics import metric_task_problem
-
-    problem = metric_task_problem(es.metric, task)
-    if problem:
-        return f"early_stopping.metric: {problem}"
-    measured = ["train/loss", "val/loss", "val/acc" if task == "classification" else "val/rmse"]
-    measured += [f"val/{s}" for s in scores]
-    if es.metric not in measured:
-        return (
-            f"early_stopping.metric: {es.metric!r} is not measured by this study (add "
-            f"{es.metric.removeprefix('val/')} to `metrics:`); measured: {', '.join(measured)}"
-        )
-    return None
-
-
-def _custom_loss_problem(ctx: Any, losses: list[Any]) -> str | None:
-    """``loss: custom`` needs the script's protolab.Loss, with a function per framework used."""
-    loss = getattr(ctx.experiment, "loss", None)
-    if "custom" in losses and loss is None:
-        return (
-            "loss: 'custom' needs @experiment(loss=protolab.Loss(...)) in the script, but "
-            f"{ctx.script_path} gives none; allowed: auto, cross_entropy, mse, mae, huber"
-        )
-    if loss is None or not set(losses) & {"auto", "custom"}:
-        return None
-    from protolab.backends._registry import ALIASES, backend_info
-
-    for name in ctx.cfg.backends:
-        builds = None if name in ALIASES else backend_info(name).builds
-        if builds and getattr(loss, builds, None) is None:
-            return (
-                f"loss: the script's protolab.Loss has no {builds}= function, but backend "
-                f"{name!r} trains with {builds}; add {builds}=fn to the Loss"
-            )
-    return None
-
-
 class HardwareConfig(_Strict):
     accelerator: Literal["auto", "cpu", "gpu", "tpu"] = "auto"  # auto: GPU/TPU when present
     devices: int = Field(1, ge=1)  # devices per trial
@@ -513,18 +448,40 @@ class TrackingConfig(_Strict):
     @field_validator("uri")
     @classmethod
     def _tracking_url(cls, v: str | None) -> str | None:
-        if v is None or _scheme(v) in TRACKING_SCHEMES:
+        if v is None or scheme(v) in TRACKING_SCHEMES:
             return v
         raise ValueError(
-            f"unsupported URI {_redacted(v)!r}; allowed: null (sqlite:///mlruns/mlflow.db), "
+            f"unsupported URI {redact(v)!r}; allowed: null (sqlite:///mlruns/mlflow.db), "
             "sqlite:///FILE, http(s)://HOST:PORT, postgresql://..."
         )
 
 
+class BackendNames(Protocol):
+    """What the config needs of the backend registry: its default and its names.
+
+    The registry lives in ``protolab.backends`` (plugins add to it at run time); the config
+    states the rule only, so whoever loads a config hands the registry in (as pydantic's
+    validation context) and the config never imports a backend.
+    """
+
+    def default_backends(self) -> list[str]: ...
+
+    def check_backend_names(self, names: list[str]) -> None:
+        """Raise ValueError naming what is allowed when a name is unknown."""
+
+
+def _names(info: ValidationInfo) -> BackendNames:
+    names = info.context.get("backends") if isinstance(info.context, dict) else None
+    if names is None:
+        raise TypeError("a Config is validated with context={'backends': <BackendNames>}")
+    return names
+
+
 class Config(_Strict):
     experiment: Path  # the experiment script, relative to the config file
-    # run each trial on these: backend names or family aliases (protolab.backends registry)
-    backends: list[str] = Field(default_factory=default_backends, min_length=1)
+    # run each trial on these: backend names or family aliases (protolab.backends registry);
+    # unset: the registry's default
+    backends: list[str] = Field(min_length=1)
     # extra validation scores logged per epoch as val/<name> (f1, precision, recall,
     # top5_acc, auc for classification; mae, r2 for regression); objectives add theirs
     metrics: list[str] = Field(default_factory=list)
@@ -532,6 +489,13 @@ class Config(_Strict):
     train: TrainConfig = Field(default_factory=TrainConfig)
     hardware: HardwareConfig = Field(default_factory=HardwareConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_backends(cls, data: Any, info: ValidationInfo) -> Any:
+        if isinstance(data, dict) and data.get("backends") is None:
+            return {**data, "backends": _names(info).default_backends()}
+        return data
 
     @field_validator("backends", "metrics", mode="before")
     @classmethod
@@ -541,8 +505,6 @@ class Config(_Strict):
     @field_validator("metrics")
     @classmethod
     def _known_scores(cls, v: list[str]) -> list[str]:
-        from protolab.config._metrics import check_metric_name
-
         out = []
         for name in v:
             full = name if name.startswith("val/") else f"val/{name}"
@@ -554,8 +516,8 @@ class Config(_Strict):
 
     @field_validator("backends")
     @classmethod
-    def _known_and_unique(cls, v: list[str]) -> list[str]:
-        check_backend_names(v)  # names and aliases come from the registry (plugins too)
+    def _known_and_unique(cls, v: list[str], info: ValidationInfo) -> list[str]:
+        _names(info).check_backend_names(v)  # the registry's names and aliases (plugins too)
         if len(set(v)) != len(v):
             raise ValueError(f"each backend may appear once, but got {v}")
         return v

@@ -3,6 +3,8 @@
 Reads a finished (or running) study from its Optuna storage and MLflow runs (the
 ``protolab watch`` sessions in its experiment get a section of their own); writes tables,
 PNGs, ``report.md`` and ``report.json``, and logs them to the study's MLflow parent run.
+It also computes what the MLflow UI says about a study (:func:`study_notes`), which the
+tracker stores when a sweep ends.
 Importing this package loads neither MLflow, Optuna nor matplotlib: they load on use.
 """
 
@@ -31,6 +33,7 @@ from protolab.report._modes import (
     mode_order,
     paired_units,
 )
+from protolab.report._parent import ParentNotes, StudyView, study_notes, write_study_notes
 from protolab.report._plots import SIZE_PX, mode_colours
 from protolab.report._report import (
     DEFAULT_UI_URL,
@@ -58,11 +61,13 @@ __all__ = [
     "Interval",
     "Mode",
     "Objective",
+    "ParentNotes",
     "Ratio",
     "Report",
     "ReportData",
     "RunRecord",
     "Source",
+    "StudyView",
     "TrialRecord",
     "Unit",
     "Version",
@@ -92,7 +97,9 @@ __all__ = [
     "resolve_source",
     "run_report",
     "split_by_version",
+    "study_notes",
     "summarize_watch",
     "ui_base_url",
     "watch_from_mlflow",
+    "write_study_notes",
 ]

@@ -186,10 +186,11 @@ def resolve_source(
     from protolab.tracking import default_tracking_uri
 
     if _looks_like_config(target):
+        from protolab.backends import NAMES
         from protolab.config import load_config
 
         path = Path(target)
-        cfg, _ = load_config(path)
+        cfg, _ = load_config(path, backends=NAMES)
         assert cfg.study.name is not None  # load_config defaults it to the file stem
         return Source(
             study=cfg.study.name,
@@ -580,7 +581,7 @@ def _front(study: Study) -> list[int]:
         return []
 
 
-def _str_list(value: Any) -> list[str]:
+def _str_list(value: object) -> list[str]:
     """A study user attr that should hold a list of hashes; anything else reads as empty."""
     if not isinstance(value, (list, tuple)):
         return []
@@ -623,11 +624,11 @@ def param_importances(data: ReportData, objective: int = 0) -> tuple[dict[str, f
     return dict(sorted(values.items(), key=lambda kv: -kv[1])), None
 
 
-def _target(objective: int, maximize: bool) -> Callable[[Any], float]:
+def _target(objective: int, maximize: bool) -> Callable[[FrozenTrial], float]:
     """Objective ``objective`` of a trial, lower is better (as PED-ANOVA reads a target)."""
     sign = -1.0 if maximize else 1.0
 
-    def target(trial: Any) -> float:
+    def target(trial: FrozenTrial) -> float:
         return sign * float(trial.values[objective])
 
     return target

@@ -27,7 +27,11 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import numpy as np
+    from numpy.typing import NDArray
 
 __all__ = ["LEVEL", "N_BOOT", "Interval", "Ratio", "ratio_interval"]
 
@@ -111,7 +115,9 @@ def _ci(interval: Interval | None) -> str:
     return f"{interval.level:.0%} CI {interval.low:.3g}-{interval.high:.3g}x"
 
 
-def _boot_medians(samples: Sequence[float], n_boot: int, rng: Any) -> Any:
+def _boot_medians(
+    samples: Sequence[float], n_boot: int, rng: np.random.Generator
+) -> NDArray[np.float64]:
     """``n_boot`` medians of ``samples`` resampled with replacement (shape ``(n_boot,)``)."""
     import numpy as np
 
@@ -122,7 +128,9 @@ def _boot_medians(samples: Sequence[float], n_boot: int, rng: Any) -> Any:
     return np.median(x[picks], axis=1)
 
 
-def _resample_mean(rows: Any, n_boot: int, rng: Any) -> Any:
+def _resample_mean(
+    rows: NDArray[np.float64], n_boot: int, rng: np.random.Generator
+) -> NDArray[np.float64]:
     """Per resample b, the mean of ``rows[i, b]`` over rows drawn with replacement."""
     import numpy as np
 

@@ -12,7 +12,11 @@ from __future__ import annotations
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 __all__ = [
     "DPI",
@@ -92,7 +96,7 @@ def _colour(colours: Mapping[str, str], backend: str, i: int) -> str:
     return colours.get(backend, _FALLBACK[i % len(_FALLBACK)])
 
 
-def _figure() -> tuple[Any, Any]:
+def _figure() -> tuple[Figure, Axes]:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -103,12 +107,12 @@ def _figure() -> tuple[Any, Any]:
     return fig, ax
 
 
-def _save(fig: Any, path: Path) -> Path:
+def _save(fig: Figure, path: Path) -> Path:
     fig.savefig(path, dpi=DPI, format="png")
     return path
 
 
-def _log_if_wide(ax: Any, values: Sequence[float], axis: str) -> None:
+def _log_if_wide(ax: Axes, values: Sequence[float], axis: str) -> None:
     """Log scale when the values span more than 20x (step times often do)."""
     positive = [v for v in values if v > 0]
     if len(positive) == len(values) and positive and max(positive) / min(positive) > 20:
@@ -137,7 +141,7 @@ def axis_label(metric: str, maximize: bool) -> str:
 
 
 def _scatter_trials(
-    ax: Any, backend: str, points: Sequence[Point], colour: str, infeasible: Collection[int]
+    ax: Axes, backend: str, points: Sequence[Point], colour: str, infeasible: Collection[int]
 ) -> None:
     """One backend's trials: faint dots, and crosses for those that violate a constraint.
 
@@ -165,7 +169,7 @@ def _scatter_trials(
         )
 
 
-def _draw_backend_front(ax: Any, backend: str, front: Sequence[Point], colour: str) -> None:
+def _draw_backend_front(ax: Axes, backend: str, front: Sequence[Point], colour: str) -> None:
     """A backend's front as a staircase of labelled, outlined points (sorted by step time).
 
     The staircase (``where="post"``) is the edge of what the front dominates, so a point
@@ -298,7 +302,7 @@ class ObjectivePoint:
     on_front: bool
 
 
-def _scatter_off_front(ax: Any, points: Sequence[ObjectivePoint]) -> None:
+def _scatter_off_front(ax: Axes, points: Sequence[ObjectivePoint]) -> None:
     """Trials not on the front: faint dots when feasible, grey crosses when not.
 
     Kept quiet so the front stands out; infeasible ones are told apart because Optuna never
@@ -327,7 +331,7 @@ def _scatter_off_front(ax: Any, points: Sequence[ObjectivePoint]) -> None:
 
 
 def _draw_objective_front(
-    ax: Any, front: Sequence[ObjectivePoint], x_max: bool, staircase: bool
+    ax: Axes, front: Sequence[ObjectivePoint], x_max: bool, staircase: bool
 ) -> None:
     """The front's members, highlighted and labelled, joined by a staircase when it holds.
 
@@ -403,7 +407,7 @@ def _best_so_far(ok: Sequence[tuple[int, float]], maximize: bool) -> tuple[list[
 
 
 def _scatter_history(
-    ax: Any, ok: Sequence[tuple[int, float]], bad: Sequence[tuple[int, float]]
+    ax: Axes, ok: Sequence[tuple[int, float]], bad: Sequence[tuple[int, float]]
 ) -> None:
     """Each complete trial by number; infeasible ones as grey crosses (never the best)."""
     ax.scatter(
@@ -425,7 +429,7 @@ def _scatter_history(
         )
 
 
-def _mark_changes(ax: Any, changes: Sequence[tuple[int, str]], change_label: str) -> None:
+def _mark_changes(ax: Axes, changes: Sequence[tuple[int, str]], change_label: str) -> None:
     """A dashed line just before each version's first trial, labelled at the bottom.
 
     Half a trial to the left so the line never hides a point; one legend entry for all.
@@ -452,6 +456,16 @@ def _mark_changes(ax: Any, changes: Sequence[tuple[int, str]], change_label: str
             bbox={"boxstyle": "round,pad=0.2", "facecolor": "white", "alpha": 0.8, "lw": 0},
             zorder=4,
         )
+
+
+def _integer_ticks(ax: Axes) -> None:
+    """Whole trial numbers on the x axis: its default locator (``AutoLocator``, a
+    ``MaxNLocator``) told to pick integers, keeping its spacing rules."""
+    from matplotlib.ticker import MaxNLocator
+
+    locator = ax.xaxis.get_major_locator()
+    if isinstance(locator, MaxNLocator):
+        locator.set_params(integer=True)
 
 
 def history_png(
@@ -484,7 +498,7 @@ def history_png(
     ax.set_xlabel("trial number")
     ax.set_ylabel(f"{metric} ({_better(maximize)})")
     ax.set_title(f"{study}: optimisation history{f' ({title_note})' if title_note else ''}")
-    ax.xaxis.get_major_locator().set_params(integer=True)
+    _integer_ticks(ax)
     if changes:  # below the axes: the lines reach the top, where "best so far" runs too
         fig.legend(loc="outside lower center", ncols=3)
     else:

@@ -8,12 +8,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from protolab.report._compare import format_break_even
 from protolab.report._intervals import Ratio
 from protolab.report._modes import BreakEven, format_seconds
 from protolab.report._plots import _figure, _save
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
 
 __all__ = ["break_even_png", "step_ratios_png"]
 
@@ -27,7 +30,7 @@ def _ratio_words(r: Ratio) -> str:
     return words if r.interval is not None else f"{words} (single measurement)"
 
 
-def _errorbar(ax: Any, y: float, r: Ratio, colour: str, label: str) -> None:
+def _errorbar(ax: Axes, y: float, r: Ratio, colour: str, label: str) -> None:
     lo = hi = r.value
     if r.interval is not None:
         lo, hi = r.interval.low, r.interval.high
@@ -99,7 +102,7 @@ def _x_max(items: Sequence[BreakEven]) -> float:
     return max(marks) * 1.3 if marks else 100.0
 
 
-def _sweep_marks(ax: Any, items: Sequence[BreakEven]) -> None:
+def _sweep_marks(ax: Axes, items: Sequence[BreakEven]) -> None:
     """This sweep's actual step counts: the median as a line, the range shaded."""
     trained = [b.trained_steps for b in items if b.trained_steps is not None]
     ranges = [b.trained_range for b in items if b.trained_range is not None]
@@ -118,7 +121,7 @@ def _sweep_marks(ax: Any, items: Sequence[BreakEven]) -> None:
     )
 
 
-def _crossing(ax: Any, b: BreakEven, colour: str) -> None:
+def _crossing(ax: Axes, b: BreakEven, colour: str) -> None:
     steps, seconds = b.steps, b.seconds
     if steps is None or seconds is None:
         return

@@ -27,6 +27,7 @@ from protolab.report._data import (
     resolve_source,
 )
 from protolab.report._modes import Comparison, compare_modes
+from protolab.report._parent import write_study_notes
 from protolab.report._plots import (
     ObjectivePoint,
     Point,
@@ -689,8 +690,6 @@ def _refresh_notes(data: ReportData) -> str | None:
     """
     if data.client is None or data.parent_run_id is None or data.experiment_id is None:
         return None
-    from protolab.tracking import write_study_notes
-
     try:
         write_study_notes(data.client, data.experiment_id, data.parent_run_id, data.source.study)
     except Exception as e:  # the report itself is written; the notes are a convenience

@@ -152,7 +152,7 @@ def _settings(doc: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
-def _show(v: Any) -> str:
+def _show(v: object) -> str:
     return "-" if v is None else json.dumps(v) if isinstance(v, (list, dict, str)) else str(v)
 
 

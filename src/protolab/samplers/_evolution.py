@@ -17,11 +17,12 @@ import heapq
 import math
 from collections.abc import Mapping, Sequence
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 from optuna.distributions import (
     BaseDistribution,
+    CategoricalChoiceType,
     CategoricalDistribution,
     FloatDistribution,
     IntDistribution,
@@ -192,7 +193,9 @@ class EvolutionSampler(BaseSampler):
             return self._mutate(value, param_distribution)
         return value
 
-    def _mutate(self, value: Any, dist: BaseDistribution) -> Any:
+    def _mutate(
+        self, value: CategoricalChoiceType, dist: BaseDistribution
+    ) -> CategoricalChoiceType:
         """A value of ``dist`` other than ``value`` (unless ``dist`` has just one)."""
         if dist.single():
             return value
@@ -201,10 +204,11 @@ class EvolutionSampler(BaseSampler):
             others = [i for i in range(len(dist.choices)) if i != current]
             return dist.choices[others[self._rng.randint(len(others))]]
         if isinstance(dist, (IntDistribution, FloatDistribution)):
-            return self._local_move(value, dist)
+            # ``_valid`` accepted ``value`` for this numeric distribution: a number
+            return self._local_move(cast(float, value), dist)
         raise NotImplementedError(f"{type(dist).__name__} is not supported by EvolutionSampler")
 
-    def _local_move(self, value: float, dist: IntDistribution | FloatDistribution) -> Any:
+    def _local_move(self, value: float, dist: IntDistribution | FloatDistribution) -> float:
         """A uniform draw in a window of ±25 % of the (log-)range, snapped to the grid.
 
         The window is cut at the bounds rather than clipped, so a parent at a bound does
@@ -227,7 +231,7 @@ class EvolutionSampler(BaseSampler):
         return _snap(neighbours[self._rng.randint(len(neighbours))], dist)
 
 
-def _snap(x: float, dist: IntDistribution | FloatDistribution) -> Any:
+def _snap(x: float, dist: IntDistribution | FloatDistribution) -> float:
     """``x`` as a value of ``dist``: on its step grid (ints: step 1) and within bounds."""
     if isinstance(dist, IntDistribution):
         k = round((x - dist.low) / dist.step)
@@ -239,7 +243,7 @@ def _snap(x: float, dist: IntDistribution | FloatDistribution) -> Any:
     return float(min(max(x, dist.low), dist.high))
 
 
-def _valid(dist: BaseDistribution, value: Any) -> bool:
+def _valid(dist: BaseDistribution, value: object) -> bool:
     try:
         return bool(dist._contains(dist.to_internal_repr(value)))
     except (ValueError, TypeError):
@@ -289,7 +293,7 @@ def mutation_diff(
     }
 
 
-def _fmt(value: Any) -> str:
+def _fmt(value: object) -> str:
     return f"{value:.4g}" if isinstance(value, float) else str(value)
 
 

@@ -4,25 +4,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any
 
+from protolab._frameworks import KERAS, TORCH
 from protolab.arch import Arch
-from protolab.backends._frameworks import KERAS, TORCH
+from protolab.config import Direction, check_metric_name, infer_direction
 from protolab.errors import ScriptError
 from protolab.space import Space
 
 __all__ = ["Experiment", "Loss", "experiment"]
-
-Direction = Literal["maximize", "minimize"]
-
-# Metrics where larger is better; everything else (loss, rmse, time ...) is minimised.
-_MAXIMIZED = ("acc", "accuracy", "auc", "f1", "r2", "throughput", "mfu", "tflops")
-
-
-def infer_direction(metric: str) -> Direction:
-    """``val/acc`` is maximised, ``val/loss`` minimised: infer from the metric's last word."""
-    leaf = metric.rsplit("/", 1)[-1].lower()
-    return "maximize" if any(leaf.startswith(m) for m in _MAXIMIZED) else "minimize"
 
 
 @dataclass(frozen=True, eq=False)
@@ -86,8 +76,6 @@ class Experiment:
 
 
 def _check_scores(metrics: Sequence[str]) -> tuple[str, ...]:
-    from protolab.config._metrics import check_metric_name
-
     if isinstance(metrics, str) or not all(isinstance(m, str) for m in metrics):
         raise ScriptError(f"@experiment(metrics=...) must be a list of names, but got {metrics!r}")
     out = []
@@ -134,8 +122,6 @@ def experiment(
     if not isinstance(data, str) or not data:
         raise ScriptError(f"@experiment: data must be a dataset name or a path, but got {data!r}")
     if metric is not None:
-        from protolab.config._metrics import check_metric_name
-
         try:
             check_metric_name(metric)
         except ValueError as e:

@@ -73,7 +73,7 @@ class Distribution:
             return self.low + round((mid - self.low) / self.step) * self.step
         return mid
 
-    def validate(self, name: str, value: Any) -> Any:
+    def validate(self, name: str, value: object) -> Any:
         """Check a given value against the declaration (values come from users or JSON)."""
         if self.kind == "choice":
             if value not in self.choices:
@@ -260,7 +260,7 @@ class Space:
         return self._trial.suggest_float(name, d.low, d.high, step=d.step, log=d.log)
 
 
-def _checked_train_value(key: str, value: Any) -> Any:
+def _checked_train_value(key: str, value: object) -> Any:
     """``value`` as the config would read ``train.<key>``; SpaceError with its rule if not."""
     from pydantic import ValidationError
 

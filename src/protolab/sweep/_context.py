@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from protolab.config import Config, TrainConfig
-from protolab.config._load import config_hash
+from protolab._stores import default_tracking_uri
+from protolab.config import (
+    Choice,
+    Config,
+    Range,
+    TrainConfig,
+    config_hash,
+    infer_direction,
+    metric_task_problem,
+    parse_constraint,
+    visible_gpus,
+)
 from protolab.errors import ArchError, ConfigError, ScriptError, SpaceError
 from protolab.script import Experiment, load_experiment
 from protolab.script._loader import script_hash
@@ -52,15 +63,11 @@ class SweepContext:
 
     @property
     def tracking_uri(self) -> str:
-        from protolab.tracking import default_tracking_uri
-
         return self.cfg.tracking.uri or default_tracking_uri()
 
 
 def sample_train(train: TrainConfig, space: Space) -> dict[str, Any]:
     """Resolve train settings: plain values pass through, ranges/choices are sampled."""
-    from protolab.config import Choice, Range
-
     out: dict[str, Any] = {}
     for name, value in train:
         if isinstance(value, Range):
@@ -93,8 +100,6 @@ def _scores(
     cfg: Config, exp: Experiment, objectives: tuple[tuple[str, str], ...], path: Path, ds: Any
 ) -> tuple[str, ...]:
     """The extra scores to compute: asked for, or named by an objective or constraint."""
-    from protolab.config._metrics import metric_task_problem
-    from protolab.config._model import parse_constraint
     from protolab.data._scores import SCORES
 
     named = [m for m, _ in objectives] + [
@@ -139,10 +144,6 @@ def check_devices(cfg: Config, config_path: Path) -> None:
 
 def _check_device_count(cfg: Config, config_path: Path) -> None:
     """``hardware.devices`` against the cores (CPU) or visible GPUs (``auto``) here."""
-    import os
-
-    from protolab.config._checks import visible_gpus
-
     hw = cfg.hardware
     gpus = visible_gpus()
     if hw.accelerator == "cpu" or (hw.accelerator == "auto" and gpus == 0):
@@ -205,9 +206,7 @@ def prepare(cfg: Config, config_path: Path, script_path: Path) -> SweepContext:
     user's function (with file:line) before a study or an MLflow run exists. An Arch that
     cannot be built is only a failed trial later, so it is not fatal here.
     """
-    from protolab.config._model import parse_constraint
     from protolab.data import load_dataset
-    from protolab.script._experiment import infer_direction
 
     check_devices(cfg, config_path)
     exp = load_experiment(script_path)

@@ -8,7 +8,8 @@
   ran. Stores shared across hosts without Optuna heartbeats (the gRPC proxy, Redis) get a
   lease instead: the worker renews ``protolab.lease_until`` every ``heartbeat_s`` and a
   trial whose lease ran out (4x that) is reaped the same way. A reaped trial's MLflow runs
-  are ended FAILED, so nothing stays RUNNING.
+  are ended FAILED, so nothing stays RUNNING. The storage the sweep opens does the beating
+  and claiming: :class:`~protolab.sweep._storage.LeasedStorage`, wrapping Optuna's.
 - **Retries.** A trial lost to a dead worker or an interrupt is re-enqueued with the same
   params, up to ``study.max_retries`` times; its failure was the machine's, not the model's.
 - **Surplus.** Those stores have no lock across workers either, so two workers may both
@@ -27,12 +28,12 @@ import contextlib
 import hashlib
 import os
 import socket
-import threading
 import time
 import uuid
 from collections.abc import Iterator
+from contextlib import AbstractContextManager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from protolab._lock import LOCK_SUFFIX, file_lock, lock_for
 from protolab._signals import (
@@ -45,6 +46,13 @@ from protolab._signals import (
     shielded,
 )
 from protolab._tags import ATTR
+
+if TYPE_CHECKING:  # Optuna loads in the functions that use it: never at `import protolab`
+    import optuna
+    from optuna.trial import FrozenTrial
+
+    from protolab.sweep._storage import LeasedStorage
+    from protolab.sweep._types import TrialRuns
 
 __all__ = [
     "INDEX_ENV",
@@ -78,7 +86,6 @@ __all__ = [
 # Failure reasons that say nothing about the configuration: retry it.
 RETRYABLE = ("worker died", "interrupted", "store write failed")
 SURPLUS = "surplus: the study already had n_trials (asked at the same time as another worker)"
-_lease_s = [30.0]  # study.heartbeat_s of this process's sweep (tune_heartbeat)
 
 
 _tokens: dict[int, str] = {}  # per pid: a forked worker must not keep its launcher's
@@ -113,7 +120,7 @@ def worker_index() -> int | None:
     return None
 
 
-def join_count(study: Any) -> int:
+def join_count(study: optuna.Study) -> int:
     """How many workers opened ``study`` before this one (and count this one). Atomic under
     :func:`file_lock` on one host and :func:`study_lock` on PostgreSQL; through the gRPC
     proxy or Redis two workers may read the same count (then they seed alike)."""
@@ -179,37 +186,26 @@ def _lease_expired(attrs: dict[str, Any]) -> bool:
     return isinstance(until, int | float) and until < time.time()
 
 
-def leased(storage: Any) -> bool:
+def storage_of(study: optuna.Study) -> LeasedStorage:
+    """The storage ``study`` was opened on, as the :class:`LeasedStorage` the sweep opens.
+
+    The one place that reads a private Optuna attribute: a ``Study`` has no public
+    accessor for its storage (``Study._storage``), and the sweep's functions are handed
+    the study, not the storage. A study opened on another storage (tests, tools) is seen
+    through a fresh wrapper: heartbeats and pids, but no leases unless it is gRPC's.
+    """
+    from protolab.sweep._storage import LeasedStorage
+
+    storage = study._storage
+    return storage if isinstance(storage, LeasedStorage) else LeasedStorage(storage)
+
+
+def leased(study: optuna.Study) -> bool:
     """Stores shared across hosts with neither Optuna heartbeats nor a lock of ours."""
-    backend = getattr(storage, "_backend", None)
-    names = {type(storage).__name__, type(backend).__name__}
-    return bool(names & {"GrpcStorageProxy", "JournalRedisBackend"})
+    return storage_of(study).leases
 
 
-def _renew(storage: Any, trial_id: int) -> None:
-    storage.set_trial_user_attr(trial_id, ATTR.LEASE_UNTIL, time.time() + 4 * _lease_s[0])
-
-
-@contextlib.contextmanager
-def _leasing(storage: Any, trial_id: int) -> Iterator[None]:
-    """Renew the trial's lease every ``heartbeat_s`` while it runs (a daemon thread)."""
-    stop = threading.Event()
-
-    def loop() -> None:
-        while not stop.wait(_lease_s[0]):
-            with contextlib.suppress(Exception):  # a late renewal is a late heartbeat
-                _renew(storage, trial_id)
-
-    thread = threading.Thread(target=loop, name="protolab-lease", daemon=True)
-    thread.start()
-    try:
-        yield
-    finally:
-        stop.set()
-        thread.join(timeout=5)
-
-
-def surplus(study: Any, trial: Any, n_trials: int) -> bool:
+def surplus(study: optuna.Study, trial: optuna.Trial, n_trials: int) -> bool:
     """On a leased store, a trial asked past ``n_trials`` (racing another worker's ask)."""
     import optuna
 
@@ -219,39 +215,30 @@ def surplus(study: Any, trial: Any, n_trials: int) -> bool:
     return trial.number in numbers and numbers.index(trial.number) >= n_trials
 
 
-def _claim(storage: Any, trial_id: int) -> bool:
-    """Fail a dead worker's trial; True for the one reaper that wins (others race it)."""
-    import optuna
-
-    try:  # the reason first: a finished trial takes no more attrs
-        storage.set_trial_user_attr(trial_id, ATTR.FAIL_REASON, "worker died")
-        return bool(storage.set_trial_state_values(trial_id, optuna.trial.TrialState.FAIL))
-    except optuna.exceptions.UpdateFinishedTrialError:
-        return False  # it finished meanwhile, or another worker reaped it first
-
-
-def _dead_trials(study: Any) -> list[int]:
-    """Trial ids whose worker is gone: by pid where visible, by heartbeat on RDB storages."""
+def _dead_trials(study: optuna.Study, storage: LeasedStorage) -> list[int]:
+    """Trial ids whose worker is gone: by pid where visible, by lease on leased storages,
+    by heartbeat on RDB storages (any host's)."""
     import optuna
 
     running = optuna.trial.TrialState.RUNNING
+    study_id = storage.study_id(study.study_name)
     ids = [
-        t._trial_id
+        storage.get_trial_id_from_study_id_trial_number(study_id, t.number)
         for t in study.get_trials(deepcopy=False, states=(running,))
         if _owner_gone(t.user_attrs) or _lease_expired(t.user_attrs)
     ]
-    if optuna.storages._heartbeat.is_heartbeat_enabled(study._storage):
-        ids += [i for i in study._storage._get_stale_trial_ids(study._study_id) if i not in ids]
-    return ids
+    return ids + [i for i in storage.stale_trial_ids(study_id) if i not in ids]
 
 
-def reap(study: Any, tracker: Any, max_retries: int) -> list[int]:
+def reap(study: optuna.Study, tracker: TrialRuns, max_retries: int) -> list[int]:
     """Fail the trials of dead workers (by pid where visible, any host's by heartbeat),
     end their MLflow runs FAILED and retry their configurations; the numbers reaped."""
+    storage = storage_of(study)
     reaped: list[int] = []
-    for trial_id in _dead_trials(study):
-        if _claim(study._storage, trial_id):
-            trial = study._storage.get_trial(trial_id)
+    for trial_id in _dead_trials(study, storage):
+        # True for the one reaper that wins: others race it, or it finished meanwhile
+        if storage.claim(trial_id, "worker died"):
+            trial = storage.get_trial(trial_id)
             tracker.fail_running_children(trial.number, "worker died")
             retry(study, trial, max_retries)
             reaped.append(trial.number)
@@ -293,15 +280,14 @@ _CREATION_KEY = int.from_bytes(hashlib.sha1(b"protolab:create-tables").digest()[
 
 
 @contextlib.contextmanager
-def study_lock(study: Any) -> Iterator[None]:
+def study_lock(study: optuna.Study) -> Iterator[None]:
     """On PostgreSQL, what :func:`file_lock` is on one host: count + ask, reap, enqueue
     as one step across hosts (a transaction-level advisory lock per study).
 
     A holder whose host vanished (no FIN ever arrives) is cut off by the server after
     60 s idle in its transaction, so the lock cannot be lost for good. Elsewhere a no-op.
     """
-    backend = getattr(study._storage, "_backend", study._storage)
-    engine = getattr(backend, "engine", None)
+    engine = storage_of(study).engine
     if engine is None or engine.dialect.name != "postgresql":
         yield
         return
@@ -318,45 +304,34 @@ def study_lock(study: Any) -> Iterator[None]:
             conn.rollback()  # ends the transaction, which releases the lock
 
 
-def tune_heartbeat(storage: Any, seconds: int) -> None:
+def tune_heartbeat(storage: LeasedStorage, seconds: int) -> None:
     """Beat (or renew a lease) every ``seconds``; a trial silent for 4x that is reaped."""
-    _lease_s[0] = float(seconds)
-    if getattr(storage, "heartbeat_interval", None) is not None:
-        storage.heartbeat_interval, storage.grace_period = seconds, 4 * seconds
+    storage.tune(seconds)
 
 
-def beat(study: Any, trial: Any) -> None:
-    """Record a heartbeat now (RDB): a worker dying before its thread starts is reaped too."""
-    import optuna
-
-    if optuna.storages._heartbeat.is_heartbeat_enabled(study._storage):
-        study._storage.record_heartbeat(trial._trial_id)
-    elif leased(study._storage):
-        _renew(study._storage, trial._trial_id)
+def beat(study: optuna.Study, trial: optuna.Trial) -> None:
+    """Record a heartbeat now (RDB) or renew the lease (leased stores): a worker dying
+    before its beating thread starts is reaped too."""
+    storage = storage_of(study)
+    if storage.beat_interval() is not None:  # else nothing to record: skip the id lookup
+        storage.beat(storage.trial_id(study.study_name, trial.number))
 
 
-def wait_for_others(study: Any, running: int) -> bool:
+def wait_for_others(study: optuna.Study, running: int) -> bool:
     """With the study full but ``running`` trials still RUNNING elsewhere, wait a beat.
 
-    On RDB storages any of them may belong to a worker that died on another host: when its
-    heartbeat goes stale this worker reaps it and runs the retry. Elsewhere (no heartbeat)
-    the other workers' trials are theirs to finish: False, stop now.
+    On RDB and leased storages any of them may belong to a worker that died on another
+    host: when its heartbeat or lease goes stale this worker reaps it and runs the retry.
+    Elsewhere the other workers' trials are theirs to finish: False, stop now.
     """
-    import optuna
-
-    storage = study._storage
-    if not running:
+    interval = storage_of(study).beat_interval() if running else None
+    if interval is None:
         return False
-    if optuna.storages._heartbeat.is_heartbeat_enabled(storage):
-        time.sleep(min(float(storage.get_heartbeat_interval() or 1), 5.0))
-        return True
-    if leased(storage):
-        time.sleep(min(_lease_s[0], 5.0))
-        return True
-    return False
+    time.sleep(min(interval, 5.0))
+    return True
 
 
-def retry(study: Any, trial: Any, max_retries: int) -> bool:
+def retry(study: optuna.Study, trial: FrozenTrial, max_retries: int) -> bool:
     """Enqueue ``trial``'s params again unless it was already retried ``max_retries`` times."""
     attempt = int(trial.user_attrs.get(ATTR.ATTEMPT, 0))
     if attempt >= max_retries or not trial.params:
@@ -370,10 +345,10 @@ def retry(study: Any, trial: Any, max_retries: int) -> bool:
     return True
 
 
-def heartbeat(study: Any, trial: Any) -> Any:
-    """Optuna's heartbeat thread for RDB storages, a lease for leased ones, else a no-op."""
-    from optuna.storages._heartbeat import get_heartbeat_thread
-
-    if leased(study._storage):
-        return _leasing(study._storage, trial._trial_id)
-    return get_heartbeat_thread(trial._trial_id, study._storage)
+def heartbeat(study: optuna.Study, trial: optuna.Trial) -> AbstractContextManager[None]:
+    """While ``trial`` runs: Optuna's heartbeat on RDB storages, a lease on leased ones,
+    else nothing."""
+    storage = storage_of(study)
+    if storage.beat_interval() is None:
+        return contextlib.nullcontext()
+    return storage.keep_alive(storage.trial_id(study.study_name, trial.number))

@@ -9,12 +9,13 @@ from __future__ import annotations
 import json
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from protolab._tags import ATTR, TAG
 from protolab.backends import (
+    Hardware,
     Job,
     JobResult,
     TrainSettings,
@@ -25,18 +26,41 @@ from protolab.backends import (
 from protolab.backends._calibrate import Choice, resolve
 from protolab.backends._env import environment_tags
 from protolab.space import Space
+from protolab.sweep._callbacks import TrialCallback
 from protolab.sweep._context import SweepContext, sample_train
 from protolab.tracking._types import RunLog, Tracker
 
 if TYPE_CHECKING:
+    from optuna.trial import Trial
+
     from protolab.arch import Arch
+    from protolab.config import Config
+    from protolab.data import Dataset
 
-__all__ = ["Outcome", "make_settings", "run_once"]
+__all__ = [
+    "Outcome",
+    "TrialFn",
+    "fail_reason",
+    "make_settings",
+    "mode_tags",
+    "run_artifacts",
+    "run_once",
+    "trial_function",
+]
 
-# (backend, epoch, metrics) -> None: live progress.
-ProgressFn = Callable[[str, int, dict[str, float]], None]
-# (value, epoch) -> None: intermediate value of the lead backend; raises to prune.
-ReportFn = Callable[[float, int], None]
+# An asked trial in, what it produced out; raises as the trial ends otherwise (pruned,
+# failed, interrupted). The sweep loop knows nothing else of what a trial does.
+TrialFn = Callable[["Trial"], "Outcome"]
+
+# Trial user attrs that become MLflow tags (lineage, retries, warm starts).
+_LINEAGE_ATTRS = (
+    ATTR.RETRY_OF,
+    ATTR.ATTEMPT,
+    ATTR.PARENT_TRIAL,
+    ATTR.ENQUEUED,
+    ATTR.WORKER,
+    ATTR.CUDA_VISIBLE_DEVICES,
+)
 
 
 @dataclass
@@ -72,56 +96,63 @@ def fail_reason(e: BaseException) -> str:
     return f"{name}: {text}" if text else name
 
 
+def trial_function(
+    ctx: SweepContext, tracker: Tracker, callbacks: Sequence[TrialCallback] = ()
+) -> TrialFn:
+    """The sweep's objective, opaque to its loop: an asked trial in, its :class:`Outcome`
+    out, its runs named ``t{number}-{backend}`` (as Optuna's ``func(trial)``)."""
+
+    def run_trial(trial: Trial) -> Outcome:
+        return run_once(ctx, tracker, trial, f"t{trial.number}", callbacks=callbacks)
+
+    return run_trial
+
+
 def run_once(
     ctx: SweepContext,
     tracker: Tracker,
-    trial: Any | None,
+    trial: Trial | None,
     label: str,
     *,
     values: dict[str, Any] | None = None,
-    report: ReportFn | None = None,
-    progress: ProgressFn | None = None,
     extra_tags: dict[str, str] | None = None,
-    job_seconds: list[float] | None = None,
+    callbacks: Sequence[TrialCallback] = (),
 ) -> Outcome:
     """Build the sampled Arch and train it on each backend, as runs ``{label}-{backend}``.
 
     ``trial`` is an Optuna trial (sweeps) or None with ``values`` (fixed runs). Any exception
     (bad Arch, user code, NaN, pruning, interrupt) ends every open child run in the right
-    state and propagates, so callers decide the trial's fate. The wall time of each
-    backend job, less its epoch hooks (logging, progress, Optuna reports), is appended to
-    ``job_seconds`` (pruned and failed jobs included): how a sweep knows how much of its
-    time went to training rather than overhead.
+    state and propagates, so callers decide the trial's fate. ``callbacks`` hear each job's
+    start, epochs, own seconds (its wall time less the epoch hooks; pruned and failed jobs
+    included) and completed result; an ``on_epoch`` that raises stops the trial there.
     """
     cfg = ctx.cfg
     out = Outcome(params={})
-    base_tags = _base_tags(ctx, label, extra_tags)
+    base_tags = _base_tags(ctx, label, trial, extra_tags)
     arch, settings = _build(ctx, tracker, trial, values, label, base_tags, out)
     lineage = _lineage(trial)
     if lineage:
         base_tags[TAG.MUTATION] = lineage["change"]
-    job = Job(arch, ctx.dataset, settings, cfg.hardware, ctx.scores)
-    artifacts = _artifacts(ctx, arch, lineage)
-    from protolab.checkpoint import begin_trial
-
-    begin_trial(ctx, trial)
+    job = Job(arch, ctx.dataset, settings, Hardware.of(cfg.hardware), ctx.scores)
+    artifacts = run_artifacts(ctx, arch, lineage)
     t0 = time.perf_counter()
     modes = resolve(list(cfg.backends), job)  # aliases: each family's fastest mode
-    if job_seconds is not None and any(c is not None for _, c in modes):
-        job_seconds.append(time.perf_counter() - t0)  # calibration trains: job time
+    if any(c is not None for _, c in modes):  # calibration trains: job time
+        calibration_s = time.perf_counter() - t0
+        for cb in callbacks:
+            cb.on_job_end(calibration_s)
     base_tags[TAG.ARCH_HASH] = arch.hash
     repeats = cfg.study.repeat
     for r in range(repeats):  # interleaved: every mode once per round
         for i, (name, choice) in enumerate(modes):
-            tags = _mode_tags(name, choice, base_tags)
+            tags = mode_tags(name, choice, base_tags)
             if repeats > 1:
                 tags[TAG.REPEAT] = str(r)
             run_name = f"{label}-{name}" + (f"-r{r}" if repeats > 1 else "")
-            lead = report if i == 0 and r == 0 else None  # Optuna hears the first mode
+            lead = i == 0 and r == 0  # Optuna hears the first mode
             result = _run_mode(
-                ctx, tracker, job, run_name, tags, out.params, artifacts, lead, progress,
-                job_seconds,
-            )  # fmt: skip
+                ctx, tracker, job, run_name, tags, out.params, artifacts, lead, callbacks
+            )
             if r == 0:
                 out.results[name] = result
     _objective(ctx, out, out.results[modes[0][0]].metrics)
@@ -131,7 +162,7 @@ def run_once(
 def _build(
     ctx: SweepContext,
     tracker: Tracker,
-    trial: Any | None,
+    trial: Trial | None,
     values: dict[str, Any] | None,
     label: str,
     base_tags: dict[str, str],
@@ -171,8 +202,12 @@ def _record_unbuilt(
         run.end("FAIL", fail_reason(e))
 
 
-def _base_tags(ctx: SweepContext, label: str, extra: dict[str, str] | None) -> dict[str, str]:
-    """The tags every run of this trial carries: what ran, on which data, with which code."""
+def _base_tags(
+    ctx: SweepContext, label: str, trial: Trial | None, extra: dict[str, str] | None
+) -> dict[str, str]:
+    """The tags every run of this trial carries: what ran, on which data, with which code,
+    and the trial's lineage (retries, parents, warm starts, the worker that ran it)."""
+    attrs = trial.user_attrs if trial is not None else {}
     tags = {
         TAG.STUDY: ctx.study_name,
         TAG.TRIAL: label.removeprefix("t"),
@@ -181,6 +216,7 @@ def _base_tags(ctx: SweepContext, label: str, extra: dict[str, str] | None) -> d
         TAG.METRIC: ctx.metric,
         TAG.DATA: str(ctx.dataset.name),
         **{f"{TAG.PREFIX}{k}": v for k, v in environment_tags(ctx.script_path).items()},
+        **{k: str(v) for k, v in attrs.items() if k in _LINEAGE_ATTRS},
         **(extra or {}),
     }
     if len(expand_aliases(list(ctx.cfg.backends))) > 1 or ctx.cfg.study.repeat > 1:
@@ -188,7 +224,7 @@ def _base_tags(ctx: SweepContext, label: str, extra: dict[str, str] | None) -> d
     return tags
 
 
-def _mode_tags(name: str, choice: Choice | None, base: dict[str, str]) -> dict[str, str]:
+def mode_tags(name: str, choice: Choice | None, base: dict[str, str]) -> dict[str, str]:
     """Which mode a run is, as tags (the report and the UI group by these)."""
     info = backend_info(name)
     tags = {
@@ -212,9 +248,8 @@ def _run_mode(
     tags: dict[str, str],
     params: dict[str, Any],
     artifacts: dict[str, str],
-    report: ReportFn | None,
-    progress: ProgressFn | None,
-    job_seconds: list[float] | None,
+    lead: bool,
+    callbacks: Sequence[TrialCallback],
 ) -> JobResult:
     """One job on one mode as one child run, ended in the state the job reached."""
     name = tags[TAG.BACKEND]
@@ -229,13 +264,13 @@ def _run_mode(
         t0 = time.perf_counter()
         try:
             run.log_metrics(metrics, step=epoch)
-            if progress is not None:
-                progress(name, epoch, metrics)
-            if report is not None and ctx.metric in metrics:
-                report(metrics[ctx.metric], epoch)
+            for cb in callbacks:
+                cb.on_epoch(name, epoch, metrics)
         finally:
             hook_s[0] += time.perf_counter() - t0
 
+    for cb in callbacks:
+        cb.on_job_start(name, lead)
     t_job = time.perf_counter()
     try:
         result = backend.run(job, on_epoch)
@@ -243,16 +278,16 @@ def _run_mode(
         _end_failed(run, e)
         raise
     finally:
-        if job_seconds is not None:
-            job_seconds.append(time.perf_counter() - t_job - hook_s[0])
+        job_s = time.perf_counter() - t_job - hook_s[0]
+        for cb in callbacks:
+            cb.on_job_end(job_s)
         backend.release()
     curves = result.history[-1] if result.history else {}  # already logged per epoch
     # One-off figures (compile, import, medians) at step 0: a point, not a curve's end.
     run.log_metrics({k: v for k, v in result.metrics.items() if k not in curves}, step=0)
     run.set_tags({f"{TAG.PREFIX}{k}": v for k, v in result.tags.items()})
-    from protolab.checkpoint import keep  # weights saved here, uploaded/pruned by the writer
-
-    keep(ctx, tracker, run, job, result, tags)
+    for cb in callbacks:  # checkpoints: weights saved here, uploaded/pruned by the writer
+        cb.on_job_result(run, job, result, tags)
     run.end("COMPLETE")
     return result
 
@@ -273,7 +308,7 @@ def _objective(ctx: SweepContext, out: Outcome, lead: dict[str, float]) -> None:
     }
 
 
-def _artifacts(ctx: SweepContext, arch: Arch, lineage: dict[str, Any]) -> dict[str, str]:
+def run_artifacts(ctx: SweepContext, arch: Arch, lineage: dict[str, Any]) -> dict[str, str]:
     """What every child run of this configuration uploads (one batch)."""
     artifacts = {
         "arch.json": json.dumps(arch.to_dict(), indent=2),
@@ -287,7 +322,7 @@ def _artifacts(ctx: SweepContext, arch: Arch, lineage: dict[str, Any]) -> dict[s
     return artifacts
 
 
-def _lineage(trial: Any) -> dict[str, Any]:
+def _lineage(trial: Trial | None) -> dict[str, Any]:
     """Parent and changed choices of a mutated trial (evolution), for a tag and an artifact."""
     if trial is None or ATTR.PARENT_TRIAL not in trial.user_attrs:
         return {}
@@ -316,7 +351,7 @@ def _end_failed(run: RunLog, e: BaseException) -> None:
         run.end("FAIL", fail_reason(e))
 
 
-def _params(arch_space: Space, train_space: Space, cfg: Any) -> dict[str, Any]:
+def _params(arch_space: Space, train_space: Space, cfg: Config) -> dict[str, Any]:
     """Every sampled value plus the train settings (the script's ``space.train`` last), as
     MLflow params."""
     train = {f"train.{k}": v for k, v in cfg.train.model_dump(mode="json").items()}
@@ -381,7 +416,7 @@ def make_settings(
     )
 
 
-def _model_metrics(arch: Any, dataset: Any) -> dict[str, float]:
+def _model_metrics(arch: Arch, dataset: Dataset) -> dict[str, float]:
     """``model/params`` and ``model/flops_per_sample`` from the Arch (none if it cannot build)."""
     try:
         info = arch.infer(dataset.input_shape, dataset.input_dtype)
@@ -393,7 +428,7 @@ def _model_metrics(arch: Any, dataset: Any) -> dict[str, float]:
     }
 
 
-def _summary(arch: Any, dataset: Any) -> str:
+def _summary(arch: Arch, dataset: Dataset) -> str:
     try:
         return str(arch.summary(dataset.input_shape, dataset.input_dtype))
     except Exception as e:  # an unbuildable Arch still gets its description logged

@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import warnings
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from protolab.errors import ConfigError
+
+if TYPE_CHECKING:  # Optuna loads in the functions that use it: never at `import protolab`
+    import optuna
+    from optuna.pruners import BasePruner
+    from optuna.samplers import BaseSampler
+    from optuna.trial import FrozenTrial, TrialState
 
 __all__ = [
     "grid_space",
@@ -59,7 +66,13 @@ def _grid_sampler_class() -> type:
         :meth:`is_exhausted` before each trial instead.
         """
 
-        def after_trial(self, study: Any, trial: Any, state: Any, values: Any) -> None:
+        def after_trial(
+            self,
+            study: optuna.Study,
+            trial: FrozenTrial,
+            state: TrialState,
+            values: Sequence[float] | None,
+        ) -> None:
             try:
                 super().after_trial(study, trial, state, values)
             except RuntimeError as e:
@@ -136,7 +149,7 @@ def make_sampler(
     options: dict[str, Any] | None = None,
     grid: dict[str, list[Any]] | None = None,
     n_trials: int | None = None,
-) -> Any:
+) -> BaseSampler:
     """The sampler ``name`` seeded with ``seed``; ``grid`` is the search space for ``grid``.
 
     ``n_trials`` (the study's budget) sizes evolution's default population to the study.
@@ -149,7 +162,7 @@ def make_sampler(
     return _build("sampler", _SAMPLERS, name, **(options or {}), **extra)
 
 
-def make_pruner(name: str, options: dict[str, Any] | None = None) -> Any:
+def make_pruner(name: str, options: dict[str, Any] | None = None) -> BasePruner:
     return _build("pruner", _PRUNERS, name, **(options or {}))
 
 

@@ -12,32 +12,35 @@ import errno
 import os
 import time
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from protolab._tags import ATTR, TAG
 from protolab.errors import ConfigError, ProtolabError, StorageError
 from protolab.sweep import _lease
+from protolab.sweep._callbacks import (
+    Display,
+    KeepCheckpoints,
+    ReportToPruner,
+    ShowProgress,
+    TimeJobs,
+    TrialCallback,
+)
 from protolab.sweep._context import SweepContext
 from protolab.sweep._lease import Interrupted, deferred, shielded
-from protolab.sweep._run import fail_reason, run_once
+from protolab.sweep._run import Outcome, TrialFn, fail_reason, trial_function
 from protolab.sweep._warm import warm_start_params
-from protolab.tracking._types import Display, Tracker
+from protolab.tracking._types import Tracker
 from protolab.tracking._writer import StoreWriteError
 
-__all__ = ["Interrupted", "SweepFailed", "SweepSummary", "sweep"]
+if TYPE_CHECKING:
+    from optuna import Study
+    from optuna.storages import BaseStorage
+    from optuna.trial import FrozenTrial, Trial
 
-# Trial user attrs that become MLflow tags (lineage, retries, warm starts).
-_LINEAGE_ATTRS = (
-    ATTR.RETRY_OF,
-    ATTR.ATTEMPT,
-    ATTR.PARENT_TRIAL,
-    ATTR.ENQUEUED,
-    ATTR.WORKER,
-    ATTR.CUDA_VISIBLE_DEVICES,
-)
+__all__ = ["Interrupted", "SweepFailed", "SweepSummary", "sweep"]
 
 
 class SweepFailed(ProtolabError):
@@ -69,11 +72,11 @@ class SweepSummary:
     pareto: list[int] = field(default_factory=list)  # best trials (the front, if several)
     wall_s: float = 0.0
     train_s: float = 0.0  # inside backend jobs (import, build, compile, train, eval)
-    trials: list[Any] = field(default_factory=list)  # optuna FrozenTrials, for the table
+    trials: list[FrozenTrial] = field(default_factory=list)  # for the table
     recycled: bool = False  # stopped for a fresh process (hardware.recycle_after), not done
 
 
-def open_study(ctx: SweepContext, storage: Any, display: Display | None = None) -> Any:
+def open_study(ctx: SweepContext, storage: BaseStorage, display: Display | None = None) -> Study:
     """Create or load the study; a rerun that changes what is optimised is a config error."""
     import optuna
 
@@ -102,7 +105,7 @@ def open_study(ctx: SweepContext, storage: Any, display: Display | None = None) 
     return study
 
 
-def seed_sampler(ctx: SweepContext, study: Any, index: int) -> None:
+def seed_sampler(ctx: SweepContext, study: Study, index: int) -> None:
     """Give ``study`` this worker's sampler, seeded from ``study.seed`` and what came before.
 
     A resumed study must not replay the draws of its first run: the seed moves on with the
@@ -123,7 +126,7 @@ def seed_sampler(ctx: SweepContext, study: Any, index: int) -> None:
     )
 
 
-def join_study(ctx: SweepContext, study: Any) -> None:
+def join_study(ctx: SweepContext, study: Study) -> None:
     """Under the study's locks: a worker with no index from its environment takes the
     order in which it opened the study as one (the first keeps ``open_study``'s seed)."""
     if _lease.worker_index() is None:
@@ -132,7 +135,7 @@ def join_study(ctx: SweepContext, study: Any) -> None:
             seed_sampler(ctx, study, joined)
 
 
-def _check_existing(ctx: SweepContext, storage: Any) -> None:
+def _check_existing(ctx: SweepContext, storage: BaseStorage) -> None:
     """Refuse to resume a study the current config or script cannot continue (read-only).
 
     Optuna cannot change what a study optimises, nor the list of a categorical choice
@@ -172,7 +175,7 @@ def _check_existing(ctx: SweepContext, storage: Any) -> None:
             )
 
 
-def _note_script_change(study: Any, ctx: SweepContext, display: Display | None) -> None:
+def _note_script_change(study: Study, ctx: SweepContext, display: Display | None) -> None:
     """Say so when the script or config changed since the study's earlier trials.
 
     Every trial records the hashes it ran with (user attrs and MLflow tags), so the report
@@ -202,7 +205,9 @@ def sweep(ctx: SweepContext, display: Display, warm_from: str | None = None) -> 
     import optuna
 
     from protolab._stores import default_storage_path, open_storage
-    from protolab.config._checks import check_context
+    from protolab.report import study_notes as notes
+    from protolab.sweep._checks import check_context
+    from protolab.sweep._storage import LeasedStorage
     from protolab.tracking import open_tracker, wait_open
 
     check_context(ctx)  # hardware, metrics, store paths: exit 2 before any store is written
@@ -212,29 +217,30 @@ def sweep(ctx: SweepContext, display: Display, warm_from: str | None = None) -> 
     warm = warm_start_params(ctx, warm_from) if warm_from else []
     lock = _lease.lock_path(cfg.storage, default_storage_path())
     tracking_lock = _lease.lock_path(ctx.tracking_uri, default_storage_path())
-    job_seconds: list[float] = []
+    timing = TimeJobs()
     try:
         # Remote stores are checked first: an unreachable server must not leave a freshly
         # created local store behind. Local files are created only once both are known good.
         if tracking_lock is None:
-            tracker = open_tracker(ctx)
+            tracker = open_tracker(ctx, describe=notes)
         with _lease.creation_lock(cfg.storage):  # fresh PostgreSQL: one creates the tables
-            storage = open_storage(cfg.storage)
+            storage = LeasedStorage(open_storage(cfg.storage), cfg.storage)
         _lease.tune_heartbeat(storage, cfg.heartbeat_s)
         _check_existing(ctx, storage)  # a study that cannot be resumed as configured: exit 2
         if tracking_lock is not None:  # a fresh local store: one process creates it
-            tracker = open_tracker(ctx, lock=tracking_lock, wait=False)
+            tracker = open_tracker(ctx, lock=tracking_lock, wait=False, describe=notes)
         # The frameworks import while the tracking writer opens its store (other core).
-        job_seconds.append(_load_backends(ctx.cfg.backends))
+        timing.on_job_end(_load_backends(ctx.cfg.backends))
         tracker = wait_open(tracker)
     except StorageError as e:
         raise StorageError(f"{ctx.config_path}: {e}") from None
     study = _enter_study(ctx, storage, tracker, display, lock, warm)
     summary = SweepSummary(ctx.study_name, ctx.metric, ctx.direction)
     status, failing = "FINISHED", True
+    callbacks = _callbacks(ctx, tracker, display, timing)
     display.start(ctx, study)
     try:
-        _loop(ctx, study, tracker, display, summary, job_seconds, lock, t_start)
+        _loop(ctx, study, tracker, display, summary, callbacks, lock, t_start)
         failing = False
     except KeyboardInterrupt:
         status = "KILLED"
@@ -248,19 +254,30 @@ def sweep(ctx: SweepContext, display: Display, warm_from: str | None = None) -> 
     finally:
         display.stop()
         summary.wall_s = time.perf_counter() - t_start
-        summary.train_s = sum(job_seconds)
+        summary.train_s = timing.total
         _finish(study, tracker, summary, ctx.direction, status, failing)
     return summary
 
 
+def _callbacks(
+    ctx: SweepContext, tracker: Tracker, display: Display, timing: TimeJobs
+) -> list[TrialCallback]:
+    """What a sweep's trials tell, in this order: the display, the job clock, checkpoint
+    keeping, and (one objective) the pruner, last: a prune raised there ends the epoch."""
+    callbacks: list[TrialCallback] = [ShowProgress(display), timing, KeepCheckpoints(ctx, tracker)]
+    if not ctx.multi_objective:  # Optuna prunes single-objective studies only
+        callbacks.append(ReportToPruner(ctx.metric, ctx.cfg.train.epochs))
+    return callbacks
+
+
 def _enter_study(
     ctx: SweepContext,
-    storage: Any,
+    storage: BaseStorage,
     tracker: Tracker,
     display: Display,
     lock: Path | None,
     warm: list[tuple[dict[str, Any], str]],
-) -> Any:
+) -> Study:
     """Open the study as one step under its locks: seed this worker, reap dead workers'
     trials, enqueue the warm start's configurations."""
     with _lease.file_lock(lock):
@@ -274,7 +291,12 @@ def _enter_study(
 
 
 def _finish(
-    study: Any, tracker: Tracker, summary: SweepSummary, direction: str, status: str, failing: bool
+    study: Study,
+    tracker: Tracker,
+    summary: SweepSummary,
+    direction: str,
+    status: str,
+    failing: bool,
 ) -> None:
     """Sweep totals to the parent run, then end it (every write landed, or one error).
 
@@ -327,15 +349,19 @@ def _recycle_due(ctx: SweepContext, summary: SweepSummary) -> bool:
 
 def _loop(
     ctx: SweepContext,
-    study: Any,
+    study: Study,
     tracker: Tracker,
     display: Display,
     summary: SweepSummary,
-    job_seconds: list[float],
-    lock: Any,
+    callbacks: Sequence[TrialCallback],
+    lock: Path | None,
     t_start: float,
 ) -> None:
-    """Ask, run, tell until the study is full (or a stop rule says so): the one loop."""
+    """Ask, run, tell until the study is full (or a stop rule says so): the one loop.
+
+    What a trial does is one opaque function (:func:`~protolab.sweep._run.trial_function`);
+    what the sweep hears of it along the way are ``callbacks``, which it shares."""
+    run_trial = trial_function(ctx, tracker, callbacks)
     failed_in_a_row, last_reason = 0, ""
     while not _stop_here(ctx, study, display, summary, t_start, failed_in_a_row, last_reason):
         # count + ask atomically (never more than n_trials), and whole (see shielded)
@@ -344,7 +370,7 @@ def _loop(
             if _lease.wait_for_others(study, running):  # one may be dead on another host
                 continue
             return
-        reason = _one_trial(ctx, study, tracker, display, summary, trial, job_seconds)
+        reason = _one_trial(ctx, study, tracker, summary, trial, run_trial, callbacks)
         if reason is None:
             failed_in_a_row = 0
         elif reason:  # "" is a trial another worker reaped: not this configuration's fault
@@ -353,7 +379,7 @@ def _loop(
 
 def _stop_here(
     ctx: SweepContext,
-    study: Any,
+    study: Study,
     display: Display,
     summary: SweepSummary,
     t_start: float,
@@ -385,39 +411,35 @@ def _stop_here(
 
 def _one_trial(
     ctx: SweepContext,
-    study: Any,
+    study: Study,
     tracker: Tracker,
-    display: Display,
     summary: SweepSummary,
-    trial: Any,
-    job_seconds: list[float],
+    trial: Trial,
+    run_trial: TrialFn,
+    callbacks: Sequence[TrialCallback],
 ) -> str | None:
     """Run one asked trial and tell its end: None when it completed or was pruned, its
     failure reason when it failed, "" when another worker reaped it meanwhile."""
     import optuna
 
     State = optuna.trial.TrialState
-    tags = {k: str(v) for k, v in trial.user_attrs.items() if k in _LINEAGE_ATTRS}
     try:  # from here on, an interrupt fails this trial (retried), never leaves it RUNNING
         summary.started_here += 1
-        display.trial_started(trial.number)
         with _lease.heartbeat(study, trial):
-            out = run_once(
-                ctx, tracker, trial, f"t{trial.number}",
-                report=None if ctx.multi_objective else _reporter(ctx, trial),  # no pruning
-                progress=display.epoch, extra_tags=tags, job_seconds=job_seconds,
-            )  # fmt: skip
+            for cb in callbacks:
+                cb.on_trial_start(trial)
+            out = run_trial(trial)
     except optuna.TrialPruned as e:
         with shielded():
             study.tell(trial, state=State.PRUNED)
-        display.trial_finished(trial.number, "PRUNED", None, str(e))
+        _ended(callbacks, trial.number, "PRUNED", None, str(e))
         return None
     except KeyboardInterrupt:
         with deferred():  # a second Ctrl-C exits after this write, not inside it
             _tell_failed(study, trial, "interrupted", ctx.cfg.study.max_retries)
         raise
     except optuna.exceptions.UpdateFinishedTrialError:  # reaped while alive
-        display.trial_finished(trial.number, "FAIL", None, _REAPED_ALIVE)
+        _ended(callbacks, trial.number, "FAIL", None, _REAPED_ALIVE)
         return ""
     except Exception as e:
         if _store_failed(e):  # the disk or a store, not the model: stop, retry it later
@@ -426,36 +448,36 @@ def _one_trial(
         with shielded():
             trial.set_user_attr(ATTR.FAIL_REASON, reason)
             study.tell(trial, state=State.FAIL)
-        display.trial_finished(trial.number, "FAIL", None, reason)
+        _ended(callbacks, trial.number, "FAIL", None, reason)
         return reason
     try:  # outside the handlers above: the trial ran; a failed write here stops the sweep
         with shielded():  # done work is kept: an interrupt waits for the tell
             _tell_complete(ctx, study, trial, tracker, out)
     except optuna.exceptions.UpdateFinishedTrialError:
-        display.trial_finished(trial.number, "FAIL", None, _REAPED_ALIVE)
+        _ended(callbacks, trial.number, "FAIL", None, _REAPED_ALIVE)
         return ""
     feasible = all(v <= 0 for v in out.constraints.values())
     note = "" if feasible else "infeasible"
-    display.trial_finished(trial.number, "COMPLETE", out.value, note, feasible)
+    _ended(callbacks, trial.number, "COMPLETE", out.value, note, feasible)
     return None
 
 
-def _reporter(ctx: SweepContext, trial: Any) -> Callable[[float, int], None]:
-    """Each epoch's value to Optuna, whole; prune when the pruner says so (never after the
-    last epoch: the work is done, keep the result)."""
-    import optuna
-
-    def report(value: float, epoch: int) -> None:
-        with shielded():
-            trial.report(value, epoch)
-            prune = epoch < ctx.cfg.train.epochs and trial.should_prune()
-        if prune:
-            raise optuna.TrialPruned(f"pruned after epoch {epoch}")
-
-    return report
+def _ended(
+    callbacks: Sequence[TrialCallback],
+    number: int,
+    state: str,
+    value: float | None,
+    reason: str,
+    feasible: bool = True,
+) -> None:
+    """Optuna was told: every callback hears how the trial ended."""
+    for cb in callbacks:
+        cb.on_trial_end(number, state, value, reason, feasible)
 
 
-def _ask_whole(ctx: SweepContext, study: Any, tracker: Tracker, lock: Any) -> tuple[Any, int]:
+def _ask_whole(
+    ctx: SweepContext, study: Study, tracker: Tracker, lock: Path | None
+) -> tuple[Trial | None, int]:
     """:func:`_ask` under the store lock, never cut; an interrupt meanwhile is raised after
     it, and fails the new trial (retried) rather than leaving it RUNNING."""
     trial = None
@@ -470,15 +492,15 @@ def _ask_whole(ctx: SweepContext, study: Any, tracker: Tracker, lock: Any) -> tu
     return trial, running
 
 
-def _tell_complete(ctx: SweepContext, study: Any, trial: Any, tracker: Tracker, out: Any) -> None:
+def _tell_complete(
+    ctx: SweepContext, study: Study, trial: Trial, tracker: Tracker, out: Outcome
+) -> None:
     """COMPLETE only once the trial's MLflow runs are written (ended, flushed); a write that
     failed fails the trial instead (retried by the next run) and stops the sweep."""
-    sync = getattr(tracker, "sync", None)  # the writer process's tracker; inline: no-op
-    if sync is not None:
-        try:
-            sync()
-        except StoreWriteError as e:
-            _stop_on_store_failure(study, trial, tracker, e, ctx.cfg.study.max_retries)
+    try:
+        tracker.sync()  # the writer process's tracker waits; the inline one has nothing to
+    except StoreWriteError as e:
+        _stop_on_store_failure(study, trial, tracker, e, ctx.cfg.study.max_retries)
     metrics = {
         b: {k: r.metrics[k] for k in (*_KEY_METRICS, ctx.metric) if k in r.metrics}
         for b, r in out.results.items()
@@ -496,7 +518,7 @@ def _store_failed(e: BaseException) -> bool:
     return isinstance(e, OSError) and e.errno in _DISK_ERRNOS
 
 
-def _tell_failed(study: Any, trial: Any, reason: str, max_retries: int) -> None:
+def _tell_failed(study: Study, trial: Trial, reason: str, max_retries: int) -> None:
     """Fail ``trial`` for a reason that is not the model's, and enqueue it again."""
     import optuna
 
@@ -506,7 +528,7 @@ def _tell_failed(study: Any, trial: Any, reason: str, max_retries: int) -> None:
 
 
 def _stop_on_store_failure(
-    study: Any, trial: Any, tracker: Tracker, e: BaseException, max_retries: int
+    study: Study, trial: Trial, tracker: Tracker, e: BaseException, max_retries: int
 ) -> None:
     """Fail the trial (best effort: that store may be the one that failed) and raise the
     one error that stops the sweep (exit 1)."""
@@ -521,7 +543,7 @@ def _stop_on_store_failure(
     ) from None
 
 
-def _ask(ctx: SweepContext, study: Any, tracker: Tracker) -> tuple[Any, int]:
+def _ask(ctx: SweepContext, study: Study, tracker: Tracker) -> tuple[Trial | None, int]:
     """Reap dead workers' trials, then a new trial, or (None, trials still RUNNING) when
     the study is full. Call under the store lock: count and ask are one step."""
     import optuna
@@ -538,7 +560,7 @@ def _ask(ctx: SweepContext, study: Any, tracker: Tracker) -> tuple[Any, int]:
     for key, value in _lease.worker_attrs().items():
         trial.set_user_attr(key, value)
     trial.set_user_attr(ATTR.SCRIPT_HASH, ctx.script_hash)
-    if _lease.leased(study._storage) and _lease.surplus(study, trial, ctx.cfg.study.n_trials):
+    if _lease.leased(study) and _lease.surplus(study, trial, ctx.cfg.study.n_trials):
         trial.set_user_attr(ATTR.FAIL_REASON, _lease.SURPLUS)
         study.tell(trial, state=State.FAIL)  # never run, never retried
         return None, 1
@@ -559,7 +581,7 @@ def _sweep_metrics(summary: SweepSummary) -> dict[str, float]:
     return metrics
 
 
-def _summarise(study: Any, summary: SweepSummary) -> None:
+def _summarise(study: Study, summary: SweepSummary) -> None:
     import optuna
 
     State = optuna.trial.TrialState

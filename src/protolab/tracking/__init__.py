@@ -8,18 +8,22 @@ from protolab.tracking._mlflow import (
     redact,
     wait_open,
 )
-from protolab.tracking._notes import write_study_notes
+from protolab.tracking._notes import FAMILY_VIEW, store_study_notes
+from protolab.tracking._types import DescribeStudy, StudyNotes
 from protolab.tracking._writer import AsyncChildRun, AsyncTracker, start_writer
 
 __all__ = [
+    "FAMILY_VIEW",
     "AsyncChildRun",
     "AsyncTracker",
     "ChildRun",
+    "DescribeStudy",
+    "StudyNotes",
     "Tracker",
     "default_tracking_uri",
     "open_tracker",
     "redact",
     "start_writer",
+    "store_study_notes",
     "wait_open",
-    "write_study_notes",
 ]

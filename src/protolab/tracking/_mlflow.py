@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from protolab._stores import default_tracking_uri, redact
 from protolab._tags import TAG
+from protolab.tracking._notes import FAMILY_COLOURS, store_study_notes
+from protolab.tracking._types import DescribeStudy, TrackerContext
+from protolab.tracking._types import Tracker as StudyTracker
 
 __all__ = ["ChildRun", "Tracker", "default_tracking_uri", "open_tracker", "redact", "wait_open"]
 
@@ -25,7 +28,12 @@ _MAX_BATCH = 1000  # MLflow's limit on metrics (and on all entities) per log_bat
 _MAX_TAGS = 100  # ... and on tags per call
 
 
-def open_tracker(ctx: Any, lock: Path | None = None, wait: bool = True) -> Any:
+def open_tracker(
+    ctx: TrackerContext,
+    lock: Path | None = None,
+    wait: bool = True,
+    describe: DescribeStudy | None = None,
+) -> StudyTracker | _Opening:
     """The study's tracker; a bad or unreachable tracking URI is a StorageError.
 
     By default an :class:`~protolab.tracking._writer.AsyncTracker` (its writes made by a
@@ -33,6 +41,8 @@ def open_tracker(ctx: Any, lock: Path | None = None, wait: bool = True) -> Any:
     :class:`Tracker` making them in this process. Both have the same interface. ``lock``
     is held while the store is opened (a fresh local store has one creator). With
     ``wait=False`` the store opens in the background: call :func:`wait_open` on the result.
+    ``describe`` (``protolab.report.study_notes``) computes the study's notes, which the
+    tracker stores when it ends; without it, ending leaves them as they are.
     """
 
     uri = ctx.tracking_uri  # its scheme was validated with the config
@@ -48,11 +58,11 @@ def open_tracker(ctx: Any, lock: Path | None = None, wait: bool = True) -> Any:
             from protolab._lock import file_lock
 
             with file_lock(lock):
-                return Tracker(uri, experiment, ctx.study_name)
+                return Tracker(uri, experiment, ctx.study_name, describe)
         from protolab.tracking._writer import AsyncTracker, take_writer
 
         writer = take_writer()
-        tracker = AsyncTracker(writer, uri, experiment, ctx.study_name, lock)
+        tracker = AsyncTracker(writer, uri, experiment, ctx.study_name, lock, describe)
         return tracker.wait_open() if wait else _Opening(tracker, writer, uri, where)
     except Exception as e:
         if writer is not None:
@@ -80,7 +90,7 @@ class _Opening:
             raise _open_error(self.uri, e, self.where) from None
 
 
-def wait_open(tracker: Any) -> Any:
+def wait_open(tracker: StudyTracker | _Opening) -> StudyTracker:
     """The tracker itself, once its store is open (see ``open_tracker(wait=False)``)."""
     return tracker.wait() if isinstance(tracker, _Opening) else tracker
 
@@ -104,9 +114,14 @@ def _artifact_root(uri: str) -> str | None:
 
 
 class Tracker:
-    """The MLflow experiment of one study and its single parent run."""
+    """The MLflow experiment of one study and its single parent run.
 
-    def __init__(self, uri: str, experiment: str, study: str) -> None:
+    ``describe`` computes the study's notes (see :meth:`end`); it may be set after opening.
+    """
+
+    def __init__(
+        self, uri: str, experiment: str, study: str, describe: DescribeStudy | None = None
+    ) -> None:
         import logging
 
         from mlflow.tracking import MlflowClient
@@ -119,6 +134,7 @@ class Tracker:
             Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         self.uri = uri
         self.study = study
+        self.describe = describe
         self.client = MlflowClient(tracking_uri=uri)
         found = self.client.get_experiment_by_name(experiment)
         if found is None:
@@ -178,8 +194,6 @@ class Tracker:
     def child(self, name: str, tags: Mapping[str, str], params: Mapping[str, Any]) -> ChildRun:
         from mlflow.entities import Param
 
-        from protolab.tracking._notes import FAMILY_COLOURS
-
         colour = FAMILY_COLOURS.get(str(tags.get(TAG.FAMILY, "")))  # charts: one per family
         run = self.client.create_run(
             self.experiment_id,
@@ -210,16 +224,20 @@ class Tracker:
         self.client.log_text(self.parent_id, text, name)
 
     def end(self, status: str = "FINISHED") -> None:
-        """Refresh what the UI says about the study (see ``_notes``), then end the parent."""
+        """Store what the UI says about the study (computed by ``describe``, if handed one),
+        then end the parent."""
         try:
-            from protolab.tracking._notes import write_study_notes
-
-            write_study_notes(self.client, self.experiment_id, self.parent_id, self.study)
+            if self.describe is not None:
+                notes = self.describe(self.client, self.experiment_id, self.parent_id, self.study)
+                store_study_notes(self.client, self.experiment_id, self.parent_id, notes)
         except Exception as e:  # the description is a view: never fail the sweep over it
             import sys
 
             print(f"protolab: could not write the study's MLflow notes: {e}", file=sys.stderr)
         self.client.set_terminated(self.parent_id, status=status)
+
+    def sync(self) -> None:
+        """Every write was made as it was called: nothing to wait for."""
 
     def fail_running_children(self, trial: int, reason: str) -> None:
         """End trial ``trial``'s runs still RUNNING (their worker died) as FAILED."""
@@ -280,6 +298,10 @@ class ChildRun:
 
     def log_text(self, text: str, name: str) -> None:
         self.client.log_text(self.run_id, redact(text), name)
+
+    def call(self, fn: Callable[..., None], *args: object) -> None:
+        """``fn(client, run_id, *args)``, here and now (the writer process's runs queue it)."""
+        fn(self.client, self.run_id, *args)
 
     def end(self, state: str, reason: str = "") -> None:
         """Close the run: COMPLETE/PRUNED -> FINISHED, FAIL -> FAILED, INTERRUPTED -> KILLED.

@@ -30,12 +30,13 @@ import contextlib
 import os
 import signal
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from protolab._signals import deferred
 from protolab.errors import ProtolabError
+from protolab.tracking._types import DescribeStudy
 
 __all__ = ["AsyncChildRun", "AsyncTracker", "StoreWriteError", "start_writer"]
 
@@ -163,15 +164,24 @@ class AsyncTracker:
     """:class:`~protolab.tracking.Tracker`'s interface, with its calls made by the writer.
 
     The store is opened (under ``lock``, for a fresh local store) when the writer gets to
-    it; :meth:`wait_open` returns once it is, or raises why it could not be.
+    it; :meth:`wait_open` returns once it is, or raises why it could not be. ``describe``
+    (a module-level function, sent by name) goes to the writer with :meth:`end`, which
+    stores the study's notes it computes there.
     """
 
     def __init__(
-        self, writer: _Writer, uri: str, experiment: str, study: str, lock: Path | None = None
+        self,
+        writer: _Writer,
+        uri: str,
+        experiment: str,
+        study: str,
+        lock: Path | None = None,
+        describe: DescribeStudy | None = None,
     ) -> None:
         self._writer = writer
         self.uri = uri
         self.study = study
+        self.describe = describe
         self.experiment_id = self.parent_id = ""
         env = {k: v for k, v in os.environ.items() if k.startswith("MLFLOW_")}
         lock_at = str(lock) if lock is not None else None
@@ -240,7 +250,7 @@ class AsyncTracker:
             if self._opening:  # never waited for: nothing was logged, just close
                 self._opening = False
                 self._writer.reply()
-            error = self._writer.call("end", 0, status)
+            error = self._writer.call("end", 0, status, self.describe)
         except _WriterError as e:
             error = str(e)
         except OSError as e:
@@ -274,7 +284,7 @@ class AsyncChildRun:
     def flush(self) -> None:
         self._tracker._send("flush", self._ref)
 
-    def call(self, fn: Any, *args: Any) -> None:
+    def call(self, fn: Callable[..., None], *args: object) -> None:
         """Have the writer call ``fn(client, run_id, *args)`` (a module-level function) in
         order with this run's writes, e.g. to upload a checkpoint."""
         self._tracker._send("call", self._ref, fn, *args)
@@ -406,12 +416,14 @@ class _Server:
             getattr(self.tracker, op)(*args)
         return None
 
-    def end(self, status: str) -> None:
-        """End the parent run. After an interrupt or a failed write only its status is set:
-        the study's notes (a view, refreshed by the next sweep) would delay the exit."""
+    def end(self, status: str, describe: DescribeStudy | None = None) -> None:
+        """End the parent run, storing the study's notes ``describe`` computes. After an
+        interrupt or a failed write only its status is set: the notes (a view, refreshed by
+        the next sweep) would delay the exit."""
         if status == "KILLED" or self.failed is not None:
             self.tracker.client.set_terminated(self.tracker.parent_id, status=status)
         else:
+            self.tracker.describe = describe
             self.tracker.end(status)
 
     def report(self, message: str, reply: bool) -> bool:

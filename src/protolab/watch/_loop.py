@@ -20,7 +20,8 @@ import time
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from types import FrameType
+from typing import TYPE_CHECKING, Any
 
 from protolab._signals import (
     Interrupted,
@@ -32,10 +33,16 @@ from protolab._signals import (
 )
 from protolab._tags import TAG
 from protolab.errors import UserInputError
+from protolab.sweep import best_params
 from protolab.watch._rerun import Rerun, run_modes, start_rerun
 from protolab.watch._show import Show, study_best
 from protolab.watch._source import Source, fingerprint, user_traceback
 from protolab.watch._track import WatchTracker, open_watch_tracker
+
+if TYPE_CHECKING:
+    from watchfiles import Change
+
+    from protolab.sweep import SweepContext
 
 __all__ = ["WatchOptions", "watch"]
 
@@ -54,14 +61,14 @@ class WatchOptions:
     track: bool = True
 
 
-def _on_signal(signum: int, frame: Any) -> None:
+def _on_signal(signum: int, frame: FrameType | None) -> None:
     """Stop the session where it is, but never inside an MLflow write (``_signals``)."""
     signal.signal(signal.SIGINT, _hard_exit)
     signal.signal(signal.SIGTERM, _hard_exit)
     interrupt(signum)
 
 
-def _hard_exit(signum: int, frame: Any) -> None:
+def _hard_exit(signum: int, frame: FrameType | None) -> None:
     def now() -> None:
         os.write(2, b"error: interrupted again: stopped at once\n")
         os._exit(128 + signum)
@@ -85,8 +92,6 @@ class Session:
         loaded = self.source.load()
         ctx = loaded.ctx
         if self.opts.best:
-            from protolab.sweep._worker import best_params
-
             self.source.values = best_params(ctx)
             self.source.values_from = f"--best (study '{ctx.study_name}', renamed a choice?)"
             loaded = self.source.load()
@@ -105,7 +110,7 @@ class Session:
             )
         self._header(loaded.ctx)
 
-    def _header(self, ctx: Any) -> None:
+    def _header(self, ctx: SweepContext) -> None:
         steps = f" x {self.opts.steps} steps" if self.opts.steps else ""
         job = f"{self.opts.epochs} epoch(s){steps}"
         where = "off (--no-track)"
@@ -173,7 +178,7 @@ class _Watcher:
     """
 
     def __init__(self) -> None:
-        self.changes: queue.Queue[set[tuple[Any, str]]] = queue.Queue()
+        self.changes: queue.Queue[set[tuple[Change, str]]] = queue.Queue()
         self.wanted: set[str] = set()
         self.folders: list[str] = []
         self._stop: threading.Event | None = None
@@ -195,7 +200,7 @@ class _Watcher:
     def _run(self, folders: list[str], stop: threading.Event) -> None:
         import watchfiles
 
-        def ours(change: Any, path: str) -> bool:
+        def ours(change: Change, path: str) -> bool:
             return path in self.wanted
 
         for changes in watchfiles.watch(

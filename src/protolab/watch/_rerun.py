@@ -15,11 +15,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from protolab.arch import Arch
-from protolab.backends import Job, JobResult, TrainSettings, get_backend
+from protolab.backends import Hardware, Job, JobResult, TrainSettings, get_backend
 from protolab.backends._calibrate import Choice, resolve
 from protolab.space import Space
-from protolab.sweep._context import sample_train
-from protolab.sweep._run import make_settings
+from protolab.sweep import fail_reason, make_settings, sample_train
 from protolab.watch._source import Loaded
 
 __all__ = ["ModeRun", "Rerun", "run_modes", "start_rerun"]
@@ -76,7 +75,8 @@ def start_rerun(rerun: Rerun, loaded: Loaded, epochs: int, steps: int | None) ->
     rerun.settings = make_settings(
         ctx, train, arch_space.train_settings, epochs=epochs, max_steps=steps
     )
-    return Job(rerun.arch, ctx.dataset, rerun.settings, ctx.cfg.hardware, ctx.scores)
+    hardware = Hardware.of(ctx.cfg.hardware)
+    return Job(rerun.arch, ctx.dataset, rerun.settings, hardware, ctx.scores)
 
 
 def run_modes(rerun: Rerun, job: Job, on_epoch: EpochFn) -> None:
@@ -95,7 +95,5 @@ def run_modes(rerun: Rerun, job: Job, on_epoch: EpochFn) -> None:
         try:
             mode.result = get_backend(name).run(job, hook)
         except Exception as e:  # this mode failed: say why, go on with the next
-            from protolab.sweep._run import fail_reason
-
             mode.error = fail_reason(e)
             mode.traceback = "".join(traceback.format_exception(e))

@@ -10,10 +10,13 @@ from __future__ import annotations
 import math
 import sys
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING
 
 from protolab._format import sig3
 from protolab.watch._rerun import Rerun
+
+if TYPE_CHECKING:
+    from protolab.sweep import SweepContext
 
 __all__ = ["Show", "StudyBest", "study_best"]
 
@@ -24,7 +27,7 @@ class StudyBest:
     trial: int
 
 
-def study_best(ctx: Any) -> StudyBest | None:
+def study_best(ctx: SweepContext) -> StudyBest | None:
     """The study's best finished trial (read-only; None when there is none yet)."""
     import optuna
 

@@ -52,15 +52,16 @@ class Source:
 
     def load(self) -> Loaded:
         """Config and script afresh; raises a ``UserInputError`` saying what is wrong."""
+        from protolab.backends import NAMES
         from protolab.config import load_config
-        from protolab.config._checks import check_context, check_values
         from protolab.sweep import prepare
+        from protolab.sweep._checks import check_context, check_values
 
         for name in self.local:  # a fresh namespace: the script's helpers re-import
             sys.modules.pop(name, None)
         before = set(sys.modules)
         try:
-            cfg, script = load_config(self.config, self.overrides)
+            cfg, script = load_config(self.config, self.overrides, backends=NAMES)
             self.script = script.resolve()
             ctx = prepare(cfg, self.config, script)
         except ScriptError as e:

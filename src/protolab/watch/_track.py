@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 
 from protolab._signals import shielded
 from protolab._tags import TAG
+from protolab.sweep import mode_tags, run_artifacts
 from protolab.tracking import Tracker
 
 if TYPE_CHECKING:
@@ -49,7 +50,6 @@ class WatchTracker(Tracker):
     def log_rerun(self, rerun: Rerun) -> None:
         """Every mode of ``rerun`` as its own run (or one failed run per mode if none ran)."""
         from protolab.backends._env import environment_tags
-        from protolab.sweep._run import _artifacts, _mode_tags
 
         assert rerun.loaded is not None
         ctx = rerun.loaded.ctx
@@ -66,11 +66,11 @@ class WatchTracker(Tracker):
         }
         if rerun.arch is not None:
             base[TAG.ARCH_HASH] = rerun.arch.hash
-            texts = _artifacts(ctx, rerun.arch, {})
+            texts = run_artifacts(ctx, rerun.arch, {})
         else:
             texts = {f"script/{ctx.script_path.name}": ctx.script_path.read_text()}
         for mode in rerun.modes:
-            tags = _mode_tags(mode.name, mode.choice, base)
+            tags = mode_tags(mode.name, mode.choice, base)
             self._log_mode(f"{label}-{mode.name}", tags, rerun, mode, texts)
 
     def _log_mode(

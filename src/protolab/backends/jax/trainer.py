@@ -37,10 +37,11 @@ __all__ = ["JaxProgram"]
 
 _EVAL_BATCH = 1024
 _SEEDS_KEPT = 4  # initial states kept per cached model (one per seed seen)
-State = tuple[Any, Any, Any]  # trainable, non-trainable, optimizer variables
+Arrays = list[jax.Array]
+State = tuple[Arrays, Arrays, Arrays]  # trainable, non-trainable, optimizer variables
 
 
-def _numpy(variables: list[Any]) -> list[np.ndarray]:
+def _numpy(variables: list[keras.Variable]) -> list[np.ndarray]:
     return [np.array(v.value, copy=True) for v in variables]
 
 
@@ -97,14 +98,14 @@ class _Programs:
         size = getattr(self._eval_fn, "_cache_size", None)
         return self.aot_compiles + (int(size()) if callable(size) else 0)
 
-    def loss(self, out: Any, y: Any) -> Any:
+    def loss(self, out: jax.Array, y: jax.Array) -> jax.Array:
         return self.loss_fn(out.astype("float32"), y)  # the TensorFlow modes' own loss
 
-    def train_step(self, state: State, xb: Any, yb: Any) -> tuple[State, Any]:
+    def train_step(self, state: State, xb: jax.Array, yb: jax.Array) -> tuple[State, jax.Array]:
         """Forward, loss, gradients, update, as a pure function of the variables."""
         tv, ntv, ov = state
 
-        def compute(tv: Any, ntv: Any) -> tuple[Any, Any]:
+        def compute(tv: Arrays, ntv: Arrays) -> tuple[jax.Array, Arrays]:
             out, ntv = self.model.stateless_call(tv, ntv, xb, training=True)
             return self.loss(out, yb), ntv
 
@@ -115,11 +116,13 @@ class _Programs:
     def _make_programs(self) -> None:
         steps, batch, n, tail = self.steps, self.batch, self.n, self.tail
 
-        def train_epoch(state: State, x: Any, y: Any, key: Any) -> tuple[State, Any]:
+        def train_epoch(
+            state: State, x: jax.Array, y: jax.Array, key: jax.Array
+        ) -> tuple[State, jax.Array]:
             perm = jax.random.permutation(key, n)
             idx = perm[: steps * batch].reshape(steps, batch)
 
-            def body(i: Any, carry: tuple[State, Any]) -> tuple[State, Any]:
+            def body(i: jax.Array, carry: tuple[State, jax.Array]) -> tuple[State, jax.Array]:
                 state, total = carry
                 state, loss = self.train_step(state, x[idx[i]], y[idx[i]])
                 return state, total + loss
@@ -131,7 +134,9 @@ class _Programs:
                 return state, (total + loss) / (steps + 1)
             return state, total / steps
 
-        def evaluate(tv: Any, ntv: Any, x: Any, y: Any) -> tuple[Any, Any]:
+        def evaluate(
+            tv: Arrays, ntv: Arrays, x: jax.Array, y: jax.Array
+        ) -> tuple[jax.Array, jax.Array]:
             out, _ = self.model.stateless_call(tv, ntv, x, training=False)
             out = out.astype("float32")
             if self.classify:

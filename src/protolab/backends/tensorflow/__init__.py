@@ -8,12 +8,10 @@ file only declares the backends, so naming them imports no framework.
 from __future__ import annotations
 
 import os
-from typing import TYPE_CHECKING, ClassVar
+from typing import ClassVar
 
 from protolab.backends._base import Backend, EpochHook, Job, JobResult, Program
-
-if TYPE_CHECKING:
-    from protolab.backends._process import ProcessBackend
+from protolab.backends._process import ProcessBackend
 
 # Set in a worker whose TensorFlow starts with this many logical CPU devices (core.configure)
 CPU_DEVICES_ENV = "PROTOLAB_TF_CPU_DEVICES"
@@ -43,9 +41,7 @@ class XlaBackend(Backend):
         if devices == 1 or CPU_DEVICES_ENV in os.environ or not _on_cpu(job):
             return super().run(job, on_epoch)
         worker = self._replicas
-        if worker is None or worker._env.get(CPU_DEVICES_ENV) != str(devices):
-            from protolab.backends._process import ProcessBackend
-
+        if worker is None or worker.env.get(CPU_DEVICES_ENV) != str(devices):
             if worker is not None:
                 worker.close()
             worker = ProcessBackend(self.name, type(self), {CPU_DEVICES_ENV: str(devices)})

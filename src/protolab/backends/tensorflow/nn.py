@@ -36,11 +36,11 @@ class _PhiloxDropout(keras.layers.Layer):
         super().__init__(**kwargs)
         self.rate = float(rate)
 
-    def build(self, input_shape: Any) -> None:
+    def build(self, input_shape: tuple[int | None, ...]) -> None:
         base = int(keras.random.randint((), 0, 2**31 - 1, dtype="int32"))
         self._seed = tf.Variable([base, 0], dtype=tf.int64, trainable=False, name="seed")
 
-    def call(self, x: Any, training: bool | None = None) -> Any:
+    def call(self, x: tf.Tensor, training: bool | None = None) -> tf.Tensor:
         if not training or self.rate == 0.0:
             return x
         self._seed.assign_add(tf.constant([0, 1], dtype=tf.int64))
@@ -48,7 +48,7 @@ class _PhiloxDropout(keras.layers.Layer):
         keep = u >= self.rate
         return tf.where(keep, x / (1.0 - self.rate), tf.zeros_like(x))
 
-    def compute_output_shape(self, input_shape: Any) -> Any:
+    def compute_output_shape(self, input_shape: tuple[int | None, ...]) -> tuple[int | None, ...]:
         return input_shape
 
     def get_config(self) -> dict[str, Any]:

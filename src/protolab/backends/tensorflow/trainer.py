@@ -29,7 +29,6 @@ from __future__ import annotations
 import math
 import os
 import time
-from typing import Any
 
 import keras
 import numpy as np
@@ -51,10 +50,10 @@ _EVAL_BATCH = 1024
 _SEEDS_KEPT = 4  # initial states kept per cached model (one per seed seen)
 
 
-def _model_state(model: keras.Model) -> list[Any]:
+def _model_state(model: keras.Model) -> list[tf.Variable]:
     """Every variable a job changes: Keras' own, plus raw ``tf.Variable`` s that layers keep
     outside Keras' tracking (the Philox dropout seed), found by walking the layers."""
-    state: list[Any] = list(model.variables)
+    state: list[tf.Variable] = list(model.variables)
     seen: set[int] = set()
     todo = list(model.layers)
     while todo:
@@ -70,7 +69,7 @@ def _model_state(model: keras.Model) -> list[Any]:
     return state
 
 
-def _values(variables: list[Any]) -> list[np.ndarray]:
+def _values(variables: list[tf.Variable]) -> list[np.ndarray]:
     return [np.array(v.numpy(), copy=True) for v in variables]
 
 
@@ -82,7 +81,13 @@ class _Programs:
     """
 
     def __init__(
-        self, job: Job, jit: bool, strategy: Any, steps: int, batch: int, tail: int
+        self,
+        job: Job,
+        jit: bool,
+        strategy: tf.distribute.Strategy,
+        steps: int,
+        batch: int,
+        tail: int,
     ) -> None:
         ds, hw = job.dataset, job.hardware
         self.jit, self.precision, self.strategy = jit, hw.precision, strategy
@@ -133,7 +138,7 @@ class _Programs:
         fns = (self.train_epoch, self.one_device_step, self.replicated_step, self.eval_program)
         return sum(int(f.experimental_get_tracing_count()) for f in fns)
 
-    def train_step(self, xb: Any, yb: Any, share: float = 1.0) -> Any:
+    def train_step(self, xb: tf.Tensor, yb: tf.Tensor, share: float = 1.0) -> tf.Tensor:
         """Forward, loss, gradients, update: the one step every program below repeats.
 
         Under a strategy, gradients are summed across replicas, so each replica's loss is
@@ -155,12 +160,14 @@ class _Programs:
         jit, steps, batch, n, tail = self.jit, self.steps, self.batch, self.n, self.tail
 
         @tf.function(jit_compile=jit)
-        def train_epoch(x: Any, y: Any, seed: Any, n_steps: Any) -> Any:
+        def train_epoch(
+            x: tf.Tensor, y: tf.Tensor, seed: tf.Tensor, n_steps: tf.Tensor
+        ) -> tf.Tensor:
             # Seeded shuffle inside the program: argsort of stateless uniforms.
             perm = tf.argsort(tf.random.stateless_uniform([n], seed=seed))
             idx = tf.reshape(perm[: steps * batch], [steps, batch])
 
-            def body(i: Any, total: Any) -> Any:
+            def body(i: tf.Tensor, total: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
                 take = idx[i]
                 return i + 1, total + self.train_step(tf.gather(x, take), tf.gather(y, take))
 
@@ -170,7 +177,7 @@ class _Programs:
             if not tail:
                 return total / tf.cast(tf.maximum(n_steps, 1), tf.float32)
 
-            def last() -> Any:  # the ragged tail: one more step of its own static shape
+            def last() -> tf.Tensor:  # the ragged tail: one more step of its own static shape
                 take = perm[steps * batch : steps * batch + tail]
                 return total + self.train_step(tf.gather(x, take), tf.gather(y, take))
 
@@ -178,16 +185,18 @@ class _Programs:
             return total / tf.cast(tf.maximum(n_steps + 1, 1), tf.float32)
 
         @tf.function(jit_compile=jit)
-        def one_device_step(xb: Any, yb: Any) -> Any:
+        def one_device_step(xb: tf.Tensor, yb: tf.Tensor) -> tf.Tensor:
             return self.train_step(xb, yb)
 
         @tf.function  # XLA compiles each replica's step; the strategy adds the all-reduce
-        def replicated_step(xs: Any, ys: Any) -> Any:
+        def replicated_step(
+            xs: tf.distribute.DistributedValues, ys: tf.distribute.DistributedValues
+        ) -> tf.Tensor:
             per_replica = self.strategy.run(self.train_step, args=(xs, ys, self.share))
             return self.strategy.reduce(tf.distribute.ReduceOp.SUM, per_replica, axis=None)
 
         @tf.function(jit_compile=jit)
-        def evaluate(x: Any, y: Any) -> Any:
+        def evaluate(x: tf.Tensor, y: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
             out = tf.cast(self.model(x, training=False), tf.float32)
             loss = self.loss_fn(out, y)
             if self.classify:
@@ -198,7 +207,7 @@ class _Programs:
         self.train_epoch, self.eval_program = train_epoch, evaluate
         self.one_device_step, self.replicated_step = one_device_step, replicated_step
 
-    def step_program(self, xb: Any, yb: Any) -> Any:
+    def step_program(self, xb: tf.Tensor, yb: tf.Tensor) -> tf.Tensor:
         if self.replicas == 1:
             return self.one_device_step(xb, yb)
         r = self.replicas

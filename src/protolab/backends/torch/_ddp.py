@@ -3,7 +3,8 @@
 Why not ``Fabric(strategy="ddp").launch()``: Lightning starts every other rank by running
 ``sys.argv`` again, which under a sweep would run the whole sweep once more per rank. Here
 the sweep process starts ``hardware.devices`` rank processes of its own
-(``python -m protolab.backends.torch._ddp``, so no user ``__main__`` is re-imported) with
+(``python -m protolab.backends.torch._ddp``, by the launcher contract of
+``backends/_launch.py``, so no user ``__main__`` is re-imported) with
 ``MASTER_ADDR``/``MASTER_PORT``/``RANK``/``LOCAL_RANK``/``WORLD_SIZE`` set: Fabric sees an
 already-launched environment, joins the process group and launches nothing.
 
@@ -22,21 +23,27 @@ job); a rank stuck in a collective fails it after ``PROTOLAB_DDP_TIMEOUT_S`` (30
 
 from __future__ import annotations
 
-import contextlib
-import ctypes
-import dataclasses
 import os
 import pickle
-import signal
 import socket
-import subprocess
 import sys
 import time
 from multiprocessing.connection import Connection, wait
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 from protolab.backends._base import EpochHook, Job, JobResult
-from protolab.backends._process import WorkerDied, _dumps, _picklable, _Stop
+from protolab.backends._launch import (
+    Call,
+    Channel,
+    Launcher,
+    Stopped,
+    WorkerDied,
+    die_with_parent,
+    dumps_job,
+    picklable,
+    spawn,
+    worker_entry,
+)
 
 if TYPE_CHECKING:
     from protolab.backends._base import Backend
@@ -74,40 +81,41 @@ def ddp_strategy(on_cpu: bool) -> Any:
     return DDPStrategy(process_group_backend=backend, timeout=timedelta(seconds=timeout_s()))
 
 
-@dataclasses.dataclass
-class _Rank:
-    proc: subprocess.Popen[bytes]
-    send: Connection
-    recv: Connection
-
-
-class DDPLauncher:
+class DDPLauncher(Launcher):
     """Starts and drives the rank processes of one backend (``target``: its class path)."""
 
     def __init__(self, name: str, target: str) -> None:
         self.name, self.target = name, target
-        self._ranks: list[_Rank] = []
-        self._threads: int | None = None
+        # what the next launch runs on (``run`` sets them from the job's hardware)
+        self.world: int = 1
+        self.threads: int | None = None
+        self._ranks: list[Channel] = []
+        self._threads: int | None = None  # what the running ranks were started with
 
     def run(self, job: Job, on_epoch: EpochHook | None = None) -> JobResult:
         """Train ``job`` on ``hardware.devices`` ranks; rank 0's result, the model rebuilt."""
-        ranks = self._ensure(job.hardware.devices, job.hardware.threads)
-        data = _dumps(job)
+        self.world, self.threads = job.hardware.devices, job.hardware.threads
+        reply = self.launch(Call("run", dumps_job(job)), on_epoch)
+        result, state = cast("tuple[JobResult, bytes]", reply)
+        return _finish(self.name, job, result, state)
+
+    def launch(self, call: Call, on_epoch: EpochHook | None = None) -> object:
+        """Every rank runs ``call``; rank 0's reply (a job: its result and its weights)."""
+        ranks = self._ensure(self.world, self.threads)
         try:
             for rank in ranks:
-                rank.send.send(("run", data))
-            result, state = self._collect(on_epoch)
+                rank.send.send(call)
+            return self._collect(on_epoch)
         except KeyboardInterrupt:
             self.close()  # mid-job: the ranks' state is unknown, start afresh next time
             raise
         except OSError:  # a pipe to a rank broke: it is gone
             self._raise_dead(wait_s=5.0)
             raise
-        return _finish(self.name, job, result, state)
 
-    def _ensure(self, world: int, threads: int | None) -> list[_Rank]:
+    def _ensure(self, world: int, threads: int | None) -> list[Channel]:
         """The live ranks for ``world`` devices, started (again) when missing or different."""
-        alive = all(r.proc.poll() is None for r in self._ranks)
+        alive = all(r.alive for r in self._ranks)
         if not alive or len(self._ranks) != world or self._threads != threads:
             self.close()
             self._start(world, threads)
@@ -116,10 +124,7 @@ class DDPLauncher:
     def _start(self, world: int, threads: int | None) -> None:
         port = _free_port()
         for rank in range(world):
-            to_child_r, to_child_w = os.pipe()
-            to_parent_r, to_parent_w = os.pipe()
             env = {
-                **os.environ,
                 "MASTER_ADDR": "127.0.0.1",
                 "MASTER_PORT": str(port),
                 "WORLD_SIZE": str(world),
@@ -129,15 +134,10 @@ class DDPLauncher:
                 "OMP_NUM_THREADS": str(threads or 1),  # ranks share the cores: one each
                 RANK_ENV: str(rank),
             }
-            args = [sys.executable, "-m", __name__, self.target, str(to_child_r), str(to_parent_w)]
-            proc = subprocess.Popen(args, env=env, pass_fds=(to_child_r, to_parent_w))
-            os.close(to_child_r)
-            os.close(to_parent_w)
-            send = Connection(to_child_w, readable=False)
-            self._ranks.append(_Rank(proc, send, Connection(to_parent_r, writable=False)))
+            self._ranks.append(spawn(__name__, self.target, env))
         self._threads = threads
 
-    def _collect(self, on_epoch: EpochHook | None) -> tuple[JobResult, bytes]:
+    def _collect(self, on_epoch: EpochHook | None) -> object:
         """Serve rank 0's epochs to the hook until every rank has replied (or one died)."""
         replies: dict[int, tuple[str, Any]] = {}
         hook_error: BaseException | None = None
@@ -158,18 +158,17 @@ class DDPLauncher:
                     hook_error = self._hook(on_epoch, value) or hook_error
                     continue
                 replies[i] = (kind, value)
-                if kind == "error" and not isinstance(value, _Stop) and deadline is None:
+                if kind == "error" and not isinstance(value, Stopped) and deadline is None:
                     deadline = time.monotonic() + _GRACE_S
         if len(replies) < len(self._ranks):
             self.close()
         if hook_error is not None:
             raise hook_error
-        errors = [v for k, v in replies.values() if k == "error" and not isinstance(v, _Stop)]
+        errors = [v for k, v in replies.values() if k == "error" and not isinstance(v, Stopped)]
         if errors:
             kind, value = replies.get(0, ("error", errors[0]))
-            raise value if kind == "error" and not isinstance(value, _Stop) else errors[0]
-        result, state = replies[0][1]
-        return result, state
+            raise value if kind == "error" and not isinstance(value, Stopped) else errors[0]
+        return replies[0][1]
 
     def _hook(self, on_epoch: EpochHook | None, value: Any) -> BaseException | None:
         """Call the caller's hook for rank 0's epoch; tell rank 0 to go on or to stop."""
@@ -179,25 +178,20 @@ class DDPLauncher:
         except KeyboardInterrupt:
             raise
         except BaseException as e:  # pruned (or a failing hook): every rank stops now
-            self._ranks[0].send.send(("stop", None))
+            self._ranks[0].send.send(Call("stop"))
             return e
-        self._ranks[0].send.send(("go", None))
+        self._ranks[0].send.send(Call("go"))
         return None
 
     def _raise_dead(self, wait_s: float = 0.0) -> None:
         """If a rank has exited, kill the others and fail the job saying which one."""
         for i, rank in enumerate(self._ranks):
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                rank.proc.wait(timeout=wait_s)
-            if rank.proc.poll() is not None:
+            if rank.exit_code(wait_s) is not None:
                 self._died(i)
 
     def _died(self, i: int) -> NoReturn:
         """Rank ``i`` closed its pipe: it exited (or is about to). Fail the job, no orphans."""
-        rank, world = self._ranks[i], len(self._ranks)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            rank.proc.wait(timeout=5)
-        code = rank.proc.poll()
+        code, world = self._ranks[i].exit_code(5), len(self._ranks)
         self.close()
         raise WorkerDied(
             f"the {self.name} DDP rank {i} of {world} died (exit code {code}); the trial "
@@ -207,14 +201,10 @@ class DDPLauncher:
     def close(self) -> None:
         """Stop every rank (each also exits by itself when this process's pipes close)."""
         for rank in self._ranks:
-            for conn in (rank.send, rank.recv):
-                with contextlib.suppress(OSError):
-                    conn.close()
-            if rank.proc.poll() is None:
-                rank.proc.kill()  # a rank may hang in a collective: no polite terminate
+            rank.close_pipes()
+            rank.end(kill=True)  # a rank may hang in a collective: no polite terminate
         for rank in self._ranks:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                rank.proc.wait(timeout=10)
+            rank.exit_code(10)
         self._ranks = []
 
 
@@ -264,7 +254,7 @@ def _rank_hook(rank: int, recv: Connection, send: Connection) -> EpochHook:
             metrics.clear()
             metrics.update(box[1])
         if box[0]:
-            raise _Stop(f"stopped by the caller after epoch {epoch}")
+            raise Stopped(f"stopped by the caller after epoch {epoch}")
 
     return on_epoch
 
@@ -288,7 +278,7 @@ def _serve(backend: Backend, rank: int, recv: Connection, send: Connection) -> N
             assert module is not None, "a torch job hands back its module"
             send.send(("result", (result, _weights(module))))
         except BaseException as e:  # every failure goes back to the launcher, as itself
-            send.send(("error", _picklable(e)))
+            send.send(("error", picklable(e)))
 
 
 def _weights(module: Any) -> bytes:
@@ -303,28 +293,10 @@ def _weights(module: Any) -> bytes:
     return buf.getvalue()
 
 
-def _die_with_parent() -> None:
-    """Linux: a rank is killed when the sweep that launched it dies (no orphans)."""
-    if sys.platform.startswith("linux"):
-        with contextlib.suppress(OSError, AttributeError):
-            ctypes.CDLL("libc.so.6").prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
-
-
 def main(argv: list[str]) -> None:
-    import importlib
-
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the launcher handles interrupts
-    _die_with_parent()
-    target, fd_in, fd_out = argv
-    module_name, _, cls_name = target.partition(":")
-    backend = getattr(importlib.import_module(module_name), cls_name)()
-    rank = int(os.environ[RANK_ENV])
-    _serve(
-        backend,
-        rank,
-        Connection(int(fd_in), writable=False),
-        Connection(int(fd_out), readable=False),
-    )
+    die_with_parent()  # before the framework import: a rank never outlives its sweep
+    backend, recv, send = worker_entry(argv)
+    _serve(backend, int(os.environ[RANK_ENV]), recv, send)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,148 @@
+"""Checks of a prepared sweep context: what the config, the script, the dataset and the
+stores say together, before anything is written.
+
+They live here, beside their inputs, because each needs more than the config: the loaded
+experiment (its choices, its loss), the dataset's task, the backends' frameworks, the
+stores' paths. The config stays rules only. Everything here reads and never writes, so a
+mistake knowable up front is exit 2, not ten failed trials.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from protolab._format import short
+from protolab._stores import check_storage_url, check_tracking_uri, default_tracking_uri
+from protolab.backends import ALIASES, backend_info
+from protolab.config import Choice, check_hardware, metric_task_problem
+from protolab.errors import ConfigError, ScriptError, SpaceError, StorageError
+from protolab.space import Space
+from protolab.sweep._context import SweepContext, sample_train
+
+__all__ = ["check_context", "check_metrics", "check_train_task", "check_values"]
+
+
+def check_context(ctx: SweepContext) -> None:
+    """Everything knowable before training, given a prepared sweep context (read-only)."""
+    check_hardware(ctx.cfg.hardware, str(ctx.config_path))
+    check_metrics(ctx)
+    problem = check_train_task(ctx)  # train options this dataset / script cannot run
+    if problem:
+        raise ConfigError(f"{ctx.config_path}: train.{problem}")
+    try:
+        check_storage_url(ctx.cfg.study.storage)
+        check_tracking_uri(ctx.cfg.tracking.uri, default_tracking_uri())
+    except StorageError as e:
+        raise StorageError(f"{ctx.config_path}: {e}") from None
+
+
+def check_values(ctx: SweepContext, values: dict[str, Any], source: str) -> None:
+    """Fixed values (``--params``, ``--best``) must be names this script and config take.
+
+    A name the space never asks for would be ignored silently (a typo, or a parameter
+    renamed since the best trial ran) and a value outside the current range would fail
+    only after the run exists; both are refused here, with the names that are allowed.
+    """
+    arch, train = Space(values=values), Space(values=values, prefix="train.")
+    try:
+        ctx.experiment.build(arch)
+        sample_train(ctx.cfg.train, train)
+    except SpaceError as e:
+        raise SpaceError(f"{source}: {e}") from None
+    except Exception:  # the script's own error or an impossible Arch: the run reports it
+        return
+    taken = {*arch.values, *(f"train.{k}" for k in train.values)}
+    unknown = sorted(k for k in values if k not in taken)
+    if unknown:
+        allowed = ", ".join(sorted(taken)) or "none (the script declares no choices)"
+        fixed = [k for k in unknown if k.startswith("train.")]
+        hint = (
+            f"; {fixed[0]} is a fixed value in the config, set it there"
+            if fixed and fixed[0].removeprefix("train.") in type(ctx.cfg.train).model_fields
+            else ""
+        )
+        raise SpaceError(
+            f"{source}: {short(unknown[0], 80)} is not a choice of experiment "
+            f"'{ctx.experiment.name}' ({ctx.script_path}) with these values; "
+            f"allowed: {allowed}{hint}"
+        )
+
+
+def check_metrics(ctx: SweepContext) -> None:
+    """Every objective and constraint must be a metric this dataset can produce."""
+    task = ctx.dataset.task
+    study = ctx.cfg.study
+    for i, (metric, _) in enumerate(ctx.objectives):
+        problem = metric_task_problem(metric, task)
+        if problem is None:
+            continue
+        if study.objectives:
+            raise ConfigError(f"{ctx.config_path}: study.objectives.{i}.metric: {problem}")
+        raise ScriptError(f"{ctx.script_path}: @experiment(metric={metric!r}): {problem}")
+    for i, (metric, _, _) in enumerate(ctx.constraints):
+        problem = metric_task_problem(metric, task)
+        if problem is not None:
+            raise ConfigError(f"{ctx.config_path}: study.constraints.{i}: {problem}")
+
+
+def _choices(v: Any) -> list[Any]:
+    return list(v.choices) if isinstance(v, Choice) else [v]
+
+
+def check_train_task(ctx: SweepContext) -> str | None:
+    """Why ``ctx.cfg.train`` cannot run on this study (None when it can): a loss or an
+    early-stopping metric the dataset cannot produce, or a custom loss a mode lacks.
+
+    ``ctx`` is a prepared sweep context (its dataset, scores, experiment and backends).
+    """
+    train, task, scores = ctx.cfg.train, ctx.dataset.task, tuple(ctx.scores)
+    losses, smooth = _choices(train.loss), train.label_smoothing
+    if task != "classification" and "cross_entropy" in losses:
+        return (
+            "loss: cross_entropy needs a classification dataset, but got loss=cross_entropy "
+            "on a regression dataset; allowed: auto, mse, mae, huber, custom"
+        )
+    if smooth not in (0, 0.0) and (
+        task != "classification" or set(losses) - {"auto", "cross_entropy"}
+    ):
+        return (
+            f"label_smoothing: applies to cross_entropy on classification only, but got "
+            f"label_smoothing={short(smooth)} with loss {'/'.join(losses)} on a {task} dataset"
+        )
+    problem = _custom_loss_problem(ctx, losses)
+    if problem:
+        return problem
+    es = train.early_stopping
+    if es is None:
+        return None
+    problem = metric_task_problem(es.metric, task)
+    if problem:
+        return f"early_stopping.metric: {problem}"
+    measured = ["train/loss", "val/loss", "val/acc" if task == "classification" else "val/rmse"]
+    measured += [f"val/{s}" for s in scores]
+    if es.metric not in measured:
+        return (
+            f"early_stopping.metric: {es.metric!r} is not measured by this study (add "
+            f"{es.metric.removeprefix('val/')} to `metrics:`); measured: {', '.join(measured)}"
+        )
+    return None
+
+
+def _custom_loss_problem(ctx: SweepContext, losses: list[Any]) -> str | None:
+    """``loss: custom`` needs the script's protolab.Loss, with a function per framework used."""
+    loss = getattr(ctx.experiment, "loss", None)
+    if "custom" in losses and loss is None:
+        return (
+            "loss: 'custom' needs @experiment(loss=protolab.Loss(...)) in the script, but "
+            f"{ctx.script_path} gives none; allowed: auto, cross_entropy, mse, mae, huber"
+        )
+    if loss is None or not set(losses) & {"auto", "custom"}:
+        return None
+    for name in ctx.cfg.backends:
+        builds = None if name in ALIASES else backend_info(name).builds
+        if builds and getattr(loss, builds, None) is None:
+            return (
+                f"loss: the script's protolab.Loss has no {builds}= function, but backend "
+                f"{name!r} trains with {builds}; add {builds}=fn to the Loss"
+            )
+    return None
