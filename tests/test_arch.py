@@ -212,6 +212,9 @@ def test_infer_counts_params_and_flops() -> None:
         (L.AvgPool(3), (10, 3), (3, 3), 0),
         (L.GlobalAvgPool(), (5, 5, 3), (3,), 0),
         (L.BatchNorm(), (4, 4, 6), (4, 4, 6), 12),
+        (L.BatchNorm(center=False), (4, 4, 6), (4, 4, 6), 6),  # gamma only
+        (L.BatchNorm(axis=1, scale=False), (5, 4, 6), (5, 4, 6), 5),  # Keras' axis 1: rows
+        (L.BatchNorm(axis=-2, center=False, scale=False), (5, 4, 6), (5, 4, 6), 0),
         (L.LayerNorm(), (12, 6), (12, 6), 12),
         (L.Dense(5), (12, 6), (12, 5), 35),
         (L.LSTM(5), (12, 4), (5,), 4 * (4 * 5 + 5 * 5 + 5)),

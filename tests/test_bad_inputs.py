@@ -340,6 +340,73 @@ SCRIPTS = [
     ),
 ]
 
+# --- layer arguments and native models: Keras' BatchNorm, a new model per build (issue 22) ---
+_MADE_ONCE = """\
+import torch
+import protolab as pl
+
+NET = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))  # at import
+
+
+@pl.experiment(data="digits")
+def model(space):
+    return pl.native(torch=lambda: NET)
+"""
+
+
+def _batchnorm(args: str) -> str:
+    return _script(f"return pl.Arch(L.Flatten(), L.BatchNorm({args}), L.Dense(10))\n")
+
+
+ARCHS = [
+    Bad(
+        "batchnorm-momentum",
+        [],
+        ["exp.py", "BatchNorm: `0 <= momentum <= 1` must hold", "momentum=1.5"],
+        script=_batchnorm("momentum=1.5"),
+    ),
+    Bad(
+        "batchnorm-epsilon-zero",
+        [],
+        ["exp.py", "BatchNorm: `epsilon > 0` must hold", "epsilon=0"],
+        script=_batchnorm("epsilon=0"),
+    ),
+    Bad(
+        "batchnorm-epsilon-nan",
+        [],
+        ["exp.py", "BatchNorm: `epsilon` must be a finite number", "nan"],
+        script=_batchnorm("epsilon=float('nan')"),
+    ),
+    Bad(
+        "batchnorm-center-word",
+        [],
+        ["exp.py", "BatchNorm: `center` must be a bool", "center='yes'"],
+        script=_batchnorm("center='yes'"),
+    ),
+    Bad(
+        "batchnorm-batch-axis",
+        [],
+        ["exp.py", "BatchNorm: `axis` 0 is the batch axis", "-1 (the channels"],
+        script=_batchnorm("axis=0"),
+    ),
+    Bad(
+        "native-builder-not-callable",
+        [],
+        ["exp.py", "pl.native: torch= must be a function", "got int: 3"],
+        script=_script("return pl.native(torch=3)\n"),
+    ),
+    Bad(
+        "native-made-once",
+        [],
+        [
+            "pl.native: the torch builder model.<locals>.<lambda> (exp.py:9)",
+            "returned the same Sequential object as an earlier call",
+            "construct the module inside the builder",
+        ],
+        script=_MADE_ONCE,
+    ),
+]
+
 # --- data files -----------------------------------------------------------------------------
 _NPY = b"\x93NUMPY\x01\x00v\x00{'descr': '<f8', 'fortran_order': False, 'shape': (2,), }"
 DATA = [
@@ -536,7 +603,95 @@ FLAGS = [
     Bad("config-is-folder", [], ["config file", "is a directory"], command="sweep-dir"),
 ]
 
-CASES = VALUES + METRICS + HARDWARE + YAML + NAMES + SCRIPTS + DATA + STORES + FLAGS
+# --- training options (issue 22): optimizers and their options, plateau, max_steps ---------
+_OPT = "_o = pl.Optimizer(torch=lambda p, lr: None)\n\n\n"
+_TORCH_ONLY_OPTIMIZER = TINY_MLP.replace("@pl.experiment(", _OPT + "@pl.experiment(optimizer=_o, ")
+TRAINING = [
+    Bad(
+        "optimizer-unknown",
+        ["train.optimizer=lino"],
+        ["train.optimizer", "'lino'", "adadelta", "adamax", "nadam", "lion", "custom"],
+    ),
+    Bad(
+        "optimizer-option-rho-on-adam",
+        ["train.optimizer_options={rho: 0.9}"],
+        [
+            "train.optimizer_options",
+            "rho=0.9 is not an option of optimizer adam",
+            "adam takes betas, eps, amsgrad",
+        ],
+    ),
+    Bad(
+        "optimizer-option-centered-on-sgd",
+        ["train.optimizer=sgd", "train.optimizer_options={centered: true}"],
+        ["centered=True is not an option of optimizer sgd", "sgd takes momentum, nesterov"],
+    ),
+    Bad(
+        "optimizer-lion-on-torch",
+        ["train.optimizer=lion"],
+        [
+            "train.optimizer: lion has no torch implementation",
+            "'lightning'",
+            "lion trains on tf-graph, keras, jax",
+        ],
+    ),
+    Bad(
+        "optimizer-custom-without-script",
+        ["train.optimizer=custom"],
+        ["train.optimizer: 'custom' needs @experiment(optimizer=protolab.Optimizer", "exp.py"],
+    ),
+    Bad(
+        "optimizer-custom-weight-decay",
+        ["train.optimizer=custom", "train.weight_decay=0.01"],
+        ["custom optimizer sets its own weight decay", "weight_decay=0.01"],
+    ),
+    Bad(
+        "optimizer-script-unused",
+        [],
+        [
+            "script gives protolab.Optimizer",
+            "train.optimizer is adam",
+            "set train.optimizer: custom",
+        ],
+        script=_TORCH_ONLY_OPTIMIZER,
+    ),
+    Bad(
+        "optimizer-custom-no-keras",
+        ["train.optimizer=custom", "backends=[tf-graph]"],
+        ["protolab.Optimizer has no keras=", "'tf-graph'"],
+        script=_TORCH_ONLY_OPTIMIZER,
+    ),
+    Bad(
+        "plateau-factor-above-1",
+        ["train.schedule=reduce_on_plateau", "train.schedule_options={factor: 1.5}"],
+        ["train.schedule_options.factor", "less than 1", "1.5"],
+    ),
+    Bad(
+        "plateau-option-on-cosine",
+        ["train.schedule=cosine", "train.schedule_options={patience: 3}"],
+        ["train.schedule_options", "patience=3", "cosine takes min_lr"],
+    ),
+    Bad(
+        "plateau-monitor-unmeasured",
+        ["train.schedule=reduce_on_plateau", "train.schedule_options={monitor: val/f1}"],
+        ["train.schedule_options.monitor", "'val/f1' is not measured", "metrics:"],
+    ),
+    Bad(
+        "plateau-monitor-not-per-epoch",
+        ["train.schedule=reduce_on_plateau", "train.schedule_options={monitor: time/step_ms}"],
+        ["reduce_on_plateau's monitor needs a metric measured every epoch", "'time/step_ms'"],
+    ),
+    Bad("max-steps-zero", ["train.max_steps=0"], ["train.max_steps", "greater than or equal to 1"]),
+    Bad(
+        "restore-best-not-bool",
+        ["train.early_stopping={restore_best_weights: maybe}"],
+        ["train.early_stopping.restore_best_weights", "boolean", "maybe"],
+    ),
+]
+
+CASES = (
+    VALUES + METRICS + HARDWARE + YAML + NAMES + SCRIPTS + ARCHS + DATA + STORES + FLAGS + TRAINING
+)
 
 
 def _snapshot(root: Path) -> dict[str, int]:

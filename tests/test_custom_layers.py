@@ -194,3 +194,45 @@ def test_config_asking_the_other_framework_is_refused_before_anything_runs(
     assert "lightning" in text and "torch-compile" in text  # the modes that can
     assert "Traceback" not in text
     assert not (tmp_path / "mlruns").exists()
+
+
+SHARED = """
+import torch
+
+import protolab as pl
+
+NET = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))  # at import
+
+
+@pl.experiment(data="digits", metric="val/acc")
+def model(space):
+    if space.choice("shared", [False, True]):  # the dry run takes False: a trial finds it
+        return pl.native(torch=lambda: NET)
+    return pl.native(torch=lambda: torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10)))
+"""
+
+
+@pytest.mark.slow
+def test_a_trial_whose_builder_hands_its_model_out_again_fails_naming_it(
+    make_project: Any, workdir: Path
+) -> None:
+    """Trials never share weights: the builder that returns a module made at import fails
+    its trial (nothing trains), with the reason; the other trial trains."""
+    import optuna
+    from typer.testing import CliRunner
+
+    from protolab._stores import open_storage
+    from protolab.cli import app
+
+    cfg = make_project(script=SHARED, epochs=1)
+    out = CliRunner().invoke(app, ["sweep", str(cfg), "study.sampler=grid"])
+    assert out.exit_code == 0, out.output
+    storage = open_storage(str(workdir / "mlruns" / "optuna.journal"))
+    trials = optuna.load_study(study_name="tiny", storage=storage).trials
+    by_choice = {t.params["shared"]: t for t in trials}
+    assert by_choice[False].state == optuna.trial.TrialState.COMPLETE
+    failed = by_choice[True]
+    assert failed.state == optuna.trial.TrialState.FAIL
+    reason = failed.user_attrs["protolab.fail_reason"]
+    assert reason.startswith("ArchError") and "pl.native: the torch builder" in reason
+    assert "(exp.py:12) returned the same Sequential object" in reason

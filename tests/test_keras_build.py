@@ -191,10 +191,9 @@ def _copy_layer(layer: L.Layer, module: Any, w: list[np.ndarray]) -> None:
             rank = w[0].ndim - 2  # keras (*kernel, cin, f) -> torch (f, cin, *kernel)
             _set(module.conv.weight, np.transpose(w[0], (rank + 1, rank, *range(rank))))
             _set_bias(module.conv.bias, w)
-        case L.BatchNorm():
-            for name, value in zip(
-                ("weight", "bias", "running_mean", "running_var"), w, strict=True
-            ):
+        case L.BatchNorm():  # keras: [gamma if scale] [beta if center] moving mean, variance
+            names = ["weight"] * layer.scale + ["bias"] * layer.center
+            for name, value in zip((*names, "running_mean", "running_var"), w, strict=True):
                 _set(getattr(module, name), value)
         case L.LayerNorm():
             _set(module.weight, w[0])

@@ -18,7 +18,7 @@ import torch
 
 import protolab as pl
 from protolab import layers as L
-from protolab.arch import Arch
+from protolab.arch import Arch, build_custom
 from protolab.backends.tensorflow import nn as kb
 from protolab.backends.torch import nn as tb
 from protolab.errors import ArchError
@@ -155,6 +155,14 @@ def test_the_keras_transformer_example_counts_the_same() -> None:
         (Arch(L.MultiHeadAttention(2, 3, value_dim=5, use_bias=False)), (6, 4), "float32"),
         (Arch(L.MultiHeadAttention(1, 4, use_causal_mask=True)), (5, 3), "float32"),
         (Arch(L.PositionalEmbedding(10, 4), L.TransformerBlock(4, 2, 8, key_dim=3)), (6,), "int32"),
+        (Arch(L.Conv2D(3, 3, padding="same"), L.BatchNorm()), (5, 4, 2), "float32"),
+        (Arch(L.Dense(4), L.BatchNorm(center=False, momentum=0.9)), (3,), "float32"),
+        (Arch(L.Conv1D(3, 2), L.BatchNorm(axis=1, scale=False, epsilon=1e-5)), (6, 2), "float32"),
+        (
+            Arch(L.Conv2D(2, 1), L.BatchNorm(axis=-3, center=False, scale=False)),
+            (3, 4, 2),
+            "float32",
+        ),
     ],
     ids=lambda v: repr(v)[:60] if isinstance(v, Arch) else None,
 )
@@ -198,11 +206,67 @@ def test_new_layers_round_trip_through_json_and_count_flops() -> None:
         (lambda: L.UpSampling2D(interpolation="bilinear"), "must be one of nearest"),
         (lambda: L.TransformerBlock(8, 2, 16, epsilon=0), "TransformerBlock: `epsilon > 0`"),
         (lambda: L.Activation("softmax2"), "unknown activation 'softmax2'"),
+        (lambda: L.BatchNorm(momentum=1.5), "BatchNorm: `0 <= momentum <= 1` must hold"),
+        (lambda: L.BatchNorm(epsilon=0), "BatchNorm: `epsilon > 0` must hold, but got epsilon=0"),
+        (lambda: L.BatchNorm(epsilon=float("nan")), "`epsilon` must be a finite number"),
+        (lambda: L.BatchNorm(center="yes"), "BatchNorm: `center` must be a bool"),
+        (lambda: L.BatchNorm(scale=None), "BatchNorm: `scale` must be a bool"),
+        (lambda: L.BatchNorm(axis=0), "`axis` 0 is the batch axis"),
+        (lambda: L.BatchNorm(axis=1.5), "BatchNorm: `axis` must be an int, but got axis=1.5"),
     ],
 )
 def test_bad_arguments_state_the_rule(make: Any, message: str) -> None:
     with pytest.raises(ArchError, match=message.replace("(", r"\(").replace(")", r"\)")):
         make()
+
+
+# ---------------------------------------------------------------- BatchNorm: Keras' own
+
+
+def test_batchnorm_takes_keras_names_and_defaults() -> None:
+    ours, theirs = L.BatchNorm(), keras.layers.BatchNormalization()
+    for name in ("axis", "momentum", "epsilon", "center", "scale"):
+        assert getattr(ours, name) == getattr(theirs, name), name
+    assert repr(ours) == "BatchNorm()"
+    with pytest.raises(
+        ArchError, match=r"layer 0 BatchNorm\(axis=2\): needs a sample of rank >= 2"
+    ):
+        Arch(L.BatchNorm(axis=2)).infer((5,))
+
+
+def test_batchnorm_with_keras_defaults_computes_the_same_on_both() -> None:
+    """Eval mode, given weights: Keras' epsilon (1e-3) reaches torch, where it matters (a
+    small moving variance), and the parameter count is the same on both."""
+    arch = Arch(L.Dense(6), L.BatchNorm())
+    kmodel, tmodel = kb.build(arch, (4,)), tb.build_torch(arch, (4,))
+    assert kb.count_params(kmodel) == tb.count_params(tmodel) == arch.param_count((4,)) == 42
+    _perturb(kmodel)
+    bn = kmodel.get_layer("l1_batchnorm")
+    variance = np.full(6, 2e-3, dtype="float32")
+    bn.moving_variance.assign(variance)
+    copy_keras_to_torch(arch, kmodel, tmodel)
+    x = np.random.default_rng(2).standard_normal((5, 4)).astype("float32")
+    expected = kmodel(x, training=False).numpy()
+    with torch.no_grad():
+        got = tmodel.eval()(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+    gamma, beta, mean = (keras.ops.convert_to_numpy(w) for w in bn.weights[:3])
+    dense = kmodel.get_layer("l0_dense")
+    h = x @ keras.ops.convert_to_numpy(dense.kernel) + keras.ops.convert_to_numpy(dense.bias)
+    np.testing.assert_allclose(
+        expected, gamma * (h - mean) / np.sqrt(variance + 1e-3) + beta, rtol=1e-4, atol=1e-5
+    )
+
+
+def test_batchnorm_json_states_its_constants_and_reads_old_ones() -> None:
+    arch = Arch(L.Dense(3), L.BatchNorm(center=False))
+    data = arch.to_dict()["layers"][1]
+    assert data == {"type": "BatchNorm", "center": False, "momentum": 0.99, "epsilon": 0.001}
+    assert Arch.from_json(arch.to_json()) == arch
+    # an arch.json written when BatchNorm's constants were torch's (not stored: defaults)
+    old = Arch.from_dict({"layers": [{"type": "Dense", "units": 3}, {"type": "BatchNorm"}]})
+    assert old.layers[1] == L.BatchNorm(momentum=0.9, epsilon=1e-5)
+    assert old.hash != Arch(L.Dense(3), L.BatchNorm()).hash
 
 
 def test_shape_errors_of_new_layers_name_the_layer() -> None:
@@ -363,6 +427,192 @@ def test_native_builder_mistakes_are_named() -> None:
         pl.native()
     with pytest.raises(ArchError, match="torch= must be a function"):
         pl.native(torch=torch.nn.Linear(3, 3).weight)
+
+
+# ---------------------------------------------------------------- a new model per call
+
+
+@pl.layer
+class SharedHead(pl.CustomLayer):
+    """A custom layer whose torch builder hands out one module made outside it."""
+
+    def torch(self, input_shape: Any) -> Any:
+        return _SHARED
+
+
+_SHARED = torch.nn.Linear(4, 2)
+
+
+class _ComparesByValue:
+    """Unhashable (it compares by value): what was handed out is tracked all the same."""
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, _ComparesByValue)
+
+    __hash__ = None  # type: ignore[assignment]
+
+
+@pl.layer
+class ByValue(pl.CustomLayer):
+    def torch(self, input_shape: Any) -> Any:
+        return _BY_VALUE
+
+
+_BY_VALUE = _ComparesByValue()
+
+
+def test_a_builder_that_hands_back_an_object_again_is_refused_naming_it() -> None:
+    made_once = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))  # at import
+    arch = pl.native(torch=lambda: made_once)
+    with pytest.raises(ArchError) as e:  # the probe built it, the build gets it again
+        tb.build_torch(arch, (8, 8, 1))
+    text = str(e.value)
+    assert re.search(
+        r"pl.native: the torch builder .*<lambda> \(test_layer_fidelity.py:\d+\) returned the "
+        r"same Sequential object as an earlier call",
+        text,
+    )
+    assert "one trial's trained weights into the next" in text
+    assert "construct the module inside the builder" in text
+    with pytest.raises(ArchError, match="returned the same Sequential object"):
+        arch.check_builders((8, 8, 1))  # a sweep's dry run: two calls, before any trial
+    with pytest.raises(ArchError, match=r"SharedHead: the torch builder SharedHead.torch \(test"):
+        tb.build_torch(Arch(SharedHead()), (4,))
+    with pytest.raises(ArchError, match=r"SharedHead: the torch builder SharedHead\.torch"):
+        Arch(L.Dense(4), SharedHead()).check_builders((3,))  # after built-in layers too
+    assert build_custom(ByValue(), "torch", (4,)) is _BY_VALUE  # the first time: handed out
+    with pytest.raises(ArchError, match="returned the same _ComparesByValue object"):
+        build_custom(ByValue(), "torch", (4,))
+    dense = keras.layers.Dense(3)
+    with pytest.raises(ArchError, match=r"the keras builder .*<lambda> .* same Dense object"):
+        kb.build(pl.native(keras=lambda: dense), (4,))
+
+
+def test_a_builder_making_a_new_model_per_call_builds_as_often_as_asked() -> None:
+    arch = _pair(8)
+    arch.check_builders((8, 8, 1))
+    for _ in range(2):  # a trial's probe, then each backend's build, then the next trial
+        tb.build_torch(arch, (8, 8, 1))
+        kb.build(arch, (8, 8, 1))
+
+
+# ---------------------------------------------------------------- a native model's outputs
+
+
+class _FunctionalSoftmax(torch.nn.Module):
+    """Softmax applied in forward (``F.softmax``): no Softmax module to look for."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc = torch.nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.softmax(self.fc(x), dim=-1)
+
+
+_TAILS: dict[str, Any] = {
+    "": list,
+    "softmax": lambda: [torch.nn.Softmax(-1)],
+    "log_softmax": lambda: [torch.nn.LogSoftmax(-1)],
+    "sigmoid": lambda: [torch.nn.Sigmoid()],
+}
+
+
+def _torch_head(tail: str = "", units: int = 3) -> Any:
+    """A builder of Linear(4, units) then ``tail``: every module new per call."""
+    return lambda: torch.nn.Sequential(torch.nn.Linear(4, units), *_TAILS[tail]())
+
+
+@pytest.mark.parametrize(
+    ("torch_builder", "keras_builder", "expected"),
+    [
+        (_torch_head("softmax"), None, "softmax"),
+        (_FunctionalSoftmax, None, "softmax"),
+        (_torch_head(), None, None),
+        (_torch_head("log_softmax"), None, None),  # log-probabilities are logits
+        (_torch_head("sigmoid", units=2), None, None),  # rows need not sum to 1
+        (None, lambda: keras.layers.Dense(3, activation="softmax"), "softmax"),
+        (
+            None,
+            lambda: keras.Sequential([keras.layers.Dense(3), keras.layers.Softmax()]),
+            "softmax",
+        ),
+        (None, lambda: keras.layers.Dense(3), None),
+    ],
+)
+def test_a_native_models_output_rows_say_whether_they_are_probabilities(
+    torch_builder: Any, keras_builder: Any, expected: str | None
+) -> None:
+    arch = pl.native(torch=torch_builder, keras=keras_builder)
+    if torch_builder is not None:
+        tb.build_torch(arch, (4,))
+    else:
+        kb.build(arch, (4,))
+    assert arch.output_activation == expected
+    # a sequence's rows: one per position; after built-in layers: the head's own input
+    behind = Arch(L.Dense(4), arch)
+    behind.outputs_on("torch" if torch_builder else "keras", (5, 6))
+    assert behind.output_activation == expected
+
+
+def test_builders_that_disagree_on_probabilities_are_refused() -> None:
+    arch = pl.native(
+        torch=lambda: torch.nn.Sequential(torch.nn.Linear(4, 3), torch.nn.Softmax(-1)),
+        keras=lambda: keras.layers.Dense(3),
+    )
+    with pytest.raises(ArchError) as e:  # whichever side was probed first, the other fails
+        tb.build_torch(arch, (4,))
+        kb.build(arch, (4,))
+    text = str(e.value)
+    assert re.search(
+        r"the torch builder .*<lambda> \(test_layer_fidelity.py:\d+\) outputs prob", text
+    )
+    assert re.search(
+        r"the keras builder .*<lambda> \(test_layer_fidelity.py:\d+\) outputs logits", text
+    )
+    assert "both builders must make the same model" in text
+
+
+def _moons_net(softmax: bool) -> Arch:
+    def net() -> torch.nn.Module:
+        head = [torch.nn.Softmax(dim=-1)] if softmax else []
+        layers = [torch.nn.Linear(2, 32), torch.nn.ReLU(), torch.nn.Linear(32, 2), *head]
+        return torch.nn.Sequential(*layers)
+
+    def keras_net() -> Any:
+        return keras.Sequential(
+            [keras.layers.Dense(32, "relu"), keras.layers.Dense(2, "softmax" if softmax else None)]
+        )
+
+    return pl.native(torch=net, keras=keras_net, name=f"moons_{softmax}")
+
+
+def _train_moons(mode: str, arch: Arch) -> Any:
+    from protolab.backends import Hardware, Job, TrainSettings, get_backend
+    from protolab.data import load_dataset
+
+    settings = TrainSettings(epochs=15, batch_size=64, optimizer="adam", lr=1e-2, seed=0)
+    backend = get_backend(mode)
+    try:
+        return backend.run(Job(arch, load_dataset("moons"), settings, Hardware(accelerator="cpu")))
+    finally:
+        backend.release()
+
+
+#: the lowest cross-entropy a 2-class softmax head can reach when softmaxed twice: -log(sigmoid(1))
+DOUBLE_SOFTMAX_FLOOR = 0.3133
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["lightning", "tf-graph"])
+def test_a_native_softmax_head_trains_as_its_logits_twin(mode: str) -> None:
+    """The same model with and without its softmax: one loss on every mode, so the same
+    accuracy, and a train loss below what a double softmax allows (issue 22)."""
+    probs, logits = (_train_moons(mode, _moons_net(softmax)) for softmax in (True, False))
+    assert probs.tags["output"] == "probabilities" and logits.tags["output"] == "logits"
+    assert probs.history[-1]["train/loss"] < DOUBLE_SOFTMAX_FLOOR - 0.1
+    assert probs.metrics["val/acc"] == pytest.approx(logits.metrics["val/acc"], abs=0.02)
+    assert probs.metrics["val/acc"] > 0.85
 
 
 NATIVE = """

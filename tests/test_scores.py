@@ -123,3 +123,24 @@ def test_an_objective_on_f1_is_scored_and_optimised(make_project: object) -> Non
     (trial,) = study.trials
     assert 0 < trial.value <= 1  # a macro F1, not the accuracy's name on another number
     assert trial.user_attrs["protolab.metrics"]["lightning"]["val/f1"] == trial.value
+
+
+def test_test_loss_of_probability_rows_is_not_softmaxed_again() -> None:
+    """A softmax head's outputs are scored as the probabilities they are (log loss), not
+    as logits: a softmax over probabilities would give a different, wrong test/loss."""
+    from sklearn.metrics import log_loss
+
+    from protolab.data._scores import score_test
+
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(50, 3))
+    probs = np.exp(logits) / np.exp(logits).sum(-1, keepdims=True)
+    y = rng.integers(0, 3, 50)
+    as_probs = score_test("classification", (), probs, y, probabilities=True)
+    assert as_probs["test/loss"] == pytest.approx(log_loss(y, probs, labels=[0, 1, 2]), rel=1e-6)
+    assert as_probs["test/loss"] == pytest.approx(
+        score_test("classification", (), logits, y)["test/loss"], rel=1e-6
+    )
+    assert score_test("classification", (), probs, y)["test/loss"] != pytest.approx(
+        as_probs["test/loss"]
+    )

@@ -95,7 +95,25 @@ def test_batchnorm_normalises_the_last_axis_of_any_rank() -> None:
     y = model.train()(x)
     assert torch.allclose(y.mean(dim=(0, 1)), torch.zeros(3), atol=1e-5)
     bn = model[0]
-    assert (bn.eps, bn.momentum) == (1e-5, 0.1)
+    assert (bn.eps, bn.momentum) == (1e-3, pytest.approx(0.01))  # Keras' 1e-3 and 0.99
+
+
+def test_batchnorm_takes_keras_arguments() -> None:
+    x = torch.randn(6, 4, 3) * 3 + 2
+    # axis=1 (Keras counts the batch axis): the 4 positions are normalised, per position
+    model = build_torch(Arch(L.BatchNorm(axis=1, momentum=0.9, epsilon=1e-5)), (4, 3))
+    y = model.train()(x)
+    assert torch.allclose(y.mean(dim=(0, 2)), torch.zeros(4), atol=1e-5)
+    bn = model[0]
+    assert (bn.eps, bn.momentum, tuple(bn.running_mean.shape)) == (1e-5, pytest.approx(0.1), (4,))
+    # center / scale apart: only the kept one is a parameter (torch's affine is both or none)
+    for center, scale in ((False, True), (True, False), (False, False)):
+        layer = L.BatchNorm(center=center, scale=scale)
+        net = build_torch(Arch(layer), (4, 3))
+        names = {name.split(".")[-1] for name, _ in net.named_parameters()}
+        assert names == {n for n, kept in (("bias", center), ("weight", scale)) if kept}
+        assert sum(p.numel() for p in net.parameters()) == Arch(layer).param_count((4, 3))
+        assert torch.isfinite(net.train()(x)).all()
 
 
 def test_keras_initialisation_family() -> None:

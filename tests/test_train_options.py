@@ -25,7 +25,7 @@ from protolab import Arch
 from protolab import layers as L
 from protolab.backends import Hardware, Job, JobResult, TrainSettings, get_backend
 from protolab.backends._base import EarlyStopping, Program, _train, epoch_plan
-from protolab.backends._schedule import SCHEDULES, lr_table
+from protolab.backends._schedule import EPOCH_RULES, SCHEDULES, Plateau, lr_table
 from protolab.backends._timing import TrialClock
 from protolab.data import Dataset
 
@@ -97,7 +97,11 @@ def test_lr_tables_follow_their_formulas() -> None:
     cyc = lr_table("one_cycle", 1.0, 1, 10, {"warmup": 0.3})
     assert cyc[0] == pytest.approx(1 / 25) and cyc.max() == pytest.approx(1.0)
     assert cyc[-1] == pytest.approx(1 / 25 / 1e4)
-    assert set(SCHEDULES) == {"constant", "step", "cosine", "warmup_cosine", "one_cycle"}
+    assert set(SCHEDULES) == {
+        "constant", "step", "cosine", "warmup_cosine", "one_cycle", "reduce_on_plateau"
+    }  # fmt: skip
+    capped = lr_table("cosine", 1.0, 4, 5, {}, max_steps=7)  # train.max_steps: 7 steps train
+    assert capped.tolist() == lr_table("cosine", 1.0, 1, 7, {}).tolist()  # a 7-step run's
 
 
 def test_the_config_names_exactly_the_schedules_the_backends_compute() -> None:
@@ -107,6 +111,9 @@ def test_the_config_names_exactly_the_schedules_the_backends_compute() -> None:
 
     assert tuple(SCHEDULE_OPTIONS) == SCHEDULES
     for name, options in SCHEDULE_OPTIONS.items():  # every option it reads changes the table
+        if name in EPOCH_RULES:  # decided between epochs (Plateau): tests of their own below
+            assert lr_table(name, 1.0, 4, 5, {}).tolist() == [1.0] * 20
+            continue
         for option in options:
             base = lr_table(name, 1.0, 4, 5, {})
             moved = lr_table(name, 1.0, 4, 5, {option: 0.5 if option != "step_size" else 2})
@@ -464,7 +471,7 @@ BAD = [
         ["train.early_stopping.metric", "val/rmse needs a regression"],
     ),
     (["train.loss=custom"], ["train.loss", "'custom' needs @experiment(loss=protolab.Loss"]),
-    (["train.optimizer=lion"], ["train.optimizer", "'lion'", "adagrad"]),
+    (["train.optimizer=lino"], ["train.optimizer", "'lino'", "adadelta", "nadam", "lion"]),
 ]
 
 
@@ -485,3 +492,255 @@ def test_bad_train_options_exit_2_before_any_store(
         assert text in out, (text, out)
     assert str(cfg) in out or "cfg.yaml" in out
     assert not (workdir / "mlruns").exists()
+
+
+# --- issue 22: every optimizer both frameworks have, reduce_on_plateau, max_steps, -----------
+# --- restore_best_weights, a custom optimizer -------------------------------------------------
+
+
+def test_the_config_names_exactly_the_optimizers_and_options_the_backends_map() -> None:
+    """The config's rule table and the backends' twin table are separate parts: an optimizer
+    or option added to one only is caught here, and each option has a twin per framework."""
+    from protolab.backends._optimizers import OPTIMIZER_TWINS, keras_arguments, torch_arguments
+    from protolab.config._model import OPTIMIZER_OPTIONS, OPTIMIZERS
+
+    assert tuple(OPTIMIZER_OPTIONS) == tuple(OPTIMIZER_TWINS) == OPTIMIZERS
+    for name, options in OPTIMIZER_OPTIONS.items():
+        assert options == tuple(OPTIMIZER_TWINS[name].defaults), name
+    # the renamed twins: rmsprop's rho is PyTorch's alpha; betas are Keras' beta_1/beta_2
+    _, t = torch_arguments("rmsprop", {"rho": 0.8}, 0.0)
+    _, k = keras_arguments("rmsprop", {"rho": 0.8, "eps": 1e-5}, 0.0)
+    assert t["alpha"] == 0.8 and "rho" not in t and k["rho"] == 0.8 and k["epsilon"] == 1e-5
+    _, k = keras_arguments("nadam", {"betas": (0.8, 0.9)}, 0.0)
+    assert (k["beta_1"], k["beta_2"]) == (0.8, 0.9)
+    # one default on both where the frameworks' own differ (Keras' values)
+    cls, t = torch_arguments("adadelta", {}, 0.0)
+    _, k = keras_arguments("adadelta", {}, 0.0)
+    assert cls == "Adadelta" and (t["rho"], t["eps"]) == (k["rho"], k["epsilon"]) == (0.95, 1e-7)
+    with pytest.raises(ValueError, match=r"'lion' has no PyTorch twin.*Keras modes"):
+        torch_arguments("lion", {}, 0.0)
+    with pytest.raises(ValueError, match=r"rho is not an option of optimizer adam"):
+        torch_arguments("adam", {"rho": 0.9}, 0.0)
+
+
+NEW_OPTIMIZERS = [
+    ("adadelta", (("rho", 0.9), ("eps", 1e-6))),
+    ("adadelta", ()),
+    ("adamax", (("betas", (0.8, 0.99)), ("eps", 1e-7))),
+    ("nadam", (("betas", (0.85, 0.99)),)),
+    ("rmsprop", (("rho", 0.8), ("centered", True), ("eps", 1e-12))),
+    ("adam", (("amsgrad", True), ("eps", 1e-10))),
+    ("adagrad", (("initial_accumulator_value", 0.5),)),
+]
+
+
+@pytest.mark.parametrize(("optimizer", "options"), NEW_OPTIMIZERS)
+def test_new_optimizers_make_the_same_steps(optimizer: str, options: tuple[Any, ...]) -> None:
+    """Four full-batch steps on eager PyTorch and TF graph from the same weights: each
+    step's loss and the weights after them agree (the options reach both twins)."""
+    tr = _settings(epochs=4, optimizer=optimizer, optimizer_options=options, lr=0.05)
+    tp, kp = _pair(tr, _data(24), "tf-graph")
+    losses: dict[str, list[float]] = {"torch": [], "keras": []}
+    for epoch in (1, 2, 3, 4):  # one step an epoch: the epoch's loss is that step's
+        losses["torch"].append(tp.fit_epoch(epoch).loss)
+        losses["keras"].append(kp.fit_epoch(epoch).loss)
+    assert losses["torch"][-1] < losses["torch"][0]  # it trains
+    np.testing.assert_allclose(losses["torch"], losses["keras"], rtol=2e-5)
+    _close(_torch_params(tp), _keras_params(kp), 5e-5)
+    if "rho" in dict(options):  # rmsprop's rho arrives as PyTorch's alpha
+        key = "alpha" if optimizer == "rmsprop" else "rho"
+        assert tp.opt.param_groups[0][key] == dict(options)["rho"] == kp.p.opt.rho
+
+
+def test_lion_trains_on_keras_modes_and_is_refused_on_torch() -> None:
+    """Keras-only (torch.optim has no Lion): XLA and TF graph make the same steps."""
+    tr = _settings(epochs=3, optimizer="lion", optimizer_options=(("betas", (0.8, 0.95)),))
+    tr = dataclasses.replace(tr, lr=0.01)
+    ds = _data(24)
+    graph = get_backend("tf-graph").run(Job(ARCH, ds, tr, CPU))
+    xla = get_backend("keras").run(Job(ARCH, ds, tr, CPU))
+    curve = [h["train/loss"] for h in graph.history]
+    assert curve[-1] < curve[0]
+    np.testing.assert_allclose(curve, [h["train/loss"] for h in xla.history], rtol=1e-5)
+    with pytest.raises(ValueError, match="has no PyTorch twin"):
+        get_backend("lightning").program(Job(ARCH, ds, tr, CPU))
+
+
+def test_custom_optimizer_factories_train_alike() -> None:
+    """``pl.Optimizer``: each framework's factory gets the job's lr; same steps on both."""
+    import keras
+    import torch
+
+    import protolab as pl
+
+    custom = pl.Optimizer(
+        torch=lambda params, lr: torch.optim.SGD(params, lr=lr, momentum=0.5),
+        keras=lambda lr: keras.optimizers.SGD(learning_rate=lr, momentum=0.5),
+    )
+    tr = _settings(epochs=3, optimizer="custom", optimizer_options=(), custom_optimizer=custom)
+    tr = dataclasses.replace(tr, grad_clip=0.5)
+    tp, kp = _pair(tr, _data(24), "tf-graph")
+    assert type(tp.opt.optimizer).__name__ == "SGD" and kp.p.opt.global_clipnorm == 0.5
+    for epoch in (1, 2, 3):
+        assert tp.fit_epoch(epoch).loss == pytest.approx(kp.fit_epoch(epoch).loss, rel=1e-5)
+    _close(_torch_params(tp), _keras_params(kp), 1e-5)
+    with pytest.raises(Exception, match="must be a function"):
+        pl.Optimizer(torch=3)
+
+
+def test_plateau_rule_decides_as_keras_reduce_lr_on_plateau() -> None:
+    """The one rule (numpy/python) against Keras' own callback on the same metric curve."""
+    import keras
+
+    curve = [1.0, 0.9, 0.95, 0.91, 0.92, 0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.99, 0.4, 0.41]
+    opts = {"factor": 0.5, "patience": 2.0, "min_delta": 0.01, "cooldown": 1.0, "min_lr": 0.1}
+    rule = Plateau.of(opts)
+    cb = keras.callbacks.ReduceLROnPlateau(
+        monitor="val_loss", factor=0.5, patience=2, min_delta=0.01, cooldown=1, min_lr=0.1
+    )
+    opt = keras.optimizers.SGD(learning_rate=1.0)
+    cb.set_model(SimpleNamespace(optimizer=opt))
+    cb.on_train_begin()
+    ours, theirs = [], []
+    for epoch, value in enumerate(curve):
+        ours.append(rule.update(value))
+        cb.on_epoch_end(epoch, {"val_loss": value})
+        theirs.append(float(keras.ops.convert_to_numpy(opt.learning_rate)))
+    np.testing.assert_allclose(ours, theirs, rtol=1e-6)
+    assert ours[-1] == pytest.approx(0.1) and ours.count(1.0) == 3  # down to the floor
+    assert Plateau.of({"monitor": "val/acc", "mode": "max"}).update(0.5) == 1.0
+
+
+def test_reduce_on_plateau_lowers_lr_alike_on_torch_and_keras() -> None:
+    """The shared loop: the same curve (same weights, full batches) lowers the learning
+    rate at the same epochs on eager PyTorch and XLA, and nothing recompiles for it."""
+    opts = (("patience", 1.0), ("factor", 0.5))
+    tr = _settings(epochs=7, lr=3.0, schedule="reduce_on_plateau", schedule_options=opts)
+    tp, kp = _pair(tr, _data(24))
+    lrs = {}
+    for name, prog in (("torch", tp), ("keras", kp)):
+        result = JobResult()
+        _train(prog, Job(ARCH, _data(24), tr, CPU), TrialClock(), result, None)
+        lrs[name] = [h["train/lr"] for h in result.history]
+        curve = [h["val/loss"] for h in result.history]
+        best = int(np.argmin(curve))  # lr too large: val/loss turns up after the best epoch
+        assert lrs[name][: best + 2] == [3.0] * (best + 2), (curve, lrs[name])
+        assert lrs[name][best + 2] == 1.5  # patience 1: lowered after one bad epoch
+    np.testing.assert_allclose(lrs["torch"], lrs["keras"], rtol=1e-6)
+    assert kp.tags()["compiles"] == "2"  # the train and evaluation programs only
+
+
+def test_max_steps_ends_at_exactly_that_many_steps() -> None:
+    """24 samples in batches of 10 with the tail: 3 steps an epoch, train.max_steps 7 ends
+    in the third epoch after one step; identical samples: the weights show the count."""
+    tr = _settings(epochs=5, batch_size=10, drop_last=False, max_total_steps=7)
+    ds = _data(24, same=True)
+    tp, kp = _pair(tr, ds)
+    for prog in (tp, kp):
+        result = JobResult()
+        _train(prog, Job(ARCH, ds, tr, CPU), TrialClock(), result, None)
+        assert result.metrics["train/steps"] == 7.0 and len(result.history) == 3
+    assert int(kp.p.opt.iterations.numpy()) == 7
+    _close(_torch_params(tp), _keras_params(kp), 1e-5)
+    result = get_backend("tf-graph").run(Job(ARCH, ds, tr, CPU))
+    assert result.metrics["train/steps"] == 7.0 and result.metrics["train/steps_per_epoch"] == 3
+
+
+def test_restore_best_weights_makes_the_final_metrics_the_best_epochs() -> None:
+    """lr too large: val/loss turns up; the run ends on the best epoch's weights, so its
+    final val/loss is the best epoch's (measured again on the restored weights)."""
+    es = EarlyStopping("val/loss", patience=2, restore_best_weights=True)
+    tr = _settings(epochs=12, lr=3.0, early_stopping=es)
+    for mode in ("lightning", "tf-graph"):
+        result = get_backend(mode).run(Job(ARCH, _data(24), tr, CPU))
+        curve = [h["val/loss"] for h in result.history]
+        best = int(np.argmin(curve))
+        assert best + 1 < len(curve), curve  # the last epoch is not the best
+        assert result.metrics["val/loss"] == pytest.approx(curve[best], rel=1e-6)
+        assert result.metrics["val/acc"] == pytest.approx(result.history[best]["val/acc"])
+        assert result.tags["restored_epoch"] == str(best + 1)
+        model = result.model
+        assert model is not None
+        out = model.predict(_data(24).x_val)
+        assert np.mean(out.argmax(-1) == _data(24).y_val) == pytest.approx(
+            result.metrics["val/acc"]
+        )
+    off = get_backend("lightning").run(
+        Job(ARCH, _data(24), dataclasses.replace(tr, early_stopping=dataclasses.replace(
+            es, restore_best_weights=False)), CPU)
+    )  # fmt: skip
+    assert off.metrics["val/loss"] == off.history[-1]["val/loss"]
+
+
+@pytest.mark.slow
+def test_jax_applies_plateau_max_steps_and_restore() -> None:
+    """The JAX worker: the learning rate a state array (rescaled between epochs), a partial
+    last epoch, the best weights restored (one worker start)."""
+    es = EarlyStopping("val/loss", patience=4, restore_best_weights=True)
+    opts = (("patience", 1.0), ("factor", 0.5))
+    tr = _settings(
+        epochs=8, lr=3.0, batch_size=10, drop_last=False, max_total_steps=17,
+        early_stopping=es, schedule="reduce_on_plateau", schedule_options=opts,
+    )  # fmt: skip
+    result = get_backend("jax").run(Job(ARCH, _data(24), tr, CPU))
+    history = result.history
+    assert result.metrics["train/steps"] == min(17.0, 3.0 * len(history))
+    curve = [h["val/loss"] for h in history]
+    best = int(np.argmin(curve))
+    assert result.metrics["val/loss"] == pytest.approx(curve[best], rel=1e-6)
+    lrs = [h["train/lr"] for h in history]
+    rule, want = Plateau.of(dict(opts)), [3.0]
+    for value in curve[:-1]:
+        want.append(3.0 * rule.update(value))
+    np.testing.assert_allclose(lrs, want, rtol=1e-6)
+    assert result.tags["compiles"] == "2"
+
+
+OPTIMIZER_SCRIPT = """
+import protolab as pl
+from protolab import layers as L
+
+
+def _torch(params, lr):
+    import torch
+    return torch.optim.Adadelta(params, lr=lr, rho=0.9)
+
+
+def _keras(lr):
+    import keras
+    return keras.optimizers.Adadelta(learning_rate=lr, rho=0.9)
+
+
+@pl.experiment(data="digits", optimizer=pl.Optimizer(torch=_torch, keras=_keras))
+def model(space):
+    return pl.Arch(L.Flatten(), L.Dense(10))
+"""
+
+
+def test_config_and_script_options_reach_the_job(workdir: Path) -> None:
+    """A script's protolab.Optimizer, train.max_steps, restore_best_weights and a plateau
+    monitor (its direction resolved by the config) all reach the job's settings."""
+    from protolab.backends import NAMES
+    from protolab.config import load_config
+    from protolab.space import Space
+    from protolab.sweep._checks import check_train_task
+    from protolab.sweep._context import prepare, sample_train
+    from protolab.sweep._run import make_settings
+
+    train = (
+        "{epochs: 2, optimizer: custom, max_steps: 5, schedule: reduce_on_plateau, "
+        "schedule_options: {monitor: val/acc, patience: 1}, "
+        "early_stopping: {metric: val/acc, restore_best_weights: true}}"
+    )
+    cfg, script = load_config(_project(workdir, OPTIMIZER_SCRIPT, train), backends=NAMES)
+    ctx = prepare(cfg, workdir / "cfg.yaml", script)
+    assert check_train_task(ctx) is None
+    space, train_space = Space(), Space(prefix="train.")
+    ctx.experiment.build(space)
+    settings = make_settings(ctx, sample_train(cfg.train, train_space), {}, epochs=2)
+    assert settings.custom_optimizer is ctx.experiment.optimizer
+    assert settings.max_total_steps == 5 and settings.max_steps is None
+    assert settings.early_stopping is not None and settings.early_stopping.restore_best_weights
+    assert dict(settings.schedule_options) == {"monitor": "val/acc", "patience": 1.0, "mode": "max"}
+    tp = get_backend("lightning").program(Job(Arch(L.Dense(3)), _data(24), settings, CPU))
+    assert type(tp.opt.optimizer).__name__ == "Adadelta" and tp.steps == 1

@@ -198,7 +198,9 @@ def test_ctrl_c_stops_every_worker_cleanly(tmp_path: Path) -> None:
     cfg = _project(tmp_path, n_trials=50, epochs=3000)  # interrupted long before it ends
     proc = _launch(cfg, "2")
     deadline = time.time() + 240
-    while sum(t.state == State.RUNNING for t in _trials(tmp_path)) < 2:
+    # RUNNING with its params drawn: a trial interrupted before its first param has nothing
+    # to retry (the next run asks afresh), so the two WAITING retries below need both drawn.
+    while sum(t.state == State.RUNNING and bool(t.params) for t in _trials(tmp_path)) < 2:
         assert time.time() < deadline and proc.poll() is None, proc.communicate()[0][-3000:]
         time.sleep(0.5)
     proc.send_signal(signal.SIGINT)

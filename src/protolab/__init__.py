@@ -19,13 +19,14 @@ from protolab.errors import ProtolabError
 if TYPE_CHECKING:
     from protolab import layers
     from protolab.arch import Arch, CustomLayer, layer, native
-    from protolab.script import Loss, experiment
+    from protolab.script import Loss, Optimizer, experiment
     from protolab.space import Space
 
 __all__ = [
     "Arch",
     "CustomLayer",
     "Loss",
+    "Optimizer",
     "ProtolabError",
     "Space",
     "__version__",
@@ -41,6 +42,7 @@ _LAZY = {
     "layer": ("protolab.arch", "layer"),
     "native": ("protolab.arch", "native"),
     "Loss": ("protolab.script", "Loss"),
+    "Optimizer": ("protolab.script", "Optimizer"),
     "Space": ("protolab.space", "Space"),
     "experiment": ("protolab.script", "experiment"),
     "layers": ("protolab.layers", None),

@@ -31,6 +31,9 @@ class TAG:
     STATE = "protolab.state"  # COMPLETE | PRUNED | FAIL | INTERRUPTED
     FAIL_REASON = "protolab.fail_reason"
     COLD_START = "protolab.cold_start"
+    # classification: probabilities (the model ends in a softmax: its loss takes them as
+    # they are, on every mode) | logits (the loss applies the softmax)
+    OUTPUT = "protolab.output"
     MUTATION = "protolab.mutation"
     PARENT_TRIAL = "protolab.parent_trial"
     DIRECTION = "protolab.direction"

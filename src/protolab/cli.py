@@ -18,10 +18,10 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 from protolab._tags import ATTR, TAG
 
 if TYPE_CHECKING:
+    from protolab.sweep import SweepSummary
     from protolab.sweep._context import SweepContext
     from protolab.sweep._run import Outcome
-    from protolab.sweep._worker import SweepSummary
-    from protolab.tracking._types import Tracker
+    from protolab.tracking import TrackerProtocol as Tracker
 
 
 def _early_exit(signum: int, frame: Any) -> None:
@@ -123,8 +123,8 @@ def _interruptible() -> Iterator[None]:
     """
     import signal
 
+    from protolab.sweep import SweepFailed
     from protolab.sweep._lease import Interrupted, interrupt, interrupt_again, reset_interrupts
-    from protolab.sweep._worker import SweepFailed
 
     reset_interrupts()
 
@@ -247,7 +247,7 @@ def sweep(
                 display.stop()
         _print_summary(summary, ctx, show_all, time.perf_counter() - display.started)
         if summary.recycled:  # under --workers: the launcher starts a fresh worker
-            from protolab.sweep._worker import EXIT_RECYCLE
+            from protolab.sweep import EXIT_RECYCLE
 
             raise typer.Exit(EXIT_RECYCLE)
 
@@ -302,10 +302,9 @@ def run(
         from protolab.backends import NAMES
         from protolab.commands._params import fixed_values
         from protolab.config import load_config
-        from protolab.sweep import prepare, run_once
+        from protolab.sweep import best_params, prepare, run_once
         from protolab.sweep._checks import check_context, check_values
         from protolab.sweep._test_split import hold_ends, log_test_metrics
-        from protolab.sweep._worker import best_params
 
         values = fixed_values(params, best)
         cfg, script = load_config(config, overrides or [], backends=NAMES)

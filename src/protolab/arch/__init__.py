@@ -16,7 +16,7 @@ from protolab.arch._activations import ACTIVATIONS, ALIASES, LEAKY_RELU_SLOPE
 from protolab.arch._arch import Arch, ArchInfo
 from protolab.arch._base import Layer, LayerRow, same_padding
 from protolab.arch._composite import Composite, TransformerBlock
-from protolab.arch._custom import CustomLayer, layer
+from protolab.arch._custom import CustomLayer, build_custom, counted_by, layer
 from protolab.arch._layers import (
     Activation,
     AvgPool,
@@ -84,6 +84,8 @@ __all__ = [
     "SelfAttention",
     "TransformerBlock",
     "UpSampling2D",
+    "build_custom",
+    "counted_by",
     "layer",
     "native",
     "same_padding",

@@ -26,6 +26,7 @@ from protolab.arch._base import (
     infer_sequence,
     layer_from_dict,
 )
+from protolab.arch._custom import CustomLayer, check_fresh, output_probabilities, probe_outputs
 from protolab.arch._layers import Activation, Dense, DepthwiseConv2D, _Conv
 from protolab.arch._sequence import Embedding
 from protolab.errors import ArchError
@@ -100,20 +101,64 @@ class Arch:
 
     @property
     def output_activation(self) -> Literal["softmax"] | None:
-        """``"softmax"`` when the model's outputs are already probabilities (its last layer,
-        trailing ``Activation("linear")`` aside, applies softmax), so a loss must not apply
-        softmax again; ``None`` otherwise. ``log_softmax`` outputs are valid logits: None."""
-        for layer in reversed(self.layers):
-            if isinstance(layer, Activation) and layer.name == "linear":
-                continue
-            act: str | None
-            if isinstance(layer, Activation):
-                act = layer.name
-            elif isinstance(layer, Dense | _Conv | DepthwiseConv2D):
-                act = layer.activation
-            else:  # anything else (pooling, Residual, custom code) ends on unknown outputs
-                act = None
-            return "softmax" if act == "softmax" else None
+        """``"softmax"`` when the model's outputs are already probabilities, so a loss must
+        not apply softmax again; ``None`` otherwise.
+
+        Built-in layers say it themselves: the last layer, trailing ``Activation("linear")``
+        aside, applies softmax (``log_softmax`` outputs are valid logits: None). A model that
+        ends in custom code (``pl.native``, a custom layer) says it by its outputs: every row
+        of the sample batch its build was probed with in [0, 1] and summing to 1 (the probe
+        runs when the Arch is inferred, which every backend does before it builds; see
+        :meth:`outputs_on`).
+        """
+        index = self._output_index()
+        if index is None:
+            return None
+        layer = self.layers[index]
+        if isinstance(layer, CustomLayer):
+            return "softmax" if output_probabilities(layer) else None
+        act: str | None
+        if isinstance(layer, Activation):
+            act = layer.name
+        elif isinstance(layer, Dense | _Conv | DepthwiseConv2D):
+            act = layer.activation
+        else:  # anything else (pooling, Residual) ends on unknown outputs
+            act = None
+        return "softmax" if act == "softmax" else None
+
+    def outputs_on(
+        self, framework: str, input_shape: Sequence[int], input_dtype: str = "float32"
+    ) -> Literal["softmax"] | None:
+        """:attr:`output_activation` as this Arch's ``framework`` build makes it: a model
+        that ends in custom code is probed on ``framework`` too (once per process), so the
+        answer is that framework's own, and one whose other builder, probed in this process,
+        answered otherwise is refused (ArchError): a pair trains on one loss on every mode.
+        Each backend's builder calls this."""
+        index = self._output_index()
+        layer = self.layers[index] if index is not None else None
+        if index is not None and isinstance(layer, CustomLayer):
+            info = self.infer(input_shape, input_dtype)
+            if index:
+                shape, dtype = info.rows[index - 1].output_shape, "float32"
+            else:
+                shape, dtype = info.input_shape, effective_dtype(self.layers, input_dtype)
+            probe_outputs(layer, framework, shape, dtype)
+        return self.output_activation
+
+    def check_builders(self, input_shape: Sequence[int], input_dtype: str = "float32") -> None:
+        """Refuse a custom layer's builder (``pl.native`` included) that hands back the same
+        object when called twice, as every trial calls it; for a sweep's dry run, so the
+        mistake stops the sweep before anything is stored (details: ``check_fresh``)."""
+        shape = check_input(input_shape, input_dtype)
+        check_fresh(self.layers, shape, effective_dtype(self.layers, input_dtype))
+
+    def _output_index(self) -> int | None:
+        """The layer whose outputs are the model's: the last, trailing linear activations
+        aside (None: nothing but those)."""
+        for index in range(len(self.layers) - 1, -1, -1):
+            layer = self.layers[index]
+            if not (isinstance(layer, Activation) and layer.name == "linear"):
+                return index
         return None
 
     # ------------------------------------------------------------ serialisation

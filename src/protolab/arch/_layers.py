@@ -8,8 +8,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from numbers import Real
-from typing import ClassVar
+from numbers import Integral, Real
+from typing import Any, ClassVar
 
 from protolab.arch._base import (
     Layer,
@@ -54,6 +54,16 @@ _PADDINGS = ("same", "valid")
 
 def _set(layer: Layer, name: str, value: object) -> None:
     object.__setattr__(layer, name, value)  # canonicalise a field of a frozen dataclass
+
+
+def _number(layer: str, name: str, value: object) -> float:
+    """A finite real number (not a bool), as a float."""
+    if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value):
+        raise ArchError(
+            f"{layer}: `{name}` must be a finite number, but got {name}={value!r} "
+            f"({type(value).__name__})"
+        )
+    return float(value)
 
 
 def _check_weights(layer: Dense | _Conv | DepthwiseConv2D, *initializers: str) -> None:
@@ -328,17 +338,77 @@ class Dropout(Layer):
         return Traced(shape)
 
 
+#: BatchNorm's constants before it took Keras' defaults: what an ``arch.json`` written then
+#: (which left them out, as defaults) was trained with
+_BATCHNORM_BEFORE = {"momentum": 0.9, "epsilon": 1e-5}
+
+
 @dataclass(frozen=True, repr=False)
 class BatchNorm(Layer):
-    """Normalises the last axis over batch and positions (Keras ``axis=-1``); eps 1e-5,
-    running statistics momentum 0.1 (torch) == 0.9 (Keras). Only gamma/beta are trainable."""
+    """Keras 3's ``BatchNormalization``: its argument names and defaults, so a model copied
+    from a Keras example builds the same model.
+
+    Normalises ``axis`` (Keras counts the batch axis: ``-1`` is the channels of a
+    channels-last input, ``1`` the first axis of a sample) over the batch and every other
+    axis. Moving statistics: ``moving = momentum * moving + (1 - momentum) * batch`` (torch's
+    ``momentum`` is ``1 - momentum``). ``center`` adds the trainable offset beta, ``scale``
+    the trainable factor gamma; the moving statistics are not trainable.
+
+    ``momentum`` and ``epsilon`` are always written to ``arch.json`` (their defaults were
+    0.9 and 1e-5 before this layer took Keras'), so every Arch with a BatchNorm hashes apart
+    from one written before, and an old ``arch.json`` rebuilds the model it trained.
+    """
+
+    axis: int = -1
+    momentum: float = 0.99
+    epsilon: float = 1e-3
+    center: bool = True
+    scale: bool = True
 
     expects: ClassVar[str] = "an input of rank >= 1"
 
+    def __post_init__(self) -> None:
+        name = "BatchNorm"
+        if isinstance(self.axis, bool) or not isinstance(self.axis, Integral):
+            raise ArchError(f"{name}: `axis` must be an int, but got axis={self.axis!r}")
+        if self.axis == 0:
+            raise ArchError(
+                f"{name}: `axis` 0 is the batch axis (Keras counts it); normalise a sample's "
+                "axis: -1 (the channels, the default) or 1, 2, ..., but got axis=0"
+            )
+        _set(self, "axis", int(self.axis))
+        _set(self, "momentum", _number(name, "momentum", self.momentum))
+        if not 0.0 <= self.momentum <= 1.0:
+            raise ArchError(
+                f"{name}: `0 <= momentum <= 1` must hold (Keras' meaning: the share of the "
+                f"moving statistics kept per step, e.g. 0.99), but got momentum={self.momentum!r}"
+            )
+        _set(self, "epsilon", _number(name, "epsilon", self.epsilon))
+        if not self.epsilon > 0:
+            raise ArchError(f"{name}: `epsilon > 0` must hold, but got epsilon={self.epsilon!r}")
+        _set(self, "center", check_bool(name, "center", self.center))
+        _set(self, "scale", check_bool(name, "scale", self.scale))
+
+    def channels(self, shape: Shape) -> int:
+        """The size of the normalised axis for one sample of ``shape``; ShapeError if the
+        input has no such axis."""
+        if len(shape) < abs(self.axis):  # Keras counts the batch axis: 1 is a sample's 0
+            raise self._fail(
+                shape, f"a sample of rank >= {abs(self.axis)} for axis={self.axis} (Keras' axis)"
+            )
+        return shape[self.axis - 1 if self.axis > 0 else self.axis]
+
     def trace(self, shape: Shape, dtype: str) -> Traced:
-        if not shape:
-            raise self._fail(shape)
-        return Traced(shape, 2 * shape[-1])
+        return Traced(shape, self.channels(shape) * (int(self.center) + int(self.scale)))
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "momentum": self.momentum, "epsilon": self.epsilon}
+
+    @classmethod
+    def from_fields(cls, fields: dict[str, Any]) -> Layer:
+        """An ``arch.json`` without ``momentum``/``epsilon`` was written before BatchNorm
+        took Keras' defaults: it rebuilds with the constants it was trained with."""
+        return super().from_fields({**_BATCHNORM_BEFORE, **fields})
 
 
 @dataclass(frozen=True, repr=False)

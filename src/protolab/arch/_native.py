@@ -11,7 +11,12 @@ The builders are called with no argument, or with one sample's input shape (no b
 when they take one. They become one custom-layer node (:class:`Native`) of an Arch, so
 everything custom layers get applies unchanged: output shape and parameter count inferred
 by building once, the count compared between the two builders, a pair with one builder
-trained on its framework's modes only and refused up front for the others.
+trained on its framework's modes only and refused up front for the others. Each call of a
+builder must construct a new model: one made once (at import) and handed back again would
+carry one trial's trained weights into the next, so it is refused, naming the builder. A
+model whose output rows are probabilities (it ends in a softmax) is found by that first
+build and trained on its probabilities on every mode (``Arch.output_activation``), never
+softmaxed twice; builders that disagree on it are refused.
 
 What identifies the model (``arch.json``, the Arch hash) is its ``name``, its ``config``
 (by default the JSON values the builders capture from the experiment function, e.g. ``w``)
@@ -23,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import inspect
 import sys
@@ -31,8 +37,9 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 from protolab._frameworks import FRAMEWORKS, KERAS, TORCH
-from protolab.arch._base import Layer, Shape
-from protolab.arch._custom import CustomLayer, is_json
+from protolab.arch._base import Layer, Shape, Traced
+from protolab.arch._custom import CustomLayer, describe, is_json
+from protolab.arch._own import check_callbacks, note_built, trace_own, trains_itself_when_built
 from protolab.errors import ArchError
 
 __all__ = ["Native", "native"]
@@ -51,9 +58,14 @@ class Native(CustomLayer):
     forward_flops: int = 0
     torch_builder: Builder | None = None
     keras_builder: Builder | None = None
+    #: a function making the Lightning callbacks of a LightningModule, fresh per trial
+    torch_callbacks: Callable[[], Any] | None = None
+    #: () -> a list of keras.callbacks.Callback: a compiled keras model's fit runs them
+    keras_callbacks: Builder | None = None
 
     #: a whole model gets the data as stored: integer token ids stay integers
     integer_input: ClassVar[bool] = True
+    _label: ClassVar[str] = "pl.native"
 
     def frameworks(self) -> tuple[str, ...]:
         return tuple(f for f in FRAMEWORKS if self._builder(f) is not None)
@@ -81,14 +93,25 @@ class Native(CustomLayer):
     def torch(self, input_shape: Shape) -> Any:
         import torch
 
-        return self._build(TORCH, input_shape, torch.nn.Module)
+        built = self._build(TORCH, input_shape, torch.nn.Module)
+        note_built(self, built)  # a LightningModule trains in its own loop (arch/_own.py)
+        return built
+
+    def trace(self, shape: Shape, dtype: str) -> Traced:
+        """A LightningModule needs no ``forward``: it is counted without one (``_own``)."""
+        return trace_own(self, shape, dtype, functools.partial(super().trace, shape, dtype))
+
+    def trains_itself(self) -> bool | None:
+        """Whether the torch build (inferred first, by every backend) trains itself."""
+        return trains_itself_when_built(self)
 
     def keras(self, input_shape: Shape) -> Any:
         import keras
 
-        return self._build(KERAS, input_shape, keras.layers.Layer)
+        return _one_input_output(self._build(KERAS, input_shape, keras.layers.Layer), self)
 
     def _builder(self, framework: str) -> Builder | None:
+        """The builder given for ``framework``, if any (None: refused before building)."""
         return self.torch_builder if framework == TORCH else self.keras_builder
 
     def _build(self, framework: str, shape: Shape, kind: type) -> Any:
@@ -99,11 +122,11 @@ class Native(CustomLayer):
             built = fn(shape) if _takes_argument(fn) else fn()
         except Exception as e:
             raise ArchError(
-                f"pl.native: the {framework} builder {_describe(fn)} raised {type(e).__name__}: {e}"
+                f"pl.native: the {framework} builder {describe(fn)} raised {type(e).__name__}: {e}"
             ) from None
         if not isinstance(built, kind):
             raise ArchError(
-                f"pl.native: the {framework} builder {_describe(fn)} must return "
+                f"pl.native: the {framework} builder {describe(fn)} must return "
                 f"{_EXPECTED[framework]}, but returned {type(built).__name__}: {built!r:.80}"
             )
         return built
@@ -116,6 +139,8 @@ def native(
     name: str | None = None,
     config: dict[str, Any] | None = None,
     flops: int = 0,
+    keras_callbacks: Builder | None = None,
+    torch_callbacks: Builder | None = None,
 ) -> Any:
     """An Arch that is one native model: ``torch`` builds a ``torch.nn.Module``, ``keras`` a
     ``keras.layers.Layer`` or ``keras.Model``, each taking ``(batch, *input_shape)``.
@@ -123,6 +148,16 @@ def native(
     ``name`` and ``config`` (JSON values) identify the model in ``arch.json`` and the hash;
     ``config`` defaults to the JSON values the builders capture. ``flops``: forward FLOPs
     per sample (2 per multiply-add), for the throughput metrics; protolab cannot count them.
+
+    A ``keras`` builder may return a model it compiled (``model.compile(...)``): that model
+    trains through its own ``fit`` with its compile settings; ``keras_callbacks``, a
+    function returning a list of ``keras.callbacks.Callback`` (called once per trial, so
+    each trial gets new ones), adds callbacks to that fit.
+
+    A ``torch`` builder may return a ``lightning.LightningModule``: it trains under
+    Lightning's ``Trainer`` through its own ``training_step``, ``validation_step`` and
+    ``configure_optimizers``; ``torch_callbacks``, a function returning a list of
+    ``lightning.Callback`` (new ones per call), adds callbacks to that Trainer.
     """
     from protolab.arch._arch import Arch
 
@@ -135,6 +170,12 @@ def native(
                 f"pl.native: {framework}= must be a function returning "
                 f"{_EXPECTED[framework]}, but got {type(fn).__name__}: {fn!r:.80}"
             )
+    if keras_callbacks is not None and not callable(keras_callbacks):
+        raise ArchError(
+            "pl.native: keras_callbacks= must be a function returning a list of "
+            f"keras.callbacks.Callback, but got {type(keras_callbacks).__name__}: "
+            f"{keras_callbacks!r:.80}"
+        )
     given = [fn for fn in builders.values() if fn is not None]
     node = Native(
         name=_check_name(name),
@@ -143,8 +184,27 @@ def native(
         forward_flops=_check_flops(flops),
         torch_builder=torch,
         keras_builder=keras,
+        keras_callbacks=keras_callbacks,
+        torch_callbacks=check_callbacks(torch_callbacks),
     )
     return Arch(node)
+
+
+def _one_input_output(built: Any, node: Native) -> Any:
+    """``built`` unless it is a keras model with several inputs or outputs, which protolab's
+    data (one x array, one y array) cannot feed yet: refused, naming the builder."""
+    inputs = [t.name for t in getattr(built, "inputs", None) or ()]
+    outputs = list(getattr(built, "output_names", None) or getattr(built, "outputs", None) or ())
+    if len(inputs) <= 1 and len(outputs) <= 1:
+        return built
+    names = [inputs, [str(o) for o in outputs]]
+    raise ArchError(
+        f"pl.native: the keras builder {describe(node.keras_builder)} returns a model with "
+        f"{len(names[0])} inputs ({', '.join(names[0])}) and {len(names[1])} outputs "
+        f"({', '.join(names[1])}); protolab's data holds one x and one y array, so a native "
+        "model takes one input and gives one output (several inputs and outputs, x and y as "
+        "dicts, are not supported yet)"
+    )
 
 
 def _check_name(name: object) -> str:
@@ -226,12 +286,3 @@ def _takes_argument(fn: Builder) -> bool:
         or p.kind is inspect.Parameter.VAR_POSITIONAL
         for p in params
     )
-
-
-def _describe(fn: Builder) -> str:
-    """``qualname (file:line)``: a lambda has no useful name, its place in the script does."""
-    name = getattr(fn, "__qualname__", None) or type(fn).__name__
-    code = getattr(fn, "__code__", None)
-    if code is None:
-        return name
-    return f"{name} ({Path(code.co_filename).name}:{code.co_firstlineno})"

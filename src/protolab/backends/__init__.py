@@ -33,6 +33,19 @@ if TYPE_CHECKING:
         TrainedModel,
         TrainSettings,
     )
+    from protolab.backends._env import environment_tags
+    from protolab.backends._exportable import (
+        EXPORT_META,
+        META,
+        ExportableModel,
+        all_formats,
+        backend_formats,
+        load_exported,
+        load_trained,
+        read_meta,
+        write_checkpoint,
+    )
+    from protolab.backends._optimizers import optimizer_frameworks
     from protolab.backends._registry import (
         ALIASES,
         FAMILIES,
@@ -51,9 +64,11 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ALIASES",
+    "EXPORT_META",
     "FAMILIES",
     "FRAMEWORKS",
     "KERAS",
+    "META",
     "NAMES",
     "TORCH",
     "Backend",
@@ -62,6 +77,7 @@ __all__ = [
     "EpochClose",
     "EpochFit",
     "EpochHook",
+    "ExportableModel",
     "Hardware",
     "HardwareSettings",
     "Job",
@@ -70,20 +86,43 @@ __all__ = [
     "Program",
     "TrainSettings",
     "TrainedModel",
+    "all_formats",
+    "backend_formats",
     "backend_info",
     "backend_names",
     "check_framework",
     "default_backends",
+    "environment_tags",
     "expand_aliases",
     "family_members",
     "fork_safe_modules",
     "get_backend",
     "keeps_programs",
+    "load_exported",
+    "load_trained",
+    "optimizer_frameworks",
+    "read_meta",
     "register_backend",
+    "write_checkpoint",
 ]
 
 # the contract needs NumPy and the registry importlib.metadata: neither loads on import
 _LAZY = {
+    **dict.fromkeys(
+        (
+            "EXPORT_META",
+            "META",
+            "ExportableModel",
+            "all_formats",
+            "backend_formats",
+            "load_exported",
+            "load_trained",
+            "read_meta",
+            "write_checkpoint",
+        ),
+        "protolab.backends._exportable",
+    ),
+    "environment_tags": "protolab.backends._env",
     **dict.fromkeys(
         (
             "Backend",
@@ -120,6 +159,7 @@ _LAZY = {
         ),
         "protolab.backends._registry",
     ),
+    "optimizer_frameworks": "protolab.backends._optimizers",
 }
 
 

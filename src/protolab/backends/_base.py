@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, ClassVar, Protocol
 import numpy as np
 
 from protolab.backends._registry import Family
+from protolab.backends._schedule import EPOCH_RULES, Plateau
 from protolab.backends._timing import TrialClock, import_timed, preload, step_stats
 from protolab.errors import ArchError, NonFiniteLossError
 
@@ -72,6 +73,7 @@ class EarlyStopping:
     patience: int = 3
     min_delta: float = 0.0
     mode: str = "min"
+    restore_best_weights: bool = False  # Keras' name: the best epoch's weights at the end
 
 
 @dataclass(frozen=True)
@@ -90,7 +92,7 @@ class TrainSettings:
     seed: int = 0
     max_steps: int | None = None  # cap on steps per epoch (calibration, quick reruns)
     schedule: str = "constant"  # per-step learning rate: protolab.backends._schedule
-    schedule_options: tuple[tuple[str, float], ...] = ()
+    schedule_options: tuple[tuple[str, float | str], ...] = ()
     grad_clip: float | None = None  # global gradient-norm clipping
     early_stopping: EarlyStopping | None = None
     label_smoothing: float = 0.0
@@ -98,6 +100,16 @@ class TrainSettings:
     custom_loss: object | None = None  # a protolab.Loss from the script when loss=custom
     optimizer_options: tuple[tuple[str, float | bool | tuple[float, ...]], ...] = ()
     drop_last: bool = True  # False: the ragged last batch trains as one smaller step
+    # train.max_steps: optimizer steps in all (the last epoch may be partial); None: epochs
+    max_total_steps: int | None = None
+    custom_optimizer: object | None = None  # a protolab.Optimizer when optimizer=custom
+
+    def steps_left(self, done: int, per_epoch: int) -> int:
+        """Steps the next epoch trains, after ``done``: a whole epoch unless
+        ``max_total_steps`` ends it first (0: the run is over)."""
+        if self.max_total_steps is None:
+            return per_epoch
+        return max(min(per_epoch, self.max_total_steps - done), 0)
 
 
 def loss_name(train: TrainSettings, task: str) -> str:
@@ -115,6 +127,17 @@ def loss_name(train: TrainSettings, task: str) -> str:
             "use mse, mae or huber"
         )
     return train.loss
+
+
+def output_tags(job: Job) -> dict[str, str]:
+    """A classification job's ``output`` tag (``protolab.output``): what its model's output
+    rows are, so what every mode's loss took them as: ``probabilities`` (the Arch ends in a
+    softmax, built-in or found in a native model's outputs: ``Arch.output_activation``) or
+    ``logits``."""
+    if job.dataset.task != "classification":
+        return {}
+    probs = getattr(job.arch, "output_activation", None) == "softmax"
+    return {"output": "probabilities" if probs else "logits"}
 
 
 def epoch_plan(n: int, batch: int, drop_last: bool, max_steps: int | None) -> tuple[int, int]:
@@ -207,6 +230,7 @@ class EpochFit:
     loss: float
     step_s: list[float] = field(default_factory=list)
     first_step_s: float | None = None
+    steps: int = 0  # steps this epoch trained (0: the program's whole ``steps``)
 
 
 @dataclass(frozen=True)
@@ -235,6 +259,36 @@ class Program(abc.ABC):
     @abc.abstractmethod
     def fit_epoch(self, epoch: int) -> EpochFit:
         """Train one epoch (``steps`` steps) and say what it measured."""
+
+    def fit_steps(self, epoch: int, steps: int) -> EpochFit:
+        """Train the first ``steps`` steps of epoch ``epoch`` (``train.max_steps`` ends the
+        run mid-epoch); the built-in modes override it, a program that cannot refuses."""
+        if steps == self.steps:
+            return self.fit_epoch(epoch)
+        raise NotImplementedError(
+            f"{type(self).__name__} cannot stop mid-epoch: train.max_steps needs a multiple "
+            f"of its {self.steps} steps per epoch here, or a program with fit_steps"
+        )
+
+    def rescale_lr(self, scale: float) -> None:
+        """Train with ``train.lr * scale`` from the next step on (an epoch rule's decision:
+        ``reduce_on_plateau``), without recompiling anything."""
+        raise NotImplementedError(
+            f"{type(self).__name__} cannot change its learning rate between epochs "
+            "(schedule reduce_on_plateau)"
+        )
+
+    def snapshot(self) -> object:
+        """A copy of the model's weights (trainable and not) that :meth:`restore` puts back
+        (``early_stopping.restore_best_weights``); the optimizer's state is not part of it."""
+        raise NotImplementedError(
+            f"{type(self).__name__} cannot snapshot its weights "
+            "(early_stopping.restore_best_weights)"
+        )
+
+    def restore(self, snapshot: object) -> None:
+        """Put back the weights :meth:`snapshot` copied."""
+        raise NotImplementedError(f"{type(self).__name__} cannot restore its weights")
 
     @abc.abstractmethod
     def evaluate(self) -> dict[str, float]:
@@ -326,10 +380,11 @@ class Backend(abc.ABC):
         self.load()
         clock.import_s, cold = import_timed(*self.modules)
         info = job.arch.infer(job.dataset.input_shape, job.dataset.input_dtype)
-        check_output(info.output_shape, job.dataset.output_shape, job.dataset.name)
         t0 = time.perf_counter()
         prog = self.program(job)
         clock.build_s = time.perf_counter() - t0
+        if not isinstance(prog, OwnLoop):  # an own loop's training step defines its outputs
+            check_output(info.output_shape, job.dataset.output_shape, job.dataset.name)
         t0 = time.perf_counter()
         prog.compile()
         clock.compile_s = time.perf_counter() - t0
@@ -340,7 +395,7 @@ class Backend(abc.ABC):
         result.metrics = {
             **{k: v for k, v in final.items() if not k.startswith("time/")},
             **clock.metrics(prog.batch),
-            "train/steps": float(prog.steps * len(result.history)),
+            "train/steps": float(prog.steps * len(result.history)),  # _train's count wins
             "train/steps_per_epoch": float(prog.steps),
             "model/params": float(info.params),
             "model/flops_per_sample": float(info.flops_per_sample),
@@ -351,7 +406,12 @@ class Backend(abc.ABC):
         result.metrics.update(
             perf_metrics(info.flops_per_sample, result.metrics, dev, job.hardware.precision)
         )
-        result.tags = {"cold_start": str(cold).lower(), **prog.tags(), **result.tags}
+        result.tags = {
+            "cold_start": str(cold).lower(),
+            **({} if isinstance(prog, OwnLoop) else output_tags(job)),  # own loop: its own loss
+            **prog.tags(),
+            **result.tags,
+        }
         result.model = prog.trained()
         return result
 
@@ -361,30 +421,54 @@ def _train(
 ) -> float:
     """The epoch loop every backend shares; returns the first step's own time (or 0).
 
-    Early stopping is decided here, once, from the same per-epoch metrics every mode
-    reports, so all modes stop at the same epoch when their curves agree. A program whose
-    framework runs the epochs itself (:class:`OwnLoop`: the user's ``Trainer`` or ``fit``)
-    calls the same epoch close from its framework's epoch-end hook.
+    Early stopping, ``reduce_on_plateau`` and ``train.max_steps`` are decided here, once,
+    from the same per-epoch metrics every mode reports, so all modes stop (and lower their
+    learning rate) at the same epoch when their curves agree. A program whose framework
+    runs the epochs itself (:class:`OwnLoop`: the user's ``Trainer`` or ``fit``) calls the
+    same epoch close from its framework's epoch-end hook.
     """
+    tr = job.train
+    _check_hooks(prog, tr)
     close = _EpochClose(prog, job, clock, result, on_epoch)
     if isinstance(prog, OwnLoop):
-        prog.fit_all(job.train.epochs, close)
+        prog.fit_all(tr.epochs, close)
     else:
-        for epoch in range(1, job.train.epochs + 1):
+        for epoch in range(1, tr.epochs + 1):
+            steps = tr.steps_left(close.steps_done, prog.steps)
+            if steps == 0:  # train.max_steps reached at the end of the last epoch
+                break
             t_epoch = time.perf_counter()
-            fit = prog.fit_epoch(epoch)
+            fit = prog.fit_epoch(epoch) if steps == prog.steps else prog.fit_steps(epoch, steps)
+            fit.steps = fit.steps or steps
             if close(epoch, fit, t_epoch, time.perf_counter()):
                 break
+    close.finish()
     if close.stopper.cfg is not None:
-        result.tags["stopped_early"] = str(len(result.history) < job.train.epochs).lower()
+        result.tags["stopped_early"] = str(close.stopper.stopped).lower()
         result.metrics["train/stopped_epoch"] = float(len(result.history))
+    result.metrics["train/steps"] = float(close.steps_done)
     if not clock.step_s:  # one epoch only: its (warm-up) average is all there is
-        clock.step_s = [(clock.train_s / max(prog.steps, 1))]
+        clock.step_s = [(clock.train_s / max(close.steps_done, 1))]
     return close.first_only
 
 
+def _check_hooks(prog: Program, tr: TrainSettings) -> None:
+    """Refuse, before training, an option this program has no hook for (a plugin's)."""
+    if tr.schedule in EPOCH_RULES and type(prog).rescale_lr is Program.rescale_lr:
+        Program.rescale_lr(prog, 1.0)  # raises, naming the program and the option
+    es = tr.early_stopping
+    if es is not None and es.restore_best_weights and type(prog).snapshot is Program.snapshot:
+        Program.snapshot(prog)
+    cap, per_epoch = tr.max_total_steps, prog.steps
+    if cap is None or isinstance(prog, OwnLoop) or type(prog).fit_steps is not Program.fit_steps:
+        return
+    if cap < tr.epochs * per_epoch and cap % per_epoch:  # the last epoch would be partial
+        Program.fit_steps(prog, 1, cap % per_epoch)
+
+
 class _EpochClose:
-    """What ends every epoch on every mode: the clock, the metrics, the hook, the stopper.
+    """What ends every epoch on every mode: the clock, the metrics, the hook, the stopper,
+    the plateau rule and the best weights.
 
     Called as ``close(epoch, fit, t_epoch, t_trained)`` (epoch from 1; when the epoch
     started and when its training steps ended); returns True when training should stop.
@@ -401,32 +485,75 @@ class _EpochClose:
         self.prog, self.job, self.clock, self.result, self.on_epoch = (
             prog, job, clock, result, on_epoch
         )  # fmt: skip
-        self.stopper = _Stopper(job.train.early_stopping)
+        tr = job.train
+        self.stopper = _Stopper(tr.early_stopping)
+        self.plateau = Plateau.of(dict(tr.schedule_options)) if tr.schedule in EPOCH_RULES else None
         self.first_only = 0.0
+        self.steps_done = 0
+        self.best: tuple[int, object] | None = None  # (epoch, weights) to restore at the end
 
     def __call__(self, epoch: int, fit: EpochFit, t_epoch: float, t_trained: float) -> bool:
         prog, clock = self.prog, self.clock
+        steps = fit.steps or prog.steps
         if epoch == 1:
             if fit.first_step_s is not None:
                 self.first_only = fit.first_step_s
                 clock.first_step_s = t_epoch - clock.start + fit.first_step_s
             else:  # a compiled epoch hides single steps: one epoch-average step
-                clock.first_step_s = t_epoch - clock.start + (t_trained - t_epoch) / prog.steps
+                clock.first_step_s = t_epoch - clock.start + (t_trained - t_epoch) / steps
         if not math.isfinite(fit.loss):
             raise NonFiniteLossError(f"training loss is {fit.loss} at epoch {epoch}")
         clock.step_s.extend(fit.step_s)
         metrics = _epoch_metrics(prog, self.job, fit)
         clock.end_epoch(epoch, metrics, t_epoch, t_trained, self.result.history, self.on_epoch)
-        return self.stopper.stop(metrics)
+        self.steps_done += steps
+        stop = self.stopper.stop(metrics)
+        es = self.stopper.cfg
+        if es is not None and es.restore_best_weights and self.stopper.improved:
+            self.best = (epoch, prog.snapshot())
+        if self.plateau is not None:
+            scale = self.plateau.scale
+            if self.plateau.update(_monitored(metrics, self.plateau.monitor)) != scale:
+                prog.rescale_lr(self.plateau.scale)
+        cap = self.job.train.max_total_steps
+        return stop or (cap is not None and self.steps_done >= cap)
+
+    def finish(self) -> None:
+        """``restore_best_weights``: the best epoch's weights back, and the final metrics
+        measured on them (the run's final val metrics are the best epoch's)."""
+        if self.best is None:
+            return
+        epoch, weights = self.best
+        history, out = self.result.history, self.result.metrics
+        if epoch != len(history):
+            self.prog.restore(weights)
+            out.update(_val_metrics(self.prog, self.job))
+            out["train/loss"] = history[epoch - 1]["train/loss"]
+        self.result.tags["restored_epoch"] = str(epoch)
 
 
-def _epoch_metrics(prog: Program, job: Job, fit: EpochFit) -> dict[str, float]:
-    metrics = {"train/loss": fit.loss, **prog.evaluate()}
+def _monitored(metrics: dict[str, float], name: str) -> float:
+    if name not in metrics:
+        raise ValueError(
+            f"schedule_options.monitor {name!r} is not measured by this job; "
+            f"measured: {', '.join(sorted(metrics))}"
+        )
+    return metrics[name]
+
+
+def _val_metrics(prog: Program, job: Job) -> dict[str, float]:
+    """The validation metrics of the program's current weights (scores included)."""
+    metrics = prog.evaluate()
     if job.metrics:  # scored in numpy from the model's outputs: the same on every mode
         from protolab.data._scores import score
 
         out = prog.trained().predict(job.dataset.x_val)
         metrics.update(score(job.metrics, out, job.dataset.y_val))
+    return metrics
+
+
+def _epoch_metrics(prog: Program, job: Job, fit: EpochFit) -> dict[str, float]:
+    metrics = {"train/loss": fit.loss, **_val_metrics(prog, job)}
     if job.train.schedule != "constant":
         lr = prog.current_lr()
         if lr is not None:
@@ -441,6 +568,7 @@ class _Stopper:
 
     def __init__(self, cfg: EarlyStopping | None) -> None:
         self.cfg, self.best, self.waited = cfg, math.nan, 0
+        self.improved = self.stopped = False
 
     def stop(self, metrics: dict[str, float]) -> bool:
         cfg = self.cfg
@@ -453,11 +581,13 @@ class _Stopper:
             )
         value = metrics[cfg.metric]
         sign = 1.0 if cfg.mode == "max" else -1.0
-        if math.isnan(self.best) or sign * (value - self.best) > cfg.min_delta:
+        self.improved = math.isnan(self.best) or sign * (value - self.best) > cfg.min_delta
+        if self.improved:
             self.best, self.waited = value, 0
             return False
         self.waited += 1
-        return self.waited >= cfg.patience
+        self.stopped = self.waited >= cfg.patience
+        return self.stopped
 
 
 _DTYPES = {"32": "float32", "bf16": "bfloat16", "16": "float16"}

@@ -5,8 +5,8 @@ Shared by the Keras modes (TensorFlow graph / XLA, and Keras on JAX): only ``ker
 passed in (``dropout``), so each backend can use its fastest stateless RNG.
 
 Keras' defaults are the reference both families follow (channels-last, TensorFlow "same"
-padding, Glorot init, GRU ``reset_after=True``); only the normalisation constants are set
-explicitly (eps 1e-5, batch-norm momentum 0.9) to match PyTorch's defaults instead.
+padding, Glorot init, GRU ``reset_after=True``, BatchNorm's momentum 0.99 and epsilon 1e-3);
+only LayerNorm's epsilon defaults to PyTorch's 1e-5 (the Arch's layer says so).
 
 Every layer type reaches its builder through :data:`BUILDERS` (``@BUILDERS.register(Cls)``
 beside each builder): built-ins and custom layers alike, with no dispatch anywhere else.
@@ -22,6 +22,7 @@ from typing import Any, NamedTuple
 
 import keras
 
+from protolab._frameworks import KERAS
 from protolab.arch import (
     GRU,
     LSTM,
@@ -34,6 +35,7 @@ from protolab.arch import (
     Conv1D,
     Conv2D,
     Conv2DTranspose,
+    CustomLayer,
     Dense,
     DepthwiseConv2D,
     Dropout,
@@ -48,10 +50,11 @@ from protolab.arch import (
     Residual,
     SelfAttention,
     UpSampling2D,
+    build_custom,
+    counted_by,
 )
 from protolab.arch._arch import default_dtype, effective_dtype
 from protolab.arch._base import Shape, as_tuple
-from protolab.arch._custom import CustomLayer, counted_by
 from protolab.backends._keras_optim import optimizer  # moved there; kept importable here
 from protolab.errors import ArchError
 
@@ -103,6 +106,7 @@ def build_keras(
     inputs = keras.Input(shape=info.input_shape, dtype=input_dtype, name="input")
     x = inputs if dtype == input_dtype else keras.ops.cast(inputs, "float32")
     outputs = _Builder(dropout).sequence(arch.layers, x, info.input_shape, dtype, "l")
+    arch.outputs_on(KERAS, info.input_shape, input_dtype)  # custom code's head, on Keras
     return keras.Model(inputs, outputs, name=f"protolab_{arch.hash}")
 
 
@@ -251,7 +255,14 @@ def _dropout(b: _Builder, layer: Dropout, x: keras.KerasTensor, at: Site) -> ker
 
 @BUILDERS.register(BatchNorm)
 def _batch_norm(b: _Builder, layer: BatchNorm, x: keras.KerasTensor, at: Site) -> keras.KerasTensor:
-    return _L.BatchNormalization(axis=-1, momentum=0.9, epsilon=1e-5, name=at.name(layer))(x)
+    return _L.BatchNormalization(
+        axis=layer.axis,
+        momentum=layer.momentum,
+        epsilon=layer.epsilon,
+        center=layer.center,
+        scale=layer.scale,
+        name=at.name(layer),
+    )(x)
 
 
 @BUILDERS.register(LayerNorm)
@@ -344,7 +355,7 @@ def _custom(b: _Builder, layer: CustomLayer, x: keras.KerasTensor, at: Site) -> 
             f"{layer!r} has no keras builder (it defines {', '.join(layer.frameworks())}): "
             "run it on a mode of that framework, or add a keras() method"
         )
-    built = layer.keras(at.shape)
+    built = build_custom(layer, KERAS, at.shape)  # a new layer per call, or ArchError
     if not isinstance(built, keras.layers.Layer):
         raise ArchError(
             f"{layer!r}: keras() must return a keras.layers.Layer, but returned {built!r:.80}"

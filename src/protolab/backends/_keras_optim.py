@@ -16,7 +16,8 @@ import keras
 import numpy as np
 
 from protolab.backends._base import Job, TrainSettings, epoch_plan, loss_name
-from protolab.backends._schedule import lr_table
+from protolab.backends._optimizers import CUSTOM, keras_arguments
+from protolab.backends._schedule import lr_table, per_step
 
 __all__ = [
     "TableSchedule",
@@ -56,12 +57,14 @@ class TableSchedule(keras.optimizers.schedules.LearningRateSchedule):
 
 
 def schedule_for(tr: TrainSettings, steps_per_epoch: int) -> float | TableSchedule:
-    """A plain float for a constant schedule (today's programs, a cacheable variable), else
-    the table of every step of the job."""
-    if tr.schedule == "constant":
+    """A plain float when the rate holds between steps (constant, or an epoch rule such as
+    reduce_on_plateau, which assigns the optimizer's learning-rate variable between
+    epochs), else the table of every step of the job."""
+    if not per_step(tr.schedule):
         return tr.lr
     options = dict(tr.schedule_options)
-    return TableSchedule(lr_table(tr.schedule, tr.lr, tr.epochs, steps_per_epoch, options))
+    table = lr_table(tr.schedule, tr.lr, tr.epochs, steps_per_epoch, options, tr.max_total_steps)
+    return TableSchedule(table)
 
 
 def optimizer(
@@ -70,30 +73,47 @@ def optimizer(
     wd: float,
     options: Mapping[str, Any] | None = None,
     clipnorm: float | None = None,
+    custom: object | None = None,
 ) -> keras.optimizers.Optimizer:
-    """The optimizer named in the config; the torch side matches its defaults.
+    """The optimizer named in the config, as ``backends/_optimizers.py`` maps it (the torch
+    side reads the same table), or the script's ``protolab.Optimizer(keras=...)`` factory.
 
     Weight decay is decoupled on every Keras 3 optimizer. ``clipnorm`` clips the gradients'
     global norm (``torch.nn.utils.clip_grad_norm_`` on the torch side).
     """
-    o, opts = keras.optimizers, dict(options or {})
-    extra: dict[str, Any] = {"weight_decay": wd} if wd else {}
+    if name == CUSTOM:
+        return _custom(custom, lr, clipnorm)
+    cls, kwargs = keras_arguments(name, dict(options or {}), wd)
     if clipnorm:
-        extra["global_clipnorm"] = clipnorm
-    eps = float(opts.get("eps", 1e-7))
-    if name in ("adam", "adamw"):
-        b1, b2 = opts.get("betas", (0.9, 0.999))
-        extra["weight_decay"] = wd
-        return o.AdamW(learning_rate=lr, epsilon=eps, beta_1=b1, beta_2=b2, **extra)
-    if name == "sgd":
-        momentum, nesterov = float(opts.get("momentum", 0.9)), bool(opts.get("nesterov", False))
-        return o.SGD(learning_rate=lr, momentum=momentum, nesterov=nesterov, **extra)
-    if name == "rmsprop":
-        momentum = float(opts.get("momentum", 0.0))
-        return o.RMSprop(learning_rate=lr, rho=0.9, epsilon=eps, momentum=momentum, **extra)
-    if name == "adagrad":
-        return o.Adagrad(learning_rate=lr, epsilon=eps, initial_accumulator_value=0.1, **extra)
-    raise ValueError(f"unknown optimizer {name!r}; allowed: adam, adamw, sgd, rmsprop, adagrad")
+        kwargs["global_clipnorm"] = clipnorm
+    return getattr(keras.optimizers, cls)(learning_rate=lr, **kwargs)
+
+
+def _custom(
+    custom: object | None,
+    lr: float | keras.optimizers.schedules.LearningRateSchedule,
+    clipnorm: float | None,
+) -> keras.optimizers.Optimizer:
+    """The script's factory called with the job's rate (a float, or the schedule's table)."""
+    factory = getattr(custom, "keras", None)
+    if factory is None:
+        raise ValueError(
+            "train.optimizer is custom, but the script's protolab.Optimizer has no keras="
+        )
+    opt = factory(lr)
+    if not isinstance(opt, keras.optimizers.Optimizer):
+        raise TypeError(
+            "protolab.Optimizer(keras=...) must return a keras.optimizers.Optimizer, "
+            f"but returned {type(opt).__name__}"
+        )
+    if clipnorm:
+        if opt.clipnorm or opt.clipvalue or opt.global_clipnorm:
+            raise ValueError(
+                "train.grad_clip is set and the script's Keras optimizer clips too; "
+                "clip in one place"
+            )
+        opt.global_clipnorm = clipnorm  # what Keras' own argument sets
+    return opt
 
 
 def keras_optimizer(job: Job, steps_per_epoch: int) -> keras.optimizers.Optimizer:
@@ -105,6 +125,7 @@ def keras_optimizer(job: Job, steps_per_epoch: int) -> keras.optimizers.Optimize
         tr.weight_decay,
         dict(tr.optimizer_options),
         tr.grad_clip,
+        tr.custom_optimizer,
     )
 
 
@@ -153,12 +174,13 @@ def steps_per_epoch(job: Job, batch: int) -> tuple[int, int]:
 def train_key(job: Job, tail: int) -> tuple[Any, ...]:
     """What the train options trace into a Keras program (the program cache's key part):
     a schedule's table (its epochs and lr too), clipping, the loss, optimizer options and
-    the tail step. A constant learning rate stays out: it is a variable, set per job."""
+    the tail step. A rate that holds between steps stays out: it is a variable, set per job
+    (and by reduce_on_plateau between epochs)."""
     tr = job.train
-    scheduled = tr.schedule != "constant"
-    sched = (tr.schedule, tr.schedule_options, tr.epochs, tr.lr) if scheduled else ()
+    table = (tr.schedule, tr.schedule_options, tr.epochs, tr.lr, tr.max_total_steps)
     return (
-        sched,
+        table if per_step(tr.schedule) else (),
+        tr.custom_optimizer,  # the factory object: another one builds another optimizer
         tr.grad_clip,
         tr.loss,
         tr.custom_loss,  # the object (held by the key, so never confused with a later one)

@@ -28,7 +28,7 @@ if TYPE_CHECKING:
     from optuna.trial import TrialState
 
     from protolab.backends import Job, JobResult
-    from protolab.backends._exportable import ExportableModel
+    from protolab.backends import ExportableModel
 
 __all__ = ["CheckpointRun", "KeepContext", "begin_trial", "keep"]
 
@@ -173,7 +173,7 @@ def keep(
     t0 = time.perf_counter()
     directory = Path(tempfile.mkdtemp(prefix="protolab-checkpoint-"))
     try:
-        from protolab.backends._exportable import write_checkpoint
+        from protolab.backends import write_checkpoint
 
         write_checkpoint(
             model,

@@ -23,7 +23,7 @@ if TYPE_CHECKING:
     from mlflow.entities import Run
     from mlflow.tracking import MlflowClient
 
-    from protolab.backends._exportable import ExportableModel
+    from protolab.backends import ExportableModel
     from protolab.checkpoint import CheckpointTrial
 
 __all__ = ["ALIAS", "Exported", "export_model", "open_study_store"]
@@ -47,8 +47,7 @@ class Exported:
 
 
 def _check_request(fmt: str, backend: str | None, out: Path | None) -> None:
-    from protolab.backends import backend_names
-    from protolab.backends._exportable import all_formats
+    from protolab.backends import all_formats, backend_names
 
     formats = all_formats()
     if fmt not in formats:
@@ -124,7 +123,7 @@ def _pick_trial(
 
 def _pick_run(chosen: CheckpointTrial, backend: str | None, fmt: str) -> Run:
     """The run (mode) to export: ``backend``, else the first one that writes ``fmt``."""
-    from protolab.backends._exportable import backend_formats
+    from protolab.backends import backend_formats
 
     have = chosen.backends
     if backend is not None:
@@ -160,7 +159,7 @@ def export_model(
     name: str | None = None,
 ) -> Exported:
     """Export one kept checkpoint of study ``target`` as ``fmt``."""
-    from protolab.backends._exportable import load_trained
+    from protolab.backends import load_trained
     from protolab.checkpoint import download, find_checkpoints
 
     _check_request(fmt, backend, out)
@@ -187,7 +186,7 @@ def export_model(
 def _write_meta(folder: Path, done: Exported, run: Run, ckpt: Path) -> None:
     """``protolab.json`` beside the export: what it is, so ``protolab predict DIR`` reads it."""
     from protolab._version import __version__
-    from protolab.backends._exportable import EXPORT_META, read_meta
+    from protolab.backends import EXPORT_META, read_meta
 
     meta = read_meta(ckpt)
     assert done.path is not None

@@ -49,7 +49,7 @@ def _main(
     stdout=log, stderr=log, env=env)`` would have set up, then the command itself (through
     ``entry``), with writer ``k`` of the launcher's pool (if any) as its tracking writer."""
     if writers:
-        from protolab.tracking._pool import adopt_writer
+        from protolab.tracking import adopt_writer
 
         adopt_writer(writers, k)
     os.setsid()

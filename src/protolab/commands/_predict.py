@@ -64,7 +64,7 @@ def _read_inputs(file: Path) -> tuple[np.ndarray, np.ndarray | None]:
 def _from_checkpoint(directory: Path, source: str) -> tuple[Any, dict[str, Any], str]:
     from dataclasses import asdict
 
-    from protolab.backends._exportable import load_trained, read_meta
+    from protolab.backends import load_trained, read_meta
 
     return load_trained(directory), asdict(read_meta(directory)), source
 
@@ -106,7 +106,7 @@ def _from_mlflow(model_uri: str, uri: str | None) -> tuple[Any, dict[str, Any], 
 
 
 def _open(target: str, uri: str | None, tmp: Path) -> tuple[Any, dict[str, Any], str]:
-    from protolab.backends._exportable import EXPORT_META, META, load_exported
+    from protolab.backends import EXPORT_META, META, load_exported
 
     path = Path(target)
     if re.match(r"^[a-z][a-z0-9+.-]*:/", target) and not path.exists():

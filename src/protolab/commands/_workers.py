@@ -42,7 +42,7 @@ from protolab.errors import UserInputError
 
 if TYPE_CHECKING:
     from protolab.commands._forked import Entry
-    from protolab.tracking._pool import WriterPool
+    from protolab.tracking import WriterPool
 
 __all__ = [
     "FORK_ENV", "Plan", "Worker", "gpu_ids", "launch", "parse_workers", "plan_workers",
@@ -128,8 +128,8 @@ def _start_one(
     else (``fork`` None) a new process. A recycled worker's successor appends to the same
     log (and starts its own writer)."""
     from protolab.commands._forked import ForkedWorker
+    from protolab.sweep import RECYCLE_ENV
     from protolab.sweep._lease import INDEX_ENV
-    from protolab.sweep._worker import RECYCLE_ENV
 
     logs.mkdir(parents=True, exist_ok=True)
     env = {**os.environ, INDEX_ENV[0]: str(k)}  # samplers seeded apart (sweep/_lease.py)
@@ -193,7 +193,7 @@ def _start_all(
     imported once, side by side (here and in the writer pool, returned), and every worker
     is forked with both imported and runs ``fork``; else each is a new process."""
     from protolab.commands._forked import preload
-    from protolab.tracking._pool import WriterPool
+    from protolab.tracking import WriterPool
 
     logs.mkdir(parents=True, exist_ok=True)
     for k in range(plan.count):
@@ -221,7 +221,7 @@ def _wait_all(
 ) -> list[int]:
     """Wait for every worker, starting a fresh one in the place of each that asks to be
     recycled (unless a signal came); then show the output of the one that ended last."""
-    from protolab.sweep._worker import EXIT_RECYCLE
+    from protolab.sweep import EXIT_RECYCLE
 
     codes: dict[int, int] = {}
     last = 0

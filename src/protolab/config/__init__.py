@@ -13,6 +13,7 @@ from protolab.config._metrics import (
     Direction,
     check_metric_name,
     infer_direction,
+    logged_names_problem,
     metric_task_problem,
 )
 from protolab.config._model import (
@@ -46,6 +47,7 @@ __all__ = [
     "config_hash",
     "infer_direction",
     "load_config",
+    "logged_names_problem",
     "metric_task_problem",
     "parse_constraint",
     "visible_gpus",

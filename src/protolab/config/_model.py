@@ -223,50 +223,102 @@ class StudyConfig(_Strict):
         )
 
 
-OPTIMIZERS = ("adam", "adamw", "sgd", "rmsprop", "adagrad")
-Optimizer = Literal["adam", "adamw", "sgd", "rmsprop", "adagrad"]
-Schedule = Literal["constant", "step", "cosine", "warmup_cosine", "one_cycle"]
+Optimizer = Literal[
+    "adam", "adamw", "sgd", "rmsprop", "adagrad", "adadelta", "adamax", "nadam", "lion", "custom"
+]
+OPTIMIZERS: tuple[str, ...] = Optimizer.__args__  # type: ignore[attr-defined]
+Schedule = Literal["constant", "step", "cosine", "warmup_cosine", "one_cycle", "reduce_on_plateau"]
 Loss = Literal["auto", "cross_entropy", "mse", "mae", "huber", "custom"]
 # schedule -> the options it reads (backends/_schedule.py computes each; the config refuses
-# an option the chosen schedule does not read)
+# an option the chosen schedule does not read). reduce_on_plateau is an epoch-level rule:
+# the learning rate is train.lr until the monitored metric stops improving.
 SCHEDULE_OPTIONS: dict[str, tuple[str, ...]] = {
     "constant": (),
     "step": ("step_size", "gamma"),
     "cosine": ("min_lr",),
     "warmup_cosine": ("warmup", "min_lr"),
     "one_cycle": ("warmup", "div_factor", "final_div_factor"),
-}
-# optimizer -> the options it takes (both frameworks have each of them)
+    "reduce_on_plateau": ("factor", "patience", "min_delta", "cooldown", "min_lr", "monitor",
+                          "mode"),
+}  # fmt: skip
+# optimizer -> the options it takes. Each option has one meaning and one default on every
+# mode; backends/_optimizers.py maps it to each framework's keyword (rmsprop's rho is
+# PyTorch's alpha, betas are Keras' beta_1/beta_2, eps is Keras' epsilon). lion has no
+# PyTorch twin (Keras modes only); custom is the script's protolab.Optimizer.
 OPTIMIZER_OPTIONS: dict[str, tuple[str, ...]] = {
-    "adam": ("betas", "eps"),
-    "adamw": ("betas", "eps"),
+    "adam": ("betas", "eps", "amsgrad"),
+    "adamw": ("betas", "eps", "amsgrad"),
     "sgd": ("momentum", "nesterov"),
-    "rmsprop": ("eps", "momentum"),
-    "adagrad": ("eps",),
+    "rmsprop": ("rho", "eps", "momentum", "centered"),
+    "adagrad": ("eps", "initial_accumulator_value"),
+    "adadelta": ("rho", "eps"),
+    "adamax": ("betas", "eps"),
+    "nadam": ("betas", "eps"),
+    "lion": ("betas",),
+    "custom": (),
 }
+
+
+def _per_epoch_metric(v: str, what: str) -> str:
+    """A metric measured after every epoch (train/loss or a val/ metric), for ``what``."""
+    check_metric_name(v)
+    if not (v.startswith("val/") or v == "train/loss"):
+        raise ValueError(
+            f"{what} needs a metric measured every epoch (train/loss or a val/ metric), "
+            f"but got {v!r}"
+        )
+    return v
+
+
+def _mode_of(metric: str) -> str:
+    return "max" if infer_direction(metric) == "maximize" else "min"
 
 
 class ScheduleOptions(_Strict):
     """Options of ``train.schedule``; unset ones keep the schedule's default."""
 
     warmup: float | None = Field(None, ge=0)  # warm-up: a fraction of all steps (< 1) or steps
-    min_lr: float | None = Field(None, ge=0, le=1)  # cosine floor, as a fraction of lr (0)
+    # cosine floor / reduce_on_plateau's floor, as a fraction of lr (0)
+    min_lr: float | None = Field(None, ge=0, le=1)
     step_size: int | None = Field(None, ge=1)  # step: epochs between decays (1)
     gamma: float | None = Field(None, gt=0, le=1)  # step: factor per decay (0.1)
     div_factor: float | None = Field(None, gt=0)  # one_cycle: start at lr / div_factor (25)
     final_div_factor: float | None = Field(None, gt=0)  # one_cycle: end lower by this (1e4)
+    # reduce_on_plateau (Keras' ReduceLROnPlateau; PyTorch's with threshold_mode="abs"):
+    factor: float | None = Field(None, gt=0, lt=1)  # the lr is multiplied by this (0.1)
+    patience: int | None = Field(None, ge=0)  # epochs without improvement before (10)
+    min_delta: float | None = Field(None, ge=0)  # improving = beating the best by more (1e-4)
+    cooldown: int | None = Field(None, ge=0)  # epochs after a reduction that wait (0)
+    monitor: str | None = None  # a per-epoch metric (val/loss)
+    mode: Literal["min", "max"] | None = None  # default: from the monitor's name
 
-    def given(self) -> tuple[tuple[str, float], ...]:
-        return tuple((k, float(v)) for k, v in self.model_dump().items() if v is not None)
+    @field_validator("monitor")
+    @classmethod
+    def _per_epoch(cls, v: str | None) -> str | None:
+        return v if v is None else _per_epoch_metric(v, "reduce_on_plateau's monitor")
+
+    def given(self) -> tuple[tuple[str, float | str], ...]:
+        """The options set, numbers as floats; a monitor brings its resolved mode along."""
+        out = [(k, v if isinstance(v, str) else float(v))
+               for k, v in self.model_dump().items() if v is not None]  # fmt: skip
+        if self.monitor is not None and self.mode is None:
+            out.append(("mode", _mode_of(self.monitor)))
+        return tuple(out)
 
 
 class OptimizerOptions(_Strict):
-    """Options of ``train.optimizer``; unset ones keep today's (Keras') defaults."""
+    """Options of ``train.optimizer``; unset ones keep protolab's one default (Keras' but
+    SGD's momentum: backends/_optimizers.py), the same on every mode."""
 
-    betas: tuple[float, float] | None = None  # adam/adamw: (0.9, 0.999), each in [0, 1)
-    eps: float | None = Field(None, gt=0)  # adam/adamw/rmsprop/adagrad: 1e-7
+    # adam/adamw/adamax/nadam: (0.9, 0.999); lion: (0.9, 0.99)
+    betas: tuple[float, float] | None = None
+    eps: float | None = Field(None, gt=0)  # every optimizer but sgd/lion: 1e-7 (Keras' epsilon)
     momentum: float | None = Field(None, ge=0, lt=1)  # sgd: 0.9; rmsprop: 0
     nesterov: bool | None = None  # sgd: false
+    rho: float | None = Field(None, ge=0, lt=1)  # rmsprop: 0.9 (PyTorch's alpha); adadelta: 0.95
+    amsgrad: bool | None = None  # adam/adamw: false
+    centered: bool | None = None  # rmsprop: false
+    initial_accumulator_value: float | None = Field(None, ge=0)  # adagrad: 0.1
 
     @field_validator("betas")
     @classmethod
@@ -286,20 +338,17 @@ class EarlyStoppingConfig(_Strict):
     patience: int = Field(3, ge=1)  # epochs without improvement before stopping
     min_delta: float = Field(0.0, ge=0)  # an improvement must beat the best by more than this
     mode: Literal["min", "max"] | None = None  # default: from the name, as objectives
+    # Keras' name and default: at the end, the weights of the best epoch by ``metric`` are
+    # restored before the final evaluation (the run's final metrics are that epoch's)
+    restore_best_weights: bool = False
 
     @field_validator("metric")
     @classmethod
     def _per_epoch(cls, v: str) -> str:
-        check_metric_name(v)
-        if not (v.startswith("val/") or v == "train/loss"):
-            raise ValueError(
-                f"early stopping needs a metric measured every epoch (train/loss or a val/ "
-                f"metric), but got {v!r}"
-            )
-        return v
+        return _per_epoch_metric(v, "early stopping")
 
     def resolved_mode(self) -> str:
-        return self.mode or ("max" if infer_direction(self.metric) == "maximize" else "min")
+        return self.mode or _mode_of(self.metric)
 
 
 def _choices(v: Any) -> list[Any]:
@@ -336,6 +385,9 @@ class TrainConfig(_Strict):
     # @experiment(loss=protolab.Loss(...))
     loss: Loss | Choice = "auto"
     drop_last: bool = True  # false: the ragged last batch trains as one smaller step
+    # stop after this many optimizer steps in all (the last epoch may be partial); training
+    # ends at whichever comes first, this or `epochs`, and a schedule spans what trains
+    max_steps: int | None = Field(None, ge=1)
 
     @field_validator("batch_size", "lr", "weight_decay")
     @classmethod
@@ -384,6 +436,19 @@ class TrainConfig(_Strict):
         if v.nesterov and v.momentum == 0:
             raise ValueError("nesterov needs momentum > 0, but got momentum=0")
         return v
+
+    @model_validator(mode="after")
+    def _custom_sets_its_own_decay(self) -> TrainConfig:
+        decay = self.weight_decay
+        if "custom" in _choices(self.optimizer) and (
+            isinstance(decay, (Range, Choice)) or decay != 0
+        ):
+            raise ValueError(
+                "a custom optimizer sets its own weight decay in the script's "
+                f"protolab.Optimizer factories, but got weight_decay={short(decay)}; "
+                "set train.weight_decay: 0"
+            )
+        return self
 
 
 def _only(given: tuple[tuple[str, Any], ...], used: set[str], what: str, names: list[Any],

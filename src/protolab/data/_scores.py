@@ -58,6 +58,18 @@ def cross_entropy(out: np.ndarray, y: np.ndarray) -> float:
     return float((lse - logits[np.arange(len(y)), y]).mean())
 
 
+def probability_cross_entropy(out: np.ndarray, y: np.ndarray) -> float:
+    """Mean cross-entropy of probability rows ``out`` (a softmax head) against class ids.
+
+    As every mode's training loss takes them (Keras' rule): rows renormalised, clipped to
+    [1e-7, 1 - 1e-7]; applying a softmax again would score a different loss.
+    """
+    p = np.asarray(out, dtype=np.float64)
+    p = p / np.clip(p.sum(-1, keepdims=True), 1e-12, None)
+    picked = np.clip(p[np.arange(len(y)), y], 1e-7, 1 - 1e-7)
+    return float(-np.log(picked).mean())
+
+
 def accuracy(out: np.ndarray, y: np.ndarray) -> float:
     return float((_labels(out) == y).mean())
 
@@ -149,7 +161,12 @@ def score(names: tuple[str, ...], out: np.ndarray, y: np.ndarray) -> dict[str, f
 
 
 def score_test(
-    task: str, names: tuple[str, ...], out: np.ndarray, y: np.ndarray
+    task: str,
+    names: tuple[str, ...],
+    out: np.ndarray,
+    y: np.ndarray,
+    *,
+    probabilities: bool = False,
 ) -> dict[str, float]:
     """``test/loss``, ``test/acc`` (or ``test/rmse``) and ``test/<name>`` for each score.
 
@@ -157,10 +174,12 @@ def score_test(
     scores of the outputs (timings, sizes) have no test counterpart and are skipped.
 
     The loss is the plain training loss (softmax cross-entropy, or MSE for regression)
-    from the outputs, whatever the backend: one definition to compare modes on.
+    from the outputs, whatever the backend: one definition to compare modes on; outputs
+    that are probabilities (the run's ``protolab.output`` tag) are scored as such.
     """
     if task == "classification":
-        base = {"test/loss": cross_entropy(out, y), "test/acc": accuracy(out, y)}
+        loss = probability_cross_entropy if probabilities else cross_entropy
+        base = {"test/loss": loss(out, y), "test/acc": accuracy(out, y)}
     else:
         base = {"test/loss": mse(out, y), "test/rmse": rmse(out, y)}
     short = dict.fromkeys(m.split("/", 1)[-1] for m in names)  # val/f1 and f1 alike

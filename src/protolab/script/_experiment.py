@@ -12,7 +12,7 @@ from protolab.config import Direction, check_metric_name, infer_direction
 from protolab.errors import ScriptError
 from protolab.space import Space
 
-__all__ = ["Experiment", "Loss", "experiment"]
+__all__ = ["Experiment", "Loss", "Optimizer", "experiment"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -40,6 +40,32 @@ class Loss:
                 )
 
 
+@dataclass(frozen=True, eq=False)
+class Optimizer:
+    """A custom optimizer, one factory per framework, used when ``train.optimizer: custom``.
+
+    ``torch(params, lr)`` returns a ``torch.optim.Optimizer`` over ``params``; ``keras(lr)``
+    returns a ``keras.optimizers.Optimizer``. ``lr`` is the job's ``train.lr`` (on Keras,
+    under a per-step schedule, the schedule itself: pass it as ``learning_rate``). protolab
+    still writes each step's rate into the optimizer (a schedule, ``reduce_on_plateau``)
+    and clips with ``train.grad_clip``; weight decay and other options are the factory's:
+    ``@pl.experiment(optimizer=pl.Optimizer(torch=lambda p, lr: ..., keras=lambda lr: ...))``.
+    """
+
+    torch: Callable[[Any, Any], Any] | None = None
+    keras: Callable[[Any], Any] | None = None
+
+    def __post_init__(self) -> None:
+        given = {TORCH: self.torch, KERAS: self.keras}
+        if all(f is None for f in given.values()):
+            raise ScriptError("protolab.Optimizer needs torch=fn and/or keras=fn, but got neither")
+        for name, fn in given.items():
+            if fn is not None and not callable(fn):
+                raise ScriptError(
+                    f"protolab.Optimizer({name}=...) must be a function, but got {fn!r:.80}"
+                )
+
+
 @dataclass(frozen=True)
 class Experiment:
     """An experiment function plus what it trains on and what it optimises."""
@@ -52,6 +78,7 @@ class Experiment:
     metrics: tuple[str, ...] = ()  # extra val/<name> scores to log (data/_scores.py)
     source: str = ""  # the script path once loaded (for error messages)
     loss: Loss | None = None  # a custom loss (train.loss auto/custom trains with it)
+    optimizer: Optimizer | None = None  # a custom optimizer (train.optimizer: custom)
 
     def build(self, space: Space) -> Arch:
         """Call the user's function and check it returned an Arch (a common slip)."""
@@ -103,17 +130,23 @@ def experiment(
     name: str | None = None,
     metrics: Sequence[str] = (),
     loss: Loss | None = None,
+    optimizer: Optimizer | None = None,
 ) -> Any:
     """Declare the experiment of a script: ``@pl.experiment(data="digits", metric="val/acc")``.
 
     ``data`` is a built-in dataset name or a ``.npz``/``.csv`` path relative to the script.
     ``metric`` defaults to the dataset's (``val/acc`` or ``val/rmse``); ``direction`` is
     inferred from the metric name when not given. ``metrics`` adds validation scores to
-    log per epoch (``["f1", "auc"]``). ``loss`` is a custom :class:`Loss`. Works bare
-    (``@pl.experiment``) too.
+    log per epoch (``["f1", "auc"]``). ``loss`` is a custom :class:`Loss`, ``optimizer`` a
+    custom :class:`Optimizer` (``train.optimizer: custom``). Works bare (``@pl.experiment``)
+    too.
     """
     if loss is not None and not isinstance(loss, Loss):
         raise ScriptError(f"@experiment(loss=...) must be a protolab.Loss, but got {loss!r:.80}")
+    if optimizer is not None and not isinstance(optimizer, Optimizer):
+        raise ScriptError(
+            f"@experiment(optimizer=...) must be a protolab.Optimizer, but got {optimizer!r:.80}"
+        )
     extra = _check_scores(metrics)
     if direction not in (None, "maximize", "minimize"):
         raise ScriptError(
@@ -132,7 +165,9 @@ def experiment(
     def wrap(f: Callable[[Space], Arch]) -> Experiment:
         if not callable(f):
             raise ScriptError(f"@experiment must decorate a function, but got {f!r}")
-        exp = Experiment(f, data, metric, direction, name or f.__name__, extra, loss=loss)
+        exp = Experiment(
+            f, data, metric, direction, name or f.__name__, extra, loss=loss, optimizer=optimizer
+        )
         if _registry is not None:
             _registry.append(exp)
         return exp

@@ -12,11 +12,21 @@ from protolab.sweep._run import (
     trial_function,
 )
 from protolab.sweep._study import make_pruner, make_sampler
-from protolab.sweep._worker import SweepSummary, best_params, sweep
+from protolab.sweep._worker import (
+    EXIT_RECYCLE,
+    RECYCLE_ENV,
+    SweepFailed,
+    SweepSummary,
+    best_params,
+    sweep,
+)
 
 __all__ = [
+    "EXIT_RECYCLE",
+    "RECYCLE_ENV",
     "Outcome",
     "SweepContext",
+    "SweepFailed",
     "SweepSummary",
     "TrialCallback",
     "best_params",

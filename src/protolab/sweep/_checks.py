@@ -13,7 +13,15 @@ from typing import Any
 
 from protolab._format import short
 from protolab._stores import check_storage_url, check_tracking_uri, default_tracking_uri
-from protolab.backends import ALIASES, backend_info
+from protolab.backends import (
+    ALIASES,
+    FAMILIES,
+    backend_info,
+    backend_names,
+    expand_aliases,
+    family_members,
+    optimizer_frameworks,
+)
 from protolab.config import Choice, check_hardware, metric_task_problem
 from protolab.errors import ConfigError, ScriptError, SpaceError, StorageError
 from protolab.space import Space
@@ -109,21 +117,29 @@ def check_train_task(ctx: SweepContext) -> str | None:
             f"label_smoothing: applies to cross_entropy on classification only, but got "
             f"label_smoothing={short(smooth)} with loss {'/'.join(losses)} on a {task} dataset"
         )
-    problem = _custom_loss_problem(ctx, losses)
+    problem = _custom_loss_problem(ctx, losses) or _optimizer_problem(ctx)
     if problem:
         return problem
     es = train.early_stopping
-    if es is None:
-        return None
-    problem = metric_task_problem(es.metric, task)
+    if es is not None:
+        problem = _unmeasured(es.metric, "early_stopping.metric", task, scores)
+    monitor = train.schedule_options.monitor
+    if not problem and monitor is not None and "reduce_on_plateau" in _choices(train.schedule):
+        problem = _unmeasured(monitor, "schedule_options.monitor", task, scores)
+    return problem
+
+
+def _unmeasured(metric: str, where: str, task: str, scores: tuple[str, ...]) -> str | None:
+    """Why a per-epoch ``metric`` (early stopping's, a plateau's monitor) is never measured."""
+    problem = metric_task_problem(metric, task)
     if problem:
-        return f"early_stopping.metric: {problem}"
+        return f"{where}: {problem}"
     measured = ["train/loss", "val/loss", "val/acc" if task == "classification" else "val/rmse"]
     measured += [f"val/{s}" for s in scores]
-    if es.metric not in measured:
+    if metric not in measured:
         return (
-            f"early_stopping.metric: {es.metric!r} is not measured by this study (add "
-            f"{es.metric.removeprefix('val/')} to `metrics:`); measured: {', '.join(measured)}"
+            f"{where}: {metric!r} is not measured by this study (add "
+            f"{metric.removeprefix('val/')} to `metrics:`); measured: {', '.join(measured)}"
         )
     return None
 
@@ -144,5 +160,41 @@ def _custom_loss_problem(ctx: SweepContext, losses: list[Any]) -> str | None:
             return (
                 f"loss: the script's protolab.Loss has no {builds}= function, but backend "
                 f"{name!r} trains with {builds}; add {builds}=fn to the Loss"
+            )
+    return None
+
+
+def _optimizer_problem(ctx: SweepContext) -> str | None:
+    """An optimizer a configured mode's framework lacks (lion on PyTorch), or a custom one the
+    script does not give (or gives and the config never uses)."""
+    names, given = _choices(ctx.cfg.train.optimizer), getattr(ctx.experiment, "optimizer", None)
+    if "custom" in names and given is None:
+        return (
+            "optimizer: 'custom' needs @experiment(optimizer=protolab.Optimizer(...)) in the "
+            f"script, but {ctx.script_path} gives none"
+        )
+    if given is not None and "custom" not in names:
+        return (
+            f"optimizer: the script gives protolab.Optimizer, but train.optimizer is "
+            f"{'/'.join(map(str, names))}, so it would never train; set train.optimizer: custom"
+        )
+    for name in names:
+        takes = optimizer_frameworks(str(name))
+        if name == "custom":  # the script's factories: one per framework a mode trains with
+            takes = tuple(f for f in takes if getattr(given, f, None) is not None)
+        for backend in expand_aliases(list(ctx.cfg.backends)):
+            members = family_members(backend) if backend in FAMILIES else [backend]
+            builds = {backend_info(m).builds for m in members}
+            if "" in builds or builds & set(takes):
+                continue  # a plugin's framework is unknown; an alias picks a member that can
+            modes = [n for n in backend_names() if backend_info(n).builds in takes]
+            what = (
+                f"protolab.Optimizer has no {'/'.join(builds)}="
+                if name == "custom"
+                else (f"{name} has no {'/'.join(builds)} implementation")
+            )
+            return (
+                f"optimizer: {what}, but backend {backend!r} trains with {'/'.join(builds)}; "
+                f"{name} trains on {', '.join(modes)}"
             )
     return None

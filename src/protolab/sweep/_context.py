@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from protolab._stores import default_tracking_uri
+from protolab.arch import Native
 from protolab.config import (
     Choice,
     Config,
@@ -15,6 +16,7 @@ from protolab.config import (
     TrainConfig,
     config_hash,
     infer_direction,
+    logged_names_problem,
     metric_task_problem,
     parse_constraint,
     visible_gpus,
@@ -166,20 +168,35 @@ def _dry_build(
     exp: Experiment, cfg: Config, script_path: Path, dry: Space, dry_train: Space
 ) -> Arch | None:
     """The experiment called once with default values; its errors name the user's line.
-    An Arch that cannot be built is None here (a failed trial later, not exit 2)."""
+    A layer given an argument it does not take (an ArchError while the Arch is made) is
+    refused here; an Arch whose shapes do not fit is only a failed trial later."""
     try:
         sample_train(cfg.train, dry_train)
         return exp.build(dry)
-    except (ScriptError, SpaceError) as e:
+    except (ScriptError, SpaceError, ArchError) as e:
         raise type(e)(f"{script_path}: {e}") from None
-    except ArchError:
-        return None
     except Exception as e:
         from protolab.script._loader import _user_frame
 
         raise ScriptError(
             f"{_user_frame(e, script_path)}: experiment '{exp.name}' raised {type(e).__name__}: {e}"
         ) from None
+
+
+def _check_logged(
+    cfg: Config, config_path: Path, script_path: Path, arch: Arch | None, objectives: Any
+) -> None:
+    """An objective or constraint named as a model logs it (``val_loss``) needs a native
+    model, whose own training logs it (an unbuilt dry run: the trial will tell)."""
+    native = arch is None or any(isinstance(n, Native) for n in arch.layers)
+    found = logged_names_problem(
+        [m for m, _ in objectives],
+        [parse_constraint(c)[0] for c in cfg.study.constraints],
+        native,
+        bool(cfg.study.objectives),
+    )
+    if found is not None:
+        raise ConfigError(f"{config_path if found[0] else script_path}: {found[1]}")
 
 
 def _check_search(cfg: Config, config_path: Path, distributions: dict[str, Any]) -> None:
@@ -203,8 +220,9 @@ def prepare(cfg: Config, config_path: Path, script_path: Path) -> SweepContext:
     """Load the script and data and dry-run the experiment: bad input fails here, exit 2.
 
     The dry run calls the experiment with default values, which catches errors in the
-    user's function (with file:line) before a study or an MLflow run exists. An Arch that
-    cannot be built is only a failed trial later, so it is not fatal here.
+    user's function (with file:line) before a study or an MLflow run exists, and a
+    builder of custom code that hands back the same model twice. An Arch whose shapes do
+    not fit is only a failed trial later (other values may fit), so it is not fatal here.
     """
     from protolab.data import load_dataset
 
@@ -215,6 +233,7 @@ def prepare(cfg: Config, config_path: Path, script_path: Path) -> SweepContext:
     arch = _dry_build(exp, cfg, script_path, dry, dry_train)
     if arch is not None:
         _check_buildable(cfg, config_path, script_path, arch)
+        arch.check_builders(dataset.input_shape, dataset.input_dtype)
     metric, direction = exp.resolve_metric(dataset.metric)
     if cfg.study.objectives:
         objectives = tuple(
@@ -223,6 +242,7 @@ def prepare(cfg: Config, config_path: Path, script_path: Path) -> SweepContext:
         metric, direction = objectives[0]
     else:
         objectives = ((metric, direction),)
+    _check_logged(cfg, config_path, script_path, arch, objectives)
     distributions = {
         **dry.distributions,
         **{f"train.{k}": d for k, d in dry_train.distributions.items()},

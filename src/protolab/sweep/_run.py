@@ -407,12 +407,16 @@ def make_settings(
         grad_clip=None if t["grad_clip"] is None else float(t["grad_clip"]),
         early_stopping=None
         if es is None
-        else EarlyStopping(es.metric, es.patience, es.min_delta, es.resolved_mode()),
+        else EarlyStopping(
+            es.metric, es.patience, es.min_delta, es.resolved_mode(), es.restore_best_weights
+        ),
         label_smoothing=float(t["label_smoothing"]),
         loss=str(t["loss"]),
         custom_loss=ctx.experiment.loss,
         optimizer_options=cfg.optimizer_options.given(),
         drop_last=bool(t["drop_last"]),
+        max_total_steps=t["max_steps"],
+        custom_optimizer=ctx.experiment.optimizer,
     )
 
 

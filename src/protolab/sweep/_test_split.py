@@ -111,7 +111,8 @@ def log_test_metrics(
             continue
         try:
             outputs = predict(result.model, ds.x_test)
-            metrics = score_test(ds.task, names, outputs, ds.y_test)
+            probs = result.tags.get("output") == "probabilities"  # backends' output_tags
+            metrics = score_test(ds.task, names, outputs, ds.y_test, probabilities=probs)
         except Exception as e:  # the model trained; only its test score is missing
             print(f"protolab: {label}-{mode}: test split not scored: {e}", file=sys.stderr)
             continue

@@ -9,7 +9,9 @@ from protolab.tracking._mlflow import (
     wait_open,
 )
 from protolab.tracking._notes import FAMILY_VIEW, store_study_notes
+from protolab.tracking._pool import WriterPool, adopt_writer
 from protolab.tracking._types import DescribeStudy, StudyNotes
+from protolab.tracking._types import Tracker as TrackerProtocol
 from protolab.tracking._writer import AsyncChildRun, AsyncTracker, start_writer
 
 __all__ = [
@@ -20,6 +22,9 @@ __all__ = [
     "DescribeStudy",
     "StudyNotes",
     "Tracker",
+    "TrackerProtocol",
+    "WriterPool",
+    "adopt_writer",
     "default_tracking_uri",
     "open_tracker",
     "redact",

@@ -12,13 +12,16 @@ import os
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from protolab._stores import default_tracking_uri, redact
 from protolab._tags import TAG
 from protolab.tracking._notes import FAMILY_COLOURS, store_study_notes
 from protolab.tracking._types import DescribeStudy, TrackerContext
 from protolab.tracking._types import Tracker as StudyTracker
+
+if TYPE_CHECKING:
+    from protolab.tracking._writer import AsyncTracker, _Writer
 
 __all__ = ["ChildRun", "Tracker", "default_tracking_uri", "open_tracker", "redact", "wait_open"]
 
@@ -79,10 +82,10 @@ def _env_or_field() -> str:
 class _Opening:
     """A tracker whose store is still opening; :meth:`wait` gives it (or a StorageError)."""
 
-    def __init__(self, tracker: Any, writer: Any, uri: str, where: str) -> None:
+    def __init__(self, tracker: AsyncTracker, writer: _Writer, uri: str, where: str) -> None:
         self.tracker, self.writer, self.uri, self.where = tracker, writer, uri, where
 
-    def wait(self) -> Any:
+    def wait(self) -> AsyncTracker:
         try:
             return self.tracker.wait_open()
         except Exception as e:

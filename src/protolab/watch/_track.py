@@ -49,7 +49,7 @@ class WatchTracker(Tracker):
 
     def log_rerun(self, rerun: Rerun) -> None:
         """Every mode of ``rerun`` as its own run (or one failed run per mode if none ran)."""
-        from protolab.backends._env import environment_tags
+        from protolab.backends import environment_tags
 
         assert rerun.loaded is not None
         ctx = rerun.loaded.ctx

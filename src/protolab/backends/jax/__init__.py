@@ -31,9 +31,11 @@ class JaxBackend(Backend):
         from protolab.backends.jax import core
 
         core.set_threads(job.hardware.threads)  # before the process's first computation
+        from protolab.backends.jax._fit import fit_program
         from protolab.backends.jax.trainer import JaxProgram
 
-        return JaxProgram(self.name, job)
+        # a compiled keras.Model trains by its own fit; everything else by our program
+        return fit_program(self.name, job) or JaxProgram(self.name, job)
 
     def release(self) -> None:
         import gc

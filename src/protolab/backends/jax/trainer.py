@@ -29,6 +29,7 @@ from protolab.backends._cache import ProgramCache, cache_size, job_key
 from protolab.backends._keras_nn import POLICY
 from protolab.backends._keras_optim import keras_loss, keras_optimizer, steps_per_epoch, train_key
 from protolab.backends._peak import cpu_name
+from protolab.backends._schedule import per_step
 from protolab.backends.jax import core
 from protolab.backends.jax.export import KerasModel
 from protolab.backends.jax.nn import build, count_params
@@ -53,7 +54,7 @@ class _Programs:
         self.arch, self.shape, self.dtype = job.arch, ds.input_shape, ds.input_dtype
         self.classify = ds.task == "classification"
         self.n, self.steps, self.batch, self.tail = len(ds.x_train), steps, batch, tail
-        self.scheduled = tr.schedule != "constant"
+        self.scheduled = per_step(tr.schedule)  # a table: the rate is not a state array
         self.model = build(job.arch, ds.input_shape, ds.input_dtype)
         self.opt = keras_optimizer(job, steps + (1 if tail else 0))
         self.loss_fn = keras_loss(job)
@@ -117,8 +118,9 @@ class _Programs:
         steps, batch, n, tail = self.steps, self.batch, self.n, self.tail
 
         def train_epoch(
-            state: State, x: jax.Array, y: jax.Array, key: jax.Array
+            state: State, x: jax.Array, y: jax.Array, key: jax.Array, n_steps: jax.Array
         ) -> tuple[State, jax.Array]:
+            """``n_steps`` steps (the tail counted; fewer at train.max_steps' end)."""
             perm = jax.random.permutation(key, n)
             idx = perm[: steps * batch].reshape(steps, batch)
 
@@ -127,12 +129,17 @@ class _Programs:
                 state, loss = self.train_step(state, x[idx[i]], y[idx[i]])
                 return state, total + loss
 
-            state, total = jax.lax.fori_loop(0, steps, body, (state, jnp.float32(0.0)))
+            full = jnp.minimum(n_steps, steps)
+            state, total = jax.lax.fori_loop(0, full, body, (state, jnp.float32(0.0)))
             if tail:  # the ragged tail: one more step of its own static shape
-                take = perm[steps * batch : steps * batch + tail]
-                state, loss = self.train_step(state, x[take], y[take])
-                return state, (total + loss) / (steps + 1)
-            return state, total / steps
+
+                def last(carry: tuple[State, jax.Array]) -> tuple[State, jax.Array]:
+                    take = perm[steps * batch : steps * batch + tail]
+                    state, loss = self.train_step(carry[0], x[take], y[take])
+                    return state, carry[1] + loss
+
+                state, total = jax.lax.cond(n_steps > steps, last, lambda c: c, (state, total))
+            return state, total / jnp.maximum(n_steps, 1).astype("float32")
 
         def evaluate(
             tv: Arrays, ntv: Arrays, x: jax.Array, y: jax.Array
@@ -156,7 +163,7 @@ _CACHE: ProgramCache[_Programs] = ProgramCache()
 class JaxProgram(Program):
     def __init__(self, backend: str, job: Job) -> None:
         ds, tr, hw = job.dataset, job.train, job.hardware
-        self.backend, self.seed = backend, tr.seed
+        self.backend, self.seed, self.lr = backend, tr.seed, tr.lr
         keras.utils.set_random_seed(tr.seed)
         keras.mixed_precision.set_global_policy(POLICY[hw.precision])
         self.classify = ds.task == "classification"
@@ -188,7 +195,8 @@ class JaxProgram(Program):
             return
         p, key = self.p, jax.random.PRNGKey(0)
         if self.whole_epoch:
-            p._epoch_fn = p._epoch_fn.lower(self.state, self.x_tr, self.y_tr, key).compile()
+            steps = jnp.int32(self.steps)
+            p._epoch_fn = p._epoch_fn.lower(self.state, self.x_tr, self.y_tr, key, steps).compile()
         else:
             xb, yb = self.x_tr[: self.batch], self.y_tr[: self.batch]
             p._step_fn = p._step_fn.lower(self.state, xb, yb).compile()
@@ -197,28 +205,57 @@ class JaxProgram(Program):
         p._eval_fn(tv, ntv, self.x_va[:_EVAL_BATCH], self.y_va[:_EVAL_BATCH])[0].block_until_ready()
 
     def fit_epoch(self, epoch: int) -> EpochFit:
+        return self.fit_steps(epoch, self.steps)
+
+    def fit_steps(self, epoch: int, steps: int) -> EpochFit:
+        """``steps`` steps of an epoch (all but at train.max_steps' end)."""
         t0 = time.perf_counter()
         if self.whole_epoch:
             key = jax.random.fold_in(jax.random.PRNGKey(self.seed), epoch)
-            self.state, loss = self.p._epoch_fn(self.state, self.x_tr, self.y_tr, key)
+            args = (self.state, self.x_tr, self.y_tr, key, jnp.int32(steps))
+            self.state, loss = self.p._epoch_fn(*args)
             value = float(loss)
         else:
             perm = np.random.default_rng([self.seed, epoch]).permutation(self.n)
             total = jnp.float32(0.0)
-            for i in range(self.steps):
+            for i in range(steps):
                 end = (i + 1) * self.batch if i < self.full else self.n
                 take = perm[i * self.batch : end]
                 self.state, loss = self.p._step_fn(self.state, self.x_tr[take], self.y_tr[take])
                 total = total + loss
-            value = float(total) / self.steps
-        per_step = (time.perf_counter() - t0) / self.steps
-        return EpochFit(loss=value, step_s=[per_step] if epoch > 1 else [])
+            value = float(total) / steps
+        per_step_s = (time.perf_counter() - t0) / steps
+        return EpochFit(loss=value, step_s=[per_step_s] if epoch > 1 else [], steps=steps)
+
+    def _lr_slot(self) -> int:
+        """Where the optimizer's learning-rate variable sits in the state's optimizer arrays
+        (a constant rate or an epoch rule's: a schedule's table has none)."""
+        lr = self.opt.learning_rate
+        return next(i for i, v in enumerate(self.opt.variables) if v is lr)
+
+    def rescale_lr(self, scale: float) -> None:
+        """``train.lr * scale`` into the state's learning-rate array: the compiled programs
+        take it as an argument, so nothing recompiles (reduce_on_plateau)."""
+        tv, ntv, ov = self.state
+        at = self._lr_slot()
+        ov = [*ov[:at], jnp.asarray(self.lr * scale, dtype=ov[at].dtype), *ov[at + 1 :]]
+        self.state = (tv, ntv, ov)
+
+    def snapshot(self) -> tuple[Arrays, Arrays]:
+        """Copies of the trainable and non-trainable arrays (the programs donate theirs)."""
+        tv, ntv, _ = self.state
+        return [jnp.copy(a) for a in tv], [jnp.copy(a) for a in ntv]
+
+    def restore(self, snapshot: object) -> None:
+        assert isinstance(snapshot, tuple)
+        tv, ntv = snapshot
+        self.state = ([jnp.copy(a) for a in tv], [jnp.copy(a) for a in ntv], self.state[2])
 
     def current_lr(self) -> float | None:
         """The schedule at the step last applied, from the optimizer state's own counter."""
         sched = self.opt._learning_rate
         if not isinstance(sched, keras.optimizers.schedules.LearningRateSchedule):
-            return float(np.asarray(self.opt.learning_rate))
+            return float(np.asarray(self.state[2][self._lr_slot()]))
         _, _, ov = self.state
         at = next(i for i, v in enumerate(self.opt.variables) if v is self.opt.iterations)
         step = int(np.asarray(ov[at]))

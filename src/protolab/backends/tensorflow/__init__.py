@@ -49,9 +49,11 @@ class XlaBackend(Backend):
         return worker.run(job, on_epoch)
 
     def program(self, job: Job) -> Program:
+        from protolab.backends.tensorflow._fit import fit_program
         from protolab.backends.tensorflow.trainer import TFProgram
 
-        return TFProgram(self.name, job, jit=self.jit)
+        # a compiled keras.Model trains by its own fit; everything else by our programs
+        return fit_program(self.name, job, self.jit) or TFProgram(self.name, job, jit=self.jit)
 
     def release(self) -> None:
         """Drop Keras' global graph state so 100 trials do not grow memory.

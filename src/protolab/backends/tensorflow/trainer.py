@@ -39,6 +39,7 @@ from protolab.backends._cache import ProgramCache, cache_size, job_key
 from protolab.backends._keras_nn import POLICY, count_params
 from protolab.backends._keras_optim import keras_loss, keras_optimizer, steps_per_epoch, train_key
 from protolab.backends._peak import cpu_name
+from protolab.backends._schedule import per_step
 from protolab.backends._threads import set_tf_threads
 from protolab.backends.tensorflow import core
 from protolab.backends.tensorflow.export import KerasModel
@@ -94,7 +95,7 @@ class _Programs:
         self.replicas = strategy.num_replicas_in_sync
         self.classify = ds.task == "classification"
         self.n, self.steps, self.batch, self.tail = len(ds.x_train), steps, batch, tail
-        self.scheduled = job.train.schedule != "constant"
+        self.scheduled = per_step(job.train.schedule)  # a table: the rate is not a variable
         self.arch, self.shape, self.dtype = job.arch, ds.input_shape, ds.input_dtype
         with strategy.scope():
             self.model = build(job.arch, ds.input_shape, ds.input_dtype)
@@ -163,6 +164,8 @@ class _Programs:
         def train_epoch(
             x: tf.Tensor, y: tf.Tensor, seed: tf.Tensor, n_steps: tf.Tensor
         ) -> tf.Tensor:
+            """``n_steps`` steps (the tail counted; fewer at train.max_steps' end; 0: trace
+            only), their mean loss."""
             # Seeded shuffle inside the program: argsort of stateless uniforms.
             perm = tf.argsort(tf.random.stateless_uniform([n], seed=seed))
             idx = tf.reshape(perm[: steps * batch], [steps, batch])
@@ -171,18 +174,18 @@ class _Programs:
                 take = idx[i]
                 return i + 1, total + self.train_step(tf.gather(x, take), tf.gather(y, take))
 
+            full = tf.minimum(n_steps, steps)
             _, total = tf.while_loop(
-                lambda i, _: i < n_steps, body, (tf.constant(0), tf.constant(0.0))
+                lambda i, _: i < full, body, (tf.constant(0), tf.constant(0.0))
             )
-            if not tail:
-                return total / tf.cast(tf.maximum(n_steps, 1), tf.float32)
+            if tail:
 
-            def last() -> tf.Tensor:  # the ragged tail: one more step of its own static shape
-                take = perm[steps * batch : steps * batch + tail]
-                return total + self.train_step(tf.gather(x, take), tf.gather(y, take))
+                def last() -> tf.Tensor:  # the ragged tail: one more step of its own shape
+                    take = perm[steps * batch : steps * batch + tail]
+                    return total + self.train_step(tf.gather(x, take), tf.gather(y, take))
 
-            total = tf.cond(n_steps > 0, last, lambda: total)  # zero steps: trace only
-            return total / tf.cast(tf.maximum(n_steps + 1, 1), tf.float32)
+                total = tf.cond(n_steps > steps, last, lambda: total)
+            return total / tf.cast(tf.maximum(n_steps, 1), tf.float32)
 
         @tf.function(jit_compile=jit)
         def one_device_step(xb: tf.Tensor, yb: tf.Tensor) -> tf.Tensor:
@@ -232,7 +235,7 @@ class TFProgram(Program):
         keras.utils.set_random_seed(tr.seed)
         keras.mixed_precision.set_global_policy(POLICY[hw.precision])
         self.classify = ds.task == "classification"
-        self.n, self.seed = len(ds.x_train), tr.seed
+        self.n, self.seed, self.lr = len(ds.x_train), tr.seed, tr.lr
         self.replicas = strategy.num_replicas_in_sync
         batch = min(tr.batch_size, self.n)
         self.batch = max(batch // self.replicas, 1) * self.replicas  # equal replica slices
@@ -289,25 +292,42 @@ class TFProgram(Program):
         p.eval_program(self.x_va[:_EVAL_BATCH], self.y_va[:_EVAL_BATCH])[0].numpy()
 
     def fit_epoch(self, epoch: int) -> EpochFit:
-        """One epoch. Steady state starts at epoch 2: a compiled program's first run also
-        pays one-off work (runtime set-up, buffer allocation: ~40 ms on the digits MLP,
-        2-3x a whole epoch), as the eager first step does; first_step_s carries it."""
+        return self.fit_steps(epoch, self.steps)
+
+    def fit_steps(self, epoch: int, steps: int) -> EpochFit:
+        """``steps`` steps of an epoch (all but at train.max_steps' end). Steady state starts
+        at epoch 2: a compiled program's first run also pays one-off work (runtime set-up,
+        buffer allocation: ~40 ms on the digits MLP, 2-3x a whole epoch), as the eager first
+        step does; first_step_s carries it."""
         t0 = time.perf_counter()
         if self.whole_epoch:
             seed = tf.constant([self.seed, epoch])
-            steps = tf.constant(self.full)
-            loss = float(self.p.train_epoch(self.x_tr, self.y_tr, seed, steps))
+            loss = float(self.p.train_epoch(self.x_tr, self.y_tr, seed, tf.constant(steps)))
         else:
             perm = tf.argsort(self.gen.uniform([self.n]))
             total = tf.constant(0.0)
-            for i in range(self.steps):
+            for i in range(steps):
                 end = (i + 1) * self.batch if i < self.full else self.full * self.batch + self.tail
                 take = perm[i * self.batch : end]
                 xb, yb = tf.gather(self.x_tr, take), tf.gather(self.y_tr, take)
                 total += self.p.step_program(xb, yb)
-            loss = float(total) / self.steps
-        per_step = (time.perf_counter() - t0) / self.steps
-        return EpochFit(loss=loss, step_s=[per_step] if epoch > 1 else [])
+            loss = float(total) / steps
+        per_step_s = (time.perf_counter() - t0) / steps
+        return EpochFit(loss=loss, step_s=[per_step_s] if epoch > 1 else [], steps=steps)
+
+    def rescale_lr(self, scale: float) -> None:
+        """Assign ``train.lr * scale`` to the optimizer's learning-rate variable: the traced
+        programs read the variable, so nothing retraces (reduce_on_plateau)."""
+        self.p.opt.learning_rate = self.lr * scale
+
+    def snapshot(self) -> list[tf.Tensor]:
+        """Copies of the model's variables, trainable and not, on their device."""
+        return [tf.identity(v) for v in self.model.variables]
+
+    def restore(self, snapshot: object) -> None:
+        assert isinstance(snapshot, list)
+        for v, value in zip(self.model.variables, snapshot, strict=True):
+            v.assign(value)
 
     def current_lr(self) -> float | None:
         """The schedule at the step the optimizer last applied (its iteration counter - 1)."""

@@ -52,9 +52,9 @@ class EagerBackend(Backend):
         return self._launcher.run(job, on_epoch)
 
     def program(self, job: Job) -> Program:
-        from protolab.backends.torch.trainer import EagerProgram
+        from protolab.backends.torch.trainer import program
 
-        return EagerProgram(self.name, job)
+        return program(self.name, job)
 
 
 class CompiledBackend(EagerBackend):
@@ -66,9 +66,9 @@ class CompiledBackend(EagerBackend):
     max_devices: ClassVar[int | None] = 1
 
     def program(self, job: Job) -> Program:
-        from protolab.backends.torch.trainer import EagerProgram
+        from protolab.backends.torch.trainer import program
 
-        return EagerProgram(self.name, job, compiled=True)
+        return program(self.name, job, compiled=True)
 
     def release(self) -> None:
         """A finished trial's compiled graphs are never reused: drop them (bounded memory)."""

@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from protolab.backends._base import Job, loss_name
+from protolab.backends._optimizers import CUSTOM, torch_arguments
 
 __all__ = ["PRECISION", "LossFn", "gemm", "optimizer", "torch_loss"]
 
@@ -22,31 +23,30 @@ def optimizer(
     lr: float,
     wd: float,
     options: Mapping[str, Any] | None = None,
+    custom: object | None = None,
 ) -> torch.optim.Optimizer:
-    """The optimizer named in the config, with Keras 3's defaults so both families match.
+    """The optimizer named in the config, as ``backends/_optimizers.py`` maps it (the Keras
+    side reads the same table), or the script's ``protolab.Optimizer(torch=...)`` factory.
 
-    Weight decay is decoupled for adam/adamw, as Keras 3 applies it. ``options`` (betas,
-    eps, momentum, nesterov) were checked against the optimizer by the config; unset ones
-    keep the defaults results were measured with (SGD momentum 0.9, eps 1e-7).
+    ``options`` were checked against the optimizer by the config; unset ones keep
+    protolab's one default for both families (eps 1e-7, SGD momentum 0.9, ...).
     """
-    o = dict(options or {})
-    eps = float(o.get("eps", 1e-7))
-    if name in ("adam", "adamw"):
-        betas = tuple(o.get("betas", (0.9, 0.999)))
-        return torch.optim.AdamW(params, lr=lr, weight_decay=wd, eps=eps, betas=betas)
-    if name == "sgd":
-        momentum, nesterov = float(o.get("momentum", 0.9)), bool(o.get("nesterov", False))
-        return torch.optim.SGD(params, lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=wd)
-    if name == "rmsprop":
-        momentum = float(o.get("momentum", 0.0))
-        return torch.optim.RMSprop(
-            params, lr=lr, alpha=0.9, eps=eps, momentum=momentum, weight_decay=wd
-        )
-    if name == "adagrad":  # Keras' starting accumulator (0.1), so both make the same steps
-        return torch.optim.Adagrad(
-            params, lr=lr, eps=eps, initial_accumulator_value=0.1, weight_decay=wd
-        )
-    raise ValueError(f"unknown optimizer {name!r}; allowed: adam, adamw, sgd, rmsprop, adagrad")
+    if name == CUSTOM:
+        factory = getattr(custom, "torch", None)
+        if factory is None:
+            raise ValueError(
+                "train.optimizer is custom, but the script's protolab.Optimizer has no torch="
+            )
+        opt = factory(params, lr)
+        if not isinstance(opt, torch.optim.Optimizer):
+            raise TypeError(
+                "protolab.Optimizer(torch=...) must return a torch.optim.Optimizer, "
+                f"but returned {type(opt).__name__}"
+            )
+        return opt
+    cls, kwargs = torch_arguments(name, dict(options or {}), wd)
+    opt_cls: Callable[..., torch.optim.Optimizer] = getattr(torch.optim, cls)
+    return opt_cls(params, lr=lr, **kwargs)
 
 
 def gemm(n: int, dtype: str) -> Callable[[], None]:

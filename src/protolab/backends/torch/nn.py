@@ -23,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from protolab._frameworks import TORCH
 from protolab.arch import (
     GRU,
     LEAKY_RELU_SLOPE,
@@ -36,6 +37,7 @@ from protolab.arch import (
     Conv1D,
     Conv2D,
     Conv2DTranspose,
+    CustomLayer,
     Dense,
     DepthwiseConv2D,
     Dropout,
@@ -50,11 +52,12 @@ from protolab.arch import (
     Residual,
     SelfAttention,
     UpSampling2D,
+    build_custom,
+    counted_by,
     same_padding,
 )
 from protolab.arch._arch import default_dtype, effective_dtype
 from protolab.arch._base import Shape, as_tuple
-from protolab.arch._custom import CustomLayer, counted_by
 from protolab.errors import ArchError
 
 __all__ = ["BUILDERS", "TorchNet", "build_torch", "count_params", "init_"]
@@ -93,7 +96,9 @@ def build_torch(arch: Arch, input_shape: Sequence[int], input_dtype: str | None 
         input_dtype = default_dtype(arch.layers)
     info = arch.infer(input_shape, input_dtype)  # the readable error, before building anything
     dtype = effective_dtype(arch.layers, input_dtype)
-    return TorchNet(build_sequence(arch.layers, info.input_shape, dtype), arch.layers[0])
+    net = TorchNet(build_sequence(arch.layers, info.input_shape, dtype), arch.layers[0])
+    arch.outputs_on(TORCH, info.input_shape, input_dtype)  # custom code's head, on torch
+    return net
 
 
 def count_params(module: nn.Module) -> int:
@@ -246,7 +251,7 @@ def _dropout(layer: Dropout, shape: Shape, dtype: str) -> nn.Module:
 
 @BUILDERS.register(BatchNorm)
 def _batch_norm(layer: BatchNorm, shape: Shape, dtype: str) -> nn.Module:
-    return _BatchNorm(shape[-1], eps=1e-5, momentum=0.1)
+    return _BatchNorm(layer, shape)
 
 
 @BUILDERS.register(LayerNorm)
@@ -304,7 +309,7 @@ def _custom(layer: CustomLayer, shape: Shape, dtype: str) -> nn.Module:
             f"{layer!r} has no torch builder (it defines {', '.join(layer.frameworks())}): "
             "run it on a mode of that framework, or add a torch() method"
         )
-    module = layer.torch(shape)
+    module = build_custom(layer, TORCH, shape)  # a new module per call, or ArchError
     if not isinstance(module, nn.Module):
         raise ArchError(
             f"{layer!r}: torch() must return a torch.nn.Module, but returned {module!r:.80}"
@@ -461,10 +466,29 @@ class _UpSampling(nn.Module):
 
 
 class _BatchNorm(nn.BatchNorm1d):
-    """Statistics over batch and every position of the last axis, as Keras ``axis=-1``."""
+    """Keras' ``BatchNormalization``: statistics of ``axis`` over the batch and every other
+    axis, moving statistics kept with Keras' ``momentum`` (torch's is ``1 - momentum``).
+
+    Keras' ``center`` (beta, torch's ``bias``) and ``scale`` (gamma, ``weight``) are
+    independent where torch's ``affine`` is both or neither: the one left out is no
+    parameter at all (``F.batch_norm`` takes either as None), so the trainable count and
+    the state dict's names stay those of ``nn.BatchNorm1d``.
+    """
+
+    def __init__(self, layer: BatchNorm, shape: Shape) -> None:
+        channels = layer.channels(shape)
+        super().__init__(channels, eps=layer.epsilon, momentum=1.0 - layer.momentum)
+        if not layer.scale:
+            self.register_parameter("weight", None)
+        if not layer.center:
+            self.register_parameter("bias", None)
+        # the normalised axis of a (batch, *shape) tensor, counted from the end
+        self.axis = layer.axis if layer.axis < 0 else layer.axis - len(shape) - 1
 
     def forward(self, x: Tensor) -> Tensor:
-        return super().forward(x.reshape(-1, x.shape[-1])).reshape(x.shape)
+        moved = x.movedim(self.axis, -1) if self.axis != -1 else x
+        y = super().forward(moved.reshape(-1, moved.shape[-1])).reshape(moved.shape)
+        return y.movedim(-1, self.axis) if self.axis != -1 else y
 
 
 class _PositionalEmbedding(nn.Module):

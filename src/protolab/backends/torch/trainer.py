@@ -28,14 +28,15 @@ import torch
 from protolab.backends._base import DeviceInfo, EpochFit, Job, Program, epoch_plan
 from protolab.backends._cache import ProgramCache, cache_size, job_key
 from protolab.backends._peak import cpu_name
-from protolab.backends._schedule import lr_table
+from protolab.backends._schedule import lr_table, per_step
 from protolab.backends._threads import set_torch_threads
+from protolab.backends.torch._dispatch import own_loop
 from protolab.backends.torch.core import PRECISION, LossFn, gemm, optimizer, torch_loss
 from protolab.backends.torch.export import TorchModel
 from protolab.backends.torch.nn import build_torch, count_params
 from protolab.errors import NonFiniteLossError
 
-__all__ = ["EagerProgram", "evaluate"]
+__all__ = ["EagerProgram", "evaluate", "program"]
 
 _EVAL_BATCH = 1024
 _SEEDS_KEPT = 4  # initial states kept per cached model (one per seed seen)
@@ -62,7 +63,10 @@ class _Programs:
         self.arch, self.shape, self.dtype = job.arch, ds.input_shape, ds.input_dtype
         self.module = build_torch(job.arch, ds.input_shape, ds.input_dtype)
         options = dict(tr.optimizer_options)
-        opt = optimizer(self.module.parameters(), tr.optimizer, tr.lr, tr.weight_decay, options)
+        opt = optimizer(
+            self.module.parameters(), tr.optimizer, tr.lr, tr.weight_decay, options,
+            tr.custom_optimizer,
+        )  # fmt: skip
         # cached: serves later jobs; scheduled: a new value each step. Either way a tensor,
         # so the compiled optimizer step reads it instead of recompiling per value.
         self.lr_tensor = compiled and (cache_size() > 0 or tr.schedule != "constant")
@@ -152,7 +156,8 @@ class EagerProgram(Program):
         tr = job.train
         Fabric.seed_everything(tr.seed, verbose=False)
         self.backend, self.compiled = backend, compiled
-        key = job_key(backend, job, tr.optimizer_options) if compiled and cache_size() > 0 else None
+        extra = (tr.optimizer_options, tr.custom_optimizer)  # the factory object, held by the key
+        key = job_key(backend, job, *extra) if compiled and cache_size() > 0 else None
         cached = _CACHE.get(key) if key is not None else None
         self.hit = cached is not None
         if cached is None:
@@ -173,9 +178,13 @@ class EagerProgram(Program):
         self._place_data(job)
         self._loss = torch_loss(job)
         self.clip = tr.grad_clip
+        self.lr, self.lr_scale = tr.lr, 1.0  # the scale: reduce_on_plateau's (rescale_lr)
         self.table: list[float] | None = None  # per-step learning rates (None: constant)
-        if tr.schedule != "constant":
-            sched = lr_table(tr.schedule, tr.lr, tr.epochs, self.steps, dict(tr.schedule_options))
+        if per_step(tr.schedule):
+            sched = lr_table(
+                tr.schedule, tr.lr, tr.epochs, self.steps, dict(tr.schedule_options),
+                tr.max_total_steps,
+            )  # fmt: skip
             self.table = [float(v) for v in sched]
         self.gen = torch.Generator(device=self.dev).manual_seed(tr.seed)
 
@@ -204,27 +213,50 @@ class EagerProgram(Program):
     def _set_lr(self, step: int) -> None:
         """The schedule's learning rate for this step, written where the optimizer reads it."""
         assert self.table is not None
-        lr = self.table[min(step, len(self.table) - 1)]
+        self._write_lr(self.table[min(step, len(self.table) - 1)] * self.lr_scale)
+
+    def _write_lr(self, lr: float) -> None:
         for group in self.opt.param_groups:
-            if self.lr_tensor:
+            if self.lr_tensor:  # the compiled step reads the tensor: nothing recompiles
                 group["lr"].fill_(lr)
             else:
                 group["lr"] = lr
 
+    def rescale_lr(self, scale: float) -> None:
+        """``train.lr * scale`` from the next step (a table's steps are scaled as they come)."""
+        self.lr_scale = scale
+        if self.table is None:
+            self._write_lr(self.lr * scale)
+
     def current_lr(self) -> float | None:
         return float(self.opt.param_groups[0]["lr"])
 
+    def snapshot(self) -> list[torch.Tensor]:
+        """Copies of every weight and buffer, on the device (``restore_best_weights``)."""
+        return [t.detach().clone() for t in self.module.state_dict().values()]
+
+    def restore(self, snapshot: object) -> None:
+        """In place: the compiled programs keep reading the same tensors."""
+        assert isinstance(snapshot, list)
+        with torch.no_grad():
+            for t, value in zip(self.module.state_dict().values(), snapshot, strict=True):
+                t.copy_(value)
+
     def fit_epoch(self, epoch: int) -> EpochFit:
-        """One epoch: one gather, then contiguous slices (a per-step gather costs ~5 %)."""
+        return self.fit_steps(epoch, self.steps)
+
+    def fit_steps(self, epoch: int, steps: int) -> EpochFit:
+        """``steps`` steps of an epoch (all of them but at ``train.max_steps``'s end): one
+        gather, then contiguous slices (a per-step gather costs ~5 %)."""
         sync = self.dev.type != "cpu"
         t_epoch = time.perf_counter()
         self.model.train()
         perm = torch.randperm(len(self.x_tr), generator=self.gen, device=self.dev)
         x_ep, y_ep = self.x_tr[perm], self.y_tr[perm]
         loss_sum = torch.zeros((), device=self.dev)
-        fit = EpochFit(loss=float("nan"))
+        fit = EpochFit(loss=float("nan"), steps=steps)
         t_prev = t_epoch
-        for i in range(self.steps):
+        for i in range(steps):
             self.opt.zero_grad(set_to_none=True)
             if self.table is not None:
                 self._set_lr((epoch - 1) * self.steps + i)
@@ -255,10 +287,10 @@ class EagerProgram(Program):
         if sync:
             torch.cuda.synchronize()
             if epoch > 1:
-                fit.step_s = [(time.perf_counter() - t_epoch) / self.steps] * self.steps
+                fit.step_s = [(time.perf_counter() - t_epoch) / steps] * steps
         if self.world > 1:  # every rank's slices: the global batches' mean loss
             loss_sum = self.fabric.all_reduce(loss_sum, reduce_op="mean")  # type: ignore[assignment]
-        fit.loss = loss_sum.item() / self.steps
+        fit.loss = loss_sum.item() / steps
         return fit
 
     def _shard(self, i: int) -> tuple[int, int]:
@@ -306,6 +338,16 @@ class EagerProgram(Program):
 
     def trained(self) -> TorchModel:
         return TorchModel(self.backend, self.module)
+
+
+def program(backend: str, job: Job, compiled: bool = False) -> Program:
+    """``job``'s program: a LightningModule trains in its own ``Trainer`` (``_module``)."""
+    node = own_loop(job)
+    if node is not None:
+        from protolab.backends.torch._module import LightningProgram
+
+        return LightningProgram(backend, job, node, compiled)
+    return EagerProgram(backend, job, compiled)
 
 
 def evaluate(
