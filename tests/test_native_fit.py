@@ -372,3 +372,19 @@ def test_sweep_of_a_compiled_model_via_the_cli(
             assert name in metrics, name
         history = client.get_metric_history(child.info.run_id, "val_sparse_categorical_accuracy")
         assert sorted(m.step for m in history) == [1, 2]
+
+
+@pytest.mark.slow
+def test_config_settings_a_compiled_model_ignores_are_exit_2_before_any_store(
+    make_project: Callable[..., Path], workdir: Path
+) -> None:
+    """A compiled model trains with its own compile(optimizer=...): a config that also sets
+    lr would search a value that does nothing, so the sweep refuses it up front (exit 2,
+    one line naming the setting), not once per failed trial."""
+    _series(workdir / "series.npz")
+    cfg = make_project(textwrap.dedent(SCRIPT), CONFIG.replace("train: {", "train: {lr: 0.01, ", 1))
+    result = CliRunner().invoke(app, ["sweep", str(cfg)])
+    assert result.exit_code == 2, result.output
+    assert "train.lr=0.01" in result.output and "would not be applied" in result.output
+    assert not (workdir / "mlruns" / "mlflow.db").exists()
+    assert not list((workdir / "mlruns").glob("*.journal"))

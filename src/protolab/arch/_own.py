@@ -15,12 +15,15 @@ from __future__ import annotations
 
 import weakref
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from protolab._frameworks import TORCH
 from protolab.arch._base import Shape, ShapeError, Traced
 from protolab.arch._custom import CustomLayer, build_custom
 from protolab.errors import ArchError
+
+if TYPE_CHECKING:
+    import torch
 
 __all__ = [
     "check_callbacks",
@@ -80,7 +83,7 @@ def trace_own(node: CustomLayer, shape: Shape, dtype: str, probe: Callable[[], T
     return traced
 
 
-def _example_output(module: Any) -> Shape:
+def _example_output(module: torch.nn.Module) -> Shape:
     """One sample's output shape on the module's own ``example_input_array``; ``()`` when
     it declares none or its forward cannot run on it."""
     example = getattr(module, "example_input_array", None)

@@ -46,6 +46,7 @@ if TYPE_CHECKING:
         write_checkpoint,
     )
     from protolab.backends._optimizers import optimizer_frameworks
+    from protolab.backends._own import check_own_job, trains_itself
     from protolab.backends._registry import (
         ALIASES,
         FAMILIES,
@@ -91,6 +92,7 @@ __all__ = [
     "backend_info",
     "backend_names",
     "check_framework",
+    "check_own_job",
     "default_backends",
     "environment_tags",
     "expand_aliases",
@@ -103,6 +105,7 @@ __all__ = [
     "optimizer_frameworks",
     "read_meta",
     "register_backend",
+    "trains_itself",
     "write_checkpoint",
 ]
 
@@ -123,6 +126,8 @@ _LAZY = {
         "protolab.backends._exportable",
     ),
     "environment_tags": "protolab.backends._env",
+    "check_own_job": "protolab.backends._own",
+    "trains_itself": "protolab.backends._own",
     **dict.fromkeys(
         (
             "Backend",

@@ -217,7 +217,7 @@ class KerasFit(OwnLoop):
 
     def __init__(self, backend: str, job: Job, node: Native, model: keras.Model, jit: bool) -> None:
         self.backend, self.model = backend, model
-        _check_job(job)
+        check_own_job(job)
         ds, tr = job.dataset, job.train
         self.classify = ds.task == "classification"
         self.x, self.y, self.xv, self.yv = ds.x_train, ds.y_train, ds.x_val, ds.y_val
@@ -358,7 +358,7 @@ def user_callbacks(node: Native) -> list[keras.callbacks.Callback]:
     return items
 
 
-def _check_job(job: Job) -> None:
+def check_own_job(job: Job) -> None:
     """Refuse what one ``fit`` of a compiled model cannot honour, before training (a model
     with several inputs or outputs is refused when built: ``pl.native``)."""
     unused = unused_settings(job.train)

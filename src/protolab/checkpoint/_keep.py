@@ -27,8 +27,7 @@ from protolab.checkpoint._store import Upload, store
 if TYPE_CHECKING:
     from optuna.trial import TrialState
 
-    from protolab.backends import Job, JobResult
-    from protolab.backends import ExportableModel
+    from protolab.backends import ExportableModel, Job, JobResult
 
 __all__ = ["CheckpointRun", "KeepContext", "begin_trial", "keep"]
 

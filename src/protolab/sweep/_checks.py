@@ -9,30 +9,44 @@ mistake knowable up front is exit 2, not ten failed trials.
 
 from __future__ import annotations
 
+import sys
 from typing import Any
 
 from protolab._format import short
 from protolab._stores import check_storage_url, check_tracking_uri, default_tracking_uri
+from protolab.arch import CustomLayer, build_custom
 from protolab.backends import (
     ALIASES,
     FAMILIES,
+    Hardware,
+    Job,
     backend_info,
     backend_names,
+    check_own_job,
     expand_aliases,
     family_members,
     optimizer_frameworks,
+    trains_itself,
 )
 from protolab.config import Choice, check_hardware, metric_task_problem
-from protolab.errors import ConfigError, ScriptError, SpaceError, StorageError
+from protolab.errors import ArchError, ConfigError, ScriptError, SpaceError, StorageError
 from protolab.space import Space
 from protolab.sweep._context import SweepContext, sample_train
+from protolab.sweep._run import make_settings
 
-__all__ = ["check_context", "check_metrics", "check_train_task", "check_values"]
+__all__ = [
+    "check_context",
+    "check_metrics",
+    "check_own_training",
+    "check_train_task",
+    "check_values",
+]
 
 
 def check_context(ctx: SweepContext) -> None:
     """Everything knowable before training, given a prepared sweep context (read-only)."""
     check_hardware(ctx.cfg.hardware, str(ctx.config_path))
+    check_own_training(ctx)
     check_metrics(ctx)
     problem = check_train_task(ctx)  # train options this dataset / script cannot run
     if problem:
@@ -42,6 +56,38 @@ def check_context(ctx: SweepContext) -> None:
         check_tracking_uri(ctx.cfg.tracking.uri, default_tracking_uri())
     except StorageError as e:
         raise StorageError(f"{ctx.config_path}: {e}") from None
+
+
+def check_own_training(ctx: SweepContext) -> None:
+    """A model that trains itself (a LightningModule, a compiled keras.Model) ignores the
+    config's optimizer, lr, loss and schedule: a config that sets them is exit 2 here, not
+    a failed trial each time (each backend's own rule says which settings; the dry run's
+    values stand for the trials')."""
+    arch_space, train_space = Space(), Space(prefix="train.")
+    try:
+        arch = ctx.experiment.build(arch_space)
+        train = sample_train(ctx.cfg.train, train_space)
+    except Exception:  # the script's own error: the dry run or the trial reports it
+        return
+    natives = [n for n in arch.layers if isinstance(n, CustomLayer)]
+    if len(natives) != 1 or len(arch.layers) != 1:
+        return  # only a whole model trains itself
+    node, shape = natives[0], ctx.dataset.input_shape
+    for framework in node.frameworks():
+        if framework not in sys.modules:
+            continue  # the script never imported it: its builder cannot have run
+        try:
+            model = build_custom(node, framework, shape)
+        except Exception:  # the trial reports a builder that fails
+            continue
+        if not trains_itself(framework, model):
+            continue
+        settings = make_settings(ctx, train, arch_space.train_settings, epochs=1)
+        job = Job(arch, ctx.dataset, settings, Hardware.of(ctx.cfg.hardware), ctx.scores)
+        try:
+            check_own_job(framework, job)
+        except ArchError as e:
+            raise ConfigError(f"{ctx.config_path}: {e} (in {ctx.script_path.name})") from None
 
 
 def check_values(ctx: SweepContext, values: dict[str, Any], source: str) -> None:

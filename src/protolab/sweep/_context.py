@@ -184,7 +184,11 @@ def _dry_build(
 
 
 def _check_logged(
-    cfg: Config, config_path: Path, script_path: Path, arch: Arch | None, objectives: Any
+    cfg: Config,
+    config_path: Path,
+    script_path: Path,
+    arch: Arch | None,
+    objectives: tuple[tuple[str, str], ...],
 ) -> None:
     """An objective or constraint named as a model logs it (``val_loss``) needs a native
     model, whose own training logs it (an unbuilt dry run: the trial will tell)."""

@@ -36,6 +36,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import lightning.pytorch as lp
+import numpy as np
 import torch
 from lightning.pytorch.callbacks import Checkpoint
 from lightning.pytorch.loggers import Logger
@@ -97,7 +98,7 @@ class LightningProgram(OwnLoop):
 
     def __init__(self, backend: str, job: Job, node: Native, compiled: bool = False) -> None:
         set_torch_threads(job.hardware.threads)
-        _check_job(job)
+        check_own_job(job)
         lp.seed_everything(job.train.seed, workers=True, verbose=False)
         module = build_custom(node, TORCH, job.dataset.input_shape)  # new per trial, seeded
         if not isinstance(module, lp.LightningModule):
@@ -311,24 +312,25 @@ class _Clock(lp.Callback):
         self.t_epoch = self.t_prev = self.t_trained = 0.0
         self.fit = EpochFit(loss=math.nan)
         self.loss_sum: torch.Tensor | None = None
-        self.seen = 0
+        self.seen = self.losses = 0  # batches, and losses returned for them
 
     def on_train_epoch_start(self, trainer: lp.Trainer, pl_module: lp.LightningModule) -> None:
         self.t_epoch = self.t_prev = time.perf_counter()
         self.t_trained = 0.0
-        self.fit, self.loss_sum, self.seen = EpochFit(loss=math.nan), None, 0
+        self.fit, self.loss_sum, self.seen, self.losses = EpochFit(loss=math.nan), None, 0, 0
 
     def on_train_batch_end(
         self,
         trainer: lp.Trainer,
         pl_module: lp.LightningModule,
-        outputs: Any,
-        batch: Any,
+        outputs: object,
+        batch: Any,  # Lightning's type: whatever the DataLoader yields
         batch_idx: int,
     ) -> None:
         loss = _loss_of(outputs)
         if loss is not None:
             self.loss_sum = loss if self.loss_sum is None else self.loss_sum + loss
+            self.losses += 1
         self.seen += 1
         sync = self.prog.dev.type == "cuda"
         if trainer.current_epoch == 0 and self.seen == 1:
@@ -353,8 +355,8 @@ class _Clock(lp.Callback):
         self,
         trainer: lp.Trainer,
         pl_module: lp.LightningModule,
-        outputs: Any,
-        batch: Any,
+        outputs: object,
+        batch: Any,  # Lightning's type: whatever the DataLoader yields
         batch_idx: int,
         dataloader_idx: int = 0,
     ) -> None:
@@ -388,7 +390,7 @@ class _Clock(lp.Callback):
     def _epoch_loss(self) -> float:
         """The mean loss training_step returned; else what it logged as its loss."""
         if self.loss_sum is not None:
-            return float(self.loss_sum.item()) / max(self.seen, 1)
+            return float(self.loss_sum.item()) / self.losses
         logged = self.prog.logged()
         found = next((logged[k] for k in _TRAIN_LOSS if k in logged), None)
         if found is None:
@@ -416,7 +418,7 @@ class _Collected(Logger):
     def version(self) -> str:
         return "0"
 
-    def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
+    def log_hyperparams(self, params: object, *args: object, **kwargs: object) -> None:
         """Hyperparameters are the trial's params, logged by the sweep."""
 
     def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
@@ -431,7 +433,7 @@ class _Trained(TorchModel):
         super().__init__(backend, module)
         self.has_forward = has_forward
 
-    def predict(self, x: Any) -> Any:
+    def predict(self, x: np.ndarray) -> np.ndarray:
         if not self.has_forward:
             raise ArchError(
                 f"{type(self.module).__name__} defines no forward: protolab cannot compute "
@@ -457,7 +459,7 @@ def _compile_failed(e: Exception) -> str:
     )
 
 
-def _check_job(job: Job) -> None:
+def check_own_job(job: Job) -> None:
     """Refuse train settings that would not reach the module (they would be ignored),
     and what this program cannot run yet."""
     if job.hardware.devices != 1:
@@ -509,7 +511,7 @@ def _callbacks(node: Native) -> list[lp.Callback]:
 
 
 def _arrays(
-    x: Any, y: Any, dev: torch.device, batch: int, train: TrainSettings | None
+    x: np.ndarray, y: np.ndarray, dev: torch.device, batch: int, train: TrainSettings | None
 ) -> DataLoader[Any]:
     """A DataLoader of ``(x, y)`` batches of the arrays, held on ``dev``: one gather per
     batch (no per-sample collate). ``train`` given: shuffled with its seed, ``drop_last``
@@ -524,7 +526,7 @@ def _arrays(
     return DataLoader(data, sampler=BatchSampler(order, batch, drop_last), batch_size=None)
 
 
-def _loss_of(outputs: Any) -> torch.Tensor | None:
+def _loss_of(outputs: object) -> torch.Tensor | None:
     """The loss a ``*_step`` returned: a tensor, or a dict's ``loss`` entry."""
     if isinstance(outputs, dict):
         outputs = outputs.get("loss")
@@ -533,7 +535,7 @@ def _loss_of(outputs: Any) -> torch.Tensor | None:
     return None
 
 
-def _outputs(module: torch.nn.Module, x: Any, dev: torch.device) -> torch.Tensor:
+def _outputs(module: torch.nn.Module, x: np.ndarray, dev: torch.device) -> torch.Tensor:
     """``forward`` over ``x`` in evaluation mode, every submodule's mode restored after."""
     modes = {m: m.training for m in module.modules()}
     forward = type(module).forward  # the class's: not a torch.compile wrapper of it
