@@ -31,7 +31,7 @@ train: {epochs: 1}
 # (overrides, substrings the one-line message must contain)
 BAD_OVERRIDES: list[tuple[list[str], list[str]]] = [
     (["study.n_trails=3"], ["study.n_trails: unknown key", "allowed keys here:", "n_trials"]),
-    (["studdy.n_trials=3"], ["studdy: unknown key", "backends, experiment, hardware"]),
+    (["studdy.n_trials=3"], ["studdy: unknown key", "backends, data, experiment, hardware"]),
     (["study.n_trials=abc"], ["study.n_trials", "valid integer", "'abc'"]),
     (["study.n_trials=0"], ["study.n_trials", "greater than or equal to 1", "got 0"]),
     (["study.sampler=tpx"], ["study.sampler", "'tpe'", "'random'", "'tpx'"]),

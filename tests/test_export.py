@@ -8,6 +8,7 @@ import os
 import re
 import subprocess
 import sys
+import textwrap
 from pathlib import Path
 from typing import Any
 
@@ -221,3 +222,156 @@ def test_sweep_then_export_hub_and_predict_from_the_cli(make_project: Any, workd
     run_id = find_checkpoints(client, exp, "tiny")[0].runs[0].info.run_id
     cli("predict", run_id, "val.npz", "--out", "b.npz")
     _close(np.load(workdir / "a.npz")["outputs"], np.load(workdir / "b.npz")["outputs"])
+
+
+# --- native models (pl.native): rebuilt from the user's local script ------------------------
+
+NATIVE = """\
+    import torch
+    from torch import nn
+
+    import protolab as pl
+
+
+    class Net(nn.Module):
+        def __init__(self, width: int) -> None:
+            super().__init__()
+            self.body = nn.Sequential(nn.Flatten(), nn.Linear(64, width), nn.ReLU())
+            self.head = nn.Linear(width, 10)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.head(self.body(x))
+
+
+    @pl.experiment(data="digits", metric="val/acc")
+    def model(space: pl.Space) -> pl.Arch:
+        width = space.int("width", 8, 32)
+        return pl.native(torch=lambda shape: Net(width), name="net")
+"""
+
+
+@pytest.mark.slow
+def test_native_model_is_rebuilt_from_the_local_script(make_project: Any, workdir: Path) -> None:
+    """A pl.native trial: export and predict rebuild it from the script `--config` names,
+    only if its hash is the trained one; without `--config` the refusal names the flag."""
+    from protolab.checkpoint import find_checkpoints
+    from protolab.commands._studies import mlflow_client
+
+    cfg = make_project(NATIVE, epochs=1)
+
+    def cli(*args: str, code: int = 0) -> str:
+        done = runner.invoke(app, list(args))
+        assert done.exit_code == code, done.output[-3000:]
+        assert "Traceback" not in done.output
+        return " ".join(done.output.split())
+
+    cli("sweep", str(cfg), "study.n_trials=1")
+    refused = cli("export", "tiny", "--format", "pt2", code=2)
+    assert "native model (pl.native 'net')" in refused, refused
+    assert "`protolab export tiny --format pt2 --trial 0 --backend lightning --config" in refused
+    assert not (workdir / "exports").exists()
+    assert "pt2 or onnx" in cli("export", str(cfg), "--format", "hub", code=2)
+    cli("export", "tiny", "--format", "pt2", "--config", str(cfg))
+    folder = workdir / "exports" / "tiny" / "t0-lightning-pt2"
+    ds = load_dataset("digits")
+    np.savez(workdir / "val.npz", x=ds.x_val, y=ds.y_val)
+    assert "accuracy" in cli("predict", str(folder), "val.npz", "--out", "a.npz")
+    client = mlflow_client(f"sqlite:///{workdir / 'mlruns' / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("tiny").experiment_id
+    run = find_checkpoints(client, exp, "tiny")[0].runs[0]
+    run_id = run.info.run_id
+    assert "--config CONFIG.yaml" in cli("predict", run_id, "val.npz", code=2)
+    cli("predict", run_id, "val.npz", "--out", "b.npz", "--config", str(cfg))
+    _close(np.load(workdir / "a.npz")["outputs"], np.load(workdir / "b.npz")["outputs"])
+
+    (workdir / "exp.py").write_text((workdir / "exp.py").read_text() + "# changed\n")
+    recorded = run.data.tags[TAG.SCRIPT_HASH]
+    changed = cli("export", str(cfg), "--format", "onnx", code=2)
+    assert recorded in changed and "script hash" in changed, changed
+    assert re.search(r"has script hash [0-9a-f]{12}, but", changed)
+    assert not (workdir / "exports" / "tiny" / "t0-lightning-onnx").exists()
+
+
+def _native_checkpoint(tmp: Path, backend: str) -> Path:
+    """A checkpoint folder of a native model (no weights: it is refused before loading)."""
+    import protolab as pl
+
+    arch = pl.native(torch=lambda: None, name="net")
+    ckpt = tmp / "ckpt"
+    ckpt.mkdir()
+    (ckpt / "arch.json").write_text(arch.to_json())
+    meta = {"backend": backend, "input_shape": [8, 8, 1], "input_dtype": "float32"}
+    meta |= {"output_shape": [10], "task": "classification", "arch_hash": arch.hash}
+    (ckpt / "checkpoint.json").write_text(json.dumps(meta))
+    return ckpt
+
+
+def test_native_models_are_refused_where_they_cannot_be_rebuilt(tmp_path: Path) -> None:
+    """A checkpoint folder has no params or script hash (its run has); a worker-process mode
+    cannot run the user's script: both say what to do instead, exit 2."""
+    from protolab.errors import UserInputError
+
+    ckpt = _native_checkpoint(tmp_path, "jax")
+    np.savez(tmp_path / "in.npz", x=np.zeros((2, 8, 8, 1), np.float32))
+    out = runner.invoke(app, ["predict", str(ckpt), str(tmp_path / "in.npz")])
+    text = " ".join(out.output.split())
+    assert out.exit_code == 2 and "pl.native 'net'" in text, text
+    assert "`protolab predict RUN_ID FILE --config CONFIG.yaml`" in text
+    with pytest.raises(UserInputError, match=r"worker process of its own.*--backend"):
+        load_trained(ckpt, Arch(L.Dense(10)))
+
+
+LIGHTNING = """\
+    import lightning as L
+    import torch
+    from torch import nn
+
+    import protolab as pl
+
+
+    class Lit(L.LightningModule):
+        def __init__(self, width: int) -> None:
+            super().__init__()
+            self.net = nn.Sequential(nn.Flatten(), nn.Linear(64, width), nn.Linear(width, 10))
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.net(x)
+
+        def training_step(self, batch, batch_idx):
+            x, y = batch
+            return nn.functional.cross_entropy(self(x), y)
+
+        def validation_step(self, batch, batch_idx):
+            x, y = batch
+            self.log("val_acc", (self(x).argmax(-1) == y).float().mean())
+
+        def configure_optimizers(self):
+            return torch.optim.Adam(self.parameters(), lr=1e-2)
+
+
+    @pl.experiment(data="digits", metric="val_acc")
+    def model(space: pl.Space) -> pl.Arch:
+        width = space.int("width", 8, 32)
+        return pl.native(torch=lambda: Lit(width), name="lit")
+"""
+
+
+@pytest.mark.slow
+def test_lightning_module_trained_in_its_own_loop_exports(make_project: Any, workdir: Path) -> None:
+    """A LightningModule keeps its own state_dict: the rebuild loads it into the module."""
+    config = """\
+        experiment: exp.py
+        backends: [lightning]
+        study: {name: tiny, n_trials: 1, sampler: random, pruner: none}
+        train: {epochs: 1, batch_size: 128}
+        hardware: {accelerator: cpu}
+    """
+    cfg = make_project(LIGHTNING, textwrap.dedent(config))
+    for args in (["sweep", str(cfg)], ["export", str(cfg), "--format", "onnx"]):
+        done = runner.invoke(app, args)
+        assert done.exit_code == 0, done.output[-3000:]
+    ds = load_dataset("digits")
+    np.savez(workdir / "val.npz", x=ds.x_val, y=ds.y_val)
+    folder = workdir / "exports" / "tiny" / "t0-lightning-onnx"
+    done = runner.invoke(app, ["predict", str(folder), "val.npz"])
+    assert done.exit_code == 0 and "accuracy" in done.output, done.output[-3000:]

@@ -17,7 +17,7 @@ from protolab._version import __version__
 from protolab.errors import ProtolabError
 
 if TYPE_CHECKING:
-    from protolab import layers
+    from protolab import data, layers
     from protolab.arch import Arch, CustomLayer, layer, native
     from protolab.script import Loss, Optimizer, experiment
     from protolab.space import Space
@@ -30,6 +30,7 @@ __all__ = [
     "ProtolabError",
     "Space",
     "__version__",
+    "data",
     "experiment",
     "layer",
     "layers",
@@ -45,6 +46,7 @@ _LAZY = {
     "Optimizer": ("protolab.script", "Optimizer"),
     "Space": ("protolab.space", "Space"),
     "experiment": ("protolab.script", "experiment"),
+    "data": ("protolab.data", None),  # a package that, called, is the @pl.data decorator
     "layers": ("protolab.layers", None),
 }
 

@@ -566,6 +566,13 @@ def ls_(
     _guard(body)
 
 
+_LOCAL_CONFIG = typer.Option(
+    "--config",
+    help="The study's config in your checkout: its script (same hash as the trial's) "
+    "rebuilds a native model (pl.native).",
+)
+
+
 @app.command(name="export")
 def export_(
     study: Annotated[str, typer.Argument(help="A study name or its YAML config.")],
@@ -588,13 +595,14 @@ def export_(
         str | None, typer.Option(help="Registered model name for mlflow (default: STUDY).")
     ] = None,
     uri: Annotated[str | None, typer.Option(help="Tracking URI (default: ./mlruns).")] = None,
+    config: Annotated[Path | None, _LOCAL_CONFIG] = None,
 ) -> None:
     """Export a trial's kept weights: MLflow registry, SavedModel, torch.export, ONNX, hub."""
 
     def body() -> None:
         from protolab.commands._export import export_model
 
-        done = export_model(study, fmt, trial, backend, out, uri, name)
+        done = export_model(study, fmt, trial, backend, out, uri, name, config)
         where = done.model_uri or str(done.path)
         alias = " (alias champion)" if done.champion else ""
         typer.echo(f"t{done.trial}-{done.backend} -> {fmt}: {where}{alias} in {done.seconds:.1f} s")
@@ -618,13 +626,14 @@ def predict(
         Path | None, typer.Option(help="Write the outputs here (.npz: outputs, pred).")
     ] = None,
     uri: Annotated[str | None, typer.Option(help="Tracking URI (default: ./mlruns).")] = None,
+    config: Annotated[Path | None, _LOCAL_CONFIG] = None,
 ) -> None:
     """Run a kept or exported model on FILE.npz: outputs, and accuracy/RMSE if it has y."""
 
     def body() -> None:
         from protolab.commands._predict import predict_file
 
-        typer.echo(predict_file(model, file, out, uri).summary())
+        typer.echo(predict_file(model, file, out, uri, config).summary())
 
     _guard(body)
 

@@ -84,7 +84,9 @@ class Native(CustomLayer):
     def from_fields(cls, fields: dict[str, Any]) -> Layer:
         raise ArchError(
             f"a native model ({fields.get('name', 'native')!r}) cannot be rebuilt from JSON: "
-            "its builders are code in the experiment script; rerun the script instead"
+            "its builders are code in the experiment script; `protolab export STUDY --config "
+            "CONFIG.yaml` and `protolab predict RUN_ID FILE --config CONFIG.yaml` rebuild it "
+            "by running your local script"
         )
 
     def flops(self, input_shape: Shape) -> int:

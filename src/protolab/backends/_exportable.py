@@ -30,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 
 from protolab.backends._registry import backend_info, backend_names, get_backend
+from protolab.errors import UserInputError
 
 if TYPE_CHECKING:
     from protolab.arch import Arch
@@ -171,11 +172,23 @@ def all_formats() -> list[str]:
     return [f for f in FORMATS if f in found] + sorted(found - set(FORMATS))
 
 
-def load_trained(directory: Path) -> ExportableModel:
-    """The model a checkpoint holds, rebuilt by its backend (in that backend's process)."""
+def load_trained(directory: Path, arch: Arch | None = None) -> ExportableModel:
+    """The model a checkpoint holds, rebuilt by its backend (in that backend's process).
+
+    ``arch``: the Arch rebuilt by running the user's own script, for a checkpoint whose
+    ``arch.json`` cannot rebuild it (a ``pl.native`` model: its builders are code). Only
+    in-process backends take one: a worker process would have to run the script itself.
+    """
     name = read_meta(directory).backend
     backend: Any = get_backend(name)
     restore = getattr(backend, "restore", None)
+    if callable(restore) and arch is not None:
+        raise UserInputError(
+            f"--backend: {name!r} loads checkpoints in a worker process of its own, which "
+            "cannot rebuild a native model (pl.native) from your script yet; export or "
+            "predict this trial's run on another mode of the study (--backend), or sweep it "
+            "on one that loads in-process too"
+        )
     if callable(restore):  # runs in a worker process of its own: the model lives there
         model: ExportableModel = restore(directory)
         return model
@@ -185,7 +198,8 @@ def load_trained(directory: Path) -> ExportableModel:
     for key, value in backend.env_defaults.items():  # the framework's process environment,
         os.environ.setdefault(key, value)  # before it is imported (no training imports)
     os.environ.update(backend.environ)
-    loaded: ExportableModel = module.load_checkpoint(name, directory)
+    extra = {"arch": arch} if arch is not None else {}  # export modules without it still load
+    loaded: ExportableModel = module.load_checkpoint(name, directory, **extra)
     return loaded
 
 

@@ -14,6 +14,7 @@ on one Keras backend loads on another. Nothing here imports Keras until it is us
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -24,6 +25,8 @@ from protolab.backends._exportable import read_arch, read_example, read_meta
 
 if TYPE_CHECKING:
     import keras
+
+    from protolab.arch import Arch
 
 __all__ = ["FORMATS", "KerasModel", "load_checkpoint", "load_exported"]
 
@@ -71,16 +74,19 @@ class KerasModel:
         return _mlflow(model, read_example(checkpoint), out)
 
 
-def load_checkpoint(backend: str, directory: Path) -> KerasModel:
-    """The trained model a checkpoint holds, built with plain Keras layers."""
+def load_checkpoint(backend: str, directory: Path, arch: Arch | None = None) -> KerasModel:
+    """The trained model a checkpoint holds, built with plain Keras layers; ``arch``: the
+    Arch rebuilt from the user's script, for one ``arch.json`` cannot rebuild (``pl.native``)."""
     from protolab.backends._keras_nn import build_keras
 
     meta = read_meta(directory)
-    model = build_keras(read_arch(directory), meta.input_shape, meta.input_dtype)
+    model = build_keras(arch or read_arch(directory), meta.input_shape, meta.input_dtype)
     with np.load(directory / WEIGHTS) as saved:
         paths = json.loads(str(saved[_PATHS]))
         have = [w.path for w in model.weights]
-        if paths != have:
+        if _unnumbered(paths) != _unnumbered(have) or any(
+            tuple(saved[f"w{i}"].shape) != tuple(w.shape) for i, w in enumerate(model.weights)
+        ):
             raise ValueError(
                 f"{directory}: the checkpoint's weights {paths[:3]}... do not match the "
                 f"architecture's {have[:3]}..."
@@ -88,6 +94,12 @@ def load_checkpoint(backend: str, directory: Path) -> KerasModel:
         for i, w in enumerate(model.weights):
             w.assign(saved[f"w{i}"])
     return KerasModel(backend, model, portable=True)
+
+
+def _unnumbered(paths: list[str]) -> list[str]:
+    """Weight paths without Keras' per-process numbering (``conv1d_12`` -> ``conv1d``): a
+    model its own builder names (``pl.native``) is numbered by how many were built before."""
+    return [re.sub(r"_\d+(?=/|$)", "", p) for p in paths]
 
 
 def _next_version(base: Path) -> Path:

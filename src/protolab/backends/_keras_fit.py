@@ -41,6 +41,7 @@ import numpy as np
 
 from protolab.arch import Arch, Native
 from protolab.backends._base import EpochClose, EpochFit, Job, OwnLoop, TrainSettings
+from protolab.backends._input_wait import InputWait
 from protolab.backends._keras_export import KerasModel
 from protolab.backends._keras_nn import POLICY, count_params
 from protolab.errors import ArchError
@@ -158,21 +159,31 @@ class _Timer(keras.callbacks.Callback):
         self.logs: dict[str, object] = {}
         self.closed = 0  # epochs closed
         self.stopped = False  # protolab's close asked to stop (its early stopping)
+        self.wait = InputWait()  # the loop's wait between one step's end and the next's start
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         if epoch > 0:  # the first epoch starts at the fit call: its set-up is the first step's
             self.t_epoch = time.perf_counter()
         self.t_trained, self.ends = None, []
+        self.wait.new_epoch()
+
+    def on_train_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        self.wait.batch_start()
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         self.ends.append((batch, time.perf_counter()))
+        self.wait.batch_end()
 
     def on_test_begin(self, logs: dict[str, Any] | None = None) -> None:
         if self.t_trained is None:  # the epoch's validation starts: its training ended
             self.t_trained = time.perf_counter()
+            self.wait.trained(self.t_trained - self.t_epoch)
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
-        t_trained = self.t_trained if self.t_trained is not None else time.perf_counter()
+        if self.t_trained is None:  # no validation this epoch
+            self.t_trained = time.perf_counter()
+            self.wait.trained(self.t_trained - self.t_epoch)
+        t_trained = self.t_trained
         self.logs = dict(logs or {})
         fit = epoch_fit(self.logs, self.ends, self.t_epoch, first=epoch == 0)
         self.closed = epoch + 1
@@ -299,6 +310,7 @@ class KerasFit(OwnLoop):
 
     def measure(self) -> dict[str, float]:
         out = {"model/params": float(count_params(self.model))}
+        out.update(self.timer.wait.metrics() if self.timer else {})
         if self._stopped_by():
             out["train/stopped_epoch"] = float(self.timer.closed if self.timer else 0)
         return out

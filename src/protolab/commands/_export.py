@@ -157,10 +157,16 @@ def export_model(
     out: Path | None = None,
     uri: str | None = None,
     name: str | None = None,
+    config: Path | None = None,
 ) -> Exported:
-    """Export one kept checkpoint of study ``target`` as ``fmt``."""
+    """Export one kept checkpoint of study ``target`` as ``fmt``.
+
+    ``config`` (or ``target`` itself, when it is a config) names the local script that
+    rebuilds a native model; see :mod:`protolab.commands._rebuild`.
+    """
     from protolab.backends import load_trained
     from protolab.checkpoint import download, find_checkpoints
+    from protolab.commands._rebuild import rebuild_native
 
     _check_request(fmt, backend, out)
     study, client, experiment_id = open_study_store(target, uri)
@@ -171,7 +177,15 @@ def export_model(
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="protolab-export-") as tmp:
         ckpt = download(client, run.info.run_id, Path(tmp))
-        model = load_trained(ckpt)
+        local = config or (Path(target) if target.endswith((".yaml", ".yml")) else None)
+        retry = f"protolab export {study} --format {fmt} --trial {chosen.trial} --backend {mode}"
+        arch = rebuild_native(ckpt, run, local, f"{retry} --config CONFIG.yaml")
+        if arch is not None and fmt == "hub":  # hubconf.py rebuilds from arch.json
+            raise UserInputError(
+                "--format: a hub folder rebuilds its model from arch.json, which a native "
+                "model (pl.native) cannot; export it as pt2 or onnx"
+            )
+        model = load_trained(ckpt, arch)
         done = Exported(study, chosen.trial, mode, fmt, 0.0)
         if fmt == "mlflow":
             _register(client, run, model, ckpt, trials, name or study, done)

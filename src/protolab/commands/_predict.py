@@ -14,11 +14,14 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from protolab.errors import UserInputError
+
+if TYPE_CHECKING:
+    from protolab.arch import Arch
 
 __all__ = ["Prediction", "predict_file"]
 
@@ -61,17 +64,30 @@ def _read_inputs(file: Path) -> tuple[np.ndarray, np.ndarray | None]:
     return np.asarray(data[xk]), (np.asarray(data[yk]) if yk in keys else None)
 
 
-def _from_checkpoint(directory: Path, source: str) -> tuple[Any, dict[str, Any], str]:
+def _from_checkpoint(
+    directory: Path, source: str, arch: Arch | None = None
+) -> tuple[Any, dict[str, Any], str]:
     from dataclasses import asdict
 
     from protolab.backends import load_trained, read_meta
+    from protolab.commands._rebuild import native_name
 
-    return load_trained(directory), asdict(read_meta(directory)), source
+    name = native_name(directory) if arch is None else None
+    if name is not None:  # its params and script hash are on its run, not in the folder
+        raise UserInputError(
+            f"MODEL_OR_RUN: {directory} holds a native model (pl.native {name!r}), rebuilt "
+            "from your local script with its run's params: give the run id instead, "
+            "`protolab predict RUN_ID FILE --config CONFIG.yaml` (or `protolab export` it)"
+        )
+    return load_trained(directory, arch), asdict(read_meta(directory)), source
 
 
-def _from_run(run_id: str, uri: str | None, tmp: Path) -> tuple[Any, dict[str, Any], str]:
+def _from_run(
+    run_id: str, uri: str | None, tmp: Path, config: Path | None, file: Path
+) -> tuple[Any, dict[str, Any], str]:
     from protolab._tags import TAG
     from protolab.checkpoint import download
+    from protolab.commands._rebuild import rebuild_native
     from protolab.commands._studies import check_store, mlflow_client
     from protolab.tracking import default_tracking_uri
 
@@ -88,7 +104,10 @@ def _from_run(run_id: str, uri: str | None, tmp: Path) -> tuple[Any, dict[str, A
             f"(state: {run.data.tags.get(TAG.CHECKPOINT, 'none')}); `protolab export STUDY` "
             "lists the trials that have one"
         )
-    return _from_checkpoint(download(client, run_id, tmp), str(run.info.run_name))
+    ckpt = download(client, run_id, tmp)
+    retry = f"protolab predict {run_id} {file} --config CONFIG.yaml"
+    arch = rebuild_native(ckpt, run, config, retry)
+    return _from_checkpoint(ckpt, str(run.info.run_name), arch)
 
 
 def _from_mlflow(model_uri: str, uri: str | None) -> tuple[Any, dict[str, Any], str]:
@@ -105,7 +124,9 @@ def _from_mlflow(model_uri: str, uri: str | None) -> tuple[Any, dict[str, Any], 
     return model, {}, model_uri
 
 
-def _open(target: str, uri: str | None, tmp: Path) -> tuple[Any, dict[str, Any], str]:
+def _open(
+    target: str, uri: str | None, tmp: Path, config: Path | None, file: Path
+) -> tuple[Any, dict[str, Any], str]:
     from protolab.backends import EXPORT_META, META, load_exported
 
     path = Path(target)
@@ -117,7 +138,7 @@ def _open(target: str, uri: str | None, tmp: Path) -> tuple[Any, dict[str, Any],
     if path.is_dir() and (path / META).is_file():
         return _from_checkpoint(path, f"{path} (checkpoint)")
     if re.fullmatch(r"[0-9a-f]{32}", target):
-        return _from_run(target, uri, tmp)
+        return _from_run(target, uri, tmp, config, file)
     raise UserInputError(
         f"MODEL_OR_RUN: got {target!r}; allowed: a folder from `protolab export` (with "
         f"{EXPORT_META}), a checkpoint folder, models:/NAME@ALIAS or runs:/ID/PATH, or the id "
@@ -146,14 +167,21 @@ def _score(outputs: np.ndarray, y: np.ndarray | None, task: str) -> dict[str, fl
 
 
 def predict_file(
-    target: str, file: Path, out: Path | None = None, uri: str | None = None
+    target: str,
+    file: Path,
+    out: Path | None = None,
+    uri: str | None = None,
+    config: Path | None = None,
 ) -> Prediction:
-    """Outputs of MODEL_OR_RUN on FILE's inputs (and accuracy / RMSE if it has targets)."""
+    """Outputs of MODEL_OR_RUN on FILE's inputs (and accuracy / RMSE if it has targets).
+
+    ``config`` names the local script that rebuilds a run's native model (``pl.native``).
+    """
     x, y = _read_inputs(file)
     if out is not None and out.suffix != ".npz":
         raise UserInputError(f"--out: {out} must end in .npz")
     with tempfile.TemporaryDirectory(prefix="protolab-predict-") as tmp:
-        model, meta, source = _open(target, uri, Path(tmp))
+        model, meta, source = _open(target, uri, Path(tmp), config, file)
         x = _check_shape(x, meta, file)
         t0 = time.perf_counter()
         parts = [np.asarray(model.predict(x[i : i + _BATCH])) for i in range(0, len(x), _BATCH)]

@@ -207,6 +207,8 @@ def config_hash(cfg: Config) -> str:
     """
     data = cfg.model_dump(mode="json")
     data.pop("experiment", None)
+    if data.get("data") is None:  # unset: the hash configs had before the key existed
+        data.pop("data", None)
     for section, keys in _NOT_HASHED.items():
         for key in keys:
             data.get(section, {}).pop(key, None)

@@ -46,7 +46,7 @@ def infer_direction(metric: str) -> Direction:
 
 
 _TIMES = """import_s build_s compile_s first_step_s first_epoch_s step_ms step_ms_p10
-step_ms_p90 epoch_s epoch_step_ms train_s eval_s trial_s"""
+step_ms_p90 epoch_s epoch_step_ms train_s eval_s trial_s data_wait_ms"""
 
 # name -> the dataset task it needs ("classification" / "regression"), None: any task.
 METRICS: dict[str, str | None] = {
@@ -68,6 +68,7 @@ METRICS: dict[str, str | None] = {
     "model/flops_per_sample": None,
     "perf/tflops": None,
     "perf/mfu": None,
+    "perf/input_bound_frac": None,  # models that train themselves: share of time waiting
 }
 
 

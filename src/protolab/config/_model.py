@@ -554,6 +554,16 @@ class Config(_Strict):
     train: TrainConfig = Field(default_factory=TrainConfig)
     hardware: HardwareConfig = Field(default_factory=HardwareConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    # the data to train on: a built-in name or a .npz/.csv path relative to the config file;
+    # overrides the script's @pl.data and @pl.experiment(data=...) (loaded by the sweep)
+    data: str | None = None
+
+    @field_validator("data")
+    @classmethod
+    def _data_named(cls, v: str | None) -> str | None:
+        if v is not None and not v.strip():
+            raise ValueError("must be a dataset name or a data file path, not empty")
+        return v
 
     @model_validator(mode="before")
     @classmethod

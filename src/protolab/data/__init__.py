@@ -17,14 +17,26 @@ from __future__ import annotations
 
 import numbers
 import sys
+import types
+from collections.abc import Callable
 from pathlib import Path
 
 from protolab.data._builtin import BUILTINS
 from protolab.data._dataset import BUILTIN_TEST_FRACTION, Dataset, from_arrays
+from protolab.data._declare import DataFn, collecting, declare
 from protolab.data._files import SUFFIXES, load_file
+from protolab.data._source import dataset_from_mapping
 from protolab.errors import DataError
 
-__all__ = ["BUILTIN_TEST_FRACTION", "Dataset", "dataset_names", "load_dataset"]
+__all__ = [
+    "BUILTIN_TEST_FRACTION",
+    "DataFn",
+    "Dataset",
+    "collecting",
+    "dataset_from_mapping",
+    "dataset_names",
+    "load_dataset",
+]
 
 
 def dataset_names() -> list[str]:
@@ -73,3 +85,14 @@ def _looks_like_path(spec: str) -> bool:
     """A spec with an extension or a folder part is a path (so a typo'd built-in is not)."""
     p = Path(spec)
     return bool(p.suffix) or len(p.parts) > 1 or spec.startswith(("~", "."))
+
+
+class _DataPackage(types.ModuleType):
+    """``pl.data`` is this package (the name is taken by it), so calling it declares the
+    script's data function: ``@pl.data`` is :func:`declare`."""
+
+    def __call__(self, fn: Callable[..., object]) -> DataFn:
+        return declare(fn)
+
+
+sys.modules[__name__].__class__ = _DataPackage

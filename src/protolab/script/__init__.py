@@ -1,6 +1,6 @@
 """Experiment scripts: the ``@protolab.experiment`` decorator and loading a script by path."""
 
 from protolab.script._experiment import Experiment, Loss, Optimizer, experiment
-from protolab.script._loader import load_experiment
+from protolab.script._loader import load_experiment, script_hash
 
-__all__ = ["Experiment", "Loss", "Optimizer", "experiment", "load_experiment"]
+__all__ = ["Experiment", "Loss", "Optimizer", "experiment", "load_experiment", "script_hash"]

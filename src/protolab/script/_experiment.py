@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from protolab._frameworks import KERAS, TORCH
 from protolab.arch import Arch
 from protolab.config import Direction, check_metric_name, infer_direction
 from protolab.errors import ScriptError
 from protolab.space import Space
+
+if TYPE_CHECKING:
+    from protolab.data import DataFn
 
 __all__ = ["Experiment", "Loss", "Optimizer", "experiment"]
 
@@ -79,6 +82,7 @@ class Experiment:
     source: str = ""  # the script path once loaded (for error messages)
     loss: Loss | None = None  # a custom loss (train.loss auto/custom trains with it)
     optimizer: Optimizer | None = None  # a custom optimizer (train.optimizer: custom)
+    data_fn: DataFn | None = None  # the script's @pl.data: overrides ``data``
 
     def build(self, space: Space) -> Arch:
         """Call the user's function and check it returned an Arch (a common slip)."""

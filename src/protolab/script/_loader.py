@@ -9,6 +9,7 @@ import traceback
 from dataclasses import replace
 from pathlib import Path
 
+from protolab.data import collecting
 from protolab.errors import ScriptError
 from protolab.script import _experiment
 from protolab.script._experiment import Experiment
@@ -76,7 +77,8 @@ def load_experiment(path: str | Path) -> Experiment:
     sys.path.insert(0, str(path.parent))  # let scripts import their sibling modules
     sys.modules[module_name] = module
     try:
-        spec.loader.exec_module(module)
+        with collecting() as datas:
+            spec.loader.exec_module(module)
     except SyntaxError as e:
         raise ScriptError(f"{path}:{e.lineno}: syntax error: {e.msg}") from None
     except ScriptError as e:
@@ -100,4 +102,7 @@ def load_experiment(path: str | Path) -> Experiment:
     if len(found) > 1:
         names = ", ".join(e.name for e in found)
         raise ScriptError(f"{path} declares {len(found)} experiments ({names}); exactly 1 allowed")
-    return replace(found[0], source=str(path))
+    if len(datas) > 1:
+        names = ", ".join(d.name for d in datas)
+        raise ScriptError(f"{path} declares {len(datas)} @data functions ({names}); at most 1")
+    return replace(found[0], source=str(path), data_fn=datas[0] if datas else None)

@@ -100,6 +100,7 @@ def check_values(ctx: SweepContext, values: dict[str, Any], source: str) -> None
     arch, train = Space(values=values), Space(values=values, prefix="train.")
     try:
         ctx.experiment.build(arch)
+        ctx.trial_dataset(arch)  # a @pl.data that takes space: its choices are names too
         sample_train(ctx.cfg.train, train)
     except SpaceError as e:
         raise SpaceError(f"{source}: {e}") from None

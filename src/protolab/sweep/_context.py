@@ -21,9 +21,8 @@ from protolab.config import (
     parse_constraint,
     visible_gpus,
 )
-from protolab.errors import ArchError, ConfigError, ScriptError, SpaceError
-from protolab.script import Experiment, load_experiment
-from protolab.script._loader import script_hash
+from protolab.errors import ArchError, ConfigError, DataError, ScriptError, SpaceError
+from protolab.script import Experiment, load_experiment, script_hash
 from protolab.space import Space
 
 if TYPE_CHECKING:
@@ -47,6 +46,14 @@ class SweepContext:
     constraints: tuple[tuple[str, str, float], ...] = ()  # (metric, "<=" | ">=", bound)
     distributions: dict[str, Any] = field(default_factory=dict)  # the dry run's choices
     scores: tuple[str, ...] = ()  # extra val/<name> scores every job logs (data/_scores.py)
+
+    def trial_dataset(self, space: Space) -> Any:
+        """The data a trial trains on: a ``@pl.data`` that takes ``space`` is called with
+        the trial's (its choices join the trial's params); else the one loaded up front."""
+        fn = self.experiment.data_fn
+        if self.cfg.data is not None or fn is None or not fn.takes_space:
+            return self.dataset
+        return load_data(self.cfg, self.config_path, self.script_path, self.experiment, space)
 
     @property
     def multi_objective(self) -> bool:
@@ -86,6 +93,41 @@ def sample_train(train: TrainConfig, space: Space) -> dict[str, Any]:
         else:
             out[name] = value
     return out
+
+
+def load_data(
+    cfg: Config, config_path: Path, script_path: Path, exp: Experiment, space: Space
+) -> Any:
+    """The config's ``data:`` (relative to the config), else the script's ``@pl.data``, else
+    ``@pl.experiment(data=...)`` (relative to the script): the first one given wins."""
+    from protolab.data import dataset_from_mapping, load_dataset
+
+    seed = cfg.study.seed
+    if cfg.data is not None:
+        try:
+            return load_dataset(cfg.data, base_dir=config_path.parent, seed=seed)
+        except DataError as e:
+            raise DataError(f"{config_path}: data: {e}") from None
+    fn = exp.data_fn
+    if fn is None:
+        return load_dataset(exp.data, base_dir=script_path.parent, seed=seed)
+    try:
+        value = fn.call(space)
+    except SystemExit as e:
+        from protolab.script._loader import exit_error
+
+        raise exit_error(e, str(script_path), f"@data function '{fn.name}'") from None
+    except (ScriptError, SpaceError) as e:
+        raise type(e)(f"{script_path}: {e}") from None
+    except Exception as e:
+        from protolab.script._loader import _user_frame
+
+        raise ScriptError(
+            f"{_user_frame(e, script_path)}: @data function '{fn.name}' raised "
+            f"{type(e).__name__}: {e}"
+        ) from None
+    where = f"{script_path}: @data function '{fn.name}'"
+    return dataset_from_mapping(fn.name, value, where=where, seed=seed, val_fraction=0.2)
 
 
 def _check_buildable(cfg: Config, config_path: Path, script_path: Path, arch: Any) -> None:
@@ -228,12 +270,10 @@ def prepare(cfg: Config, config_path: Path, script_path: Path) -> SweepContext:
     builder of custom code that hands back the same model twice. An Arch whose shapes do
     not fit is only a failed trial later (other values may fit), so it is not fatal here.
     """
-    from protolab.data import load_dataset
-
     check_devices(cfg, config_path)
     exp = load_experiment(script_path)
-    dataset = load_dataset(exp.data, base_dir=script_path.parent, seed=cfg.study.seed)
     dry, dry_train = Space(), Space(prefix="train.")
+    dataset = load_data(cfg, config_path, script_path, exp, dry)
     arch = _dry_build(exp, cfg, script_path, dry, dry_train)
     if arch is not None:
         _check_buildable(cfg, config_path, script_path, arch)

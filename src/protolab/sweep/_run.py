@@ -129,11 +129,11 @@ def run_once(
     cfg = ctx.cfg
     out = Outcome(params={})
     base_tags = _base_tags(ctx, label, trial, extra_tags)
-    arch, settings = _build(ctx, tracker, trial, values, label, base_tags, out)
+    arch, settings, dataset = _build(ctx, tracker, trial, values, label, base_tags, out)
     lineage = _lineage(trial)
     if lineage:
         base_tags[TAG.MUTATION] = lineage["change"]
-    job = Job(arch, ctx.dataset, settings, Hardware.of(cfg.hardware), ctx.scores)
+    job = Job(arch, dataset, settings, Hardware.of(cfg.hardware), ctx.scores)
     artifacts = run_artifacts(ctx, arch, lineage)
     t0 = time.perf_counter()
     modes = resolve(list(cfg.backends), job)  # aliases: each family's fastest mode
@@ -167,14 +167,16 @@ def _build(
     label: str,
     base_tags: dict[str, str],
     out: Outcome,
-) -> tuple[Arch, TrainSettings]:
-    """Sample the Arch and the training settings into ``out``; a failure is recorded once
-    per backend (nothing trained) and raised."""
+) -> tuple[Arch, TrainSettings, Any]:
+    """Sample the Arch, the training settings and the data (a ``@pl.data`` that takes
+    ``space``) into ``out``; a failure is recorded once per backend (nothing trained) and
+    raised."""
     arch_space = Space(trial, values)
     train_space = Space(trial, values, prefix="train.")
     cfg = ctx.cfg
     try:
         arch = ctx.experiment.build(arch_space)
+        dataset = ctx.trial_dataset(arch_space)
         train = sample_train(cfg.train, train_space)
         settings = make_settings(ctx, train, arch_space.train_settings, epochs=cfg.train.epochs)
         out.arch_hash = arch.hash
@@ -183,7 +185,7 @@ def _build(
         _record_unbuilt(ctx, tracker, label, base_tags, out.params, e)
         raise
     out.params = _params(arch_space, train_space, cfg)
-    return arch, settings
+    return arch, settings, dataset
 
 
 def _record_unbuilt(
@@ -257,7 +259,7 @@ def _run_mode(
     mode_params = {"backend": name, "family": tags[TAG.FAMILY], "mode": tags[TAG.MODE]}
     run = tracker.child(run_name, tags, {**params, **mode_params})
     run.log_texts(artifacts)
-    run.log_metrics(_model_metrics(job.arch, ctx.dataset), step=0)  # pruned runs have them
+    run.log_metrics(_model_metrics(job.arch, job.dataset), step=0)  # pruned runs have them
     hook_s = [0.0]  # time inside on_epoch: the sweep's, not the job's
 
     def on_epoch(epoch: int, metrics: dict[str, float]) -> None:

@@ -62,6 +62,7 @@ from protolab.backends._base import (
     TrainSettings,
     epoch_plan,
 )
+from protolab.backends._input_wait import InputWait
 from protolab.backends._peak import cpu_name
 from protolab.backends._threads import set_torch_threads
 from protolab.backends.torch.core import PRECISION, gemm, torch_loss
@@ -282,6 +283,7 @@ class LightningProgram(OwnLoop):
         return {
             "memory/peak_device_mb": torch.cuda.max_memory_allocated() / 2**20 if cuda else 0.0,
             "model/params": float(count_params(self.module)),
+            **self.clock.wait.metrics(),
             **{k: v for k, v in self.logged().items() if k not in METRICS},
         }
 
@@ -313,11 +315,18 @@ class _Clock(lp.Callback):
         self.fit = EpochFit(loss=math.nan)
         self.loss_sum: torch.Tensor | None = None
         self.seen = self.losses = 0  # batches, and losses returned for them
+        self.wait = InputWait()  # the loop's wait for each next batch
 
     def on_train_epoch_start(self, trainer: lp.Trainer, pl_module: lp.LightningModule) -> None:
         self.t_epoch = self.t_prev = time.perf_counter()
         self.t_trained = 0.0
         self.fit, self.loss_sum, self.seen, self.losses = EpochFit(loss=math.nan), None, 0, 0
+        self.wait.new_epoch()
+
+    def on_train_batch_start(
+        self, trainer: lp.Trainer, pl_module: lp.LightningModule, batch: Any, batch_idx: int
+    ) -> None:
+        self.wait.batch_start()
 
     def on_train_batch_end(
         self,
@@ -332,6 +341,7 @@ class _Clock(lp.Callback):
             self.loss_sum = loss if self.loss_sum is None else self.loss_sum + loss
             self.losses += 1
         self.seen += 1
+        self.wait.batch_end()
         sync = self.prog.dev.type == "cuda"
         if trainer.current_epoch == 0 and self.seen == 1:
             if sync:
@@ -386,6 +396,7 @@ class _Clock(lp.Callback):
                 mean = (time.perf_counter() - self.t_epoch) / self.seen
                 self.fit.step_s = [mean] * self.seen
         self.t_trained = time.perf_counter()
+        self.wait.trained(self.t_trained - self.t_epoch)
 
     def _epoch_loss(self) -> float:
         """The mean loss training_step returned; else what it logged as its loss."""

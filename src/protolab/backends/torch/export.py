@@ -30,6 +30,8 @@ from protolab.backends._exportable import ARCH, META, read_arch, read_example, r
 if TYPE_CHECKING:
     import torch
 
+    from protolab.arch import Arch
+
 __all__ = ["FORMATS", "TorchModel", "load_checkpoint", "load_exported"]
 
 FORMATS = ("pt2", "onnx", "hub", "mlflow")
@@ -190,17 +192,27 @@ def _mlflow(module: torch.nn.Module, example: torch.Tensor, out: Path, ckpt: Pat
     return out
 
 
-def load_checkpoint(backend: str, directory: Path) -> TorchModel:
-    """The trained module a checkpoint holds (on the CPU, eval mode)."""
+def load_checkpoint(backend: str, directory: Path, arch: Arch | None = None) -> TorchModel:
+    """The trained module a checkpoint holds (on the CPU, eval mode); ``arch``: the Arch
+    rebuilt from the user's script, for one ``arch.json`` cannot rebuild (``pl.native``)."""
     import torch
 
     from protolab.backends.torch.nn import build_torch
 
     meta = read_meta(directory)
-    net = build_torch(read_arch(directory), meta.input_shape, meta.input_dtype)
+    net = build_torch(arch or read_arch(directory), meta.input_shape, meta.input_dtype)
     state = torch.load(directory / WEIGHTS, map_location="cpu", weights_only=True)
-    net.load_state_dict(state)
+    _owner(net, state).load_state_dict(state)
     return TorchModel(backend, net.eval())
+
+
+def _owner(net: torch.nn.Module, state: dict[str, Any]) -> torch.nn.Module:
+    """The module whose weights ``state`` holds: the whole net, or (a model trained in its
+    own loop, a LightningModule, keeps its own ``state_dict``) the native module inside it."""
+    keys = set(state)
+    if set(net.state_dict()) == keys:
+        return net
+    return next((m for m in net.modules() if set(m.state_dict()) == keys), net)
 
 
 @dataclass
