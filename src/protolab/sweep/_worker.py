@@ -249,8 +249,10 @@ def sweep(ctx: SweepContext, display: Display, warm_from: str | None = None) -> 
         status = "FAILED"
         raise
     except (OSError, optuna.exceptions.StorageInternalError) as e:  # an Optuna write failed
-        status = "FAILED"
-        raise StoreWriteError(f"study.storage: a write failed: {fail_reason(e)}") from None
+        status = "FAILED"  # between trials (asking, reaping): the same one line as in one
+        raise StoreWriteError(
+            f"study.storage: a write failed: {fail_reason(e)}; {_kept_until(study)}"
+        ) from None
     finally:
         display.stop()
         summary.wall_s = time.perf_counter() - t_start
@@ -285,9 +287,22 @@ def _enter_study(
         with _lease.study_lock(study):  # across hosts, on PostgreSQL
             join_study(ctx, study)
             _lease.reap(study, tracker, ctx.cfg.study.max_retries)
+            _end_runs_of_stopped_trials(study, tracker)
             for params, label in warm:  # skip_if_exists: rerunning the command adds nothing
                 study.enqueue_trial(params, user_attrs={ATTR.ENQUEUED: label}, skip_if_exists=True)
     return study
+
+
+def _end_runs_of_stopped_trials(study: Study, tracker: Tracker) -> None:
+    """A trial a store failure stopped was told FAIL, but its MLflow runs may not have been
+    ended (the disk that failed may hold the tracking store too): end them now, so no run
+    stays RUNNING once the command is rerun."""
+    import optuna
+
+    failed = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))
+    for t in failed:
+        if str(t.user_attrs.get(ATTR.FAIL_REASON, "")).startswith("store write failed"):
+            tracker.fail_running_children(t.number, "store write failed")
 
 
 def _finish(
@@ -532,7 +547,7 @@ def _stop_on_store_failure(
 ) -> None:
     """Fail the trial (best effort: that store may be the one that failed) and raise the
     one error that stops the sweep (exit 1)."""
-    cause = str(e) if isinstance(e, StoreWriteError) else fail_reason(e)
+    cause = str(e) if isinstance(e, StoreWriteError) else f"a write failed: {fail_reason(e)}"
     with contextlib.suppress(Exception):
         _tell_failed(study, trial, f"store write failed: {cause}"[:500], max_retries)
     with contextlib.suppress(Exception):
@@ -541,6 +556,22 @@ def _stop_on_store_failure(
         f"{cause}; stopped after trial {trial.number}: every trial finished before it is "
         "kept, and this one is retried when the command is rerun"
     ) from None
+
+
+def _kept_until(study: Study) -> str:
+    """What a store failure between trials leaves: every finished trial is kept."""
+    import optuna
+
+    done = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)
+    try:
+        last = max((t.number for t in study.get_trials(deepcopy=False, states=done)), default=-1)
+    except Exception:  # the store that failed may not answer reads either
+        last = -1
+    where = f"after trial {last}" if last >= 0 else "before any trial finished"
+    return (
+        f"stopped {where}: every trial finished before it is kept, and the command resumes "
+        "the study when rerun"
+    )
 
 
 def _ask(ctx: SweepContext, study: Study, tracker: Tracker) -> tuple[Trial | None, int]:
