@@ -204,36 +204,16 @@ def sweep(ctx: SweepContext, display: Display, warm_from: str | None = None) -> 
     """
     import optuna
 
-    from protolab._stores import default_storage_path, open_storage
-    from protolab.report import study_notes as notes
+    from protolab._stores import default_storage_path
     from protolab.sweep._checks import check_context
-    from protolab.sweep._storage import LeasedStorage
-    from protolab.tracking import open_tracker, wait_open
 
     check_context(ctx)  # hardware, metrics, store paths: exit 2 before any store is written
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    cfg = ctx.cfg.study
     t_start = time.perf_counter()
     warm = warm_start_params(ctx, warm_from) if warm_from else []
-    lock = _lease.lock_path(cfg.storage, default_storage_path())
-    tracking_lock = _lease.lock_path(ctx.tracking_uri, default_storage_path())
+    lock = _lease.lock_path(ctx.cfg.study.storage, default_storage_path())
     timing = TimeJobs()
-    try:
-        # Remote stores are checked first: an unreachable server must not leave a freshly
-        # created local store behind. Local files are created only once both are known good.
-        if tracking_lock is None:
-            tracker = open_tracker(ctx, describe=notes)
-        with _lease.creation_lock(cfg.storage):  # fresh PostgreSQL: one creates the tables
-            storage = LeasedStorage(open_storage(cfg.storage), cfg.storage)
-        _lease.tune_heartbeat(storage, cfg.heartbeat_s)
-        _check_existing(ctx, storage)  # a study that cannot be resumed as configured: exit 2
-        if tracking_lock is not None:  # a fresh local store: one process creates it
-            tracker = open_tracker(ctx, lock=tracking_lock, wait=False, describe=notes)
-        # The frameworks import while the tracking writer opens its store (other core).
-        timing.on_job_end(_load_backends(ctx.cfg.backends))
-        tracker = wait_open(tracker)
-    except StorageError as e:
-        raise StorageError(f"{ctx.config_path}: {e}") from None
+    storage, tracker = _open_stores(ctx, timing)
     study = _enter_study(ctx, storage, tracker, display, lock, warm)
     summary = SweepSummary(ctx.study_name, ctx.metric, ctx.direction)
     status, failing = "FINISHED", True
@@ -270,6 +250,35 @@ def _callbacks(
     if not ctx.multi_objective:  # Optuna prunes single-objective studies only
         callbacks.append(ReportToPruner(ctx.metric, ctx.cfg.train.epochs))
     return callbacks
+
+
+def _open_stores(ctx: SweepContext, timing: TimeJobs) -> tuple[BaseStorage, Tracker]:
+    """The study's storage and the tracker, the frameworks imported meanwhile (timed).
+
+    Remote stores are checked first: an unreachable server must not leave a freshly
+    created local store behind. Local files are created only once both are known good.
+    """
+    from protolab._stores import default_storage_path, open_storage
+    from protolab.report import study_notes as notes
+    from protolab.sweep._storage import LeasedStorage
+    from protolab.tracking import open_tracker, wait_open
+
+    cfg = ctx.cfg.study
+    tracking_lock = _lease.lock_path(ctx.tracking_uri, default_storage_path())
+    try:
+        if tracking_lock is None:
+            tracker = open_tracker(ctx, describe=notes)
+        with _lease.creation_lock(cfg.storage):  # fresh PostgreSQL: one creates the tables
+            storage = LeasedStorage(open_storage(cfg.storage), cfg.storage)
+        _lease.tune_heartbeat(storage, cfg.heartbeat_s)
+        _check_existing(ctx, storage)  # a study that cannot be resumed as configured: exit 2
+        if tracking_lock is not None:  # a fresh local store: one process creates it
+            tracker = open_tracker(ctx, lock=tracking_lock, wait=False, describe=notes)
+        # The frameworks import while the tracking writer opens its store (other core).
+        timing.on_job_end(_load_backends(ctx.cfg.backends))
+        return storage, wait_open(tracker)
+    except StorageError as e:
+        raise StorageError(f"{ctx.config_path}: {e}") from None
 
 
 def _enter_study(
