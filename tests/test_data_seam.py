@@ -1,8 +1,8 @@
 """The data seam, first slice: ``@pl.data`` arrays (searchable through ``space``), the
 config's ``data:`` over the script's, and the input wait the own-loop programs measure.
 
-Framework sources (``pl.Data(train=DataLoader)``, tf.data) are not taken yet: a
-``@pl.data`` that returns one is refused up front (exit 2, nothing written).
+Framework sources go in ``pl.Data(train=..., val=...)`` (tests/test_data_sources.py): a
+``@pl.data`` that returns one bare is refused up front (exit 2, nothing written).
 """
 
 from __future__ import annotations
@@ -243,7 +243,7 @@ def test_a_compiled_keras_model_logs_its_input_wait() -> None:
     assert m["time/data_wait_ms"] >= 0 and 0 <= m["perf/input_bound_frac"] < 1
 
 
-def test_a_framework_source_is_refused_for_now(workdir: Path) -> None:
+def test_a_bare_framework_source_is_refused(workdir: Path) -> None:
     script = SEARCHED.replace(
         'return {"x"',
         "import torch.utils.data as tud\n    "
@@ -252,6 +252,6 @@ def test_a_framework_source_is_refused_for_now(workdir: Path) -> None:
     _project(workdir, script)
     result = runner.invoke(app, ["sweep", "cfg.yaml"])
     assert result.exit_code == 2, result.output
-    for part in ("torch.utils.data.dataloader.DataLoader", "not taken yet", "numpy arrays"):
+    for part in ("torch.utils.data.dataloader.DataLoader", "pl.Data(train=..., val=...)"):
         assert part in result.stderr, result.stderr
     _nothing_written(workdir)

@@ -19,12 +19,14 @@ from protolab.errors import ProtolabError
 if TYPE_CHECKING:
     from protolab import data, layers
     from protolab.arch import Arch, CustomLayer, layer, native
+    from protolab.data import Data
     from protolab.script import Loss, Optimizer, experiment
     from protolab.space import Space
 
 __all__ = [
     "Arch",
     "CustomLayer",
+    "Data",
     "Loss",
     "Optimizer",
     "ProtolabError",
@@ -40,6 +42,7 @@ __all__ = [
 _LAZY = {
     "Arch": ("protolab.arch", "Arch"),
     "CustomLayer": ("protolab.arch", "CustomLayer"),
+    "Data": ("protolab.data", "Data"),
     "layer": ("protolab.arch", "layer"),
     "native": ("protolab.arch", "native"),
     "Loss": ("protolab.script", "Loss"),

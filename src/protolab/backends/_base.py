@@ -383,6 +383,13 @@ class Backend(abc.ABC):
         t0 = time.perf_counter()
         prog = self.program(job)
         clock.build_s = time.perf_counter() - t0
+        if job.dataset.stream is not None and not isinstance(prog, OwnLoop):
+            raise ArchError(
+                f"{self.name}: this model cannot train on pl.Data(train=<"
+                f"{job.dataset.stream.kind}>): a streamed source feeds a model that trains "
+                "itself (a LightningModule, a compiled keras.Model); protolab's own programs "
+                "keep arrays on the device (return arrays from @pl.data for them)"
+            )
         if not isinstance(prog, OwnLoop):  # an own loop's training step defines its outputs
             check_output(info.output_shape, job.dataset.output_shape, job.dataset.name)
         t0 = time.perf_counter()

@@ -44,6 +44,7 @@ from protolab.backends._base import EpochClose, EpochFit, Job, OwnLoop, TrainSet
 from protolab.backends._input_wait import InputWait
 from protolab.backends._keras_export import KerasModel
 from protolab.backends._keras_nn import POLICY, count_params
+from protolab.backends._keras_stream import keras_source
 from protolab.errors import ArchError
 
 __all__ = [
@@ -234,8 +235,14 @@ class KerasFit(OwnLoop):
         self.x, self.y, self.xv, self.yv = ds.x_train, ds.y_train, ds.x_val, ds.y_val
         self.batch = min(tr.batch_size, len(self.x))
         full = math.ceil(len(self.x) / self.batch)  # fit trains the ragged last batch too
+        self.source: object = None  # a streamed source (pl.Data): fit reads it as it is
+        self.job_stream = ds.stream
+        if ds.stream is not None:  # its first batch's size stands for the batch
+            self.source, cap = keras_source(ds.stream, tr)
+            self.batch, full = len(self.x), ds.stream.steps() or 1
+            full = min(full, cap) if cap else full
         self.steps = min(full, tr.max_steps) if tr.max_steps else full
-        self.capped = self.steps < full
+        self.capped = self.steps < full or (ds.stream is not None and self.steps > 0)
         self.user_jit = bool(model.jit_compile)
         model.jit_compile = jit  # the mode decides (Keras may refuse True for a model)
         self.callbacks = user_callbacks(node)
@@ -252,18 +259,24 @@ class KerasFit(OwnLoop):
         """One ``fit`` over every epoch: the user's callbacks first, protolab's timer last."""
         self.epochs = epochs
         self.timer = _Timer(close, time.perf_counter())
+        streamed = self.source is not None
         with self.placed():
             self.model.fit(
-                self.x,
-                self.y,
-                batch_size=self.batch,
+                self.source if streamed else self.x,
+                None if streamed else self.y,
+                batch_size=None if streamed else self.batch,
                 epochs=epochs,
-                validation_data=(self.xv, self.yv),
-                shuffle=True,
+                validation_data=self._validation(),
+                shuffle=not streamed,  # a source shuffles itself (or not), as the user made it
                 verbose=0,
                 callbacks=[*self.callbacks, self.timer],
                 steps_per_epoch=self.steps if self.capped else None,
             )
+
+    def _validation(self) -> object:
+        """``(x, y)``; x alone when the source has no y (the model's loss reads x)."""
+        stream = self.job_stream
+        return self.xv if stream is not None and not stream.has_y else (self.xv, self.yv)
 
     def evaluate(self) -> dict[str, float]:
         """The epoch's validation (Keras' own, in ``fit``) under the contract's names; a

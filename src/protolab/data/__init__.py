@@ -15,6 +15,7 @@ when a built-in that needs it is loaded.
 
 from __future__ import annotations
 
+import importlib
 import numbers
 import sys
 import types
@@ -26,12 +27,16 @@ from protolab.data._dataset import BUILTIN_TEST_FRACTION, Dataset, from_arrays
 from protolab.data._declare import DataFn, collecting, declare
 from protolab.data._files import SUFFIXES, load_file
 from protolab.data._source import dataset_from_mapping
+from protolab.data._stream import Data, Source, Stream
 from protolab.errors import DataError
 
 __all__ = [
     "BUILTIN_TEST_FRACTION",
+    "Data",
     "DataFn",
     "Dataset",
+    "Source",
+    "Stream",
     "collecting",
     "dataset_from_mapping",
     "dataset_names",
@@ -93,6 +98,11 @@ class _DataPackage(types.ModuleType):
 
     def __call__(self, fn: Callable[..., object]) -> DataFn:
         return declare(fn)
+
+    def __reduce__(self) -> tuple[Callable[[str], types.ModuleType], tuple[str]]:
+        """Pickled by name, as a module is: cloudpickle carries a script's function by
+        value with the modules it reads, and knows only plain modules as modules."""
+        return importlib.import_module, (self.__name__,)
 
 
 sys.modules[__name__].__class__ = _DataPackage

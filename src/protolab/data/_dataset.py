@@ -22,6 +22,7 @@ from typing import Literal
 
 import numpy as np
 
+from protolab.data._stream import Stream
 from protolab.errors import DataError
 
 __all__ = [
@@ -73,6 +74,9 @@ class Dataset:
     x_test: np.ndarray | None = field(default=None)  # None: no test split
     y_test: np.ndarray | None = field(default=None)
     notes: tuple[str, ...] = field(default=())  # how the data was read (one-hot targets ...)
+    # A training source that streams (pl.Data): then x_train/y_train are its first batch,
+    # for shapes and dtypes only, and only the programs that read a stream may train on it.
+    stream: Stream | None = field(default=None)
 
     def __post_init__(self) -> None:
         # Cheap guards against hand-built datasets that would break the contract silently.
@@ -131,6 +135,8 @@ class Dataset:
         """
         h = hashlib.sha256()
         h.update(f"{self.task}:{self.n_classes}".encode())
+        if self.stream is not None:  # its batches are drawn as it trains: its kind and peek
+            h.update(f"stream:{self.stream.kind}".encode())
         arrays = [self.x_train, self.y_train, self.x_val, self.y_val]
         if self.x_test is not None and self.y_test is not None:  # absent: the old fingerprint
             arrays += [self.x_test, self.y_test]

@@ -47,6 +47,7 @@ def check_context(ctx: SweepContext) -> None:
     """Everything knowable before training, given a prepared sweep context (read-only)."""
     check_hardware(ctx.cfg.hardware, str(ctx.config_path))
     check_own_training(ctx)
+    check_stream(ctx)
     check_metrics(ctx)
     problem = check_train_task(ctx)  # train options this dataset / script cannot run
     if problem:
@@ -88,6 +89,51 @@ def check_own_training(ctx: SweepContext) -> None:
             check_own_job(framework, job)
         except ArchError as e:
             raise ConfigError(f"{ctx.config_path}: {e} (in {ctx.script_path.name})") from None
+
+
+def check_stream(ctx: SweepContext) -> None:
+    """A streamed training source (``pl.Data(train=...)``) trains only models that train
+    themselves (their framework's loop reads it); a config that pairs it with a mode whose
+    model protolab trains (whole-epoch programs over arrays on the device) is exit 2."""
+    stream = getattr(ctx.dataset, "stream", None)
+    if stream is None:
+        return
+    takes = _self_training_frameworks(ctx)
+    if takes is None:
+        return  # the script's own error: the dry run reports it
+    modes = expand_aliases(list(ctx.cfg.backends))
+    refused = [m for m in modes if backend_info(m).builds not in takes]
+    if refused:
+        taken = [m for m in backend_names() if backend_info(m).builds in takes] or ["none"]
+        raise ConfigError(
+            f"{ctx.config_path}: backends: {', '.join(refused)} cannot train on the script's "
+            f"pl.Data(train=<{stream.kind}>): a streamed source feeds a model that trains "
+            "itself (a LightningModule, a compiled keras.Model), and protolab's own programs "
+            f"keep arrays on the device; modes that take it here: {', '.join(taken)} "
+            "(or return arrays from @pl.data)"
+        )
+
+
+def _self_training_frameworks(ctx: SweepContext) -> set[str] | None:
+    """The frameworks whose builder makes a model that trains itself (None: unknown)."""
+    try:
+        arch = ctx.experiment.build(Space())
+    except Exception:
+        return None
+    natives = [n for n in arch.layers if isinstance(n, CustomLayer)]
+    if len(natives) != 1 or len(arch.layers) != 1:
+        return set()
+    found: set[str] = set()
+    for framework in natives[0].frameworks():
+        if framework not in sys.modules:
+            continue
+        try:
+            model = build_custom(natives[0], framework, ctx.dataset.input_shape)
+        except Exception:
+            return None
+        if trains_itself(framework, model):
+            found.add(framework)
+    return found
 
 
 def check_values(ctx: SweepContext, values: dict[str, Any], source: str) -> None:

@@ -22,7 +22,7 @@ from protolab.config import (
     visible_gpus,
 )
 from protolab.errors import ArchError, ConfigError, DataError, ScriptError, SpaceError
-from protolab.script import Experiment, load_experiment, script_hash
+from protolab.script import Experiment, load_experiment, script_hash, train_remaker
 from protolab.space import Space
 
 if TYPE_CHECKING:
@@ -127,7 +127,10 @@ def load_data(
             f"{type(e).__name__}: {e}"
         ) from None
     where = f"{script_path}: @data function '{fn.name}'"
-    return dataset_from_mapping(fn.name, value, where=where, seed=seed, val_fraction=0.2)
+    remake = train_remaker(fn, space.values)
+    return dataset_from_mapping(
+        fn.name, value, where=where, seed=seed, val_fraction=0.2, remake=remake
+    )
 
 
 def _check_buildable(cfg: Config, config_path: Path, script_path: Path, arch: Any) -> None:

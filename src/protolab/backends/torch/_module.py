@@ -65,6 +65,7 @@ from protolab.backends._base import (
 from protolab.backends._input_wait import InputWait
 from protolab.backends._peak import cpu_name
 from protolab.backends._threads import set_torch_threads
+from protolab.backends.torch._stream import torch_loader
 from protolab.backends.torch.core import PRECISION, gemm, torch_loss
 from protolab.backends.torch.export import TorchModel
 from protolab.backends.torch.nn import count_params
@@ -131,6 +132,7 @@ class LightningProgram(OwnLoop):
     def _trainer(self, job: Job) -> lp.Trainer:
         """The Trainer a user would write, minus its outputs (bar, summary, checkpoints)."""
         hw, tr = job.hardware, job.train
+        cap = job.dataset.stream.steps_per_epoch if job.dataset.stream is not None else None
         return lp.Trainer(
             max_epochs=tr.epochs,
             accelerator="cuda" if hw.accelerator == "gpu" else hw.accelerator,
@@ -142,24 +144,34 @@ class LightningProgram(OwnLoop):
             enable_progress_bar=False,
             enable_model_summary=False,
             num_sanity_val_steps=0,
-            limit_train_batches=tr.max_steps or 1.0,  # a cap per epoch (calibration)
+            limit_train_batches=tr.max_steps or cap or 1.0,  # a cap per epoch
             max_steps=tr.max_total_steps or -1,  # train.max_steps: in all
             gradient_clip_val=tr.grad_clip,
         )
 
     def _loaders(self, job: Job) -> None:
-        """The module's own DataLoaders where it defines them, else the dataset's arrays."""
+        """The module's own DataLoaders where it defines them, else the experiment's source
+        (``pl.Data``), else the dataset's arrays."""
         ds, tr, module = job.dataset, job.train, self.module
         self.own_data = is_overridden("train_dataloader", module)
         self.batch, self.steps = min(tr.batch_size, len(ds.x_train)), 0
         self.train_loader: DataLoader[Any] | None = None
         self.val_loader: DataLoader[Any] | None = None
-        if not self.own_data:
+        if ds.stream is not None and self.own_data:
+            raise ArchError(
+                f"{type(module).__name__} defines train_dataloader and the experiment's "
+                "@pl.data returns pl.Data(train=...): one training source only; drop one"
+            )
+        if ds.stream is not None:  # its first batch's size stands for the batch
+            self.train_loader = torch_loader(ds.stream, tr)
+            self.batch, self.steps = len(ds.x_train), ds.stream.steps() or 0
+        elif not self.own_data:
             full, tail = epoch_plan(len(ds.x_train), self.batch, tr.drop_last, tr.max_steps)
             self.steps = full + (1 if tail else 0)
             self.train_loader = _arrays(ds.x_train, ds.y_train, self.dev, self.batch, tr)
         if self.validates and not is_overridden("val_dataloader", module):
-            self.val_loader = _arrays(ds.x_val, ds.y_val, self.dev, self.batch, None)
+            y_val = None if ds.stream is not None and not ds.stream.has_y else ds.y_val
+            self.val_loader = _arrays(ds.x_val, y_val, self.dev, self.batch, None)
 
     def fit_all(self, epochs: int, close: EpochClose) -> None:
         """``Trainer.fit``; an exception from ``close`` (pruning) propagates out of it."""
@@ -479,6 +491,11 @@ def check_own_job(job: Job) -> None:
             "for now (protolab launches DDP ranks only for its own loop); use devices: 1"
         )
     tr: TrainSettings = job.train
+    stream = job.dataset.stream
+    if stream is not None and tr.max_steps and stream.steps_per_epoch:
+        raise ArchError(
+            "train.max_steps and pl.Data(steps_per_epoch=...) both cap an epoch; keep one"
+        )
     for name, unset in _MODULE_DECIDES.items():
         value = getattr(tr, name, unset)
         if value == unset:
@@ -522,12 +539,17 @@ def _callbacks(node: Native) -> list[lp.Callback]:
 
 
 def _arrays(
-    x: np.ndarray, y: np.ndarray, dev: torch.device, batch: int, train: TrainSettings | None
+    x: np.ndarray,
+    y: np.ndarray | None,
+    dev: torch.device,
+    batch: int,
+    train: TrainSettings | None,
 ) -> DataLoader[Any]:
-    """A DataLoader of ``(x, y)`` batches of the arrays, held on ``dev``: one gather per
-    batch (no per-sample collate). ``train`` given: shuffled with its seed, ``drop_last``
-    as configured; else in order, every sample."""
-    data = TensorDataset(torch.as_tensor(x, device=dev), torch.as_tensor(y, device=dev))
+    """A DataLoader of ``(x, y)`` batches of the arrays (``x`` alone without ``y``), held
+    on ``dev``: one gather per batch (no per-sample collate). ``train`` given: shuffled
+    with its seed, ``drop_last`` as configured; else in order, every sample."""
+    xt = torch.as_tensor(x, device=dev)
+    data: Any = _XOnly(xt) if y is None else TensorDataset(xt, torch.as_tensor(y, device=dev))
     if train is None:
         order: Any = SequentialSampler(data)
         drop_last = False
@@ -535,6 +557,19 @@ def _arrays(
         generator = torch.Generator().manual_seed(train.seed)
         order, drop_last = RandomSampler(data, generator=generator), train.drop_last
     return DataLoader(data, sampler=BatchSampler(order, batch, drop_last), batch_size=None)
+
+
+class _XOnly(torch.utils.data.Dataset[torch.Tensor]):
+    """Inputs alone, a batch of them per index list (a source without y)."""
+
+    def __init__(self, x: torch.Tensor) -> None:
+        self.x = x
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, index: Any) -> torch.Tensor:
+        return self.x[index]
 
 
 def _loss_of(outputs: object) -> torch.Tensor | None:
