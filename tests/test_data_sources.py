@@ -205,9 +205,7 @@ def test_each_kind_trains_a_lightning_module_through_its_training_step(
 
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", KINDS)
-def test_each_kind_trains_a_compiled_keras_model_through_its_fit(
-    kind: str, tmp_path: Path
-) -> None:
+def test_each_kind_trains_a_compiled_keras_model_through_its_fit(kind: str, tmp_path: Path) -> None:
     job = Job(pl.native(keras=_keras), _dataset(kind, tmp_path), SETTINGS, CPU)
     result = get_backend("tf-graph").run(job)
     m = result.metrics
@@ -374,3 +372,24 @@ def test_a_stream_a_mode_cannot_take_is_exit_2_before_any_store(
     for part in expect:
         assert part in result.stderr, result.stderr
     assert not (workdir / "mlruns").exists()
+
+
+@pytest.mark.slow
+def test_hardware_threads_reach_tensorflow_before_the_script_starts_it(workdir: Path) -> None:
+    """The @pl.data function builds a tf.data pipeline (TensorFlow's runtime starts in the
+    sweep's own dry run): hardware.threads is applied before that, so the trial runs with
+    it (the machine's default here is 2)."""
+    import mlflow
+
+    _project(workdir, "[tf-graph]")
+    cfg = (
+        (workdir / "cfg.yaml")
+        .read_text()
+        .replace("{accelerator: cpu}", "{accelerator: cpu, threads: 1}")
+    )
+    (workdir / "cfg.yaml").write_text(cfg)
+    result = runner.invoke(app, ["sweep", "cfg.yaml"])
+    assert result.exit_code == 0, result.output
+    mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlruns' / 'mlflow.db'}")
+    runs = mlflow.search_runs(experiment_names=["src"], filter_string="tags.protolab.backend != ''")
+    assert list(runs["tags.protolab.tf_intra_threads"]) == ["1"]

@@ -214,6 +214,20 @@ def test_user_early_stopping_ends_the_trial_early_and_says_so(data: Dataset) -> 
 
 
 @pytest.mark.slow
+def test_the_users_early_stopping_says_so_beside_protolabs(data: Dataset) -> None:
+    """Both configured: the user's callback stops first, and the run says it stopped early
+    (protolab's stopper, which never fired, used to overwrite the tag with false)."""
+    from protolab.backends._base import EarlyStopping
+
+    stop = keras.callbacks.EarlyStopping
+    es = EarlyStopping("val/loss", patience=5)
+    settings = TrainSettings(6, 32, "adam", 1e-3, early_stopping=es)
+    result = _run(data, callbacks=lambda: [stop(patience=0, min_delta=10.0)], settings=settings)
+    assert len(result.history) == 2
+    assert result.tags["stopped_early"] == "true" and result.tags["stopped_by"] == "EarlyStopping"
+
+
+@pytest.mark.slow
 def test_protolabs_early_stopping_restores_the_best_weights(data: Dataset) -> None:
     from protolab.backends._base import EarlyStopping
 

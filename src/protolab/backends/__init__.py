@@ -62,6 +62,7 @@ if TYPE_CHECKING:
         keeps_programs,
         register_backend,
     )
+    from protolab.backends._threads import pin_loaded_frameworks
 
 __all__ = [
     "ALIASES",
@@ -103,6 +104,7 @@ __all__ = [
     "load_exported",
     "load_trained",
     "optimizer_frameworks",
+    "pin_loaded_frameworks",
     "read_meta",
     "register_backend",
     "trains_itself",
@@ -165,6 +167,7 @@ _LAZY = {
         "protolab.backends._registry",
     ),
     "optimizer_frameworks": "protolab.backends._optimizers",
+    "pin_loaded_frameworks": "protolab.backends._threads",
 }
 
 

@@ -413,12 +413,15 @@ class Backend(abc.ABC):
         result.metrics.update(
             perf_metrics(info.flops_per_sample, result.metrics, dev, job.hardware.precision)
         )
+        own = prog.tags()
         result.tags = {
             "cold_start": str(cold).lower(),
             **({} if isinstance(prog, OwnLoop) else output_tags(job)),  # own loop: its own loss
-            **prog.tags(),
+            **own,
             **result.tags,
         }
+        if own.get("stopped_early") == "true":  # the user's callback stopped it, not ours
+            result.tags["stopped_early"] = "true"
         result.model = prog.trained()
         return result
 

@@ -237,12 +237,12 @@ class KerasFit(OwnLoop):
         full = math.ceil(len(self.x) / self.batch)  # fit trains the ragged last batch too
         self.source: object = None  # a streamed source (pl.Data): fit reads it as it is
         self.job_stream = ds.stream
+        counted = False  # fit must be told the steps of an epoch
         if ds.stream is not None:  # its first batch's size stands for the batch
-            self.source, cap = keras_source(ds.stream, tr)
+            self.source, counted = keras_source(ds.stream, tr)
             self.batch, full = len(self.x), ds.stream.steps() or 1
-            full = min(full, cap) if cap else full
         self.steps = min(full, tr.max_steps) if tr.max_steps else full
-        self.capped = self.steps < full or (ds.stream is not None and self.steps > 0)
+        self.capped = self.steps < full or counted
         self.user_jit = bool(model.jit_compile)
         model.jit_compile = jit  # the mode decides (Keras may refuse True for a model)
         self.callbacks = user_callbacks(node)

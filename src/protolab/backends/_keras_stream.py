@@ -19,13 +19,15 @@ __all__ = ["keras_source"]
 _NATIVE = ("dataloader", "tf.data", "pydataset")  # kinds Keras' fit adapts itself
 
 
-def keras_source(stream: Stream, train: TrainSettings) -> tuple[object, int | None]:
-    """What ``fit`` trains on, and its ``steps_per_epoch`` (None: the source's length)."""
+def keras_source(stream: Stream, train: TrainSettings) -> tuple[object, bool]:
+    """What ``fit`` trains on, and whether ``fit`` needs ``steps_per_epoch`` (a cap, or a
+    generator of every epoch); otherwise fit reads the source to its end each epoch, as
+    it does for the user (given a count, Keras keeps one iterator across epochs)."""
     src = stream.source
     if src.kind in _NATIVE:
-        return src.obj, stream.steps_per_epoch
+        return src.obj, stream.steps_per_epoch is not None
     src.batch_size, src.seed = train.batch_size, train.seed
-    return _epochs(src), stream.steps()
+    return _epochs(src), True
 
 
 def _epochs(src: Source) -> Iterator[object]:

@@ -11,9 +11,27 @@ framework loads and are easy to forget; the config travels with the study.
 from __future__ import annotations
 
 import contextlib
+import sys
 from typing import Any
 
-__all__ = ["set_tf_threads", "set_torch_threads"]
+__all__ = ["pin_loaded_frameworks", "set_tf_threads", "set_torch_threads"]
+
+
+def pin_loaded_frameworks(n: int | None) -> None:
+    """Apply ``n`` now to each framework the experiment script already imported.
+
+    A script that builds a compiled ``keras.Model`` or a ``tf.data`` pipeline starts
+    TensorFlow's runtime in the sweep's own dry run, before any trial could set its pools:
+    called right after the script is imported, this is the first setting TF sees. Imports
+    nothing: a framework the script did not import is set by its trials as before.
+    """
+    if n is None:
+        return
+    tf = sys.modules.get("tensorflow")
+    if tf is not None and hasattr(tf, "config"):
+        set_tf_threads(tf, n)
+    if "torch" in sys.modules:
+        set_torch_threads(n)
 
 
 def set_torch_threads(n: int | None) -> None:

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any
 
 from protolab._stores import default_tracking_uri
 from protolab.arch import Native
+from protolab.backends import pin_loaded_frameworks
 from protolab.config import (
     Choice,
     Config,
@@ -275,6 +276,7 @@ def prepare(cfg: Config, config_path: Path, script_path: Path) -> SweepContext:
     """
     check_devices(cfg, config_path)
     exp = load_experiment(script_path)
+    pin_loaded_frameworks(cfg.hardware.threads)  # before the dry run starts a runtime
     dry, dry_train = Space(), Space(prefix="train.")
     dataset = load_data(cfg, config_path, script_path, exp, dry)
     arch = _dry_build(exp, cfg, script_path, dry, dry_train)
