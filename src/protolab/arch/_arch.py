@@ -145,12 +145,15 @@ class Arch:
             probe_outputs(layer, framework, shape, dtype)
         return self.output_activation
 
-    def check_builders(self, input_shape: Sequence[int], input_dtype: str = "float32") -> None:
+    def check_builders(
+        self, input_shape: Sequence[int], input_dtype: str = "float32", several: bool = False
+    ) -> None:
         """Refuse a custom layer's builder (``pl.native`` included) that hands back the same
         object when called twice, as every trial calls it; for a sweep's dry run, so the
-        mistake stops the sweep before anything is stored (details: ``check_fresh``)."""
+        mistake stops the sweep before anything is stored (details: ``check_fresh``).
+        ``several``: the data has several inputs or outputs (a whole model may take them)."""
         shape = check_input(input_shape, input_dtype)
-        check_fresh(self.layers, shape, effective_dtype(self.layers, input_dtype))
+        check_fresh(self.layers, shape, effective_dtype(self.layers, input_dtype), several)
 
     def _output_index(self) -> int | None:
         """The layer whose outputs are the model's: the last, trailing linear activations

@@ -90,6 +90,11 @@ class CustomLayer(Layer):
         """A ``keras.layers.Layer`` (or Model) for ``input_shape``; override to support Keras."""
         raise NotImplementedError
 
+    def keras_model(self, input_shape: Shape) -> Any:
+        """The Keras build when the data has several inputs or outputs (a whole model may
+        take them; a layer inside an Arch cannot): the same build by default."""
+        return self.keras(input_shape)
+
     def output_shape(self, input_shape: Shape) -> Shape | None:
         """Declare the output shape (one sample); None: infer it by building the layer."""
         return None
@@ -174,7 +179,7 @@ def describe(fn: Callable[..., Any] | None) -> str:
 _HANDED_OUT: weakref.WeakValueDictionary[int, Any] = weakref.WeakValueDictionary()
 
 
-def build_custom(layer: CustomLayer, framework: str, shape: Shape) -> Any:
+def build_custom(layer: CustomLayer, framework: str, shape: Shape, several: bool = False) -> Any:
     """One call of ``layer``'s ``framework`` builder, which must hand back a new object.
 
     protolab builds the model for every trial, and more than once per trial (the probe
@@ -184,7 +189,10 @@ def build_custom(layer: CustomLayer, framework: str, shape: Shape) -> Any:
     An object that cannot be referenced weakly is not tracked (keeping it would keep it
     alive); every torch module and Keras layer can be.
     """
-    made = layer.torch(shape) if framework == TORCH else layer.keras(shape)
+    if framework == TORCH:
+        made = layer.torch(shape)
+    else:  # several: the data has several inputs or outputs, a model may take them
+        made = layer.keras_model(shape) if several else layer.keras(shape)
     if _HANDED_OUT.get(id(made)) is made:
         raise ArchError(_reused(layer, framework, made))
     with contextlib.suppress(TypeError):  # not weakly referenceable: not a model
@@ -192,7 +200,7 @@ def build_custom(layer: CustomLayer, framework: str, shape: Shape) -> Any:
     return made
 
 
-def check_fresh(layers: tuple[Layer, ...], shape: Shape, dtype: str) -> None:
+def check_fresh(layers: tuple[Layer, ...], shape: Shape, dtype: str, several: bool = False) -> None:
     """Call each top-level custom layer's builders twice, as a trial will, and refuse one
     that hands back the same object; for a sweep's dry run, before anything is stored.
 
@@ -205,7 +213,7 @@ def check_fresh(layers: tuple[Layer, ...], shape: Shape, dtype: str) -> None:
         if isinstance(item, CustomLayer):
             for framework in item.frameworks():
                 if _loaded(framework):
-                    _same_twice(item, framework, shape)
+                    _same_twice(item, framework, shape, several)
         if i == customs[-1]:
             return  # no custom layer further on: no more shapes to find
         try:
@@ -214,8 +222,10 @@ def check_fresh(layers: tuple[Layer, ...], shape: Shape, dtype: str) -> None:
             return
 
 
-def _same_twice(layer: CustomLayer, framework: str, shape: Shape) -> None:
+def _same_twice(layer: CustomLayer, framework: str, shape: Shape, several: bool) -> None:
     call = layer.torch if framework == TORCH else layer.keras
+    if framework != TORCH and several:
+        call = layer.keras_model
     try:
         first, second = call(shape), call(shape)
     except Exception:  # the trial reports it, with the builder named

@@ -112,6 +112,13 @@ class Native(CustomLayer):
 
         return _one_input_output(self._build(KERAS, input_shape, keras.layers.Layer), self)
 
+    def keras_model(self, input_shape: Shape) -> Any:
+        """Several inputs and outputs allowed: the data has as many (``pl.Data`` or
+        ``@pl.data`` with dicts), and the model trains by its own ``fit``."""
+        import keras
+
+        return self._build(KERAS, input_shape, keras.layers.Layer)
+
     def _builder(self, framework: str) -> Builder | None:
         """The builder given for ``framework``, if any (None: refused before building)."""
         return self.torch_builder if framework == TORCH else self.keras_builder
@@ -203,9 +210,9 @@ def _one_input_output(built: Any, node: Native) -> Any:
     raise ArchError(
         f"pl.native: the keras builder {describe(node.keras_builder)} returns a model with "
         f"{len(names[0])} inputs ({', '.join(names[0])}) and {len(names[1])} outputs "
-        f"({', '.join(names[1])}); protolab's data holds one x and one y array, so a native "
-        "model takes one input and gives one output (several inputs and outputs, x and y as "
-        "dicts, are not supported yet)"
+        f"({', '.join(names[1])}), but the experiment's data is one x and one y array: "
+        "return x and y as dicts by input and output name from @pl.data (compile the model: "
+        "several heads train by its own fit)"
     )
 
 

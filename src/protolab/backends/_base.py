@@ -379,18 +379,12 @@ class Backend(abc.ABC):
         clock = TrialClock()
         self.load()
         clock.import_s, cold = import_timed(*self.modules)
-        info = job.arch.infer(job.dataset.input_shape, job.dataset.input_dtype)
+        info = _infer(job)
         t0 = time.perf_counter()
         prog = self.program(job)
         clock.build_s = time.perf_counter() - t0
-        if job.dataset.stream is not None and not isinstance(prog, OwnLoop):
-            raise ArchError(
-                f"{self.name}: this model cannot train on pl.Data(train=<"
-                f"{job.dataset.stream.kind}>): a streamed source feeds a model that trains "
-                "itself (a LightningModule, a compiled keras.Model); protolab's own programs "
-                "keep arrays on the device (return arrays from @pl.data for them)"
-            )
         if not isinstance(prog, OwnLoop):  # an own loop's training step defines its outputs
+            _check_arrays(self.name, job)
             check_output(info.output_shape, job.dataset.output_shape, job.dataset.name)
         t0 = time.perf_counter()
         prog.compile()
@@ -424,6 +418,37 @@ class Backend(abc.ABC):
             result.tags["stopped_early"] = "true"
         result.model = prog.trained()
         return result
+
+
+@dataclass(frozen=True)
+class _Shapes:
+    output_shape: tuple[int, ...] = ()
+    params: int = 0
+    flops_per_sample: int = 0
+
+
+def _infer(job: Job) -> _Shapes:
+    """The Arch traced on one sample: its output shape, parameters and FLOPs. Data with
+    several inputs or outputs is not one sample shape: the model's own count stands
+    (``model/params`` from the program), FLOPs are unknown (0)."""
+    if job.dataset.structure is not None:
+        return _Shapes()
+    info = job.arch.infer(job.dataset.input_shape, job.dataset.input_dtype)
+    return _Shapes(info.output_shape, info.params, info.flops_per_sample)
+
+
+def _check_arrays(name: str, job: Job) -> None:
+    """protolab's own programs keep one x array and one y array on the device: a streamed
+    source or several inputs and outputs only feed a model that trains itself."""
+    ds = job.dataset
+    if ds.stream is None and ds.structure is None:
+        return
+    what = f"pl.Data(train=<{ds.stream.kind}>)" if ds.stream else "several inputs or outputs"
+    raise ArchError(
+        f"{name}: this model cannot train on {what}: such data feeds a model that trains "
+        "itself (a LightningModule, a compiled keras.Model); protolab's own programs keep "
+        "one x array and one y array on the device (return those from @pl.data for them)"
+    )
 
 
 def _train(

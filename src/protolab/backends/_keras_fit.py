@@ -45,6 +45,7 @@ from protolab.backends._input_wait import InputWait
 from protolab.backends._keras_export import KerasModel
 from protolab.backends._keras_nn import POLICY, count_params
 from protolab.backends._keras_stream import keras_source
+from protolab.data import Tree, rows
 from protolab.errors import ArchError
 
 __all__ = [
@@ -88,7 +89,8 @@ def user_model(node: Native, job: Job) -> keras.Model | None:
     """
     keras.utils.set_random_seed(job.train.seed)
     keras.mixed_precision.set_global_policy(POLICY[job.hardware.precision])
-    built = node.keras(job.dataset.input_shape)
+    shape = job.dataset.input_shape
+    built = node.keras(shape) if job.dataset.structure is None else node.keras_model(shape)
     if isinstance(built, keras.Model) and built.compiled:
         return built
     if node.keras_callbacks is not None:
@@ -232,15 +234,22 @@ class KerasFit(OwnLoop):
         check_own_job(job)
         ds, tr = job.dataset, job.train
         self.classify = ds.task == "classification"
-        self.x, self.y, self.xv, self.yv = ds.x_train, ds.y_train, ds.x_val, ds.y_val
-        self.batch = min(tr.batch_size, len(self.x))
-        full = math.ceil(len(self.x) / self.batch)  # fit trains the ragged last batch too
+        self.x: Tree = ds.x_train
+        self.y: Tree | None = ds.y_train
+        self.xv: Tree = ds.x_val
+        self.yv: Tree | None = ds.y_val
+        self.structured = ds.structure is not None  # several inputs or outputs, as they are
+        if ds.structure is not None:
+            st = ds.structure
+            self.x, self.y, self.xv, self.yv = st.x_train, st.y_train, st.x_val, st.y_val
+        self.batch = min(tr.batch_size, rows(self.x))
+        full = math.ceil(rows(self.x) / self.batch)  # fit trains the ragged last batch too
         self.source: object = None  # a streamed source (pl.Data): fit reads it as it is
         self.job_stream = ds.stream
         counted = False  # fit must be told the steps of an epoch
         if ds.stream is not None:  # its first batch's size stands for the batch
             self.source, counted = keras_source(ds.stream, tr)
-            self.batch, full = len(self.x), ds.stream.steps() or 1
+            self.batch, full = len(ds.x_train), ds.stream.steps() or 1
         self.steps = min(full, tr.max_steps) if tr.max_steps else full
         self.capped = self.steps < full or counted
         self.user_jit = bool(model.jit_compile)
@@ -276,7 +285,8 @@ class KerasFit(OwnLoop):
     def _validation(self) -> object:
         """``(x, y)``; x alone when the source has no y (the model's loss reads x)."""
         stream = self.job_stream
-        return self.xv if stream is not None and not stream.has_y else (self.xv, self.yv)
+        no_y = self.yv is None or (stream is not None and not stream.has_y)
+        return self.xv if no_y else (self.xv, self.yv)
 
     def evaluate(self) -> dict[str, float]:
         """The epoch's validation (Keras' own, in ``fit``) under the contract's names; a
@@ -297,7 +307,7 @@ class KerasFit(OwnLoop):
         if "train/lr" not in out:
             out["train/lr"] = _lr(self.model)
         want = "val/acc" if self.classify else "val/rmse"
-        if want not in out:
+        if want not in out and not self.structured:  # several heads: each logs its own
             out[want] = self._score()
         return out
 
@@ -306,9 +316,11 @@ class KerasFit(OwnLoop):
         have neither: the contract needs one, whatever metrics the user compiled."""
         with self.placed():
             out = np.asarray(self.model.predict(self.xv, batch_size=self.batch, verbose=0))
+        yv = self.yv
+        assert isinstance(yv, np.ndarray)  # one output (several heads are not scored here)
         if self.classify:
-            return float(np.mean(out.argmax(-1) == self.yv))
-        want = self.yv.reshape(len(self.yv), -1)
+            return float(np.mean(out.argmax(-1) == yv))
+        want = yv.reshape(len(yv), -1)
         return float(np.sqrt(np.mean((out.reshape(len(out), -1) - want) ** 2)))
 
     def current_lr(self) -> float | None:

@@ -28,6 +28,7 @@ from protolab.data._declare import DataFn, collecting, declare
 from protolab.data._files import SUFFIXES, load_file
 from protolab.data._source import dataset_from_mapping
 from protolab.data._stream import Data, Source, Stream
+from protolab.data._structure import Structure, Tree, leaves, map_tree, rows
 from protolab.errors import DataError
 
 __all__ = [
@@ -37,10 +38,15 @@ __all__ = [
     "Dataset",
     "Source",
     "Stream",
+    "Structure",
+    "Tree",
     "collecting",
     "dataset_from_mapping",
     "dataset_names",
+    "leaves",
     "load_dataset",
+    "map_tree",
+    "rows",
 ]
 
 

@@ -23,6 +23,7 @@ from typing import Literal
 import numpy as np
 
 from protolab.data._stream import Stream
+from protolab.data._structure import Structure, leaves
 from protolab.errors import DataError
 
 __all__ = [
@@ -77,6 +78,9 @@ class Dataset:
     # A training source that streams (pl.Data): then x_train/y_train are its first batch,
     # for shapes and dtypes only, and only the programs that read a stream may train on it.
     stream: Stream | None = field(default=None)
+    # Several inputs or outputs (x, y as dicts or tuples of arrays): the model is fed
+    # these; x_*/y_* then hold the first input and the first output (float32), for shapes.
+    structure: Structure | None = field(default=None)
 
     def __post_init__(self) -> None:
         # Cheap guards against hand-built datasets that would break the contract silently.
@@ -110,7 +114,10 @@ class Dataset:
 
     @property
     def metric(self) -> str:
-        """The default objective: accuracy for classification, RMSE for regression."""
+        """The default objective: accuracy for classification, RMSE for regression; with
+        several outputs, the validation loss (each head's metric is the model's to log)."""
+        if self.structure is not None:
+            return "val/loss"
         return "val/acc" if self.task == "classification" else "val/rmse"
 
     @property
@@ -137,6 +144,12 @@ class Dataset:
         h.update(f"{self.task}:{self.n_classes}".encode())
         if self.stream is not None:  # its batches are drawn as it trains: its kind and peek
             h.update(f"stream:{self.stream.kind}".encode())
+        if self.structure is not None:  # every leaf, not only the first
+            s = self.structure
+            for tree in (s.x_train, s.y_train, s.x_val, s.y_val):
+                for a in leaves(tree) if tree is not None else ():
+                    h.update(f"|{a.dtype.str}{a.shape}|".encode())
+                    h.update(np.ascontiguousarray(a).tobytes())
         arrays = [self.x_train, self.y_train, self.x_val, self.y_val]
         if self.x_test is not None and self.y_test is not None:  # absent: the old fingerprint
             arrays += [self.x_test, self.y_test]

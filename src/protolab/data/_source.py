@@ -17,8 +17,26 @@ from contextlib import contextmanager
 
 import numpy as np
 
-from protolab.data._dataset import Dataset, from_arrays, from_split
+from protolab.data._dataset import (
+    Dataset,
+    _as_x,
+    _as_y,
+    _infer_task,
+    from_arrays,
+    from_split,
+    split_indices,
+)
 from protolab.data._stream import Data, Source, Stream, batch_arrays, source_of
+from protolab.data._structure import (
+    Structure,
+    Tree,
+    check_tree,
+    is_tree,
+    leaves,
+    map_tree,
+    rows,
+    tree_names,
+)
 from protolab.errors import DataError
 
 __all__ = ["dataset_from_mapping"]
@@ -56,6 +74,8 @@ def dataset_from_mapping(
             f"{type(value).__name__}: {value!r:.80}"
         )
     keys = sorted(value)
+    if any(is_tree(v) for v in value.values()):
+        return _structured_mapping(name, value, where=where, seed=seed, val_fraction=val_fraction)
     arrays = {k: _array(value[k], where, k) for k in keys}
     allowed = set(_SINGLE + _SPLIT + _TEST)
     unknown = [k for k in keys if k not in allowed]
@@ -100,20 +120,33 @@ def dataset_from_data(
             f"{where}: the training batches {'have no' if y_peek is None else 'have a'} y but "
             f"the validation data {'has none' if y_val is None else 'has one'}; both or neither"
         )
+    stream = Stream(train, None, remake, has_y=y_peek is not None)
+    if is_tree(x_peek) or is_tree(y_peek):
+        if data.test is not None:
+            raise DataError(
+                f"{where}: pl.Data(test=...) with several inputs or outputs is not taken"
+            )
+        ds = structured(name, x_peek, y_peek, x_val, y_val, where=where)
+        return dataclasses.replace(ds, stream=_counted(stream, steps, where))
     test = None
     if data.test is not None:
         x_test, y_test = _read(data.test, where, "test")
-        test = (x_test, _target(x_test, y_test))
+        test = (_plain(x_test), _target(x_test, y_test))
     ds = from_split(
-        name, x_peek, _target(x_peek, y_peek), x_val, _target(x_val, y_val),
+        name, _plain(x_peek), _target(x_peek, y_peek), _plain(x_val), _target(x_val, y_val),
         where=where, test=test,
     )  # fmt: skip
-    _check_labels(ds, y_val, where)
-    if steps is None and train.length() is None:
-        with _reading(where, "train"):  # counted once: fit needs an epoch's length
-            steps = sum(1 for _ in train.batches())
-    stream = Stream(train, steps, remake, has_y=y_peek is not None)
-    return dataclasses.replace(ds, stream=stream)
+    _check_labels(ds, None if y_val is None else _plain(y_val), where)
+    return dataclasses.replace(ds, stream=_counted(stream, steps, where))
+
+
+def _counted(stream: Stream, steps: int | None, where: str) -> Stream:
+    """The stream with its epoch length: the cap, else counted once when the source has
+    no length (fit needs one)."""
+    if steps is None and stream.source.length() is None:
+        with _reading(where, "train"):
+            steps = sum(1 for _ in stream.source.batches())
+    return dataclasses.replace(stream, steps_per_epoch=steps)
 
 
 def _steps(value: object, where: str) -> int | None:
@@ -142,7 +175,7 @@ def _reading(where: str, key: str) -> Iterator[None]:
         ) from None
 
 
-def _peek(train: Source, where: str) -> tuple[np.ndarray, np.ndarray | None]:
+def _peek(train: Source, where: str) -> tuple[Tree, Tree | None]:
     with _reading(where, "train"):
         first = train.peek()
     if first is None:
@@ -150,16 +183,22 @@ def _peek(train: Source, where: str) -> tuple[np.ndarray, np.ndarray | None]:
     return first
 
 
-def _read(value: object, where: str, key: str) -> tuple[np.ndarray, np.ndarray | None]:
+def _read(value: object, where: str, key: str) -> tuple[Tree, Tree | None]:
     if isinstance(value, Mapping) and "x" in value:
         x, y = value["x"], value.get("y")
-        return np.asarray(x), (None if y is None else np.asarray(y))
+        return map_tree(np.asarray, x), (None if y is None else map_tree(np.asarray, y))
     with _reading(where, key):
         return batch_arrays(source_of(value, where, f"pl.Data({key}=...)"), where, key)
 
 
-def _target(x: np.ndarray, y: np.ndarray | None) -> np.ndarray:
+def _plain(tree: Tree) -> np.ndarray:
+    assert isinstance(tree, np.ndarray)  # a structure took the other branch
+    return tree
+
+
+def _target(x: Tree, y: Tree | None) -> np.ndarray:
     """No ``y``: the inputs are the target (reconstruction), as for arrays."""
+    assert isinstance(x, np.ndarray) and (y is None or isinstance(y, np.ndarray))
     return np.asarray(x, dtype=np.float32).reshape(len(x), -1) if y is None else y
 
 
@@ -183,3 +222,117 @@ def _array(value: object, where: str, key: str) -> np.ndarray:
     if value.ndim == 0:
         raise DataError(f"{where}: '{key}' is a scalar; need a batch axis (one row per sample)")
     return value
+
+
+def _structured_mapping(
+    name: str, value: Mapping[str, object], *, where: str, seed: int, val_fraction: float
+) -> Dataset:
+    """``{"x": {...}, "y": {...}}`` (a seeded split of rows) or the four split keys, with
+    dicts or tuples of arrays for several inputs or outputs."""
+    keys = sorted(value)
+    if all(k in value for k in _SPLIT) and set(keys) <= set(_SPLIT):
+        split = [value[k] for k in _SPLIT]
+        return structured(name, *split, where=where)
+    if "x" not in value or set(keys) - {"x", "y"}:
+        raise DataError(
+            f"{where}: returned keys {keys} with several inputs or outputs; allowed: 'x' "
+            f"with an optional 'y', or {list(_SPLIT)} (no test split)"
+        )
+    x, y = value["x"], value.get("y")
+    x, y = _arrays_of(x, where, "x"), None if y is None else _arrays_of(y, where, "y")
+    n = rows(x)
+    if y is not None:
+        _same_rows(x, y, where)
+    train, val = split_indices(None, n, seed=seed, val_fraction=val_fraction, where=where)
+
+    def take(tree: object, idx: np.ndarray) -> Tree:
+        return map_tree(lambda a: np.asarray(a)[idx], tree)
+
+    y_tr = None if y is None else take(y, train)
+    y_va = None if y is None else take(y, val)
+    return structured(name, take(x, train), y_tr, take(x, val), y_va, where=where)
+
+
+def _arrays_of(tree: object, where: str, key: str) -> Tree:
+    """Every leaf a numpy array with a batch axis, one row count: checked before a split
+    takes rows from them."""
+    names = tree_names(tree, key)
+    for name, a in zip(names, leaves(tree), strict=True):
+        if not isinstance(a, np.ndarray) or a.ndim == 0:
+            raise DataError(
+                f"{where}: {key}['{name}'] is a {type(a).__name__}; allowed: a numpy array "
+                "with one row per sample"
+            )
+    counts = {n: len(a) for n, a in zip(names, leaves(tree), strict=True)}
+    if len(set(counts.values())) > 1:
+        raise DataError(
+            f"{where}: {key}'s arrays have different row counts {counts}; one row per "
+            "sample in each"
+        )
+    return map_tree(lambda a: a, tree)
+
+
+def structured(
+    name: str, x_tr: object, y_tr: object, x_va: object, y_va: object, *, where: str
+) -> Dataset:
+    """A Dataset of several inputs or outputs: every leaf checked by the single-array
+    contract, validation leaves named and shaped as training's. Its plain arrays hold the
+    first input and the first output (float32), for shapes only: programs that train
+    protolab's own layers refuse it."""
+
+    def as_x(a: np.ndarray, key: str) -> np.ndarray:
+        return _as_x(a, where, key)
+
+    def as_target(a: np.ndarray, key: str) -> np.ndarray:
+        return _as_target(a, where, key)
+
+    xt = check_tree(x_tr, where, "x", as_x)
+    xv = check_tree(x_va, where, "x_val", as_x)
+    _same_leaves(xt, xv, where, "x")
+    yt = yv = None
+    if (y_tr is None) != (y_va is None):
+        raise DataError(f"{where}: y is given for training or validation only; both or neither")
+    if y_tr is not None:
+        yt = check_tree(y_tr, where, "y", as_target)
+        yv = check_tree(y_va, where, "y_val", as_target)
+        _same_leaves(yt, yv, where, "y")
+        _same_rows(xt, yt, where)
+    first_x, first_xv = leaves(xt)[0], leaves(xv)[0]
+    head = leaves(yt)[0] if yt is not None else first_x
+    head_v = leaves(yv)[0] if yv is not None else first_xv
+    return Dataset(
+        name, first_x, _flat(head), first_xv, _flat(head_v), "regression",
+        structure=Structure(xt, yt, xv, yv),
+    )  # fmt: skip
+
+
+def _as_target(a: np.ndarray, where: str, key: str) -> np.ndarray:
+    """One head's target: int64 class indices >= 0, or float32 values."""
+    task = _infer_task(a, where, key)
+    out = _as_y(a, task, where, key)
+    if task == "classification" and len(out) and int(out.min()) < 0:
+        raise DataError(f"{where}: {key} has negative label {int(out.min())}; allowed: labels >= 0")
+    return out
+
+
+def _flat(a: np.ndarray) -> np.ndarray:
+    return np.asarray(a, dtype=np.float32).reshape(len(a), -1)
+
+
+def _same_leaves(train: Tree, val: Tree, where: str, key: str) -> None:
+    names_t, names_v = tree_names(train, key), tree_names(val, key)
+    shapes_t = [a.shape[1:] for a in leaves(train)]
+    shapes_v = [a.shape[1:] for a in leaves(val)]
+    if names_t != names_v or shapes_t != shapes_v:
+        raise DataError(
+            f"{where}: validation {key} is {dict(zip(names_v, shapes_v, strict=True))} but "
+            f"training {key} is {dict(zip(names_t, shapes_t, strict=True))}; the same names "
+            "and per-sample shapes in both"
+        )
+
+
+def _same_rows(x: Tree, y: Tree, where: str) -> None:
+    if rows(x) != rows(y):
+        raise DataError(
+            f"{where}: x has {rows(x)} rows but y has {rows(y)}; one row per sample in both"
+        )

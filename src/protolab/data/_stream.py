@@ -35,11 +35,12 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from protolab.data._structure import Tree, concat, leaves, map_tree, rows
 from protolab.errors import DataError
 
 __all__ = ["Data", "Source", "Stream", "batch_arrays", "source_of"]
 
-Batch = tuple[np.ndarray, np.ndarray | None]
+Batch = tuple[Tree, Tree | None]  # (x, y); each an array, or a dict/tuple of arrays
 
 
 @dataclass(frozen=True, eq=False)
@@ -119,7 +120,7 @@ def _index_batches(src: Source, epoch: int) -> Iterator[object]:
             arrays = src.obj
             assert isinstance(arrays, Mapping)
             y = arrays.get("y")
-            yield (arrays["x"][idx], None if y is None else y[idx])
+            yield (_take(arrays["x"], idx), None if y is None else _take(y, idx))
         else:
             samples = [src.obj[int(i)] for i in idx]  # type: ignore[index]
             yield _collate(samples)
@@ -133,35 +134,31 @@ def _collate(samples: list[object]) -> object:
     return np.stack([np.asarray(s) for s in samples])
 
 
+def _take(tree: object, idx: np.ndarray) -> Tree:
+    return map_tree(lambda a: np.asarray(a[idx]), tree)
+
+
 def _n_samples(src: Source) -> int:
     if src.kind == "arrays":
         assert isinstance(src.obj, Mapping)
-        return len(src.obj["x"])
+        return rows(src.obj["x"])
     return len(src.obj)  # type: ignore[arg-type]
 
 
 def split_batch(raw: object, kind: str) -> Batch:
-    """``(x, y)``, ``(x,)`` or ``x`` as numpy; several inputs or outputs are refused."""
+    """``(x, y)``, ``(x,)`` or ``x`` as numpy; ``x`` and ``y`` may each be a dict or a
+    tuple of arrays (several inputs or outputs). A dict batch is ``x`` alone, by input
+    name (as Keras reads one)."""
     if isinstance(raw, Mapping):
-        raise DataError(
-            f"a {kind} batch is a dict (keys {sorted(raw)[:6]}); several named inputs or "
-            "outputs are not taken yet: yield (x, y) or x"
-        )
+        return map_tree(np.asarray, raw), None
     parts = tuple(raw) if isinstance(raw, tuple | list) else (raw,)
     if not 1 <= len(parts) <= 2:
         raise DataError(
             f"a {kind} batch has {len(parts)} parts; allowed: (x, y) or x alone (sample "
             "weights as a third part are not taken)"
         )
-    arrays = []
-    for name, part in zip(("x", "y"), parts, strict=False):
-        if isinstance(part, tuple | list | Mapping):
-            raise DataError(
-                f"a {kind} batch's {name} is a {type(part).__name__}: several inputs or "
-                "outputs are not taken yet; yield one array each"
-            )
-        arrays.append(np.asarray(part))
-    return arrays[0], (arrays[1] if len(arrays) == 2 else None)
+    x = map_tree(np.asarray, parts[0])
+    return x, (map_tree(np.asarray, parts[1]) if len(parts) == 2 else None)
 
 
 def source_of(obj: object, where: str, key: str) -> Source:
@@ -203,19 +200,22 @@ def _check_arrays(obj: object, where: str, key: str) -> None:
     if "x" not in obj or unknown:
         raise DataError(f"{where}: {key} has keys {sorted(obj)}; allowed: 'x' and an optional 'y'")
     for k, v in obj.items():
-        if not isinstance(v, np.ndarray) or v.ndim == 0:
-            raise DataError(f"{where}: {key}['{k}'] must be a numpy array with a batch axis")
-    if "y" in obj and len(obj["y"]) != len(obj["x"]):
+        if not all(isinstance(a, np.ndarray) and a.ndim > 0 for a in leaves(v)):
+            raise DataError(
+                f"{where}: {key}['{k}'] must be a numpy array with a batch axis (or a dict "
+                "or tuple of them)"
+            )
+    if "y" in obj and rows(obj["y"]) != rows(obj["x"]):
         raise DataError(
-            f"{where}: {key} has {len(obj['x'])} x rows but {len(obj['y'])} y rows; "
+            f"{where}: {key} has {rows(obj['x'])} x rows but {rows(obj['y'])} y rows; "
             "they must have the same length"
         )
 
 
 def batch_arrays(src: Source, where: str, key: str) -> Batch:
     """Every batch of a (validation or test) source, concatenated: it is read once."""
-    xs: list[np.ndarray] = []
-    ys: list[np.ndarray] = []
+    xs: list[Tree] = []
+    ys: list[Tree] = []
     for x, y in src.batches():
         xs.append(x)
         if y is not None:
@@ -224,7 +224,7 @@ def batch_arrays(src: Source, where: str, key: str) -> Batch:
         raise DataError(f"{where}: {key} gave no batch; it must hold at least one sample")
     if ys and len(ys) != len(xs):
         raise DataError(f"{where}: {key} gives y in some batches but not in others")
-    return np.concatenate(xs), (np.concatenate(ys) if ys else None)
+    return concat(xs), (concat(ys) if ys else None)
 
 
 @dataclass(frozen=True, eq=False)

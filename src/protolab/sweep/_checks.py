@@ -78,7 +78,7 @@ def check_own_training(ctx: SweepContext) -> None:
         if framework not in sys.modules:
             continue  # the script never imported it: its builder cannot have run
         try:
-            model = build_custom(node, framework, shape)
+            model = build_custom(node, framework, shape, ctx.dataset.structure is not None)
         except Exception:  # the trial reports a builder that fails
             continue
         if not trains_itself(framework, model):
@@ -92,12 +92,14 @@ def check_own_training(ctx: SweepContext) -> None:
 
 
 def check_stream(ctx: SweepContext) -> None:
-    """A streamed training source (``pl.Data(train=...)``) trains only models that train
-    themselves (their framework's loop reads it); a config that pairs it with a mode whose
-    model protolab trains (whole-epoch programs over arrays on the device) is exit 2."""
-    stream = getattr(ctx.dataset, "stream", None)
-    if stream is None:
+    """A streamed training source (``pl.Data(train=...)``) or data with several inputs or
+    outputs trains only models that train themselves (their framework's loop reads it); a
+    config that pairs it with a mode whose model protolab trains (whole-epoch programs over
+    one x array and one y array on the device) is exit 2."""
+    stream, structure = ctx.dataset.stream, ctx.dataset.structure
+    if stream is None and structure is None:
         return
+    what = f"pl.Data(train=<{stream.kind}>)" if stream else "several inputs or outputs"
     takes = _self_training_frameworks(ctx)
     if takes is None:
         return  # the script's own error: the dry run reports it
@@ -107,10 +109,9 @@ def check_stream(ctx: SweepContext) -> None:
         taken = [m for m in backend_names() if backend_info(m).builds in takes] or ["none"]
         raise ConfigError(
             f"{ctx.config_path}: backends: {', '.join(refused)} cannot train on the script's "
-            f"pl.Data(train=<{stream.kind}>): a streamed source feeds a model that trains "
-            "itself (a LightningModule, a compiled keras.Model), and protolab's own programs "
-            f"keep arrays on the device; modes that take it here: {', '.join(taken)} "
-            "(or return arrays from @pl.data)"
+            f"{what}: such data feeds a model that trains itself (a LightningModule, a "
+            "compiled keras.Model), and protolab's own programs keep one x array and one y "
+            f"array on the device; modes that take it here: {', '.join(taken)}"
         )
 
 
@@ -128,7 +129,8 @@ def _self_training_frameworks(ctx: SweepContext) -> set[str] | None:
         if framework not in sys.modules:
             continue
         try:
-            model = build_custom(natives[0], framework, ctx.dataset.input_shape)
+            several = ctx.dataset.structure is not None
+            model = build_custom(natives[0], framework, ctx.dataset.input_shape, several)
         except Exception:
             return None
         if trains_itself(framework, model):

@@ -282,7 +282,8 @@ def prepare(cfg: Config, config_path: Path, script_path: Path) -> SweepContext:
     arch = _dry_build(exp, cfg, script_path, dry, dry_train)
     if arch is not None:
         _check_buildable(cfg, config_path, script_path, arch)
-        arch.check_builders(dataset.input_shape, dataset.input_dtype)
+        several = dataset.structure is not None  # several inputs or outputs
+        arch.check_builders(dataset.input_shape, dataset.input_dtype, several)
     metric, direction = exp.resolve_metric(dataset.metric)
     if cfg.study.objectives:
         objectives = tuple(

@@ -48,7 +48,6 @@ from torch.utils.data import (
     DataLoader,
     RandomSampler,
     SequentialSampler,
-    TensorDataset,
 )
 
 from protolab._frameworks import TORCH
@@ -70,6 +69,7 @@ from protolab.backends.torch.core import PRECISION, gemm, torch_loss
 from protolab.backends.torch.export import TorchModel
 from protolab.backends.torch.nn import count_params
 from protolab.config import METRICS
+from protolab.data import Tree, map_tree, rows
 from protolab.errors import ArchError, NonFiniteLossError
 
 __all__ = ["LightningProgram"]
@@ -168,10 +168,16 @@ class LightningProgram(OwnLoop):
         elif not self.own_data:
             full, tail = epoch_plan(len(ds.x_train), self.batch, tr.drop_last, tr.max_steps)
             self.steps = full + (1 if tail else 0)
-            self.train_loader = _arrays(ds.x_train, ds.y_train, self.dev, self.batch, tr)
+            x, y = (st.x_train, st.y_train) if (st := ds.structure) else (ds.x_train, ds.y_train)
+            self.train_loader = _arrays(x, y, self.dev, self.batch, tr)
         if self.validates and not is_overridden("val_dataloader", module):
-            y_val = None if ds.stream is not None and not ds.stream.has_y else ds.y_val
-            self.val_loader = _arrays(ds.x_val, y_val, self.dev, self.batch, None)
+            y_val: Tree | None = ds.y_val
+            if ds.stream is not None and not ds.stream.has_y:
+                y_val = None
+            x_val: Tree = ds.x_val
+            if ds.structure is not None:  # several inputs or outputs: as they are
+                x_val, y_val = ds.structure.x_val, ds.structure.y_val
+            self.val_loader = _arrays(x_val, y_val, self.dev, self.batch, None)
 
     def fit_all(self, epochs: int, close: EpochClose) -> None:
         """``Trainer.fit``; an exception from ``close`` (pruning) propagates out of it."""
@@ -246,9 +252,9 @@ class LightningProgram(OwnLoop):
     def _forward_scores(self) -> dict[str, float]:
         """val/loss and val/acc (val/rmse) from the module's forward over the validation
         split, when it has one that gives the targets' shape; tried once, remembered."""
-        if self.forward_scores is False or not self.has_forward:
-            return {}
         ds = self.job.dataset
+        if self.forward_scores is False or not self.has_forward or ds.structure is not None:
+            return {}  # several heads: each is the module's to log
         try:
             out = _outputs(self.module, ds.x_val, self.dev)
         except Exception:  # a forward that takes something else: no score, no failure
@@ -539,17 +545,21 @@ def _callbacks(node: Native) -> list[lp.Callback]:
 
 
 def _arrays(
-    x: np.ndarray,
-    y: np.ndarray | None,
+    x: Tree,
+    y: Tree | None,
     dev: torch.device,
     batch: int,
     train: TrainSettings | None,
 ) -> DataLoader[Any]:
-    """A DataLoader of ``(x, y)`` batches of the arrays (``x`` alone without ``y``), held
-    on ``dev``: one gather per batch (no per-sample collate). ``train`` given: shuffled
-    with its seed, ``drop_last`` as configured; else in order, every sample."""
-    xt = torch.as_tensor(x, device=dev)
-    data: Any = _XOnly(xt) if y is None else TensorDataset(xt, torch.as_tensor(y, device=dev))
+    """A DataLoader of ``(x, y)`` batches of the arrays (``x`` alone without ``y``; each a
+    dict or tuple for several inputs or outputs), held on ``dev``: one gather per batch (no
+    per-sample collate). ``train`` given: shuffled with its seed, ``drop_last`` as
+    configured; else in order, every sample."""
+
+    def on_dev(a: np.ndarray) -> Any:
+        return torch.as_tensor(a, device=dev)
+
+    data = _Rows(map_tree(on_dev, x), None if y is None else map_tree(on_dev, y))
     if train is None:
         order: Any = SequentialSampler(data)
         drop_last = False
@@ -559,17 +569,22 @@ def _arrays(
     return DataLoader(data, sampler=BatchSampler(order, batch, drop_last), batch_size=None)
 
 
-class _XOnly(torch.utils.data.Dataset[torch.Tensor]):
-    """Inputs alone, a batch of them per index list (a source without y)."""
+class _Rows(torch.utils.data.Dataset[Any]):
+    """Rows of ``x`` and ``y`` (tensors, or dicts/tuples of them), a batch per index list;
+    ``x`` alone without ``y`` (the module's loss reads the inputs)."""
 
-    def __init__(self, x: torch.Tensor) -> None:
-        self.x = x
+    def __init__(self, x: Any, y: Any) -> None:
+        self.x, self.y = x, y
 
     def __len__(self) -> int:
-        return len(self.x)
+        return rows(self.x)
 
-    def __getitem__(self, index: Any) -> torch.Tensor:
-        return self.x[index]
+    def __getitem__(self, index: Any) -> Any:
+        def take(t: Any) -> Any:
+            return t[index]
+
+        xb = map_tree(take, self.x)
+        return xb if self.y is None else (xb, map_tree(take, self.y))
 
 
 def _loss_of(outputs: object) -> torch.Tensor | None:

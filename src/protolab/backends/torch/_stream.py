@@ -17,7 +17,7 @@ import torch
 from torch.utils.data import DataLoader, IterableDataset
 
 from protolab.backends._base import TrainSettings
-from protolab.data import Source, Stream
+from protolab.data import Source, Stream, map_tree
 
 __all__ = ["torch_loader"]
 
@@ -49,8 +49,12 @@ class _Batches(IterableDataset[Any]):
 
     def __iter__(self) -> Iterator[Any]:
         for x, y in self.source.batches():
-            xt = torch.from_numpy(_writable(x))
-            yield xt if y is None else (xt, torch.from_numpy(_writable(y)))
+            xt = map_tree(_tensor, x)
+            yield xt if y is None else (xt, map_tree(_tensor, y))
+
+
+def _tensor(a: np.ndarray) -> torch.Tensor:
+    return torch.from_numpy(_writable(a))
 
 
 def _writable(a: np.ndarray) -> np.ndarray:
