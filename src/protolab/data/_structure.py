@@ -41,8 +41,15 @@ T = TypeVar("T")
 
 
 def is_tree(value: object) -> bool:
-    """A dict or a tuple/list of several arrays (not one array)."""
-    return isinstance(value, Mapping | tuple | list)
+    """A dict, or a tuple/list of arrays (several inputs or outputs; a list of numbers is
+    one array written as a list, and is refused as such)."""
+    if isinstance(value, Mapping):
+        return True
+    return (
+        isinstance(value, tuple | list)
+        and all(getattr(v, "ndim", 0) > 0 or isinstance(v, Mapping) for v in value)
+        and bool(value)
+    )
 
 
 def leaves(tree: object) -> list[np.ndarray]:
