@@ -689,8 +689,77 @@ TRAINING = [
     ),
 ]
 
+
+def _data_script(returns: str) -> str:
+    """A script whose @pl.data returns ``returns`` (numpy in scope as np, rng seeded)."""
+    return (
+        "import numpy as np\nimport protolab as pl\nfrom protolab import layers as L\n\n"
+        "rng = np.random.default_rng(0)\nX = rng.normal(size=(60, 4)).astype(np.float32)\n"
+        "Y = rng.integers(0, 3, 60)\n\n\n@pl.data\ndef made():\n"
+        f"    return {returns}\n\n\n@pl.experiment()\ndef model(space):\n"
+        "    return pl.Arch(L.Dense(3))\n"
+    )
+
+
+_VAL = 'val={"x": X[40:], "y": Y[40:]}'
+_GEN = "lambda: ((X[i:i + 8], Y[i:i + 8]) for i in range(0, 40, 8))"
+# --- streamed sources (pl.Data) and several inputs/outputs: refused before any store ---
+SOURCES = [
+    Bad("data-bare-callable", [],
+        ["@data function 'made'", "or pl.Data(train=..., val=...)", "returned function"],
+        script=_data_script("lambda: None")),
+    Bad("data-generator-object", [], ["builtins.generator", "a function returning batches"],
+        script=_data_script(f"pl.Data(train=(b for b in [(X, Y)]), {_VAL})")),
+    Bad("data-unknown-kind", [], ["train=...) is a builtins.int", "a tf.data.Dataset"],
+        script=_data_script(f"pl.Data(train=42, {_VAL})")),
+    Bad("data-empty-source", [], ["pl.Data(train=...) gave no batch"],
+        script=_data_script(f"pl.Data(train=lambda: iter([]), {_VAL})")),
+    Bad("data-three-parts", [], ["batch has 3 parts", "(x, y) or x alone"],
+        script=_data_script(f"pl.Data(train=lambda: iter([(X, Y, Y)]), {_VAL})")),
+    Bad("data-y-in-val-only", [], ["training batches have no y", "both or neither"],
+        script=_data_script(f"pl.Data(train=lambda: iter([X]), {_VAL})")),
+    Bad("data-labels-offset", [], ["class labels must be 0..K-1", "[1, 2, 3]"],
+        script=_data_script("pl.Data(train=lambda: iter([(X, Y + 1)]), val={'x': X, 'y': Y + 1})")),
+    Bad("data-steps-zero", [], ["steps_per_epoch=0", "an integer >= 1 or None"],
+        script=_data_script(f"pl.Data(train={_GEN}, {_VAL}, steps_per_epoch=0)")),
+    Bad("data-source-raises", [], ["reading pl.Data(train=...) raised ZeroDivisionError"],
+        script=_data_script(f"pl.Data(train=lambda: (1 / 0 for _ in 'ab'), {_VAL})")),
+    Bad("data-arrays-bad-key", [], ["has keys ['inputs', 'y']", "allowed: 'x' and an optional"],
+        script=_data_script(f"pl.Data(train={{'inputs': X, 'y': Y}}, {_VAL})")),
+    Bad("data-stream-own-layers", [],
+        ["backends: lightning cannot train on the script's pl.Data(train=<generator>)",
+         "modes that take it here: none"],
+        script=_data_script(f"pl.Data(train={_GEN}, {_VAL})")),
+    Bad("data-several-own-layers", [],
+        ["backends: lightning cannot train on the script's several inputs or outputs"],
+        script=_data_script('{"x": {"a": X, "b": X[:, :2]}, "y": Y}')),
+    Bad("data-several-rows", [], ["x's arrays have different row counts", "'a': 60, 'b': 10"],
+        script=_data_script('{"x": {"a": X, "b": X[:10]}, "y": Y}')),
+    Bad("data-several-negative", [], ["y['d'] has negative label -1", "labels >= 0"],
+        script=_data_script('{"x": {"a": X}, "y": {"d": Y - 1, "p": X[:, :1]}}')),
+    Bad("data-several-test", [], ["with several inputs or outputs", "(no test split)"],
+        script=_data_script('{"x": {"a": X}, "y": Y, "x_test": X}')),
+    Bad("data-several-val-names", [], ["validation x is {'a': (4,)}", "the same names"],
+        script=_data_script(
+            '{"x_train": {"a": X[:40], "b": X[:40]}, "y_train": Y[:40], '
+            '"x_val": {"a": X[40:]}, "y_val": Y[40:]}'
+        )),
+]  # fmt: skip
+
+
 CASES = (
-    VALUES + METRICS + HARDWARE + YAML + NAMES + SCRIPTS + ARCHS + DATA + STORES + FLAGS + TRAINING
+    VALUES
+    + METRICS
+    + HARDWARE
+    + YAML
+    + NAMES
+    + SCRIPTS
+    + ARCHS
+    + DATA
+    + STORES
+    + FLAGS
+    + TRAINING
+    + SOURCES
 )
 
 

@@ -70,7 +70,8 @@ def dataset_from_mapping(
     if not isinstance(value, Mapping) or not all(isinstance(k, str) for k in value):
         raise DataError(
             f"{where} must return a dict of numpy arrays ({{'x': ..., 'y': ...}} or "
-            f"{{{', '.join(repr(k) for k in _SPLIT)}}}), but returned "
+            f"{{{', '.join(repr(k) for k in _SPLIT)}}}) or pl.Data(train=..., val=...), but "
+            "returned "
             f"{type(value).__name__}: {value!r:.80}"
         )
     keys = sorted(value)
