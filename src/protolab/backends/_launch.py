@@ -123,11 +123,21 @@ def spawn(module: str, target: str, env: Mapping[str, str]) -> Channel:
     to_child_r, to_child_w = os.pipe()
     to_parent_r, to_parent_w = os.pipe()
     args = [sys.executable, "-m", module, target, str(to_child_r), str(to_parent_w)]
-    proc = subprocess.Popen(args, env={**os.environ, **env}, pass_fds=(to_child_r, to_parent_w))
+    full = {**os.environ, **env, "PYTHONPATH": _import_path()}
+    proc = subprocess.Popen(args, env=full, pass_fds=(to_child_r, to_parent_w))
     os.close(to_child_r)
     os.close(to_parent_w)
     send = Connection(to_child_w, readable=False)
     return Channel(proc, send, Connection(to_parent_r, writable=False))
+
+
+def _import_path() -> str:
+    """This process's import path for the worker: a job pickled by reference (a class of
+    an importable module) must resolve there as here, wherever the worker is started from
+    (a long-lived worker outlives the folder a sweep ran in)."""
+    here = [os.path.abspath(p or os.getcwd()) for p in sys.path]
+    given = [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    return os.pathsep.join(dict.fromkeys([*here, *given]))
 
 
 def worker_entry(argv: list[str]) -> tuple[Backend, Connection, Connection]:
