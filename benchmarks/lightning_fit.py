@@ -88,7 +88,7 @@ def _one(name: str, epochs: int, seed: int) -> dict[str, Any]:
     if name == "lightning":
         out.update(_protolab(port, ds, rec, epochs, seed))
     else:
-        _plain(port, ds, rec, epochs, seed, gather=name == "plain-gather")
+        out["val_loss"] = _plain(port, ds, rec, epochs, seed, gather=name == "plain-gather")
     per_step = [(t - s) / n for s, t, n in zip(rec.starts, rec.trained, rec.steps, strict=False)]
     out["fit_step_ms"] = 1000 * statistics.median(per_step[1:] or per_step)
     cpu = [c / n for c, n in zip(rec.cpu, rec.steps, strict=False)]
@@ -96,7 +96,7 @@ def _one(name: str, epochs: int, seed: int) -> dict[str, Any]:
     return out
 
 
-def _plain(port: Any, ds: Any, rec: Any, epochs: int, seed: int, gather: bool) -> None:
+def _plain(port: Any, ds: Any, rec: Any, epochs: int, seed: int, gather: bool) -> float:
     import lightning as L
     import torch
     from torch.utils.data import DataLoader, TensorDataset
@@ -129,6 +129,7 @@ def _plain(port: Any, ds: Any, rec: Any, epochs: int, seed: int, gather: bool) -
         callbacks=[rec],
     )
     trainer.fit(module, train_loader, val_loader)
+    return float(trainer.callback_metrics["val_loss"])
 
 
 def _protolab(port: Any, ds: Any, rec: Any, epochs: int, seed: int) -> dict[str, Any]:
@@ -139,25 +140,27 @@ def _protolab(port: Any, ds: Any, rec: Any, epochs: int, seed: int) -> dict[str,
     settings = TrainSettings(epochs=epochs, batch_size=BATCH, optimizer="adam", lr=1e-3, seed=seed)
     result = get_backend("lightning").run(Job(arch, ds, settings, Hardware("cpu", threads=1)))
     m = result.metrics
-    return {"time/step_ms": m["time/step_ms"], "val/loss": m["val/loss"]}
+    return {"time/step_ms": m["time/step_ms"], "val_loss": m["val_loss"]}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=3, help="one seed per round: 0, 1, ...")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--one", choices=CONTENDERS, help="run one contender here (internal)")
     args = parser.parse_args()
     if args.one:
         print(json.dumps(_one(args.one, args.epochs, args.seed)))
         return
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "PASSIVE"}
+    # the user's default environment (no protolab settings), one thread for every contender
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    env["OMP_NUM_THREADS"] = "1"
     runs: dict[str, list[dict[str, Any]]] = {c: [] for c in CONTENDERS}
-    for _ in range(args.rounds):
+    for rnd in range(args.rounds):
         for name in CONTENDERS:
             cmd = [sys.executable, __file__, "--one", name, "--epochs", str(args.epochs)]
-            cmd += ["--seed", str(args.seed)]
+            cmd += ["--seed", str(args.seed + rnd)]
             proc = subprocess.run(cmd, capture_output=True, text=True, env=env, check=True)
             runs[name].append(json.loads(proc.stdout.strip().splitlines()[-1]))
     med = {c: statistics.median(r["fit_step_ms"] for r in runs[c]) for c in CONTENDERS}
@@ -167,6 +170,11 @@ def main() -> None:
     for c in CONTENDERS:
         each = ", ".join(f"{r['fit_step_ms']:.3f}" for r in runs[c])
         print(f"| {c} | {med[c]:.3f} | {cpu[c]:.3f} | {each} |")
+    for c in CONTENDERS:
+        losses = [r["val_loss"] for r in runs[c]]
+        spread = statistics.stdev(losses) if len(losses) > 1 else 0.0
+        each = " / ".join(f"{v:.5f}" for v in losses)
+        print(f"{c}: final val_loss {statistics.mean(losses):.5f} ± {spread:.5f} ({each})")
     own = statistics.median(r["time/step_ms"] for r in runs["lightning"])
     print(f"\nprotolab's own time/step_ms (median): {own:.3f}")
     for base in ("plain", "plain-gather"):  # paired by round: the same moment's load

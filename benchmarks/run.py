@@ -11,6 +11,7 @@ Sections (all in this one run; see benchmarks/README.md for what each row means)
   hyperband unpruned vs Hyperband sweep: epochs trained and best val/acc
   recycling memory of a long static sweep: one worker kept vs recycled (--workers)
   watch     protolab watch: save -> first loss warm vs a cold run, XLA config edit, memory
+  cache     persistent compile cache: cold vs warm compile and first step, fresh processes
 
 Prints the machine, versions and one table per section with the issue-7 targets (✓/✗),
 and writes every row as JSON (compare two runs with ``benchmarks/compare.py A B``).
@@ -38,6 +39,7 @@ os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import _cache
 import _recycling
 import _scaling
 import _startup
@@ -58,7 +60,8 @@ from rich.console import Console
 from rich.table import Table
 
 SECTIONS = (
-    "startup", "steps", "sweep", "logging", "scaling", "hyperband", "recycling", "watch"
+    "startup", "steps", "sweep", "logging", "scaling", "hyperband", "recycling", "watch",
+    "cache",
 )  # fmt: skip
 BASELINE = "torch:prebatched"
 
@@ -378,12 +381,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", type=Path, help="results JSON (default: benchmarks/results/)")
     ap.add_argument("--threads", type=int, default=2, help="intra-op threads, torch and TF")
     ap.add_argument("--rounds", type=int, help="interleaved rounds per model (default 3; quick 2)")
-    ap.add_argument("--only", default=",".join(SECTIONS), help="comma list of sections")
+    ap.add_argument("--only", help="comma list of sections (default: all; --smoke: all but cache)")
     ap.add_argument("--models", help="comma list of step-time models (default: all)")
     ap.add_argument("--no-compile", action="store_true", help="skip torch.compile")
     args = ap.parse_args(argv)
     args.quick = args.quick or args.smoke
-    only = [s.strip() for s in args.only.split(",") if s.strip()]
+    # --smoke (the harness test) leaves out the cache section's fresh cold compiles (~2 min)
+    only_text = args.only or ",".join(s for s in SECTIONS if not (args.smoke and s == "cache"))
+    only = [s.strip() for s in only_text.split(",") if s.strip()]
     unknown = sorted(set(only) - set(SECTIONS))
     if unknown:
         ap.error(f"--only: unknown section(s) {unknown}; allowed: {', '.join(SECTIONS)}")
@@ -434,6 +439,8 @@ def main(argv: list[str] | None = None) -> int:
          lambda: _recycling.measure_recycling(quick, log=log, smoke=smoke)),
         ("watch", "protolab watch: warm reruns vs a cold protolab run, memory over edits",
          lambda: _watch.measure_watch(quick, log=log, smoke=smoke)),
+        ("cache", "persistent compile cache: cold vs warm compile, fresh processes",
+         lambda: _cache.measure_cache(quick, log=log, smoke=smoke)),
     ]  # fmt: skip
     for section, what, measure in plan:
         if section not in only:
@@ -487,6 +494,7 @@ def main(argv: list[str] | None = None) -> int:
     print_other(rows, "hyperband", "Hyperband vs no pruning")
     print_other(rows, "recycling", "Memory of a long static sweep (sweep --workers)")
     print_other(rows, "watch", "protolab watch (issue 15): warm vs cold, memory")
+    print_other(rows, "cache", "Persistent compile cache (issue 23): cold vs warm, fresh processes")
     print_targets(rows)
     return 0
 

@@ -144,6 +144,29 @@ def test_keras_step_loop_fallback_is_tagged(monkeypatch: pytest.MonkeyPatch) -> 
         assert result.metrics["val/acc"] > 0.7
 
 
+@pytest.mark.slow
+def test_xla_modes_train_a_convnet_step_by_step_on_a_cpu() -> None:
+    """XLA's CPU backend runs a convolution inside a whole-epoch loop ~4x slower than in
+    a program of its own (backends/_loops.py): a conv Arch gets per-step programs on the
+    XLA modes, an MLP keeps its whole epoch, a TF graph keeps its whole epoch either way."""
+    from protolab import Arch
+    from protolab import layers as L
+
+    ds = load_dataset("digits")
+    conv = Arch(L.Conv2D(4, 3, padding="same"), L.GlobalAvgPool(), L.Dense(10))
+    mlp = Arch(L.Flatten(), L.Dense(10))
+    settings = TrainSettings(epochs=1, batch_size=128, optimizer="adam", lr=1e-3)
+    expect = {
+        ("keras", conv): ("step-xla", "convolution on CPU: per-step"),
+        ("keras", mlp): ("epoch-xla", "whole-epoch"),
+        ("tf-graph", conv): ("epoch-graph", "whole-epoch"),
+        ("jax", conv): ("step-jax", "convolution on CPU: per-step"),
+    }
+    for (name, arch), (loop, rule) in expect.items():
+        tags = get_backend(name).run(Job(arch, ds, settings, CPU)).tags
+        assert (tags["loop"], tags["loop_rule"]) == (loop, rule), name
+
+
 def test_pruning_hook_stops_a_job_in_its_worker_process() -> None:
     """The JAX mode runs in its own process: a hook that raises there still stops it."""
     from protolab import Arch

@@ -747,6 +747,25 @@ SOURCES = [
 ]  # fmt: skip
 
 
+# --- hidden bad inputs (issue 25, item 7): once a traceback, a silent collapse or exit 1 ---
+_STEP = TINY_MLP.replace('space.int("width", 8, 32, log=True)', 'space.int("width", 8, 12, step=8)')
+HIDDEN = [
+    Bad("storage-parent-uncreatable", ["study.storage=/proc/protolab-nope/optuna.journal"],
+        ["study.storage", "/proc/protolab-nope/optuna.journal cannot be created", "/proc"]),
+    Bad("tracking-parent-uncreatable", ["tracking.uri=sqlite:////proc/protolab-nope/mlflow.db"],
+        ["tracking.uri", "/proc/protolab-nope/mlflow.db cannot be created"]),
+    Bad("range-step-over-range", ["train.lr={low: 0.001, high: 0.01, step: 0.1}"],
+        ["train.lr", "`step <= high - low` must hold", "step=0.1", "high=0.01"]),
+    Bad("space-step-over-range", [],
+        ["space.int('width')", "`step <= high - low` must hold", "step=8"], script=_STEP),
+    Bad("params-nan", ["--params", '{"width": NaN}'],
+        ["--params", "'width' must be a finite number in [8, 32]", "nan"], command="run"),
+    Bad("params-inf", ["--params", '{"width": -Infinity}'],
+        ["--params", "'width' must be a finite number", "-inf"], command="run"),
+    Bad("report-out-uncreatable", ["--out", "/proc/protolab-nope/report"],
+        ["--out", "/proc/protolab-nope/report cannot be created", "/proc"], command="report"),
+]  # fmt: skip
+
 CASES = (
     VALUES
     + METRICS
@@ -760,6 +779,7 @@ CASES = (
     + FLAGS
     + TRAINING
     + SOURCES
+    + HIDDEN
 )
 
 

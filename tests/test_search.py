@@ -188,15 +188,17 @@ def test_two_objectives_give_a_pareto_front_and_constraints_hold(workdir: Path) 
         )  # fmt: skip
 
 
-def test_pruning_with_two_objectives_is_rejected(workdir: Path) -> None:
+def test_rung_pruning_with_two_objectives_is_rejected(workdir: Path) -> None:
+    """median/percentile/threshold judge two objectives (tests/test_mo_pruning.py);
+    hyperband's rungs rank by one value."""
     cfg = _config(workdir)
     result = runner.invoke(
         app,
-        ["sweep", str(cfg), "study.pruner=median",
+        ["sweep", str(cfg), "study.pruner=hyperband",
          "study.objectives=[{metric: val/acc}, {metric: time/step_ms}]"],
     )  # fmt: skip
     assert result.exit_code == 2
-    assert "pruning needs a single objective" in result.stderr
+    assert "got 'hyperband' with 2 objectives" in result.stderr
 
 
 def test_from_enqueues_the_best_of_an_earlier_study(workdir: Path) -> None:

@@ -102,7 +102,10 @@ def test_parent_run_carries_config_metrics_and_description(study_dir: Path) -> N
     exp_note = exp.tags["mlflow.note.content"]
     assert exp_note.startswith("**Start here") and parent.info.run_id in exp_note
     view = json.loads(exp.tags["mlflow.sharedViewState.protolab-family"])
-    assert view["groupBy"]["groupByKeys"] == [{"mode": "param", "groupByData": "family"}]
+    assert view["groupBy"]["groupByKeys"] == [  # pruned and failed runs in groups of their own
+        {"mode": "param", "groupByData": "family"},
+        {"mode": "tag", "groupByData": "protolab.state"},
+    ]
     assert "metrics.`val/acc`" in view["selectedColumns"]
     # Charts colour runs by family.
     child = client.search_runs([exp.experiment_id], "tags.`protolab.backend` = 'keras'")[0]

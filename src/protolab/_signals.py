@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 __all__ = [
     "Interrupted",
     "deferred",
+    "in_shield",
     "interrupt",
     "interrupt_again",
     "raise_if_interrupted",
@@ -72,6 +73,12 @@ def _leave() -> None:
     """Leaving a shielded section: a hard exit that waited for it happens now."""
     if not _shield_depth and _pending_exit:
         _pending_exit[0]()
+
+
+def in_shield() -> bool:
+    """A store write is in progress (:func:`shielded`, :func:`deferred`): another raise
+    from a signal handler (a trial's deadline) must wait until it is whole."""
+    return _shield_depth > 0
 
 
 def raise_if_interrupted() -> None:

@@ -51,9 +51,59 @@ def scheme(url: str) -> str:
     return url.split("://", 1)[0].split("+", 1)[0] if "://" in url else ""
 
 
+# A URL inside any text (a message, a config dump): scheme://..., up to a space or a quote.
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.-]*://[^\s'\"<>`]+")
+# A query key whose value is a secret: the whole key or one of its _-. parts
+# (?password=, ?PWD=, ?api_key=, ?access_token=, ?aws_secret_access_key=, ?x-api-key=).
+_SECRET_PARTS = frozenset(
+    {"password", "passwd", "pwd", "pass", "token", "secret", "key", "apikey", "credential"}
+)
+_HIDDEN = "***"
+
+
+def _secret_key(key: str) -> bool:
+    from urllib.parse import unquote_plus
+
+    name = unquote_plus(key).strip().lower()
+    return name in _SECRET_PARTS or any(p in _SECRET_PARTS for p in re.split(r"[_.\-]", name))
+
+
+def _redact_query(query: str) -> str:
+    """``a=1&password=x;token=y`` -> ``a=1&password=***;token=***`` (separators kept)."""
+    parts = re.split(r"([&;])", query)
+    for i in range(0, len(parts), 2):
+        key, eq, _ = parts[i].partition("=")
+        if eq and _secret_key(key):
+            parts[i] = f"{key}={_HIDDEN}"
+    return "".join(parts)
+
+
+def _redact_url(url: str) -> str:
+    """One URL with its password hidden: in the user-info (``u:PW@``, ``:PW@``) and in
+    query keys that name a secret. The user-info ends at the LAST ``@`` before the query,
+    so a password holding an unencoded ``@`` or ``/`` is hidden whole."""
+    head, _, rest = url.partition("://")
+    fragment = ""
+    if "#" in rest:
+        rest, fragment = rest.split("#", 1)
+        fragment = "#" + _redact_query(fragment)
+    before, q, query = rest.partition("?")
+    userinfo, at, hostpath = before.rpartition("@")
+    if at and ":" in userinfo:
+        before = f"{userinfo.partition(':')[0]}:{_HIDDEN}@{hostpath}"
+    return f"{head}://{before}{q}{_redact_query(query) if q else ''}{fragment}"
+
+
 def redact(text: str) -> str:
-    """Hide passwords in URLs (``postgresql://user:secret@host``) before anything logs them."""
-    return re.sub(r"(://[^:/@\s]+):[^@\s]*@", r"\1:***@", text)
+    """Hide the secrets of every URL in ``text`` before anything prints, logs or uploads it.
+
+    The one redaction every channel uses (terminal, MLflow params, tags and artifacts,
+    report.json): a URL's password (``postgresql://u:PW@h/db``, ``redis://:PW@host``) and
+    the values of its query keys that name a secret (``?password=``, ``?token=``,
+    ``?api_key=`` ...; case-insensitive) become ``***``; the rest stays, so the message
+    still says which store it was.
+    """
+    return _URL.sub(lambda m: _redact_url(m.group(0)), text)
 
 
 def default_tracking_uri(cwd: Path | None = None) -> str:
@@ -233,6 +283,25 @@ def check_store_path(path: Path, field: str, kind: str = "file") -> None:
         raise StorageError(
             f"{field}: {path} cannot be written ({target} is not writable by this user)"
         )
+    if not path.exists() and not _can_create_in(probe):
+        raise StorageError(
+            f"{field}: {path} cannot be created: nothing can be created in {probe} (a "
+            "read-only or virtual file system); allowed: a path in a writable folder"
+        )
+
+
+def _can_create_in(folder: Path) -> bool:
+    """Whether a file or folder can be made in ``folder``: tried, then removed at once.
+
+    ``os.access`` answers yes for root everywhere, also on /proc and on a read-only mount
+    (where creating the store's folders later fails with a traceback)."""
+    import tempfile
+
+    try:
+        os.rmdir(tempfile.mkdtemp(prefix=".protolab-probe-", dir=folder))
+    except OSError:
+        return False
+    return True
 
 
 def _settled_size(path: Path) -> int:

@@ -43,6 +43,9 @@ class TAG:
     WATCH_BACKENDS = "protolab.watch.backends"  # a watch session's backends, comma-separated
     WATCH_JOB = "protolab.watch.job"  # a watch session's short job: epochs=.. steps=..
     PREFIX = "protolab."
+    # The study's id (ATTR.STUDY_ID), on its parent and every child run: binds the runs to
+    # the one study store that made them (a lost or replaced journal is noticed, not reused)
+    STUDY_ID = "protolab.study_id"
 
 
 class ATTR:
@@ -66,3 +69,4 @@ class ATTR:
     SCRIPT_HASHES = "protolab.script_hashes"  # study attr: every script version, in order
     CONFIG_HASHES = "protolab.config_hashes"  # study attr: every config version, in order
     AUTO = "protolab.auto"  # study attr prefix: protolab.auto.<family>.<key> -> chosen mode
+    STUDY_ID = "protolab.study_id"  # study attr: a uuid drawn when the study is created

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 from protolab._tags import ATTR, TAG
 
 if TYPE_CHECKING:
+    from protolab.config import Config
     from protolab.sweep import SweepSummary
     from protolab.sweep._context import SweepContext
     from protolab.sweep._run import Outcome
@@ -45,6 +46,7 @@ if __name__ == "__main__" or Path(sys.argv[0]).name == "protolab":  # the CLI, n
 
 import typer  # noqa: E402 - after the start-up handler: this import is most of the start-up
 
+from protolab._quiet import quiet_tensorflow_import  # noqa: E402
 from protolab._version import __version__  # noqa: E402
 from protolab.errors import ProtolabError, UserInputError  # noqa: E402
 
@@ -103,12 +105,14 @@ def _quiet_frameworks() -> None:
     """Set the frameworks' process environment before any of them is imported.
 
     TensorFlow's C++ logs are silenced unless asked for (each backend sets what its
-    framework needs when it loads), and OpenMP threads sleep instead of spin-waiting
+    framework needs when it loads; the start-up notices that ignore the log level are
+    filtered out of its import, see ``protolab._quiet``), and OpenMP threads sleep instead
+    of spin-waiting
     between parallel regions: with spinning, any other busy process (a second worker,
     TensorFlow's pool) made torch steps of the digits MLP ~50x slower on 2 cores
     (152 ms vs 2.9 ms measured).
     """
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    quiet_tensorflow_import()  # TF_CPP_MIN_LOG_LEVEL=3 unless set, and the import filtered
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # "View run at"
 
@@ -215,10 +219,19 @@ def sweep(
             "--workers", help="Start N workers on this host (auto: one per GPU, else per core)."
         ),
     ] = None,
+    new_study: Annotated[
+        bool,
+        typer.Option(
+            "--new-study",
+            help="The study store lost the study MLflow has runs of: start it over (the old "
+            "runs stay, under their own study id).",
+        ),
+    ] = False,
 ) -> None:
     """Run or resume the Optuna study of CONFIG until it holds study.n_trials finished trials."""
     if workers is not None:  # a launcher: N ordinary workers (commands/_workers.py)
         flags = [*(["--fail-fast"] if fail_fast else []), *(["--all"] if show_all else [])]
+        flags += ["--new-study"] if new_study else []
         flags += ["--from", warm_from] if warm_from else []
         _guard(lambda: _launch_workers(config, overrides or [], workers, flags))
         return
@@ -238,11 +251,12 @@ def sweep(
 
         extra = ["study.max_failures=1"] if fail_fast else []
         cfg, script = load_config(config, [*(overrides or []), *extra], backends=NAMES)
+        _use_compile_cache(cfg)
         ctx = prepare(cfg, config, script)
         display.phase(f"opening the stores, importing {', '.join(cfg.backends)}")
         with _interruptible():
             try:
-                summary = run_sweep(ctx, display, warm_from)
+                summary = run_sweep(ctx, display, warm_from, new_study)
             finally:
                 display.stop()
         _print_summary(summary, ctx, show_all, time.perf_counter() - display.started)
@@ -308,6 +322,7 @@ def run(
 
         values = fixed_values(params, best)
         cfg, script = load_config(config, overrides or [], backends=NAMES)
+        _use_compile_cache(cfg)
         ctx = prepare(cfg, config, script)
         check_context(ctx)
         if best:
@@ -333,6 +348,15 @@ def run(
         _print_run(out, ctx, label, tested)
 
     _guard(body)
+
+
+def _use_compile_cache(cfg: Config) -> None:
+    """The persistent compile cache's folder into the environment, before any framework
+    loads: every backend, and each worker process, reads it from there."""
+    from protolab.backends import configure_compile_cache
+
+    hw = cfg.hardware
+    configure_compile_cache(hw.compile_cache, hw.compile_cache_max_mb, cfg.tracking.uri)
 
 
 def _tracker_and_frameworks(ctx: SweepContext) -> Tracker:
@@ -397,6 +421,10 @@ def report(
                 f"--out: {out} {'is' if blocker == out else f'lies below {blocker}, which is'} "
                 "a file; allowed: a folder (new or existing)"
             )
+        if out is not None:  # unwritable: one line now, not a traceback after the work
+            from protolab._stores import check_store_path
+
+            check_store_path(out, "--out", kind="dir")
         run_report(target, out_dir=out, tracking_uri=uri, storage=storage)
 
     _guard(body)
@@ -466,7 +494,8 @@ def server(
         str, typer.Option(help="Where uploaded artifacts are kept (a folder, or s3://...).")
     ] = "mlartifacts",
     host: Annotated[
-        str, typer.Option(help="Interface to bind; 127.0.0.1 keeps it local, 0.0.0.0 for all.")
+        str,
+        typer.Option(help="Interface to bind; 127.0.0.1 keeps it local (others: see --auth)."),
     ] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to serve on (1-65535).")] = 5000,
     workers: Annotated[int, typer.Option(min=1, help="Server worker processes.")] = 1,
@@ -474,13 +503,19 @@ def server(
         str | None,
         typer.Option(help="Host headers accepted (MLflow's --allowed-hosts): mlflow.lab:5000."),
     ] = None,
+    auth: Annotated[
+        bool,
+        typer.Option(
+            "--auth", help="Turn on MLflow's basic auth (--app-name basic-auth): users log in."
+        ),
+    ] = False,
 ) -> None:
     """A team's MLflow tracking server over a database, serving artifacts (docs/deploy.md)."""
 
     def body() -> None:
         from protolab.commands._server import serve
 
-        code = serve(backend_store_uri, artifacts, host, port, workers, allowed_hosts)
+        code = serve(backend_store_uri, artifacts, host, port, workers, allowed_hosts, auth)
         if code:
             raise typer.Exit(code)
 
@@ -497,7 +532,8 @@ def storage_proxy(
         ),
     ],
     host: Annotated[
-        str, typer.Option(help="Interface to bind; 127.0.0.1 keeps it local, 0.0.0.0 for all.")
+        str,
+        typer.Option(help="Interface to bind; 127.0.0.1 keeps it local (docs/deploy.md)."),
     ] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to serve on (1-65535).")] = 13000,
 ) -> None:
@@ -549,6 +585,31 @@ def init(
     _guard(body)
 
 
+@app.command(name="cache")
+def cache_(
+    folder: Annotated[
+        Path | None,
+        typer.Option(
+            "--dir",
+            help="The cache folder (default: $PROTOLAB_COMPILE_CACHE, or mlruns/compile_cache).",
+        ),
+    ] = None,
+    clear: Annotated[bool, typer.Option("--clear", help="Delete every cached program.")] = False,
+    max_size: Annotated[
+        str | None,
+        typer.Option("--max-size", help="Trim to this size now, least recently used first (2GiB)."),
+    ] = None,
+) -> None:
+    """Show the persistent compile cache (folder, size, entries per framework); clear or trim it."""
+
+    def body() -> None:
+        from protolab.commands._cache import show_cache
+
+        show_cache(folder, clear, max_size)
+
+    _guard(body)
+
+
 @app.command(name="ls")
 def ls_(
     uri: Annotated[str | None, typer.Option(help="Tracking URI (default: ./mlruns).")] = None,
@@ -596,13 +657,17 @@ def export_(
     ] = None,
     uri: Annotated[str | None, typer.Option(help="Tracking URI (default: ./mlruns).")] = None,
     config: Annotated[Path | None, _LOCAL_CONFIG] = None,
+    force: Annotated[
+        bool,
+        typer.Option("--force", help="Write into a non-empty --out folder that is no export."),
+    ] = False,
 ) -> None:
     """Export a trial's kept weights: MLflow registry, SavedModel, torch.export, ONNX, hub."""
 
     def body() -> None:
         from protolab.commands._export import export_model
 
-        done = export_model(study, fmt, trial, backend, out, uri, name, config)
+        done = export_model(study, fmt, trial, backend, out, uri, name, config, force)
         where = done.model_uri or str(done.path)
         alias = " (alias champion)" if done.champion else ""
         typer.echo(f"t{done.trial}-{done.backend} -> {fmt}: {where}{alias} in {done.seconds:.1f} s")
@@ -627,13 +692,22 @@ def predict(
     ] = None,
     uri: Annotated[str | None, typer.Option(help="Tracking URI (default: ./mlruns).")] = None,
     config: Annotated[Path | None, _LOCAL_CONFIG] = None,
+    trust: Annotated[
+        bool,
+        typer.Option(
+            "--trust",
+            envvar="PROTOLAB_TRUST",
+            help="Also load models that run code of their own (MLflow pyfunc, pt2, "
+            "hubconf.py): only from a store or folder whose writers you trust.",
+        ),
+    ] = False,
 ) -> None:
     """Run a kept or exported model on FILE.npz: outputs, and accuracy/RMSE if it has y."""
 
     def body() -> None:
         from protolab.commands._predict import predict_file
 
-        typer.echo(predict_file(model, file, out, uri, config).summary())
+        typer.echo(predict_file(model, file, out, uri, config, trust).summary())
 
     _guard(body)
 

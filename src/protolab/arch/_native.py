@@ -210,9 +210,10 @@ def _one_input_output(built: Any, node: Native) -> Any:
     raise ArchError(
         f"pl.native: the keras builder {describe(node.keras_builder)} returns a model with "
         f"{len(names[0])} inputs ({', '.join(names[0])}) and {len(names[1])} outputs "
-        f"({', '.join(names[1])}), but the experiment's data is one x and one y array: "
-        "return x and y as dicts by input and output name from @pl.data (compile the model: "
-        "several heads train by its own fit)"
+        f"({', '.join(names[1])}), where one x array and one y array are given: in a "
+        "sweep, return x and y as dicts by input and output name from @pl.data (a compiled "
+        "model trains its heads by its own fit); export and predict take a model with one "
+        "input and one output only (save this one with model.save from a callback)"
     )
 
 

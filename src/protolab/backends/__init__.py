@@ -33,6 +33,16 @@ if TYPE_CHECKING:
         TrainedModel,
         TrainSettings,
     )
+    from protolab.backends._compile_cache import (
+        DEFAULT_MAX_BYTES,
+        FolderUsage,
+        clear_compile_cache,
+        compile_cache_root,
+        compile_cache_usage,
+        configure_compile_cache,
+        parse_size,
+        trim_compile_cache,
+    )
     from protolab.backends._env import environment_tags
     from protolab.backends._exportable import (
         EXPORT_META,
@@ -66,6 +76,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ALIASES",
+    "DEFAULT_MAX_BYTES",
     "EXPORT_META",
     "FAMILIES",
     "FRAMEWORKS",
@@ -80,6 +91,7 @@ __all__ = [
     "EpochFit",
     "EpochHook",
     "ExportableModel",
+    "FolderUsage",
     "Hardware",
     "HardwareSettings",
     "Job",
@@ -94,6 +106,10 @@ __all__ = [
     "backend_names",
     "check_framework",
     "check_own_job",
+    "clear_compile_cache",
+    "compile_cache_root",
+    "compile_cache_usage",
+    "configure_compile_cache",
     "default_backends",
     "environment_tags",
     "expand_aliases",
@@ -104,10 +120,12 @@ __all__ = [
     "load_exported",
     "load_trained",
     "optimizer_frameworks",
+    "parse_size",
     "pin_loaded_frameworks",
     "read_meta",
     "register_backend",
     "trains_itself",
+    "trim_compile_cache",
     "write_checkpoint",
 ]
 
@@ -128,6 +146,19 @@ _LAZY = {
         "protolab.backends._exportable",
     ),
     "environment_tags": "protolab.backends._env",
+    **dict.fromkeys(
+        (
+            "DEFAULT_MAX_BYTES",
+            "FolderUsage",
+            "clear_compile_cache",
+            "compile_cache_root",
+            "compile_cache_usage",
+            "configure_compile_cache",
+            "parse_size",
+            "trim_compile_cache",
+        ),
+        "protolab.backends._compile_cache",
+    ),
     "check_own_job": "protolab.backends._own",
     "trains_itself": "protolab.backends._own",
     **dict.fromkeys(

@@ -203,11 +203,17 @@ def load_trained(directory: Path, arch: Arch | None = None) -> ExportableModel:
     return loaded
 
 
-def load_exported(directory: Path) -> tuple[Predictor, dict[str, Any]]:
-    """An exported directory (its ``protolab.json`` says what it is) and that metadata."""
+def load_exported(directory: Path, trust: bool = False) -> tuple[Predictor, dict[str, Any]]:
+    """An exported directory (its ``protolab.json`` says what it is) and that metadata.
+
+    ``trust``: the folder's author is trusted, so a format whose reader can run code from it
+    (a backend's ``CODE_FORMATS``) may be read; untrusted, its module refuses or reads it
+    the safe way.
+    """
     meta = json.loads((directory / EXPORT_META).read_text())
     module = export_module(meta["backend"])
     if module is None or meta["format"] not in getattr(module, "FORMATS", ()):
         raise ValueError(f"backend {meta['backend']!r} cannot read format {meta['format']!r}")
-    predictor: Predictor = module.load_exported(meta["format"], directory)
+    extra = {"trust": True} if trust else {}  # export modules without it read no code
+    predictor: Predictor = module.load_exported(meta["format"], directory, **extra)
     return predictor, meta

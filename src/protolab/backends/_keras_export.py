@@ -81,7 +81,7 @@ def load_checkpoint(backend: str, directory: Path, arch: Arch | None = None) -> 
 
     meta = read_meta(directory)
     model = build_keras(arch or read_arch(directory), meta.input_shape, meta.input_dtype)
-    with np.load(directory / WEIGHTS) as saved:
+    with np.load(directory / WEIGHTS, allow_pickle=False) as saved:  # arrays only, no objects
         paths = json.loads(str(saved[_PATHS]))
         have = [w.path for w in model.weights]
         if _unnumbered(paths) != _unnumbered(have) or any(
@@ -161,8 +161,14 @@ class _Serving:
         return np.asarray(next(iter(out.values())).numpy(), dtype=np.float32)
 
 
-def load_exported(fmt: str, directory: Path) -> _Serving:
-    """The newest SavedModel version under ``directory`` (TensorFlow only, no Keras)."""
+def load_exported(fmt: str, directory: Path, trust: bool = False) -> _Serving:
+    """The newest SavedModel version under ``directory`` (TensorFlow only, no Keras).
+
+    Read the same way trusted or not: its ``serving_default`` signature is a TensorFlow
+    graph, called as TF Serving calls it; no Python from the folder runs (no Keras
+    deserialisation, no custom objects).
+    """
+    del trust
     if fmt != "savedmodel":
         raise ValueError(f"format {fmt!r} has no local reader; allowed: savedmodel")
     import tensorflow as tf

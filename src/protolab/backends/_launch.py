@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import NamedTuple
 
+from protolab._quiet import quiet_tensorflow_import
 from protolab.backends._base import Backend, EpochHook, Job
 
 __all__ = [
@@ -146,6 +147,7 @@ def worker_entry(argv: list[str]) -> tuple[Backend, Connection, Connection]:
     It ignores SIGINT: an interrupt is handled once, by the caller, which then stops it.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    quiet_tensorflow_import()  # TensorFlow's start-up notices, as in the caller's process
     target, fd_in, fd_out = argv
     module_name, _, cls_name = target.partition(":")
     backend: Backend = getattr(importlib.import_module(module_name), cls_name)()

@@ -191,21 +191,23 @@ def keep(
             file=sys.stderr,
         )
         return
-    upload = _upload(ctx, tracker.experiment_id, int(trial), state)
+    upload = _upload(ctx, tracker, int(trial), state)
     size = sum(p.stat().st_size for p in directory.iterdir())
     save_ms = (time.perf_counter() - t0) * 1e3
     run.log_metrics({"checkpoint/bytes": float(size), "checkpoint/save_ms": save_ms}, step=0)
     run.call(store, str(directory), upload)
 
 
-def _upload(ctx: KeepContext, experiment_id: str, trial: int, state: _Running) -> Upload:
+def _upload(ctx: KeepContext, tracker: _Experiment, trial: int, state: _Running) -> Upload:
     """What the writer needs to store this checkpoint and rank the study's."""
     from protolab.backends import expand_aliases
 
     tracking = ctx.cfg.tracking
     return Upload(
         study=ctx.study_name,
-        experiment_id=str(experiment_id or ""),
+        experiment_id=str(tracker.experiment_id or ""),
+        # the study's id (a sweep's bound tracker): only its checkpoints are ranked
+        study_id=str(getattr(tracker, "study_id", "") or ""),
         trial=trial,
         policy=tracking.checkpoints,
         top_k=tracking.top_k,

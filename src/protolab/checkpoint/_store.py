@@ -31,6 +31,7 @@ __all__ = [
     "MlflowRun",
     "StoreClient",
     "Upload",
+    "current_study_id",
     "download",
     "find_checkpoints",
     "keep_count",
@@ -97,6 +98,7 @@ class StoreClient(Protocol):
         filter_string: str = ...,
         max_results: int = ...,
         page_token: str | None = ...,
+        order_by: list[str] | None = ...,
     ) -> _Page: ...
     def set_tag(self, run_id: str, key: str, value: str) -> None: ...
     def download_artifacts(self, run_id: str, path: str, dst_path: str | None = ...) -> str: ...
@@ -115,6 +117,7 @@ class Upload:
     direction: str  # maximize | minimize
     feasible: bool
     done: bool  # the trial's last mode: its checkpoints are complete, rank it
+    study_id: str = ""  # the study's id: only its checkpoints are ranked ("": before ids)
 
 
 @dataclass
@@ -161,8 +164,10 @@ def store(client: StoreClient, run_id: str, directory: str, up: Upload) -> None:
     """
     from mlflow.entities import RunTag
 
+    uploaded = False
     try:
         client.log_artifacts(run_id, directory, ARTIFACT)
+        uploaded = True
         rank = {
             "trial": up.trial,
             "value": up.value,
@@ -173,8 +178,10 @@ def store(client: StoreClient, run_id: str, directory: str, up: Upload) -> None:
         tags = [RunTag(TAG.CHECKPOINT, "kept"), RunTag(TAG.CHECKPOINT_RANK, json.dumps(rank))]
         client.log_batch(run_id, tags=tags)  # visible before the search below: see the top
         experiment_id = up.experiment_id or client.get_run(run_id).info.experiment_id
-        retain(client, experiment_id, up.study, keep_count(up.policy, up.top_k))
+        retain(client, experiment_id, up.study, keep_count(up.policy, up.top_k), up.study_id)
     except Exception as e:
+        if not uploaded:  # a failed upload (a full disk) leaves no half-written weights
+            drop_partial(client, run_id)
         first = str(e).strip().splitlines()[0] if str(e).strip() else ""
         print(
             f"protolab: trial {up.trial}: checkpoint not kept: {type(e).__name__}: {first}",
@@ -184,16 +191,25 @@ def store(client: StoreClient, run_id: str, directory: str, up: Upload) -> None:
         shutil.rmtree(directory, ignore_errors=True)
 
 
-def retain(client: StoreClient, experiment_id: str, study: str, keep: int | None) -> list[int]:
+def retain(
+    client: StoreClient,
+    experiment_id: str,
+    study: str,
+    keep: int | None,
+    study_id: str | None = None,
+) -> list[int]:
     """Drop the checkpoints of every done trial outside the best ``keep`` (None: all), and
-    of trials that will never be done; return the done trials kept."""
-    trials = find_checkpoints(client, experiment_id, study)
+    of trials that will never be done; return the done trials kept. Only study
+    ``study_id``'s (None: the current study's): another study of the name is left alone."""
+    if study_id is None:
+        study_id = current_study_id(client, experiment_id, study) or ""
+    trials = find_checkpoints(client, experiment_id, study, study_id)
     done = [t for t in trials.values() if t.done]
     best = ranked(done)[:keep] if keep is not None else done
     kept = {t.trial for t in best}
     doomed = [t for t in done if t.trial not in kept]
     pending = [t for t in trials.values() if not t.done]
-    doomed += [t for t in pending if _has_dead_run(client, experiment_id, study, t.trial)]
+    doomed += [t for t in pending if _has_dead_run(client, experiment_id, study, study_id, t.trial)]
     for t in doomed:
         for run in t.runs:
             drop(client, run)
@@ -217,14 +233,47 @@ def _search(client: StoreClient, experiment_id: str, filter_string: str) -> list
             return runs
 
 
-def _has_dead_run(client: StoreClient, experiment_id: str, study: str, trial: int) -> bool:
+def _of_study(study: str, study_id: str) -> str:
+    """The filter for a study's runs: by name, and by id where the study has one."""
+    where = f"tags.`{TAG.STUDY}` = '{_quote(study)}'"
+    return where + (f" and tags.`{TAG.STUDY_ID}` = '{_quote(study_id)}'" if study_id else "")
+
+
+def current_study_id(client: StoreClient, experiment_id: str, study: str) -> str | None:
+    """The id of the study now named ``study``: the one on its newest parent run (a study
+    started over with ``sweep --new-study`` has a newer parent). None for a study from
+    before study ids: its runs are read by name alone."""
+    page = client.search_runs(
+        [experiment_id],
+        filter_string=f"tags.`{TAG.ROLE}` = 'parent' and tags.`{TAG.STUDY}` = '{_quote(study)}'",
+        max_results=1000,
+        order_by=["attributes.start_time DESC"],
+    )
+    for run in page:
+        found = run.data.tags.get(TAG.STUDY_ID)
+        if found:
+            return str(found)
+    return None
+
+
+def _has_dead_run(
+    client: StoreClient, experiment_id: str, study: str, study_id: str, trial: int
+) -> bool:
     """A trial whose other modes failed or were killed: it is not done, and never will be."""
     runs = _search(
-        client,
-        experiment_id,
-        f"tags.`{TAG.STUDY}` = '{_quote(study)}' and tags.`{TAG.TRIAL}` = '{trial}'",
+        client, experiment_id, f"{_of_study(study, study_id)} and tags.`{TAG.TRIAL}` = '{trial}'"
     )
     return any(r.info.status in _DEAD for r in runs)
+
+
+def drop_partial(client: StoreClient, run_id: str) -> None:
+    """Remove what a failed upload left of a checkpoint (best effort: the store failed)."""
+    with contextlib.suppress(Exception):
+        from mlflow.store.artifact.artifact_repository_registry import get_artifact_repository
+
+        uri = client.get_run(run_id).info.artifact_uri
+        repo = get_artifact_repository(uri, tracking_uri=client.tracking_uri)
+        repo.delete_artifacts(ARTIFACT)
 
 
 def drop(client: StoreClient, run: MlflowRun) -> None:
@@ -238,13 +287,15 @@ def drop(client: StoreClient, run: MlflowRun) -> None:
 
 
 def find_checkpoints(
-    client: StoreClient, experiment_id: str, study: str
+    client: StoreClient, experiment_id: str, study: str, study_id: str | None = None
 ) -> dict[int, CheckpointTrial]:
-    """The study's kept checkpoints, by trial (runs in the order the modes ran)."""
+    """The study's kept checkpoints, by trial (runs in the order the modes ran): those of
+    study ``study_id`` (None: the current study's, so ``export`` never ships a checkpoint
+    of an older study of the same name)."""
+    if study_id is None:
+        study_id = current_study_id(client, experiment_id, study) or ""
     runs = _search(
-        client,
-        experiment_id,
-        f"tags.`{TAG.CHECKPOINT}` = 'kept' and tags.`{TAG.STUDY}` = '{_quote(study)}'",
+        client, experiment_id, f"tags.`{TAG.CHECKPOINT}` = 'kept' and {_of_study(study, study_id)}"
     )
     trials: dict[int, CheckpointTrial] = {}
     for run in sorted(runs, key=lambda r: r.info.start_time or 0):

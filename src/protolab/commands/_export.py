@@ -5,6 +5,13 @@ rebuilt by its backend and written in the format asked for. Which formats a mode
 declared by the backend and looked up through the registry. Every bad input (unknown
 format, backend, study or trial; a format the mode cannot write) stops with exit 2 before
 anything is written.
+
+The tracking store may be shared, so what it says is checked before it names a path: the
+study and mode tags that make the default folder (``exports/STUDY/tN-MODE-FORMAT``) must
+pass the rule ``study.name`` passes on input (no separator, no ``..``, not absolute), and
+an existing non-empty folder is written into only when it is an export already (it holds
+``protolab.json``) or with ``--force``. What is loaded is the kept checkpoint, read as data
+(see :func:`protolab.commands._rebuild.load_kept`); no code from the store runs.
 """
 
 from __future__ import annotations
@@ -64,6 +71,37 @@ def _check_request(fmt: str, backend: str | None, out: Path | None) -> None:
     blocker = next((p for p in (out, *out.parents) if p.exists()), None) if out else None
     if blocker is not None and not blocker.is_dir():
         raise UserInputError(f"--out: {blocker} is a file; allowed: a folder (new or existing)")
+
+
+def _store_name(value: str, tag: str) -> str:
+    """A name read from the tracking store, checked before it names a folder (exit 2)."""
+    from protolab._format import short
+    from protolab.config import check_study_name
+
+    try:
+        return check_study_name(value)
+    except ValueError:
+        raise UserInputError(
+            f"tracking store: tag {tag} holds {short(value)}, which would name a folder "
+            "outside exports/; allowed: 1-100 letters, digits, '.', '_' or '-', starting with "
+            "a letter or digit, without '..' (the study.name rule); refused, nothing written"
+        ) from None
+
+
+def _check_folder(folder: Path, force: bool, given: bool) -> None:
+    """Write only into a new or empty folder, or an export already (or with ``--force``)."""
+    from protolab.backends import EXPORT_META
+
+    if force or not folder.is_dir() or (folder / EXPORT_META).is_file():
+        return
+    if next(folder.iterdir(), None) is None:
+        return
+    where = "--out" if given else "the export folder"
+    raise UserInputError(
+        f"{where}: {folder} is not empty and holds no {EXPORT_META} (not a protolab "
+        "export), so writing there could overwrite your files; pick a new or empty folder, "
+        "or add --force"
+    )
 
 
 def _resolve(target: str, uri: str | None) -> tuple[str, str, str | None]:
@@ -158,22 +196,27 @@ def export_model(
     uri: str | None = None,
     name: str | None = None,
     config: Path | None = None,
+    force: bool = False,
 ) -> Exported:
     """Export one kept checkpoint of study ``target`` as ``fmt``.
 
     ``config`` (or ``target`` itself, when it is a config) names the local script that
-    rebuilds a native model; see :mod:`protolab.commands._rebuild`.
+    rebuilds a native model; see :mod:`protolab.commands._rebuild`. ``force``: write into
+    a non-empty folder that is not an export.
     """
-    from protolab.backends import load_trained
     from protolab.checkpoint import download, find_checkpoints
-    from protolab.commands._rebuild import rebuild_native
+    from protolab.commands._rebuild import load_kept, rebuild_native
 
     _check_request(fmt, backend, out)
     study, client, experiment_id = open_study_store(target, uri)
+    study = _store_name(study, TAG.STUDY)
     trials = find_checkpoints(client, experiment_id, study)
     chosen = _pick_trial(trials, trial, study)
     run = _pick_run(chosen, backend, fmt)
-    mode = str(run.data.tags[TAG.BACKEND])
+    mode = _store_name(str(run.data.tags[TAG.BACKEND]), TAG.BACKEND)
+    folder = out or Path("exports") / study / f"t{chosen.trial}-{mode}-{fmt}"
+    if fmt != "mlflow":
+        _check_folder(folder, force, out is not None)
     t0 = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="protolab-export-") as tmp:
         ckpt = download(client, run.info.run_id, Path(tmp))
@@ -185,12 +228,11 @@ def export_model(
                 "--format: a hub folder rebuilds its model from arch.json, which a native "
                 "model (pl.native) cannot; export it as pt2 or onnx"
             )
-        model = load_trained(ckpt, arch)
+        model = load_kept(ckpt, arch, f"trial {chosen.trial} ({mode})")
         done = Exported(study, chosen.trial, mode, fmt, 0.0)
         if fmt == "mlflow":
             _register(client, run, model, ckpt, trials, name or study, done)
         else:
-            folder = out or Path("exports") / study / f"t{chosen.trial}-{mode}-{fmt}"
             done.path = model.export(fmt, folder, ckpt)
             _write_meta(folder, done, run, ckpt)
     done.seconds = time.perf_counter() - t0

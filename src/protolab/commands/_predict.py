@@ -4,6 +4,15 @@ MODEL_OR_RUN is an exported folder (``protolab export``; it holds ``protolab.jso
 checkpoint folder, an MLflow model URI (``models:/NAME@champion``, ``runs:/ID/model``) or
 the id of a child run whose checkpoint is kept. FILE.npz holds the inputs as ``x`` (or
 ``x_val`` / ``x_test``) and, optionally, the targets as ``y`` (``y_val`` / ``y_test``).
+
+The trust boundary: a tracking store is shared (anyone who can write to it can register a
+model or move an alias) and an export folder may come from anywhere, so by default predict
+runs no code it reads. It loads what protolab wrote and reads as data: a checkpoint
+(``arch.json`` of registered layers, weights with ``weights_only=True``), an ONNX file, a
+SavedModel signature, a ``hub`` folder as the checkpoint it holds. An MLflow model URI is
+resolved to the run it was logged in and that run's kept checkpoint is loaded. What can
+carry code (a pyfunc or models-from-code model, its ``code_paths``, a ``pt2`` program,
+``hubconf.py``) is loaded only with ``--trust`` (``PROTOLAB_TRUST=1``); else exit 2.
 """
 
 from __future__ import annotations
@@ -21,12 +30,16 @@ import numpy as np
 from protolab.errors import UserInputError
 
 if TYPE_CHECKING:
+    from mlflow.entities import Run
+    from mlflow.tracking import MlflowClient
+
     from protolab.arch import Arch
 
 __all__ = ["Prediction", "predict_file"]
 
 _X_KEYS = ("x", "x_val", "x_test")
 _BATCH = 1024
+_TRUST = "--trust (or PROTOLAB_TRUST=1)"
 
 
 @dataclass
@@ -69,8 +82,8 @@ def _from_checkpoint(
 ) -> tuple[Any, dict[str, Any], str]:
     from dataclasses import asdict
 
-    from protolab.backends import load_trained, read_meta
-    from protolab.commands._rebuild import native_name
+    from protolab.backends import read_meta
+    from protolab.commands._rebuild import load_kept, native_name
 
     name = native_name(directory) if arch is None else None
     if name is not None:  # its params and script hash are on its run, not in the folder
@@ -79,38 +92,112 @@ def _from_checkpoint(
             "from your local script with its run's params: give the run id instead, "
             "`protolab predict RUN_ID FILE --config CONFIG.yaml` (or `protolab export` it)"
         )
-    return load_trained(directory, arch), asdict(read_meta(directory)), source
+    model = load_kept(directory, arch, "MODEL_OR_RUN")
+    return model, asdict(read_meta(directory)), source
 
 
-def _from_run(
-    run_id: str, uri: str | None, tmp: Path, config: Path | None, file: Path
-) -> tuple[Any, dict[str, Any], str]:
-    from protolab._tags import TAG
-    from protolab.checkpoint import download
-    from protolab.commands._rebuild import rebuild_native
+def _client(uri: str | None) -> MlflowClient:
     from protolab.commands._studies import check_store, mlflow_client
     from protolab.tracking import default_tracking_uri
 
     tracking = uri or default_tracking_uri()
     check_store(tracking)
-    client = mlflow_client(tracking)
+    return mlflow_client(tracking)
+
+
+def _kept(run: Run) -> bool:
+    from protolab._tags import TAG
+
+    return run.data.tags.get(TAG.CHECKPOINT) == "kept"
+
+
+def _from_run(
+    run_id: str, uri: str | None, tmp: Path, config: Path | None, file: Path, label: str = ""
+) -> tuple[Any, dict[str, Any], str]:
+    from protolab._tags import TAG
+    from protolab.checkpoint import download
+    from protolab.commands._rebuild import rebuild_native
+
+    client = _client(uri)
     try:
         run = client.get_run(run_id)
     except Exception:
         raise UserInputError(f"MODEL_OR_RUN: no run {run_id} in the tracking store") from None
-    if run.data.tags.get(TAG.CHECKPOINT) != "kept":
+    if not _kept(run):
         raise UserInputError(
             f"MODEL_OR_RUN: run {run_id} ({run.info.run_name}) has no kept checkpoint "
             f"(state: {run.data.tags.get(TAG.CHECKPOINT, 'none')}); `protolab export STUDY` "
             "lists the trials that have one"
         )
-    ckpt = download(client, run_id, tmp)
+    try:
+        ckpt = download(client, run_id, tmp)
+    except Exception as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise UserInputError(
+            f"MODEL_OR_RUN: run {run_id} is tagged as keeping a checkpoint, but it cannot "
+            f"be downloaded: {first}"
+        ) from None
     retry = f"protolab predict {run_id} {file} --config CONFIG.yaml"
     arch = rebuild_native(ckpt, run, config, retry)
-    return _from_checkpoint(ckpt, str(run.info.run_name), arch)
+    return _from_checkpoint(ckpt, label or str(run.info.run_name), arch)
 
 
-def _from_mlflow(model_uri: str, uri: str | None) -> tuple[Any, dict[str, Any], str]:
+def _model_run(model_uri: str, client: MlflowClient) -> str | None:
+    """The run an MLflow model URI was logged in (``models:/NAME@ALIAS``, ``models:/NAME/V``,
+    ``runs:/ID/PATH``), if it names one."""
+    found = re.fullmatch(r"runs:/([0-9a-f]{32})(/.*)?", model_uri)
+    if found:
+        return found.group(1)
+    found = re.fullmatch(r"models:/([^/@]+)(?:@([^/]+)|/([^/]+))/?", model_uri)
+    if not found:
+        return None
+    name, alias, version = found.groups()
+    try:
+        if alias:
+            mv = client.get_model_version_by_alias(name, alias)
+        elif version == "latest":
+            quoted = name.replace("\\", "\\\\").replace("'", "\\'")
+            mv = max(
+                client.search_model_versions(f"name = '{quoted}'"), key=lambda v: int(v.version)
+            )
+        else:
+            mv = client.get_model_version(name, version)
+    except Exception:
+        raise UserInputError(f"MODEL_OR_RUN: no registered model {model_uri}") from None
+    return str(mv.run_id) if mv.run_id else None
+
+
+def _from_mlflow(
+    model_uri: str, uri: str | None, trust: bool, tmp: Path, config: Path | None, file: Path
+) -> tuple[Any, dict[str, Any], str]:
+    """Untrusted: the kept checkpoint of the run the model was logged in (data only); the
+    MLflow model itself (a pyfunc can run any code on load) only with ``--trust``."""
+    if not trust:
+        client = _client(uri)
+        run_id = _model_run(model_uri, client)
+        run = _get_run(client, run_id)
+        if run is not None and _kept(run):
+            label = f"{model_uri} (the kept checkpoint of run {run.info.run_name})"
+            return _from_run(run.info.run_id, uri, tmp, config, file, label)
+        raise UserInputError(
+            f"MODEL_OR_RUN: {model_uri} is an MLflow model without a checkpoint protolab "
+            "kept in its run; loading it runs code it carries (a pyfunc or models-from-code "
+            "model, its code_paths), which anyone who can write to the tracking store could "
+            f"have put there; load it only if you trust that store, with {_TRUST}"
+        )
+    return _load_pyfunc(model_uri, uri)
+
+
+def _get_run(client: MlflowClient, run_id: str | None) -> Run | None:
+    if run_id is None:
+        return None
+    try:
+        return client.get_run(run_id)
+    except Exception:
+        return None
+
+
+def _load_pyfunc(model_uri: str, uri: str | None) -> tuple[Any, dict[str, Any], str]:
     import mlflow.pyfunc
 
     from protolab.tracking import default_tracking_uri
@@ -124,17 +211,33 @@ def _from_mlflow(model_uri: str, uri: str | None) -> tuple[Any, dict[str, Any], 
     return model, {}, model_uri
 
 
+def _from_export(path: Path, trust: bool) -> tuple[Any, dict[str, Any], str]:
+    """An export folder, read by its backend (untrusted: no code from the folder runs)."""
+    from protolab.backends import load_exported
+
+    try:
+        predictor, meta = load_exported(path, trust)
+    except UserInputError:
+        raise
+    except Exception as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise UserInputError(
+            f"MODEL_OR_RUN: {path}: not an export protolab can read ({type(e).__name__}: "
+            f"{first}); it was damaged or replaced, so it is refused"
+        ) from None
+    return predictor, meta, f"{path} ({meta['format']})"
+
+
 def _open(
-    target: str, uri: str | None, tmp: Path, config: Path | None, file: Path
+    target: str, uri: str | None, tmp: Path, config: Path | None, file: Path, trust: bool
 ) -> tuple[Any, dict[str, Any], str]:
-    from protolab.backends import EXPORT_META, META, load_exported
+    from protolab.backends import EXPORT_META, META
 
     path = Path(target)
     if re.match(r"^[a-z][a-z0-9+.-]*:/", target) and not path.exists():
-        return _from_mlflow(target, uri)
+        return _from_mlflow(target, uri, trust, tmp, config, file)
     if path.is_dir() and (path / EXPORT_META).is_file():
-        predictor, meta = load_exported(path)
-        return predictor, meta, f"{path} ({meta['format']})"
+        return _from_export(path, trust)
     if path.is_dir() and (path / META).is_file():
         return _from_checkpoint(path, f"{path} (checkpoint)")
     if re.fullmatch(r"[0-9a-f]{32}", target):
@@ -172,16 +275,18 @@ def predict_file(
     out: Path | None = None,
     uri: str | None = None,
     config: Path | None = None,
+    trust: bool = False,
 ) -> Prediction:
     """Outputs of MODEL_OR_RUN on FILE's inputs (and accuracy / RMSE if it has targets).
 
-    ``config`` names the local script that rebuilds a run's native model (``pl.native``).
+    ``config`` names the local script that rebuilds a run's native model (``pl.native``);
+    ``trust``: load a model that carries code (see the module's docstring).
     """
     x, y = _read_inputs(file)
     if out is not None and out.suffix != ".npz":
         raise UserInputError(f"--out: {out} must end in .npz")
     with tempfile.TemporaryDirectory(prefix="protolab-predict-") as tmp:
-        model, meta, source = _open(target, uri, Path(tmp), config, file)
+        model, meta, source = _open(target, uri, Path(tmp), config, file, trust)
         x = _check_shape(x, meta, file)
         t0 = time.perf_counter()
         parts = [np.asarray(model.predict(x[i : i + _BATCH])) for i in range(0, len(x), _BATCH)]

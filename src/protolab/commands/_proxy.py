@@ -17,7 +17,9 @@ What it gives up, and how the sweep makes up for it (sweep/_lease.py):
 - **Journal stores.** The proxy serves RDB storages only (optuna#6084).
 
 It binds to 127.0.0.1 unless ``--host`` says otherwise; the database URL is printed with
-its password redacted. Everything is checked before it starts (exit 2).
+its password redacted. Everything is checked before it starts (exit 2). The proxy has no
+login and no TLS, so any other ``--host`` is warned about on stderr, and the address it
+tells workers is one they can reach (this machine's name or IP, never ``0.0.0.0``).
 """
 
 from __future__ import annotations
@@ -46,12 +48,23 @@ def _check(storage: str, host: str, port: int) -> None:
     check_port(host, port)
 
 
+_EXPOSED = (
+    "Optuna's storage proxy, with no login and no TLS: anyone can read, change and delete "
+    "every study in {store} (its trials, params and values)"
+)
+_PROTECT = (
+    "bind to an interface only your workers reach (a private network), firewall the port to "
+    "their addresses, or keep 127.0.0.1 and tunnel (ssh -L {port}:127.0.0.1:{port} HOST)"
+)
+
+
 def run_proxy(storage: str, host: str, port: int) -> int:
     """Serve ``storage`` on ``grpc://host:port`` until Ctrl-C/SIGTERM; the exit code."""
     _check(storage, host, port)
     import optuna
 
     from protolab._stores import open_storage, redact
+    from protolab.commands._ui import reachable_host, warn_exposed
 
     try:
         open_storage(storage)  # the database answers, its tables exist (one connection)
@@ -59,9 +72,11 @@ def run_proxy(storage: str, host: str, port: int) -> int:
         raise StorageError(str(e).replace("study.storage", "STORAGE", 1)) from None
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     cached = optuna.storages.get_storage(storage)  # Optuna's in-process trial cache
+    warn_exposed(host, port, _EXPOSED.format(store=redact(storage)), _PROTECT.format(port=port))
+    reach = reachable_host(host)
     print(
         f"Optuna storage proxy for {redact(storage)} on grpc://{host}:{port}; Ctrl-C stops it\n"
-        f"workers use it with: study.storage=grpc://{host}:{port}",
+        f"workers use it with: study.storage=grpc://{reach}:{port}",
         flush=True,
     )
     try:

@@ -11,6 +11,8 @@ stored with the run is never used, only its hash.
 from __future__ import annotations
 
 import json
+import pickle
+import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -21,8 +23,13 @@ if TYPE_CHECKING:
     from mlflow.entities import Run
 
     from protolab.arch import Arch
+    from protolab.backends import ExportableModel
 
-__all__ = ["native_name", "rebuild_native"]
+__all__ = ["load_kept", "native_name", "rebuild_native"]
+
+# What a damaged or replaced checkpoint raises while it is read (JSON, arrays, weights
+# loaded with weights_only=True, an Arch of registered layers): exit 2, not a traceback.
+_DAMAGED = (ValueError, KeyError, TypeError, OSError, RuntimeError, EOFError, zipfile.BadZipFile)
 
 _NOT_ARCH = ("backend", "family", "mode", "study.seed")  # params the run adds to the trial's
 
@@ -122,3 +129,24 @@ def rebuild_native(checkpoint: Path, run: Run, config: Path | None, retry: str) 
             "trial's params changed"
         )
     return arch
+
+
+def load_kept(checkpoint: Path, arch: Arch | None, where: str) -> ExportableModel:
+    """A kept checkpoint's model, read the safe way; a damaged or replaced one is exit 2.
+
+    Everything in it is data (``checkpoint.json``, ``arch.json`` of registered layer types,
+    weights with ``weights_only=True`` or plain arrays): a tampered file fails to load, and
+    says so in one line (``where``: the flag or argument it came from), never a traceback.
+    """
+    from protolab.backends import load_trained
+
+    try:
+        return load_trained(checkpoint, arch)
+    except UserInputError:
+        raise
+    except (*_DAMAGED, pickle.UnpicklingError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise UserInputError(
+            f"{where}: the checkpoint ({checkpoint.name}) is not one protolab can read: "
+            f"{type(e).__name__}: {first}; it was damaged or replaced, so it is refused"
+        ) from None

@@ -11,11 +11,18 @@ execution off (two processes).
 
 MLflow 3 opens an experiment on a GenAI "traces" overview; ``?workflowType=machine_learning``
 lands on the training-runs table instead, so that is the URL printed (and opened).
+
+The store URI never appears on a command line (``ps`` shows those to every user): the
+fallback hands it to ``mlflow server`` in its environment. A ``--host`` other than a
+loopback address serves the UI and MLflow's REST API, without a login, to anyone who
+reaches the port: :func:`warn_exposed` says so on stderr (``server`` and ``storage-proxy``
+use it too).
 """
 
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import os
 import socket
 import subprocess
@@ -40,7 +47,15 @@ if TYPE_CHECKING:
     from starlette.applications import Starlette
     from starlette.requests import Request
 
-__all__ = ["ML_MODE", "open_ui", "parent_url", "runs_url"]
+__all__ = [
+    "ML_MODE",
+    "is_loopback",
+    "open_ui",
+    "parent_url",
+    "reachable_host",
+    "runs_url",
+    "warn_exposed",
+]
 
 ML_MODE = "workflowType=machine_learning"
 
@@ -60,6 +75,71 @@ def runs_url(base: str, experiment_id: str) -> str:
 def parent_url(base: str, experiment_id: str, run_id: str) -> str:
     """A run's page (the parent's shows the study's headline in its description)."""
     return f"{base}/#/experiments/{experiment_id}/runs/{run_id}?{ML_MODE}"
+
+
+def is_loopback(host: str) -> bool:
+    """True when ``host`` is this machine only (127.0.0.0/8, ::1, a name for them)."""
+    name = host.strip("[]")
+    try:
+        return ipaddress.ip_address(name).is_loopback
+    except ValueError:
+        pass
+    if name in ("", "0.0.0.0", "::"):
+        return False
+    try:
+        found = {str(info[4][0]) for info in socket.getaddrinfo(name, None)}
+    except (socket.gaierror, UnicodeError):
+        return False
+    return bool(found) and all(ipaddress.ip_address(a.split("%")[0]).is_loopback for a in found)
+
+
+def reachable_host(host: str) -> str:
+    """The address other machines use for a server bound to ``host``: itself, or for a
+    wildcard (0.0.0.0, ::) this machine's name if it resolves off loopback, else its IP."""
+    if host not in ("0.0.0.0", "::", ""):
+        return f"[{host}]" if ":" in host else host
+    name = socket.getfqdn()
+    with contextlib.suppress(OSError):
+        if not is_loopback(name):
+            return name
+    with contextlib.suppress(OSError), socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        s.connect(("192.0.2.1", 9))  # no packet is sent: it only picks the outgoing interface
+        return str(s.getsockname()[0])
+    return name
+
+
+def warn_exposed(host: str, port: int, exposed: str, protect: str) -> None:
+    """On stderr, for a non-loopback ``host``: who can reach what, and how to close it."""
+    if is_loopback(host):
+        return
+    print(
+        f"warning: --host {host} listens on port {port} for every machine that can reach "
+        f"this one: {exposed}. To protect it: {protect}",
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def _public_url(store: str) -> str:
+    """A tracking server's URL without its user-info and query (no credentials to print,
+    nor to hand to a browser on its command line)."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    parts = urlsplit(store)
+    netloc = parts.netloc.rpartition("@")[2]
+    return urlunsplit((parts.scheme, netloc, parts.path, "", "")).rstrip("/")
+
+
+_UI_EXPOSED = (
+    "MLflow's UI and REST API, with no login: anyone can read, change and delete every run "
+    "and study in {store}, and register a model (a pyfunc model runs its own code in "
+    "`protolab predict --trust`)"
+)
+_UI_PROTECT = (
+    "keep the default 127.0.0.1 and reach it through an SSH tunnel (ssh -L "
+    "{port}:127.0.0.1:{port} HOST), or share a `protolab server --auth` behind a firewall "
+    "and a TLS proxy (docs/deploy.md)"
+)
 
 
 def _base_url(host: str, port: int) -> str:
@@ -144,7 +224,7 @@ def open_ui(port: int, host: str, uri: str | None, study: str | None, open_brows
     check_store(store)
     if store.startswith(("http://", "https://")):  # a tracking server has its own UI
         target = _resolve(store, study)
-        url = runs_url(store.rstrip("/"), target.experiment_id)
+        url = runs_url(_public_url(store), target.experiment_id)
         print(f"study {target.study} on the tracking server {redact(store)}:\n  {url}")
         if open_browser:
             import webbrowser
@@ -152,6 +232,8 @@ def open_ui(port: int, host: str, uri: str | None, study: str | None, open_brows
             webbrowser.open(url)
         return
     check_port(host, port)
+    exposed = _UI_EXPOSED.format(store=redact(store))
+    warn_exposed(host, port, exposed, _UI_PROTECT.format(port=port))
     os.environ.update(server_env(store))  # before mlflow.server is imported
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     target = _resolve(store, study)
@@ -232,12 +314,15 @@ def _default_to_training_mode(app: Starlette) -> None:
 
 
 def _serve_with_mlflow_cli(host: str, port: int, store: str) -> None:
-    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", store]
+    """``mlflow server``, the store in its environment (``MLFLOW_BACKEND_STORE_URI``): a
+    command line is visible to every user in ``ps``, with any password in it."""
+    cmd = [sys.executable, "-m", "mlflow", "server"]
     cmd += ["--host", host, "--port", str(port), "--workers", "1"]
     root = _artifact_root(store)
     if root is not None:
         cmd += ["--default-artifact-root", root]
-    proc = subprocess.Popen(cmd)
+    env = {**os.environ, "MLFLOW_BACKEND_STORE_URI": store}
+    proc = subprocess.Popen(cmd, env=env)
     try:
         proc.wait()
     except KeyboardInterrupt:

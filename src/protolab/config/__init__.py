@@ -26,6 +26,7 @@ from protolab.config._model import (
     StudyConfig,
     TrackingConfig,
     TrainConfig,
+    check_study_name,
     parse_constraint,
 )
 
@@ -44,6 +45,7 @@ __all__ = [
     "apply_overrides",
     "check_hardware",
     "check_metric_name",
+    "check_study_name",
     "config_hash",
     "infer_direction",
     "load_config",

@@ -79,6 +79,11 @@ class Range(_Strict):
             raise ValueError(f"`low > 0` must hold when log=true, but got low={self.low}")
         if self.step is not None and (self.step <= 0 or self.log):
             raise ValueError(f"`step > 0` without log must hold, but got step={self.step}")
+        if self.step is not None and self.step > self.high - self.low > 0:
+            raise ValueError(  # else every trial would get `low`: the range collapses
+                f"`step <= high - low` must hold, but got step={self.step} for "
+                f"low={self.low}, high={self.high}"
+            )
         return self
 
 
@@ -149,6 +154,11 @@ def parse_constraint(text: str) -> tuple[str, str, float]:
     return _check_metric(m.group(1)), m.group(2), float(m.group(3))
 
 
+# Pruners that judge a rung by ranking one value: refused with several objectives (the
+# others judge each epoch's objective vector: protolab.samplers, README "Pruners").
+_RANKS_BY_ONE_VALUE = ("hyperband", "successive_halving")
+
+
 class StudyConfig(_Strict):
     name: str | None = Field(
         None, min_length=1
@@ -156,11 +166,14 @@ class StudyConfig(_Strict):
     storage: str | None = None  # None: a local journal under mlruns/; or any Optuna URL
     n_trials: int = Field(20, ge=1)  # finished trials in the study in total (reruns top up)
     timeout_s: float | None = Field(None, gt=0)  # stop starting new trials after this long
+    # stop a trial that runs longer than this (FAIL, reason timeout) and go on with the next
+    trial_timeout_s: float | None = Field(None, gt=0)
     sampler: Sampler = "tpe"  # TPE adapts to conditional, define-by-run spaces
     # Passed to the sampler: e.g. {population_size: 20, tournament_size: 5, n_mutations: 1}
     # for evolution, {n_startup_trials: 10} for tpe/evolution/gp.
     sampler_options: dict[str, int | float | bool | str] = Field(default_factory=dict)
     pruner: Pruner = "median"  # stops trials whose per-epoch curve is worse than the median
+    # (several objectives: whose objective vector is behind by Pareto fronts, README Pruners)
     # Passed to the pruner: e.g. {percentile: 25} or {lower: 0.5} (threshold).
     pruner_options: dict[str, int | float | bool | str] = Field(default_factory=dict)
     # Several objectives make a multi-objective study (Pareto front); default: the script's.
@@ -198,13 +211,26 @@ class StudyConfig(_Strict):
         return v
 
     @model_validator(mode="after")
-    def _pruning_needs_one_objective(self) -> StudyConfig:
-        if self.objectives and len(self.objectives) > 1 and self.pruner != "none":
+    def _pruner_fits_objectives(self) -> StudyConfig:
+        metrics = [o.metric for o in self.objectives or []]
+        several = metrics if len(metrics) > 1 else []
+        if several and self.pruner in _RANKS_BY_ONE_VALUE:
             raise ValueError(
-                f"pruning needs a single objective, but got {len(self.objectives)} objectives "
-                f"with pruner {self.pruner!r}; set study.pruner: none"
+                f"pruner {self.pruner!r} promotes the top 1/reduction_factor of each rung by one "
+                "value, an order a Pareto front does not have: with several objectives use "
+                f"median, percentile, threshold or none, but got {self.pruner!r} with "
+                f"{len(several)} objectives"
             )
-        if self.pruner == "threshold" and not {"lower", "upper"} & set(self.pruner_options):
+        if several and self.pruner == "threshold":
+            keys = set(self.pruner_options) - {"n_warmup_steps"}
+            if not keys or not keys <= set(several):
+                raise ValueError(
+                    "pruner 'threshold' with several objectives needs a bound per objective "
+                    f"metric in pruner_options (one or more of {', '.join(several)}; a "
+                    f"maximised one prunes below it, a minimised one above), but got "
+                    f"{self.pruner_options}"
+                )
+        elif self.pruner == "threshold" and not {"lower", "upper"} & set(self.pruner_options):
             raise ValueError(
                 "pruner 'threshold' needs pruner_options {lower: X} and/or {upper: Y}, "
                 f"but got {self.pruner_options}"
@@ -474,11 +500,20 @@ class HardwareConfig(_Strict):
     # under `sweep --workers`: a worker that ran this many trials with a static backend is
     # restarted (TensorFlow keeps every program it compiled, ~13 MB a trial); null: never
     recycle_after: int | None = Field(50, ge=1)
+    # persistent compile cache (torch-compile, jax, keras' XLA) shared by runs, workers and
+    # hosts: a folder, or off; null: compile_cache/ beside the MLflow store (mlruns/)
+    compile_cache: str | None = Field(None, min_length=1)
+    compile_cache_max_mb: int = Field(2048, ge=1)  # LRU size cap, applied after each run
 
     @field_validator("precision", mode="before")
     @classmethod
     def _precision_as_text(cls, v: Any) -> Any:
         return str(v) if isinstance(v, int) else v  # YAML reads `precision: 32` as an int
+
+    @field_validator("compile_cache", mode="before")
+    @classmethod
+    def _off_as_text(cls, v: Any) -> Any:
+        return "off" if v is False else v  # YAML 1.1 reads a bare `off` as false
 
     @model_validator(mode="after")
     def _check(self) -> HardwareConfig:

@@ -60,6 +60,9 @@ class RunRecord:
     repeat: str = ""  # tag protolab.repeat: which of K interleaved re-measurements ("" = one)
     auto: str = ""  # tag protolab.auto: the alias that picked this mode, "alias->backend"
     epoch_step_ms: tuple[float, ...] = ()  # history of time/epoch_step_ms, one per epoch
+    # where it ran: the ``protolab.env.*`` tags (versions, platform) without their prefix,
+    # ``device`` and the ``*_threads`` tags, as the verdict names the machine and versions
+    env: Mapping[str, str] = field(default_factory=dict)
 
     @property
     def step_samples(self) -> tuple[float, ...]:
@@ -79,6 +82,20 @@ class RunRecord:
         """The run's step time: the median of :attr:`step_samples` (None: not measured)."""
         samples = self.step_samples
         return statistics.median(samples) if samples else None
+
+    @property
+    def result_s(self) -> float | None:
+        """Wall seconds this run took to give its result, as it ran (None: not measured).
+
+        ``time/trial_s`` (build, compile, training, evaluation) plus, on a process's first
+        trial (``protolab.cold_start``), the framework import that trial waited for
+        (``time/import_s``): later trials of the process found it done and did not pay it.
+        """
+        trial = self.metrics.get("time/trial_s")
+        if trial is None or not math.isfinite(trial):
+            return None
+        imported = self.metrics.get("time/import_s", 0.0) if self.cold_start else 0.0
+        return trial + (imported if math.isfinite(imported) else 0.0)
 
 
 def break_even_steps(

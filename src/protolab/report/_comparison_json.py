@@ -9,8 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from protolab.report._intervals import Ratio
+from protolab.report._intervals import LEVEL, Ratio
 from protolab.report._modes import ArchRow, BreakEven, Comparison, Headline, Mode, Unit
+from protolab.report._verdict import Answer, Parity, answer, verdict_lines
 
 __all__ = ["comparison_json"]
 
@@ -42,6 +43,9 @@ def _mode(m: Mode) -> dict[str, Any]:
         "compile_s": m.compile_s,
         "first_step_s": m.first_step_s,
         "train_steps": m.train_steps,
+        "result_s": m.result_s,
+        "trial_s": m.trial_s,
+        "import_s": m.import_s,
     }
 
 
@@ -57,6 +61,67 @@ def _headline(h: Headline) -> dict[str, Any]:
         "speedup_high": None if fast.interval is None else fast.interval.high,
         "pairs": [{"trial": t, f"{a}_ms": x, f"{b}_ms": y} for t, x, y in h.points],
         "text": h.text,
+    }
+
+
+def _parity(p: Parity) -> dict[str, Any]:
+    return {
+        "reference": p.reference,
+        "metric": p.metric,
+        "n_pairs": p.n_pairs,
+        "mean_gap": p.mean_gap,
+        "max_gap": p.max_gap,
+        "low": None if p.interval is None else p.interval.low,
+        "high": None if p.interval is None else p.interval.high,
+        "level": None if p.interval is None else p.interval.level,
+        "tolerance": p.tolerance,
+        "passes": p.passes,
+        "text": p.cell,
+    }
+
+
+def _answer(a: Answer) -> dict[str, Any]:
+    """The verdict's keys of ``comparison.headline``: result first, step, overtake, parity."""
+    over = a.overtake
+    low, high = (None, None) if over is None or over.interval is None else over.interval
+    return {
+        "reference": a.reference,
+        "time_to_result": a.time_to_result,
+        "first_to_result": a.first_to_result,
+        "result_times": {
+            r.mode: {
+                "seconds": r.seconds,
+                "trial_s": r.trial_s,
+                "import_s": r.import_s,
+                "runs": r.n_runs,
+                "first_in_pairs": r.first_in,
+            }
+            for r in a.results
+        },
+        "step": {
+            "fastest": a.fastest_step,
+            "against": a.reference,
+            **(_ratio(a.step_ratio) if a.step_ratio is not None else {}),
+            "text": a.step_text,
+        },
+        "overtake": None
+        if over is None
+        else {
+            "mode": over.even.mode,
+            "reference": over.even.reference,
+            "steps": over.even.steps,  # null: never
+            "low": low,
+            "high": high,  # null with a low: "never" is inside the interval
+            "level": None if over.interval is None else LEVEL,
+            "seconds": over.even.seconds,
+            "trained_steps": over.even.trained_steps,
+            "text": over.text,
+        },
+        "parity": {p.mode: _parity(p) for p in a.parity},
+        "flagged": a.flagged,
+        "machine": dict(a.machine),
+        "versions": dict(a.versions),
+        "lines": a.lines(),
     }
 
 
@@ -116,14 +181,27 @@ def _arch(a: ArchRow) -> dict[str, Any]:
     }
 
 
-def comparison_json(c: Comparison) -> dict[str, Any]:
-    """``modes``, ``matrix`` (row/col ratios), ``headline``, ``break_even``, the raw units."""
+def _headline_json(c: Comparison, said: Answer | None) -> dict[str, Any] | None:
+    """The family comparison's keys (when two families paired) and the verdict's."""
+    if c.headline is None and said is None:
+        return None
+    family = {} if c.headline is None else _headline(c.headline)
+    verdict = {} if said is None else _answer(said)
+    return {**family, **verdict, "text": family.get("text") or verdict["step"]["text"]}
+
+
+def comparison_json(c: Comparison, said: Answer | None = None) -> dict[str, Any]:
+    """``modes``, ``matrix`` (row/col ratios), ``headline``, ``break_even``, the raw units.
+
+    ``said`` is the comparison's verdict (:func:`answer`), computed here when not given.
+    """
+    said = said if said is not None else answer(c)
     return {
         "modes": [_mode(m) for m in c.modes],
         "paired_modes": c.paired,
         "reference": c.reference,
         "n_pairs": c.n_pairs,
-        "headline": None if c.headline is None else _headline(c.headline),
+        "headline": _headline_json(c, said),
         "matrix": [
             {"row": a, "col": b, **_ratio(r), "text": r.compare_text(a, b)}
             for (a, b), r in c.matrix.items()
@@ -131,6 +209,6 @@ def comparison_json(c: Comparison) -> dict[str, Any]:
         "break_even": [_break_even(b) for b in c.break_even],
         "measurements": [_unit(u, c.metric) for u in c.units],
         "architectures": [_arch(a) for a in c.architectures],
-        "lines": c.lines(),
+        "lines": verdict_lines(c, said),
         "mlflow_metrics": c.metrics(),
     }

@@ -312,7 +312,21 @@ def _run_record(run: Run) -> RunRecord | None:
         eager=tags.get(TAG.EAGER, "") == "true",
         repeat=tags.get(TAG.REPEAT, ""),
         auto=tags.get(TAG.AUTO, ""),
+        env=_env(tags),
     )
+
+
+ENV_PREFIX = f"{TAG.PREFIX}env."
+
+
+def _env(tags: Mapping[str, str]) -> dict[str, str]:
+    """Where a run ran: its ``protolab.env.*`` tags (prefix dropped), device, thread counts."""
+    out = {k.removeprefix(ENV_PREFIX): v for k, v in tags.items() if k.startswith(ENV_PREFIX)}
+    for k, v in tags.items():
+        short = k.removeprefix(TAG.PREFIX)
+        if k.startswith(TAG.PREFIX) and (short == "device" or short.endswith("_threads")):
+            out[short] = v
+    return out
 
 
 EPOCH_STEP_MS = "time/epoch_step_ms"

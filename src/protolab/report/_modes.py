@@ -113,6 +113,9 @@ class Mode:
     compile_s: float | None
     first_step_s: float | None
     train_steps: float | None
+    result_s: float | None = None  # median RunRecord.result_s: a trial's wall time, as run
+    trial_s: float | None = None  # median time/trial_s (no import)
+    import_s: float | None = None  # median time/import_s (once per process)
 
 
 def _mode(name: str, runs: Sequence[RunRecord]) -> Mode:
@@ -134,6 +137,9 @@ def _mode(name: str, runs: Sequence[RunRecord]) -> Mode:
         compile_s=med("time/compile_s"),
         first_step_s=med("time/first_step_s"),
         train_steps=_median(_trained_steps(r) for r in runs),
+        result_s=_median(r.result_s for r in runs),
+        trial_s=med("time/trial_s"),
+        import_s=med("time/import_s"),
     )
 
 

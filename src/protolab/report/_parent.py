@@ -33,6 +33,7 @@ from protolab._tags import TAG
 from protolab.report._compare import break_even_steps, format_break_even
 from protolab.report._data import records_from_mlflow
 from protolab.report._modes import Comparison, compare_modes
+from protolab.report._verdict import answer, verdict_lines
 from protolab.tracking import FAMILY_VIEW, store_study_notes
 
 __all__ = [
@@ -185,14 +186,17 @@ def _label(view: StudyView, backend: str) -> str:
 
 
 def verdict(view: StudyView) -> list[str]:
-    """The report's verdict: the headline in bold, then each break-even (markdown)."""
+    """The report's verdict (markdown): which mode gives a result first in bold, then per
+    step, the overtake, accuracy parity, the machine, and each break-even."""
     c = view.comparison
     if c is None or not c.units:
         return []
-    lines = c.lines()
-    if c.headline is not None and lines:
-        lines[0] = f"**{lines[0]}**"
-    return [lines[0], *(f"- {line}" for line in lines[1:])]
+    said = answer(c)
+    lines = verdict_lines(c, said)
+    if not lines:
+        return []
+    bold = 2 if said is not None else 1  # the two claims: result first, then per step
+    return [*(f"**{line}**\n" for line in lines[:bold]), *(f"- {line}" for line in lines[bold:])]
 
 
 def _pair_table(view: StudyView) -> list[str]:
@@ -348,14 +352,25 @@ def config_params(client: Any, runs: Sequence[Any]) -> dict[str, str]:
 
 
 def family_view(metric: str) -> str:
-    """The shared view's JSON: group by the ``family`` param, the comparison's columns."""
-    metrics = [metric, "time/step_ms", "time/compile_s", "time/first_step_s"]
+    """The shared view's JSON: group by the ``family`` param and the run's state tag.
+
+    The state (``protolab.state``: COMPLETE, PRUNED, FAIL) is a grouping key, so each
+    family's COMPLETE group averages complete runs only: a pruned run stopped early with a
+    worse metric and must not drag the family's mean down (the issue saw val/acc 0.784
+    against 0.961). Pruned and failed runs get groups of their own, labelled with their
+    state, and the state is a column: a pruned run looks pruned.
+    """
+    metrics = [metric, "time/trial_s", "time/step_ms", "time/compile_s", "time/first_step_s"]
     columns = [f"params.`{p}`" for p in ("backend", "mode")]
+    columns.append(f"tags.`{TAG.STATE}`")
     columns += [f"metrics.`{m}`" for m in dict.fromkeys(m for m in metrics if m)]
     state = {
         "groupBy": {
             "aggregateFunction": "average",
-            "groupByKeys": [{"mode": "param", "groupByData": "family"}],
+            "groupByKeys": [
+                {"mode": "param", "groupByData": "family"},
+                {"mode": "tag", "groupByData": TAG.STATE},
+            ],
         },
         "selectedColumns": columns,
         "orderByKey": "attributes.start_time",

@@ -55,6 +55,7 @@ from protolab.report._tables import (
     versions_table,
     watch_table,
 )
+from protolab.report._verdict import Answer, answer, verdict_lines
 from protolab.report._versions import Version, VersionChange, VersionSplit, split_by_version
 from protolab.report._watch import summarize_watch, watch_json
 
@@ -196,6 +197,7 @@ class Report:
     def __init__(self, data: ReportData) -> None:
         self.data = data
         self.comparison: Comparison = compare_modes(data.runs, data.metric)
+        self.answer: Answer | None = answer(self.comparison)
         family = {r.backend: r.family for r in data.runs}
         self.colours = mode_colours([(b, family.get(b, "")) for b in data.backends])
         self.infeasible = set(data.infeasible)
@@ -257,8 +259,9 @@ class Report:
 
     @property
     def verdict_lines(self) -> list[str]:
-        """The headline comparison and each compiled mode's break-even, one line each."""
-        lines = self.comparison.lines()
+        """The answer (result first, per step, overtake, parity, machine), then each
+        compiled mode's break-even, one line each."""
+        lines = verdict_lines(self.comparison, self.answer)
         if lines:
             return lines
         return [
@@ -268,7 +271,7 @@ class Report:
 
     @property
     def verdict(self) -> str:
-        """The first verdict line: the headline (best of each family), when there is one."""
+        """The first verdict line: which mode gives a result first, when modes were paired."""
         return self.verdict_lines[0]
 
     # -- files ----------------------------------------------------------------------------
@@ -423,7 +426,7 @@ class Report:
                     "names": data.constraint_names,
                     "infeasible_trials": data.infeasible,
                 },
-                "comparison": comparison_json(self.comparison),
+                "comparison": comparison_json(self.comparison, self.answer),
                 "pareto": self._pareto_json(),
                 "by_script_version": _versions_json(self.versions),
                 "watch": watch_json(self.watch),
@@ -704,7 +707,11 @@ def _print_report(
     files: Sequence[Path],
     problem: str | None,
 ) -> None:
-    """The terminal side: title line, every table, the verdict lines, where files went."""
+    """The terminal side: title line, the verdict first, every table, where files went.
+
+    The answer comes first so that it is on the first screen; every table fits the
+    console's width (:func:`to_rich` splits a table rather than cut a number).
+    """
     from rich.markup import escape
 
     data, out = report.data, files[0].parent
@@ -714,13 +721,13 @@ def _print_report(
         f"{escape(f' subject to {constraints}') if constraints else ''}, "
         f"{escape(report.counts_text())}[/]"
     )
+    for i, line in enumerate(report.verdict_lines):
+        console.print(f"[bold]{escape(line)}[/]" if i == 0 else f"- {escape(line)}")
     for table in report.tables().values():
         console.print(to_rich(table))
     if report.changes and "history.png" in plots:
         marks = ", ".join(f"{c.version.name} from t{c.trial}" for c in report.changes)
         console.print(f"[dim]history.png marks the script version changes: {escape(marks)}[/]")
-    for line in report.verdict_lines:
-        console.print(f"[bold]{escape(line)}[/]")
     console.print(escape(f"wrote {out}/: {', '.join(f.name for f in files)}"))
     if problem:
         console.print(f"[yellow]{escape(problem)}[/]")

@@ -6,7 +6,7 @@ Building cells once keeps the terminal and ``report.md`` showing the same rounde
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +21,7 @@ __all__ = [
     "architectures_table",
     "best_trials_table",
     "break_even_table",
+    "column_groups",
     "front_table",
     "importance_table",
     "matrix_table",
@@ -477,25 +478,86 @@ def objective_importance_table(
     )
 
 
-def to_rich(table: TextTable) -> Any:
-    """A rich renderable: the table, then its notes (cells are escaped: params hold ``[``)."""
-    from rich.console import Group
+_WORD_CAP = 30  # the wrapping (last text) column is never given more than this as a minimum
+
+
+def _wraps(table: TextTable, i: int) -> bool:
+    """Only the last column, when it is text (params, notes), wraps; numbers never do."""
+    return i == len(table.headers) - 1 and i not in table.right
+
+
+def _needed(table: TextTable, i: int) -> int:
+    """Characters column ``i`` needs so that none of its cells (or header lines) is cut."""
+    header = table.headers[i].split("\n")
+    if _wraps(table, i):
+        words = [w for c in [*header, *(r[i] for r in table.rows)] for w in c.split()]
+        return min(max((len(w) for w in words), default=1), _WORD_CAP)
+    return max(len(line) for line in [*header, *(r[i] for r in table.rows)])
+
+
+def _table_width(widths: Sequence[int]) -> int:
+    """A rich table's width: cells, one space of padding each side, a border between."""
+    return sum(widths) + 3 * len(widths) + 1
+
+
+def column_groups(table: TextTable, width: int) -> list[list[int]]:
+    """Columns split into tables that each fit ``width``, the first (key) column in each.
+
+    A table as wide as the console is printed whole; a wider one continues in a second
+    (third...) table repeating its key column, so no number is folded or cut off.
+    """
+    need = [_needed(table, i) for i in range(len(table.headers))]
+    if len(need) <= 1 or _table_width(need) <= width:
+        return [list(range(len(need)))]
+    groups: list[list[int]] = [[0]]
+    for i in range(1, len(need)):
+        current = groups[-1]
+        if len(current) > 1 and _table_width([need[j] for j in [*current, i]]) > width:
+            groups.append([0])
+        groups[-1].append(i)
+    return groups
+
+
+def _part(table: TextTable, columns: Sequence[int], title: str) -> Any:
+    """One rich table of ``columns`` (cells are escaped: params hold ``[``)."""
     from rich.markup import escape
     from rich.table import Table
-    from rich.text import Text
 
-    out = Table(title=table.title, title_justify="left")
-    for i, h in enumerate(table.headers):
-        last = i == len(table.headers) - 1 and i not in table.right
+    out = Table(title=title, title_justify="left")
+    for i in columns:
+        wraps = _wraps(table, i)
         out.add_column(
-            escape(h),
+            escape(table.headers[i]),
             justify="right" if i in table.right else "left",
-            no_wrap=not last,
+            no_wrap=not wraps,
             overflow="fold",
+            min_width=None if wraps else _needed(table, i),
         )
     for row in table.rows:
-        out.add_row(*(escape(c) for c in row))
-    return Group(out, *(Text(n, style="dim") for n in table.notes))
+        out.add_row(*(escape(row[i]) for i in columns))
+    return out
+
+
+class _Fitted:
+    """A :class:`TextTable` laid out for the console it is printed on (see column_groups)."""
+
+    def __init__(self, table: TextTable) -> None:
+        self.table = table
+
+    def __rich_console__(self, console: Any, options: Any) -> Iterator[Any]:
+        from rich.text import Text
+
+        groups = column_groups(self.table, options.max_width)
+        for k, columns in enumerate(groups):
+            title = self.table.title if k == 0 else f"{self.table.title} (continued)"
+            yield _part(self.table, columns, title)
+        for note in self.table.notes:
+            yield Text(note, style="dim")
+
+
+def to_rich(table: TextTable) -> Any:
+    """A rich renderable: the table (split to fit the console's width), then its notes."""
+    return _Fitted(table)
 
 
 def to_markdown(table: TextTable) -> str:

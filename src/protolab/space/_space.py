@@ -82,6 +82,10 @@ class Distribution:
         assert self.low is not None and self.high is not None
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise SpaceError(f"'{name}' must be a number, but got {value!r}")
+        if not math.isfinite(value):  # NaN passes no comparison: refuse it by name
+            raise SpaceError(
+                f"'{name}' must be a finite number in [{self.low}, {self.high}], but got {value!r}"
+            )
         if self.kind == "int":
             if float(value) != int(value):
                 raise SpaceError(f"'{name}' must be an integer, but got {value!r}")
@@ -98,6 +102,16 @@ class Distribution:
         extra = ", log=True" if self.log else ""
         extra += f", step={self.step}" if self.step else ""
         return f"{self.kind}({self.low}, {self.high}{extra})"
+
+
+def _check_step(where: str, low: float, high: float, step: float) -> None:
+    """A step wider than the range leaves one value, ``low``: refused rather than every
+    trial silently getting it."""
+    if step > high - low > 0:
+        raise SpaceError(
+            f"{where}: `step <= high - low` must hold, but got step={step} for "
+            f"low={low}, high={high}"
+        )
 
 
 class Space:
@@ -161,6 +175,7 @@ class Space:
             raise SpaceError(f"space.int({name!r}): `step >= 1` must hold, but got step={step}")
         if log and step != 1:
             raise SpaceError(f"space.int({name!r}): `step` must be 1 when log=True")
+        _check_step(f"space.int({name!r})", low, high, step)
         dist = Distribution("int", low, high, step if step != 1 else None, log)
         return int(self._ask(name, dist))
 
@@ -187,6 +202,8 @@ class Space:
                 f"space.float({name!r}): `step > 0` without log=True must hold, "
                 f"but got step={step}, log={log}"
             )
+        if step is not None:
+            _check_step(f"space.float({name!r})", low, high, step)
         return float(self._ask(name, Distribution("float", low, high, step, log)))
 
     def choice(self, name: str, choices: Sequence[Any]) -> Any:

@@ -9,6 +9,7 @@ the loop calls the trial hooks, the trial function the job hooks, each callback 
 
 from __future__ import annotations
 
+import statistics
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Protocol
 
@@ -21,12 +22,14 @@ if TYPE_CHECKING:
     from optuna.trial import Trial
 
     from protolab.backends import Job, JobResult
+    from protolab.samplers import VectorPruner
     from protolab.sweep._context import SweepContext
 
 __all__ = [
     "Display",
     "KeepCheckpoints",
     "ReportToPruner",
+    "ReportVectors",
     "ShowProgress",
     "TimeJobs",
     "TrialCallback",
@@ -144,6 +147,65 @@ class ReportToPruner(TrialCallback):
             trial.report(metrics[self.metric], epoch)
             prune = epoch < self.epochs and trial.should_prune()
         if prune:
+            raise optuna.TrialPruned(f"pruned after epoch {epoch}")
+
+
+# Objectives measured only at a job's end, and the per-epoch metric that stands for them:
+# time/step_ms is the median step time over epochs 2.. (docs/metrics.md), so at epoch e it
+# is the median of time/epoch_step_ms over epochs 2..e (epoch 1 alone at epoch 1).
+_EPOCH_STANDS_FOR = {"time/step_ms": "time/epoch_step_ms"}
+
+
+class ReportVectors(TrialCallback):
+    """Several objectives: each epoch's objective vector of the lead job, stored on the
+    trial (``protolab.curve.<epoch>``, read by every worker through the study's storage),
+    then judged by ``pruner`` (:mod:`protolab.samplers`); never after the last epoch.
+
+    An objective the epoch does not measure is stored as None, which the rule never
+    prunes on (``model/params``, known to the trained program only).
+    """
+
+    def __init__(self, metrics: list[str], epochs: int, pruner: VectorPruner) -> None:
+        self.metrics, self.epochs, self.pruner = metrics, epochs, pruner
+        self._trial: Trial | None = None
+        self._lead = False
+        self._seen: dict[str, list[float]] = {}
+
+    def on_trial_start(self, trial: Trial) -> None:
+        self._trial, self._lead = trial, False
+
+    def on_job_start(self, backend: str, lead: bool) -> None:
+        self._lead, self._seen = lead, {}
+
+    def vector(self, metrics: dict[str, float]) -> list[float | None]:
+        """This epoch's value of each objective (its stand-in's running median, if any)."""
+        out: list[float | None] = []
+        for m in self.metrics:
+            if m in metrics:
+                out.append(float(metrics[m]))
+                continue
+            stand_in = _EPOCH_STANDS_FOR.get(m)
+            seen = self._seen.setdefault(m, [])
+            if stand_in is not None and stand_in in metrics:
+                seen.append(float(metrics[stand_in]))
+            out.append(statistics.median(seen[1:] or seen) if seen else None)
+        return out
+
+    def on_epoch(self, backend: str, epoch: int, metrics: dict[str, float]) -> None:
+        trial = self._trial
+        if not self._lead or trial is None:
+            return
+        import optuna
+
+        from protolab.samplers import curve_key
+
+        vector = self.vector(metrics)
+        with shielded():
+            trial.set_user_attr(curve_key(epoch), vector)
+            stop = epoch < self.epochs and self.pruner.prune_vector(
+                trial.study, trial.number, epoch, vector
+            )
+        if stop:
             raise optuna.TrialPruned(f"pruned after epoch {epoch}")
 
 

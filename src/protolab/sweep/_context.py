@@ -261,7 +261,10 @@ def _check_search(cfg: Config, config_path: Path, distributions: dict[str, Any])
 
             grid = grid_space(distributions)
         make_sampler(study.sampler, study.seed, study.sampler_options, grid)
-        make_pruner(study.pruner, study.pruner_options)
+        several = [
+            (o.metric, o.direction or infer_direction(o.metric)) for o in study.objectives or []
+        ]
+        make_pruner(study.pruner, study.pruner_options, several)
     except ConfigError as e:
         raise ConfigError(f"{config_path}: {e}") from None
 

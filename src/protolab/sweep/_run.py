@@ -11,7 +11,7 @@ import time
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from protolab._tags import ATTR, TAG
 from protolab.backends import (
@@ -28,6 +28,7 @@ from protolab.backends._env import environment_tags
 from protolab.space import Space
 from protolab.sweep._callbacks import TrialCallback
 from protolab.sweep._context import SweepContext, sample_train
+from protolab.sweep._deadline import TIMEOUT, TrialTimeout
 from protolab.tracking._types import RunLog, Tracker
 
 if TYPE_CHECKING:
@@ -51,6 +52,14 @@ __all__ = [
 # An asked trial in, what it produced out; raises as the trial ends otherwise (pruned,
 # failed, interrupted). The sweep loop knows nothing else of what a trial does.
 TrialFn = Callable[["Trial"], "Outcome"]
+
+
+@runtime_checkable
+class _Stoppable(Protocol):
+    """A mode that runs its jobs in worker processes of its own, and can stop them."""
+
+    def close(self) -> None: ...
+
 
 # Trial user attrs that become MLflow tags (lineage, retries, warm starts).
 _LINEAGE_ATTRS = (
@@ -88,6 +97,8 @@ def fail_reason(e: BaseException) -> str:
     OutOfMemoryError, TensorFlow's ResourceExhaustedError): they all start with
     ``out of memory:`` so a sweep's failures can be grouped by cause.
     """
+    if isinstance(e, TrialTimeout):
+        return TIMEOUT
     text = str(e).strip().splitlines()[0] if str(e).strip() else ""
     name = type(e).__name__
     oom = isinstance(e, MemoryError) or name in ("OutOfMemoryError", "ResourceExhaustedError")
@@ -180,7 +191,7 @@ def _build(
         train = sample_train(cfg.train, train_space)
         settings = make_settings(ctx, train, arch_space.train_settings, epochs=cfg.train.epochs)
         out.arch_hash = arch.hash
-    except Exception as e:
+    except (Exception, TrialTimeout) as e:  # a builder or data function over the deadline
         out.params = _params(arch_space, train_space, cfg)
         _record_unbuilt(ctx, tracker, label, base_tags, out.params, e)
         raise
@@ -194,7 +205,7 @@ def _record_unbuilt(
     label: str,
     tags: dict[str, str],
     params: dict[str, Any],
-    e: Exception,
+    e: BaseException,
 ) -> None:
     """A trial whose Arch or settings could not be made: one FAILED run per backend, with
     the traceback, so the failure shows wherever that mode's runs are looked at."""
@@ -277,6 +288,8 @@ def _run_mode(
     try:
         result = backend.run(job, on_epoch)
     except BaseException as e:
+        if isinstance(e, TrialTimeout) and isinstance(backend, _Stoppable):
+            backend.close()  # its worker process may be the one that hangs: kill it
         _end_failed(run, e)
         raise
     finally:

@@ -18,7 +18,8 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable, Container, Iterator, Sequence
-from typing import TYPE_CHECKING, Any
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import optuna
 from optuna.distributions import BaseDistribution
@@ -32,6 +33,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from protolab._stores import scheme
 from protolab._tags import ATTR
+from protolab.sweep._store_file import StoreFile
 
 if TYPE_CHECKING:
     import sqlalchemy
@@ -42,6 +44,8 @@ if TYPE_CHECKING:
     from protolab.sweep._types import JSONValue
 
 __all__ = ["LEASED_SCHEMES", "LeasedStorage"]
+
+_T = TypeVar("_T")
 
 # Stores shared across hosts with neither Optuna heartbeats nor a lock of ours.
 LEASED_SCHEMES = ("grpc", "redis")
@@ -55,9 +59,13 @@ class LeasedStorage(BaseStorage, BaseHeartbeat):
     as ``optuna.create_study`` wraps it), and what every call goes to.
     """
 
-    def __init__(self, storage: BaseStorage, url: str | None = None) -> None:
+    def __init__(
+        self, storage: BaseStorage, url: str | None = None, watch: Path | None = None
+    ) -> None:
         self.opened = storage
         self.inner = optuna.storages.get_storage(storage)
+        # the local file behind it (a journal, SQLite): checked before every call
+        self._file = StoreFile(watch) if watch is not None and watch.is_file() else None
         self.leases = bool(url and scheme(url) in LEASED_SCHEMES) or isinstance(
             storage, GrpcStorageProxy
         )
@@ -174,42 +182,54 @@ class LeasedStorage(BaseStorage, BaseHeartbeat):
             return self.inner.get_heartbeat_stale_trial_callback()
         return None
 
+    def _call(self, fn: Callable[..., _T], *args: Any) -> _T:
+        """``fn(*args)`` on the inner storage, its file checked first; a call that fails
+        because the file went meanwhile (a read of a deleted journal) says that instead."""
+        if self._file is None:
+            return fn(*args)
+        self._file.check()
+        try:
+            return fn(*args)
+        except Exception:
+            self._file.check()  # gone meanwhile: StudyStoreLost, not a FileNotFoundError
+            raise
+
     # --- BaseStorage: every call to the inner storage ---------------------------------
 
     def create_new_study(
         self, directions: Sequence[StudyDirection], study_name: str | None = None
     ) -> int:
-        return self.inner.create_new_study(directions, study_name)
+        return self._call(self.inner.create_new_study, directions, study_name)
 
     def delete_study(self, study_id: int) -> None:
-        self.inner.delete_study(study_id)
+        self._call(self.inner.delete_study, study_id)
 
     def set_study_user_attr(self, study_id: int, key: str, value: object) -> None:
-        self.inner.set_study_user_attr(study_id, key, value)
+        self._call(self.inner.set_study_user_attr, study_id, key, value)
 
     def set_study_system_attr(self, study_id: int, key: str, value: JSONValue) -> None:
-        self.inner.set_study_system_attr(study_id, key, value)
+        self._call(self.inner.set_study_system_attr, study_id, key, value)
 
     def get_study_id_from_name(self, study_name: str) -> int:
-        return self.inner.get_study_id_from_name(study_name)
+        return self._call(self.inner.get_study_id_from_name, study_name)
 
     def get_study_name_from_id(self, study_id: int) -> str:
-        return self.inner.get_study_name_from_id(study_id)
+        return self._call(self.inner.get_study_name_from_id, study_id)
 
     def get_study_directions(self, study_id: int) -> list[StudyDirection]:
-        return self.inner.get_study_directions(study_id)
+        return self._call(self.inner.get_study_directions, study_id)
 
     def get_study_user_attrs(self, study_id: int) -> dict[str, Any]:
-        return self.inner.get_study_user_attrs(study_id)
+        return self._call(self.inner.get_study_user_attrs, study_id)
 
     def get_study_system_attrs(self, study_id: int) -> dict[str, Any]:
-        return self.inner.get_study_system_attrs(study_id)
+        return self._call(self.inner.get_study_system_attrs, study_id)
 
     def get_all_studies(self) -> list[FrozenStudy]:
-        return self.inner.get_all_studies()
+        return self._call(self.inner.get_all_studies)
 
     def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
-        return self.inner.create_new_trial(study_id, template_trial)
+        return self._call(self.inner.create_new_trial, study_id, template_trial)
 
     def set_trial_param(
         self,
@@ -218,35 +238,39 @@ class LeasedStorage(BaseStorage, BaseHeartbeat):
         param_value_internal: float,
         distribution: BaseDistribution,
     ) -> None:
-        self.inner.set_trial_param(trial_id, param_name, param_value_internal, distribution)
+        self._call(
+            self.inner.set_trial_param, trial_id, param_name, param_value_internal, distribution
+        )
 
     def get_trial_id_from_study_id_trial_number(self, study_id: int, trial_number: int) -> int:
-        return self.inner.get_trial_id_from_study_id_trial_number(study_id, trial_number)
+        return self._call(
+            self.inner.get_trial_id_from_study_id_trial_number, study_id, trial_number
+        )
 
     def get_trial_number_from_id(self, trial_id: int) -> int:
-        return self.inner.get_trial_number_from_id(trial_id)
+        return self._call(self.inner.get_trial_number_from_id, trial_id)
 
     def get_trial_param(self, trial_id: int, param_name: str) -> float:
-        return self.inner.get_trial_param(trial_id, param_name)
+        return self._call(self.inner.get_trial_param, trial_id, param_name)
 
     def set_trial_state_values(
         self, trial_id: int, state: TrialState, values: Sequence[float] | None = None
     ) -> bool:
-        return self.inner.set_trial_state_values(trial_id, state, values)
+        return self._call(self.inner.set_trial_state_values, trial_id, state, values)
 
     def set_trial_intermediate_value(
         self, trial_id: int, step: int, intermediate_value: float
     ) -> None:
-        self.inner.set_trial_intermediate_value(trial_id, step, intermediate_value)
+        self._call(self.inner.set_trial_intermediate_value, trial_id, step, intermediate_value)
 
     def set_trial_user_attr(self, trial_id: int, key: str, value: object) -> None:
-        self.inner.set_trial_user_attr(trial_id, key, value)
+        self._call(self.inner.set_trial_user_attr, trial_id, key, value)
 
     def set_trial_system_attr(self, trial_id: int, key: str, value: JSONValue) -> None:
-        self.inner.set_trial_system_attr(trial_id, key, value)
+        self._call(self.inner.set_trial_system_attr, trial_id, key, value)
 
     def get_trial(self, trial_id: int) -> FrozenTrial:
-        return self.inner.get_trial(trial_id)
+        return self._call(self.inner.get_trial, trial_id)
 
     def get_all_trials(
         self,
@@ -254,27 +278,27 @@ class LeasedStorage(BaseStorage, BaseHeartbeat):
         deepcopy: bool = True,
         states: Container[TrialState] | None = None,
     ) -> list[FrozenTrial]:
-        return self.inner.get_all_trials(study_id, deepcopy, states)
+        return self._call(self.inner.get_all_trials, study_id, deepcopy, states)
 
     def get_n_trials(
         self, study_id: int, state: tuple[TrialState, ...] | TrialState | None = None
     ) -> int:
-        return self.inner.get_n_trials(study_id, state)
+        return self._call(self.inner.get_n_trials, study_id, state)
 
     def get_best_trial(self, study_id: int) -> FrozenTrial:
-        return self.inner.get_best_trial(study_id)
+        return self._call(self.inner.get_best_trial, study_id)
 
     def get_trial_params(self, trial_id: int) -> dict[str, Any]:
-        return self.inner.get_trial_params(trial_id)
+        return self._call(self.inner.get_trial_params, trial_id)
 
     def get_trial_user_attrs(self, trial_id: int) -> dict[str, Any]:
-        return self.inner.get_trial_user_attrs(trial_id)
+        return self._call(self.inner.get_trial_user_attrs, trial_id)
 
     def get_trial_system_attrs(self, trial_id: int) -> dict[str, Any]:
-        return self.inner.get_trial_system_attrs(trial_id)
+        return self._call(self.inner.get_trial_system_attrs, trial_id)
 
     def remove_session(self) -> None:
-        self.inner.remove_session()
+        self._call(self.inner.remove_session)
 
     def check_trial_is_updatable(self, trial_id: int, trial_state: TrialState) -> None:
-        self.inner.check_trial_is_updatable(trial_id, trial_state)
+        self._call(self.inner.check_trial_is_updatable, trial_id, trial_state)

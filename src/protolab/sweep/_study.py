@@ -14,10 +14,13 @@ if TYPE_CHECKING:  # Optuna loads in the functions that use it: never at `import
     from optuna.samplers import BaseSampler
     from optuna.trial import FrozenTrial, TrialState
 
+    from protolab.samplers import VectorPruner
+
 __all__ = [
     "grid_space",
     "make_pruner",
     "make_sampler",
+    "vector_pruner",
 ]
 
 
@@ -162,8 +165,55 @@ def make_sampler(
     return _build("sampler", _SAMPLERS, name, **(options or {}), **extra)
 
 
-def make_pruner(name: str, options: dict[str, Any] | None = None) -> BasePruner:
-    return _build("pruner", _PRUNERS, name, **(options or {}))
+# Several objectives (protolab.samplers, README "Pruners"): median and percentile rank each
+# epoch's objective vector by Pareto fronts among the trials that recorded that epoch,
+# threshold takes a bound per objective metric. Which pruners and options are allowed with
+# several objectives, and why hyperband and successive halving are not, is a rule in the
+# config (config/_model.py: StudyConfig).
+_MO_PRUNERS: dict[str, tuple[str, dict[str, Any]]] = {
+    "none": ("optuna.pruners:NopPruner", {}),
+    "median": ("protolab.samplers:ParetoMedianPruner", {}),
+    "percentile": ("protolab.samplers:ParetoRankPruner", {"percentile": 25.0}),
+}
+
+
+def make_pruner(
+    name: str,
+    options: dict[str, Any] | None = None,
+    objectives: Sequence[tuple[str, str]] = (),
+) -> BasePruner:
+    """The pruner ``name``; with several ``objectives`` ((metric, direction) pairs) one
+    that judges each epoch's objective vector (:mod:`protolab.samplers`)."""
+    if len(objectives) <= 1:
+        return _build("pruner", _PRUNERS, name, **(options or {}))
+    if name not in (*_MO_PRUNERS, "threshold"):
+        raise ConfigError(f"study.pruner: {name!r} cannot prune several objectives")
+    if name != "threshold":
+        return _build("pruner", _MO_PRUNERS, name, **(options or {}))
+    from protolab.samplers import ObjectiveThresholdPruner
+
+    opts = dict(options or {})
+    warmup = opts.pop("n_warmup_steps", 1)
+    for key, value in {"n_warmup_steps": warmup, **opts}.items():
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(
+                f"study.pruner_options.{key}: pruner 'threshold' takes a number, but got {value!r}"
+            )
+    try:
+        bounds = {k: float(v) for k, v in opts.items()}
+        return ObjectiveThresholdPruner(bounds, objectives, n_warmup_steps=int(warmup))
+    except ValueError as e:
+        raise ConfigError(f"study.pruner_options for pruner 'threshold': {e}") from None
+
+
+def vector_pruner(
+    name: str, options: dict[str, Any] | None, objectives: Sequence[tuple[str, str]]
+) -> VectorPruner | None:
+    """What the epoch hook asks with several objectives (None: nothing prunes)."""
+    from protolab.samplers import ObjectiveThresholdPruner, ParetoRankPruner
+
+    pruner = make_pruner(name, options, objectives)
+    return pruner if isinstance(pruner, (ParetoRankPruner, ObjectiveThresholdPruner)) else None
 
 
 def grid_space(distributions: dict[str, Any], max_values: int = 256) -> dict[str, list[Any]]:

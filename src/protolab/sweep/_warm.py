@@ -7,6 +7,7 @@ from typing import Any
 
 import yaml
 
+from protolab._stores import redact
 from protolab.errors import ConfigError
 from protolab.sweep._context import SweepContext
 
@@ -27,7 +28,7 @@ def _from_run(ctx: SweepContext, run_id: str) -> list[tuple[dict[str, Any], str]
     try:
         run = MlflowClient(ctx.tracking_uri).get_run(run_id)
     except Exception:
-        raise ConfigError(f"--from: no MLflow run {run_id} in {ctx.tracking_uri}") from None
+        raise ConfigError(f"--from: no MLflow run {run_id} in {redact(ctx.tracking_uri)}") from None
     params: dict[str, Any] = {}
     for key, text in run.data.params.items():
         if key.startswith("study.") or (key.startswith("train.") and key not in ctx.distributions):

@@ -20,17 +20,21 @@ from typing import TYPE_CHECKING, Any
 from protolab._tags import ATTR, TAG
 from protolab.errors import ConfigError, ProtolabError, StorageError
 from protolab.sweep import _lease
+from protolab.sweep._binding import check_binding, own_id
 from protolab.sweep._callbacks import (
     Display,
     KeepCheckpoints,
     ReportToPruner,
+    ReportVectors,
     ShowProgress,
     TimeJobs,
     TrialCallback,
 )
 from protolab.sweep._context import SweepContext
+from protolab.sweep._deadline import TIMEOUT, TrialTimeout, can_time_trials, trial_deadline
 from protolab.sweep._lease import Interrupted, deferred, shielded
 from protolab.sweep._run import Outcome, TrialFn, fail_reason, trial_function
+from protolab.sweep._store_file import StudyStoreLost
 from protolab.sweep._warm import warm_start_params
 from protolab.tracking._types import Tracker
 from protolab.tracking._writer import StoreWriteError
@@ -87,7 +91,7 @@ def open_study(ctx: SweepContext, storage: BaseStorage, display: Display | None 
     study = optuna.create_study(
         storage=storage,
         study_name=ctx.study_name,
-        pruner=make_pruner(cfg.pruner, cfg.pruner_options),
+        pruner=make_pruner(cfg.pruner, cfg.pruner_options, ctx.objectives),
         directions=directions,  # type: ignore[arg-type]
         load_if_exists=True,
     )
@@ -197,10 +201,14 @@ def _note_script_change(study: Study, ctx: SweepContext, display: Display | None
             study.set_user_attr(key, [*seen, now])
 
 
-def sweep(ctx: SweepContext, display: Display, warm_from: str | None = None) -> SweepSummary:
+def sweep(
+    ctx: SweepContext, display: Display, warm_from: str | None = None, new_study: bool = False
+) -> SweepSummary:
     """Run (or resume) the study of ``ctx`` until it holds ``n_trials`` finished trials.
 
     ``warm_from`` (a study name or an MLflow run id) enqueues its best configurations first.
+    ``new_study``: the study store lost or replaced the study whose runs MLflow holds, and
+    the user says to start it over (sweep/_binding.py); otherwise that is exit 2.
     """
     import optuna
 
@@ -214,11 +222,13 @@ def sweep(ctx: SweepContext, display: Display, warm_from: str | None = None) -> 
     lock = _lease.lock_path(ctx.cfg.study.storage, default_storage_path())
     timing = TimeJobs()
     storage, tracker = _open_stores(ctx, timing)
-    study = _enter_study(ctx, storage, tracker, display, lock, warm)
+    study = _enter_study(ctx, storage, tracker, display, lock, warm, new_study)
     summary = SweepSummary(ctx.study_name, ctx.metric, ctx.direction)
     status, failing = "FINISHED", True
     callbacks = _callbacks(ctx, tracker, display, timing)
     display.start(ctx, study)
+    if ctx.cfg.study.trial_timeout_s is not None and not can_time_trials():
+        display.note("study.trial_timeout_s is not applied: it needs SIGALRM and the main thread")
     try:
         _loop(ctx, study, tracker, display, summary, callbacks, lock, t_start)
         failing = False
@@ -245,10 +255,18 @@ def _callbacks(
     ctx: SweepContext, tracker: Tracker, display: Display, timing: TimeJobs
 ) -> list[TrialCallback]:
     """What a sweep's trials tell, in this order: the display, the job clock, checkpoint
-    keeping, and (one objective) the pruner, last: a prune raised there ends the epoch."""
+    keeping, and the pruner's reports, last: a prune raised there ends the epoch."""
     callbacks: list[TrialCallback] = [ShowProgress(display), timing, KeepCheckpoints(ctx, tracker)]
-    if not ctx.multi_objective:  # Optuna prunes single-objective studies only
+    if not ctx.multi_objective:  # Optuna's report/should_prune take one value
         callbacks.append(ReportToPruner(ctx.metric, ctx.cfg.train.epochs))
+    else:  # each epoch's objective vector, judged by protolab's own pruner
+        from protolab.sweep._study import vector_pruner
+
+        cfg = ctx.cfg.study
+        pruner = vector_pruner(cfg.pruner, cfg.pruner_options, ctx.objectives)
+        if pruner is not None:
+            metrics = [m for m, _ in ctx.objectives]
+            callbacks.append(ReportVectors(metrics, ctx.cfg.train.epochs, pruner))
     return callbacks
 
 
@@ -258,7 +276,7 @@ def _open_stores(ctx: SweepContext, timing: TimeJobs) -> tuple[BaseStorage, Trac
     Remote stores are checked first: an unreachable server must not leave a freshly
     created local store behind. Local files are created only once both are known good.
     """
-    from protolab._stores import default_storage_path, open_storage
+    from protolab._stores import default_storage_path, local_store_file, open_storage
     from protolab.report import study_notes as notes
     from protolab.sweep._storage import LeasedStorage
     from protolab.tracking import open_tracker, wait_open
@@ -267,13 +285,16 @@ def _open_stores(ctx: SweepContext, timing: TimeJobs) -> tuple[BaseStorage, Trac
     tracking_lock = _lease.lock_path(ctx.tracking_uri, default_storage_path())
     try:
         if tracking_lock is None:
-            tracker = open_tracker(ctx, describe=notes)
+            tracker = open_tracker(ctx, describe=notes, bind_later=True)
+        watch = local_store_file(cfg.storage, default_storage_path())
         with _lease.creation_lock(cfg.storage):  # fresh PostgreSQL: one creates the tables
-            storage = LeasedStorage(open_storage(cfg.storage), cfg.storage)
+            storage = LeasedStorage(open_storage(cfg.storage), cfg.storage, watch=watch)
         _lease.tune_heartbeat(storage, cfg.heartbeat_s)
         _check_existing(ctx, storage)  # a study that cannot be resumed as configured: exit 2
         if tracking_lock is not None:  # a fresh local store: one process creates it
-            tracker = open_tracker(ctx, lock=tracking_lock, wait=False, describe=notes)
+            tracker = open_tracker(
+                ctx, lock=tracking_lock, wait=False, describe=notes, bind_later=True
+            )
         # The frameworks import while the tracking writer opens its store (other core).
         timing.on_job_end(_load_backends(ctx.cfg.backends))
         return storage, wait_open(tracker)
@@ -288,30 +309,40 @@ def _enter_study(
     display: Display,
     lock: Path | None,
     warm: list[tuple[dict[str, Any], str]],
+    new_study: bool = False,
 ) -> Study:
-    """Open the study as one step under its locks: seed this worker, reap dead workers'
-    trials, enqueue the warm start's configurations."""
+    """Open the study as one step under its locks: check that both stores hold the same
+    study (exit 2 before any write if not), seed this worker, reap dead workers' trials,
+    end the runs their trials' ends left RUNNING, enqueue the warm start's configurations."""
     with _lease.file_lock(lock):
+        study_id, adopt = check_binding(ctx, storage, tracker, new_study)
         study = open_study(ctx, storage, display)
         with _lease.study_lock(study):  # across hosts, on PostgreSQL
+            tracker.bind(own_id(study, study_id), adopt)  # the parent run: of this study
             join_study(ctx, study)
             _lease.reap(study, tracker, ctx.cfg.study.max_retries)
-            _end_runs_of_stopped_trials(study, tracker)
+            _end_runs_of_finished_trials(study, tracker)
             for params, label in warm:  # skip_if_exists: rerunning the command adds nothing
                 study.enqueue_trial(params, user_attrs={ATTR.ENQUEUED: label}, skip_if_exists=True)
     return study
 
 
-def _end_runs_of_stopped_trials(study: Study, tracker: Tracker) -> None:
-    """A trial a store failure stopped was told FAIL, but its MLflow runs may not have been
-    ended (the disk that failed may hold the tracking store too): end them now, so no run
-    stays RUNNING once the command is rerun."""
+def _end_runs_of_finished_trials(study: Study, tracker: Tracker) -> None:
+    """A finished trial's MLflow runs may not have been ended: a store failure stopped it
+    (the disk that failed may hold the tracking store too), or the end of a run was the
+    write that failed (a trial that failed for another reason meanwhile, a pruned one).
+    End every run still RUNNING whose trial the study store says finished, in the state
+    and with the reason it recorded, so none stays RUNNING once the command is rerun."""
     import optuna
 
-    failed = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.FAIL,))
-    for t in failed:
-        if str(t.user_attrs.get(ATTR.FAIL_REASON, "")).startswith("store write failed"):
-            tracker.fail_running_children(t.number, "store write failed")
+    State = optuna.trial.TrialState
+    names = {State.COMPLETE: "COMPLETE", State.PRUNED: "PRUNED", State.FAIL: "FAIL"}
+    finished = {
+        t.number: (names[t.state], str(t.user_attrs.get(ATTR.FAIL_REASON, "")))
+        for t in study.get_trials(deepcopy=False, states=tuple(names))
+    }
+    if finished:
+        tracker.end_finished(finished)
 
 
 def _finish(
@@ -449,10 +480,16 @@ def _one_trial(
     State = optuna.trial.TrialState
     try:  # from here on, an interrupt fails this trial (retried), never leaves it RUNNING
         summary.started_here += 1
-        with _lease.heartbeat(study, trial):
+        with _lease.heartbeat(study, trial), trial_deadline(ctx.cfg.study.trial_timeout_s):
             for cb in callbacks:
                 cb.on_trial_start(trial)
             out = run_trial(trial)
+    except TrialTimeout as e:  # stopped (its runs ended FAILED, its process killed): go on
+        with shielded():
+            trial.set_user_attr(ATTR.FAIL_REASON, TIMEOUT)
+            study.tell(trial, state=State.FAIL)
+        _ended(callbacks, trial.number, "FAIL", None, f"{TIMEOUT}: {e}")
+        return TIMEOUT
     except optuna.TrialPruned as e:
         with shielded():
             study.tell(trial, state=State.PRUNED)
@@ -556,6 +593,10 @@ def _stop_on_store_failure(
 ) -> None:
     """Fail the trial (best effort: that store may be the one that failed) and raise the
     one error that stops the sweep (exit 1)."""
+    if isinstance(e, StudyStoreLost):  # nothing more to write there: it would be a new file
+        with contextlib.suppress(Exception):
+            tracker.fail_running_children(trial.number, "study store lost")
+        raise e
     cause = str(e) if isinstance(e, StoreWriteError) else f"a write failed: {fail_reason(e)}"
     with contextlib.suppress(Exception):
         _tell_failed(study, trial, f"store write failed: {cause}"[:500], max_retries)

@@ -10,6 +10,7 @@ from protolab.tracking._mlflow import (
 )
 from protolab.tracking._notes import FAMILY_VIEW, store_study_notes
 from protolab.tracking._pool import WriterPool, adopt_writer
+from protolab.tracking._study_id import StudyRuns
 from protolab.tracking._types import DescribeStudy, StudyNotes
 from protolab.tracking._types import Tracker as TrackerProtocol
 from protolab.tracking._writer import AsyncChildRun, AsyncTracker, start_writer
@@ -21,6 +22,7 @@ __all__ = [
     "ChildRun",
     "DescribeStudy",
     "StudyNotes",
+    "StudyRuns",
     "Tracker",
     "TrackerProtocol",
     "WriterPool",

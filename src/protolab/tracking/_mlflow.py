@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from protolab._stores import default_tracking_uri, redact
 from protolab._tags import TAG
 from protolab.tracking._notes import FAMILY_COLOURS, store_study_notes
+from protolab.tracking._study_id import StudyRuns, adopt_legacy_runs, quote, study_runs
 from protolab.tracking._types import DescribeStudy, TrackerContext
 from protolab.tracking._types import Tracker as StudyTracker
 
@@ -36,6 +37,7 @@ def open_tracker(
     lock: Path | None = None,
     wait: bool = True,
     describe: DescribeStudy | None = None,
+    bind_later: bool = False,
 ) -> StudyTracker | _Opening:
     """The study's tracker; a bad or unreachable tracking URI is a StorageError.
 
@@ -46,6 +48,8 @@ def open_tracker(
     ``wait=False`` the store opens in the background: call :func:`wait_open` on the result.
     ``describe`` (``protolab.report.study_notes``) computes the study's notes, which the
     tracker stores when it ends; without it, ending leaves them as they are.
+    ``bind_later``: the parent run waits for ``bind(study_id)`` (a sweep, once it has
+    checked that its study store and these runs are of one study).
     """
 
     uri = ctx.tracking_uri  # its scheme was validated with the config
@@ -61,11 +65,13 @@ def open_tracker(
             from protolab._lock import file_lock
 
             with file_lock(lock):
-                return Tracker(uri, experiment, ctx.study_name, describe)
+                return Tracker(uri, experiment, ctx.study_name, describe, bind_later=bind_later)
         from protolab.tracking._writer import AsyncTracker, take_writer
 
         writer = take_writer()
-        tracker = AsyncTracker(writer, uri, experiment, ctx.study_name, lock, describe)
+        tracker = AsyncTracker(
+            writer, uri, experiment, ctx.study_name, lock, describe, bind_later=bind_later
+        )
         return tracker.wait_open() if wait else _Opening(tracker, writer, uri, where)
     except Exception as e:
         if writer is not None:
@@ -123,8 +129,16 @@ class Tracker:
     """
 
     def __init__(
-        self, uri: str, experiment: str, study: str, describe: DescribeStudy | None = None
+        self,
+        uri: str,
+        experiment: str,
+        study: str,
+        describe: DescribeStudy | None = None,
+        *,
+        bind_later: bool = False,
     ) -> None:
+        """``bind_later``: no parent run yet; :meth:`bind` attaches it (a sweep first
+        checks that the study store and these runs belong to the same study)."""
         import logging
 
         from mlflow.tracking import MlflowClient
@@ -137,6 +151,7 @@ class Tracker:
             Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
         self.uri = uri
         self.study = study
+        self.study_id = ""  # the study's id (``bind``): on the parent and every child run
         self.describe = describe
         self.client = MlflowClient(tracking_uri=uri)
         found = self.client.get_experiment_by_name(experiment)
@@ -154,15 +169,33 @@ class Tracker:
                 self.experiment_id = found.experiment_id
         else:
             self.experiment_id = found.experiment_id
+        self.parent_id = "" if bind_later else self._parent_run()
+
+    def study_runs(self, study_id: str) -> StudyRuns:
+        """What this store holds of the study's name (read-only): see :class:`StudyRuns`."""
+        return study_runs(self.client, self.experiment_id, self.study, study_id)
+
+    def bind(self, study_id: str, adopt: bool = False) -> str:
+        """Attach to study ``study_id``'s parent run (made if missing) and stamp the id on
+        every run made from now on; ``adopt``: the study is one from before study ids, whose
+        runs (its id-less parent and children) take the id now, once. The parent's run id."""
+        self.study_id = study_id
+        if adopt:
+            adopt_legacy_runs(self.client, self.experiment_id, self.study, study_id)
         self.parent_id = self._parent_run()
+        return self.parent_id
+
+    def _parents_filter(self) -> str:
+        where = f"tags.`{_PARENT_TAG}` = 'parent' and tags.`{TAG.STUDY}` = '{quote(self.study)}'"
+        if self.study_id:
+            where += f" and tags.`{TAG.STUDY_ID}` = '{self.study_id}'"
+        return where
 
     def _parent_run(self) -> str:
         """The study's parent run; a rerun or another worker attaches to the existing one."""
         runs = self.client.search_runs(
             [self.experiment_id],
-            filter_string=(
-                f"tags.`{_PARENT_TAG}` = 'parent' and tags.`protolab.study` = '{self.study}'"
-            ),
+            filter_string=self._parents_filter(),
             order_by=["attributes.start_time ASC"],
             max_results=1,
         )
@@ -174,7 +207,7 @@ class Tracker:
         run = self.client.create_run(
             self.experiment_id,
             run_name=self.study,
-            tags={_PARENT_TAG: "parent", TAG.STUDY: self.study},
+            tags={_PARENT_TAG: "parent", TAG.STUDY: self.study, **self._id_tag()},
         )
         return self._first_parent(str(run.info.run_id))
 
@@ -182,11 +215,7 @@ class Tracker:
         """Workers on other hosts (no shared lock) may each have created a parent: all
         keep the first created, and a later creator deletes its own."""
         runs = self.client.search_runs(
-            [self.experiment_id],
-            filter_string=(
-                f"tags.`{_PARENT_TAG}` = 'parent' and tags.`protolab.study` = '{self.study}'"
-            ),
-            max_results=50,
+            [self.experiment_id], filter_string=self._parents_filter(), max_results=50
         )
         first = min(runs, key=lambda r: (r.info.start_time, r.info.run_id), default=None)
         if first is None or first.info.run_id == mine:
@@ -205,6 +234,7 @@ class Tracker:
                 "mlflow.parentRunId": self.parent_id,
                 **({"mlflow.runColor": colour} if colour else {}),
                 **tags,
+                **self._id_tag(),
             },
         )
         run_id = str(run.info.run_id)
@@ -242,14 +272,41 @@ class Tracker:
     def sync(self) -> None:
         """Every write was made as it was called: nothing to wait for."""
 
+    def _id_tag(self) -> dict[str, str]:
+        return {TAG.STUDY_ID: self.study_id} if self.study_id else {}
+
+    def _running(self, trial: int | None = None) -> list[Any]:
+        """This study's child runs still RUNNING (of one trial, or of every trial)."""
+        where = f"tags.`{TAG.STUDY}` = '{quote(self.study)}' and attributes.status = 'RUNNING'"
+        if self.study_id:
+            where += f" and tags.`{TAG.STUDY_ID}` = '{self.study_id}'"
+        if trial is not None:
+            where += f" and tags.`{TAG.TRIAL}` = '{trial}'"
+        found: list[Any] = []
+        token = None
+        while True:
+            page = self.client.search_runs(
+                [self.experiment_id], filter_string=where, max_results=1000, page_token=token
+            )
+            found += list(page)
+            token = page.token
+            if not token:
+                return found
+
     def fail_running_children(self, trial: int, reason: str) -> None:
         """End trial ``trial``'s runs still RUNNING (their worker died) as FAILED."""
-        runs = self.client.search_runs(
-            [self.experiment_id],
-            filter_string=f"tags.`protolab.trial` = '{trial}' and attributes.status = 'RUNNING'",
-        )
-        for r in runs:
+        for r in self._running(trial):
             ChildRun(self.client, r.info.run_id).end("FAIL", reason)
+
+    def end_finished(self, trials: Mapping[int, tuple[str, str]]) -> None:
+        """End the runs still RUNNING of trials the study store says finished, in the state
+        it recorded (``{number: (state, reason)}``): their own end was a write that failed
+        (a full disk), or the process died between its tell and its runs' ends."""
+        for r in self._running():
+            number = str(r.data.tags.get(TAG.TRIAL, ""))
+            if number.isdigit() and int(number) in trials:
+                state, reason = trials[int(number)]
+                ChildRun(self.client, r.info.run_id).end(state, reason)
 
 
 class ChildRun:

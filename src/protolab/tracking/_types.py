@@ -9,7 +9,10 @@ tracking reads a context through :class:`TrackerContext` without importing ``swe
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from protolab.tracking._study_id import StudyRuns
 
 __all__ = ["RunLog", "Tracker", "TrackerContext"]
 
@@ -39,6 +42,21 @@ class Tracker(Protocol):
     def log_parent(self, metrics: Mapping[str, float], tags: Mapping[str, str] = ...) -> None: ...
     def log_parent_artifact(self, text: str, name: str) -> None: ...
     def fail_running_children(self, trial: int, reason: str) -> None: ...
+    def end_finished(self, trials: Mapping[int, tuple[str, str]]) -> None:
+        """End the runs still RUNNING of these finished trials: ``{number: (state,
+        reason)}``, the state and reason the study store recorded."""
+
+    @property
+    def study_id(self) -> str:
+        """The study id every run carries ("" until :meth:`bind`)."""
+
+    def study_runs(self, study_id: str) -> StudyRuns:
+        """What the store holds of this study's name (read-only; before :meth:`bind`)."""
+
+    def bind(self, study_id: str, adopt: bool = False) -> str:
+        """Attach to study ``study_id``'s parent run (made if missing): see
+        ``tracking.Tracker.bind``."""
+
     def sync(self) -> None:
         """Return once every write made so far has landed; raise ``StoreWriteError`` for
         the first that failed (a tracker writing in this process has nothing to wait for)."""

@@ -36,6 +36,7 @@ from typing import Any
 
 from protolab._signals import deferred
 from protolab.errors import ProtolabError
+from protolab.tracking._study_id import StudyRuns
 from protolab.tracking._types import DescribeStudy
 
 __all__ = ["AsyncChildRun", "AsyncTracker", "StoreWriteError", "start_writer"]
@@ -177,15 +178,17 @@ class AsyncTracker:
         study: str,
         lock: Path | None = None,
         describe: DescribeStudy | None = None,
+        *,
+        bind_later: bool = False,
     ) -> None:
         self._writer = writer
         self.uri = uri
         self.study = study
         self.describe = describe
-        self.experiment_id = self.parent_id = ""
+        self.experiment_id = self.parent_id = self.study_id = ""
         env = {k: v for k, v in os.environ.items() if k.startswith("MLFLOW_")}
         lock_at = str(lock) if lock is not None else None
-        writer.request("open", 0, uri, experiment, study, env, lock_at)
+        writer.request("open", 0, uri, experiment, study, env, lock_at, bind_later)
         self._opening = True
         self._next_ref = 0
 
@@ -218,6 +221,28 @@ class AsyncTracker:
 
     def fail_running_children(self, trial: int, reason: str) -> None:
         self._send("fail_running_children", 0, trial, reason)
+
+    def end_finished(self, trials: Mapping[int, tuple[str, str]]) -> None:
+        self._send("end_finished", 0, dict(trials))
+
+    def _ask(self, op: str, *args: Any) -> Any:
+        """A call whose answer the sweep needs now (reads, and the binding)."""
+        self.wait_open()
+        try:
+            return self._writer.call(op, 0, *args)
+        except _WriterError as e:
+            raise self._failed(str(e)) from None
+        except OSError as e:
+            raise self._failed(f"the MLflow writer process exited ({e})") from None
+
+    def study_runs(self, study_id: str) -> StudyRuns:
+        found: StudyRuns = self._ask("study_runs", study_id)
+        return found
+
+    def bind(self, study_id: str, adopt: bool = False) -> str:
+        self.study_id = study_id
+        self.parent_id = str(self._ask("bind", study_id, adopt))
+        return self.parent_id
 
     def _leave(self, status: str) -> None:
         """End the parent run, without waiting: the writer makes the writes still queued
@@ -380,12 +405,12 @@ class _Server:
         from protolab.tracking._mlflow import Tracker
 
         if op == "open":
-            uri, experiment, study, env, lock = args
+            uri, experiment, study, env, lock, bind_later = args
             os.environ.update(env)
             from protolab._lock import file_lock
 
             with file_lock(Path(lock) if lock else None):  # a fresh store: one creator
-                self.tracker = Tracker(uri, experiment, study)
+                self.tracker = Tracker(uri, experiment, study, bind_later=bind_later)
             return (self.tracker.experiment_id, self.tracker.parent_id)
         if op == "close":
             _end_all(self.runs, "worker exited without ending this run")  # none, normally
@@ -412,7 +437,9 @@ class _Server:
         elif op == "end":
             self.end(*args)
             return self.failed
-        else:  # log_parent, log_parent_artifact, fail_running_children
+        elif op in ("study_runs", "bind"):  # answered: the sweep waits for them
+            return getattr(self.tracker, op)(*args)
+        else:  # log_parent, log_parent_artifact, fail_running_children, end_finished
             getattr(self.tracker, op)(*args)
         return None
 

@@ -31,6 +31,7 @@ from protolab._signals import (
     reset_interrupts,
     shielded,
 )
+from protolab._stores import redact
 from protolab._tags import TAG
 from protolab.errors import UserInputError
 from protolab.sweep import best_params
@@ -115,7 +116,7 @@ class Session:
         job = f"{self.opts.epochs} epoch(s){steps}"
         where = "off (--no-track)"
         if self.tracker is not None:
-            where = f"{self.tracker.session} in {ctx.tracking_uri}"
+            where = f"{self.tracker.session} in {redact(ctx.tracking_uri)}"
         names = [f.name for f in self.source.files()]
         self.show.header(ctx.study_name, names, list(ctx.cfg.backends), job, where)
 

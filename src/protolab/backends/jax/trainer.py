@@ -21,13 +21,16 @@ from typing import Any
 
 import jax
 import jax.numpy as jnp
+import jaxlib
 import keras
 import numpy as np
 
 from protolab.backends._base import DeviceInfo, EpochFit, Job, Program
 from protolab.backends._cache import ProgramCache, cache_size, job_key
+from protolab.backends._compile_cache import Probe, folder
 from protolab.backends._keras_nn import POLICY
 from protolab.backends._keras_optim import keras_loss, keras_optimizer, steps_per_epoch, train_key
+from protolab.backends._loops import whole_epoch
 from protolab.backends._peak import cpu_name
 from protolab.backends._schedule import per_step
 from protolab.backends.jax import core
@@ -160,6 +163,25 @@ class _Programs:
 _CACHE: ProgramCache[_Programs] = ProgramCache()
 
 
+def _cache_probe() -> Probe:
+    """JAX's persistent compilation cache in this jax version's and device's folder.
+
+    Every program is kept (no minimum compile time or size: the whole-epoch program of a
+    small MLP compiles in about a second, which is what a sweep pays per trial). JAX reads
+    the folder once per process, at its first compile; a process keeps one folder.
+    """
+    dev = jax.devices()[0]
+    name = cpu_name() if dev.platform == "cpu" else str(dev.device_kind)
+    version = f"{jax.__version__}-jaxlib{jaxlib.__version__}"
+    probe = Probe(folder("jax", version, f"{dev.platform}-{name}"))
+    jax.config.update("jax_enable_compilation_cache", probe.path is not None)
+    if probe.path is not None:
+        jax.config.update("jax_compilation_cache_dir", str(probe.path))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
+        jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+    return probe
+
+
 class JaxProgram(Program):
     def __init__(self, backend: str, job: Job) -> None:
         ds, tr, hw = job.dataset, job.train, job.hardware
@@ -173,7 +195,9 @@ class JaxProgram(Program):
         self.batch = min(tr.batch_size, self.n)
         self.full, self.tail = steps_per_epoch(job, self.batch)
         self.steps = self.full + (1 if self.tail else 0)
-        self.whole_epoch = os.environ.get("PROTOLAB_KERAS_LOOP") != "step"
+        on_cpu = jax.devices()[0].platform == "cpu"
+        self.whole_epoch, self.loop_rule = whole_epoch(job.arch, on_cpu)
+        self.cc, self.cc_key = _cache_probe(), job_key(backend, job, self.whole_epoch)
         key = job_key(backend, job, self.whole_epoch, train_key(job, self.tail))
         cached = _CACHE.get(key)
         self.hit = cached is not None
@@ -193,6 +217,7 @@ class JaxProgram(Program):
         """
         if self.hit:
             return
+        t0 = time.perf_counter()
         p, key = self.p, jax.random.PRNGKey(0)
         if self.whole_epoch:
             steps = jnp.int32(self.steps)
@@ -203,6 +228,7 @@ class JaxProgram(Program):
         p.aot_compiles += 1
         tv, ntv, _ = self.state
         p._eval_fn(tv, ntv, self.x_va[:_EVAL_BATCH], self.y_va[:_EVAL_BATCH])[0].block_until_ready()
+        self.cc.after_compile(time.perf_counter() - t0, [])
 
     def fit_epoch(self, epoch: int) -> EpochFit:
         return self.fit_steps(epoch, self.steps)
@@ -282,14 +308,16 @@ class JaxProgram(Program):
         return DeviceInfo(kind, name, threads or (os.cpu_count() or 1), core.gemm)
 
     def measure(self) -> dict[str, float]:
-        return {"model/params": float(count_params(self.model))}
+        return {"model/params": float(count_params(self.model)), **self.cc.finish(self.cc_key)}
 
     def tags(self) -> dict[str, str]:
         return {
             "device": str(jax.devices()[0]),
             "loop": "epoch-jax" if self.whole_epoch else "step-jax",
+            "loop_rule": self.loop_rule,
             "compiles": str(self.p.compiles() - self.compiles0),
             "program_cache": ProgramCache.status(self.hit),
+            "compile_cache": self.cc.close(),
         }
 
     def trained(self) -> KerasModel:

@@ -36,8 +36,10 @@ import tensorflow as tf
 
 from protolab.backends._base import DeviceInfo, EpochFit, Job, Program, loss_name
 from protolab.backends._cache import ProgramCache, cache_size, job_key
+from protolab.backends._compile_cache import Probe, tf_flag_set, tf_folder
 from protolab.backends._keras_nn import POLICY, count_params
 from protolab.backends._keras_optim import keras_loss, keras_optimizer, steps_per_epoch, train_key
+from protolab.backends._loops import whole_epoch
 from protolab.backends._peak import cpu_name
 from protolab.backends._schedule import per_step
 from protolab.backends._threads import set_tf_threads
@@ -245,6 +247,10 @@ class TFProgram(Program):
         self.tail = tail // self.replicas * self.replicas
         self.steps = self.full + (1 if self.tail else 0)
         self._place_data(job)
+        # XLA's persistent cache, when the CLI put its folder in TF_XLA_FLAGS before TF
+        # started (_compile_cache.configure); TF graphs (no XLA) have no persistent cache
+        self.cc = Probe(tf_folder() if jit and tf_flag_set() else None)
+        self.cc_key = job_key(backend, job, jit, self.whole_epoch)
         key = job_key(
             backend, job, jit, self.whole_epoch, self.replicas, self.kind, train_key(job, self.tail)
         )
@@ -264,11 +270,13 @@ class TFProgram(Program):
         ds = job.dataset
         y_train = ds.y_train if self.classify else ds.y_train.reshape(len(ds.y_train), -1)
         y_val = ds.y_val if self.classify else ds.y_val.reshape(len(ds.y_val), -1)
-        self.whole_epoch = self.replicas == 1 and core.fits_on_device(
+        fits = self.replicas == 1 and core.fits_on_device(
             self.kind, ds.x_train.nbytes + y_train.nbytes
         )
-        if os.environ.get("PROTOLAB_KERAS_LOOP") in ("step", "epoch"):  # tests, benchmarks
-            self.whole_epoch = os.environ["PROTOLAB_KERAS_LOOP"] == "epoch"
+        # the convolution rule is XLA's (_loops.py); a TF graph keeps its whole epoch
+        self.whole_epoch, self.loop_rule = whole_epoch(
+            job.arch, self.jit and self.kind == "CPU", fits
+        )
         self.dev = "/cpu:0" if self.kind == "CPU" else f"/{self.kind.lower()}:0"
         with tf.device(self.dev):
             self.x_tr, self.y_tr = tf.constant(ds.x_train), tf.constant(y_train)
@@ -281,7 +289,7 @@ class TFProgram(Program):
         """
         if self.hit:
             return
-        p = self.p
+        t0, p = time.perf_counter(), self.p
         if self.whole_epoch:
             p.train_epoch(self.x_tr, self.y_tr, tf.constant([self.seed, 0]), tf.constant(0))
         else:
@@ -290,6 +298,7 @@ class TFProgram(Program):
             for v, value in saved:  # undo the probe step: training starts from init
                 v.assign(value)
         p.eval_program(self.x_va[:_EVAL_BATCH], self.y_va[:_EVAL_BATCH])[0].numpy()
+        self.cc.after_compile(time.perf_counter() - t0, [])
 
     def fit_epoch(self, epoch: int) -> EpochFit:
         return self.fit_steps(epoch, self.steps)
@@ -360,6 +369,7 @@ class TFProgram(Program):
         return {
             "memory/peak_device_mb": core.peak_device_mb(self.kind),
             "model/params": float(count_params(self.model)),
+            **self.cc.finish(self.cc_key),
         }
 
     def tags(self) -> dict[str, str]:
@@ -367,9 +377,11 @@ class TFProgram(Program):
         tags = {
             "device": self.dev,
             "loop": f"epoch-{kind}" if self.whole_epoch else f"step-{kind}",
+            "loop_rule": self.loop_rule,
             "tf_intra_threads": str(tf.config.threading.get_intra_op_parallelism_threads()),
             "compiles": str(self.p.traces() - self.traces0),
             "program_cache": ProgramCache.status(self.hit),
+            "compile_cache": self.cc.close(),
         }
         if self.replicas > 1:
             tags["strategy"] = type(self.p.strategy).__name__

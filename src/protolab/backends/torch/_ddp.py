@@ -19,6 +19,11 @@ The ranks live as long as this process (like the jax worker: imports and the pro
 are paid once), each with one CPU thread unless ``hardware.threads`` says otherwise. A rank
 that dies fails the trial at once (the others are killed, fresh ranks start for the next
 job); a rank stuck in a collective fails it after ``PROTOLAB_DDP_TIMEOUT_S`` (300 s).
+
+The rendezvous store binds where ``MASTER_ADDR`` says (127.0.0.1): torch's own TCPStore
+server listens on every interface whatever the address, so anyone on the network could join
+or poison the process group. Rank 0 serves it on a socket bound to ``MASTER_ADDR`` instead
+(:func:`host_store`), and every rank joins it as a client (``TORCHELASTIC_USE_AGENT_STORE``).
 """
 
 from __future__ import annotations
@@ -48,13 +53,14 @@ from protolab.backends._launch import (
 if TYPE_CHECKING:
     from protolab.backends._base import Backend
 
-__all__ = ["RANK_ENV", "DDPLauncher", "ddp_strategy", "in_rank"]
+__all__ = ["RANK_ENV", "DDPLauncher", "ddp_strategy", "host_store", "in_rank"]
 
 RANK_ENV = "PROTOLAB_DDP_RANK"  # set in a rank process: its global rank
 TIMEOUT_ENV = "PROTOLAB_DDP_TIMEOUT_S"
 _TIMEOUT_S = 300.0  # a collective that waits longer fails (a rank hung or gone)
 _GRACE_S = 10.0  # after one rank failed: how long the others get to report theirs
 _POLL_S = 0.5  # how often a waiting launcher checks that every rank is alive
+_STORE: list[Any] = []  # rank 0: the store's socket and server, alive as long as the rank
 
 
 def in_rank() -> bool:
@@ -132,6 +138,7 @@ class DDPLauncher(Launcher):
                 "LOCAL_RANK": str(rank),
                 "NODE_RANK": "0",
                 "OMP_NUM_THREADS": str(threads or 1),  # ranks share the cores: one each
+                "TORCHELASTIC_USE_AGENT_STORE": "True",  # join rank 0's store (host_store)
                 RANK_ENV: str(rank),
             }
             self._ranks.append(spawn(__name__, self.target, env))
@@ -206,6 +213,34 @@ class DDPLauncher(Launcher):
         for rank in self._ranks:
             rank.exit_code(10)
         self._ranks = []
+
+
+def host_store() -> None:
+    """Serve the process group's TCPStore on ``MASTER_ADDR:MASTER_PORT`` only (rank 0).
+
+    torch binds its server to every interface; handed a socket already bound to
+    ``MASTER_ADDR`` (``master_listen_fd``), it listens there and nowhere else. The server
+    lives as long as this process, like the process group.
+    """
+    from datetime import timedelta
+
+    import torch.distributed as dist
+
+    host, port = os.environ["MASTER_ADDR"], int(os.environ["MASTER_PORT"])
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(128)
+    store = dist.TCPStore(
+        host,
+        port,
+        is_master=True,
+        master_listen_fd=sock.fileno(),
+        wait_for_workers=False,
+        timeout=timedelta(seconds=timeout_s()),
+        use_libuv=True,
+    )
+    _STORE[:] = [sock, store]
 
 
 def _free_port() -> int:
@@ -296,7 +331,10 @@ def _weights(module: Any) -> bytes:
 def main(argv: list[str]) -> None:
     die_with_parent()  # before the framework import: a rank never outlives its sweep
     backend, recv, send = worker_entry(argv)
-    _serve(backend, int(os.environ[RANK_ENV]), recv, send)
+    rank = int(os.environ[RANK_ENV])
+    if rank == 0:
+        host_store()
+    _serve(backend, rank, recv, send)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,11 @@
 
 Every export has a dynamic batch axis (traced with the checkpoint's example inputs). Nothing
 here imports torch until it is used, so listing the formats is free.
+
+Reading back (``protolab predict DIR``) runs no code from the folder unless trusted: ``onnx``
+is data for onnxruntime; a ``hub`` folder is read as the checkpoint it holds (``arch.json``,
+``weights.pt`` with ``weights_only=True``), its ``hubconf.py`` imported only when trusted;
+``pt2`` is refused untrusted (:data:`CODE_FORMATS`: ``torch.export.load`` unpickles).
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import contextlib
 import copy
 import io
 import logging
+import pickle
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,15 +32,21 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import numpy as np
 
 from protolab.backends._exportable import ARCH, META, read_arch, read_example, read_meta
+from protolab.errors import UserInputError
 
 if TYPE_CHECKING:
     import torch
 
     from protolab.arch import Arch
 
-__all__ = ["FORMATS", "TorchModel", "load_checkpoint", "load_exported"]
+__all__ = ["CODE_FORMATS", "FORMATS", "TorchModel", "load_checkpoint", "load_exported"]
 
 FORMATS = ("pt2", "onnx", "hub", "mlflow")
+# Formats whose reader can run code from the file, and why: read only when trusted.
+CODE_FORMATS = {
+    "pt2": "torch.export.load unpickles parts of model.pt2 (weights_only=False), which can "
+    "run any code",
+}
 WEIGHTS = "weights.pt"
 _FILES = {"pt2": "model.pt2", "onnx": "model.onnx"}
 
@@ -201,8 +213,17 @@ def load_checkpoint(backend: str, directory: Path, arch: Arch | None = None) -> 
 
     meta = read_meta(directory)
     net = build_torch(arch or read_arch(directory), meta.input_shape, meta.input_dtype)
-    state = torch.load(directory / WEIGHTS, map_location="cpu", weights_only=True)
-    _owner(net, state).load_state_dict(state)
+    try:  # weights_only: tensors and plain containers, never an object that runs code
+        state = torch.load(directory / WEIGHTS, map_location="cpu", weights_only=True)
+        if not isinstance(state, dict):
+            raise TypeError(f"it holds a {type(state).__name__}, not a state dict")
+        _owner(net, state).load_state_dict(state)
+    except (pickle.UnpicklingError, RuntimeError, TypeError, ValueError, EOFError) as e:
+        first = (str(e).strip().splitlines() or [type(e).__name__])[0][:200]
+        raise UserInputError(
+            f"{directory / WEIGHTS}: not the weights protolab kept for this architecture "
+            f"({type(e).__name__}: {first}); it was damaged or replaced: refused"
+        ) from None
     return TorchModel(backend, net.eval())
 
 
@@ -225,8 +246,20 @@ class _Exported:
         return np.asarray(self.run(x), dtype=np.float32)
 
 
-def load_exported(fmt: str, directory: Path) -> _Exported:
-    """An exported directory, read back with the format's own runtime."""
+def load_exported(fmt: str, directory: Path, trust: bool = False) -> _Exported:
+    """An exported directory, read back with the format's own runtime.
+
+    Untrusted (the default), nothing in the folder runs: ``pt2`` is refused (exit 2) and a
+    ``hub`` folder is read as the checkpoint it holds, without importing its ``hubconf.py``.
+    """
+    if fmt in CODE_FORMATS and not trust:
+        raise UserInputError(
+            f"MODEL_OR_RUN: {directory} is a {fmt} export: {CODE_FORMATS[fmt]}; load it only "
+            "if you trust whoever wrote it, with --trust (or PROTOLAB_TRUST=1); else predict "
+            "its run id (protolab.json's run_id), or an onnx or hub export of it"
+        )
+    if fmt == "hub" and not trust:
+        return _Exported(load_checkpoint("hub", directory).predict)
     if fmt == "onnx":
         import onnxruntime as ort
 

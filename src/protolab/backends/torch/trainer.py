@@ -19,6 +19,7 @@ learning rate (a tensor), seed or epoch count resets them in place and compiles 
 from __future__ import annotations
 
 import math
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -27,6 +28,7 @@ import torch
 
 from protolab.backends._base import DeviceInfo, EpochFit, Job, Program, epoch_plan
 from protolab.backends._cache import ProgramCache, cache_size, job_key
+from protolab.backends._compile_cache import Probe, folder
 from protolab.backends._peak import cpu_name
 from protolab.backends._schedule import lr_table, per_step
 from protolab.backends._threads import set_torch_threads
@@ -156,6 +158,8 @@ class EagerProgram(Program):
         tr = job.train
         Fabric.seed_everything(tr.seed, verbose=False)
         self.backend, self.compiled = backend, compiled
+        self.cc = _cache_probe(job) if compiled else None  # before anything compiles
+        self.cc_key = job_key(backend, job)
         extra = (tr.optimizer_options, tr.custom_optimizer)  # the factory object, held by the key
         key = job_key(backend, job, *extra) if compiled and cache_size() > 0 else None
         cached = _CACHE.get(key) if key is not None else None
@@ -291,6 +295,8 @@ class EagerProgram(Program):
         if self.world > 1:  # every rank's slices: the global batches' mean loss
             loss_sum = self.fabric.all_reduce(loss_sum, reduce_op="mean")  # type: ignore[assignment]
         fit.loss = loss_sum.item() / steps
+        if epoch == 1 and self.cc is not None:  # every shape of the run compiled by now
+            self.cc.after_compile(fit.first_step_s, fit.step_s)
         return fit
 
     def _shard(self, i: int) -> tuple[int, int]:
@@ -314,6 +320,7 @@ class EagerProgram(Program):
         return {
             "memory/peak_device_mb": torch.cuda.max_memory_allocated() / 2**20 if cuda else 0.0,
             "model/params": float(count_params(self.module)),
+            **(self.cc.finish(self.cc_key) if self.cc is not None else {}),
         }
 
     def tags(self) -> dict[str, str]:
@@ -328,6 +335,7 @@ class EagerProgram(Program):
             tags["recompiles"] = str(max(graphs - expected, 0))
             tags["compiles"] = str(graphs)
             tags["program_cache"] = ProgramCache.status(self.hit)
+            tags["compile_cache"] = self.cc.close() if self.cc is not None else "off"
         else:
             tags["compiles"] = "0"  # eager: nothing to compile
         if self.world > 1:
@@ -373,6 +381,23 @@ def evaluate(
     else:
         metrics["val/rmse"] = math.sqrt(sq_err.item() / y.numel())
     return metrics
+
+
+def _cache_probe(job: Job) -> Probe:
+    """Point inductor at this torch version's and device's folder of the compile cache.
+
+    Inductor always caches on disk (FX graphs, AOTAutograd graphs, C++/Triton kernels),
+    by default in the system temp folder; protolab names the folder instead, so a run is
+    warm exactly when protolab's cache is, and an ``off`` run compiles into a throwaway
+    folder. With ``TORCHINDUCTOR_FX_GRAPH_CACHE=0`` only kernels could be reused, which
+    is no warm compile: that counts as off.
+    """
+    on = os.environ.get("TORCHINDUCTOR_FX_GRAPH_CACHE", "1") != "0"
+    cuda = job.hardware.accelerator in ("gpu", "auto") and torch.cuda.is_available()
+    device = f"cuda-{torch.cuda.get_device_name()}" if cuda else f"cpu-{cpu_name()}"
+    probe = Probe(folder("torch", torch.__version__, device) if on else None, scratch=True)
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(probe.where)
+    return probe
 
 
 def _graph_count() -> int:
