@@ -108,6 +108,80 @@ CASES: tuple[ModelCase, ...] = (
 )
 
 
+# Issue 26's models: the shapes users bring that the MLPs above do not stand for.
+CASES += (
+    ModelCase(
+        "conv-net",
+        "PyTorch MNIST Net (conv32-conv64-pool-drop-dense128-drop-dense10), digits 24x24",
+        Arch(
+            L.Conv2D(32, 3, activation="relu"),
+            L.Conv2D(64, 3, activation="relu"),
+            L.MaxPool(2),
+            L.Dropout(0.25),
+            L.Flatten(),
+            L.Dense(128, "relu"),
+            L.Dropout(0.5),
+            L.Dense(10),
+        ),
+        "digits",
+        64,  # the example's
+        epochs=1,
+        epochs_quick=1,
+        upsample=3,  # 8x8 -> 24x24, near the example's 28x28 (nothing is downloaded)
+    ),
+    ModelCase(
+        "conv1d-bn",
+        "Keras time-series classifier (3x Conv1D64-BN-relu, global pool), sine 16x1",
+        Arch(
+            L.Conv1D(64, 3, padding="same"),
+            L.BatchNorm(),
+            L.Activation("relu"),
+            L.Conv1D(64, 3, padding="same"),
+            L.BatchNorm(),
+            L.Activation("relu"),
+            L.Conv1D(64, 3, padding="same"),
+            L.BatchNorm(),
+            L.Activation("relu"),
+            L.GlobalAvgPool(),
+            L.Dense(1),
+        ),
+        "sine",
+        32,  # the example's
+        epochs=1,
+        epochs_quick=1,
+    ),
+    ModelCase(
+        "resnet-small",
+        "residual conv blocks with BatchNorm (conv16 + 2 residual blocks), digits",
+        Arch(
+            L.Conv2D(16, 3, padding="same", activation="relu"),
+            L.Residual(L.Conv2D(16, 3, padding="same", activation="relu"), L.BatchNorm()),
+            L.Residual(L.Conv2D(16, 3, padding="same", activation="relu"), L.BatchNorm()),
+            L.GlobalAvgPool(),
+            L.Dense(10),
+        ),
+        "digits",
+        64,
+        epochs=1,
+        epochs_quick=1,
+    ),
+    ModelCase(
+        "transformer",
+        "transformer encoder classifier (embedding 32 + positions, 1 block 2x32 ff64), sequence",
+        Arch(
+            L.PositionalEmbedding(10, 32),
+            L.TransformerBlock(32, 2, 64),
+            L.GlobalAvgPool(),
+            L.Dense(4),
+        ),
+        "sequence",
+        64,
+        epochs=1,
+        epochs_quick=1,
+    ),
+)
+
+
 def load_case_data(case: ModelCase) -> Any:
     """The protolab Dataset of ``case`` (seed 0: every contender sees identical arrays)."""
     import dataclasses
