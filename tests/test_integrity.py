@@ -120,6 +120,15 @@ def test_a_lost_journal_is_refused_then_started_over_on_purpose(tmp_path: Path) 
     kept = find_checkpoints(client, exp.experiment_id, "tiny")  # what export reads
     assert {r.data.tags[TAG.STUDY_ID] for t in kept.values() for r in t.runs} == {second}
     assert len(kept) == 2
+    # the report reads the study now holding the name: the old study's runs stay out
+    from protolab.report import load_report_data, resolve_source
+
+    uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+    data = load_report_data(resolve_source("tiny", uri, str(_journal(tmp_path))))
+    assert {r.run_id for r in data.runs} <= {
+        r.info.run_id for r in _runs(tmp_path) if r.data.tags.get(TAG.STUDY_ID) == second
+    }
+    assert len(data.runs) == 2
     assert _sweep(tmp_path, "study.n_trials=3").returncode == 0  # bound: resumes plainly
 
 

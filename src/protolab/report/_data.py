@@ -449,6 +449,22 @@ def _parent_id(found: Sequence[Run]) -> str | None:
     return str(min(parents, key=lambda r: r.info.start_time).info.run_id) if parents else None
 
 
+def _current_study(found: Sequence[Run]) -> list[Run]:
+    """The runs of the study now holding the name: a study started over (``sweep
+    --new-study``) has a newer parent with a new study id, and the old study's runs stay in
+    the experiment under theirs. Runs with no id (a study from before ids, watch sessions)
+    are kept."""
+    parents = [r for r in found if r.data.tags.get(TAG.ROLE) == "parent"]
+    ids = [
+        r.data.tags[TAG.STUDY_ID]
+        for r in sorted(parents, key=lambda r: r.info.start_time, reverse=True)
+        if r.data.tags.get(TAG.STUDY_ID)
+    ]
+    if not ids:
+        return list(found)
+    return [r for r in found if r.data.tags.get(TAG.STUDY_ID, ids[0]) == ids[0]]
+
+
 def _read_experiment(source: Source) -> _Tracked:
     """Every run of the study in one search, sorted into sweep, scored and watch runs."""
     client = _client(source.tracking_uri)
@@ -456,7 +472,7 @@ def _read_experiment(source: Source) -> _Tracked:
     if client is None or experiment_id is None:
         return _Tracked(client)
     study_filter = f"tags.`{TAG.STUDY}` = '{_quote(source.study)}'"
-    found = _search_all(client, experiment_id, study_filter)
+    found = _current_study(_search_all(client, experiment_id, study_filter))
     runs = records_from_mlflow(client, found)
     watch = watch_from_mlflow(found)
     configs = _resolved_configs(client, runs, order=lambda r: r.trial)

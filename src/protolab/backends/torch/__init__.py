@@ -51,6 +51,12 @@ class EagerBackend(Backend):
             self._launcher = DDPLauncher(self.name, target)
         return self._launcher.run(job, on_epoch)
 
+    def close(self) -> None:
+        """Stop this mode's DDP ranks, if it started any (a trial over its time limit: the
+        ranks may be what hangs); the next multi-device job starts new ones."""
+        if self._launcher is not None:
+            self._launcher.close()
+
     def program(self, job: Job) -> Program:
         from protolab.backends.torch.trainer import program
 
