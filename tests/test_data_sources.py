@@ -325,6 +325,17 @@ def model(space):
 NATIVE = "pl.native(torch=Lit, keras=kmodel)"
 
 
+def _child_runs(workdir: Path) -> list[Any]:
+    """The study's child runs (a client of its own: no global MLflow state, such as
+    ``mlflow.set_tracking_uri``'s, for later tests in this process to inherit)."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{workdir / 'mlruns' / 'mlflow.db'}")
+    exp = client.get_experiment_by_name("src")
+    assert exp is not None
+    return list(client.search_runs([exp.experiment_id], "tags.`protolab.backend` != ''"))
+
+
 def _project(workdir: Path, backends: str, model: str = NATIVE, extra: str = "") -> None:
     (workdir / "exp.py").write_text(textwrap.dedent(SCRIPT.format(model=model)))
     (workdir / "cfg.yaml").write_text(CONFIG.format(backends=backends) + extra)
@@ -335,18 +346,14 @@ def test_a_tf_data_source_feeds_a_lightning_module_and_keras_on_jax(workdir: Pat
     """tf.data into the torch mode (numpy batches as tensors) and into Keras on JAX in its
     own worker process (the @pl.data function is called again there with the trial's
     values: a tf.data pipeline does not pickle)."""
-    import mlflow
-
     _project(workdir, "[lightning, jax]")
     result = runner.invoke(app, ["sweep", "cfg.yaml"])
     assert result.exit_code == 0, result.output
-    mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlruns' / 'mlflow.db'}")
-    runs = mlflow.search_runs(experiment_names=["src"], filter_string="tags.protolab.backend != ''")
-    by_mode = {r["tags.protolab.backend"]: r for _, r in runs.iterrows()}
+    by_mode = {r.data.tags["protolab.backend"]: r.data.metrics for r in _child_runs(workdir)}
     assert set(by_mode) == {"lightning", "jax"}, by_mode.keys()
     for run in by_mode.values():
-        assert run["metrics.train/steps"] == 10  # 160 samples / 32, two epochs
-        assert run["metrics.val/acc"] > 0.5
+        assert run["train/steps"] == 10  # 160 samples / 32, two epochs
+        assert run["val/acc"] > 0.5
 
 
 @pytest.mark.parametrize(
@@ -381,8 +388,6 @@ def test_hardware_threads_reach_tensorflow_before_the_script_starts_it(workdir: 
     """The @pl.data function builds a tf.data pipeline (TensorFlow's runtime starts in the
     sweep's own dry run): hardware.threads is applied before that, so the trial runs with
     it (the machine's default here is 2)."""
-    import mlflow
-
     _project(workdir, "[tf-graph]")
     cfg = (
         (workdir / "cfg.yaml")
@@ -394,9 +399,8 @@ def test_hardware_threads_reach_tensorflow_before_the_script_starts_it(workdir: 
     cmd = [sys.executable, "-m", "protolab.cli", "sweep", "cfg.yaml"]
     done = subprocess.run(cmd, cwd=workdir, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlruns' / 'mlflow.db'}")
-    runs = mlflow.search_runs(experiment_names=["src"], filter_string="tags.protolab.backend != ''")
-    assert list(runs["tags.protolab.tf_intra_threads"]) == ["1"]
+    runs = _child_runs(workdir)
+    assert [r.data.tags["protolab.tf_intra_threads"] for r in runs] == ["1"]
 
 
 # ---------------------------------------------------------------- several inputs and outputs

@@ -57,11 +57,22 @@ def _parents(client: Any, experiment_id: str, study: str) -> list[Any]:
     return _search(client, experiment_id, where, order_by=["attributes.start_time DESC"])
 
 
+def _has_trials(client: Any, experiment_id: str, parent_id: str) -> bool:
+    """Whether a parent run holds a sweep's trial runs (children with a trial number)."""
+    where = (
+        f"tags.`mlflow.parentRunId` = '{parent_id}' and tags.`{TAG.TRIAL}` LIKE '%' "
+        f"and tags.`{TAG.TRIAL}` != 'run'"  # `protolab run`'s child is trial 'run'
+    )
+    return bool(client.search_runs([experiment_id], filter_string=where, max_results=1))
+
+
 def study_runs(client: Any, experiment_id: str, study: str, study_id: str) -> StudyRuns:
     """The study ids that have runs under ``study`` here, and ``study_id``'s last trial."""
     found = StudyRuns()
     for run in _parents(client, experiment_id, study):
         key = str(run.data.tags.get(TAG.STUDY_ID, ""))
+        if not key and not _has_trials(client, experiment_id, run.info.run_id):
+            continue  # `protolab run`'s parent (no trial under it): no study to bind
         found.parents[key] = found.parents.get(key, 0) + 1
     if study_id and study_id in found.parents:
         page = client.search_runs(
