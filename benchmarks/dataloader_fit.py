@@ -90,6 +90,17 @@ def _keras_recorder(marks: list[tuple[float, float, int]]) -> Any:
     return Recorder()
 
 
+def plain_trainer(epochs: int, marks: list[tuple[float, float, int]]) -> Any:
+    """The Trainer a user writes, minus its outputs, with the shared recorder."""
+    import lightning.pytorch as L
+
+    return L.Trainer(
+        max_epochs=epochs, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False,
+        callbacks=[_torch_recorder(marks)],
+    )  # fmt: skip
+
+
 def _step_ms(marks: list[tuple[float, float, int]]) -> float:
     trained = [m for m in marks if m[2]]  # epochs with steps; the first also traces
     per = [(t1 - t0) / n * 1e3 for t0, t1, n in trained[1:]] or [math.nan]
@@ -107,11 +118,7 @@ def one(contender: str, seed: int, epochs: int) -> dict[str, Any]:
 
         L.seed_everything(seed, verbose=False)
         module = mod.LitNet(p["filters"], p["dropout"], p["lr"])
-        trainer = L.Trainer(
-            max_epochs=epochs, logger=False, enable_checkpointing=False,
-            enable_progress_bar=False, enable_model_summary=False,
-            callbacks=[_torch_recorder(marks)],
-        )  # fmt: skip
+        trainer = plain_trainer(epochs, marks)
         trainer.fit(module, data.train, data.val)
         acc = float(trainer.callback_metrics["val_acc"])
         return {"step_ms": _step_ms(marks), "val_acc": acc}

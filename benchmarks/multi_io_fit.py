@@ -32,7 +32,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from dataloader_fit import _keras_recorder, _step_ms, _torch_recorder
+from dataloader_fit import _keras_recorder, _step_ms, _torch_recorder, plain_trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "experiments" / "port_keras_multi_io.py"
@@ -94,11 +94,7 @@ def one(contender: str, seed: int, epochs: int) -> dict[str, Any]:
 
         L.seed_everything(seed, verbose=False)
         module = mod.LitRanker(u["title_units"], u["body_units"], u["lr"])
-        trainer = L.Trainer(
-            max_epochs=epochs, logger=False, enable_checkpointing=False,
-            enable_progress_bar=False, enable_model_summary=False,
-            callbacks=[_torch_recorder(marks)],
-        )  # fmt: skip
+        trainer = plain_trainer(epochs, marks)
         train = _loader(st.x_train, st.y_train, 32, True)
         trainer.fit(module, train, _loader(st.x_val, st.y_val, 256, False))
         return {"step_ms": _step_ms(marks), "acc": float(trainer.callback_metrics[METRIC])}
