@@ -174,15 +174,24 @@ def main(argv: list[str] | None = None) -> int:
     if args.one:
         print(json.dumps(one(args.one[0], int(args.one[1]), args.epochs)))
         return 0
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "TF_CPP_MIN_LOG_LEVEL": "3"}
-    rows: dict[str, list[dict[str, Any]]] = {c: [] for c in CONTENDERS}
-    for seed in args.seeds:
-        for c in CONTENDERS:
-            cmd = [sys.executable, __file__, "--epochs", str(args.epochs), "--one", c, str(seed)]
+    print(table(interleave(__file__, CONTENDERS, args.seeds, args.epochs)))
+    return 0
+
+
+def interleave(
+    script: str, contenders: tuple[str, ...], seeds: list[int], epochs: int
+) -> dict[str, list[dict[str, Any]]]:
+    """Each contender of each seed in a process of its own (``script --one``), seed by
+    seed: the user's default environment (no protolab settings), one thread for all."""
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    env.update(OMP_NUM_THREADS="1", TF_CPP_MIN_LOG_LEVEL="3")
+    rows: dict[str, list[dict[str, Any]]] = {c: [] for c in contenders}
+    for seed in seeds:
+        for c in contenders:
+            cmd = [sys.executable, script, "--epochs", str(epochs), "--one", c, str(seed)]
             out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
             rows[c].append(json.loads(out.stdout.strip().splitlines()[-1]))
-    print(table(rows))
-    return 0
+    return rows
 
 
 def table(rows: dict[str, list[dict[str, Any]]]) -> str:

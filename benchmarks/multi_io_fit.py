@@ -23,16 +23,20 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from dataloader_fit import _keras_recorder, _step_ms, _torch_recorder, plain_trainer
+from dataloader_fit import (
+    _keras_recorder,
+    _step_ms,
+    _torch_recorder,
+    interleave,
+    plain_trainer,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "experiments" / "port_keras_multi_io.py"
@@ -133,14 +137,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.one:
         print(json.dumps(one(args.one[0], int(args.one[1]), args.epochs)))
         return 0
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-    env.update(OMP_NUM_THREADS="1", TF_CPP_MIN_LOG_LEVEL="3")
-    rows: dict[str, list[dict[str, Any]]] = {c: [] for c in CONTENDERS}
-    for seed in args.seeds:
-        for c in CONTENDERS:
-            cmd = [sys.executable, __file__, "--epochs", str(args.epochs), "--one", c, str(seed)]
-            out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
-            rows[c].append(json.loads(out.stdout.strip().splitlines()[-1]))
+    rows = interleave(__file__, CONTENDERS, args.seeds, args.epochs)
     print("| contender | val_department_accuracy (mean ± sd) | step ms | vs plain |")
     print("|---|---|---|---|")
     for c in CONTENDERS:

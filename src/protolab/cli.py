@@ -197,6 +197,21 @@ def _root(
     """PyTorch or TensorFlow? Sweep an experiment's architectures on both and measure."""
 
 
+NewStudyOpt = Annotated[
+    bool,
+    typer.Option(
+        "--new-study",
+        help="The study store lost the study MLflow has runs of: start it over (the old "
+        "runs stay, under their own study id).",
+    ),
+]
+
+
+def _sweep_flags(fail_fast: bool, show_all: bool, new_study: bool) -> list[tuple[str, bool]]:
+    """The sweep's switches a launcher passes on to each of its workers."""
+    return [("--fail-fast", fail_fast), ("--all", show_all), ("--new-study", new_study)]
+
+
 @app.command()
 def sweep(
     config: ConfigArg,
@@ -219,19 +234,11 @@ def sweep(
             "--workers", help="Start N workers on this host (auto: one per GPU, else per core)."
         ),
     ] = None,
-    new_study: Annotated[
-        bool,
-        typer.Option(
-            "--new-study",
-            help="The study store lost the study MLflow has runs of: start it over (the old "
-            "runs stay, under their own study id).",
-        ),
-    ] = False,
+    new_study: NewStudyOpt = False,
 ) -> None:
     """Run or resume the Optuna study of CONFIG until it holds study.n_trials finished trials."""
     if workers is not None:  # a launcher: N ordinary workers (commands/_workers.py)
-        flags = [*(["--fail-fast"] if fail_fast else []), *(["--all"] if show_all else [])]
-        flags += ["--new-study"] if new_study else []
+        flags = [f for f, on in _sweep_flags(fail_fast, show_all, new_study) if on]
         flags += ["--from", warm_from] if warm_from else []
         _guard(lambda: _launch_workers(config, overrides or [], workers, flags))
         return

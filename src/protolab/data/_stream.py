@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from protolab._frameworks import KERAS
 from protolab.data._structure import Tree, concat, leaves, map_tree, rows
 from protolab.errors import DataError
 
@@ -183,7 +184,7 @@ def _kind(obj: object) -> str | None:
         return "torch" if hasattr(obj, "__getitem__") and hasattr(obj, "__len__") else None
     if any(m.startswith("tensorflow.python.data") for m in mods):
         return "tf.data"
-    if any(m.startswith("keras") and m.endswith("PyDataset") for m in mods):
+    if any(m.startswith(KERAS) and m.endswith("PyDataset") for m in mods):
         return "pydataset"
     if isinstance(obj, Mapping):
         return "arrays"

@@ -120,7 +120,20 @@ def _last_curve(trial: FrozenTrial) -> tuple[int, list[float | None]] | None:
     return max(epochs), list(trial.user_attrs[curve_key(max(epochs))])
 
 
-class ParetoRankPruner(BasePruner):
+class _CurvePruner(BasePruner):
+    """Optuna's pruner API over the objective vectors the sweep records per epoch: a
+    subclass says only whether a vector stops its trial (``prune_vector``)."""
+
+    def prune(self, study: Study, trial: FrozenTrial) -> bool:
+        """The trial's last recorded epoch vector, judged by ``prune_vector``."""
+        last = _last_curve(trial)
+        return last is not None and self.prune_vector(study, trial.number, *last)
+
+    def prune_vector(self, study: Study, number: int, epoch: int, vector: Vector) -> bool:
+        raise NotImplementedError
+
+
+class ParetoRankPruner(_CurvePruner):
     """Prune a trial whose objective vector at an epoch is behind most of the trials that
     recorded the same epoch, by Pareto fronts (:func:`pareto_prune`).
 
@@ -152,11 +165,6 @@ class ParetoRankPruner(BasePruner):
         self.n_startup_trials, self.n_warmup_steps = int(n_startup_trials), int(n_warmup_steps)
         self.n_min_trials = int(n_min_trials)
 
-    def prune(self, study: Study, trial: FrozenTrial) -> bool:
-        """Optuna's pruner API: the trial's last recorded epoch vector."""
-        last = _last_curve(trial)
-        return last is not None and self.prune_vector(study, trial.number, *last)
-
     def prune_vector(self, study: Study, number: int, epoch: int, vector: Vector) -> bool:
         """Whether trial ``number``, at ``epoch`` with ``vector``, stops here."""
         if epoch <= self.n_warmup_steps:
@@ -181,7 +189,7 @@ class ParetoMedianPruner(ParetoRankPruner):
         super().__init__(50.0, n_startup_trials, n_warmup_steps, n_min_trials)
 
 
-class ObjectiveThresholdPruner(BasePruner):
+class ObjectiveThresholdPruner(_CurvePruner):
     """``threshold`` with several objectives: a bound per objective metric, on its bad side
     (below it for a maximised objective, above it for a minimised one); any one crossed, or
     a NaN, prunes. An objective the epoch does not measure is not judged."""
@@ -206,10 +214,6 @@ class ObjectiveThresholdPruner(BasePruner):
             if m in bounds
         ]
         self.n_warmup_steps = int(n_warmup_steps)
-
-    def prune(self, study: Study, trial: FrozenTrial) -> bool:
-        last = _last_curve(trial)
-        return last is not None and self.prune_vector(study, trial.number, *last)
 
     def prune_vector(self, study: Study, number: int, epoch: int, vector: Vector) -> bool:
         if epoch <= self.n_warmup_steps:

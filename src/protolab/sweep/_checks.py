@@ -28,7 +28,7 @@ from protolab.backends import (
     optimizer_frameworks,
     trains_itself,
 )
-from protolab.config import Choice, check_hardware, metric_task_problem
+from protolab.config import Choice, Range, check_hardware, metric_task_problem
 from protolab.errors import ArchError, ConfigError, ScriptError, SpaceError, StorageError
 from protolab.space import Space
 from protolab.sweep._context import SweepContext, sample_train
@@ -99,6 +99,8 @@ def check_stream(ctx: SweepContext) -> None:
     stream, structure = ctx.dataset.stream, ctx.dataset.structure
     if stream is None and structure is None:
         return
+    if stream is not None:
+        _check_own_batches(ctx, stream.kind)
     what = f"pl.Data(train=<{stream.kind}>)" if stream else "several inputs or outputs"
     takes = _self_training_frameworks(ctx)
     if takes is None:
@@ -112,6 +114,25 @@ def check_stream(ctx: SweepContext) -> None:
             f"{what}: such data feeds a model that trains itself (a LightningModule, a "
             "compiled keras.Model), and protolab's own programs keep one x array and one y "
             f"array on the device; modes that take it here: {', '.join(taken)}"
+        )
+
+
+#: sources that make their own batches: train.batch_size does not reach them
+_SELF_BATCHING = ("dataloader", "tf.data", "pydataset", "generator")
+
+
+def _check_own_batches(ctx: SweepContext, kind: str) -> None:
+    """A source that batches itself ignores ``train.batch_size``: a config that searches
+    it, or writes another size than the source's, would log a batch it never trained."""
+    train = ctx.cfg.train
+    if kind not in _SELF_BATCHING or "batch_size" not in train.model_fields_set:
+        return
+    own = len(ctx.dataset.x_train)  # the source's first batch
+    if isinstance(train.batch_size, Range | Choice) or train.batch_size != own:
+        raise ConfigError(
+            f"{ctx.config_path}: train.batch_size={short(train.batch_size)} does not reach "
+            f"the script's pl.Data(train=<{kind}>): it makes its own batches (its first has "
+            f"{own}); drop train.batch_size from the config, or set the size in the source"
         )
 
 
