@@ -210,6 +210,17 @@ HARDWARE = [
         ["hardware.accelerator", "no GPU"],
         env=NO_GPU,
     ),
+    Bad(  # downloaded compile cache entries are code: only with --trust
+        "compile-cache-sync-untrusted",
+        ["hardware.compile_cache_sync=true"],
+        ["hardware.compile_cache_sync", "runs them here", "--trust (or PROTOLAB_TRUST=1)"],
+        env={"PROTOLAB_TRUST": "0"},
+    ),
+    Bad(
+        "compile-cache-sync-cache-off",
+        ["hardware.compile_cache_sync=true", "hardware.compile_cache=off", "--trust"],
+        ["hardware.compile_cache_sync", "hardware.compile_cache is off"],
+    ),
 ]
 
 # --- YAML: duplicate keys, aliases, size, what the path is ---------------------------------
@@ -351,6 +362,34 @@ NET = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))  # at imp
 @pl.experiment(data="digits")
 def model(space):
     return pl.native(torch=lambda: NET)
+"""
+
+
+_LIT_MODULE = """\
+import lightning as L
+import torch
+import protolab as pl
+
+
+class Lit(L.LightningModule):
+    def __init__(self):
+        super().__init__()
+        self.net = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
+
+    def forward(self, x):
+        return self.net(x)
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        return torch.nn.functional.cross_entropy(self(x), y.long())
+
+    def configure_optimizers(self):
+        return torch.optim.Adam(self.parameters(), lr=0.01)
+
+
+@pl.experiment(data="digits")
+def model(space):
+    return pl.native(torch=Lit)
 """
 
 
@@ -773,6 +812,39 @@ HIDDEN = [
         ["--out", "/proc/protolab-nope/report cannot be created", "/proc"], command="report"),
 ]  # fmt: skip
 
+# --- population-based training (issue 24): options the sampler or the study cannot take ----
+_PBT = "study.sampler=pbt"
+_LR_RANGE = "train.lr={low: 0.001, high: 0.1, log: true}"
+PBT = [
+    Bad("pbt-several-objectives",
+        [_PBT, "study.objectives=[{metric: val/acc}, {metric: val/loss}]"],
+        ["study", "pbt ranks members by one objective", "2 objectives"]),
+    Bad("pbt-truncation-over-half", [_PBT, "study.sampler_options={truncation: 0.6}"],
+        ["study.sampler_options", "`0 < truncation <= 0.5`", "0.6"]),
+    Bad("pbt-truncation-zero", [_PBT, "study.sampler_options={truncation: 0}"],
+        ["study.sampler_options", "`0 < truncation <= 0.5`", "got 0"]),
+    Bad("pbt-ready-over-epochs", [_PBT, "study.sampler_options={ready_epochs: 2}"],
+        ["train", "ready_epochs 1 to 1", "but got ready_epochs 2"]),
+    Bad("pbt-moves-unsearched", [_PBT, "study.sampler_options={moves: [lr]}"],
+        ["study.sampler_options.moves", "searched with a range", "'lr'"]),
+    Bad("pbt-moves-unknown", [_PBT, _LR_RANGE, "study.sampler_options={moves: [momentum]}"],
+        ["study.sampler_options.moves", "allowed: lr", "'momentum'"]),
+    Bad("pbt-pruner", [_PBT, "study.pruner=median"],
+        ["study", "allowed: pruner none", "'median'"]),
+    Bad("pbt-schedule", [_PBT, "train.schedule=cosine"],
+        ["train", "allowed: constant", "'cosine'"]),
+    Bad("pbt-perturb-zero", [_PBT, "study.sampler_options={perturb: [0, 1.25]}"],
+        ["study.sampler_options", "perturb", "[0, 1.25]"]),
+    Bad("pbt-population-one", [_PBT, "study.sampler_options={population_size: 1}"],
+        ["study.sampler_options", "`population_size >= 2`", "got 1"]),
+    Bad("pbt-unknown-option", [_PBT, "study.sampler_options={tournament_size: 3}"],
+        ["study.sampler_options", "'tournament_size'", "ready_epochs"]),
+    Bad("pbt-devices", [_PBT, "hardware.devices=2", "hardware.accelerator=cpu"],
+        ["study.sampler: pbt", "hardware.devices 1", "got 2"]),
+    Bad("pbt-lightning-module", [_PBT],
+        ["study.sampler: pbt", "trains itself", "backends lightning"], script=_LIT_MODULE),
+]  # fmt: skip
+
 CASES = (
     VALUES
     + METRICS
@@ -787,6 +859,7 @@ CASES = (
     + TRAINING
     + SOURCES
     + HIDDEN
+    + PBT
 )
 
 

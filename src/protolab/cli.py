@@ -107,10 +107,10 @@ def _quiet_frameworks() -> None:
     TensorFlow's C++ logs are silenced unless asked for (each backend sets what its
     framework needs when it loads; the start-up notices that ignore the log level are
     filtered out of its import, see ``protolab._quiet``), and OpenMP threads sleep instead
-    of spin-waiting
-    between parallel regions: with spinning, any other busy process (a second worker,
-    TensorFlow's pool) made torch steps of the digits MLP ~50x slower on 2 cores
-    (152 ms vs 2.9 ms measured).
+    of spin-waiting between parallel regions: with spinning, any other busy process (a
+    second worker, TensorFlow's pool) made a wide MLP's torch steps 5-20x slower on 2 cores
+    (``benchmarks/threads.py``). What sleeping costs a small model is won back by the
+    thread count each trial measures (``protolab.backends._threads.ThreadProbe``).
     """
     quiet_tensorflow_import()  # TF_CPP_MIN_LOG_LEVEL=3 unless set, and the import filtered
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
@@ -207,9 +207,29 @@ NewStudyOpt = Annotated[
 ]
 
 
-def _sweep_flags(fail_fast: bool, show_all: bool, new_study: bool) -> list[tuple[str, bool]]:
+WorkersOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--workers", help="Start N workers on this host (auto: one per GPU, else per core)."
+    ),
+]
+TrustOpt = Annotated[
+    bool,
+    typer.Option(
+        "--trust",
+        envvar="PROTOLAB_TRUST",
+        help="Allow hardware.compile_cache_sync: download compiled programs from the tracking "
+        "store and run them: only from a store whose writers you trust.",
+    ),
+]
+
+
+def _sweep_flags(
+    fail_fast: bool, show_all: bool, new_study: bool, trust: bool = False
+) -> list[tuple[str, bool]]:
     """The sweep's switches a launcher passes on to each of its workers."""
-    return [("--fail-fast", fail_fast), ("--all", show_all), ("--new-study", new_study)]
+    flags = [("--fail-fast", fail_fast), ("--all", show_all), ("--new-study", new_study)]
+    return [*flags, ("--trust", trust)]
 
 
 @app.command()
@@ -228,17 +248,13 @@ def sweep(
     show_all: Annotated[
         bool, typer.Option("--all", help="List pruned and failed trials in the summary too.")
     ] = False,
-    workers: Annotated[
-        str | None,
-        typer.Option(
-            "--workers", help="Start N workers on this host (auto: one per GPU, else per core)."
-        ),
-    ] = None,
+    workers: WorkersOpt = None,
     new_study: NewStudyOpt = False,
+    trust: TrustOpt = False,
 ) -> None:
     """Run or resume the Optuna study of CONFIG until it holds study.n_trials finished trials."""
     if workers is not None:  # a launcher: N ordinary workers (commands/_workers.py)
-        flags = [f for f, on in _sweep_flags(fail_fast, show_all, new_study) if on]
+        flags = [f for f, on in _sweep_flags(fail_fast, show_all, new_study, trust) if on]
         flags += ["--from", warm_from] if warm_from else []
         _guard(lambda: _launch_workers(config, overrides or [], workers, flags))
         return
@@ -258,7 +274,7 @@ def sweep(
 
         extra = ["study.max_failures=1"] if fail_fast else []
         cfg, script = load_config(config, [*(overrides or []), *extra], backends=NAMES)
-        _use_compile_cache(cfg)
+        _use_compile_cache(cfg, trust)
         ctx = prepare(cfg, config, script)
         display.phase(f"opening the stores, importing {', '.join(cfg.backends)}")
         with _interruptible():
@@ -313,6 +329,7 @@ def run(
         str | None, typer.Option(help='Fixed values as JSON: \'{"width": 128, "act": "relu"}\'.')
     ] = None,
     best: Annotated[bool, typer.Option("--best", help="Use the best trial's values.")] = False,
+    trust: TrustOpt = False,
 ) -> None:
     """Train once with fixed values (defaults, --params or --best), logged like a trial."""
 
@@ -329,7 +346,7 @@ def run(
 
         values = fixed_values(params, best)
         cfg, script = load_config(config, overrides or [], backends=NAMES)
-        _use_compile_cache(cfg)
+        _use_compile_cache(cfg, trust)
         ctx = prepare(cfg, config, script)
         check_context(ctx)
         if best:
@@ -357,13 +374,16 @@ def run(
     _guard(body)
 
 
-def _use_compile_cache(cfg: Config) -> None:
+def _use_compile_cache(cfg: Config, trust: bool = False) -> None:
     """The persistent compile cache's folder into the environment, before any framework
-    loads: every backend, and each worker process, reads it from there."""
+    loads: every backend, and each worker process, reads it from there (syncing through
+    the tracking store only with ``--trust``: exit 2 before any store is written)."""
     from protolab.backends import configure_compile_cache
 
     hw = cfg.hardware
-    configure_compile_cache(hw.compile_cache, hw.compile_cache_max_mb, cfg.tracking.uri)
+    configure_compile_cache(
+        hw.compile_cache, hw.compile_cache_max_mb, cfg.tracking.uri, hw.compile_cache_sync, trust
+    )
 
 
 def _tracker_and_frameworks(ctx: SweepContext) -> Tracker:
@@ -445,7 +465,8 @@ def lineage(
     ] = None,
     storage: Annotated[str | None, typer.Option(help="Optuna storage (default: ./mlruns).")] = None,
 ) -> None:
-    """The family tree of a trial in an evolution study: each ancestor and what it changed."""
+    """The family tree of a trial in an evolution or pbt study: each ancestor (pbt: the
+    segment whose state it continued) and what it changed."""
 
     def body() -> None:
         from rich.console import Console

@@ -20,6 +20,7 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, ClassVar, Protocol
 
 import numpy as np
@@ -193,6 +194,10 @@ class Job:
     train: TrainSettings
     hardware: Hardware
     metrics: tuple[str, ...] = ()  # extra validation scores per epoch (data/_scores.py)
+    # population-based training: a folder with the state (weights and optimizer) a member
+    # continues from (its first epoch starts there), and one its final state is written to
+    start_from: Path | None = None
+    save_to: Path | None = None
 
 
 class TrainedModel(Protocol):
@@ -289,6 +294,22 @@ class Program(abc.ABC):
     def restore(self, snapshot: object) -> None:
         """Put back the weights :meth:`snapshot` copied."""
         raise NotImplementedError(f"{type(self).__name__} cannot restore its weights")
+
+    def save_state(self, directory: Path) -> None:
+        """Write the weights and the optimizer's state into ``directory`` (population-based
+        training: another member, maybe on another host, continues from them), in a format
+        that loads without running code (no pickle): each mode's own file."""
+        raise NotImplementedError(
+            f"{type(self).__name__} cannot save its weights and optimizer state "
+            "(study.sampler pbt): use a mode that trains protolab's own programs"
+        )
+
+    def load_state(self, directory: Path) -> None:
+        """Continue from what :meth:`save_state` wrote (the same Arch on the same mode); the
+        learning rate and other train settings stay this job's own."""
+        raise NotImplementedError(
+            f"{type(self).__name__} cannot load weights and optimizer state (study.sampler pbt)"
+        )
 
     @abc.abstractmethod
     def evaluate(self) -> dict[str, float]:
@@ -390,7 +411,13 @@ class Backend(abc.ABC):
         prog.compile()
         clock.compile_s = time.perf_counter() - t0
         result = JobResult()
+        if job.start_from is not None:  # PBT: what the inherited state scores, before training
+            prog.load_state(job.start_from)
+            inherited = _val_metrics(prog, job)
+            result.metrics.update({f"inherited/{k}": v for k, v in inherited.items()})
         first_extra = _train(prog, job, clock, result, on_epoch)
+        if job.save_to is not None:
+            prog.save_state(job.save_to)
         clock.compile_s += max(first_extra - step_stats(clock.step_s)[0] / 1000, 0.0)
         final, stopped = result.history[-1], result.metrics
         result.metrics = {

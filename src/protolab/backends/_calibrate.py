@@ -6,6 +6,12 @@ layers. So a headline "dynamic vs static" compares the best of each family, not 
 pick: every candidate trains the job briefly (``_EPOCHS`` epochs of at most ``_STEPS``
 steps), and the lowest steady step time wins. The choice is cached per model (arch hash,
 data, batch, hardware) for the life of the process and recorded on the run.
+
+A mode left out of the aliases for its compile cost (``calibrate=False`` in the registry:
+a cold compile costs more than most trials save) becomes a candidate when the persistent
+compile cache already holds this model's compile (``compile_cache_warm``): then trying it
+costs a warm compile, a fraction of the cold one. The run's ``protolab.calibration`` tag
+says so.
 """
 
 from __future__ import annotations
@@ -13,7 +19,7 @@ from __future__ import annotations
 import dataclasses
 import math
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
 from protolab.backends._base import Job
 from protolab.backends._registry import (
@@ -43,6 +49,7 @@ class Choice:
     alias: str
     name: str
     step_ms: dict[str, float]
+    warm: tuple[str, ...] = ()  # modes tried only because their compile cache was warm
 
     @property
     def tag(self) -> str:
@@ -52,7 +59,41 @@ class Choice:
     def summary(self) -> str:
         if not self.step_ms:
             return f"{self.name}: the family's only candidate"
-        return ", ".join(f"{n}={v:.3g}ms" for n, v in self.step_ms.items())
+        timed = ", ".join(f"{n}={v:.3g}ms" for n, v in self.step_ms.items())
+        if not self.warm:
+            return timed
+        return (
+            f"{timed}; {', '.join(self.warm)} tried because the compile cache holds this "
+            "model's compile (warm)"
+        )
+
+
+@runtime_checkable
+class WarmAware(Protocol):
+    """A backend that can say whether its persistent compile cache holds a job's compile."""
+
+    def compile_cache_warm(self, job: Job) -> bool: ...
+
+
+def _warm_candidates(
+    family: Family, job: Job, short: Job, frameworks: tuple[str, ...]
+) -> list[str]:
+    """The family's modes left out for their cold compile whose cache holds this model."""
+    out = []
+    for name in backend_names():
+        info = backend_info(name)
+        if (
+            info.family != family
+            or info.calibrate
+            or (info.builds and info.builds not in frameworks)
+        ):
+            continue
+        backend = get_backend(name)
+        if isinstance(backend, WarmAware) and (
+            backend.compile_cache_warm(job) or backend.compile_cache_warm(short)
+        ):
+            out.append(name)
+    return out
 
 
 def _key(family: str, job: Job) -> tuple[object, ...]:
@@ -64,14 +105,16 @@ def calibrate(
     family: Family, job: Job, on_error: Callable[[str, BaseException], None] | None = None
 ) -> Choice:
     """Time every mode of ``family`` on a short version of ``job``; the fastest wins."""
-    key = _key(family, job)
-    if key in _CHOICES:
-        return _CHOICES[key]
     short = dataclasses.replace(
         job, train=dataclasses.replace(job.train, epochs=_EPOCHS, max_steps=_STEPS)
     )
+    frameworks = frameworks_for(job.arch)
+    warm = _warm_candidates(family, job, short, frameworks)
+    key = (*_key(family, job), *warm)
+    if key in _CHOICES:
+        return _CHOICES[key]
     timings: dict[str, float] = {}
-    candidates = family_members(family, frameworks_for(job.arch))
+    candidates = family_members(family, frameworks) + warm
     if len(candidates) == 1:  # nothing to choose between: no calibration run
         return Choice(family, candidates[0], {})
     for name in candidates:
@@ -90,7 +133,7 @@ def calibrate(
     ok = {n: v for n, v in timings.items() if math.isfinite(v)}
     if not ok:
         raise RuntimeError(f"no {family} mode could train this model: {timings}")
-    choice = Choice(family, min(ok, key=ok.__getitem__), timings)
+    choice = Choice(family, min(ok, key=ok.__getitem__), timings, tuple(warm))
     if len(_CHOICES) >= _MAX_CACHED:
         _CHOICES.pop(next(iter(_CHOICES)))
     _CHOICES[key] = choice

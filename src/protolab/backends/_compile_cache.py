@@ -22,6 +22,10 @@ miss always writes new entries; a hit writes none. So: new entries -> ``miss``, 
 happen when another process writes into the same folder during this compile (a concurrent
 worker compiling something else), and then the run says ``miss``.
 
+Hosts that share only a tracking server: ``hardware.compile_cache_sync: true`` carries a
+miss's new entries as artifacts of one MLflow run per cache key and downloads them before
+a compile (``_cache_sync``; only with ``--trust``: the entries hold code that runs here).
+
 Size: an LRU cap (``hardware.compile_cache_max_mb``, ``$PROTOLAB_COMPILE_CACHE_MAX`` bytes)
 applied after each run: the least recently used files (by the later of atime and mtime) go
 first. Every framework treats a missing file as a miss and recompiles, so eviction is safe.
@@ -41,7 +45,8 @@ from collections.abc import Hashable
 from dataclasses import dataclass
 from pathlib import Path
 
-from protolab._stores import check_store_path, default_tracking_uri
+from protolab._stores import check_store_path, default_tracking_uri, redact
+from protolab.backends._cache_sync import SYNC_ENV, pull, push
 from protolab.backends._env import package_versions
 from protolab.backends._peak import cpu_name
 from protolab.errors import ConfigError
@@ -61,6 +66,7 @@ __all__ = [
     "configure_compile_cache",
     "default_root",
     "folder",
+    "holds",
     "host_device",
     "key_digest",
     "max_bytes",
@@ -70,6 +76,7 @@ __all__ = [
     "tf_folder",
     "trim",
     "trim_compile_cache",
+    "trusted",
     "usage",
 ]
 
@@ -105,16 +112,33 @@ def parse_size(text: str, field: str) -> int:
     return int(float(m.group(1)) * _UNITS[m.group(2)])
 
 
-def configure(setting: str | None, max_mb: int | None, tracking_uri: str | None) -> Path | None:
+TRUST_ENV = "PROTOLAB_TRUST"
+
+
+def trusted() -> bool:
+    """``PROTOLAB_TRUST`` says the user trusts the stores it reads (as ``--trust`` does)."""
+    return os.environ.get(TRUST_ENV, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def configure(
+    setting: str | None,
+    max_mb: int | None,
+    tracking_uri: str | None,
+    sync: bool = False,
+    trust: bool = False,
+) -> Path | None:
     """Resolve ``hardware.compile_cache`` into the environment every backend reads.
 
     ``None`` keeps ``$PROTOLAB_COMPILE_CACHE`` if set, else the default beside the tracking
     store; ``off`` disables it; anything else is a folder (relative to the working dir).
-    A folder that cannot be one is refused here (exit 2), before any store is written.
+    A folder that cannot be one is refused here (exit 2), before any store is written;
+    so is ``sync`` (``hardware.compile_cache_sync``) without ``trust`` or without a cache.
     """
     value = setting if setting is not None else os.environ.get(ENV)
     field = "hardware.compile_cache" if setting is not None else f"${ENV}"
-    if value is not None and value.strip().lower() == OFF:
+    off = value is not None and value.strip().lower() == OFF
+    _configure_sync(sync, trust or trusted(), off, tracking_uri)
+    if off:
         os.environ[ENV] = OFF
         _set_tf_flag(None)
         return None
@@ -130,6 +154,29 @@ def configure(setting: str | None, max_mb: int | None, tracking_uri: str | None)
         os.environ[MAX_ENV] = str(max_mb * 2**20)
     _set_tf_flag(tf_folder())
     return path
+
+
+def _configure_sync(sync: bool, trust: bool, off: bool, tracking_uri: str | None) -> None:
+    """``$PROTOLAB_COMPILE_CACHE_SYNC`` (what turns syncing on in a backend), set only when
+    the user trusts the store: downloaded entries are code this host runs."""
+    os.environ.pop(SYNC_ENV, None)
+    if not sync:
+        return
+    if off:
+        raise ConfigError(
+            "hardware.compile_cache_sync: true carries the compile cache through the tracking "
+            "store, but hardware.compile_cache is off; allowed: a cache folder, or "
+            "compile_cache_sync: false"
+        )
+    uri = tracking_uri or default_tracking_uri()
+    if not trust:
+        raise ConfigError(
+            f"hardware.compile_cache_sync: true downloads compiled programs (Python source, "
+            f"shared libraries) from the tracking store {redact(uri)} and runs them here; "
+            "allowed only with --trust (or PROTOLAB_TRUST=1) if you trust everyone who can "
+            "write to that store, else set hardware.compile_cache_sync: false"
+        )
+    os.environ[SYNC_ENV] = uri  # a backend's own process (the JAX worker) inherits it
 
 
 def _set_tf_flag(path: Path | None) -> None:
@@ -203,6 +250,12 @@ def key_digest(key: tuple[Hashable, ...]) -> str:
     return hashlib.sha256(repr(key).encode()).hexdigest()[:32]
 
 
+def holds(path: Path | None, key: tuple[Hashable, ...]) -> bool:
+    """Whether the folder holds this job key's compile (a miss recorded it): the next
+    compile of it is warm (the calibration may then afford a slow-compiling mode)."""
+    return path is not None and (path / _COLD / key_digest(key)).is_file()
+
+
 def _entries(path: Path) -> set[str]:
     """Every cache file under ``path`` (relative names), locks and protolab's records aside."""
     out: set[str] = set()
@@ -220,17 +273,31 @@ class Probe:
     (inductor: ``/tmp/torchinductor_$USER`` by default) then compiles into a throwaway
     folder (``scratch=True``, deleted at :meth:`finish`), so ``off`` is always a cold
     compile, never one served by the framework's default cache in secret.
+
+    ``programs``: the name prefixes of the model's own programs' entries, for a framework
+    that also caches every small eager op (JAX: a weight initializer, a numpy array staged
+    onto the device), so a warm model compile beside one new trivial op still says hit
+    (every entry written is still kept, and carried when synced).
     """
 
-    def __init__(self, path: Path | None, scratch: bool = False) -> None:
-        self.path = path
+    def __init__(
+        self,
+        path: Path | None,
+        scratch: bool = False,
+        key: tuple[Hashable, ...] | None = None,
+        programs: tuple[str, ...] = (),
+    ) -> None:
+        self.path, self.key, self.programs = path, key, programs
         self.scratch: Path | None = None
         if path is None and scratch:
             self.scratch = Path(tempfile.mkdtemp(prefix="protolab-compile-off-"))
             atexit.register(shutil.rmtree, self.scratch, True)  # a run that fails, too
         elif path is not None:
             path.mkdir(parents=True, exist_ok=True)
+            if key is not None:  # the tracking store's entries first (compile_cache_sync)
+                pull(path, key_digest(key))
         self.before = _entries(path) if path is not None else set()
+        self.written: set[str] = set()
         self.state = OFF if path is None else ""
         self.window_s: float | None = None
 
@@ -250,27 +317,36 @@ class Probe:
     def close(self) -> str:
         """``miss`` if the compile wrote entries, else ``hit``; ``off`` without a cache."""
         if self.path is not None and not self.state:
-            written = _entries(self.path) - self.before
-            self.state = "miss" if written else "hit"
+            self.written = _entries(self.path) - self.before
+            ours = [
+                f
+                for f in self.written
+                if not self.programs or os.path.basename(f).startswith(self.programs)
+            ]
+            self.state = "miss" if ours else "hit"
         return self.state or OFF
 
-    def finish(self, key: tuple[Hashable, ...]) -> dict[str, float]:
-        """The run's end: the cold compile beside a hit, the cold record of a miss, the cap.
+    def finish(self, key: tuple[Hashable, ...] | None = None) -> dict[str, float]:
+        """The run's end: the cold compile beside a hit, the cold record of a miss (and its
+        entries to the tracking store, when synced), the cap.
 
         Returns ``time/compile_cold_s`` for a hit whose architecture missed here before.
         """
         state = self.close()
         out: dict[str, float] = {}
-        if self.path is None:
+        key = key if key is not None else self.key
+        if self.path is None or key is None:
             if self.scratch is not None:
                 shutil.rmtree(self.scratch, ignore_errors=True)
             return out
         record = self.path / _COLD / key_digest(key)
-        if state == "miss" and self.window_s is not None:
-            record.parent.mkdir(exist_ok=True)
-            tmp = record.with_suffix(f".{os.getpid()}.part")
-            tmp.write_text(f"{self.window_s:.6f}\n")
-            os.replace(tmp, record)
+        if state == "miss":
+            if self.window_s is not None:
+                record.parent.mkdir(exist_ok=True)
+                tmp = record.with_suffix(f".{os.getpid()}.part")
+                tmp.write_text(f"{self.window_s:.6f}\n")
+                os.replace(tmp, record)
+            push(self.path, key_digest(key), [*self.written, f"{_COLD}/{record.name}"])
         elif state == "hit":
             with contextlib.suppress(OSError, ValueError):
                 out["time/compile_cold_s"] = float(record.read_text())

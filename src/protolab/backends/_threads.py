@@ -11,10 +11,22 @@ framework loads and are easy to forget; the config travels with the study.
 from __future__ import annotations
 
 import contextlib
+import statistics
 import sys
+from collections.abc import Callable, Hashable
 from typing import Any
 
-__all__ = ["pin_loaded_frameworks", "set_tf_threads", "set_torch_threads"]
+__all__ = [
+    "ThreadProbe",
+    "chosen_threads",
+    "pin_loaded_frameworks",
+    "set_tf_threads",
+    "set_torch_threads",
+    "torch_default_threads",
+]
+
+_TORCH_DEFAULT: list[int] = []  # torch's own thread count, read before protolab changes it
+_CHOSEN: dict[Hashable, int] = {}  # architecture key -> threads an eager probe chose
 
 
 def pin_loaded_frameworks(n: int | None) -> None:
@@ -41,12 +53,28 @@ def set_torch_threads(n: int | None) -> None:
     The inter-op pool is left alone: eager training does not use it, and
     ``torch.set_num_interop_threads`` raises once any inter-op work has started.
     """
-    if n is None:
-        return
     import torch
 
+    n = n if n is not None else torch_default_threads()
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
+
+
+def torch_default_threads() -> int:
+    """torch's intra-op thread count before protolab set any: what ``None`` restores, so a
+    trial whose probe chose 1 thread does not leave the next trial with 1."""
+    if not _TORCH_DEFAULT:
+        import torch
+
+        _TORCH_DEFAULT.append(torch.get_num_threads())
+    return _TORCH_DEFAULT[0]
+
+
+def chosen_threads(key: Hashable) -> int | None:
+    """The thread count a finished probe chose for ``key`` in this process, if any: a
+    compiled program bakes its thread count into its kernels when it compiles, so it
+    cannot probe (each count recompiles), but can reuse its eager twin's choice."""
+    return _CHOSEN.get(key)
 
 
 def set_tf_threads(tf: Any, n: int | None) -> None:
@@ -66,3 +94,98 @@ def set_tf_threads(tf: Any, n: int | None) -> None:
         threading.set_intra_op_parallelism_threads(n)
     with contextlib.suppress(RuntimeError):
         threading.set_inter_op_parallelism_threads(n)
+
+
+class ThreadProbe:
+    """Chooses the intra-op thread count by timing the training's own first steps.
+
+    Why measure: protolab sets ``OMP_WAIT_POLICY=PASSIVE`` (threads sleep between ops), which
+    keeps an eager step fast beside any busy process (a second worker, TensorFlow's pool:
+    an mlp-wide step 18 ms against 51 ms with spinning threads, measured on 2 busy cores)
+    but makes each op of a small model pay a thread wake-up: a 2-thread digits-MLP step
+    2.3 ms against 0.6 ms on one thread. No fixed count is right for both, and where the
+    crossing lies depends on the machine, so the loop times blocks of its real steps at
+    each count (``ABBA`` order, so a drift of the machine hits both alike; the first step
+    after a switch is dropped) and keeps the fastest. Nothing extra is trained: the
+    probe's steps are the training's steps, each a full step at some thread count. The
+    default count is kept unless another is faster by ``margin``, so near-ties (where a
+    choice would flip between runs) stay on the framework's default.
+    """
+
+    BLOCK = 4  # steps per block: the first is dropped, the median of the other 3 kept
+    MARGIN = 0.10
+
+    def __init__(
+        self, default: int, set_threads: Callable[[int], None], key: Hashable = None
+    ) -> None:
+        self.default, self.set_threads, self.key = default, set_threads, key
+        one = [1] if default > 1 else []
+        self.order = [default, *one, *one, default] if one else []  # ABBA
+        self.samples: dict[int, list[float]] = {}
+        self.block: list[float] = []
+        self.chosen: int | None = None if self.order else default
+        if self.order:
+            set_threads(self.order[0])
+
+    @property
+    def done(self) -> bool:
+        return self.chosen is not None
+
+    def feed(self, step_s: float) -> bool:
+        """One step's time at the current count; True once a count is chosen (and set)."""
+        if self.chosen is not None:
+            return True
+        self.block.append(step_s)
+        if len(self.block) < self.BLOCK:
+            return False
+        count = self.order.pop(0)
+        self.samples.setdefault(count, []).extend(self.block[1:])
+        self.block = []
+        if self.order:
+            self.set_threads(self.order[0])
+            return False
+        self.chosen = self._choose()
+        self.set_threads(self.chosen)
+        if self.key is not None:
+            _CHOSEN[self.key] = self.chosen
+        return True
+
+    def _choose(self) -> int:
+        medians = {n: statistics.median(v) for n, v in self.samples.items()}
+        best = min(medians, key=medians.__getitem__)
+        if medians[best] < medians[self.default] * (1 - self.MARGIN):
+            return best
+        return self.default
+
+    def rule(self) -> str:
+        """The ``threads_rule`` tag: what was measured, in ms per step."""
+        if not self.samples:
+            return "default"
+        timed = ", ".join(
+            f"{n}: {statistics.median(v) * 1e3:.3g} ms" for n, v in sorted(self.samples.items())
+        )
+        return f"measured ({timed})" if self.done else f"probing ({timed})"
+
+
+def torch_thread_plan(
+    threads: int | None, on_cpu: bool, ranks: int, compiled: bool, key: Hashable
+) -> tuple[ThreadProbe | None, str]:
+    """How a torch trial gets its thread count: a probe to feed, or none, and why (the
+    ``threads_rule`` tag). Sets the count a trial without a probe starts with."""
+    set_torch_threads(threads)
+    default = torch_default_threads()
+    if threads is not None:
+        return None, "hardware.threads"
+    if not on_cpu:
+        return None, "default (accelerator)"
+    if ranks > 1:
+        return None, "default (DDP ranks)"
+    if default == 1:
+        return None, "default (one thread)"
+    if compiled:
+        chosen = chosen_threads(key)
+        if chosen is None:  # each count is a compile of its own: no probe
+            return None, "default (compiled kernels fix their count; no eager probe yet)"
+        set_torch_threads(chosen)
+        return None, "eager probe"
+    return ThreadProbe(default, set_torch_threads, key), "probe"

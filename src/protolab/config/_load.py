@@ -195,7 +195,10 @@ _NOT_HASHED = {
     "study": {"n_trials", "timeout_s", "max_failures", "max_retries", "storage", "heartbeat_s"},
     "tracking": {"uri", "experiment", "checkpoints", "top_k"},  # what is kept, not computed
     # how a worker runs (and where its compiles are cached), not what a trial computes
-    "hardware": {"threads", "recycle_after", "compile_cache", "compile_cache_max_mb"},
+    "hardware": {
+        *("threads", "recycle_after"),
+        *("compile_cache", "compile_cache_max_mb", "compile_cache_sync"),
+    },
 }
 
 

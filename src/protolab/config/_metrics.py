@@ -45,7 +45,7 @@ def infer_direction(metric: str) -> Direction:
     return "maximize" if any(w.startswith(m) for w in words for m in _MAXIMIZED) else "minimize"
 
 
-_TIMES = """import_s build_s compile_s first_step_s first_epoch_s step_ms step_ms_p10
+_TIMES = """import_s build_s compile_s compile_cold_s first_step_s first_epoch_s step_ms step_ms_p10
 step_ms_p90 epoch_s epoch_step_ms train_s eval_s trial_s data_wait_ms"""
 
 # name -> the dataset task it needs ("classification" / "regression"), None: any task.

@@ -22,6 +22,7 @@ from protolab._format import short
 from protolab._stores import STORAGE_SCHEMES, TRACKING_SCHEMES, redact, scheme
 from protolab.config._domains import check_train_value
 from protolab.config._metrics import check_metric_name, infer_direction
+from protolab.config._pbt import pbt_defaults, pbt_study_problem, pbt_train_problem
 
 __all__ = [
     "PRUNERS",
@@ -43,7 +44,7 @@ __all__ = [
 ]
 
 # Kept as Literals so pydantic lists the allowed values in its error for free.
-Sampler = Literal["tpe", "random", "gp", "cmaes", "nsga2", "qmc", "grid", "evolution"]
+Sampler = Literal["tpe", "random", "gp", "cmaes", "nsga2", "qmc", "grid", "evolution", "pbt"]
 Pruner = Literal["none", "median", "percentile", "hyperband", "successive_halving", "threshold"]
 SAMPLERS: tuple[str, ...] = Sampler.__args__  # type: ignore[attr-defined]
 PRUNERS: tuple[str, ...] = Pruner.__args__  # type: ignore[attr-defined]
@@ -171,7 +172,11 @@ class StudyConfig(_Strict):
     sampler: Sampler = "tpe"  # TPE adapts to conditional, define-by-run spaces
     # Passed to the sampler: e.g. {population_size: 20, tournament_size: 5, n_mutations: 1}
     # for evolution, {n_startup_trials: 10} for tpe/evolution/gp.
-    sampler_options: dict[str, int | float | bool | str] = Field(default_factory=dict)
+    # pbt: {population_size: 4, ready_epochs: 1, truncation: 0.25, perturb: [0.8, 1.25],
+    # moves: [lr]} (lists allowed)
+    sampler_options: dict[str, int | float | bool | str | list[int | float | str]] = Field(
+        default_factory=dict
+    )
     pruner: Pruner = "median"  # stops trials whose per-epoch curve is worse than the median
     # (several objectives: whose objective vector is behind by Pareto fronts, README Pruners)
     # Passed to the pruner: e.g. {percentile: 25} or {lower: 0.5} (threshold).
@@ -235,6 +240,13 @@ class StudyConfig(_Strict):
                 "pruner 'threshold' needs pruner_options {lower: X} and/or {upper: Y}, "
                 f"but got {self.pruner_options}"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _pbt_fits_study(self) -> StudyConfig:
+        problem = pbt_study_problem(self)  # config/_pbt.py
+        if problem:
+            raise ValueError(problem)
         return self
 
     @field_validator("storage")
@@ -504,6 +516,9 @@ class HardwareConfig(_Strict):
     # hosts: a folder, or off; null: compile_cache/ beside the MLflow store (mlruns/)
     compile_cache: str | None = Field(None, min_length=1)
     compile_cache_max_mb: int = Field(2048, ge=1)  # LRU size cap, applied after each run
+    # hosts that share only the tracking server: a miss's entries go there as artifacts and
+    # are downloaded before a compile; they are code that runs here: needs --trust
+    compile_cache_sync: bool = False
 
     @field_validator("precision", mode="before")
     @classmethod
@@ -606,6 +621,20 @@ class Config(_Strict):
         if isinstance(data, dict) and data.get("backends") is None:
             return {**data, "backends": _names(info).default_backends()}
         return data
+
+    @model_validator(mode="before")
+    @classmethod
+    def _pbt_prunes_nothing(cls, data: Any) -> Any:
+        return pbt_defaults(data)  # sampler pbt: pruner none unless given (config/_pbt.py)
+
+    @field_validator("train")
+    @classmethod
+    def _pbt_fits(cls, v: TrainConfig, info: ValidationInfo) -> TrainConfig:
+        study = info.data.get("study")
+        problem = None if study is None else pbt_train_problem(study, v)
+        if problem:
+            raise ValueError(problem)
+        return v
 
     @field_validator("backends", "metrics", mode="before")
     @classmethod

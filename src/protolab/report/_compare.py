@@ -26,6 +26,16 @@ has paid for itself::
 count is where the two wall-clock lines ``first_step_s + steps * step_ms / 1000`` cross, an
 estimate rather than an exact replay. ``time/first_step_s`` of a worker's first trial pays
 cold caches and lazy framework set-up (tag ``protolab.cold_start``); such pairs are flagged.
+
+Cold and warm compile
+---------------------
+A mode with a persistent compile cache tags each run ``protolab.compile_cache``: ``miss``
+(a cold compile, now kept), ``hit`` (a warm one; ``time/compile_cold_s`` is the cold compile
+an earlier run of the same architecture paid) or ``off`` (no cache: always cold). A study's
+runs mix both, so the break-even is computed twice, with the mode's first step as it would
+be cold and as it would be warm (``first_step_s - compile_s`` plus the cold or the warm
+compile): a new architecture pays back after the cold count; the next run of an
+architecture the cache holds pays back after the warm one.
 """
 
 from __future__ import annotations
@@ -35,7 +45,17 @@ import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-__all__ = ["RunRecord", "break_even_steps", "format_break_even", "pareto_front"]
+__all__ = [
+    "CACHE_TAG",
+    "RunRecord",
+    "break_even_steps",
+    "format_break_even",
+    "pareto_front",
+]
+
+# the run's compile: hit | miss | off (a mode's own tag "compile_cache", as the sweep writes it)
+CACHE_TAG = "protolab.compile_cache"
+_COLD = ("miss", "off")
 
 
 @dataclass(frozen=True)
@@ -63,6 +83,21 @@ class RunRecord:
     # where it ran: the ``protolab.env.*`` tags (versions, platform) without their prefix,
     # ``device`` and the ``*_threads`` tags, as the verdict names the machine and versions
     env: Mapping[str, str] = field(default_factory=dict)
+    compile_cache: str = ""  # tag protolab.compile_cache: hit | miss | off ("" not cached)
+
+    @property
+    def cold_compile_s(self) -> float | None:
+        """The cold compile of this run's architecture: its own on a miss (or with the cache
+        off), the recorded one on a hit (``time/compile_cold_s``); None: not known."""
+        key = "time/compile_s" if self.compile_cache in _COLD else "time/compile_cold_s"
+        value = self.metrics.get(key) if self.compile_cache else None
+        return value if value is not None and math.isfinite(value) else None
+
+    @property
+    def warm_compile_s(self) -> float | None:
+        """What this run paid for a compile the persistent cache served (None: not a hit)."""
+        value = self.metrics.get("time/compile_s") if self.compile_cache == "hit" else None
+        return value if value is not None and math.isfinite(value) else None
 
     @property
     def step_samples(self) -> tuple[float, ...]:

@@ -46,6 +46,9 @@ def _mode(m: Mode) -> dict[str, Any]:
         "result_s": m.result_s,
         "trial_s": m.trial_s,
         "import_s": m.import_s,
+        "compile_cold_s": m.compile_cold_s,
+        "compile_warm_s": m.compile_warm_s,
+        "compile_cache_runs": {"cached": m.n_cached, "warm": m.n_warm},
     }
 
 
@@ -142,6 +145,19 @@ def _break_even(b: BreakEven) -> dict[str, Any]:
         "paid_back": b.paid,
         "known": b.known,
         "text": b.text,
+        "compile_cache": _cache_json(b) if b.cached else None,
+    }
+
+
+def _cache_json(b: BreakEven) -> dict[str, Any]:
+    """Cold and warm compile, first step and break-even (null: not measured or never)."""
+    cold = {"compile_s": b.compile_cold_s, "first_step_s": b.cold_first_step_s}
+    warm = {"compile_s": b.compile_warm_s, "first_step_s": b.warm_first_step_s}
+    return {
+        "cold": {**cold, "steps": b.cold_steps},
+        "warm": {**warm, "steps": b.warm_steps},
+        "off": b.cache_off,
+        "text": b.cache_text,
     }
 
 
@@ -160,6 +176,8 @@ def _unit(u: Unit, metric: str) -> dict[str, Any]:
                 "epochs_measured": len(r.epoch_step_ms),
                 "first_step_s": r.metrics.get("time/first_step_s"),
                 "compile_s": r.metrics.get("time/compile_s"),
+                "compile_cache": r.compile_cache or None,
+                "compile_cold_s": r.cold_compile_s,
                 "train_steps": r.metrics.get("train/steps"),
                 "metric": r.metrics.get(metric),
                 "eager": r.eager,

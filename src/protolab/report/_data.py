@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 from protolab._tags import ATTR, TAG
 from protolab.errors import ConfigError, StorageError
-from protolab.report._compare import RunRecord
+from protolab.report._compare import CACHE_TAG, RunRecord
 from protolab.report._modes import mode_order
 from protolab.report._watch_runs import WatchRuns, watch_from_mlflow
 
@@ -313,6 +313,7 @@ def _run_record(run: Run) -> RunRecord | None:
         repeat=tags.get(TAG.REPEAT, ""),
         auto=tags.get(TAG.AUTO, ""),
         env=_env(tags),
+        compile_cache=tags.get(CACHE_TAG, ""),
     )
 
 

@@ -116,6 +116,12 @@ class Mode:
     result_s: float | None = None  # median RunRecord.result_s: a trial's wall time, as run
     trial_s: float | None = None  # median time/trial_s (no import)
     import_s: float | None = None  # median time/import_s (once per process)
+    # the persistent compile cache (tag protolab.compile_cache): the median cold compile
+    # (misses, cache off, and the cold compile a hit recorded) and warm compile (hits)
+    compile_cold_s: float | None = None
+    compile_warm_s: float | None = None
+    n_warm: int = 0  # runs whose compile the cache served
+    n_cached: int = 0  # runs that say hit, miss or off
 
 
 def _mode(name: str, runs: Sequence[RunRecord]) -> Mode:
@@ -140,6 +146,10 @@ def _mode(name: str, runs: Sequence[RunRecord]) -> Mode:
         result_s=_median(r.result_s for r in runs),
         trial_s=med("time/trial_s"),
         import_s=med("time/import_s"),
+        compile_cold_s=_median(r.cold_compile_s for r in runs),
+        compile_warm_s=_median(r.warm_compile_s for r in runs),
+        n_warm=sum(1 for r in runs if r.compile_cache == "hit"),
+        n_cached=sum(1 for r in runs if r.compile_cache),
     )
 
 
@@ -356,6 +366,14 @@ class BreakEven:
     per_unit: tuple[float | None, ...] = ()
     paid: int = 0  # measurements that trained past their own break-even
     known: int = 0  # measurements whose trained steps are known
+    # the mode's first step as it is with a cold and with a warm compile cache (None: not
+    # known), and the compiles behind them; cached: its runs say hit, miss or off
+    cold_first_step_s: float | None = None
+    warm_first_step_s: float | None = None
+    compile_cold_s: float | None = None
+    compile_warm_s: float | None = None
+    cached: bool = False
+    cache_off: bool = False  # every run compiled without a persistent cache
 
     @property
     def steps(self) -> float | None:
@@ -364,6 +382,46 @@ class BreakEven:
             self.mode_first_step_s,
             self.reference_step_ms,
             self.mode_step_ms,
+        )
+
+    def _steps_from(self, first_step_s: float | None) -> float | None:
+        if first_step_s is None:
+            return None
+        return break_even_steps(
+            self.reference_first_step_s, first_step_s, self.reference_step_ms, self.mode_step_ms
+        )
+
+    @property
+    def cold_steps(self) -> float | None:
+        """Break-even of a new architecture (a cold compile); None: never, or not known."""
+        return self._steps_from(self.cold_first_step_s)
+
+    @property
+    def warm_steps(self) -> float | None:
+        """Break-even of the next run of an architecture the compile cache holds."""
+        return self._steps_from(self.warm_first_step_s)
+
+    @property
+    def cache_text(self) -> str:
+        """Cold and warm break-even, when the mode's runs say how they compiled ("": no
+        compile cache tag, e.g. an eager mode or runs from before the cache)."""
+        if not self.cached or self.cold_first_step_s is None:
+            return ""
+        cold = (
+            f"a new architecture (cold compile {format_seconds(self.compile_cold_s or 0.0)}) "
+            f"pays back after {format_break_even(self.cold_steps)} steps"
+        )
+        if self.cache_off:
+            return f"{self.mode}: compile cache off, every run compiles cold: {cold}"
+        if self.warm_first_step_s is None:
+            return (
+                f"{self.mode}: {cold}; warm: no run hit the compile cache yet (rerun an "
+                "architecture, e.g. --repeat 2, to measure it)"
+            )
+        warm = format_seconds(self.compile_warm_s or 0.0)
+        return (
+            f"{self.mode}: {cold}; your next run of this architecture (warm compile {warm}) "
+            f"pays back after {format_break_even(self.warm_steps)} steps"
         )
 
     @property
@@ -408,6 +466,11 @@ class BreakEven:
         if self.trained_steps is None:
             return f"{pays}; {self.verdict}"
         return f"trials trained ~{_steps_text(self.trained_steps)} steps; {pays}: {self.verdict}"
+
+    @property
+    def lines(self) -> list[str]:
+        """:attr:`text`, then the cold and warm break-even when the runs say which they were."""
+        return [self.text, *([self.cache_text] if self.cache_text else [])]
 
 
 def _reference(unit: Unit, tagged: bool) -> RunRecord | None:
@@ -460,20 +523,44 @@ def _break_even(
         assert found is not None  # every row has both first-step times and step times
         return found
 
+    runs = [m for _, m, *_ in rows]
+    warm = _median(m.warm_compile_s for m in runs)
     return BreakEven(
         mode=mode,
         reference=ref,
         n_units=len(rows),
         reference_first_step_s=med(r.metrics.get("time/first_step_s") for r, *_ in rows),
-        mode_first_step_s=med(m.metrics.get("time/first_step_s") for _, m, *_ in rows),
+        mode_first_step_s=med(m.metrics.get("time/first_step_s") for m in runs),
         reference_step_ms=med(r.step_ms for r, *_ in rows),
-        mode_step_ms=med(m.step_ms for _, m, *_ in rows),
+        mode_step_ms=med(m.step_ms for m in runs),
         trained_steps=_median(trained),
         trained_range=(min(trained), max(trained)) if trained else None,
         per_unit=tuple(steps for *_, steps, _ in rows),
         paid=paid,
         known=len(trained),
+        cold_first_step_s=_median(_first_step(m, m.cold_compile_s) for m in runs),
+        warm_first_step_s=_median(_first_step(m, _warm(m, warm)) for m in runs),
+        compile_cold_s=_median(m.cold_compile_s for m in runs),
+        compile_warm_s=warm,
+        cached=any(m.compile_cache for m in runs),
+        cache_off=all(m.compile_cache == "off" for m in runs),
     )
+
+
+def _warm(run: RunRecord, warm_s: float | None) -> float | None:
+    """The run's warm compile: its own on a hit; on a miss, the mode's measured one (its
+    hits' median); None with the cache off or untagged (no warm compile exists)."""
+    if run.compile_cache == "hit":
+        return run.warm_compile_s
+    return warm_s if run.compile_cache == "miss" else None
+
+
+def _first_step(run: RunRecord, compile_s: float | None) -> float | None:
+    """The run's first step with ``compile_s`` in place of the compile it paid."""
+    first, paid = run.metrics.get("time/first_step_s"), run.metrics.get("time/compile_s")
+    if compile_s is None or first is None or paid is None:
+        return None
+    return max(first - paid, 0.0) + compile_s
 
 
 # -- per architecture, and the whole comparison ------------------------------------------------
@@ -565,7 +652,7 @@ class Comparison:
             out.append(self.headline.text)
         elif self.base is not None:
             out += [r.compare_text(m, self.base) for m, r in self.vs(self.base)]
-        return out + [b.text for b in self.break_even]
+        return out + [line for b in self.break_even for line in b.lines]
 
     def metrics(self) -> dict[str, float]:
         """Comparison numbers for the study's MLflow parent run (finite values only).
@@ -591,7 +678,22 @@ class Comparison:
                 out[f"compare/break_even_steps/{b.mode}"] = b.steps
             if b.known:
                 out[f"compare/paid_back_frac/{b.mode}"] = b.paid / b.known
+            for key, value in _cache_numbers(b).items():
+                out[f"compare/{key}/{b.mode}"] = value
         return {k: v for k, v in out.items() if math.isfinite(v)}
+
+
+def _cache_numbers(b: BreakEven) -> dict[str, float]:
+    """The cold and warm compile, and break-even, a mode's cache tags allow (never: absent)."""
+    if not b.cached:
+        return {}
+    found = {
+        "compile_cold_s": b.compile_cold_s,
+        "compile_warm_s": b.compile_warm_s,
+        "break_even_steps_cold": b.cold_steps,
+        "break_even_steps_warm": b.warm_steps,
+    }
+    return {k: v for k, v in found.items() if v is not None}
 
 
 def compare_modes(

@@ -620,7 +620,7 @@ class Report:
         parts += image("step_scatter.png", "Best of each family, per paired trial")
         if "break_even" in tables:
             parts += ["### Break-even", "", to_markdown(tables["break_even"])]
-            parts += [f"- {b.text}" for b in self.comparison.break_even] + [""]
+            parts += [f"- {line}" for b in self.comparison.break_even for line in b.lines] + [""]
             parts += image("break_even.png", "Cumulative wall time vs steps per mode")
         parts += ["### Per architecture", "", to_markdown(tables["architectures"])]
         return parts

@@ -334,31 +334,34 @@ def _mode_note(m: Mode, reference: str | None) -> str:
 
 def modes_table(c: Comparison) -> TextTable:
     """Every mode with a COMPLETE run: how it runs, its step time and spread, its start-up."""
-    headers = ["mode", "family", "how", "runs", "pairs", "ms/step", "p10-p90\nms"]
-    headers += ["compile\ns", "first step\ns", "steps\ntrained", "note"]
+    cached = any(m.n_cached for m in c.modes)
+    headers = ["mode", "family", "how", "runs", "pairs", "ms/step", "p10-p90\nms", "compile\ns"]
+    headers += ["compile\ncold s", "compile\nwarm s"] if cached else []
+    headers += ["first step\ns", "steps\ntrained", "note"]
     rows = []
     for m in c.modes:
         spread = "-"
         if m.step_ms_p10 is not None and m.step_ms_p90 is not None:
             spread = f"{m.step_ms_p10:.3g}-{m.step_ms_p90:.3g}"
         head = [m.name, m.family or "-", m.description or "-", str(m.n_runs), str(m.n_pairs)]
-        rows.append(
-            [
-                *head,
-                fmt(m.step_ms, ".3g"),
-                spread,
-                fmt(m.compile_s, ".3g"),
-                fmt(m.first_step_s, ".3g"),
-                fmt(m.train_steps, ",.0f"),
-                _mode_note(m, c.reference),
-            ]
+        head += [fmt(m.step_ms, ".3g"), spread, fmt(m.compile_s, ".3g")]
+        if cached:
+            head += [fmt(m.compile_cold_s, ".3g"), fmt(m.compile_warm_s, ".3g")]
+        head += [fmt(m.first_step_s, ".3g"), fmt(m.train_steps, ",.0f")]
+        rows.append([*head, _mode_note(m, c.reference)])
+    notes = ["ms/step: median of the per-epoch steady-state step times (time/epoch_step_ms)"]
+    if cached:
+        notes.append(
+            "compile cold / warm: the compile with an empty and with a warm persistent compile "
+            "cache (runs tagged protolab.compile_cache miss or off / hit; a hit keeps the cold "
+            "compile beside it as time/compile_cold_s); - not measured"
         )
     return TextTable(
         title=f"Modes measured ({len(c.modes)}; medians over each mode's complete runs)",
         headers=headers,
         rows=rows,
         right=set(range(3, len(headers) - 1)),
-        notes=["ms/step: median of the per-epoch steady-state step times (time/epoch_step_ms)"],
+        notes=notes,
     )
 
 
@@ -388,7 +391,9 @@ def matrix_table(c: Comparison) -> TextTable:
 
 def break_even_table(c: Comparison) -> TextTable:
     """Per compiled mode: break-even against the eager reference, and did this sweep get there."""
+    cached = any(b.cached for b in c.break_even)
     headers = ["mode", "against", "pairs", "break-even\nsteps", "break-even\nwall time"]
+    headers += ["cold\nsteps", "warm\nsteps"] if cached else []
     headers += ["steps\ntrained", "paid back"]
     rows = []
     for b in c.break_even:
@@ -396,9 +401,11 @@ def break_even_table(c: Comparison) -> TextTable:
         trained = "-" if b.trained_steps is None else f"~{b.trained_steps:,.0f}"
         paid = "-" if not b.known else f"{b.paid} of {b.known}"
         wall = "-" if seconds is None else format_seconds(seconds)
-        rows.append(
-            [b.mode, b.reference, str(b.n_units), format_break_even(b.steps), wall, trained, paid]
-        )
+        row = [b.mode, b.reference, str(b.n_units), format_break_even(b.steps), wall]
+        if cached:
+            row += [_cell(b.cold_first_step_s, b.cold_steps)]
+            row += [_cell(b.warm_first_step_s, b.warm_steps)]
+        rows.append([*row, trained, paid])
     return TextTable(
         title="Break-even against the eager reference (medians over the pairs with both)",
         headers=headers,
@@ -408,9 +415,23 @@ def break_even_table(c: Comparison) -> TextTable:
             "break-even: steps after which the mode's extra time to first step is paid back by "
             "its faster steps, (mode.first_step_s - eager.first_step_s) / "
             "((eager.step_ms - mode.step_ms) / 1000); never: not faster per step; "
-            "paid back: measurements whose train/steps reached their own break-even"
+            "paid back: measurements whose train/steps reached their own break-even",
+            *(
+                [
+                    "cold / warm: the same with the mode's compile as it is with an empty "
+                    "compile cache (a new architecture) and with a warm one (your next run of "
+                    "an architecture it has seen); - not measured"
+                ]
+                if cached
+                else []
+            ),
         ],
     )
+
+
+def _cell(first_step_s: float | None, steps: float | None) -> str:
+    """A cold or warm break-even cell: ``-`` when the runs do not tell it (no first step)."""
+    return "-" if first_step_s is None else format_break_even(steps)
 
 
 def architectures_table(c: Comparison) -> TextTable:

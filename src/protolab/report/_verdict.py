@@ -449,4 +449,4 @@ def verdict_lines(c: Comparison, said: Answer | None) -> list[str]:
     """What the report and the parent run say: the answer's headline, then each break-even."""
     if said is None:
         return c.lines()
-    return [*said.lines(), *(b.text for b in c.break_even)]
+    return [*said.lines(), *(line for b in c.break_even for line in b.lines)]

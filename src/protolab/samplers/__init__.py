@@ -1,5 +1,6 @@
 """Optuna samplers and pruners of protolab's own: regularised evolution with recorded
-lineage; pruning for several objectives by Pareto rank at the same epoch.
+lineage; population-based training (members that inherit each other's trained state);
+pruning for several objectives by Pareto rank at the same epoch.
 
 Importing this package imports Optuna; ``import protolab`` does not import it.
 """
@@ -24,13 +25,29 @@ from protolab.samplers._mo_pruner import (
     pareto_fronts,
     pareto_prune,
 )
+from protolab.samplers._pbt import (
+    DONE_ATTR,
+    EPOCHS_ATTR,
+    EXPLOIT_ATTR,
+    GENERATION_ATTR,
+    INHERITED_ATTR,
+    MEMBER_ATTR,
+    PBTSampler,
+)
 
 __all__ = [
     "CURVE_ATTR",
+    "DONE_ATTR",
+    "EPOCHS_ATTR",
+    "EXPLOIT_ATTR",
+    "GENERATION_ATTR",
+    "INHERITED_ATTR",
+    "MEMBER_ATTR",
     "MUTATED_ATTR",
     "PARENT_ATTR",
     "EvolutionSampler",
     "ObjectiveThresholdPruner",
+    "PBTSampler",
     "ParetoMedianPruner",
     "ParetoRankPruner",
     "VectorPruner",

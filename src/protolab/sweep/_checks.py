@@ -38,6 +38,7 @@ __all__ = [
     "check_context",
     "check_metrics",
     "check_own_training",
+    "check_pbt",
     "check_train_task",
     "check_values",
 ]
@@ -48,6 +49,7 @@ def check_context(ctx: SweepContext) -> None:
     check_hardware(ctx.cfg.hardware, str(ctx.config_path))
     check_own_training(ctx)
     check_stream(ctx)
+    check_pbt(ctx)
     check_metrics(ctx)
     problem = check_train_task(ctx)  # train options this dataset / script cannot run
     if problem:
@@ -114,6 +116,33 @@ def check_stream(ctx: SweepContext) -> None:
             f"{what}: such data feeds a model that trains itself (a LightningModule, a "
             "compiled keras.Model), and protolab's own programs keep one x array and one y "
             f"array on the device; modes that take it here: {', '.join(taken)}"
+        )
+
+
+def check_pbt(ctx: SweepContext) -> None:
+    """A pbt member hands its weights and optimizer state to the next segment through
+    protolab's own programs: a model that trains itself under its framework's loop (a
+    LightningModule, a compiled keras.Model) keeps its state where protolab cannot carry
+    it, and several devices would have every rank write the one state: exit 2 up front,
+    not a failed first segment."""
+    if ctx.cfg.study.sampler != "pbt":
+        return
+    where = f"{ctx.config_path}: study.sampler: pbt"
+    if ctx.cfg.hardware.devices != 1:
+        raise ConfigError(
+            f"{where} hands one device's state from member to member; allowed: "
+            f"hardware.devices 1, but got {ctx.cfg.hardware.devices}"
+        )
+    takes = _self_training_frameworks(ctx)
+    if not takes:
+        return
+    modes = expand_aliases(list(ctx.cfg.backends))
+    refused = [m for m in modes if backend_info(m).builds in takes]
+    if refused:
+        raise ConfigError(
+            f"{where} cannot carry the state of a model that trains itself ({', '.join(takes)}"
+            f" under its own loop, in backends {', '.join(refused)}); allowed: an Arch of "
+            "protolab layers (or a custom layer inside one), or another sampler"
         )
 
 

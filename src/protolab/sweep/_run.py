@@ -29,6 +29,7 @@ from protolab.space import Space
 from protolab.sweep._callbacks import TrialCallback
 from protolab.sweep._context import SweepContext, sample_train
 from protolab.sweep._deadline import TIMEOUT, TrialTimeout
+from protolab.sweep._pbt import KeepState, drop_copies, pbt_job, pbt_tags, segment_epochs
 from protolab.tracking._types import RunLog, Tracker
 
 if TYPE_CHECKING:
@@ -113,8 +114,15 @@ def trial_function(
     """The sweep's objective, opaque to its loop: an asked trial in, its :class:`Outcome`
     out, its runs named ``t{number}-{backend}`` (as Optuna's ``func(trial)``)."""
 
+    pbt = ctx.cfg.study.sampler == "pbt"
+    if pbt:  # each segment's final state goes to its run, for the members that continue it
+        callbacks = [*callbacks, KeepState()]
+
     def run_trial(trial: Trial) -> Outcome:
-        return run_once(ctx, tracker, trial, f"t{trial.number}", callbacks=callbacks)
+        out = run_once(ctx, tracker, trial, f"t{trial.number}", callbacks=callbacks)
+        if pbt:
+            tracker.sync()  # the state is in the store before any worker hears it is done
+        return out
 
     return run_trial
 
@@ -161,9 +169,13 @@ def run_once(
                 tags[TAG.REPEAT] = str(r)
             run_name = f"{label}-{name}" + (f"-r{r}" if repeats > 1 else "")
             lead = i == 0 and r == 0  # Optuna hears the first mode
-            result = _run_mode(
-                ctx, tracker, job, run_name, tags, out.params, artifacts, lead, callbacks
-            )
+            mode_job = pbt_job(ctx, tracker, trial, job, name, save=r == 0)  # PBT: state
+            try:
+                result = _run_mode(
+                    ctx, tracker, mode_job, run_name, tags, out.params, artifacts, lead, callbacks
+                )
+            finally:
+                drop_copies(mode_job)
             if r == 0:
                 out.results[name] = result
     _objective(ctx, out, out.results[modes[0][0]].metrics)
@@ -189,7 +201,8 @@ def _build(
         arch = ctx.experiment.build(arch_space)
         dataset = ctx.trial_dataset(arch_space)
         train = sample_train(cfg.train, train_space)
-        settings = make_settings(ctx, train, arch_space.train_settings, epochs=cfg.train.epochs)
+        epochs = segment_epochs(ctx, trial)  # a PBT segment trains ready_epochs
+        settings = make_settings(ctx, train, arch_space.train_settings, epochs=epochs)
         out.arch_hash = arch.hash
     except (Exception, TrialTimeout) as e:  # a builder or data function over the deadline
         out.params = _params(arch_space, train_space, cfg)
@@ -230,6 +243,7 @@ def _base_tags(
         TAG.DATA: str(ctx.dataset.name),
         **{f"{TAG.PREFIX}{k}": v for k, v in environment_tags(ctx.script_path).items()},
         **{k: str(v) for k, v in attrs.items() if k in _LINEAGE_ATTRS},
+        **pbt_tags(trial),  # member, generation, inherited_from: tN
         **(extra or {}),
     }
     if len(expand_aliases(list(ctx.cfg.backends))) > 1 or ctx.cfg.study.repeat > 1:

@@ -34,6 +34,8 @@ _SAMPLERS: dict[str, tuple[str, dict[str, Any]]] = {
     "qmc": ("optuna.samplers:QMCSampler", {"warn_independent_sampling": False}),
     "grid": ("protolab.sweep._study:GridSampler", {}),
     "evolution": ("protolab.samplers:EvolutionSampler", {}),
+    # one trial = one member's segment of ready_epochs; its state comes from the store
+    "pbt": ("protolab.samplers:PBTSampler", {}),
 }
 _PRUNERS: dict[str, tuple[str, dict[str, Any]]] = {
     "none": ("optuna.pruners:NopPruner", {}),

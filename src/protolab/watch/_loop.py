@@ -33,6 +33,7 @@ from protolab._signals import (
 )
 from protolab._stores import redact
 from protolab._tags import TAG
+from protolab.backends import configure_compile_cache
 from protolab.errors import UserInputError
 from protolab.sweep import best_params
 from protolab.watch._rerun import Rerun, run_modes, start_rerun
@@ -97,6 +98,11 @@ class Session:
             self.source.values_from = f"--best (study '{ctx.study_name}', renamed a choice?)"
             loaded = self.source.load()
         self.show = Show(ctx.metric, study_best(ctx))
+        hw = ctx.cfg.hardware  # the compile cache sweep and run use: an architecture seen
+        # before compiles warm (read once: a framework reads its folder at its first compile)
+        configure_compile_cache(
+            hw.compile_cache, hw.compile_cache_max_mb, ctx.tracking_uri, hw.compile_cache_sync
+        )
         _load_frameworks(list(ctx.cfg.backends))
         if self.opts.track:  # after the frameworks: imports in two threads could interleave
             experiment = ctx.cfg.tracking.experiment or ctx.study_name

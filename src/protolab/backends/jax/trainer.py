@@ -17,6 +17,8 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Hashable
+from pathlib import Path
 from typing import Any
 
 import jax
@@ -41,6 +43,7 @@ __all__ = ["JaxProgram"]
 
 _EVAL_BATCH = 1024
 _SEEDS_KEPT = 4  # initial states kept per cached model (one per seed seen)
+_STATE_FILE = "state.npz"  # population-based training: weights + optimizer state
 Arrays = list[jax.Array]
 State = tuple[Arrays, Arrays, Arrays]  # trainable, non-trainable, optimizer variables
 
@@ -163,7 +166,11 @@ class _Programs:
 _CACHE: ProgramCache[_Programs] = ProgramCache()
 
 
-def _cache_probe() -> Probe:
+# the model's programs' entries (jax.jit names them jit_<function>): hit or miss is theirs
+_PROGRAMS = ("jit_train_epoch-", "jit_train_step-", "jit_evaluate-")
+
+
+def _cache_probe(key: tuple[Hashable, ...]) -> Probe:
     """JAX's persistent compilation cache in this jax version's and device's folder.
 
     Every program is kept (no minimum compile time or size: the whole-epoch program of a
@@ -173,12 +180,16 @@ def _cache_probe() -> Probe:
     dev = jax.devices()[0]
     name = cpu_name() if dev.platform == "cpu" else str(dev.device_kind)
     version = f"{jax.__version__}-jaxlib{jaxlib.__version__}"
-    probe = Probe(folder("jax", version, f"{dev.platform}-{name}"))
+    where = folder("jax", version, f"{dev.platform}-{name}")
+    probe = Probe(where, key=key, programs=_PROGRAMS)
     jax.config.update("jax_enable_compilation_cache", probe.path is not None)
     if probe.path is not None:
         jax.config.update("jax_compilation_cache_dir", str(probe.path))
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
         jax.config.update("jax_persistent_cache_min_entry_size_bytes", -1)
+        # XLA's own caches would sit under this folder and put its path in every entry's
+        # key (compile options): another host's or a moved folder would never hit
+        jax.config.update("jax_persistent_cache_enable_xla_caches", "")
     return probe
 
 
@@ -197,7 +208,8 @@ class JaxProgram(Program):
         self.steps = self.full + (1 if self.tail else 0)
         on_cpu = jax.devices()[0].platform == "cpu"
         self.whole_epoch, self.loop_rule = whole_epoch(job.arch, on_cpu)
-        self.cc, self.cc_key = _cache_probe(), job_key(backend, job, self.whole_epoch)
+        self.cc_key = job_key(backend, job, self.whole_epoch)
+        self.cc = _cache_probe(self.cc_key)
         key = job_key(backend, job, self.whole_epoch, train_key(job, self.tail))
         cached = _CACHE.get(key)
         self.hit = cached is not None
@@ -276,6 +288,38 @@ class JaxProgram(Program):
         assert isinstance(snapshot, tuple)
         tv, ntv = snapshot
         self.state = ([jnp.copy(a) for a in tv], [jnp.copy(a) for a in ntv], self.state[2])
+
+    def save_state(self, directory: Path) -> None:
+        """The state's three array lists (trainable, non-trainable, optimizer) in
+        ``state.npz``: ``np.load(allow_pickle=False)`` reads it without running code."""
+        arrays: dict[str, Any] = {
+            f"{kind}{i}": np.asarray(a)
+            for kind, group in zip("tno", self.state, strict=True)
+            for i, a in enumerate(group)
+        }
+        np.savez(directory / _STATE_FILE, **arrays)
+
+    def load_state(self, directory: Path) -> None:
+        """The saved arrays in place of the state's (same Arch, same order); the learning
+        rate is this job's own, not the saved one."""
+        path = directory / _STATE_FILE
+        if not path.is_file():
+            raise ValueError(f"{self.backend}: no Keras state ({_STATE_FILE}) in {directory}")
+        groups: list[Arrays] = []
+        with np.load(path, allow_pickle=False) as saved:
+            for kind, group in zip("tno", self.state, strict=True):
+                keys = [f"{kind}{i}" for i in range(len(group))]
+                if any(
+                    k not in saved.files or saved[k].shape != a.shape
+                    for k, a in zip(keys, group, strict=True)
+                ):
+                    raise ValueError(f"{self.backend}: the saved state does not fit this model")
+                groups.append(
+                    [jnp.asarray(saved[k], dtype=a.dtype) for k, a in zip(keys, group, strict=True)]
+                )
+        self.state = (groups[0], groups[1], groups[2])
+        if not isinstance(self.opt._learning_rate, keras.optimizers.schedules.LearningRateSchedule):
+            self.rescale_lr(1.0)  # this job's train.lr into the state's learning-rate slot
 
     def current_lr(self) -> float | None:
         """The schedule at the step last applied, from the optimizer state's own counter."""

@@ -29,6 +29,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from pathlib import Path
 
 import keras
 import numpy as np
@@ -51,6 +52,7 @@ __all__ = ["TFProgram"]
 
 _EVAL_BATCH = 1024
 _SEEDS_KEPT = 4  # initial states kept per cached model (one per seed seen)
+_STATE_FILE = "state.npz"  # population-based training: weights + optimizer state
 
 
 def _model_state(model: keras.Model) -> list[tf.Variable]:
@@ -249,8 +251,8 @@ class TFProgram(Program):
         self._place_data(job)
         # XLA's persistent cache, when the CLI put its folder in TF_XLA_FLAGS before TF
         # started (_compile_cache.configure); TF graphs (no XLA) have no persistent cache
-        self.cc = Probe(tf_folder() if jit and tf_flag_set() else None)
         self.cc_key = job_key(backend, job, jit, self.whole_epoch)
+        self.cc = Probe(tf_folder() if jit and tf_flag_set() else None, key=self.cc_key)
         key = job_key(
             backend, job, jit, self.whole_epoch, self.replicas, self.kind, train_key(job, self.tail)
         )
@@ -337,6 +339,30 @@ class TFProgram(Program):
         assert isinstance(snapshot, list)
         for v, value in zip(self.model.variables, snapshot, strict=True):
             v.assign(value)
+
+    def save_state(self, directory: Path) -> None:
+        """The model's variables and the optimizer's (moments, iteration count) as arrays
+        in ``state.npz``: ``np.load(allow_pickle=False)`` reads it without running code."""
+        arrays = {f"m{i}": v.numpy() for i, v in enumerate(self.model.variables)}
+        arrays.update({f"o{i}": v.numpy() for i, v in enumerate(self.p.opt.variables)})
+        np.savez(directory / _STATE_FILE, **arrays)
+
+    def load_state(self, directory: Path) -> None:
+        """Assign the saved arrays to the same variables (same Arch, same order); the
+        learning rate is this job's own, not the saved one."""
+        path = directory / _STATE_FILE
+        if not path.is_file():
+            raise ValueError(f"{self.backend}: no Keras state ({_STATE_FILE}) in {directory}")
+        with np.load(path, allow_pickle=False) as saved:
+            for prefix, variables in (("m", self.model.variables), ("o", self.p.opt.variables)):
+                for i, v in enumerate(variables):
+                    key = f"{prefix}{i}"
+                    value = saved[key] if key in saved.files else None
+                    if value is None or tuple(value.shape) != tuple(v.shape):
+                        raise ValueError(f"{self.backend}: the saved state does not fit {v.name}")
+                    v.assign(value)
+        if not self.p.scheduled:
+            self.p.opt.learning_rate = self.lr
 
     def current_lr(self) -> float | None:
         """The schedule at the step the optimizer last applied (its iteration counter - 1)."""

@@ -76,6 +76,13 @@ class CompiledBackend(EagerBackend):
 
         return program(self.name, job, compiled=True)
 
+    def compile_cache_warm(self, job: Job) -> bool:
+        """Whether the persistent compile cache holds ``job``'s compile: the aliases'
+        calibration tries this mode then (warm, its compile costs a fraction of cold)."""
+        from protolab.backends.torch.trainer import compile_cache_warm
+
+        return compile_cache_warm(self.name, job)
+
     def release(self) -> None:
         """A finished trial's compiled graphs are never reused: drop them (bounded memory)."""
         import torch

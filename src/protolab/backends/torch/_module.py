@@ -61,13 +61,15 @@ from protolab.backends._base import (
     TrainSettings,
     epoch_plan,
 )
+from protolab.backends._cache import job_key
 from protolab.backends._input_wait import InputWait
 from protolab.backends._peak import cpu_name
-from protolab.backends._threads import set_torch_threads
+from protolab.backends._threads import ThreadProbe, set_torch_threads, torch_thread_plan
 from protolab.backends.torch._stream import torch_loader
 from protolab.backends.torch.core import PRECISION, gemm, torch_loss
 from protolab.backends.torch.export import TorchModel
 from protolab.backends.torch.nn import count_params
+from protolab.backends.torch.trainer import compile_cache_probe
 from protolab.config import METRICS
 from protolab.data import Tree, map_tree, rows
 from protolab.errors import ArchError, NonFiniteLossError
@@ -109,6 +111,7 @@ class LightningProgram(OwnLoop):
                 "training_step and configure_optimizers but is not a lightning.LightningModule"
             )
         self.backend, self.job, self.module, self.compiled = backend, job, module, compiled
+        self.cc = compile_cache_probe(job, job_key(backend, job)) if compiled else None
         self.has_forward = is_overridden("forward", module)
         if job.metrics and not self.has_forward:
             raise ArchError(
@@ -122,6 +125,11 @@ class LightningProgram(OwnLoop):
         with _quiet():
             self.trainer = self._trainer(job)
         self.dev = self.trainer.strategy.root_device
+        self.probe: ThreadProbe | None
+        self.probe, self.threads_rule = torch_thread_plan(
+            job.hardware.threads, self.dev.type == "cpu", self.trainer.world_size, compiled,
+            job_key("threads", job),
+        )  # fmt: skip
         self.validates = is_overridden("validation_step", module)
         self._loaders(job)
         self.val_returned: list[tuple[torch.Tensor, int]] = []  # (returned loss, batch size)
@@ -302,6 +310,7 @@ class LightningProgram(OwnLoop):
             "memory/peak_device_mb": torch.cuda.max_memory_allocated() / 2**20 if cuda else 0.0,
             "model/params": float(count_params(self.module)),
             **self.clock.wait.metrics(),
+            **(self.cc.finish() if self.cc is not None else {}),  # time/compile_cold_s on a hit
             **{k: v for k, v in self.logged().items() if k not in METRICS},
         }
 
@@ -310,7 +319,9 @@ class LightningProgram(OwnLoop):
         return {
             "device": str(self.dev),
             "torch_threads": str(torch.get_num_threads()),
+            "threads_rule": self.probe.rule() if self.probe is not None else self.threads_rule,
             "loop": "lightning.Trainer" + ("+torch.compile" if self.compiled else ""),
+            **({"compile_cache": self.cc.close()} if self.cc is not None else {}),
             "optimizer": "configure_optimizers",
             **({"output": "training_step"} if self.job.dataset.task == "classification" else {}),
             "data": "train_dataloader" if self.own_data else "arrays",
@@ -374,6 +385,9 @@ class _Clock(lp.Callback):
             now = time.perf_counter()
             if not sync:  # per-step times on CPU; a GPU gets epoch averages (no syncs)
                 self.fit.step_s.append(now - self.t_prev)
+                probe = self.prog.probe
+                if probe is not None and not probe.done:
+                    probe.feed(now - self.t_prev)
         self.t_prev = now
 
     def on_validation_start(self, trainer: lp.Trainer, pl_module: lp.LightningModule) -> None:
@@ -401,6 +415,8 @@ class _Clock(lp.Callback):
         epoch = trainer.current_epoch + 1
         if epoch == 1:
             self.prog.steps = self.prog.steps or self.seen
+            if self.prog.cc is not None:  # training and validation compiled by now
+                self.prog.cc.after_compile(self.fit.first_step_s, self.fit.step_s)
         self.fit.loss, self.fit.steps = self._epoch_loss(), self.seen
         self.prog.end_epoch(epoch, self.fit, self.t_epoch, self.t_trained)
 

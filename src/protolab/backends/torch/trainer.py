@@ -21,17 +21,18 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
+from pathlib import Path
 from typing import Any
 
 import torch
 
 from protolab.backends._base import DeviceInfo, EpochFit, Job, Program, epoch_plan
 from protolab.backends._cache import ProgramCache, cache_size, job_key
-from protolab.backends._compile_cache import Probe, folder
+from protolab.backends._compile_cache import Probe, folder, holds
 from protolab.backends._peak import cpu_name
 from protolab.backends._schedule import lr_table, per_step
-from protolab.backends._threads import set_torch_threads
+from protolab.backends._threads import ThreadProbe, set_torch_threads, torch_thread_plan
 from protolab.backends.torch._dispatch import own_loop
 from protolab.backends.torch.core import PRECISION, LossFn, gemm, optimizer, torch_loss
 from protolab.backends.torch.export import TorchModel
@@ -42,6 +43,7 @@ __all__ = ["EagerProgram", "evaluate", "program"]
 
 _EVAL_BATCH = 1024
 _SEEDS_KEPT = 4  # initial states kept per cached model (one per seed seen)
+_STATE_FILE = "state.pt"  # population-based training: weights + optimizer state
 
 
 class _Programs:
@@ -158,8 +160,8 @@ class EagerProgram(Program):
         tr = job.train
         Fabric.seed_everything(tr.seed, verbose=False)
         self.backend, self.compiled = backend, compiled
-        self.cc = _cache_probe(job) if compiled else None  # before anything compiles
         self.cc_key = job_key(backend, job)
+        self.cc = compile_cache_probe(job, self.cc_key) if compiled else None  # before any compile
         extra = (tr.optimizer_options, tr.custom_optimizer)  # the factory object, held by the key
         key = job_key(backend, job, *extra) if compiled and cache_size() > 0 else None
         cached = _CACHE.get(key) if key is not None else None
@@ -179,6 +181,11 @@ class EagerProgram(Program):
         self.lr_tensor = cached.lr_tensor
         self.dev = self.fabric.device
         self.rank, self.world = self.fabric.global_rank, self.fabric.world_size
+        self.probe: ThreadProbe | None
+        self.probe, self.threads_rule = torch_thread_plan(
+            job.hardware.threads, self.dev.type == "cpu", self.world, compiled,
+            job_key("threads", job),
+        )  # fmt: skip
         self._place_data(job)
         self._loss = torch_loss(job)
         self.clip = tr.grad_clip
@@ -246,6 +253,46 @@ class EagerProgram(Program):
             for t, value in zip(self.module.state_dict().values(), snapshot, strict=True):
                 t.copy_(value)
 
+    def _params(self) -> list[torch.Tensor]:
+        return [p for group in self.opt.param_groups for p in group["params"]]
+
+    def save_state(self, directory: Path) -> None:
+        """The module's state_dict and the optimizer's per-parameter state, as one flat
+        dict of CPU tensors in ``state.pt`` (``torch.load(weights_only=True)`` reads it
+        without unpickling code). The optimizer's hyperparameters (lr ...) are not saved:
+        the member that continues trains with its own."""
+        tensors = {f"model/{k}": v.detach().cpu() for k, v in self.module.state_dict().items()}
+        for i, p in enumerate(self._params()):
+            for key, value in self.opt.state.get(p, {}).items():
+                if isinstance(value, torch.Tensor):
+                    tensors[f"opt/{i}/{key}"] = value.detach().cpu()
+        torch.save(tensors, directory / _STATE_FILE)
+
+    def load_state(self, directory: Path) -> None:
+        """Weights copied in place (compiled programs keep their tensors), moments onto
+        each parameter's device; scalar counters stay where the optimizer keeps them."""
+        path = directory / _STATE_FILE
+        if not path.is_file():
+            raise ValueError(f"{self.backend}: no PyTorch state ({_STATE_FILE}) in {directory}")
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        with torch.no_grad():
+            for key, t in self.module.state_dict().items():
+                value = saved.get(f"model/{key}")
+                if value is None or value.shape != t.shape:
+                    raise ValueError(f"{self.backend}: the saved state does not fit {key!r}")
+                t.copy_(value)
+        group = self.opt.param_groups[0]
+        on_device = bool(group.get("capturable") or group.get("fused"))
+        for i, p in enumerate(self._params()):
+            prefix = f"opt/{i}/"
+            state = {
+                k.removeprefix(prefix): v.to(p.device) if v.dim() or on_device else v
+                for k, v in saved.items()
+                if k.startswith(prefix)
+            }
+            if state:
+                self.opt.state[p] = state
+
     def fit_epoch(self, epoch: int) -> EpochFit:
         return self.fit_steps(epoch, self.steps)
 
@@ -260,6 +307,7 @@ class EagerProgram(Program):
         loss_sum = torch.zeros((), device=self.dev)
         fit = EpochFit(loss=float("nan"), steps=steps)
         t_prev = t_epoch
+        probe = self.probe if self.probe is not None and not self.probe.done else None
         for i in range(steps):
             self.opt.zero_grad(set_to_none=True)
             if self.table is not None:
@@ -288,6 +336,8 @@ class EagerProgram(Program):
                 t_now = time.perf_counter()
                 fit.step_s.append(t_now - t_prev)
                 t_prev = t_now
+                if probe is not None and probe.feed(fit.step_s[-1]):
+                    probe = None
         if sync:
             torch.cuda.synchronize()
             if epoch > 1:
@@ -327,6 +377,7 @@ class EagerProgram(Program):
         tags = {
             "device": str(self.dev),
             "torch_threads": str(torch.get_num_threads()),
+            "threads_rule": self.probe.rule() if self.probe is not None else self.threads_rule,
             "loop": "torch.compile" if self.compiled else "eager",
         }
         if self.compiled:  # graphs beyond the first train graph + optimizer step
@@ -383,7 +434,7 @@ def evaluate(
     return metrics
 
 
-def _cache_probe(job: Job) -> Probe:
+def compile_cache_probe(job: Job, key: tuple[Hashable, ...]) -> Probe:
     """Point inductor at this torch version's and device's folder of the compile cache.
 
     Inductor always caches on disk (FX graphs, AOTAutograd graphs, C++/Triton kernels),
@@ -393,11 +444,22 @@ def _cache_probe(job: Job) -> Probe:
     is no warm compile: that counts as off.
     """
     on = os.environ.get("TORCHINDUCTOR_FX_GRAPH_CACHE", "1") != "0"
-    cuda = job.hardware.accelerator in ("gpu", "auto") and torch.cuda.is_available()
-    device = f"cuda-{torch.cuda.get_device_name()}" if cuda else f"cpu-{cpu_name()}"
-    probe = Probe(folder("torch", torch.__version__, device) if on else None, scratch=True)
+    probe = Probe(_cache_folder(job) if on else None, scratch=True, key=key)
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(probe.where)
     return probe
+
+
+def _cache_folder(job: Job) -> Path | None:
+    """This torch version's and device's folder of the compile cache (None: off)."""
+    cuda = job.hardware.accelerator in ("gpu", "auto") and torch.cuda.is_available()
+    device = f"cuda-{torch.cuda.get_device_name()}" if cuda else f"cpu-{cpu_name()}"
+    return folder("torch", torch.__version__, device)
+
+
+def compile_cache_warm(backend: str, job: Job) -> bool:
+    """Whether the compile cache holds ``job``'s compile on ``backend`` (its next compile is
+    warm): the family aliases then afford a mode whose cold compile is too slow to try."""
+    return holds(_cache_folder(job), job_key(backend, job))
 
 
 def _graph_count() -> int:

@@ -1,0 +1,118 @@
+"""The thread rule: PASSIVE OpenMP threads, and a count chosen by timing the first real steps
+(``protolab.backends._threads.ThreadProbe``), recorded in ``threads_rule`` and
+``torch_threads`` (benchmarks/threads.py is the measurement the rule stands on)."""
+
+from __future__ import annotations
+
+import pytest
+
+from protolab import Arch
+from protolab import layers as L
+from protolab.backends import Hardware, Job, TrainSettings, get_backend
+from protolab.backends._threads import ThreadProbe, torch_default_threads
+from protolab.data import load_dataset
+
+BLOCK = ThreadProbe.BLOCK
+
+
+def _probe(times: dict[int, float], default: int = 2) -> tuple[ThreadProbe, list[int]]:
+    """Feed a probe steps that take ``times[count]`` at each count; return it and the
+    counts it set, in order."""
+    set_calls: list[int] = []
+    current = [default]
+
+    def set_threads(n: int) -> None:
+        set_calls.append(n)
+        current[0] = n
+
+    probe = ThreadProbe(default, set_threads)
+    for _ in range(4 * BLOCK):
+        if probe.feed(times[current[0]]):
+            break
+    return probe, set_calls
+
+
+def test_probe_keeps_the_faster_count_in_abba_order() -> None:
+    probe, calls = _probe({2: 2.4e-3, 1: 0.6e-3})
+    assert probe.done and probe.chosen == 1
+    assert calls == [2, 1, 1, 2, 1]  # ABBA blocks, then the choice
+    assert probe.rule() == "measured (1: 0.6 ms, 2: 2.4 ms)"
+
+
+def test_probe_keeps_the_default_on_a_near_tie() -> None:
+    probe, _ = _probe({2: 1.0e-3, 1: 0.95e-3})  # 5 % faster: inside the margin
+    assert probe.chosen == 2
+    probe, _ = _probe({2: 10e-3, 1: 20e-3})  # a wide model: all cores
+    assert probe.chosen == 2
+
+
+def test_probe_drops_the_first_step_after_a_switch() -> None:
+    """A block's first step pays the switch (threads waking): it must not decide."""
+    set_calls: list[int] = []
+    current = [2]
+
+    def set_threads(n: int) -> None:
+        set_calls.append(n)
+        current[0] = n
+
+    probe = ThreadProbe(2, set_threads)
+    fed = 0
+    while not probe.done:
+        first = fed % BLOCK == 0
+        # 1 thread: one very slow first step per block, fast otherwise
+        probe.feed(50e-3 if first and current[0] == 1 else (0.5e-3 if current[0] == 1 else 2e-3))
+        fed += 1
+    assert probe.chosen == 1
+
+
+def test_a_single_thread_default_needs_no_probe() -> None:
+    probe = ThreadProbe(1, lambda n: None)
+    assert probe.done and probe.chosen == 1 and probe.rule() == "default"
+
+
+SETTINGS = TrainSettings(epochs=3, batch_size=64, optimizer="adam", lr=1e-3, seed=0)
+
+
+def _run(backend: str, threads: int | None) -> dict[str, str]:
+    hw = Hardware(accelerator="cpu", threads=threads)
+    arch = Arch(L.Flatten(), L.Dense(32, "relu"), L.Dense(10))
+    return get_backend(backend).run(Job(arch, load_dataset("digits"), SETTINGS, hw)).tags
+
+
+def test_lightning_tags_the_measured_choice_and_the_next_trial_starts_from_the_default() -> None:
+    import torch
+
+    default = torch_default_threads()
+    tags = _run("lightning", None)
+    if default == 1:  # a one-core machine: nothing to choose
+        assert tags["threads_rule"] == "default (one thread)"
+        return
+    rule = tags["threads_rule"]
+    assert rule.startswith("measured (1: ") and f", {default}: " in rule, rule
+    chosen = int(tags["torch_threads"])
+    assert chosen in (1, default)
+    # the next trial probes again from torch's own default, whatever this one chose
+    assert _run("lightning", None)["threads_rule"].startswith("measured")
+    assert torch.get_num_threads() in (1, default)
+
+
+def test_hardware_threads_overrides_the_probe() -> None:
+    import torch
+
+    try:
+        tags = _run("lightning", 1)
+    finally:
+        torch.set_num_threads(torch_default_threads())
+    assert tags["threads_rule"] == "hardware.threads" and tags["torch_threads"] == "1"
+
+
+@pytest.mark.slow
+def test_a_compiled_program_reuses_its_eager_twins_choice() -> None:
+    """torch.compile bakes the count into its kernels (each count recompiles), so the
+    compiled mode takes the eager probe's choice for the same architecture."""
+    if torch_default_threads() == 1:
+        pytest.skip("one core: no choice to reuse")
+    eager = _run("lightning", None)
+    compiled = _run("torch-compile", None)
+    assert compiled["threads_rule"] == "eager probe"
+    assert compiled["torch_threads"] == eager["torch_threads"]
