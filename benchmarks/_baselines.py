@@ -1,42 +1,77 @@
-"""Step-time contenders: protolab's two backends and the hand-written loops they are judged by.
+"""Step-time contenders, each in a process of its own: protolab's modes as protolab runs
+them, against every framework's own ways as a user writes them.
 
-Every contender trains the same :class:`~_models.ModelCase` (same Arch, data, batch size,
-optimizer: AdamW lr 1e-3 eps 1e-7, no weight decay, as the backends use) and yields, per
-round, a list of step-time samples in milliseconds:
+- protolab: one ``protolab run`` per round (its CLI entry, in a fresh process: whatever the
+  CLI and the modes set, threads, wait policy, compile cache, applies) of a project whose
+  experiment returns the case's Arch on the case's arrays (an ``.npz``), every mode and
+  both family aliases listed; each mode's ``time/step_ms`` is read back from its MLflow
+  child run. The aliases come first, so the mode each one picked runs twice: once under
+  the alias (tag ``protolab.auto``), once under its own name.
+- the frameworks' own ways (``REFERENCES``): a plain PyTorch loop (pre-batched, and over a
+  ``DataLoader``), the same loop under ``torch.compile``, a Lightning ``Trainer``, Keras
+  ``fit`` with its defaults and with ``jit_compile=True``, and Keras-on-JAX ``fit``. Each
+  runs ``_baselines.py --one NAME ROUND`` in the user's default environment
+  (``_common.user_env``: no protolab variables, no ``OMP_WAIT_POLICY``, the frameworks'
+  default threads), builds the net with the same Arch builder (Keras' own dropout), warms
+  up (compiles), then trains the round's epochs.
 
-- eager loops (raw PyTorch, DataLoader, ``torch.compile``, Lightning ``Trainer``): the time
-  between consecutive optimizer-step ends inside an epoch (the first step of each epoch is
-  dropped: its interval holds the epoch's set-up), the way protolab's dynamic backend times
-  its own steps;
-- compiled loops that hide single steps (Keras ``fit``): each epoch's wall time divided by
-  its steps, the way protolab's static backend reports ``time/step_ms``;
-- protolab's backends: their own reported ``time/step_ms`` / ``time/step_ms_p90`` from one
-  ``Backend.run`` per round (a whole trial, so the static backend compiles every round).
+Step time, eager loops: the interval between consecutive optimizer-step ends inside an
+epoch (the first of each epoch dropped: it holds the epoch's set-up), the way protolab's
+eager mode times its own steps; Keras ``fit``: epoch wall time / steps, the way the
+whole-epoch modes report ``time/step_ms``.
 
-``run_case`` interleaves them. In round ``r`` the compiled contenders (protolab's static
-backend, Keras ``fit``) run once for the round's epochs, and the eager ones alternate epoch by
-epoch (one epoch each, order rotated every epoch), so slow drifts of the machine (thermal,
-other processes) hit all of them alike. A round's number is the median over its pieces.
+Rounds alternate the processes (``dataloader_fit.interleave``, the order rotated every
+round), so slow drifts of the machine hit every contender alike.
 """
 
 from __future__ import annotations
 
 import abc
-import gc
+import argparse
+import json
 import math
+import os
 import random
+import sqlite3
+import subprocess
+import sys
+import tempfile
 import time
+import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
-from _common import median, p90
-from _models import ModelCase
+from _common import BENCH_DIR, median, p90, write_project
+from _models import CASES, ModelCase, load_case_data
+from dataloader_fit import interleave, plain_trainer
 
-__all__ = ["CONTENDERS", "CaseResult", "ContenderResult", "run_case"]
+__all__ = [
+    "ALIASES",
+    "FAMILIES",
+    "MODES",
+    "REFERENCES",
+    "CaseResult",
+    "ContenderResult",
+    "run_case",
+]
 
 LR = 1e-3
 EPS = 1e-7
+MODES = ("lightning", "torch-compile", "keras", "tf-graph", "jax")
+COMPILED = ("torch-compile", "torch:compile")  # inductor: ~15-60 s a model, skippable
+# family -> (protolab's modes, the framework's own ways they are judged against)
+FAMILIES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "torch": (
+        ("protolab:lightning", "protolab:torch-compile"),
+        ("torch:prebatched", "torch:dataloader", "torch:compile", "lightning:Trainer"),
+    ),
+    "tensorflow": (("protolab:keras", "protolab:tf-graph"), ("keras:fit", "keras:fit-xla")),
+    "jax": (("protolab:jax",), ("keras-jax:fit",)),
+}
+ALIASES = {"protolab:static": "static", "protolab:dynamic": "dynamic"}
+PROTOLAB = "protolab"  # the one --one contender that runs every mode (a protolab run)
 
 
 @dataclass
@@ -44,14 +79,13 @@ class RoundResult:
     median_ms: float
     p90_ms: float
     samples: int
-    extra: dict[str, float] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
 class ContenderResult:
     name: str
     rounds: list[RoundResult] = field(default_factory=list)
-    setup_s: float = float("nan")  # build + warm-up (compile for compiled contenders)
     error: str = ""
 
     @property
@@ -71,7 +105,10 @@ class ContenderResult:
         return sum(r.samples for r in self.rounds)
 
     def extra_median(self, key: str) -> float:
-        return median([r.extra[key] for r in self.rounds if key in r.extra])
+        return median([float(r.extra[key]) for r in self.rounds if key in r.extra])
+
+    def extra_last(self, key: str) -> Any:
+        return next((r.extra[key] for r in reversed(self.rounds) if key in r.extra), None)
 
 
 @dataclass
@@ -83,114 +120,37 @@ class CaseResult:
     contenders: dict[str, ContenderResult]
 
 
-def _stats(samples_ms: list[float], **extra: float) -> RoundResult:
-    return RoundResult(median(samples_ms), p90(samples_ms), len(samples_ms), dict(extra))
+def _stats(samples_ms: list[float], **extra: Any) -> dict[str, Any]:
+    return {"median_ms": median(samples_ms), "p90_ms": p90(samples_ms),
+            "samples": len(samples_ms), **extra}  # fmt: skip
 
 
-class Contender(abc.ABC):
+# --- the frameworks' own ways (run inside a --one process) ----------------------------------
+
+
+class Reference(abc.ABC):
+    """One user-written training loop: ``setup`` builds and warms up, ``train`` measures."""
+
     name: str
-    # Fine contenders alternate epoch by epoch inside a round; coarse ones (a whole compiled
-    # trial or fit() per call) run once per round for all its epochs.
-    fine: bool = True
 
     def __init__(self, case: ModelCase, ds: Any) -> None:
         self.case, self.ds = case, ds
         self.steps = len(ds.x_train) // case.batch
 
-    def setup(self) -> None:  # noqa: B027 - optional: build and warm up once
-        """Build and warm up (compile) once, before the first round."""
+    @abc.abstractmethod
+    def setup(self) -> None:
+        """Build the model and optimizer, and warm up (compile) once."""
 
     @abc.abstractmethod
-    def round(self, epochs: int) -> RoundResult:
-        """Train ``epochs`` epochs; return this round's step-time statistics."""
+    def train(self, epochs: int) -> list[float]:
+        """Train ``epochs`` epochs; step times in milliseconds."""
+
+    def threads(self) -> dict[str, Any]:
+        """The thread counts this process ran with (the framework's defaults)."""
+        return {}
 
 
-# --- protolab backends ---------------------------------------------------------------------
-
-
-class ProtolabBackend(Contender):
-    backend = ""
-
-    def _job(self, epochs: int) -> Any:
-        from protolab.backends import Hardware, Job, TrainSettings
-
-        train = TrainSettings(
-            epochs=epochs, batch_size=self.case.batch, optimizer="adam", lr=LR, seed=0
-        )
-        return Job(self.case.arch, self.ds, train, Hardware(accelerator="cpu"))
-
-    def round(self, epochs: int) -> RoundResult:
-        from protolab.backends import get_backend
-
-        backend = get_backend(self.backend)
-        try:
-            result = backend.run(self._job(epochs))
-        finally:
-            backend.release()
-        m = result.metrics
-        n = (epochs * self.steps - 1) if self.fine else max(epochs - 1, 1)
-        return RoundResult(
-            m["time/step_ms"],
-            m["time/step_ms_p90"],
-            n,
-            {
-                "compile_s": m["time/compile_s"],
-                "first_step_s": m["time/first_step_s"],
-                "trial_s": m["time/trial_s"],
-                "params": m["model/params"],
-            },
-        )
-
-
-class ProtolabLightning(ProtolabBackend):
-    name = "protolab:lightning"
-    backend = "lightning"
-
-
-class ProtolabKeras(ProtolabBackend):
-    name = "protolab:keras"
-    backend = "keras"
-    fine = False  # every run compiles: one run per round
-
-
-class ProtolabTFGraph(ProtolabBackend):
-    name = "protolab:tf-graph"
-    backend = "tf-graph"
-    fine = False
-
-
-class ProtolabJax(ProtolabBackend):
-    """Keras on JAX, in protolab's worker process (Keras' backend is fixed per process)."""
-
-    name = "protolab:jax"
-    backend = "jax"
-    fine = False
-
-
-class ProtolabTorchCompile(ProtolabBackend):
-    name = "protolab:torch-compile"
-    backend = "torch-compile"
-    fine = False  # every run compiles (inductor): one run per round
-
-
-class ProtolabAutoStatic(ProtolabBackend):
-    """What ``backends: [static]`` runs: the calibration's pick for this model."""
-
-    name = "protolab:static"
-    fine = False
-
-    def setup(self) -> None:
-        from protolab.backends._calibrate import calibrate
-
-        self.choice = calibrate("static", self._job(1))
-        self.backend = self.choice.name
-        print(f"  protolab:static picked {self.choice.name} ({self.choice.summary})")
-
-
-# --- raw PyTorch ---------------------------------------------------------------------------
-
-
-class _TorchLoop(Contender):
+class _TorchLoop(Reference):
     """A plain PyTorch training loop; subclasses choose how batches arrive and the forward."""
 
     warmup_steps = 5
@@ -211,16 +171,16 @@ class _TorchLoop(Contender):
     def _prebatched(self) -> list[tuple[Any, Any]]:
         import torch
 
-        g = torch.Generator().manual_seed(0)
-        perm = torch.randperm(len(self.x), generator=g)
+        perm = torch.randperm(len(self.x), generator=torch.Generator().manual_seed(0))
         b = self.case.batch
         return [
             (self.x[perm[i * b : (i + 1) * b]].contiguous(), self.y[perm[i * b : (i + 1) * b]])
             for i in range(self.steps)
         ]
 
+    @abc.abstractmethod
     def _batches(self) -> Iterator[tuple[Any, Any]]:
-        raise NotImplementedError
+        """One epoch's batches."""
 
     def _step(self, xb: Any, yb: Any) -> Any:
         import torch.nn.functional as F
@@ -231,31 +191,32 @@ class _TorchLoop(Contender):
         self.opt.step()
         return loss
 
-    def _epoch(self) -> list[float]:
-        times: list[float] = []
-        t_prev = time.perf_counter()
-        for i, (xb, yb) in enumerate(self._batches()):
-            self._step(xb, yb)
-            t = time.perf_counter()
-            if i:  # the first interval holds the epoch's set-up (shuffle, iterator)
-                times.append(t - t_prev)
-            t_prev = t
-        return times
-
     def setup(self) -> None:
         self._build()
+        loss = None
         for i, (xb, yb) in enumerate(self._batches()):
             if i >= self.warmup_steps:
                 break
             loss = self._step(xb, yb)
-        if not math.isfinite(float(loss)):
-            raise RuntimeError(f"{self.name}: loss is {float(loss)} after warm-up")
+        if loss is None or not math.isfinite(float(loss)):
+            raise RuntimeError(f"{self.name}: loss is {loss} after warm-up")
 
-    def round(self, epochs: int) -> RoundResult:
-        samples: list[float] = []
+    def train(self, epochs: int) -> list[float]:
+        times: list[float] = []
         for _ in range(epochs):
-            samples += self._epoch()
-        return _stats([s * 1000 for s in samples])
+            t_prev = time.perf_counter()
+            for i, (xb, yb) in enumerate(self._batches()):
+                self._step(xb, yb)
+                t = time.perf_counter()
+                if i:  # the first interval holds the epoch's set-up (shuffle, iterator)
+                    times.append((t - t_prev) * 1000)
+                t_prev = t
+        return times
+
+    def threads(self) -> dict[str, Any]:
+        import torch
+
+        return {"torch_threads": torch.get_num_threads()}
 
 
 class TorchPrebatched(_TorchLoop):
@@ -280,13 +241,11 @@ class TorchDataLoader(_TorchLoop):
         from torch.utils.data import DataLoader, TensorDataset
 
         super()._build()
+        gen = torch.Generator().manual_seed(0)
         self.loader = DataLoader(
-            TensorDataset(self.x, self.y),
-            batch_size=self.case.batch,
-            shuffle=True,
-            drop_last=True,
-            generator=torch.Generator().manual_seed(0),
-        )
+            TensorDataset(self.x, self.y), self.case.batch, shuffle=True, drop_last=True,
+            generator=gen,
+        )  # fmt: skip
 
     def _batches(self) -> Iterator[tuple[Any, Any]]:
         return iter(self.loader)
@@ -303,9 +262,6 @@ class TorchCompile(TorchPrebatched):
 
         super()._build()
         self.forward = torch.compile(self.model)
-
-
-# --- Lightning Trainer ---------------------------------------------------------------------
 
 
 class _Batches:
@@ -325,18 +281,15 @@ class _Batches:
 
 
 class LightningTrainer(TorchPrebatched):
-    """``lightning.Trainer`` with minimal flags on the same pre-batched tensors.
-
-    Flags: cpu, 1 device, no logger, no checkpointing, no progress bar, no model summary, no
-    sanity validation. Step times come from ``on_train_batch_end`` timestamps.
-    """
+    """The plain ``Trainer`` of the native-fit benchmarks (``dataloader_fit.plain_trainer``)
+    on the same pre-batched tensors; step times from ``on_train_batch_end`` timestamps."""
 
     name = "lightning:Trainer"
 
     def setup(self) -> None:
         import logging
 
-        import lightning as Lt
+        import lightning.pytorch as L
         import torch
         import torch.nn.functional as F
 
@@ -345,7 +298,7 @@ class LightningTrainer(TorchPrebatched):
         self._build()
         net = self.model
 
-        class Module(Lt.LightningModule):
+        class Module(L.LightningModule):
             def __init__(self) -> None:
                 super().__init__()
                 self.net = net
@@ -357,10 +310,16 @@ class LightningTrainer(TorchPrebatched):
             def configure_optimizers(self) -> Any:
                 return torch.optim.AdamW(self.parameters(), lr=LR, eps=EPS, weight_decay=0.0)
 
-        class StepTimes(Lt.Callback):
-            def __init__(self) -> None:
-                self.times: list[float] = []
-                self.prev: float | None = None
+        self.module, self.data = Module(), _Batches(self.batches)
+        self.train(1)  # warm-up: first-use costs of Trainer and the model
+
+    def train(self, epochs: int) -> list[float]:
+        import lightning.pytorch as L
+
+        times: list[float] = []
+
+        class StepTimes(L.Callback):
+            prev: float | None = None
 
             def on_train_epoch_start(self, trainer: Any, module: Any) -> None:
                 self.prev = None
@@ -368,55 +327,33 @@ class LightningTrainer(TorchPrebatched):
             def on_train_batch_end(self, *args: Any) -> None:
                 t = time.perf_counter()
                 if self.prev is not None:
-                    self.times.append(t - self.prev)
+                    times.append((t - self.prev) * 1000)
                 self.prev = t
 
-        self.module = Module()
-        self.data = _Batches(self.batches)
-        self.Lt, self.StepTimes = Lt, StepTimes
-        self._fit(1)  # warm-up: first-use costs of Trainer and the model
-
-    def _fit(self, epochs: int) -> list[float]:
-        cb = self.StepTimes()
-        trainer = self.Lt.Trainer(
-            accelerator="cpu",
-            devices=1,
-            max_epochs=epochs,
-            logger=False,
-            enable_checkpointing=False,
-            enable_progress_bar=False,
-            enable_model_summary=False,
-            num_sanity_val_steps=0,
-            callbacks=[cb],
-        )
+        trainer = plain_trainer(epochs, [])
+        trainer.callbacks.append(StepTimes())
         trainer.fit(self.module, train_dataloaders=self.data)
-        return list(cb.times)
-
-    def round(self, epochs: int) -> RoundResult:
-        return _stats([s * 1000 for s in self._fit(epochs)])
+        return times
 
 
-# --- Keras fit -----------------------------------------------------------------------------
-
-
-class KerasFit(Contender):
+class KerasFit(Reference):
     """``model.compile(jit_compile=True)`` + ``model.fit``: what a Keras user writes.
 
-    The data is cut to whole batches (as both backends drop the ragged last batch), so XLA
-    compiles one step program; step time = epoch wall time / steps.
+    The data is cut to whole batches (as the modes drop the ragged last batch), so XLA
+    compiles one step program; step time = epoch wall time / steps. The net is the shared
+    Keras builder's with Keras' own ``Dropout`` (what a user's model has).
     """
 
     name = "keras:fit-xla"
-    fine = False
     jit: bool | str = True
 
     def setup(self) -> None:
         import keras
 
-        from protolab.backends.tensorflow.nn import build as build_keras
+        from protolab.backends.jax.nn import build  # the plain Keras builder, any backend
 
         keras.utils.set_random_seed(0)
-        self.model = build_keras(self.case.arch, self.ds.input_shape, self.ds.input_dtype)
+        self.model = build(self.case.arch, self.ds.input_shape, self.ds.input_dtype)
         self.model.compile(
             optimizer=keras.optimizers.AdamW(learning_rate=LR, epsilon=EPS, weight_decay=0.0),
             loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -424,78 +361,163 @@ class KerasFit(Contender):
         )
         m = self.steps * self.case.batch
         self.x, self.y = self.ds.x_train[:m], self.ds.y_train[:m]
-        times = self._fit(1)  # the first epoch traces and compiles the step program
-        self.first_epoch_s = times[0]
+        self.train(1)  # the first epoch traces and compiles the step program
 
-    def _fit(self, epochs: int) -> list[float]:
+    def train(self, epochs: int) -> list[float]:
         import keras
 
         times: list[float] = []
+        steps = self.steps
 
         class EpochTimes(keras.callbacks.Callback):
             def on_epoch_begin(self, epoch: int, logs: Any = None) -> None:
                 self.t0 = time.perf_counter()
 
             def on_epoch_end(self, epoch: int, logs: Any = None) -> None:
-                times.append(time.perf_counter() - self.t0)
+                times.append((time.perf_counter() - self.t0) / steps * 1000)
 
         self.model.fit(
-            self.x,
-            self.y,
-            batch_size=self.case.batch,
-            epochs=epochs,
-            shuffle=True,
-            verbose=0,
+            self.x, self.y, batch_size=self.case.batch, epochs=epochs, shuffle=True, verbose=0,
             callbacks=[EpochTimes()],
-        )
+        )  # fmt: skip
         return times
 
-    def round(self, epochs: int) -> RoundResult:
-        return _stats([t / self.steps * 1000 for t in self._fit(epochs)])
+    def threads(self) -> dict[str, Any]:
+        import keras
+
+        if keras.backend.backend() != "tensorflow":
+            return {}
+        import tensorflow as tf
+
+        return {"tf_intra_op_threads": tf.config.threading.get_intra_op_parallelism_threads()}
 
 
 class KerasFitDefault(KerasFit):
-    """``model.fit`` with Keras' default ``jit_compile="auto"`` (XLA off on CPU): what a
-    Keras user gets without asking for anything."""
+    """``model.fit`` with Keras' default ``jit_compile="auto"`` (on TensorFlow: XLA off on
+    CPU): what a Keras user gets without asking for anything."""
 
     name = "keras:fit"
     jit = "auto"
 
 
-CONTENDERS: tuple[type[Contender], ...] = (
-    ProtolabLightning,
-    ProtolabTorchCompile,
-    ProtolabKeras,
-    ProtolabTFGraph,
-    ProtolabJax,
-    ProtolabAutoStatic,
-    KerasFitDefault,
-    TorchPrebatched,
-    TorchDataLoader,
-    KerasFit,
-    TorchCompile,
-    LightningTrainer,
-)
+class KerasJaxFit(KerasFitDefault):
+    """Keras on JAX (``KERAS_BACKEND=jax``, as a user picks it) with its default
+    ``jit_compile="auto"``: on JAX, every step jitted."""
+
+    name = "keras-jax:fit"
+
+    def setup(self) -> None:
+        os.environ["KERAS_BACKEND"] = "jax"  # before Keras loads, as the user sets it
+        super().setup()
 
 
-def _rotate(items: list[Contender], k: int) -> list[Contender]:
-    if not items:
-        return items
-    k %= len(items)
-    return items[k:] + items[:k]
+REFERENCES: dict[str, type[Reference]] = {
+    c.name: c
+    for c in (TorchPrebatched, TorchDataLoader, TorchCompile, LightningTrainer, KerasFitDefault,
+              KerasFit, KerasJaxFit)
+}  # fmt: skip
 
 
-def _merge(parts: list[RoundResult]) -> RoundResult:
-    """One round from its epoch-long pieces: medians of their medians, p90s and extras."""
-    if len(parts) == 1:
-        return parts[0]
-    keys = set.intersection(*(set(p.extra) for p in parts))
-    return RoundResult(
-        median([p.median_ms for p in parts]),
-        median([p.p90_ms for p in parts]),
-        sum(p.samples for p in parts),
-        {k: median([p.extra[k] for p in parts]) for k in keys},
+def one_reference(name: str, case: ModelCase, epochs: int) -> dict[str, Any]:
+    """Set ``name`` up and train ``epochs`` epochs in this process; its statistics."""
+    ref = REFERENCES[name](case, load_case_data(case))
+    t0 = time.perf_counter()
+    ref.setup()
+    setup_s = time.perf_counter() - t0
+    return _stats(ref.train(epochs), setup_s=setup_s, **ref.threads())
+
+
+# --- protolab's modes: one `protolab run` per round ------------------------------------------
+
+EXPERIMENT = """\
+import sys
+
+sys.path.insert(0, {bench!r})
+
+import protolab as pl
+from _models import CASES
+
+ARCH = {{c.key: c.arch for c in CASES}}[{key!r}]
+
+
+@pl.experiment(data="data.npz", metric="val/acc")
+def model(space: pl.Space) -> pl.Arch:
+    return ARCH
+"""
+
+
+def protolab_project(where: Path, case: ModelCase, epochs: int, modes: list[str]) -> Path:
+    """A project training ``case`` on ``modes`` (aliases first) once: its config's path."""
+    import numpy as np
+
+    where.mkdir(parents=True, exist_ok=True)
+    ds = load_case_data(case)
+    np.savez(
+        where / "data.npz", x_train=ds.x_train, y_train=ds.y_train, x_val=ds.x_val, y_val=ds.y_val
     )
+    exp = where / "exp.py"
+    exp.write_text(EXPERIMENT.format(bench=str(BENCH_DIR), key=case.key))
+    return write_project(
+        where, experiment=exp, backends=modes,
+        study={"name": f"steps-{case.key}", "n_trials": 1, "pruner": "none"},
+        train={"epochs": epochs, "batch_size": case.batch, "lr": LR, "optimizer": "adam"},
+    )  # fmt: skip
+
+
+def one_protolab(cfg: Path) -> dict[str, Any]:
+    """``protolab run`` in a fresh process (this one's environment: the user's); every
+    child run it made, by contender name, with its step times and compile."""
+    t0 = time.time() * 1000
+    proc = subprocess.run(
+        [sys.executable, "-m", "protolab.cli", "run", str(cfg)],
+        cwd=cfg.parent, capture_output=True, text=True, timeout=1800,
+    )  # fmt: skip
+    if proc.returncode != 0:
+        raise RuntimeError(f"protolab run exited {proc.returncode}: {proc.stderr[-600:]}")
+    con = sqlite3.connect(cfg.parent / "mlruns" / "mlflow.db")
+    try:
+        runs = con.execute("select run_uuid from runs where start_time >= ?", (t0,)).fetchall()
+        out: dict[str, Any] = {}
+        for (run,) in runs:
+            tags = dict(con.execute("select key, value from tags where run_uuid=?", (run,)))
+            m = dict(con.execute("select key, value from latest_metrics where run_uuid=?", (run,)))
+            if "protolab.backend" not in tags or "time/step_ms" not in m:
+                continue
+            auto = tags.get("protolab.auto", "")  # "static->keras": the alias's own run
+            name = f"protolab:{auto.split('->')[0] if auto else tags['protolab.backend']}"
+            out[name] = {
+                "median_ms": m["time/step_ms"], "p90_ms": m.get("time/step_ms_p90", math.nan),
+                "samples": 0, "compile_s": m.get("time/compile_s", math.nan),
+                "mode": tags["protolab.backend"], "auto": auto,
+                "threads": tags.get("protolab.torch_threads", ""),
+            }  # fmt: skip
+    finally:
+        con.close()
+    return out
+
+
+# --- the rounds ----------------------------------------------------------------------------
+
+
+def _one(name: str, model: str, epochs: int, project: str) -> dict[str, Any]:
+    """The --one entry: a contender's round in this process; errors as data, not a crash."""
+    case = next(c for c in CASES if c.key == model)
+    try:
+        if name == PROTOLAB:
+            return one_protolab(Path(project) / "cfg.yaml")
+        return one_reference(name, case, epochs)
+    except Exception as e:
+        first = (str(e).strip().splitlines() or [""])[-1][:300]
+        return {"error": f"{type(e).__name__}: {first}", "trace": traceback.format_exc()[-2000:]}
+
+
+def _record(results: dict[str, ContenderResult], name: str, got: dict[str, Any], n: int) -> None:
+    res = results.setdefault(name, ContenderResult(name))
+    if "error" in got:
+        res.error = res.error or got["error"]
+        return
+    samples = int(got.pop("samples", 0)) or n
+    res.rounds.append(RoundResult(got.pop("median_ms"), got.pop("p90_ms"), samples, got))
 
 
 def run_case(
@@ -506,76 +528,55 @@ def run_case(
     skip: dict[str, str] | None = None,
     log: Callable[[str], None] = print,
 ) -> CaseResult:
-    """Set every contender up, then run ``rounds`` interleaved rounds of ``epochs`` epochs."""
-    from _models import load_case_data
-
-    ds = load_case_data(case)
-    info = case.arch.infer(ds.input_shape, ds.input_dtype)
+    """``rounds`` rounds, each: every contender's process once, the order rotated."""
     skip = skip or {}
-    contenders: list[Contender] = []
-    results: dict[str, ContenderResult] = {}
-    for cls in CONTENDERS:
-        res = results[cls.name] = ContenderResult(cls.name)
-        if cls.name in skip:
-            res.error = skip[cls.name]
-            continue
-        c = cls(case, ds)
-        t0 = time.perf_counter()
-        try:
-            c.setup()
-        except Exception as e:  # a contender that cannot run here is reported as n/a
-            first = str(e).strip().splitlines()[0][:160] if str(e).strip() else ""
-            res.error = f"{type(e).__name__}: {first}"
-            log(f"  {cls.name}: n/a ({res.error})")
-            continue
-        res.setup_s = time.perf_counter() - t0
-        contenders.append(c)
-    coarse = [c for c in contenders if not c.fine]
-    fine = [c for c in contenders if c.fine]
+    compiled = not any(n in skip for n in COMPILED)
+    modes = ["static", *(["dynamic"] if compiled else [])]
+    modes += [m for m in MODES if f"protolab:{m}" not in skip]
+    refs = [n for n in REFERENCES if n not in skip]
+    ds = load_case_data(case)
+    steps = len(ds.x_train) // case.batch
+    results: dict[str, ContenderResult] = {
+        n: ContenderResult(n, error=why) for n, why in skip.items()
+    }
+    with tempfile.TemporaryDirectory(prefix=f"protolab-steps-{case.key}-") as tmp:
+        protolab_project(Path(tmp), case, epochs, modes)
+        contenders = (PROTOLAB, *refs)
+        for r in range(rounds):
+            k = r % len(contenders)
+            order = contenders[k:] + contenders[:k]
+            args = ("--model", case.key, "--project", tmp)
+            got = interleave(__file__, order, [r], epochs, threads=None, args=args)
+            for name, (out,) in got.items():
+                if name != PROTOLAB:
+                    _record(results, name, out, epochs * (steps - 1))
+                    continue
+                if "error" in out:
+                    out = {f"protolab:{m}": out for m in (*ALIASES.values(), *MODES)}
+                for mode, numbers in out.items():
+                    _record(results, mode, numbers, epochs * steps)
+            line = ", ".join(
+                f"{n} {c.rounds[-1].median_ms:.3g}" for n, c in results.items() if c.ok
+            )
+            log(f"  round {r + 1}/{rounds} (ms/step): {line}")
+    for name, res in results.items():
+        if res.error and name not in skip:
+            log(f"  {name}: n/a ({res.error})")
+    info = case.arch.infer(ds.input_shape, ds.input_dtype)
+    return CaseResult(case, int(info.params), int(info.flops_per_sample), steps, results)
 
-    def run(c: Contender, n_epochs: int) -> RoundResult | None:
-        res = results[c.name]
-        if res.error:
-            return None
-        gc.collect()
-        try:
-            return c.round(n_epochs)
-        except Exception as e:
-            res.error = f"{type(e).__name__}: {str(e).strip()[:160]}"
-            log(f"  {c.name}: failed ({res.error})")
-            return None
 
-    for r in range(rounds):
-        got: dict[str, list[RoundResult]] = {c.name: [] for c in contenders}
+def main(argv: list[str] | None = None) -> int:
+    """``--one NAME ROUND``: one contender's round in this process, JSON on the last line."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--epochs", type=int, required=True)
+    ap.add_argument("--one", nargs=2, metavar=("CONTENDER", "ROUND"), required=True)
+    ap.add_argument("--model", required=True)
+    ap.add_argument("--project", required=True)
+    args = ap.parse_args(argv)
+    print(json.dumps(_one(args.one[0], args.model, args.epochs, args.project)))
+    return 0
 
-        def run_coarse(r: int = r, got: dict[str, list[RoundResult]] = got) -> None:
-            for c in _rotate(coarse, r):
-                if (out := run(c, epochs)) is not None:
-                    got[c.name].append(out)
 
-        if r % 2 == 0:
-            run_coarse()
-        for e in range(epochs):  # eager loops alternate epoch by epoch: finer interleaving
-            for c in _rotate(fine, r + e):
-                if (out := run(c, 1)) is not None:
-                    got[c.name].append(out)
-        if r % 2 == 1:
-            run_coarse()
-        for name, parts in got.items():
-            if parts and not results[name].error:
-                results[name].rounds.append(_merge(parts))
-        line = ", ".join(
-            f"{c.name} {results[c.name].rounds[-1].median_ms:.3g}"
-            for c in contenders
-            if results[c.name].rounds and not results[c.name].error
-        )
-        log(f"  round {r + 1}/{rounds} (ms/step): {line}")
-    if not results["torch:prebatched"].ok:
-        raise RuntimeError(f"{case.key}: the raw PyTorch baseline failed")
-    return CaseResult(
-        case,
-        int(info.params),
-        int(info.flops_per_sample),
-        len(ds.x_train) // case.batch,
-        results,
-    )
+if __name__ == "__main__":
+    raise SystemExit(main())

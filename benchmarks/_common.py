@@ -38,6 +38,7 @@ __all__ = [
     "protolab_exe",
     "quiet_env",
     "seed_mlflow_store",
+    "user_env",
     "versions",
     "write_project",
 ]
@@ -126,6 +127,30 @@ def quiet_env(threads: int | None = None, **extra: str) -> dict[str, str]:
         ):
             env[var] = str(threads)
     env.update(extra)
+    return env
+
+
+# What protolab's CLI and its modes set in a process (``protolab.cli``, ``Backend.env_defaults``
+# and ``environ``, the compile cache): a user's own script runs without any of it.
+PROTOLAB_ENV = ("OMP_WAIT_POLICY", "KERAS_BACKEND", "TF_XLA_FLAGS", "XLA_FLAGS")
+PROTOLAB_ENV_PREFIXES = ("PROTOLAB_", "MLFLOW_")
+
+
+def user_env(threads: int | None = None) -> dict[str, str]:
+    """The environment a user's own training script runs in: this one minus everything
+    protolab sets (so each framework runs on its defaults: OpenMP's wait policy, its thread
+    pools, Keras on TensorFlow), TensorFlow's C++ logs quiet (no effect on speed).
+
+    ``threads``: an OpenMP thread cap for every contender alike; None keeps the defaults.
+    """
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in PROTOLAB_ENV and not k.startswith(PROTOLAB_ENV_PREFIXES)
+    }
+    env["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    if threads is not None:
+        env["OMP_NUM_THREADS"] = str(threads)
     return env
 
 

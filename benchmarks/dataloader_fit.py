@@ -27,13 +27,14 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
 import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
+
+from _common import user_env
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "experiments" / "port_dataloader_convnet.py"
@@ -179,16 +180,21 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def interleave(
-    script: str, contenders: tuple[str, ...], seeds: list[int], epochs: int
+    script: str,
+    contenders: tuple[str, ...],
+    seeds: list[int],
+    epochs: int,
+    threads: int | None = 1,
+    args: tuple[str, ...] = (),
 ) -> dict[str, list[dict[str, Any]]]:
-    """Each contender of each seed in a process of its own (``script --one``), seed by
-    seed: the user's default environment (no protolab settings), one thread for all."""
-    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
-    env.update(OMP_NUM_THREADS="1", TF_CPP_MIN_LOG_LEVEL="3")
+    """Each contender of each seed in a process of its own (``script --one``, then
+    ``args``), seed by seed: the user's default environment (no protolab settings), with
+    ``threads`` OpenMP threads for all (None: the frameworks' own default)."""
+    env = user_env(threads)
     rows: dict[str, list[dict[str, Any]]] = {c: [] for c in contenders}
     for seed in seeds:
         for c in contenders:
-            cmd = [sys.executable, script, "--epochs", str(epochs), "--one", c, str(seed)]
+            cmd = [sys.executable, script, "--epochs", str(epochs), "--one", c, str(seed), *args]
             out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True)
             rows[c].append(json.loads(out.stdout.strip().splitlines()[-1]))
     return rows

@@ -35,7 +35,6 @@ sys.path.insert(0, str(BENCH_DIR))
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as protolab's CLI sets it
 
 import porting_originals as orig  # noqa: E402
 

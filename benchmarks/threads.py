@@ -1,16 +1,15 @@
 """Threads and the OpenMP wait policy: protolab's rule against a user's default, quiet and busy.
 
-protolab sets ``OMP_WAIT_POLICY=PASSIVE`` (threads sleep between ops) and, unless
-``hardware.threads`` is set, times its first training steps at 1 thread and at torch's
-default and keeps the faster (``protolab.backends._threads.ThreadProbe``; tag
-``protolab.threads_rule``). This benchmark is the proof the rule stands on. Per model, in
-rounds that alternate the contenders, each in a process of its own:
+protolab leaves OpenMP's wait policy as a user has it and, unless ``hardware.threads`` is
+set, times its first training steps at 1 thread and at torch's default and keeps the faster
+(``protolab.backends._threads.ThreadProbe``; tag ``protolab.threads_rule``). This benchmark
+is the proof the rule stands on. Per model, in rounds that alternate the contenders, each in
+a process of its own:
 
 - ``plain``: a plain PyTorch loop as a user writes it, in the default environment (no
   protolab settings: torch's threads, OpenMP's default wait policy);
 - ``protolab``: ``protolab run`` of the same model in ``lightning``, as protolab runs it;
-- ``protolab-all-threads``: the same with ``hardware.threads`` = all cores: the rule before
-  the probe (PASSIVE on every core).
+- ``protolab-passive``: the rule before: ``OMP_WAIT_POLICY=PASSIVE`` on every core.
 
 The same rounds run twice: on the quiet machine, and beside a CPU-bound neighbour (one
 process spinning on one core). The table gives median step ms and the ratio to ``plain``
@@ -30,7 +29,8 @@ import textwrap
 from pathlib import Path
 
 MODELS = {"mlp-small": 64, "mlp-mid": 256, "mlp-wide": 1024}  # hidden width, two layers
-CONTENDERS = ("plain", "protolab", "protolab-all-threads")
+PASSIVE = {"OMP_WAIT_POLICY": "PASSIVE"}
+CONTENDERS = ("plain", "protolab", "protolab-passive")
 SCRIPT = textwrap.dedent(
     """
     import protolab as pl
@@ -81,7 +81,9 @@ def plain(width: int, epochs: int) -> dict[str, float]:
     return {"step_ms": statistics.median(steps) * 1e3, "threads": torch.get_num_threads()}
 
 
-def protolab(width: int, epochs: int, threads: int | None, where: Path) -> dict[str, float]:
+def protolab(
+    width: int, epochs: int, threads: int | None, where: Path, env: dict[str, str]
+) -> dict[str, float]:
     """``protolab run`` in its own process (protolab's CLI sets its own environment)."""
     from mlflow.tracking import MlflowClient
 
@@ -98,7 +100,7 @@ def protolab(width: int, epochs: int, threads: int | None, where: Path) -> dict[
     params = json.dumps({"width": width})
     subprocess.run(
         [str(exe), "run", "cfg.yaml", "--params", params],
-        cwd=run_dir, check=True, capture_output=True, env=user_env(),
+        cwd=run_dir, check=True, capture_output=True, env=env,
     )  # fmt: skip
     client = MlflowClient(f"sqlite:///{run_dir}/mlruns/mlflow.db")
     runs = [
@@ -118,8 +120,9 @@ def protolab(width: int, epochs: int, threads: int | None, where: Path) -> dict[
 def one(kind: str, width: int, epochs: int, where: Path) -> dict[str, float]:
     if kind == "plain":
         return plain(width, epochs)
-    threads = os.cpu_count() if kind == "protolab-all-threads" else None
-    return protolab(width, epochs, threads, where)
+    if kind == "protolab-passive":
+        return protolab(width, epochs, os.cpu_count(), where, user_env() | PASSIVE)
+    return protolab(width, epochs, None, where, user_env())
 
 
 def rounds(n: int, epochs: int, where: Path) -> dict[tuple[str, str], list[dict[str, float]]]:
@@ -139,7 +142,7 @@ def rounds(n: int, epochs: int, where: Path) -> dict[tuple[str, str], list[dict[
 
 def table(results: dict[str, dict[tuple[str, str], list[dict[str, float]]]]) -> str:
     lines = [
-        "| condition | model | plain ms | protolab ms (threads, ratio) | all-threads ms (ratio) |",
+        "| condition | model | plain ms | protolab ms (threads, ratio) | PASSIVE ms (ratio) |",
         "|---|---|---|---|---|",
     ]
     for cond, res in results.items():
@@ -149,8 +152,8 @@ def table(results: dict[str, dict[tuple[str, str], list[dict[str, float]]]]) -> 
             base = med["plain"]
             lines.append(
                 f"| {cond} | {name} | {base:.3g} | {med['protolab']:.3g} ({chosen}, "
-                f"{med['protolab'] / base:.2f}x) | {med['protolab-all-threads']:.3g} "
-                f"({med['protolab-all-threads'] / base:.2f}x) |"
+                f"{med['protolab'] / base:.2f}x) | {med['protolab-passive']:.3g} "
+                f"({med['protolab-passive'] / base:.2f}x) |"
             )
     return "\n".join(lines)
 

@@ -284,6 +284,17 @@ def test_members_continue_from_inherited_state(tmp_path: Path, backend: str) -> 
     assert tree.returncode == 0, tree.stderr
     best = max((t for t in trials if t.value is not None), key=lambda t: t.value or 0.0)
     assert f"#{best.number}" in tree.stdout
+    # run --best would train the best segment's values from scratch: another training
+    rerun = subprocess.run(
+        [sys.executable, "-m", "protolab.cli", "run", str(cfg), "--best"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    if INHERITED_ATTR in best.user_attrs:
+        assert rerun.returncode == 2, rerun.stderr
+        assert f"best trial t{best.number} continued" in rerun.stderr
+        assert len(rerun.stderr.strip().splitlines()) == 1
+    else:  # a first-generation best trained from scratch: --best trains it again
+        assert rerun.returncode == 0, rerun.stderr
 
 
 @pytest.mark.slow

@@ -1,4 +1,4 @@
-"""The thread rule: PASSIVE OpenMP threads, and a count chosen by timing the first real steps
+"""The thread rule: a torch thread count chosen by timing the first real training steps
 (``protolab.backends._threads.ThreadProbe``), recorded in ``threads_rule`` and
 ``torch_threads`` (benchmarks/threads.py is the measurement the rule stands on)."""
 

@@ -106,14 +106,11 @@ def _quiet_frameworks() -> None:
 
     TensorFlow's C++ logs are silenced unless asked for (each backend sets what its
     framework needs when it loads; the start-up notices that ignore the log level are
-    filtered out of its import, see ``protolab._quiet``), and OpenMP threads sleep instead
-    of spin-waiting between parallel regions: with spinning, any other busy process (a
-    second worker, TensorFlow's pool) made a wide MLP's torch steps 5-20x slower on 2 cores
-    (``benchmarks/threads.py``). What sleeping costs a small model is won back by the
-    thread count each trial measures (``protolab.backends._threads.ThreadProbe``).
+    filtered out of its import, see ``protolab._quiet``). OpenMP's wait policy is left as
+    the user has it: each torch trial measures its thread count instead
+    (``protolab.backends._threads.ThreadProbe``; ``benchmarks/threads.py``).
     """
     quiet_tensorflow_import()  # TF_CPP_MIN_LOG_LEVEL=3 unless set, and the import filtered
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     os.environ.setdefault("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "true")  # "View run at"
 
 

@@ -99,17 +99,18 @@ def set_tf_threads(tf: Any, n: int | None) -> None:
 class ThreadProbe:
     """Chooses the intra-op thread count by timing the training's own first steps.
 
-    Why measure: protolab sets ``OMP_WAIT_POLICY=PASSIVE`` (threads sleep between ops), which
-    keeps an eager step fast beside any busy process (a second worker, TensorFlow's pool:
-    an mlp-wide step 18 ms against 51 ms with spinning threads, measured on 2 busy cores)
-    but makes each op of a small model pay a thread wake-up: a 2-thread digits-MLP step
-    2.3 ms against 0.6 ms on one thread. No fixed count is right for both, and where the
-    crossing lies depends on the machine, so the loop times blocks of its real steps at
-    each count (``ABBA`` order, so a drift of the machine hits both alike; the first step
-    after a switch is dropped) and keeps the fastest. Nothing extra is trained: the
-    probe's steps are the training's steps, each a full step at some thread count. The
-    default count is kept unless another is faster by ``margin``, so near-ties (where a
-    choice would flip between runs) stay on the framework's default.
+    Why measure: with OpenMP's default spin-waiting, a 2-thread step collapses beside any
+    busy process (a second worker, the tracking writer, another job: a 1024-wide MLP 23.7
+    ms a step against 11.7 ms on one thread), while on a quiet machine the second thread
+    is worth having on all but the smallest models; sleeping threads
+    (``OMP_WAIT_POLICY=PASSIVE``) instead make each op of a small model pay a wake-up
+    (3.2x a plain loop). Which count wins depends on the model and on what else runs now,
+    so the loop times blocks of its real steps at each count (``ABBA`` order, so a drift
+    of the machine hits both alike; the first step after a switch is dropped) and keeps
+    the fastest (``benchmarks/threads.py``). Nothing extra is trained: the probe's steps
+    are the training's steps, each a full step at some thread count. The default count is
+    kept unless another is faster by ``MARGIN``, so near-ties (where a choice would flip
+    between runs) stay on the framework's default.
     """
 
     BLOCK = 4  # steps per block: the first is dropped, the median of the other 3 kept

@@ -706,6 +706,25 @@ def best_params(ctx: SweepContext) -> dict[str, Any]:
             f"--best: study '{ctx.study_name}' does not exist yet; run `protolab sweep` first"
         ) from None
     try:
-        return dict(study.best_trial.params)
+        best = study.best_trial
     except ValueError:
         raise ConfigError(f"--best: study '{ctx.study_name}' has no complete trial yet") from None
+    _refuse_inherited(ctx, best.number, best.user_attrs)
+    return dict(best.params)
+
+
+def _refuse_inherited(ctx: SweepContext, number: int, attrs: dict[str, Any]) -> None:
+    """A population-based trial trained on from another trial's weights with settings that
+    moved between segments: its values trained from scratch are another training, so
+    ``--best`` refuses rather than train it (its own weights are in its run)."""
+    from protolab.samplers import INHERITED_ATTR
+
+    source = attrs.get(INHERITED_ATTR)
+    if source is None:
+        return
+    raise ConfigError(
+        f"--best: study '{ctx.study_name}' is population-based: its best trial t{number} "
+        f"continued t{source}'s weights and optimizer state, so its values trained from "
+        "scratch would train something else; its trained state is in its run (`protolab "
+        "lineage` shows the line), or pass its values with --params to train them anew"
+    )

@@ -241,7 +241,7 @@ class Tracker:
         items = [Param(k, redact(str(v))[:6000]) for k, v in params.items()]
         for i in range(0, len(items), 100):  # MLflow accepts at most 100 params per batch
             self.client.log_batch(run_id, params=items[i : i + 100])
-        return ChildRun(self.client, run_id)
+        return ChildRun(self.client, run_id, str(run.info.artifact_uri or ""))
 
     def log_parent(self, metrics: Mapping[str, float], tags: Mapping[str, str] = {}) -> None:
         from mlflow.entities import Metric, RunTag
@@ -312,9 +312,10 @@ class Tracker:
 class ChildRun:
     """One trial on one backend: buffered metrics, tags, artifacts, a terminal status."""
 
-    def __init__(self, client: Any, run_id: str) -> None:
+    def __init__(self, client: Any, run_id: str, artifact_uri: str = "") -> None:
         self.client = client
         self.run_id = run_id
+        self.artifact_uri = artifact_uri  # a local one is written directly (log_texts)
         self._pending: list[Any] = []  # metrics not yet written
         self._tags: dict[str, str] = {}  # tags not yet written: they go with the next batch
         self._last_flush = time.monotonic()
@@ -346,9 +347,21 @@ class ChildRun:
         self._tags.update({k: redact(str(v)) for k, v in tags.items()})
 
     def log_texts(self, texts: Mapping[str, str]) -> None:
-        """Several text artifacts (``{path: text}``) in one upload rather than one each."""
+        """Several text artifacts (``{path: text}``) in one upload rather than one each.
+
+        A local artifact root (``file:``, beside a SQLite store) is written in place, as
+        MLflow's local repository would copy them: ``log_artifacts`` first reads the run
+        back to find that root (a store query per child run, ~15-35 ms of the writer's).
+        """
         import tempfile
 
+        local = _local_dir(self.artifact_uri)
+        if local is not None:
+            for name, text in texts.items():
+                path = local / name
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.write_text(redact(text))
+            return
         with tempfile.TemporaryDirectory(prefix="protolab-artifacts-") as tmp:
             for name, text in texts.items():
                 path = Path(tmp, name)
@@ -378,3 +391,14 @@ class ChildRun:
         status = {"FAIL": "FAILED", "INTERRUPTED": "KILLED"}.get(state, "FINISHED")
         self.client.set_terminated(self.run_id, status=status)
         self.ended = True
+
+
+def _local_dir(artifact_uri: str) -> Path | None:
+    """The folder of a ``file:`` artifact URI; None for any other scheme."""
+    from urllib.parse import urlparse
+    from urllib.request import url2pathname
+
+    parsed = urlparse(artifact_uri)
+    if parsed.scheme != "file" or parsed.netloc not in ("", "localhost"):
+        return None
+    return Path(url2pathname(parsed.path))

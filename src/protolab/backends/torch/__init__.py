@@ -24,9 +24,6 @@ class EagerBackend(Backend):
     family = "dynamic"
     modules = ("torch", "lightning.fabric")
     fork_safe = True  # sweep --workers imports these once and forks the workers
-    # OpenMP threads that spin-wait collapse under any CPU contention (see protolab.cli);
-    # takes effect only if torch is not loaded yet.
-    env_defaults: ClassVar[dict[str, str]] = {"OMP_WAIT_POLICY": "PASSIVE"}
     max_devices: ClassVar[int | None] = None  # several: DDP ranks protolab launches (_ddp)
     _launcher: DDPLauncher | None = None
 
