@@ -26,7 +26,7 @@ def _probe(times: dict[int, float], default: int = 2) -> tuple[ThreadProbe, list
         current[0] = n
 
     probe = ThreadProbe(default, set_threads)
-    for _ in range(4 * BLOCK):
+    for _ in range(ThreadProbe.WARMUP + 4 * BLOCK):
         if probe.feed(times[current[0]]):
             break
     return probe, set_calls
@@ -56,6 +56,8 @@ def test_probe_drops_the_first_step_after_a_switch() -> None:
         current[0] = n
 
     probe = ThreadProbe(2, set_threads)
+    for _ in range(ThreadProbe.WARMUP):
+        probe.feed(1.0)  # warm-up steps: never counted, however slow
     fed = 0
     while not probe.done:
         first = fed % BLOCK == 0

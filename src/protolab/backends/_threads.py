@@ -114,6 +114,7 @@ class ThreadProbe:
     """
 
     BLOCK = 4  # steps per block: the first is dropped, the median of the other 3 kept
+    WARMUP = 4  # first steps not timed: allocator and caches warming would favour the later
     MARGIN = 0.10
 
     def __init__(
@@ -124,6 +125,7 @@ class ThreadProbe:
         self.order = [default, *one, *one, default] if one else []  # ABBA
         self.samples: dict[int, list[float]] = {}
         self.block: list[float] = []
+        self.warmup = self.WARMUP
         self.chosen: int | None = None if self.order else default
         if self.order:
             set_threads(self.order[0])
@@ -136,6 +138,9 @@ class ThreadProbe:
         """One step's time at the current count; True once a count is chosen (and set)."""
         if self.chosen is not None:
             return True
+        if self.warmup > 0:
+            self.warmup -= 1
+            return False
         self.block.append(step_s)
         if len(self.block) < self.BLOCK:
             return False
