@@ -19,7 +19,6 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, cast
 
-import numpy as np
 from optuna.distributions import (
     BaseDistribution,
     CategoricalChoiceType,
@@ -27,11 +26,11 @@ from optuna.distributions import (
     FloatDistribution,
     IntDistribution,
 )
-from optuna.samplers import BaseSampler, RandomSampler
 from optuna.study import Study, StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from protolab._tags import ATTR
+from protolab.samplers._base import SeededSampler
 
 __all__ = [
     "MUTATED_ATTR",
@@ -61,7 +60,7 @@ def _is_int(x: object) -> bool:
     return isinstance(x, int) and not isinstance(x, bool)
 
 
-class EvolutionSampler(BaseSampler):
+class EvolutionSampler(SeededSampler):
     """Regularised (aging) evolution over a define-by-run search space.
 
     Each new trial after the start-up phase takes the most recent ``population_size``
@@ -119,29 +118,12 @@ class EvolutionSampler(BaseSampler):
         self._tournament_size = tournament_size
         self._n_mutations = n_mutations
         self._n_startup_trials = n_startup_trials
-        self._rng = np.random.RandomState(seed)
-        # A derived seed: the same seed for both streams would correlate their draws.
-        random_seed = None if seed is None else int(self._rng.randint(2**31 - 1))
-        self._random_sampler = RandomSampler(seed=random_seed)
-
-    def reseed_rng(self) -> None:
-        self._rng.seed()
-        self._random_sampler.reseed_rng()
-
-    def infer_relative_search_space(
-        self, study: Study, trial: FrozenTrial
-    ) -> dict[str, BaseDistribution]:
-        return {}
-
-    def sample_relative(
-        self, study: Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
-    ) -> dict[str, Any]:
-        return {}
+        super().__init__(seed)
 
     def before_trial(self, study: Study, trial: FrozenTrial) -> None:
         if "fixed_params" in trial.system_attrs:
             return  # an enqueued trial is the user's own starting point, not a child
-        complete = study._get_trials(deepcopy=False, states=(TrialState.COMPLETE,), use_cache=True)
+        complete = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
         if not complete or len(complete) < self._n_startup_trials:
             return
         # Aging: the newest complete trials, whatever their values (heapq: O(n), not a sort).
@@ -266,7 +248,7 @@ def _find_parent(study: Study, trial: FrozenTrial) -> FrozenTrial | None:
     number = trial.user_attrs.get(PARENT_ATTR)
     if number is None:
         return None
-    trials = study._get_trials(deepcopy=False, use_cache=True)
+    trials = study.get_trials(deepcopy=False)
     return _by_number(trials, number)
 
 
@@ -315,7 +297,7 @@ def lineage(study: Study, trial_number: int) -> list[int]:
 
     A root is a trial without a recorded parent (start-up, enqueued, or another sampler's).
     """
-    trials = study._get_trials(deepcopy=False)
+    trials = study.get_trials(deepcopy=False)
     if _by_number(trials, trial_number) is None:
         raise ValueError(f"Study {study.study_name!r} has no trial number {trial_number}.")
     chain = [trial_number]
@@ -351,7 +333,7 @@ def family_tree(study: Study, trial_number: int | None = None) -> str:
     """
     if trial_number is None:
         trial_number = study.best_trial.number
-    trials = study._get_trials(deepcopy=False)
+    trials = study.get_trials(deepcopy=False)
     chain = [_by_number(trials, n) for n in reversed(lineage(study, trial_number))]
     rows: list[tuple[str, str, str, str]] = []
     previous: FrozenTrial | None = None

@@ -29,13 +29,12 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 from optuna.distributions import BaseDistribution, FloatDistribution, IntDistribution
-from optuna.samplers import BaseSampler, RandomSampler
 from optuna.study import Study, StudyDirection
 from optuna.trial import FrozenTrial, TrialState
 
 from protolab._tags import ATTR
+from protolab.samplers._base import SeededSampler
 
 __all__ = [
     "DONE_ATTR",
@@ -71,7 +70,7 @@ def _is_number(x: object) -> bool:
     return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
-class PBTSampler(BaseSampler):
+class PBTSampler(SeededSampler):
     """Population-based training: exploit (truncation selection) and explore (perturb).
 
     Args:
@@ -122,23 +121,7 @@ class PBTSampler(BaseSampler):
         self._truncation = float(truncation)
         self._perturb = [float(f) for f in factors]
         self._moves = None if moves is None else {_param_name(m) for m in moves}
-        self._rng = np.random.RandomState(seed)
-        random_seed = None if seed is None else int(self._rng.randint(2**31 - 1))
-        self._random_sampler = RandomSampler(seed=random_seed)
-
-    def reseed_rng(self) -> None:
-        self._rng.seed()
-        self._random_sampler.reseed_rng()
-
-    def infer_relative_search_space(
-        self, study: Study, trial: FrozenTrial
-    ) -> dict[str, BaseDistribution]:
-        return {}
-
-    def sample_relative(
-        self, study: Study, trial: FrozenTrial, search_space: dict[str, BaseDistribution]
-    ) -> dict[str, Any]:
-        return {}
+        super().__init__(seed)
 
     def before_trial(self, study: Study, trial: FrozenTrial) -> None:
         """Assign the trial to a member and say which saved state it continues."""
