@@ -115,6 +115,7 @@ class ThreadProbe:
 
     BLOCK = 4  # steps per block: the first is dropped, the median of the other 3 kept
     WARMUP = 4  # first steps not timed: allocator and caches warming would favour the later
+    LENGTH = WARMUP + 4 * BLOCK  # steps from the first timed one to the choice
     MARGIN = 0.10
 
     def __init__(
@@ -174,14 +175,26 @@ class ThreadProbe:
 
 
 def torch_thread_plan(
-    threads: int | None, on_cpu: bool, ranks: int, compiled: bool, key: Hashable
+    threads: int | None,
+    on_cpu: bool,
+    ranks: int,
+    compiled: bool,
+    key: Hashable,
+    steps: int | None = None,
 ) -> tuple[ThreadProbe | None, str]:
     """How a torch trial gets its thread count: a probe to feed, or none, and why (the
-    ``threads_rule`` tag). Sets the count a trial without a probe starts with."""
+    ``threads_rule`` tag). Sets the count a trial without a probe starts with.
+
+    ``steps``: the trial's training steps, where known. A trial too short for the probe
+    to finish and then train at least as long at its choice keeps the default: an
+    unfinished probe would leave it on whichever count its last block tried.
+    """
     set_torch_threads(threads)
     default = torch_default_threads()
     if threads is not None:
         return None, "hardware.threads"
+    if steps is not None and steps < 2 * ThreadProbe.LENGTH:
+        return None, f"default (a trial of {steps} steps is too short to measure)"
     if not on_cpu:
         return None, "default (accelerator)"
     if ranks > 1:

@@ -128,7 +128,7 @@ class LightningProgram(OwnLoop):
         self.probe: ThreadProbe | None
         self.probe, self.threads_rule = torch_thread_plan(
             job.hardware.threads, self.dev.type == "cpu", self.trainer.world_size, compiled,
-            job_key("threads", job),
+            job_key("threads", job), _steps_known(job),
         )  # fmt: skip
         self.validates = is_overridden("validation_step", module)
         self._loaders(job)
@@ -502,6 +502,17 @@ def _compile_failed(e: Exception) -> str:
         f"torch.compile(module) failed inside Trainer.fit: {type(e).__name__}: {text}{known}; "
         "the lightning mode trains the same module uncompiled"
     )
+
+
+def _steps_known(job: Job) -> int | None:
+    """The trial's training steps where the data says them (None: a stream without
+    ``steps_per_epoch``, whose length shows only as it is read)."""
+    stream = job.dataset.stream
+    if stream is not None:
+        per_epoch = stream.steps_per_epoch
+    else:
+        per_epoch = -(-len(job.dataset.x_train) // max(job.train.batch_size, 1))
+    return None if per_epoch is None else per_epoch * job.train.epochs - 1
 
 
 def check_own_job(job: Job) -> None:

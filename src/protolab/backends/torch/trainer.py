@@ -27,7 +27,14 @@ from typing import Any
 
 import torch
 
-from protolab.backends._base import DeviceInfo, EpochFit, Job, Program, epoch_plan
+from protolab.backends._base import (
+    DeviceInfo,
+    EpochFit,
+    Job,
+    Program,
+    TrainSettings,
+    epoch_plan,
+)
 from protolab.backends._cache import ProgramCache, cache_size, job_key
 from protolab.backends._compile_cache import Probe, folder, holds
 from protolab.backends._peak import cpu_name
@@ -181,12 +188,12 @@ class EagerProgram(Program):
         self.lr_tensor = cached.lr_tensor
         self.dev = self.fabric.device
         self.rank, self.world = self.fabric.global_rank, self.fabric.world_size
+        self._place_data(job)
         self.probe: ThreadProbe | None
         self.probe, self.threads_rule = torch_thread_plan(
             job.hardware.threads, self.dev.type == "cpu", self.world, compiled,
-            job_key("threads", job),
+            job_key("threads", job), _trial_steps(self.steps, job.train),
         )  # fmt: skip
-        self._place_data(job)
         self._loss = torch_loss(job)
         self.clip = tr.grad_clip
         self.lr, self.lr_scale = tr.lr, 1.0  # the scale: reduce_on_plateau's (rescale_lr)
@@ -397,6 +404,13 @@ class EagerProgram(Program):
 
     def trained(self) -> TorchModel:
         return TorchModel(self.backend, self.module)
+
+
+def _trial_steps(per_epoch: int, tr: TrainSettings) -> int:
+    """The trial's timed steps (its first step is the first-step clock's, not a step's)."""
+    total = per_epoch * tr.epochs
+    cap = tr.max_total_steps
+    return (min(total, cap) if cap else total) - 1
 
 
 def program(backend: str, job: Job, compiled: bool = False) -> Program:
