@@ -55,7 +55,8 @@ def set_torch_threads(n: int | None) -> None:
     """
     import torch
 
-    n = n if n is not None else torch_default_threads()
+    default = torch_default_threads()  # read before the first change, or it reads ours
+    n = n if n is not None else default
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
 
