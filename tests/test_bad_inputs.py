@@ -161,6 +161,11 @@ METRICS = [
         script=_script(ARCH, data="sine"),
     ),
     Bad(
+        "pruner-pareto-optimism",
+        ["study.pruner=pareto", "study.pruner_options={optimism: 1.5}"],
+        ["study.pruner_options", "'pareto'", "optimism must be a quantile between 0 and 1", "1.5"],
+    ),
+    Bad(
         "constraint-unknown",
         ["study.constraints=['val/kappa >= 0.5']"],
         ["study.constraints", "unknown metric 'val/kappa'"],

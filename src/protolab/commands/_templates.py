@@ -111,8 +111,8 @@ study:
   name: {name}
   storage: null            # null: a local journal under mlruns/; or an Optuna URL (postgresql://...)
   n_trials: {n_trials}             # finished trials in the study in total; reruns top it up
-  sampler: tpe             # tpe | random | gp | cmaes | nsga2 | qmc | grid | evolution
-  pruner: median           # none | median | percentile | hyperband | successive_halving
+  sampler: tpe             # tpe | random | gp | cmaes | nsga2 | qmc | grid | evolution | pbt
+  pruner: median           # none | median | percentile | hyperband | successive_halving | pareto
   seed: 0
 train:
   epochs: {epochs}

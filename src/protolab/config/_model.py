@@ -45,7 +45,9 @@ __all__ = [
 
 # Kept as Literals so pydantic lists the allowed values in its error for free.
 Sampler = Literal["tpe", "random", "gp", "cmaes", "nsga2", "qmc", "grid", "evolution", "pbt"]
-Pruner = Literal["none", "median", "percentile", "hyperband", "successive_halving", "threshold"]
+Pruner = Literal[
+    "none", "median", "percentile", "hyperband", "successive_halving", "threshold", "pareto"
+]
 SAMPLERS: tuple[str, ...] = Sampler.__args__  # type: ignore[attr-defined]
 PRUNERS: tuple[str, ...] = Pruner.__args__  # type: ignore[attr-defined]
 
@@ -223,7 +225,7 @@ class StudyConfig(_Strict):
             raise ValueError(
                 f"pruner {self.pruner!r} promotes the top 1/reduction_factor of each rung by one "
                 "value, an order a Pareto front does not have: with several objectives use "
-                f"median, percentile, threshold or none, but got {self.pruner!r} with "
+                f"pareto, median, percentile, threshold or none, but got {self.pruner!r} with "
                 f"{len(several)} objectives"
             )
         if several and self.pruner == "threshold":

@@ -1,6 +1,7 @@
 """Optuna samplers and pruners of protolab's own: regularised evolution with recorded
 lineage; population-based training (members that inherit each other's trained state);
-pruning for several objectives by Pareto rank at the same epoch.
+pruning for several objectives by Pareto rank at the same epoch, or by whether an
+optimistic finish could still reach the front (``pareto``).
 
 Importing this package imports Optuna; ``import protolab`` does not import it.
 """
@@ -17,13 +18,17 @@ from protolab.samplers._evolution import (
 from protolab.samplers._mo_pruner import (
     CURVE_ATTR,
     ObjectiveThresholdPruner,
+    OptimisticParetoPruner,
     ParetoMedianPruner,
     ParetoRankPruner,
     VectorPruner,
     curve_key,
     dominates,
+    optimistic_prune,
+    optimistic_vector,
     pareto_fronts,
     pareto_prune,
+    upper_quantile,
 )
 from protolab.samplers._pbt import (
     DONE_ATTR,
@@ -47,6 +52,7 @@ __all__ = [
     "PARENT_ATTR",
     "EvolutionSampler",
     "ObjectiveThresholdPruner",
+    "OptimisticParetoPruner",
     "PBTSampler",
     "ParetoMedianPruner",
     "ParetoRankPruner",
@@ -57,6 +63,9 @@ __all__ = [
     "format_diff",
     "lineage",
     "mutation_diff",
+    "optimistic_prune",
+    "optimistic_vector",
     "pareto_fronts",
     "pareto_prune",
+    "upper_quantile",
 ]

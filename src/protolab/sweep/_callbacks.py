@@ -10,6 +10,7 @@ the loop calls the trial hooks, the trial function the job hooks, each callback 
 from __future__ import annotations
 
 import statistics
+import time
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Protocol
 
@@ -69,6 +70,12 @@ class TrialCallback(Protocol):
         """A job completed: ``run`` is still open (ended COMPLETE right after)."""
         return None
 
+    def on_trial_done(self, trial: Trial) -> None:
+        """The trial's jobs ended (completed, pruned or failed) and Optuna hears it next:
+        the place to write what a callback held back to the study (a write here overlaps
+        the tracking writer ending the trial's runs, which the COMPLETE tell waits for)."""
+        return None
+
     def on_trial_end(
         self, number: int, state: str, value: float | None, reason: str, feasible: bool
     ) -> None:
@@ -124,15 +131,30 @@ class TimeJobs(TrialCallback):
 
 class ReportToPruner(TrialCallback):
     """Each epoch's value of the lead job to Optuna, whole; prune when the pruner says so
-    (never after the last epoch: the work is done, keep the result)."""
+    (never after the last epoch: the work is done, keep the result).
+
+    With no pruner (``NopPruner``) nothing reads the values while the trial runs, so they
+    are held and written when the trial is done (``on_trial_done``: while the tracking
+    writer ends its runs), or every ``LIVE_EVERY_S`` of a long trial: each is a study-store
+    write (a synced journal append) that would otherwise lengthen the epoch's end.
+    """
+
+    LIVE_EVERY_S = 3.0
 
     def __init__(self, metric: str, epochs: int) -> None:
         self.metric, self.epochs = metric, epochs
         self._trial: Trial | None = None
         self._lead = False
+        self._prunes = True
+        self._held: dict[int, float] = {}
+        self._written_at = 0.0
 
     def on_trial_start(self, trial: Trial) -> None:
-        self._trial, self._lead = trial, False
+        import optuna
+
+        self._trial, self._lead, self._held = trial, False, {}
+        self._prunes = not isinstance(trial.study.pruner, optuna.pruners.NopPruner)
+        self._written_at = time.monotonic()
 
     def on_job_start(self, backend: str, lead: bool) -> None:
         self._lead = lead
@@ -141,6 +163,11 @@ class ReportToPruner(TrialCallback):
         trial = self._trial
         if not self._lead or trial is None or self.metric not in metrics:
             return
+        if not self._prunes:
+            self._held[epoch] = float(metrics[self.metric])
+            if time.monotonic() - self._written_at >= self.LIVE_EVERY_S:
+                self.on_trial_done(trial)
+            return
         import optuna
 
         with shielded():
@@ -148,6 +175,15 @@ class ReportToPruner(TrialCallback):
             prune = epoch < self.epochs and trial.should_prune()
         if prune:
             raise optuna.TrialPruned(f"pruned after epoch {epoch}")
+
+    def on_trial_done(self, trial: Trial) -> None:
+        if trial is not self._trial:
+            return
+        held, self._held = self._held, {}
+        self._written_at = time.monotonic()
+        with shielded():
+            for epoch, value in sorted(held.items()):
+                trial.report(value, epoch)
 
 
 # Objectives measured only at a job's end, and the per-epoch metric that stands for them:

@@ -17,7 +17,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Callable, Container, Iterator, Sequence
+from collections.abc import Callable, Container, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -71,6 +71,7 @@ class LeasedStorage(BaseStorage, BaseHeartbeat):
         )
         self.lease_s = 30.0  # study.heartbeat_s (tune)
         self._study_ids: dict[str, int] = {}
+        self._new_trial_attrs: dict[str, JSONValue] = {}
 
     # --- what the sweep adds ---------------------------------------------------------
 
@@ -96,6 +97,12 @@ class LeasedStorage(BaseStorage, BaseHeartbeat):
         if self.heartbeat_enabled:
             return float(self.get_heartbeat_interval() or 1)
         return self.lease_s if self.leases else None
+
+    def stamp_new_trials(self, attrs: Mapping[str, JSONValue]) -> None:
+        """Create every new trial (``study.ask``'s) with these user attrs: one write with the
+        trial instead of one ``set_user_attr`` each, on a journal a synced append apiece.
+        A trial made from a template (enqueued, added) keeps the template's own."""
+        self._new_trial_attrs = dict(attrs)
 
     def study_id(self, study_name: str) -> int:
         """The id of the study named ``study_name`` (fixed for the sweep: asked once)."""
@@ -229,6 +236,10 @@ class LeasedStorage(BaseStorage, BaseHeartbeat):
         return self._call(self.inner.get_all_studies)
 
     def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
+        if template_trial is None and self._new_trial_attrs:  # what study.ask() creates
+            template_trial = optuna.trial.create_trial(
+                state=TrialState.RUNNING, user_attrs=dict(self._new_trial_attrs)
+            )
         return self._call(self.inner.create_new_trial, study_id, template_trial)
 
     def set_trial_param(

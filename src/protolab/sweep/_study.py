@@ -58,6 +58,9 @@ _PRUNERS: dict[str, tuple[str, dict[str, Any]]] = {
     "hyperband": ("optuna.pruners:HyperbandPruner", {"min_resource": 1, "reduction_factor": 5}),
     "successive_halving": ("optuna.pruners:SuccessiveHalvingPruner", {"min_resource": 1}),
     "threshold": ("optuna.pruners:ThresholdPruner", {"n_warmup_steps": 1}),
+    # can the trial still beat the best finished one, given the finished trials' late gain?
+    # (the same class as with several objectives: README "Pruners")
+    "pareto": ("protolab.samplers:OptimisticParetoPruner", {}),
 }
 
 
@@ -169,6 +172,7 @@ def make_sampler(
 
 # Several objectives (protolab.samplers, README "Pruners"): median and percentile rank each
 # epoch's objective vector by Pareto fronts among the trials that recorded that epoch,
+# pareto asks whether an optimistic finish could still reach the finished trials' front,
 # threshold takes a bound per objective metric. Which pruners and options are allowed with
 # several objectives, and why hyperband and successive halving are not, is a rule in the
 # config (config/_model.py: StudyConfig).
@@ -176,6 +180,9 @@ _MO_PRUNERS: dict[str, tuple[str, dict[str, Any]]] = {
     "none": ("optuna.pruners:NopPruner", {}),
     "median": ("protolab.samplers:ParetoMedianPruner", {}),
     "percentile": ("protolab.samplers:ParetoRankPruner", {"percentile": 25.0}),
+    # optimistic dominance: an epoch's vector plus the finished trials' late gain still behind
+    # the finished trials' front stops (benchmarks/mo_pruning.py, README "Pruners")
+    "pareto": ("protolab.samplers:OptimisticParetoPruner", {}),
 }
 
 
@@ -212,10 +219,15 @@ def vector_pruner(
     name: str, options: dict[str, Any] | None, objectives: Sequence[tuple[str, str]]
 ) -> VectorPruner | None:
     """What the epoch hook asks with several objectives (None: nothing prunes)."""
-    from protolab.samplers import ObjectiveThresholdPruner, ParetoRankPruner
+    from protolab.samplers import (
+        ObjectiveThresholdPruner,
+        OptimisticParetoPruner,
+        ParetoRankPruner,
+    )
 
     pruner = make_pruner(name, options, objectives)
-    return pruner if isinstance(pruner, (ParetoRankPruner, ObjectiveThresholdPruner)) else None
+    judges = (ParetoRankPruner, ObjectiveThresholdPruner, OptimisticParetoPruner)
+    return pruner if isinstance(pruner, judges) else None
 
 
 def grid_space(distributions: dict[str, Any], max_values: int = 256) -> dict[str, list[Any]]:

@@ -289,6 +289,8 @@ def _open_stores(ctx: SweepContext, timing: TimeJobs) -> tuple[BaseStorage, Trac
         watch = local_store_file(cfg.storage, default_storage_path())
         with _lease.creation_lock(cfg.storage):  # fresh PostgreSQL: one creates the tables
             storage = LeasedStorage(open_storage(cfg.storage), cfg.storage, watch=watch)
+        # the trials it asks for are created with these: one study write, not one per attr
+        storage.stamp_new_trials(_trial_attrs(ctx))
         _lease.tune_heartbeat(storage, cfg.heartbeat_s)
         _check_existing(ctx, storage)  # a study that cannot be resumed as configured: exit 2
         if tracking_lock is not None:  # a fresh local store: one process creates it
@@ -485,12 +487,14 @@ def _one_trial(
                 cb.on_trial_start(trial)
             out = run_trial(trial)
     except TrialTimeout as e:  # stopped (its runs ended FAILED, its process killed): go on
+        _done(callbacks, trial)
         with shielded():
             trial.set_user_attr(ATTR.FAIL_REASON, TIMEOUT)
             study.tell(trial, state=State.FAIL)
         _ended(callbacks, trial.number, "FAIL", None, f"{TIMEOUT}: {e}")
         return TIMEOUT
     except optuna.TrialPruned as e:
+        _done(callbacks, trial)
         with shielded():
             study.tell(trial, state=State.PRUNED)
         _ended(callbacks, trial.number, "PRUNED", None, str(e))
@@ -506,6 +510,7 @@ def _one_trial(
         if _store_failed(e):  # the disk or a store, not the model: stop, retry it later
             _stop_on_store_failure(study, trial, tracker, e, ctx.cfg.study.max_retries)
         reason = fail_reason(e)
+        _done(callbacks, trial)
         with shielded():
             trial.set_user_attr(ATTR.FAIL_REASON, reason)
             study.tell(trial, state=State.FAIL)
@@ -513,7 +518,7 @@ def _one_trial(
         return reason
     try:  # outside the handlers above: the trial ran; a failed write here stops the sweep
         with shielded():  # done work is kept: an interrupt waits for the tell
-            _tell_complete(ctx, study, trial, tracker, out)
+            _tell_complete(ctx, study, trial, tracker, out, callbacks)
     except optuna.exceptions.UpdateFinishedTrialError:
         _ended(callbacks, trial.number, "FAIL", None, _REAPED_ALIVE)
         return ""
@@ -521,6 +526,14 @@ def _one_trial(
     note = "" if feasible else "infeasible"
     _ended(callbacks, trial.number, "COMPLETE", out.value, note, feasible)
     return None
+
+
+def _done(callbacks: Sequence[TrialCallback], trial: Trial) -> None:
+    """The trial's jobs ended: callbacks write what they held (best effort on a failed
+    trial's way out: the store may be what failed, and the tell says so)."""
+    with contextlib.suppress(Exception):
+        for cb in callbacks:
+            cb.on_trial_done(trial)
 
 
 def _ended(
@@ -554,14 +567,18 @@ def _ask_whole(
 
 
 def _tell_complete(
-    ctx: SweepContext, study: Study, trial: Trial, tracker: Tracker, out: Outcome
+    ctx: SweepContext,
+    study: Study,
+    trial: Trial,
+    tracker: Tracker,
+    out: Outcome,
+    callbacks: Sequence[TrialCallback] = (),
 ) -> None:
     """COMPLETE only once the trial's MLflow runs are written (ended, flushed); a write that
-    failed fails the trial instead (retried by the next run) and stops the sweep."""
-    try:
-        tracker.sync()  # the writer process's tracker waits; the inline one has nothing to
-    except StoreWriteError as e:
-        _stop_on_store_failure(study, trial, tracker, e, ctx.cfg.study.max_retries)
+    failed fails the trial instead (retried by the next run) and stops the sweep.
+
+    The trial's other study writes (its metrics, constraints, held intermediate values)
+    come first: they do not finish it, and they overlap the writer ending its runs."""
     metrics = {
         b: {k: r.metrics[k] for k in (*_KEY_METRICS, ctx.metric) if k in r.metrics}
         for b, r in out.results.items()
@@ -569,6 +586,12 @@ def _tell_complete(
     trial.set_user_attr(ATTR.METRICS, metrics)
     for key, value in out.constraints.items():
         trial.set_constraint(key, value)
+    for cb in callbacks:
+        cb.on_trial_done(trial)
+    try:
+        tracker.sync()  # the writer process's tracker waits; the inline one has nothing to
+    except StoreWriteError as e:
+        _stop_on_store_failure(study, trial, tracker, e, ctx.cfg.study.max_retries)
     study.tell(trial, out.values if ctx.multi_objective else out.value)
 
 
@@ -638,14 +661,20 @@ def _ask(ctx: SweepContext, study: Study, tracker: Tracker) -> tuple[Trial | Non
         warnings.filterwarnings("ignore", message="Heartbeat of storage")
         trial = study.ask()
     _lease.beat(study, trial)
-    for key, value in _lease.worker_attrs().items():
-        trial.set_user_attr(key, value)
-    trial.set_user_attr(ATTR.SCRIPT_HASH, ctx.script_hash)
+    have = trial.user_attrs  # a new trial is created with them (_open_stores), a queued one not
+    for key, value in _trial_attrs(ctx).items():
+        if have.get(key) != value:
+            trial.set_user_attr(key, value)
     if _lease.leased(study) and _lease.surplus(study, trial, ctx.cfg.study.n_trials):
         trial.set_user_attr(ATTR.FAIL_REASON, _lease.SURPLUS)
         study.tell(trial, state=State.FAIL)  # never run, never retried
         return None, 1
     return trial, 0
+
+
+def _trial_attrs(ctx: SweepContext) -> dict[str, str]:
+    """The user attrs every trial this worker runs carries: the worker, the script's hash."""
+    return {**_lease.worker_attrs(), ATTR.SCRIPT_HASH: ctx.script_hash}
 
 
 def _sweep_metrics(summary: SweepSummary) -> dict[str, float]:

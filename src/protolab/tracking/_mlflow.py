@@ -14,12 +14,14 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from protolab._stores import default_tracking_uri, redact
+from protolab._stores import checkpoint_wal, default_tracking_uri, redact, use_wal
 from protolab._tags import TAG
+from protolab.tracking._held import Held
 from protolab.tracking._notes import FAMILY_COLOURS, store_study_notes
 from protolab.tracking._study_id import StudyRuns, adopt_legacy_runs, quote, study_runs
 from protolab.tracking._types import DescribeStudy, TrackerContext
 from protolab.tracking._types import Tracker as StudyTracker
+from protolab.tracking._writer import quiet_mlflow
 
 if TYPE_CHECKING:
     from protolab.tracking._writer import AsyncTracker, _Writer
@@ -141,6 +143,7 @@ class Tracker:
         checks that the study store and these runs belong to the same study)."""
         import logging
 
+        quiet_mlflow()  # no telemetry threads beside the writes (when this imports MLflow)
         from mlflow.tracking import MlflowClient
 
         for name in ("mlflow", "alembic"):  # table creation logs at INFO on a fresh store
@@ -148,7 +151,9 @@ class Tracker:
         os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
         if uri.startswith("sqlite:///"):
-            Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+            db = Path(uri.removeprefix("sqlite:///"))
+            db.parent.mkdir(parents=True, exist_ok=True)
+            use_wal(db)  # before MLflow opens it: fewer syncs per write (_stores.use_wal)
         self.uri = uri
         self.study = study
         self.study_id = ""  # the study's id (``bind``): on the parent and every child run
@@ -272,6 +277,11 @@ class Tracker:
     def sync(self) -> None:
         """Every write was made as it was called: nothing to wait for."""
 
+    def checkpoint(self) -> None:
+        """A local SQLite store whole in its ``.db`` file (see ``_stores.checkpoint_wal``)."""
+        if self.uri.startswith("sqlite:///"):
+            checkpoint_wal(Path(self.uri.removeprefix("sqlite:///")))
+
     def _id_tag(self) -> dict[str, str]:
         return {TAG.STUDY_ID: self.study_id} if self.study_id else {}
 
@@ -321,13 +331,23 @@ class ChildRun:
         self._last_flush = time.monotonic()
         self.ended = False
 
-    def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
+    def log_metrics(
+        self, metrics: Mapping[str, float], step: int = 0, at_ms: int | None = None
+    ) -> None:
+        """Buffered; written at most every few seconds (at a call) and at :meth:`end`.
+        ``at_ms``: when they were measured (the writer process gets them later), else now."""
         from mlflow.entities import Metric
 
-        now = int(time.time() * 1000)
+        now = int(time.time() * 1000) if at_ms is None else at_ms
         self._pending += [Metric(k, float(v), now, step) for k, v in metrics.items()]
         if time.monotonic() - self._last_flush > _FLUSH_EVERY_S:
             self.flush()
+
+    def log_held(self, held: Held) -> None:
+        """What a writer process's caller held back (:class:`Held`), in the order logged."""
+        for metrics, step, at_ms in held.metrics:
+            self.log_metrics(metrics, step, at_ms)
+        self.set_tags(held.tags)
 
     def flush(self) -> None:
         """Write buffered metrics and tags: one ``log_batch`` call per 1000 metrics."""

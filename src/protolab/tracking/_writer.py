@@ -30,12 +30,14 @@ import contextlib
 import os
 import signal
 import sys
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 from protolab._signals import deferred
 from protolab.errors import ProtolabError
+from protolab.tracking._held import Held
 from protolab.tracking._study_id import StudyRuns
 from protolab.tracking._types import DescribeStudy
 
@@ -45,6 +47,9 @@ __all__ = ["AsyncChildRun", "AsyncTracker", "StoreWriteError", "start_writer"]
 class StoreWriteError(ProtolabError):
     """A write to a store failed mid-sweep (disk full, store gone, permissions): exit 1."""
 
+
+# A long job's held metrics reach the store at most this often (see AsyncChildRun).
+_LIVE_EVERY_S = 3.0
 
 _started: _Writer | None = None  # launched by start_writer(), until open_tracker takes it
 
@@ -191,6 +196,7 @@ class AsyncTracker:
         writer.request("open", 0, uri, experiment, study, env, lock_at, bind_later)
         self._opening = True
         self._next_ref = 0
+        self.live_every_s = _LIVE_EVERY_S  # how often a long job's metrics are written
 
     def wait_open(self) -> AsyncTracker:
         if self._opening:
@@ -287,38 +293,66 @@ class AsyncTracker:
 
 
 class AsyncChildRun:
-    """A child run's handle; :class:`~protolab.tracking.ChildRun`'s interface."""
+    """A child run's handle; :class:`~protolab.tracking.ChildRun`'s interface.
+
+    Metrics and tags are held here and sent with the run's end (one message, written by
+    the writer as one batch), so nothing reaches the writer while a job's steps run. A
+    long job's are sent every ``_LIVE_EVERY_S`` or more (at the call that finds that time
+    passed: an epoch's end) and written while the caller waits, between epochs: the store
+    stays live without its writes overlapping the steps that follow (issue 26). A store
+    whose writes take long is written to less often (``AsyncTracker.live_every_s``).
+    """
 
     def __init__(self, tracker: AsyncTracker, ref: int) -> None:
         self._tracker = tracker
         self._ref = ref
         self.ended = False
+        self._held = Held()
+        self._sent_at = time.monotonic()
 
     def log_metrics(self, metrics: Mapping[str, float], step: int = 0) -> None:
-        self._tracker._send("log_metrics", self._ref, dict(metrics), step)
+        self._held.metrics.append((dict(metrics), step, int(time.time() * 1000)))
+        if time.monotonic() - self._sent_at >= self._tracker.live_every_s:
+            t0 = time.monotonic()
+            self.flush()
+            self._tracker.sync()  # written now, between epochs; a failed write raises here
+            # a slow store (a server far away) is waited for less often: <= ~2 % of the time
+            self._tracker.live_every_s = max(_LIVE_EVERY_S, 50 * (time.monotonic() - t0))
 
     def set_tags(self, tags: Mapping[str, str]) -> None:
-        self._tracker._send("set_tags", self._ref, dict(tags))
+        self._held.tags.update({k: str(v) for k, v in tags.items()})
+
+    def _take(self) -> Held:
+        held, self._held = self._held, Held()
+        self._sent_at = time.monotonic()
+        return held
+
+    def _send(self, op: str, *args: Any) -> None:
+        """``op`` after what is held (the writer makes calls in the order they come)."""
+        if self._held:
+            self._tracker._send("held", self._ref, self._take())
+        self._tracker._send(op, self._ref, *args)
 
     def log_texts(self, texts: Mapping[str, str]) -> None:
-        self._tracker._send("log_texts", self._ref, dict(texts))
+        self._send("log_texts", dict(texts))
 
     def log_text(self, text: str, name: str) -> None:
         self.log_texts({name: text})
 
     def flush(self) -> None:
-        self._tracker._send("flush", self._ref)
+        """Send what is held and have the writer write it (it does not wait)."""
+        self._send("flush")
 
     def call(self, fn: Callable[..., None], *args: object) -> None:
         """Have the writer call ``fn(client, run_id, *args)`` (a module-level function) in
         order with this run's writes, e.g. to upload a checkpoint."""
-        self._tracker._send("call", self._ref, fn, *args)
+        self._send("call", fn, *args)
 
     def end(self, state: str, reason: str = "") -> None:
         if self.ended:
             return
         self.ended = True
-        self._tracker._send("end_child", self._ref, state, reason)
+        self._tracker._send("end_child", self._ref, state, reason, self._take())
 
 
 # --- the writer process --------------------------------------------------------------------
@@ -351,6 +385,7 @@ def import_mlflow(sql: bool = False) -> None:
     (~1.3 s, otherwise paid when the store opens), for writers forked from one import."""
     import logging
 
+    quiet_mlflow()
     import mlflow.tracking
 
     # MLflow logs a failed SQL write with its traceback before raising it; the error goes
@@ -361,6 +396,15 @@ def import_mlflow(sql: bool = False) -> None:
         import sqlalchemy.orm
 
         sqlalchemy.orm.configure_mappers()
+
+
+def quiet_mlflow() -> None:
+    """Before MLflow is imported: no usage telemetry from protolab's writer process, unless
+    the user set ``MLFLOW_DISABLE_TELEMETRY`` themselves. MLflow 3 starts threads at import
+    that fetch a config and post a record per tracked call over the network; in the writer
+    they hold the GIL against its store work, and the first run's creation took 0.15-0.3 s
+    longer with them (issue 26; offline, each request waits for its timeout)."""
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 
 class _Close(Exception):
@@ -392,6 +436,8 @@ class _Server:
                 result = self.handle(op, ref, args)
                 if reply:
                     self.conn.send(("ok", result))
+                if op == "open":
+                    self.warm_up()
             except _Close:
                 return None
             except (BrokenPipeError, ConnectionResetError):  # the sweep is gone mid-reply
@@ -414,6 +460,7 @@ class _Server:
             return (self.tracker.experiment_id, self.tracker.parent_id)
         if op == "close":
             _end_all(self.runs, "worker exited without ending this run")  # none, normally
+            self.checkpoint()
             self.conn.send(("ok", None))
             self.conn.close()
             raise _Close
@@ -426,14 +473,17 @@ class _Server:
             self.runs[ref] = self.tracker.child(*args)
         elif op == "end_child":
             if ref in self.runs:
-                self.runs.pop(ref).end(*args)
-        elif op in ("log_metrics", "set_tags", "log_texts", "flush", "call"):
+                state, reason, held = args
+                run = self.runs.pop(ref)
+                run.log_held(held)
+                run.end(state, reason)
+        elif op in ("held", "log_texts", "flush", "call"):
             if ref in self.runs:  # a run whose creation failed: its error was reported
                 run = self.runs[ref]
                 if op == "call":  # fn(client, run_id, *rest): an extension's writes
                     args[0](self.tracker.client, run.run_id, *args[1:])
                 else:
-                    getattr(run, op)(*args)
+                    getattr(run, "log_held" if op == "held" else op)(*args)
         elif op == "end":
             self.end(*args)
             return self.failed
@@ -442,6 +492,13 @@ class _Server:
         else:  # log_parent, log_parent_artifact, fail_running_children, end_finished
             getattr(self.tracker, op)(*args)
         return None
+
+    def warm_up(self) -> None:
+        """Once the store is open, while the sweep process imports its frameworks: a first
+        search of the study's runs (the sweep's next question, asked under its study lock),
+        so that MLflow's first-search set-up (~0.15-0.2 s) is not paid while it waits."""
+        with contextlib.suppress(Exception):
+            self.tracker.study_runs("")
 
     def end(self, status: str, describe: DescribeStudy | None = None) -> None:
         """End the parent run, storing the study's notes ``describe`` computes. After an
@@ -471,6 +528,14 @@ class _Server:
         """The sweep process is gone: end what it left open, so nothing stays RUNNING."""
         _end_all(self.runs, "worker died")
         _end_parent(self.tracker)
+        self.checkpoint()
+
+    def checkpoint(self) -> None:
+        """Before this process exits without closing its store connections (``serve``):
+        a local SQLite store's log copied into its ``.db`` file (``Tracker.checkpoint``)."""
+        if self.tracker is not None:
+            with contextlib.suppress(Exception):
+                self.tracker.checkpoint()
 
 
 def _one_line(e: BaseException) -> str:
