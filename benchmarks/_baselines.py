@@ -3,10 +3,18 @@ them, against every framework's own ways as a user writes them.
 
 - protolab: one ``protolab run`` per round (its CLI entry, in a fresh process: whatever the
   CLI and the modes set, threads, wait policy, compile cache, applies) of a project whose
-  experiment returns the case's Arch on the case's arrays (an ``.npz``), every mode and
-  both family aliases listed; each mode's ``time/step_ms`` is read back from its MLflow
-  child run. The aliases come first, so the mode each one picked runs twice: once under
-  the alias (tag ``protolab.auto``), once under its own name.
+  experiment returns the case's Arch on the case's arrays (an ``.npz``), every mode
+  listed; each mode's ``time/step_ms`` is read back from its MLflow child run. The family
+  aliases run in a ``protolab run`` of their own (``PROTOLAB_ALIASES``, a contender rotated
+  with the others, as a user lists ``backends: [static, dynamic]``). Listed first in the
+  modes' run, an alias always ran its pick in that process's first place, before the
+  named run of the same mode (listed after it, ``resolve`` drops an alias whose pick is
+  listed already, so that order could not be alternated). protolab trains
+  one epoch more than the round's (``WARMUP_EPOCHS``): the own ways warm up before they
+  are timed (Keras ``fit`` a whole epoch, the torch loops 5 steps), and a whole-epoch
+  mode's first epoch holds the same one-off work (first runs of its kernels: oneDNN's JIT
+  code generation, XLA's thunk set-up, allocations), which its ``time/step_ms`` leaves out
+  only from the second epoch on.
 - the frameworks' own ways (``REFERENCES``): a plain PyTorch loop (pre-batched, and over a
   ``DataLoader``), the same loop under ``torch.compile``, a Lightning ``Trainer``, Keras
   ``fit`` with its defaults and with ``jit_compile=True``, and Keras-on-JAX ``fit``. Each
@@ -71,7 +79,10 @@ FAMILIES: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "jax": (("protolab:jax",), ("keras-jax:fit",)),
 }
 ALIASES = {"protolab:static": "static", "protolab:dynamic": "dynamic"}
-PROTOLAB = "protolab"  # the one --one contender that runs every mode (a protolab run)
+PROTOLAB = "protolab"  # the --one contender that runs every named mode (a protolab run)
+PROTOLAB_ALIASES = "protolab-aliases"  # the one that runs the aliases (another protolab run)
+CONFIGS = {PROTOLAB: "cfg.yaml", PROTOLAB_ALIASES: "cfg-aliases.yaml"}
+WARMUP_EPOCHS = 1  # protolab's untimed epochs, as Keras fit's reference warms up one
 
 
 @dataclass
@@ -447,8 +458,11 @@ def model(space: pl.Space) -> pl.Arch:
 
 
 def protolab_project(where: Path, case: ModelCase, epochs: int, modes: list[str]) -> Path:
-    """A project training ``case`` on ``modes`` (aliases first) once: its config's path."""
+    """A project training ``case`` once, ``epochs`` plus the warm-up epoch: the named
+    ``modes`` in ``cfg.yaml`` (its path, returned), the aliases among them in
+    ``cfg-aliases.yaml`` beside it."""
     import numpy as np
+    import yaml
 
     where.mkdir(parents=True, exist_ok=True)
     ds = load_case_data(case)
@@ -457,11 +471,18 @@ def protolab_project(where: Path, case: ModelCase, epochs: int, modes: list[str]
     )
     exp = where / "exp.py"
     exp.write_text(EXPERIMENT.format(bench=str(BENCH_DIR), key=case.key))
-    return write_project(
+    cfg = write_project(
         where, experiment=exp, backends=modes,
         study={"name": f"steps-{case.key}", "n_trials": 1, "pruner": "none"},
-        train={"epochs": epochs, "batch_size": case.batch, "lr": LR, "optimizer": "adam"},
+        train={"epochs": epochs + WARMUP_EPOCHS, "batch_size": case.batch, "lr": LR,
+               "optimizer": "adam"},
     )  # fmt: skip
+    config = yaml.safe_load(cfg.read_text())
+    config["backends"] = [m for m in modes if m in ALIASES.values()]
+    (where / CONFIGS[PROTOLAB_ALIASES]).write_text(yaml.safe_dump(config, sort_keys=False))
+    config["backends"] = [m for m in modes if m not in ALIASES.values()]
+    cfg.write_text(yaml.safe_dump(config, sort_keys=False))
+    return cfg
 
 
 def one_protolab(cfg: Path) -> dict[str, Any]:
@@ -503,8 +524,8 @@ def _one(name: str, model: str, epochs: int, project: str) -> dict[str, Any]:
     """The --one entry: a contender's round in this process; errors as data, not a crash."""
     case = next(c for c in CASES if c.key == model)
     try:
-        if name == PROTOLAB:
-            return one_protolab(Path(project) / "cfg.yaml")
+        if name in CONFIGS:
+            return one_protolab(Path(project) / CONFIGS[name])
         return one_reference(name, case, epochs)
     except Exception as e:
         first = (str(e).strip().splitlines() or [""])[-1][:300]
@@ -541,18 +562,19 @@ def run_case(
     }
     with tempfile.TemporaryDirectory(prefix=f"protolab-steps-{case.key}-") as tmp:
         protolab_project(Path(tmp), case, epochs, modes)
-        contenders = (PROTOLAB, *refs)
+        contenders = (PROTOLAB, PROTOLAB_ALIASES, *refs)
         for r in range(rounds):
             k = r % len(contenders)
             order = contenders[k:] + contenders[:k]
             args = ("--model", case.key, "--project", tmp)
             got = interleave(__file__, order, [r], epochs, threads=None, args=args)
             for name, (out,) in got.items():
-                if name != PROTOLAB:
+                if name not in CONFIGS:
                     _record(results, name, out, epochs * (steps - 1))
                     continue
                 if "error" in out:
-                    out = {f"protolab:{m}": out for m in (*ALIASES.values(), *MODES)}
+                    ran = ALIASES.values() if name == PROTOLAB_ALIASES else MODES
+                    out = {f"protolab:{m}": out for m in ran if m in modes}
                 for mode, numbers in out.items():
                     _record(results, mode, numbers, epochs * steps)
             line = ", ".join(

@@ -7,6 +7,14 @@ pick: every candidate trains the job briefly (``_EPOCHS`` epochs of at most ``_S
 steps), and the lowest steady step time wins. The choice is cached per model (arch hash,
 data, batch, hardware) for the life of the process and recorded on the run.
 
+The dynamic family's short run keeps the job's own epochs whole (fewer of them; see
+``short_job``): an eager candidate's thread probe records its choice under the job's own
+key (``_threads.chosen_threads``), so a compiled candidate is timed at that count in the
+calibration and trains at it in the alias's own run. A per-epoch cap made the
+calibration's key another one: the probe's choice never reached the alias's run, which
+trained a compiled pick at torch's default count (``mlp-small`` on the quiet 2-core VM:
+2.79 ms a step at 2 threads under the alias, 1.11 ms at the probe's 1 thread by name).
+
 A mode left out of the aliases for its compile cost (``calibrate=False`` in the registry:
 a cold compile costs more than most trials save) becomes a candidate when the persistent
 compile cache already holds this model's compile (``compile_cache_warm``): then trying it
@@ -21,7 +29,7 @@ import math
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Protocol, runtime_checkable
 
-from protolab.backends._base import Job
+from protolab.backends._base import Job, epoch_plan
 from protolab.backends._registry import (
     ALIASES,
     Family,
@@ -35,7 +43,7 @@ from protolab.errors import ArchError
 if TYPE_CHECKING:
     from protolab.arch import Arch
 
-__all__ = ["Choice", "calibrate", "check_buildable", "frameworks_for", "resolve"]
+__all__ = ["Choice", "calibrate", "check_buildable", "frameworks_for", "resolve", "short_job"]
 
 _EPOCHS, _STEPS = 3, 20
 _CHOICES: dict[tuple[object, ...], Choice] = {}
@@ -101,13 +109,43 @@ def _key(family: str, job: Job) -> tuple[object, ...]:
     return (family, job.arch.hash, ds.name, len(ds.x_train), job.train.batch_size, job.hardware)
 
 
+def short_job(family: Family, job: Job) -> Job:
+    """The calibration's version of ``job``: about ``_EPOCHS * _STEPS`` steps.
+
+    Static modes compile a whole epoch, so their epochs are cut to ``_STEPS`` steps
+    (steady state from the second epoch). The dynamic modes keep the job's epochs whole,
+    as many as fit in ``_EPOCHS * _STEPS`` steps (one epoch longer than that is cut there,
+    by ``max_total_steps``): their programs and thread choices are keyed by the job's shape
+    (``job_key``), which a per-epoch cap would change.
+    """
+    tr = job.train
+    if family == "static":
+        return dataclasses.replace(
+            job, train=dataclasses.replace(tr, epochs=_EPOCHS, max_steps=_STEPS)
+        )
+    cap = _EPOCHS * _STEPS
+    per_epoch = _steps_per_epoch(job)
+    epochs = _EPOCHS if not per_epoch else max(1, min(_EPOCHS, cap // per_epoch))
+    total = cap if tr.max_total_steps is None else min(cap, tr.max_total_steps)
+    train = dataclasses.replace(tr, epochs=epochs, max_total_steps=total)
+    return dataclasses.replace(job, train=train)
+
+
+def _steps_per_epoch(job: Job) -> int | None:
+    """A job's steps per epoch as its data says them (None: a stream of unknown length)."""
+    ds, tr = job.dataset, job.train
+    if ds.stream is not None:
+        return ds.stream.steps_per_epoch
+    n = len(ds.x_train)
+    full, tail = epoch_plan(n, max(min(tr.batch_size, n), 1), tr.drop_last, tr.max_steps)
+    return full + (1 if tail else 0)
+
+
 def calibrate(
     family: Family, job: Job, on_error: Callable[[str, BaseException], None] | None = None
 ) -> Choice:
     """Time every mode of ``family`` on a short version of ``job``; the fastest wins."""
-    short = dataclasses.replace(
-        job, train=dataclasses.replace(job.train, epochs=_EPOCHS, max_steps=_STEPS)
-    )
+    short = short_job(family, job)
     frameworks = frameworks_for(job.arch)
     warm = _warm_candidates(family, job, short, frameworks)
     key = (*_key(family, job), *warm)
@@ -172,11 +210,17 @@ def check_buildable(names: list[str], arch: Arch) -> None:
 
 
 def resolve(names: list[str], job: Job) -> list[tuple[str, Choice | None]]:
-    """Config backends -> the modes to run, in order: aliases calibrated, names kept."""
+    """Config backends -> the modes to run, in order: aliases calibrated, names kept.
+
+    Each mode runs once: an alias whose pick is already listed adds nothing, and a name an
+    earlier alias picked runs as that alias's pick (its calibration tags kept). Two runs of
+    one mode in one trial would share a run name and a result slot, so one of them would
+    be lost."""
     out: list[tuple[str, Choice | None]] = []
     for name in names:
         if name not in ALIASES:
-            out.append((name, None))
+            if all(n != name for n, _ in out):
+                out.append((name, None))
             continue
         for family in ALIASES[name]:
             choice = calibrate(family, job)

@@ -57,16 +57,18 @@ class HeldEnds:
 
     def __init__(self, tracker: Tracker) -> None:
         self._tracker = tracker
-        self.runs: dict[str, _HeldRun] = {}
+        self.runs: dict[str, _HeldRun] = {}  # by name: where test metrics go
+        self._every: list[_HeldRun] = []  # every run, so a reused name never leaves one open
 
     def child(self, name: str, tags: Mapping[str, str], params: Mapping[str, Any]) -> _HeldRun:
         run = _HeldRun(self._tracker.child(name, tags, params))
         self.runs[name] = run
+        self._every.append(run)
         return run
 
     def release(self) -> None:
         """End every held run as it asked to be ended (idempotent)."""
-        for run in self.runs.values():
+        for run in self._every:
             run.release()
 
     def __getattr__(self, name: str) -> Any:  # log_parent, end, fail_running_children ...

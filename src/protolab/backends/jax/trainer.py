@@ -7,6 +7,12 @@ TensorFlow XLA mode. The programs are compiled ahead of time (``jit(...).lower()
 so ``time/compile_s`` is pure compile time. ``PROTOLAB_KERAS_LOOP=step`` runs a jitted
 step per batch instead (the same fallback the TensorFlow modes have).
 
+Every per-epoch input is host data (numpy): the epoch's random key is made inside the
+program from ``(seed, epoch)``, and a step's batch is gathered inside the step from its
+indices. JAX compiles each eager op the first time a process meets it, so eager key ops
+cost the first epoch ~30 ms (0.7 ms a step on the 42-step ``attention`` harness model)
+and eager gathers cost every step two more dispatches.
+
 With the program cache on (``protolab.backends._cache``) the model and its compiled
 programs are kept per model and shapes; the learning rate is one of the optimizer's state
 arrays, so a rerun with another learning rate, seed or epoch count compiles nothing.
@@ -108,7 +114,7 @@ class _Programs:
     def loss(self, out: jax.Array, y: jax.Array) -> jax.Array:
         return self.loss_fn(out.astype("float32"), y)  # the TensorFlow modes' own loss
 
-    def train_step(self, state: State, xb: jax.Array, yb: jax.Array) -> tuple[State, jax.Array]:
+    def step(self, state: State, xb: jax.Array, yb: jax.Array) -> tuple[State, jax.Array]:
         """Forward, loss, gradients, update, as a pure function of the variables."""
         tv, ntv, ov = state
 
@@ -120,19 +126,26 @@ class _Programs:
         tv, ov = self.opt.stateless_apply(ov, grads, tv)
         return (tv, ntv, ov), loss
 
+    def train_step(
+        self, state: State, x: jax.Array, y: jax.Array, take: jax.Array
+    ) -> tuple[State, jax.Array]:
+        """One step on the rows ``take`` of the device-resident arrays (the per-step loop)."""
+        return self.step(state, x[take], y[take])
+
     def _make_programs(self) -> None:
         steps, batch, n, tail = self.steps, self.batch, self.n, self.tail
 
         def train_epoch(
-            state: State, x: jax.Array, y: jax.Array, key: jax.Array, n_steps: jax.Array
+            state: State, x: jax.Array, y: jax.Array, seed_epoch: jax.Array, n_steps: jax.Array
         ) -> tuple[State, jax.Array]:
             """``n_steps`` steps (the tail counted; fewer at train.max_steps' end)."""
+            key = jax.random.fold_in(jax.random.PRNGKey(seed_epoch[0]), seed_epoch[1])
             perm = jax.random.permutation(key, n)
             idx = perm[: steps * batch].reshape(steps, batch)
 
             def body(i: jax.Array, carry: tuple[State, jax.Array]) -> tuple[State, jax.Array]:
                 state, total = carry
-                state, loss = self.train_step(state, x[idx[i]], y[idx[i]])
+                state, loss = self.step(state, x[idx[i]], y[idx[i]])
                 return state, total + loss
 
             full = jnp.minimum(n_steps, steps)
@@ -141,7 +154,7 @@ class _Programs:
 
                 def last(carry: tuple[State, jax.Array]) -> tuple[State, jax.Array]:
                     take = perm[steps * batch : steps * batch + tail]
-                    state, loss = self.train_step(carry[0], x[take], y[take])
+                    state, loss = self.step(carry[0], x[take], y[take])
                     return state, carry[1] + loss
 
                 state, total = jax.lax.cond(n_steps > steps, last, lambda c: c, (state, total))
@@ -160,6 +173,7 @@ class _Programs:
         # jitted, then replaced by their ahead-of-time compiled executables
         self._epoch_fn: Any = jax.jit(train_epoch, donate_argnums=0)
         self._step_fn: Any = jax.jit(self.train_step, donate_argnums=0)
+        self._tail_fn: Any = self._step_fn  # the ragged tail's shape: an executable of its own
         self._eval_fn: Any = jax.jit(evaluate)
 
 
@@ -191,6 +205,12 @@ def _cache_probe(key: tuple[Hashable, ...]) -> Probe:
         # key (compile options): another host's or a moved folder would never hit
         jax.config.update("jax_persistent_cache_enable_xla_caches", "")
     return probe
+
+
+def _seed_epoch(seed: int, epoch: int) -> np.ndarray:
+    """The whole-epoch program's key input: ``fold_in(PRNGKey(seed), epoch)`` is made inside
+    the program, from host values (uint32 keeps every seed the config allows, 0..2**32-1)."""
+    return np.array([seed, epoch], dtype=np.uint32)
 
 
 class JaxProgram(Program):
@@ -230,13 +250,15 @@ class JaxProgram(Program):
         if self.hit:
             return
         t0 = time.perf_counter()
-        p, key = self.p, jax.random.PRNGKey(0)
+        p, args = self.p, (self.state, self.x_tr, self.y_tr)
         if self.whole_epoch:
-            steps = jnp.int32(self.steps)
-            p._epoch_fn = p._epoch_fn.lower(self.state, self.x_tr, self.y_tr, key, steps).compile()
+            seed_epoch, steps = _seed_epoch(self.seed, 0), np.int32(self.steps)
+            p._epoch_fn = p._epoch_fn.lower(*args, seed_epoch, steps).compile()
         else:
-            xb, yb = self.x_tr[: self.batch], self.y_tr[: self.batch]
-            p._step_fn = p._step_fn.lower(self.state, xb, yb).compile()
+            p._step_fn = p._step_fn.lower(*args, np.zeros(self.batch, np.int32)).compile()
+            if self.tail:
+                p._tail_fn = p._tail_fn.lower(*args, np.zeros(self.tail, np.int32)).compile()
+                p.aot_compiles += 1
         p.aot_compiles += 1
         tv, ntv, _ = self.state
         p._eval_fn(tv, ntv, self.x_va[:_EVAL_BATCH], self.y_va[:_EVAL_BATCH])[0].block_until_ready()
@@ -248,20 +270,22 @@ class JaxProgram(Program):
     def fit_steps(self, epoch: int, steps: int) -> EpochFit:
         """``steps`` steps of an epoch (all but at train.max_steps' end)."""
         t0 = time.perf_counter()
+        p = self.p
         if self.whole_epoch:
-            key = jax.random.fold_in(jax.random.PRNGKey(self.seed), epoch)
-            args = (self.state, self.x_tr, self.y_tr, key, jnp.int32(steps))
-            self.state, loss = self.p._epoch_fn(*args)
+            seed_epoch = _seed_epoch(self.seed, epoch)
+            args = (self.state, self.x_tr, self.y_tr, seed_epoch, np.int32(steps))
+            self.state, loss = p._epoch_fn(*args)
             value = float(loss)
         else:
-            perm = np.random.default_rng([self.seed, epoch]).permutation(self.n)
-            total = jnp.float32(0.0)
+            perm = np.random.default_rng([self.seed, epoch]).permutation(self.n).astype(np.int32)
+            losses = []
             for i in range(steps):
                 end = (i + 1) * self.batch if i < self.full else self.n
+                step = p._step_fn if i < self.full else p._tail_fn
                 take = perm[i * self.batch : end]
-                self.state, loss = self.p._step_fn(self.state, self.x_tr[take], self.y_tr[take])
-                total = total + loss
-            value = float(total) / steps
+                self.state, loss = step(self.state, self.x_tr, self.y_tr, take)
+                losses.append(loss)
+            value = float(np.sum(jax.device_get(losses))) / steps  # one wait, at the end
         per_step_s = (time.perf_counter() - t0) / steps
         return EpochFit(loss=value, step_s=[per_step_s] if epoch > 1 else [], steps=steps)
 
