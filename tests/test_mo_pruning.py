@@ -326,22 +326,34 @@ hardware: {accelerator: cpu}
 
 @pytest.mark.slow
 def test_a_dominated_trial_is_pruned_and_its_run_ended(workdir: Path) -> None:
+    good, bad = _good_then_bottleneck(workdir, CONFIG)
+    assert {curve_key(e) for e in (1, 2, 3)} <= set(good.user_attrs)
+    assert curve_key(2) in bad.user_attrs and curve_key(3) not in bad.user_attrs  # stopped
+    assert dominates(good.user_attrs[curve_key(2)], bad.user_attrs[curve_key(2)], UP_DOWN)
+    _assert_pruned_run_ended(workdir, epochs=2)
+
+
+Trials = tuple[optuna.trial.FrozenTrial, optuna.trial.FrozenTrial]
+
+
+def _good_then_bottleneck(workdir: Path, config: str) -> Trials:
+    """A sweep of one wide trial, then one of a width-1 bottleneck: (good, bad) trials,
+    the bad one PRUNED."""
     (workdir / "exp.py").write_text(SCRIPT)
     cfg = workdir / "cfg.yaml"
-    cfg.write_text(CONFIG)
+    cfg.write_text(config)
     first = runner.invoke(app, ["sweep", str(cfg)], env={"WIDTH": "32"})
     assert first.exit_code == 0, first.output + first.stderr
     second = runner.invoke(app, ["sweep", str(cfg), "study.n_trials=2"], env={"WIDTH": "1"})
     assert second.exit_code == 0, second.output + second.stderr
-
     storage = open_storage(str(workdir / "mlruns" / "optuna.journal"))
     trials = optuna.load_study(study_name="mo", storage=storage).trials
     assert [t.state for t in trials] == [State.COMPLETE, State.PRUNED]
-    good, bad = trials
-    assert {curve_key(e) for e in (1, 2, 3)} <= set(good.user_attrs)
-    assert curve_key(2) in bad.user_attrs and curve_key(3) not in bad.user_attrs  # stopped
-    assert dominates(good.user_attrs[curve_key(2)], bad.user_attrs[curve_key(2)], UP_DOWN)
+    return trials[0], trials[1]
 
+
+def _assert_pruned_run_ended(workdir: Path, epochs: int) -> None:
+    """Trial 1's MLflow run: tagged PRUNED, ended, with ``epochs`` epochs of val/acc."""
     client = MlflowClient(f"sqlite:///{workdir / 'mlruns' / 'mlflow.db'}")
     exp = client.get_experiment_by_name("mo")
     assert exp is not None
@@ -349,41 +361,22 @@ def test_a_dominated_trial_is_pruned_and_its_run_ended(workdir: Path) -> None:
     pruned = runs["1"]
     assert pruned.data.tags["protolab.state"] == "PRUNED"
     assert pruned.info.status != "RUNNING" and pruned.info.end_time is not None
-    assert len(client.get_metric_history(pruned.info.run_id, "val/acc")) == 2
+    assert len(client.get_metric_history(pruned.info.run_id, "val/acc")) == epochs
 
 
 @pytest.mark.slow
 def test_pareto_prunes_a_trial_that_cannot_reach_the_front(workdir: Path) -> None:
     """The same two runs with ``pareto``: the bottleneck's epoch-1 vector, even with the
     good trial's gain from epoch 1 to 3 added, is behind the good trial's final values."""
-    (workdir / "exp.py").write_text(SCRIPT)
-    cfg = workdir / "cfg.yaml"
-    cfg.write_text(
-        CONFIG.replace("pruner: percentile", "pruner: pareto").replace(
-            "{percentile: 0, n_startup_trials: 1}",
-            "{optimism: 0.9, n_dominators: 1, n_startup_trials: 1}",
-        )
+    config = CONFIG.replace("pruner: percentile", "pruner: pareto").replace(
+        "{percentile: 0, n_startup_trials: 1}",
+        "{optimism: 0.9, n_dominators: 1, n_startup_trials: 1}",
     )
-    first = runner.invoke(app, ["sweep", str(cfg)], env={"WIDTH": "32"})
-    assert first.exit_code == 0, first.output + first.stderr
-    second = runner.invoke(app, ["sweep", str(cfg), "study.n_trials=2"], env={"WIDTH": "1"})
-    assert second.exit_code == 0, second.output + second.stderr
-
-    storage = open_storage(str(workdir / "mlruns" / "optuna.journal"))
-    trials = optuna.load_study(study_name="mo", storage=storage).trials
-    assert [t.state for t in trials] == [State.COMPLETE, State.PRUNED]
-    good, bad = trials
+    good, bad = _good_then_bottleneck(workdir, config)
     assert curve_key(1) in bad.user_attrs and curve_key(2) not in bad.user_attrs  # epoch 1
     finished = [(good.user_attrs[curve_key(1)], good.values)]
     assert optimistic_prune(bad.user_attrs[curve_key(1)], finished, [good.values], UP_DOWN)
-
-    client = MlflowClient(f"sqlite:///{workdir / 'mlruns' / 'mlflow.db'}")
-    exp = client.get_experiment_by_name("mo")
-    assert exp is not None
-    runs = {r.data.tags.get("protolab.trial"): r for r in client.search_runs([exp.experiment_id])}
-    assert runs["1"].data.tags["protolab.state"] == "PRUNED"
-    assert runs["1"].info.status != "RUNNING" and runs["1"].info.end_time is not None
-    assert len(client.get_metric_history(runs["1"].info.run_id, "val/acc")) == 1
+    _assert_pruned_run_ended(workdir, epochs=1)
 
 
 # --- refused up front ----------------------------------------------------------------------

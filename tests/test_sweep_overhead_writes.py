@@ -85,6 +85,7 @@ def test_a_jobs_metrics_are_held_until_its_end_or_a_live_write(tmp_path: Path) -
     the time it was logged); a long job's are written at an epoch's end, while it waits."""
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     tracker = AsyncTracker(take_writer(), uri, "e", "e").wait_open()
+    tracker.live_every_s = 3600.0  # a short job, however slow this machine is right now
     client = MlflowClient(uri)
     run = tracker.child("t0-lightning", TAGS, {"width": 8})
     tracker.sync()

@@ -17,6 +17,8 @@ from collections.abc import Callable, Iterator
 __all__ = [
     "Interrupted",
     "deferred",
+    "importing_natives",
+    "in_native_import",
     "in_shield",
     "interrupt",
     "interrupt_again",
@@ -35,6 +37,7 @@ class Interrupted(KeyboardInterrupt):
 
 
 _shield_depth = 0
+_native_depth = 0  # inside a framework's import (importing_natives)
 # Every signal received in this sweep, kept until the sweep ends (see reset_interrupts).
 # A handler's exception can be swallowed: raised while a ``__del__``, a weakref or GC
 # callback runs, Python prints "Exception ignored" and carries on, and the sweep ran to its
@@ -121,3 +124,29 @@ def deferred() -> Iterator[None]:
         _leave()
     if len(_received) > seen and not _shield_depth:
         raise Interrupted(_received[seen])
+
+
+@contextlib.contextmanager
+def importing_natives() -> Iterator[None]:
+    """A framework's import: no exception may be raised from a signal handler inside it.
+
+    Its C++ extensions run Python while they initialise (pybind11 calls back into the
+    framework's modules), and an exception raised inside such a callback cannot cross the
+    C++ frames: the process aborts (``terminate called after throwing
+    'pybind11::error_already_set'``, exit -6). Waiting for the import would take seconds
+    (lightning: ~6 s on a busy machine), so the CLI, seeing :func:`in_native_import`,
+    exits at once instead (nothing is being written during an import); anywhere else the
+    signal is raised as soon as the import is done (:func:`deferred`).
+    """
+    global _native_depth
+    _native_depth += 1
+    try:
+        with deferred():
+            yield
+    finally:
+        _native_depth -= 1
+
+
+def in_native_import() -> bool:
+    """A framework is being imported (:func:`importing_natives`): do not raise here."""
+    return _native_depth > 0

@@ -124,6 +124,7 @@ def _interruptible() -> Iterator[None]:
     """
     import signal
 
+    from protolab._signals import in_native_import
     from protolab.sweep import SweepFailed
     from protolab.sweep._lease import Interrupted, interrupt, interrupt_again, reset_interrupts
 
@@ -146,6 +147,11 @@ def _interruptible() -> Iterator[None]:
     def on_signal(signum: int, frame: Any) -> None:
         signal.signal(signal.SIGINT, hard_exit)
         signal.signal(signal.SIGTERM, hard_exit)
+        if _EXIT_AT_ONCE and in_native_import():  # a raise here would abort the process
+            resume = " ".join(["protolab", *sys.argv[1:]])
+            message = f"error: interrupted; finished trials are saved. Resume with: {resume}\n"
+            os.write(2, message.encode())
+            os._exit(128 + signum)  # nothing is written during an import: nothing is cut
         interrupt(signum)  # raises now, or as soon as a store write in progress is done
 
     previous = {s: signal.signal(s, on_signal) for s in (signal.SIGINT, signal.SIGTERM)}

@@ -10,6 +10,8 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
+from protolab._signals import importing_natives
+
 __all__ = ["TrialClock", "import_timed", "peak_rss_mb", "preload", "step_stats"]
 
 _IMPORTED: dict[str, tuple[float, bool]] = {}  # key -> (seconds, imported by us)
@@ -17,13 +19,19 @@ _REPORTED: set[str] = set()
 
 
 def preload(*modules: str) -> None:
-    """Import ``modules`` now and remember how long it took (once per process)."""
+    """Import ``modules`` now and remember how long it took (once per process).
+
+    The import runs in :func:`~protolab._signals.importing_natives`: an interrupt raised
+    inside a framework's C++ initialisation aborts the process (exit -6) instead of
+    stopping it cleanly.
+    """
     key = ",".join(modules)
     if key not in _IMPORTED:
         already = all(m in sys.modules for m in modules)
         t0 = time.perf_counter()
-        for m in modules:
-            importlib.import_module(m)
+        with importing_natives():
+            for m in modules:
+                importlib.import_module(m)
         _IMPORTED[key] = (0.0, False) if already else (time.perf_counter() - t0, True)
 
 
