@@ -69,6 +69,29 @@ def test_an_existing_store_turns_wal_and_its_db_file_alone_is_whole_after_end(
     assert child.data.metrics == {"val/acc": 0.5}  # type: ignore[attr-defined]
 
 
+def test_a_backup_put_back_after_end_is_read_as_it_is(tmp_path: Path) -> None:
+    """After the writer ends, its log is empty: a ``.db`` file copied back over the store
+    (a restore from a backup) is read as that backup, not through a stale log as a
+    damaged store ("database disk image is malformed")."""
+    db = tmp_path / "mlruns" / "mlflow.db"
+    db.parent.mkdir()
+    uri = f"sqlite:///{db}"
+    MlflowClient(uri).search_experiments()
+    backup = tmp_path / "backup.db"
+    shutil.copyfile(db, backup)  # the empty store, before this study
+    tracker = AsyncTracker(take_writer(), uri, "e", "e").wait_open()
+    for i in range(20):  # enough writes to leave pages in the log
+        run = tracker.child(f"t{i}-lightning", TAGS, {"width": 8})
+        run.log_metrics({"val/acc": 0.5}, step=1)
+        run.end("COMPLETE")
+    tracker.end()
+    wal = Path(f"{db}-wal")
+    assert not wal.exists() or wal.stat().st_size == 0
+    shutil.copyfile(backup, db)  # put the backup back; -wal / -shm stay as they are
+    assert MlflowClient(uri).get_experiment_by_name("e") is None  # the backup's contents
+    assert sqlite3.connect(db).execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+
+
 def test_a_fresh_sqlite_study_store_is_created_in_wal_mode(tmp_path: Path) -> None:
     db = tmp_path / "optuna.db"
     storage = open_storage(f"sqlite:///{db}")

@@ -440,12 +440,19 @@ def checkpoint_wal(db: Path) -> None:
     that the ``.db`` file alone is whole after a command ends: a process that exits
     without closing its connections (the tracking writer) leaves the log for the next
     opener to read, and a copy of the ``.db`` file alone would miss it. Best effort and
-    never waiting (PASSIVE): what another process is still writing, it checkpoints itself."""
+    never waiting (PASSIVE): what another process is still writing, it checkpoints itself.
+
+    Then, when no other connection is reading or writing, the log is cut to zero bytes
+    (TRUNCATE, without waiting): a ``.db`` file later put back from a backup beside a
+    left-over log would otherwise be read through that stale log as a damaged store.
+    """
     if not Path(f"{db}-wal").is_file():
         return
     with contextlib.suppress(sqlite3.Error):
         con = sqlite3.connect(db, timeout=1)
         try:
             con.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchall()
+            con.execute("PRAGMA busy_timeout = 0")
+            con.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchall()
         finally:
             con.close()

@@ -392,14 +392,13 @@ def _use_compile_cache(cfg: Config, trust: bool = False) -> None:
 def _tracker_and_frameworks(ctx: SweepContext) -> Tracker:
     """The tracking writer opens its store while the frameworks import here (each on its
     own core), so a cold ``run`` waits for the slower of the two, not for both."""
-    from protolab.backends import ALIASES, get_backend
+    from protolab.backends import ALIASES, load_backends
     from protolab.report import study_notes
     from protolab.tracking import open_tracker, wait_open
 
     opening = open_tracker(ctx, wait=False, describe=study_notes)
-    for name in ctx.cfg.backends:  # reported as each job's time/import_s
-        if name not in ALIASES:
-            get_backend(name).load()
+    # reported as each job's time/import_s
+    load_backends(name for name in ctx.cfg.backends if name not in ALIASES)
     return wait_open(opening)
 
 

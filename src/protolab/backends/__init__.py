@@ -70,6 +70,7 @@ if TYPE_CHECKING:
         fork_safe_modules,
         get_backend,
         keeps_programs,
+        load_backends,
         register_backend,
     )
     from protolab.backends._threads import pin_loaded_frameworks
@@ -117,6 +118,7 @@ __all__ = [
     "fork_safe_modules",
     "get_backend",
     "keeps_programs",
+    "load_backends",
     "load_exported",
     "load_trained",
     "optimizer_frameworks",
@@ -193,6 +195,7 @@ _LAZY = {
             "fork_safe_modules",
             "get_backend",
             "keeps_programs",
+            "load_backends",
             "register_backend",
         ),
         "protolab.backends._registry",

@@ -85,12 +85,24 @@ class ProcessLauncher(Launcher):
         self._started().send.send(call)
         self._pending = True
 
+    def settle(self) -> None:
+        """Wait for a submitted call's reply (its error raised here), if one is pending."""
+        if self._pending and self._channel is not None:
+            self._call(self._channel, None)
+
     def launch(self, call: Call, on_epoch: EpochHook | None = None) -> object:
-        channel = self._started()
+        return self._call(self._started(), call, on_epoch)
+
+    def _call(
+        self, channel: Channel, call: Call | None, on_epoch: EpochHook | None = None
+    ) -> object:
+        """Read a pending reply, then send ``call`` (None: none) and return its reply."""
         try:
             if self._pending:
                 self._pending = False
                 self._answer(channel, None)
+            if call is None:
+                return None
             channel.send.send(call)
             return self._answer(channel, on_epoch)
         except KeyboardInterrupt:
@@ -143,6 +155,8 @@ class ProcessBackend(Backend):
     fixed when TF starts), on top of the class's own.
     """
 
+    loads_elsewhere = True
+
     def __init__(self, name: str, cls: type[Backend], env: dict[str, str] | None = None) -> None:
         self.name = name  # type: ignore[misc]  # per instance: the proxied backend's name
         self.family = cls.family  # type: ignore[misc]
@@ -158,6 +172,10 @@ class ProcessBackend(Backend):
     def load(self) -> None:
         """Start the worker and let it import its framework while this process goes on."""
         self.launcher.submit(Call("load"))
+
+    def wait_loaded(self) -> None:
+        """Block until the worker's import is done, so no job is timed beside it."""
+        self.launcher.settle()
 
     def program(self, job: Job) -> Program:
         raise NotImplementedError("a ProcessBackend runs whole jobs in its worker")

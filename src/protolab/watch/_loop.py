@@ -169,11 +169,9 @@ class Session:
 
 def _load_frameworks(names: list[str]) -> None:
     """Import each named mode's framework now (aliases load theirs when they calibrate)."""
-    from protolab.backends import ALIASES, get_backend
+    from protolab.backends import ALIASES, load_backends
 
-    for name in names:
-        if name not in ALIASES:
-            get_backend(name).load()
+    load_backends(name for name in names if name not in ALIASES)
 
 
 class _Watcher:
