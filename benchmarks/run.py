@@ -73,6 +73,16 @@ PLAIN_LOOP = "torch:prebatched"
 EAGER_TARGET = ("protolab:lightning", Target("<=", 1.15, "≤ 1.15x"))
 MFU_TARGETS = {"mlp-small": Target(">=", 0.40, "≥ 40 %"), "mlp-wide": Target(">=", 0.70, "≥ 70 %")}
 STATIC_MODES = FAMILIES["tensorflow"][0] + FAMILIES["jax"][0]
+# Each mode against the framework's own way with the same technique (eager loop, inductor,
+# XLA, TF graph, Keras on JAX): protolab's cost alone, where the best own way may use
+# another compiler (TF's oneDNN graph beats XLA on CPU convolutions, eager beats inductor).
+SAME_WAY = {
+    "protolab:lightning": ("torch:prebatched", "torch:dataloader", "lightning:Trainer"),
+    "protolab:torch-compile": ("torch:compile",),
+    "protolab:keras": ("keras:fit-xla",),
+    "protolab:tf-graph": ("keras:fit",),
+    "protolab:jax": ("keras-jax:fit",),
+}
 PEAKS: list[float] = []  # GEMM peak samples taken between models (the best one is the peak)
 
 err = Console(stderr=True, highlight=False)
@@ -347,6 +357,27 @@ def print_mode_matrix(rows: list[Row]) -> None:
         ]
         lines.append(f"| {model} | " + " | ".join(cells) + f" | {'; '.join(alias)} |")
     out.print("\n[bold]protolab modes / their framework's best own way[/]")
+    out.print("\n".join(lines), markup=False, soft_wrap=True)
+    print_same_way(steps, own)
+
+
+def print_same_way(steps: list[Row], own: dict[tuple[str, str], float | None]) -> None:
+    """Per model, each mode against its framework's own way with the same technique."""
+    cols = [c for c in SAME_WAY if any(r.contender == c for r in steps)]
+    lines = ["| model | " + " | ".join(c.removeprefix("protolab:") for c in cols) + " |",
+             "|---" * (len(cols) + 1) + "|"]  # fmt: skip
+    for model in dict.fromkeys(r.name for r in steps):
+        cells = []
+        for c in cols:
+            mine = own.get((model, c))
+            ways = [(w, t) for w in SAME_WAY[c] if (t := own.get((model, w)))]
+            if not mine or not ways:
+                cells.append("n/a")
+                continue
+            way, base = min(ways, key=lambda wt: wt[1])
+            cells.append(f"{mine / base:.2f}x ({_num(mine)} / {_num(base)} ms {way})")
+        lines.append(f"| {model} | " + " | ".join(cells) + " |")
+    out.print("\n[bold]protolab modes / their framework's own way with the same technique[/]")
     out.print("\n".join(lines), markup=False, soft_wrap=True)
 
 

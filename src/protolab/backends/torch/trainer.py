@@ -26,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from lightning.fabric.plugins import Precision
+from lightning.fabric.strategies import SingleDeviceStrategy
 
 from protolab.backends._base import (
     DeviceInfo,
@@ -186,6 +188,7 @@ class EagerProgram(Program):
         self.fabric, self.module, self.model = cached.fabric, cached.module, cached.model
         self.opt, self.opt_step = cached.opt, cached.opt_step
         self.lr_tensor = cached.lr_tensor
+        self.forward, self.backward = _step_calls(self.fabric, self.model, compiled)
         self.dev = self.fabric.device
         self.rank, self.world = self.fabric.global_rank, self.fabric.world_size
         self._place_data(job)
@@ -323,8 +326,8 @@ class EagerProgram(Program):
                 lo, hi = i * self.batch, min((i + 1) * self.batch, len(x_ep))
             else:
                 lo, hi = self._shard(i)
-            loss = self.loss_fn(self.model(x_ep[lo:hi]), y_ep[lo:hi])
-            self.fabric.backward(loss)
+            loss = self.loss_fn(self.forward(x_ep[lo:hi]), y_ep[lo:hi])
+            self.backward(loss)
             if self.clip:  # unscales first under float16; Keras clips the same global norm
                 self.fabric.clip_gradients(
                     self.model, self.opt, max_norm=self.clip, error_if_nonfinite=False
@@ -404,6 +407,29 @@ class EagerProgram(Program):
 
     def trained(self) -> TorchModel:
         return TorchModel(self.backend, self.module)
+
+
+def _step_calls(
+    fabric: Any, model: Any, compiled: bool
+) -> tuple[Callable[[torch.Tensor], torch.Tensor], Callable[[torch.Tensor], None]]:
+    """The forward and backward calls of one step.
+
+    Fabric's per-step wrappers convert inputs and outputs to the precision, enter its
+    autocast context and hook the output so a backward outside ``fabric.backward`` warns.
+    At full precision on one device each of those does nothing, yet their Python cost
+    7-8 % of a small model's step (``mlp-small`` 0.915 ms against 0.855 plain, one process,
+    30 alternated epochs). There the eager mode calls the module and ``backward`` directly;
+    anything else (mixed precision, DDP, the compiled mode) goes through Fabric.
+    """
+    strategy = fabric.strategy
+    direct = (
+        not compiled
+        and isinstance(strategy, SingleDeviceStrategy)
+        and type(strategy.precision) is Precision
+    )
+    if direct:
+        return model.module, torch.Tensor.backward
+    return model, fabric.backward
 
 
 def _trial_steps(per_epoch: int, tr: TrainSettings) -> int:
