@@ -237,3 +237,37 @@ def test_a_hanging_model_function_fails_its_trial_timeout(tmp_path: Path, hang: 
         run = runs[f"t{t.number}-lightning"]
         assert run.info.status == "FAILED"
         assert run.data.tags[TAG.FAIL_REASON] == "timeout"
+
+
+def test_a_trial_asked_by_another_worker_during_the_check_is_not_a_loss(tmp_path: Path) -> None:
+    """The check reads MLflow, then counts the study store's trials: a trial is in the
+    store before its run is in MLflow, so another worker asking between the two reads
+    (seen in CI: three workers, one starting late) must not look like a shortened store."""
+    from types import SimpleNamespace
+    from typing import cast
+
+    from protolab.sweep._binding import check_binding
+    from protolab.sweep._context import SweepContext
+    from protolab.tracking import Tracker
+
+    _project(tmp_path, n_trials=2)
+    assert _sweep(tmp_path).returncode == 0
+    storage = open_storage(str(_journal(tmp_path)))
+    study = optuna.load_study(study_name="tiny", storage=storage)
+    sid = str(study.user_attrs[ATTR.STUDY_ID])
+    uri = f"sqlite:///{tmp_path / 'mlruns' / 'mlflow.db'}"
+
+    class AnotherWorkerAsksMeanwhile(Tracker):
+        def study_runs(self, study_id: str):  # type: ignore[no-untyped-def]
+            trial = study.ask()  # the other worker, just before MLflow is read: its trial
+            run = self.client.create_run(self.experiment_id, run_name=f"t{trial.number}")
+            self.client.set_tag(run.info.run_id, TAG.STUDY_ID, sid)  # then its run
+            self.client.set_tag(run.info.run_id, TAG.TRIAL, str(trial.number))
+            found = super().study_runs(study_id)
+            assert found.latest_trial == trial.number
+            return found
+
+    tracker = AnotherWorkerAsksMeanwhile(uri, "tiny", "tiny", bind_later=True)
+    ctx = SimpleNamespace(study_name="tiny", config_path=tmp_path / "cfg.yaml")
+    for _ in range(2):  # trial 2, then trial 3: each asked while the check ran
+        assert check_binding(cast(SweepContext, ctx), storage, tracker, False) == (sid, False)

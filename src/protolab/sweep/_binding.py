@@ -39,13 +39,12 @@ _NEW_STUDY = (
 
 def _study_store(storage: BaseStorage, name: str) -> tuple[str | None, int]:
     """The study's id in the study store ("" for a study from before ids; None: no study
-    of that name) and how many trials it holds."""
+    of that name) and its number in the store (-1 with None)."""
     try:
         sid = storage.get_study_id_from_name(name)
     except KeyError:
-        return None, 0
-    found = storage.get_study_user_attrs(sid).get(ATTR.STUDY_ID, "")
-    return str(found), storage.get_n_trials(sid)
+        return None, -1
+    return str(storage.get_study_user_attrs(sid).get(ATTR.STUDY_ID, "")), sid
 
 
 def check_binding(
@@ -56,7 +55,7 @@ def check_binding(
     disagree and ``new_study`` does not say to start over. Read-only, except that
     ``new_study`` deletes the remains of a study whose store lost trials."""
     name = ctx.study_name
-    have, n_trials = _study_store(storage, name)
+    have, sid = _study_store(storage, name)
     runs = tracker.study_runs(have or "")
     if have is None:  # no study of that name: a new one, unless MLflow knows it
         if runs.parents and not new_study:
@@ -67,6 +66,9 @@ def check_binding(
             return uuid.uuid4().hex, "" in runs.parents
         raise _mismatch(ctx, runs, "holds a study '{name}' without an id", "replaced")
     if have in runs.parents:
+        # Counted after MLflow was read: a trial is in the study store before its run is in
+        # MLflow, so a worker of the same study asking meanwhile cannot look like a loss.
+        n_trials = storage.get_n_trials(sid)
         last = runs.latest_trial
         if last is None or last < n_trials:
             return have, False
