@@ -131,3 +131,52 @@ def test_a_compiled_program_reuses_its_eager_twins_choice() -> None:
     compiled = _run("torch-compile", None)
     assert compiled["threads_rule"] == "eager probe"
     assert compiled["torch_threads"] == eager["torch_threads"]
+
+
+_MKL_AFTER_PROBE = """
+import sys
+import torch
+from protolab.backends._threads import (
+    ThreadProbe, mkl_local_threads, set_torch_threads, torch_default_threads)
+
+if sys.argv[2] == "user-set":  # the user's own script fixed the count first
+    torch.set_num_threads(torch.get_num_threads())
+default = torch_default_threads()
+before = mkl_local_threads(torch)
+fast = int(sys.argv[1])  # the count whose steps are fast: the probe keeps it
+probe = ThreadProbe(default, set_torch_threads)
+while not probe.feed(1e-3 if torch.get_num_threads() == fast else 5e-3):
+    pass
+print(default, before, probe.chosen, torch.get_num_threads(), mkl_local_threads(torch))
+"""
+
+
+def _after_probe(fast: str, how: str = "untouched") -> list[int]:
+    import subprocess
+    import sys
+
+    out = subprocess.run(
+        [sys.executable, "-c", _MKL_AFTER_PROBE, fast, how],
+        capture_output=True, text=True, check=True, timeout=300,
+    )  # fmt: skip
+    return [int(v) for v in out.stdout.split()]
+
+
+def test_a_probe_that_keeps_the_default_leaves_mkl_as_torch_had_it() -> None:
+    """``torch.set_num_threads`` fixes MKL's per-thread count and turns its dynamic choice
+    off (a transformer step 2.9 -> 3.45 ms at the same count): a probe that went to 1
+    thread and back must undo that, so the trial trains as a user's own loop would.
+    A fresh process each: MKL's state is per process and thread."""
+    import torch
+
+    from protolab.backends._threads import mkl_local_threads
+
+    if torch_default_threads() == 1 or mkl_local_threads(torch) is None:
+        pytest.skip("one core or no MKL: no probe, or nothing to restore")
+    default, before, chosen, now, mkl = _after_probe(str(torch_default_threads()))
+    assert (before, chosen, now) == (0, default, default)
+    assert mkl == 0  # MKL's own choice again, as before the probe (not `default`)
+    _, _, chosen, now, mkl = _after_probe("1")  # 1 thread kept: MKL is set to 1
+    assert (chosen, now, mkl) == (1, 1, 1)
+    default, before, chosen, _, mkl = _after_probe(str(default), "user-set")
+    assert before == default and chosen == default and mkl == default  # theirs, kept
