@@ -142,12 +142,12 @@ from protolab.backends._threads import (
 if sys.argv[2] == "user-set":  # the user's own script fixed the count first
     torch.set_num_threads(torch.get_num_threads())
 default = torch_default_threads()
-before = mkl_local_threads(torch)
+before = mkl_local_threads()
 fast = int(sys.argv[1])  # the count whose steps are fast: the probe keeps it
 probe = ThreadProbe(default, set_torch_threads)
 while not probe.feed(1e-3 if torch.get_num_threads() == fast else 5e-3):
     pass
-print(default, before, probe.chosen, torch.get_num_threads(), mkl_local_threads(torch))
+print(default, before, probe.chosen, torch.get_num_threads(), mkl_local_threads())
 """
 
 
@@ -167,11 +167,9 @@ def test_a_probe_that_keeps_the_default_leaves_mkl_as_torch_had_it() -> None:
     off (a transformer step 2.9 -> 3.45 ms at the same count): a probe that went to 1
     thread and back must undo that, so the trial trains as a user's own loop would.
     A fresh process each: MKL's state is per process and thread."""
-    import torch
-
     from protolab.backends._threads import mkl_local_threads
 
-    if torch_default_threads() == 1 or mkl_local_threads(torch) is None:
+    if torch_default_threads() == 1 or mkl_local_threads() is None:
         pytest.skip("one core or no MKL: no probe, or nothing to restore")
     default, before, chosen, now, mkl = _after_probe(str(torch_default_threads()))
     assert (before, chosen, now) == (0, default, default)

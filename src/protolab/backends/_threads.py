@@ -11,6 +11,7 @@ framework loads and are easy to forget; the config travels with the study.
 from __future__ import annotations
 
 import contextlib
+import functools
 import statistics
 import sys
 from collections.abc import Callable, Hashable
@@ -62,7 +63,7 @@ def set_torch_threads(n: int | None) -> None:
     if torch.get_num_threads() != n:
         torch.set_num_threads(n)
         if n == default and _MKL_UNTOUCHED[0]:
-            _restore_mkl(torch)
+            _restore_mkl()
 
 
 def torch_default_threads() -> int:
@@ -72,15 +73,19 @@ def torch_default_threads() -> int:
         import torch
 
         _TORCH_DEFAULT.append(torch.get_num_threads())
-        _MKL_UNTOUCHED.append(mkl_local_threads(torch) == 0)
+        _MKL_UNTOUCHED.append(mkl_local_threads() == 0)
     return _TORCH_DEFAULT[0]
 
 
-def _mkl(torch: Any) -> Any:
+@functools.cache
+def _mkl() -> Any:
     """MKL's C service API inside torch's CPU library, or None (a build without MKL: ARM,
-    macOS). Its documented functions; torch exports the ones it calls itself."""
+    macOS). Its documented functions; torch exports the ones it calls itself. Looked up
+    once per process."""
     import ctypes
     import os
+
+    import torch
 
     if not torch.backends.mkl.is_available():
         return None
@@ -95,10 +100,10 @@ def _mkl(torch: Any) -> Any:
     return None
 
 
-def mkl_local_threads(torch: Any) -> int | None:
+def mkl_local_threads() -> int | None:
     """This thread's MKL thread count as torch set it (0: none set, MKL's own choice per
     call), read by setting it and putting it back; None without MKL."""
-    lib = _mkl(torch)
+    lib = _mkl()
     if lib is None:
         return None
     found = int(lib.MKL_Set_Num_Threads_Local(0))  # returns the value it replaces
@@ -106,7 +111,7 @@ def mkl_local_threads(torch: Any) -> int | None:
     return found
 
 
-def _restore_mkl(torch: Any) -> None:
+def _restore_mkl() -> None:
     """Put MKL back as it was before any ``torch.set_num_threads``.
 
     That call also fixes MKL's thread count for the thread and turns MKL's dynamic
@@ -118,7 +123,7 @@ def _restore_mkl(torch: Any) -> None:
     """
     import os
 
-    lib = _mkl(torch)
+    lib = _mkl()
     if lib is None:
         return
     lib.MKL_Set_Num_Threads_Local(0)  # follow MKL's global setting (MKL_NUM_THREADS, cores)
